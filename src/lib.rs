@@ -1,0 +1,21 @@
+//! recsift: active learning and sample selection for recommender systems on pretrained
+//! language models, described as YAML pipelines and executed as incremental dataflow.
+//!
+//! The layers, each a module with one job (see `docs/architecture.md`):
+//!
+//! ```text
+//! spec      YAML exactly as written (serde), with source locations for errors
+//!  -> plan  typed, validated IR: nodes, resolved defaults, checked edges
+//!  -> driver rounds of the experiment protocol; calls the trainer and the engine
+//!     -> dataflow  the incremental engine (the only module that imports timely/differential)
+//!     -> model     candle recommenders and the text encoder (the only module that imports candle)
+//!     -> io        Parquet in and out, MovieLens import, embedding cache
+//! strategy, metrics, scoring: pure functions, no I/O and no engine types
+//! ```
+#![deny(missing_docs)]
+
+pub mod data;
+pub mod model;
+pub mod plan;
+pub mod results;
+pub mod scoring;

@@ -1,0 +1,160 @@
+//! Resolved parameters: what each part of the engine receives once a pipeline is validated.
+//!
+//! These are plain data with every default filled in. The spec layer produces them; the
+//! I/O, model and driver layers consume them. They do not know YAML, timely or candle.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::data::LabelKind;
+
+/// Where the logged events live and how their columns map onto recsift's fields.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EventSource {
+    /// Parquet file of events (absolute, resolved against the pipeline file).
+    pub path: PathBuf,
+    /// Column names in that file.
+    pub columns: EventColumns,
+    /// What the label column holds.
+    pub label_kind: LabelKind,
+}
+
+/// Names of the event columns in a Parquet file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EventColumns {
+    /// User id column (any integer type, or UTF-8).
+    pub user: String,
+    /// Item id column (any integer type, or UTF-8).
+    pub item: String,
+    /// Label column (any numeric type; ratings or 0/1 clicks).
+    pub label: String,
+    /// Timestamp column (integer seconds, or an Arrow timestamp).
+    pub time: String,
+}
+
+impl Default for EventColumns {
+    fn default() -> Self {
+        Self {
+            user: "user_id".into(),
+            item: "item_id".into(),
+            label: "rating".into(),
+            time: "timestamp".into(),
+        }
+    }
+}
+
+/// Where item text lives and how to render it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ItemSource {
+    /// Parquet file with one row per item.
+    pub path: PathBuf,
+    /// The item id column (same ids as the events' item column).
+    pub id_column: String,
+    /// Text template over the file's columns, e.g. `"{title} | {genres}"`. A list column
+    /// renders its elements joined by spaces.
+    pub text_template: String,
+}
+
+/// Which device candle runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceChoice {
+    /// The CPU (default).
+    Cpu,
+    /// An NVIDIA GPU by ordinal; needs the `cuda` cargo feature.
+    Cuda(usize),
+}
+
+/// Gradient-descent optimiser and its hyper-parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerParams {
+    /// Plain SGD on the summed batch loss, with L2 weight decay on the rows it touches.
+    Sgd {
+        /// Learning rate.
+        lr: f64,
+        /// L2 regularisation applied to the touched rows.
+        weight_decay: f64,
+    },
+    /// Adam with per-row ("lazy") moments: only the rows of a batch are updated.
+    Adam {
+        /// Learning rate.
+        lr: f64,
+        /// First-moment decay.
+        beta1: f64,
+        /// Second-moment decay.
+        beta2: f64,
+        /// Denominator epsilon.
+        eps: f64,
+        /// L2 regularisation applied to the touched rows (AdamW style, decoupled).
+        weight_decay: f64,
+    },
+}
+
+/// Which recommender to train.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Biased matrix factorisation: global mean + user/item bias + dot of factors.
+    Mf {
+        /// Factor dimension.
+        dim: usize,
+        /// Standard deviation of the normal initialisation of factors.
+        init_std: f64,
+    },
+}
+
+/// Which rows a round's training pass visits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefitPolicy {
+    /// Fine-tune on the labels revealed this round only: touches only their rows, so the
+    /// incremental engine re-scores only the samples sharing a user or item with them.
+    NewLabels,
+    /// Train over every labelled sample: touches most rows.
+    AllLabels,
+}
+
+/// How the model expresses uncertainty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UncertaintyParams {
+    /// `members` models, each trained on its own Poisson(1) bootstrap of the labels.
+    Ensemble {
+        /// Number of members (1 means no uncertainty).
+        members: usize,
+    },
+}
+
+impl UncertaintyParams {
+    /// Number of predictions per sample the scoring rows hold.
+    pub fn members(&self) -> usize {
+        match self {
+            UncertaintyParams::Ensemble { members } => *members,
+        }
+    }
+}
+
+/// Everything a trainer needs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrainParams {
+    /// The model family and its shape.
+    pub model: ModelKind,
+    /// How uncertainty is obtained.
+    pub uncertainty: UncertaintyParams,
+    /// The optimiser.
+    pub optimizer: OptimizerParams,
+    /// Passes over the initially labelled set before round 1.
+    pub epochs: usize,
+    /// Passes per round after new labels arrive.
+    pub epochs_per_round: usize,
+    /// Which samples a round's passes visit.
+    pub refit: RefitPolicy,
+    /// Samples per gradient step.
+    pub batch_size: usize,
+    /// The device candle runs on.
+    pub device: DeviceChoice,
+    /// Seed for initialisation, shuffling and bootstrap weights.
+    pub seed: u64,
+}

@@ -1,0 +1,37 @@
+//! What an experiment produces, independent of file formats: one record per round and one
+//! per selected sample. `io::results` writes them as Parquet; the driver fills them.
+
+use crate::data::RawId;
+
+/// One round of an experiment (round 0 is the model trained on the initial labels).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoundRecord {
+    /// Round number, from 0.
+    pub round: u32,
+    /// Labelled samples the model was trained on after this round's selection.
+    pub labelled: u64,
+    /// Samples selected this round (0 in round 0).
+    pub selected: u64,
+    /// Samples whose score the engine (re-)computed this round.
+    pub rescored: u64,
+    /// Metric name (`rmse`, `ndcg@10`, ...) and value, in the pipeline's order. A metric that
+    /// has no value this round (e.g. no cold items in the test set) is `NaN`.
+    pub metrics: Vec<(String, f64)>,
+    /// Stage name (`score`, `select`, `train`, `evaluate`) and its wall time in milliseconds.
+    pub timings_ms: Vec<(String, f64)>,
+}
+
+/// One sample a strategy selected.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SelectionRecord {
+    /// Round in which it was selected (from 1).
+    pub round: u32,
+    /// The sample's index in the experiment's event table.
+    pub sample: u32,
+    /// The user, as the source file wrote it.
+    pub user_id: RawId,
+    /// The item, as the source file wrote it.
+    pub item_id: RawId,
+    /// The strategy's score for it (higher was picked first).
+    pub score: f64,
+}
