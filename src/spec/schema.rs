@@ -1,0 +1,224 @@
+//! The pipeline file exactly as written: serde structs, one per YAML mapping, every key
+//! optional unless the file cannot mean anything without it, unknown keys rejected.
+//! Defaults are not filled in here; the planner does that, so `recsift plan` can show
+//! which values were written and which were resolved.
+
+use serde::Deserialize;
+
+/// `data:` — where the logged behaviour and the item text live.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    /// Parquet file of events, relative to the pipeline file.
+    pub events: Option<String>,
+    /// Column names in the event files.
+    pub columns: Option<ColumnsSpec>,
+    /// `rating` (default) or `click`.
+    pub label: Option<String>,
+    /// Item text.
+    pub items: Option<ItemsSpec>,
+}
+
+/// `data.columns:` — event column names.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnsSpec {
+    /// User id column (default `user_id`).
+    pub user: Option<String>,
+    /// Item id column (default `item_id`).
+    pub item: Option<String>,
+    /// Label column (default `rating`).
+    pub label: Option<String>,
+    /// Timestamp column (default `timestamp`).
+    pub time: Option<String>,
+}
+
+/// `data.items:` — the item table and how to render an item's text.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ItemsSpec {
+    /// Parquet file with one row per item, relative to the pipeline file.
+    pub path: String,
+    /// Item id column (default `item_id`).
+    pub id: Option<String>,
+    /// Text template over the item columns (default `"{title} | {genres}"`).
+    pub text: Option<String>,
+}
+
+/// `protocol:` — how the events become an experiment. Exactly one key.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProtocolSpec {
+    /// Pool-based active learning: seed labels, a hidden-label pool, a test set, rounds.
+    pub pool: Option<PoolSpec>,
+}
+
+/// `protocol.pool:`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSpec {
+    /// How events are split into train (labelled + pool) and test.
+    pub split: SplitSpec,
+    /// Which training events are labelled before round 1 (default `{fraction: 0.05}`).
+    pub labelled: Option<InitialLabelsSpec>,
+    /// Rounds of selection (default 10).
+    pub rounds: Option<u32>,
+}
+
+/// `split:` — train/test split. Exactly one key.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SplitSpec {
+    /// A seeded random fraction of events goes to test.
+    pub random: Option<RandomSplitSpec>,
+    /// Each user's last events (by time) go to test.
+    pub temporal: Option<TemporalSplitSpec>,
+    /// Predefined train and test files (e.g. MovieLens `u1.base`/`u1.test` after import).
+    pub files: Option<FilesSplitSpec>,
+}
+
+/// `split.random:`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RandomSplitSpec {
+    /// Fraction of events in the test set, in (0, 1).
+    pub test: f64,
+}
+
+/// `split.temporal:`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TemporalSplitSpec {
+    /// Events per user held out for test (default 1).
+    pub leave_last: Option<usize>,
+}
+
+/// `split.files:`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSplitSpec {
+    /// Training events, relative to the pipeline file.
+    pub train: String,
+    /// Test events, relative to the pipeline file.
+    pub test: String,
+}
+
+/// `labelled:` — the initially labelled seed set. Exactly one key.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InitialLabelsSpec {
+    /// A seeded random fraction of the training events, in [0, 1].
+    pub fraction: Option<f64>,
+    /// Each user's `n` earliest training events.
+    pub per_user: Option<usize>,
+}
+
+/// `output:` — where results go.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// Results directory, relative to the pipeline file (default `results/<name>` in the
+    /// current directory).
+    pub dir: Option<String>,
+    /// Whether to draw the learning-curve plots (default true).
+    pub plots: Option<bool>,
+}
+
+/// `train:` — the recommender family as the only key, its options as the value.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSpec {
+    /// Biased matrix factorisation.
+    pub mf: Option<TrainOptions>,
+}
+
+/// Options of a `train:` node.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainOptions {
+    /// Factor dimension (default 64).
+    pub dim: Option<usize>,
+    /// Standard deviation of the factor initialisation (default 0.1).
+    pub init_std: Option<f64>,
+    /// Ensemble members, each on its own bootstrap of the labels (default 1).
+    pub members: Option<usize>,
+    /// Optimiser: `{sgd: {lr, weight_decay}}` or `{adam: {lr, beta1, beta2, eps, weight_decay}}`.
+    pub optimizer: Option<OptimizerSpec>,
+    /// Passes over the initial labels before round 1.
+    pub epochs: Option<usize>,
+    /// Passes per round after new labels arrive.
+    pub epochs_per_round: Option<usize>,
+    /// `new_labels` (fine-tune on this round's labels) or `all_labels` (default `new_labels`).
+    pub refit: Option<String>,
+    /// Samples per gradient step.
+    pub batch_size: Option<usize>,
+}
+
+/// `optimizer:` — exactly one key.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerSpec {
+    /// Stochastic gradient descent.
+    pub sgd: Option<SgdSpec>,
+    /// Adam with lazy (per-row) moments.
+    pub adam: Option<AdamSpec>,
+}
+
+/// `optimizer.sgd:`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SgdSpec {
+    /// Learning rate.
+    pub lr: Option<f64>,
+    /// L2 regularisation on touched rows.
+    pub weight_decay: Option<f64>,
+}
+
+/// `optimizer.adam:`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdamSpec {
+    /// Learning rate.
+    pub lr: Option<f64>,
+    /// First-moment decay.
+    pub beta1: Option<f64>,
+    /// Second-moment decay.
+    pub beta2: Option<f64>,
+    /// Denominator epsilon.
+    pub eps: Option<f64>,
+    /// Decoupled L2 regularisation on touched rows.
+    pub weight_decay: Option<f64>,
+}
+
+/// `score:` — per-sample prediction, uncertainty and loss.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreSpec {
+    /// `ensemble` (variance over members) or `none` (default: `ensemble` when the model has
+    /// several members, else `none`).
+    pub uncertainty: Option<String>,
+}
+
+/// `select:` — the strategy that spends the labelling budget.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SelectSpec {
+    /// Strategy name (`random`, `uncertainty`, `max_loss`, `popularity`, `entropy`,
+    /// `log_pop_entropy`).
+    pub strategy: String,
+    /// Samples labelled per round (per user with `per_user: true`).
+    pub budget: u64,
+    /// Spend `budget` for every user instead of globally (default false).
+    pub per_user: Option<bool>,
+}
+
+/// `evaluate:` — metrics on the test set after every round.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateSpec {
+    /// Metric names (default `[rmse, mae, ndcg@10, recall@10]`).
+    pub metrics: Option<Vec<String>>,
+    /// A test event is relevant for ranking metrics when its label is at least this
+    /// (default 4 for ratings, 1 for clicks).
+    pub relevant: Option<f32>,
+}
