@@ -15,7 +15,9 @@
 #![deny(missing_docs)]
 
 pub mod data;
+pub mod metrics;
 pub mod spec;
+pub mod strategy;
 pub mod model;
 pub mod plan;
 pub mod results;

@@ -1,3 +1,181 @@
-//! The plan: a validated, typed IR of a pipeline with every default resolved.
+//! The plan: a validated, typed IR of a pipeline with every default resolved and every edge
+//! checked. It is what `recsift plan` prints and what the driver runs; it makes explicit
+//! anything a consumer would otherwise have to recover by analysing the YAML again.
+//!
+//! `plan/` imports neither timely/differential nor candle: a pipeline can be validated and
+//! printed without building an engine.
 
+mod build;
+mod display;
+pub mod graph;
 pub mod params;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+pub use build::build;
+
+use crate::data::LabelKind;
+use crate::metrics::Metric;
+use crate::strategy::Strategy;
+use params::{DeviceChoice, EventSource, ItemSource, TrainParams};
+
+/// A validated pipeline, ready to run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Plan {
+    /// Experiment name (`name:`, default: the file name without extension).
+    pub name: String,
+    /// The pipeline file it came from.
+    pub source: PathBuf,
+    /// Seed for every random choice (splits, initialisation, shuffles, strategies).
+    pub seed: u64,
+    /// Timely worker threads of the incremental engine.
+    pub workers: usize,
+    /// Where candle runs.
+    pub device: DeviceChoice,
+    /// Input data.
+    pub data: DataPlan,
+    /// How events become rounds.
+    pub protocol: ProtocolPlan,
+    /// The recommender and how it trains.
+    pub train: TrainParams,
+    /// Per-sample scoring.
+    pub score: ScorePlan,
+    /// The selection strategy (absent when there are no rounds).
+    pub select: Option<SelectPlan>,
+    /// Test metrics (absent: nothing is evaluated).
+    pub evaluate: Option<EvaluatePlan>,
+    /// Where results go.
+    pub output: OutputPlan,
+    /// The node graph, for display: sources first, then nodes in dependency order.
+    #[serde(skip)]
+    pub graph: Vec<PlanNode>,
+}
+
+/// Resolved `data:`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DataPlan {
+    /// The event log (absent when the split names its own train/test files).
+    pub events: Option<EventSource>,
+    /// Item text.
+    pub items: Option<ItemSource>,
+    /// What labels mean.
+    pub label_kind: LabelKind,
+}
+
+/// Resolved `protocol:`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProtocolPlan {
+    /// Pool-based active learning.
+    Pool(PoolPlan),
+}
+
+/// Resolved `protocol.pool:`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PoolPlan {
+    /// Train/test split.
+    pub split: SplitPlan,
+    /// Initially labelled training events.
+    pub initial: InitialLabels,
+    /// Rounds of selection.
+    pub rounds: u32,
+}
+
+/// Resolved split.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitPlan {
+    /// A seeded random fraction of events to test.
+    Random {
+        /// Test fraction.
+        test: f64,
+    },
+    /// Each user's last events by time to test.
+    Temporal {
+        /// Events per user held out.
+        leave_last: usize,
+    },
+    /// Predefined files, read with the event column mapping.
+    Files {
+        /// Training events.
+        train: EventSource,
+        /// Test events.
+        test: EventSource,
+    },
+}
+
+/// Resolved initial labels.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InitialLabels {
+    /// A seeded random fraction of training events.
+    Fraction(f64),
+    /// Each user's earliest `n` training events.
+    PerUser(usize),
+}
+
+/// How the score node measures uncertainty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UncertaintyMode {
+    /// Variance over ensemble members.
+    Ensemble,
+    /// No uncertainty (variance is 0).
+    None,
+}
+
+/// Resolved `score:`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ScorePlan {
+    /// Uncertainty measure.
+    pub uncertainty: UncertaintyMode,
+}
+
+/// Resolved `select:`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SelectPlan {
+    /// The strategy.
+    pub strategy: Strategy,
+    /// Samples per round (per user with `per_user`).
+    pub budget: u64,
+    /// Whether the budget is per user.
+    pub per_user: bool,
+}
+
+/// Resolved `evaluate:`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EvaluatePlan {
+    /// Metrics in the order they are reported.
+    #[serde(serialize_with = "serialize_metrics")]
+    pub metrics: Vec<Metric>,
+    /// Relevance threshold for ranking metrics.
+    pub relevant: f32,
+}
+
+fn serialize_metrics<S: serde::Serializer>(metrics: &[Metric], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(metrics.iter().map(Metric::to_string))
+}
+
+/// Resolved `output:`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OutputPlan {
+    /// Results directory.
+    pub dir: PathBuf,
+    /// Whether to draw plots.
+    pub plots: bool,
+}
+
+/// One node of the displayed graph.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanNode {
+    /// Node id (a source name for sources).
+    pub id: String,
+    /// Operator key, or `source`.
+    pub operator: &'static str,
+    /// Ids it reads from.
+    pub inputs: Vec<String>,
+    /// Resolved parameters as `(key, value, written in the file?)`.
+    pub params: Vec<(String, String, bool)>,
+}

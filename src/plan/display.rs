@@ -1,0 +1,63 @@
+//! Human-readable forms of a plan: the text that `recsift plan` prints, and Graphviz DOT.
+
+use std::fmt::{self, Write};
+
+use super::{InitialLabels, Plan, ProtocolPlan, SplitPlan};
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "plan `{}` ({})", self.name, self.source.display())?;
+        writeln!(f, "  seed {}, workers {}, device {:?}", self.seed, self.workers, self.device)?;
+        let ProtocolPlan::Pool(pool) = &self.protocol;
+        let split = match &pool.split {
+            SplitPlan::Random { test } => format!("random, test fraction {test}"),
+            SplitPlan::Temporal { leave_last } => format!("temporal, each user's last {leave_last} to test"),
+            SplitPlan::Files { train, test } => {
+                format!("files, train {} / test {}", train.path.display(), test.path.display())
+            }
+        };
+        let initial = match pool.initial {
+            InitialLabels::Fraction(fraction) => format!("fraction {fraction} labelled"),
+            InitialLabels::PerUser(n) => format!("{n} earliest per user labelled"),
+        };
+        writeln!(f, "  protocol pool: split {split}; {initial}; {} rounds", pool.rounds)?;
+        writeln!(f, "  label {:?}", self.data.label_kind)?;
+        writeln!(f, "  output {}", self.output.dir.display())?;
+        writeln!(f, "nodes (dependency order; `*` = default):")?;
+        let width = self.graph.iter().map(|n| n.id.len()).max().unwrap_or(0);
+        for node in &self.graph {
+            let inputs = if node.inputs.is_empty() {
+                String::new()
+            } else {
+                format!(" <- {}", node.inputs.join(", "))
+            };
+            writeln!(f, "  {:width$}  {:8}{inputs}", node.id, node.operator)?;
+            for (key, value, written) in &node.params {
+                writeln!(f, "  {:width$}    {}{key} = {value}", "", if *written { " " } else { "*" })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Plan {
+    /// The node graph in Graphviz DOT (`recsift plan --dot | dot -Tsvg`).
+    pub fn to_dot(&self) -> String {
+        let mut dot = String::new();
+        let _ = writeln!(dot, "digraph {:?} {{", self.name);
+        let _ = writeln!(dot, "  rankdir=LR;");
+        for node in &self.graph {
+            let shape = if node.operator == "source" { "ellipse" } else { "box" };
+            let mut label = format!("{}\\n{}", node.id, node.operator);
+            for (key, value, _) in &node.params {
+                let _ = write!(label, "\\n{key}={}", value.replace('"', "\\\""));
+            }
+            let _ = writeln!(dot, "  {:?} [shape={shape}, label=\"{label}\"];", node.id);
+            for input in &node.inputs {
+                let _ = writeln!(dot, "  {input:?} -> {:?};", node.id);
+            }
+        }
+        dot.push_str("}\n");
+        dot
+    }
+}
