@@ -16,9 +16,9 @@
 
 pub mod data;
 pub mod metrics;
-pub mod spec;
-pub mod strategy;
 pub mod model;
 pub mod plan;
 pub mod results;
 pub mod scoring;
+pub mod spec;
+pub mod strategy;

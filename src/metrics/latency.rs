@@ -38,13 +38,19 @@ impl LatencyRecorder {
 
     /// Records one duration of `operator` (microsecond resolution, up to an hour).
     pub fn record(&mut self, operator: &str, elapsed: Duration) {
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).max(1);
-        let (histogram, total) = self.histograms.entry(operator.to_string()).or_insert_with(|| {
-            (
-                Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
-                0.0,
-            )
-        });
+        let micros = u64::try_from(elapsed.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let (histogram, total) = self
+            .histograms
+            .entry(operator.to_string())
+            .or_insert_with(|| {
+                (
+                    Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                        .expect("valid histogram bounds"),
+                    0.0,
+                )
+            });
         histogram.saturating_record(micros);
         *total += elapsed.as_secs_f64() * 1e3;
     }

@@ -34,9 +34,18 @@ pub enum Metric {
 pub static METRIC_DOCS: &[(&str, &str)] = &[
     ("rmse", "root mean squared error over test events"),
     ("mae", "mean absolute error over test events"),
-    ("ndcg@K", "NDCG of each user's top K test items (binary relevance), mean over users"),
-    ("recall@K", "relevant items in the top K / the user's relevant test items, mean over users"),
-    ("precision@K", "relevant items in the top K / K, mean over users"),
+    (
+        "ndcg@K",
+        "NDCG of each user's top K test items (binary relevance), mean over users",
+    ),
+    (
+        "recall@K",
+        "relevant items in the top K / the user's relevant test items, mean over users",
+    ),
+    (
+        "precision@K",
+        "relevant items in the top K / K, mean over users",
+    ),
     ("auc", "ROC AUC over all test events (click labels)"),
     ("logloss", "mean binary cross-entropy (click labels)"),
 ];
@@ -46,7 +55,9 @@ impl Metric {
     pub fn parse(name: &str) -> Result<Self, String> {
         let ranked = |k: &str, make: fn(usize) -> Metric| match k.parse::<usize>() {
             Ok(k) if k > 0 => Ok(make(k)),
-            _ => Err(format!("`{name}`: the cut-off after `@` must be a positive integer, e.g. `ndcg@10`")),
+            _ => Err(format!(
+                "`{name}`: the cut-off after `@` must be a positive integer, e.g. `ndcg@10`"
+            )),
         };
         match name.split_once('@') {
             None => match name {
@@ -65,7 +76,10 @@ impl Metric {
 
     /// Whether the metric ranks items per user.
     pub fn is_ranking(&self) -> bool {
-        matches!(self, Metric::Ndcg(_) | Metric::Recall(_) | Metric::Precision(_))
+        matches!(
+            self,
+            Metric::Ndcg(_) | Metric::Recall(_) | Metric::Precision(_)
+        )
     }
 }
 
@@ -106,14 +120,20 @@ pub fn evaluate(metrics: &[Metric], scored: &[Scored], relevant: f32) -> Vec<(St
         .map(|metric| {
             let value = match metric {
                 Metric::Rmse => mean(scored.iter().map(|s| sq(s.prediction - s.label))).sqrt(),
-                Metric::Mae => mean(scored.iter().map(|s| f64::from((s.prediction - s.label).abs()))),
-                Metric::Ndcg(k) => ranking_mean(per_user.as_ref(), relevant, |ranked, r| ndcg(ranked, r, *k)),
+                Metric::Mae => mean(
+                    scored
+                        .iter()
+                        .map(|s| f64::from((s.prediction - s.label).abs())),
+                ),
+                Metric::Ndcg(k) => {
+                    ranking_mean(per_user.as_ref(), relevant, |ranked, r| ndcg(ranked, r, *k))
+                }
                 Metric::Recall(k) => ranking_mean(per_user.as_ref(), relevant, |ranked, r| {
                     hits(ranked, *k) / r as f64
                 }),
-                Metric::Precision(k) => {
-                    ranking_mean(per_user.as_ref(), relevant, |ranked, _| hits(ranked, *k) / *k as f64)
-                }
+                Metric::Precision(k) => ranking_mean(per_user.as_ref(), relevant, |ranked, _| {
+                    hits(ranked, *k) / *k as f64
+                }),
                 Metric::Auc => auc(scored),
                 Metric::LogLoss => mean(scored.iter().map(|s| {
                     let p = f64::from(s.prediction).clamp(1e-7, 1.0 - 1e-7);
@@ -139,7 +159,10 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
 fn group_by_user(scored: &[Scored]) -> BTreeMap<u32, Vec<(f32, f32)>> {
     let mut users: BTreeMap<u32, Vec<(f32, f32)>> = BTreeMap::new();
     for s in scored {
-        users.entry(s.user).or_default().push((s.prediction, s.label));
+        users
+            .entry(s.user)
+            .or_default()
+            .push((s.prediction, s.label));
     }
     users
 }
@@ -167,7 +190,13 @@ fn hits(ranked: &[bool], k: usize) -> f64 {
 
 fn ndcg(ranked: &[bool], relevant: usize, k: usize) -> f64 {
     let discount = |i: usize| 1.0 / ((i + 2) as f64).log2();
-    let dcg: f64 = ranked.iter().take(k).enumerate().filter(|(_, r)| **r).map(|(i, _)| discount(i)).sum();
+    let dcg: f64 = ranked
+        .iter()
+        .take(k)
+        .enumerate()
+        .filter(|(_, r)| **r)
+        .map(|(i, _)| discount(i))
+        .sum();
     let ideal: f64 = (0..relevant.min(k)).map(discount).sum();
     dcg / ideal
 }
@@ -200,7 +229,11 @@ mod tests {
     use super::*;
 
     fn s(user: u32, prediction: f32, label: f32) -> Scored {
-        Scored { user, prediction, label }
+        Scored {
+            user,
+            prediction,
+            label,
+        }
     }
 
     fn value(metric: &str, scored: &[Scored]) -> f64 {
@@ -217,7 +250,12 @@ mod tests {
     #[test]
     fn ndcg_and_recall_by_hand() {
         // User 0 ranks: 0.9 (irrelevant), 0.8 (relevant), 0.1 (relevant).
-        let data = [s(0, 0.1, 5.0), s(0, 0.9, 1.0), s(0, 0.8, 4.0), s(1, 1.0, 1.0)];
+        let data = [
+            s(0, 0.1, 5.0),
+            s(0, 0.9, 1.0),
+            s(0, 0.8, 4.0),
+            s(1, 1.0, 1.0),
+        ];
         let dcg = 1.0 / 3f64.log2();
         let idcg = 1.0 + 1.0 / 3f64.log2();
         assert!((value("ndcg@2", &data) - dcg / idcg).abs() < 1e-12);
@@ -234,16 +272,33 @@ mod tests {
 
     #[test]
     fn auc_counts_ties_half() {
-        let data = [s(0, 0.2, 0.0), s(0, 0.8, 1.0), s(0, 0.5, 1.0), s(0, 0.5, 0.0)];
+        let data = [
+            s(0, 0.2, 0.0),
+            s(0, 0.8, 1.0),
+            s(0, 0.5, 1.0),
+            s(0, 0.5, 0.0),
+        ];
         assert!((value("auc", &data) - 3.5 / 4.0).abs() < 1e-12);
     }
 
     #[test]
     fn names_parse_and_print() {
-        for name in ["rmse", "mae", "ndcg@10", "recall@5", "precision@3", "auc", "logloss"] {
+        for name in [
+            "rmse",
+            "mae",
+            "ndcg@10",
+            "recall@5",
+            "precision@3",
+            "auc",
+            "logloss",
+        ] {
             assert_eq!(Metric::parse(name).unwrap().to_string(), name);
         }
-        assert!(Metric::parse("ndcg@0").unwrap_err().contains("positive integer"));
+        assert!(
+            Metric::parse("ndcg@0")
+                .unwrap_err()
+                .contains("positive integer")
+        );
         assert!(Metric::parse("rsme").is_err());
     }
 }

@@ -5,16 +5,16 @@ use std::path::{Path, PathBuf};
 
 use crate::data::LabelKind;
 use crate::metrics::Metric;
-use crate::spec::diagnostic::{did_you_mean, Diagnostic, Diagnostics};
+use crate::spec::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
 use crate::spec::path::YamlPath;
 use crate::spec::schema::{
     DataSpec, EvaluateSpec, InitialLabelsSpec, OptimizerSpec, PoolSpec, ScoreSpec, SelectSpec,
     SplitSpec, TrainSpec,
 };
 use crate::spec::{LoadedSpec, OperatorSpec, PipelineSpec};
-use crate::strategy::{Strategy, STRATEGIES};
+use crate::strategy::{STRATEGIES, Strategy};
 
-use super::graph::{check_edges, NodeRoles};
+use super::graph::{NodeRoles, check_edges};
 use super::params::{
     DeviceChoice, EventColumns, EventSource, ItemSource, ModelKind, OptimizerParams, RefitPolicy,
     TrainParams, UncertaintyParams,
@@ -51,14 +51,21 @@ struct Resolver {
 
 impl Resolver {
     fn error(&mut self, path: YamlPath, message: impl Into<String>, help: impl Into<String>) {
-        self.diagnostics.push(Diagnostic::new(path, message).with_help(help));
+        self.diagnostics
+            .push(Diagnostic::new(path, message).with_help(help));
     }
 
     /// `written` or `default`, recorded for display under `key`.
-    fn value<T: Clone + std::fmt::Display>(&mut self, key: &str, written: Option<T>, default: T) -> T {
+    fn value<T: Clone + std::fmt::Display>(
+        &mut self,
+        key: &str,
+        written: Option<T>,
+        default: T,
+    ) -> T {
         let was_written = written.is_some();
         let value = written.unwrap_or(default);
-        self.params.push((key.to_string(), value.to_string(), was_written));
+        self.params
+            .push((key.to_string(), value.to_string(), was_written));
         value
     }
 
@@ -83,7 +90,10 @@ impl Resolver {
             };
             self.error(
                 path.clone(),
-                format!("{what} `{written}` not found (looked for {})", resolved.display()),
+                format!(
+                    "{what} `{written}` not found (looked for {})",
+                    resolved.display()
+                ),
                 hint,
             );
         }
@@ -91,19 +101,39 @@ impl Resolver {
     }
 
     /// Exactly one of `options` is set; returns its name.
-    fn one_of(&mut self, path: &YamlPath, what: &str, options: &[(&'static str, bool)]) -> Option<&'static str> {
-        let set: Vec<&str> = options.iter().filter(|(_, on)| *on).map(|(name, _)| *name).collect();
-        let names = options.iter().map(|(n, _)| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+    fn one_of(
+        &mut self,
+        path: &YamlPath,
+        what: &str,
+        options: &[(&'static str, bool)],
+    ) -> Option<&'static str> {
+        let set: Vec<&str> = options
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(name, _)| *name)
+            .collect();
+        let names = options
+            .iter()
+            .map(|(n, _)| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
         match set.as_slice() {
             [one] => Some(one),
             [] => {
-                self.error(path.clone(), format!("{what} needs one of {names}"), format!("add one of {names}"));
+                self.error(
+                    path.clone(),
+                    format!("{what} needs one of {names}"),
+                    format!("add one of {names}"),
+                );
                 None
             }
             several => {
                 self.error(
                     path.key(several[1]),
-                    format!("{what} takes exactly one of {names}, found {}", several.join(" and ")),
+                    format!(
+                        "{what} takes exactly one of {names}, found {}",
+                        several.join(" and ")
+                    ),
                     "keep one",
                 );
                 None
@@ -115,16 +145,30 @@ impl Resolver {
         let root = YamlPath::root();
         match spec.version {
             Some(1) => {}
-            Some(v) => self.error(root.key("version"), format!("unsupported version {v}"), "this recsift reads `version: 1`"),
-            None => self.error(root.clone(), "missing `version:`", "add `version: 1` at the top of the file"),
+            Some(v) => self.error(
+                root.key("version"),
+                format!("unsupported version {v}"),
+                "this recsift reads `version: 1`",
+            ),
+            None => self.error(
+                root.clone(),
+                "missing `version:`",
+                "add `version: 1` at the top of the file",
+            ),
         }
         let name = spec.name.clone().unwrap_or_else(|| {
-            file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pipeline".into())
+            file.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "pipeline".into())
         });
         let seed = spec.seed.unwrap_or(42);
         let workers = spec.workers.unwrap_or(1);
         if workers == 0 {
-            self.error(root.key("workers"), "`workers` must be at least 1", "use `workers: 1` (or the number of cores)");
+            self.error(
+                root.key("workers"),
+                "`workers` must be at least 1",
+                "use `workers: 1` (or the number of cores)",
+            );
         }
         let device = self.device(spec.device.as_deref());
         let label_kind = self.label_kind(spec.data.as_ref());
@@ -137,7 +181,10 @@ impl Resolver {
         let mut graph = source_nodes(&data);
         let train = self.train(&roles, seed, device, &mut graph);
         let score = self.score(&roles, train.as_ref(), &mut graph);
-        let rounds = protocol.as_ref().map(|ProtocolPlan::Pool(p)| p.rounds).unwrap_or(0);
+        let rounds = protocol
+            .as_ref()
+            .map(|ProtocolPlan::Pool(p)| p.rounds)
+            .unwrap_or(0);
         let select = self.select(&roles, score.as_ref(), rounds, &mut graph);
         let evaluate = self.evaluate(&roles, label_kind, &mut graph);
         let output = self.output(spec, &name);
@@ -166,7 +213,11 @@ impl Resolver {
             other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
                 Some(ordinal) => Some(DeviceChoice::Cuda(ordinal)),
                 None => {
-                    self.error(YamlPath::keys(&["device"]), format!("unknown device `{other}`"), "use `cpu`, `cuda` or `cuda:N`");
+                    self.error(
+                        YamlPath::keys(&["device"]),
+                        format!("unknown device `{other}`"),
+                        "use `cpu`, `cuda` or `cuda:N`",
+                    );
                     None
                 }
             },
@@ -182,7 +233,11 @@ impl Resolver {
                     Some(best) => format!("did you mean `{best}`? (accepted: `rating`, `click`)"),
                     None => "accepted: `rating`, `click`".to_string(),
                 };
-                self.error(YamlPath::keys(&["data", "label"]), format!("unknown label kind `{other}`"), help);
+                self.error(
+                    YamlPath::keys(&["data", "label"]),
+                    format!("unknown label kind `{other}`"),
+                    help,
+                );
                 LabelKind::Rating
             }
         }
@@ -207,7 +262,13 @@ impl Resolver {
         protocol: Option<&ProtocolPlan>,
     ) -> Option<DataPlan> {
         let path = YamlPath::keys(&["data"]);
-        let split_has_files = matches!(protocol, Some(ProtocolPlan::Pool(PoolPlan { split: SplitPlan::Files { .. }, .. })));
+        let split_has_files = matches!(
+            protocol,
+            Some(ProtocolPlan::Pool(PoolPlan {
+                split: SplitPlan::Files { .. },
+                ..
+            }))
+        );
         let events = match data.and_then(|d| d.events.as_deref()) {
             Some(written) if split_has_files => {
                 self.error(
@@ -235,49 +296,94 @@ impl Resolver {
         let items = data.and_then(|d| d.items.as_ref()).map(|items| ItemSource {
             path: self.file(&path.key("items").key("path"), &items.path, "item file"),
             id_column: items.id.clone().unwrap_or_else(|| "item_id".into()),
-            text_template: items.text.clone().unwrap_or_else(|| DEFAULT_ITEM_TEXT.into()),
+            text_template: items
+                .text
+                .clone()
+                .unwrap_or_else(|| DEFAULT_ITEM_TEXT.into()),
         });
-        Some(DataPlan { events, items, label_kind })
+        Some(DataPlan {
+            events,
+            items,
+            label_kind,
+        })
     }
 
-    fn protocol(&mut self, spec: &PipelineSpec, columns: &EventColumns, label_kind: LabelKind) -> Option<ProtocolPlan> {
+    fn protocol(
+        &mut self,
+        spec: &PipelineSpec,
+        columns: &EventColumns,
+        label_kind: LabelKind,
+    ) -> Option<ProtocolPlan> {
         let path = YamlPath::keys(&["protocol"]);
         let Some(protocol) = &spec.protocol else {
             if !self.diagnostics.iter().any(|d| d.path.starts_with(&path)) {
-                self.error(path, "missing `protocol:`", "add e.g. `protocol: {pool: {split: {random: {test: 0.2}}, rounds: 10}}`");
+                self.error(
+                    path,
+                    "missing `protocol:`",
+                    "add e.g. `protocol: {pool: {split: {random: {test: 0.2}}, rounds: 10}}`",
+                );
             }
             return None;
         };
         self.one_of(&path, "`protocol`", &[("pool", protocol.pool.is_some())])?;
         let pool = protocol.pool.as_ref()?;
-        self.pool(pool, &path.key("pool"), columns, label_kind).map(ProtocolPlan::Pool)
+        self.pool(pool, &path.key("pool"), columns, label_kind)
+            .map(ProtocolPlan::Pool)
     }
 
-    fn pool(&mut self, pool: &PoolSpec, path: &YamlPath, columns: &EventColumns, label_kind: LabelKind) -> Option<PoolPlan> {
+    fn pool(
+        &mut self,
+        pool: &PoolSpec,
+        path: &YamlPath,
+        columns: &EventColumns,
+        label_kind: LabelKind,
+    ) -> Option<PoolPlan> {
         let split = self.split(&pool.split, &path.key("split"), columns, label_kind);
         let initial = self.initial(pool.labelled.as_ref(), &path.key("labelled"));
         let rounds = pool.rounds.unwrap_or(10);
-        Some(PoolPlan { split: split?, initial: initial?, rounds })
+        Some(PoolPlan {
+            split: split?,
+            initial: initial?,
+            rounds,
+        })
     }
 
-    fn split(&mut self, split: &SplitSpec, path: &YamlPath, columns: &EventColumns, label_kind: LabelKind) -> Option<SplitPlan> {
+    fn split(
+        &mut self,
+        split: &SplitSpec,
+        path: &YamlPath,
+        columns: &EventColumns,
+        label_kind: LabelKind,
+    ) -> Option<SplitPlan> {
         let chosen = self.one_of(
             path,
             "`split`",
-            &[("random", split.random.is_some()), ("temporal", split.temporal.is_some()), ("files", split.files.is_some())],
+            &[
+                ("random", split.random.is_some()),
+                ("temporal", split.temporal.is_some()),
+                ("files", split.files.is_some()),
+            ],
         )?;
         match chosen {
             "random" => {
                 let test = split.random.as_ref()?.test;
                 if !(test > 0.0 && test < 1.0) {
-                    self.error(path.key("random").key("test"), format!("test fraction {test} is not between 0 and 1"), "use e.g. `test: 0.2`");
+                    self.error(
+                        path.key("random").key("test"),
+                        format!("test fraction {test} is not between 0 and 1"),
+                        "use e.g. `test: 0.2`",
+                    );
                 }
                 Some(SplitPlan::Random { test })
             }
             "temporal" => {
                 let leave_last = split.temporal.as_ref()?.leave_last.unwrap_or(1);
                 if leave_last == 0 {
-                    self.error(path.key("temporal").key("leave_last"), "`leave_last` must be at least 1", "use e.g. `leave_last: 1`");
+                    self.error(
+                        path.key("temporal").key("leave_last"),
+                        "`leave_last` must be at least 1",
+                        "use e.g. `leave_last: 1`",
+                    );
                 }
                 Some(SplitPlan::Temporal { leave_last })
             }
@@ -295,19 +401,30 @@ impl Resolver {
         }
     }
 
-    fn initial(&mut self, labelled: Option<&InitialLabelsSpec>, path: &YamlPath) -> Option<InitialLabels> {
+    fn initial(
+        &mut self,
+        labelled: Option<&InitialLabelsSpec>,
+        path: &YamlPath,
+    ) -> Option<InitialLabels> {
         let Some(labelled) = labelled else {
             return Some(InitialLabels::Fraction(0.05));
         };
         let chosen = self.one_of(
             path,
             "`labelled`",
-            &[("fraction", labelled.fraction.is_some()), ("per_user", labelled.per_user.is_some())],
+            &[
+                ("fraction", labelled.fraction.is_some()),
+                ("per_user", labelled.per_user.is_some()),
+            ],
         )?;
         if chosen == "fraction" {
             let fraction = labelled.fraction?;
             if !(0.0..=1.0).contains(&fraction) {
-                self.error(path.key("fraction"), format!("fraction {fraction} is not between 0 and 1"), "use e.g. `fraction: 0.05`");
+                self.error(
+                    path.key("fraction"),
+                    format!("fraction {fraction} is not between 0 and 1"),
+                    "use e.g. `fraction: 0.05`",
+                );
             }
             Some(InitialLabels::Fraction(fraction))
         } else {
@@ -315,9 +432,17 @@ impl Resolver {
         }
     }
 
-    fn train(&mut self, roles: &NodeRoles, seed: u64, device: Option<DeviceChoice>, graph: &mut Vec<PlanNode>) -> Option<TrainParams> {
+    fn train(
+        &mut self,
+        roles: &NodeRoles,
+        seed: u64,
+        device: Option<DeviceChoice>,
+        graph: &mut Vec<PlanNode>,
+    ) -> Option<TrainParams> {
         let node = roles.train.as_ref()?;
-        let OperatorSpec::Train(TrainSpec { mf }) = &node.operator else { return None };
+        let OperatorSpec::Train(TrainSpec { mf }) = &node.operator else {
+            return None;
+        };
         let path = node.path.key("train");
         self.one_of(&path, "`train`", &[("mf", mf.is_some())])?;
         let options = mf.clone()?;
@@ -329,13 +454,25 @@ impl Resolver {
         let epochs_per_round = self.value("mf.epochs_per_round", options.epochs_per_round, 3);
         let batch_size = self.value("mf.batch_size", options.batch_size, 256);
         let refit_name = self.value("mf.refit", options.refit.clone(), "new_labels".to_string());
-        for (key, value) in [("dim", dim), ("members", members), ("batch_size", batch_size)] {
+        for (key, value) in [
+            ("dim", dim),
+            ("members", members),
+            ("batch_size", batch_size),
+        ] {
             if value == 0 {
-                self.error(path.key(key), format!("`{key}` must be at least 1"), format!("set `{key}` to a positive integer"));
+                self.error(
+                    path.key(key),
+                    format!("`{key}` must be at least 1"),
+                    format!("set `{key}` to a positive integer"),
+                );
             }
         }
         if !(init_std.is_finite() && init_std >= 0.0) {
-            self.error(path.key("init_std"), format!("`init_std` {init_std} must be a finite number >= 0"), "use e.g. `init_std: 0.1`");
+            self.error(
+                path.key("init_std"),
+                format!("`init_std` {init_std} must be a finite number >= 0"),
+                "use e.g. `init_std: 0.1`",
+            );
         }
         let refit = match refit_name.as_str() {
             "new_labels" => RefitPolicy::NewLabels,
@@ -369,10 +506,21 @@ impl Resolver {
         })
     }
 
-    fn optimizer(&mut self, written: Option<&OptimizerSpec>, path: &YamlPath) -> Option<OptimizerParams> {
-        let default = OptimizerSpec { sgd: Some(Default::default()), adam: None };
+    fn optimizer(
+        &mut self,
+        written: Option<&OptimizerSpec>,
+        path: &YamlPath,
+    ) -> Option<OptimizerParams> {
+        let default = OptimizerSpec {
+            sgd: Some(Default::default()),
+            adam: None,
+        };
         let spec = written.unwrap_or(&default);
-        let chosen = self.one_of(path, "`optimizer`", &[("sgd", spec.sgd.is_some()), ("adam", spec.adam.is_some())])?;
+        let chosen = self.one_of(
+            path,
+            "`optimizer`",
+            &[("sgd", spec.sgd.is_some()), ("adam", spec.adam.is_some())],
+        )?;
         let params = if chosen == "sgd" {
             let sgd = spec.sgd.clone()?;
             OptimizerParams::Sgd {
@@ -390,24 +538,45 @@ impl Resolver {
             }
         };
         let (lr, weight_decay) = match params {
-            OptimizerParams::Sgd { lr, weight_decay } | OptimizerParams::Adam { lr, weight_decay, .. } => (lr, weight_decay),
+            OptimizerParams::Sgd { lr, weight_decay }
+            | OptimizerParams::Adam {
+                lr, weight_decay, ..
+            } => (lr, weight_decay),
         };
         if !(lr.is_finite() && lr > 0.0) {
-            self.error(path.key(chosen).key("lr"), format!("learning rate {lr} must be a finite number > 0"), "use e.g. `lr: 0.01`");
+            self.error(
+                path.key(chosen).key("lr"),
+                format!("learning rate {lr} must be a finite number > 0"),
+                "use e.g. `lr: 0.01`",
+            );
         }
         if !(weight_decay.is_finite() && weight_decay >= 0.0) {
-            self.error(path.key(chosen).key("weight_decay"), format!("weight decay {weight_decay} must be a finite number >= 0"), "use e.g. `weight_decay: 0.02`");
+            self.error(
+                path.key(chosen).key("weight_decay"),
+                format!("weight decay {weight_decay} must be a finite number >= 0"),
+                "use e.g. `weight_decay: 0.02`",
+            );
         }
         Some(params)
     }
 
-    fn score(&mut self, roles: &NodeRoles, train: Option<&TrainParams>, graph: &mut Vec<PlanNode>) -> Option<ScorePlan> {
+    fn score(
+        &mut self,
+        roles: &NodeRoles,
+        train: Option<&TrainParams>,
+        graph: &mut Vec<PlanNode>,
+    ) -> Option<ScorePlan> {
         let node = roles.score.as_ref()?;
-        let OperatorSpec::Score(ScoreSpec { uncertainty }) = &node.operator else { return None };
+        let OperatorSpec::Score(ScoreSpec { uncertainty }) = &node.operator else {
+            return None;
+        };
         let members = train.map(|t| t.uncertainty.members()).unwrap_or(1);
         let default = if members > 1 { "ensemble" } else { "none" };
         let written = uncertainty.clone();
-        let mode = match self.value("uncertainty", written.clone(), default.to_string()).as_str() {
+        let mode = match self
+            .value("uncertainty", written.clone(), default.to_string())
+            .as_str()
+        {
             "ensemble" => {
                 if members < 2 && written.is_some() {
                     self.error(
@@ -428,11 +597,22 @@ impl Resolver {
                 UncertaintyMode::None
             }
         };
-        graph.push(PlanNode { id: node.id.clone(), operator: "score", inputs: node.inputs.clone(), params: self.take_params() });
+        graph.push(PlanNode {
+            id: node.id.clone(),
+            operator: "score",
+            inputs: node.inputs.clone(),
+            params: self.take_params(),
+        });
         Some(ScorePlan { uncertainty: mode })
     }
 
-    fn select(&mut self, roles: &NodeRoles, score: Option<&ScorePlan>, rounds: u32, graph: &mut Vec<PlanNode>) -> Option<Option<SelectPlan>> {
+    fn select(
+        &mut self,
+        roles: &NodeRoles,
+        score: Option<&ScorePlan>,
+        rounds: u32,
+        graph: &mut Vec<PlanNode>,
+    ) -> Option<Option<SelectPlan>> {
         let Some(node) = roles.select.as_ref() else {
             if rounds > 0 && roles.score.is_some() {
                 self.error(
@@ -443,16 +623,31 @@ impl Resolver {
             }
             return Some(None);
         };
-        let OperatorSpec::Select(SelectSpec { strategy, budget, per_user }) = &node.operator else { return None };
+        let OperatorSpec::Select(SelectSpec {
+            strategy,
+            budget,
+            per_user,
+        }) = &node.operator
+        else {
+            return None;
+        };
         let path = node.path.key("select");
         let Some(def) = Strategy::by_name(strategy) else {
             let names: Vec<&str> = STRATEGIES.iter().map(|d| d.name).collect();
-            let listed = names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+            let listed = names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
             let help = match did_you_mean(strategy, names.iter().copied()) {
                 Some(best) => format!("did you mean `{best}`? (accepted: {listed})"),
                 None => format!("accepted: {listed}"),
             };
-            self.error(path.key("strategy"), format!("unknown strategy `{strategy}`"), help);
+            self.error(
+                path.key("strategy"),
+                format!("unknown strategy `{strategy}`"),
+                help,
+            );
             return None;
         };
         if def.needs_uncertainty && score.is_some_and(|s| s.uncertainty == UncertaintyMode::None) {
@@ -463,34 +658,67 @@ impl Resolver {
             );
         }
         if *budget == 0 {
-            self.error(path.key("budget"), "`budget` must be at least 1", "set the number of samples labelled per round, e.g. `budget: 500`");
+            self.error(
+                path.key("budget"),
+                "`budget` must be at least 1",
+                "set the number of samples labelled per round, e.g. `budget: 500`",
+            );
         }
         self.params.push(("strategy".into(), def.name.into(), true));
-        self.params.push(("budget".into(), budget.to_string(), true));
+        self.params
+            .push(("budget".into(), budget.to_string(), true));
         let per_user = self.value("per_user", *per_user, false);
-        graph.push(PlanNode { id: node.id.clone(), operator: "select", inputs: node.inputs.clone(), params: self.take_params() });
-        Some(Some(SelectPlan { strategy: def.strategy, budget: *budget, per_user }))
+        graph.push(PlanNode {
+            id: node.id.clone(),
+            operator: "select",
+            inputs: node.inputs.clone(),
+            params: self.take_params(),
+        });
+        Some(Some(SelectPlan {
+            strategy: def.strategy,
+            budget: *budget,
+            per_user,
+        }))
     }
 
-    fn evaluate(&mut self, roles: &NodeRoles, label_kind: LabelKind, graph: &mut Vec<PlanNode>) -> Option<EvaluatePlan> {
+    fn evaluate(
+        &mut self,
+        roles: &NodeRoles,
+        label_kind: LabelKind,
+        graph: &mut Vec<PlanNode>,
+    ) -> Option<EvaluatePlan> {
         let node = roles.evaluate.as_ref()?;
-        let OperatorSpec::Evaluate(EvaluateSpec { metrics, relevant }) = &node.operator else { return None };
+        let OperatorSpec::Evaluate(EvaluateSpec { metrics, relevant }) = &node.operator else {
+            return None;
+        };
         let path = node.path.key("evaluate");
         let default_names = match label_kind {
             LabelKind::Rating => vec!["rmse", "mae", "ndcg@10", "recall@10"],
             LabelKind::Click => vec!["auc", "logloss", "ndcg@10", "recall@10"],
         };
-        let names: Vec<String> = metrics.clone().unwrap_or_else(|| default_names.iter().map(|s| s.to_string()).collect());
-        self.params.push(("metrics".into(), names.join(", "), metrics.is_some()));
+        let names: Vec<String> = metrics
+            .clone()
+            .unwrap_or_else(|| default_names.iter().map(|s| s.to_string()).collect());
+        self.params
+            .push(("metrics".into(), names.join(", "), metrics.is_some()));
         let mut parsed = Vec::new();
         for (n, name) in names.iter().enumerate() {
             match Metric::parse(name) {
                 Ok(metric) => parsed.push(metric),
                 Err(message) => {
-                    let known = ["rmse", "mae", "ndcg@10", "recall@10", "precision@10", "auc", "logloss"];
+                    let known = [
+                        "rmse",
+                        "mae",
+                        "ndcg@10",
+                        "recall@10",
+                        "precision@10",
+                        "auc",
+                        "logloss",
+                    ];
                     let help = match did_you_mean(name, known) {
                         Some(best) => format!("did you mean `{best}`?"),
-                        None => "accepted: rmse, mae, ndcg@K, recall@K, precision@K, auc, logloss".into(),
+                        None => "accepted: rmse, mae, ndcg@K, recall@K, precision@K, auc, logloss"
+                            .into(),
                     };
                     self.error(path.key("metrics").index(n), message, help);
                 }
@@ -501,8 +729,16 @@ impl Resolver {
             LabelKind::Click => 1.0,
         };
         let relevant = self.value("relevant", *relevant, default_relevant);
-        graph.push(PlanNode { id: node.id.clone(), operator: "evaluate", inputs: node.inputs.clone(), params: self.take_params() });
-        Some(EvaluatePlan { metrics: parsed, relevant })
+        graph.push(PlanNode {
+            id: node.id.clone(),
+            operator: "evaluate",
+            inputs: node.inputs.clone(),
+            params: self.take_params(),
+        });
+        Some(EvaluatePlan {
+            metrics: parsed,
+            relevant,
+        })
     }
 
     fn output(&mut self, spec: &PipelineSpec, name: &str) -> OutputPlan {
@@ -511,7 +747,10 @@ impl Resolver {
             Some(dir) => self.base_dir.join(dir),
             None => PathBuf::from("results").join(name),
         };
-        OutputPlan { dir, plots: output.plots.unwrap_or(true) }
+        OutputPlan {
+            dir,
+            plots: output.plots.unwrap_or(true),
+        }
     }
 }
 
@@ -523,7 +762,9 @@ fn source_nodes(data: &Option<DataPlan>) -> Vec<PlanNode> {
         id: "events".into(),
         operator: "source",
         inputs: Vec::new(),
-        params: events.map(|e| vec![("path".into(), e.path.display().to_string(), true)]).unwrap_or_default(),
+        params: events
+            .map(|e| vec![("path".into(), e.path.display().to_string(), true)])
+            .unwrap_or_default(),
     });
     if let Some(items) = data.as_ref().and_then(|d| d.items.as_ref()) {
         nodes.push(PlanNode {
@@ -536,8 +777,17 @@ fn source_nodes(data: &Option<DataPlan>) -> Vec<PlanNode> {
             ],
         });
     }
-    for (id, from) in [("labelled", "events"), ("pool", "events"), ("test", "events")] {
-        nodes.push(PlanNode { id: id.into(), operator: "source", inputs: vec![from.into()], params: Vec::new() });
+    for (id, from) in [
+        ("labelled", "events"),
+        ("pool", "events"),
+        ("test", "events"),
+    ] {
+        nodes.push(PlanNode {
+            id: id.into(),
+            operator: "source",
+            inputs: vec![from.into()],
+            params: Vec::new(),
+        });
     }
     nodes
 }

@@ -7,20 +7,34 @@ use super::{InitialLabels, Plan, ProtocolPlan, SplitPlan};
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "plan `{}` ({})", self.name, self.source.display())?;
-        writeln!(f, "  seed {}, workers {}, device {:?}", self.seed, self.workers, self.device)?;
+        writeln!(
+            f,
+            "  seed {}, workers {}, device {:?}",
+            self.seed, self.workers, self.device
+        )?;
         let ProtocolPlan::Pool(pool) = &self.protocol;
         let split = match &pool.split {
             SplitPlan::Random { test } => format!("random, test fraction {test}"),
-            SplitPlan::Temporal { leave_last } => format!("temporal, each user's last {leave_last} to test"),
+            SplitPlan::Temporal { leave_last } => {
+                format!("temporal, each user's last {leave_last} to test")
+            }
             SplitPlan::Files { train, test } => {
-                format!("files, train {} / test {}", train.path.display(), test.path.display())
+                format!(
+                    "files, train {} / test {}",
+                    train.path.display(),
+                    test.path.display()
+                )
             }
         };
         let initial = match pool.initial {
             InitialLabels::Fraction(fraction) => format!("fraction {fraction} labelled"),
             InitialLabels::PerUser(n) => format!("{n} earliest per user labelled"),
         };
-        writeln!(f, "  protocol pool: split {split}; {initial}; {} rounds", pool.rounds)?;
+        writeln!(
+            f,
+            "  protocol pool: split {split}; {initial}; {} rounds",
+            pool.rounds
+        )?;
         writeln!(f, "  label {:?}", self.data.label_kind)?;
         writeln!(f, "  output {}", self.output.dir.display())?;
         writeln!(f, "nodes (dependency order; `*` = default):")?;
@@ -33,7 +47,12 @@ impl fmt::Display for Plan {
             };
             writeln!(f, "  {:width$}  {:8}{inputs}", node.id, node.operator)?;
             for (key, value, written) in &node.params {
-                writeln!(f, "  {:width$}    {}{key} = {value}", "", if *written { " " } else { "*" })?;
+                writeln!(
+                    f,
+                    "  {:width$}    {}{key} = {value}",
+                    "",
+                    if *written { " " } else { "*" }
+                )?;
             }
         }
         Ok(())
@@ -47,7 +66,11 @@ impl Plan {
         let _ = writeln!(dot, "digraph {:?} {{", self.name);
         let _ = writeln!(dot, "  rankdir=LR;");
         for node in &self.graph {
-            let shape = if node.operator == "source" { "ellipse" } else { "box" };
+            let shape = if node.operator == "source" {
+                "ellipse"
+            } else {
+                "box"
+            };
             let mut label = format!("{}\\n{}", node.id, node.operator);
             for (key, value, _) in &node.params {
                 let _ = write!(label, "\\n{key}={}", value.replace('"', "\\\""));

@@ -8,7 +8,7 @@
 //! test ─────────────────────> evaluate (also reads train)
 //! ```
 
-use crate::spec::diagnostic::{did_you_mean, Diagnostic};
+use crate::spec::diagnostic::{Diagnostic, did_you_mean};
 use crate::spec::{NodeSpec, OperatorSpec};
 
 /// Collections the protocol provides, which nodes can read.
@@ -33,8 +33,14 @@ pub fn check_edges(nodes: &[NodeSpec], out: &mut Vec<Diagnostic>) -> NodeRoles {
     for node in nodes {
         if SOURCES.contains(&node.id.as_str()) {
             out.push(
-                Diagnostic::new(node.path.clone(), format!("node id `{}` is the name of a built-in source", node.id))
-                    .with_help(format!("rename the node; the sources are {}", SOURCES.join(", "))),
+                Diagnostic::new(
+                    node.path.clone(),
+                    format!("node id `{}` is the name of a built-in source", node.id),
+                )
+                .with_help(format!(
+                    "rename the node; the sources are {}",
+                    SOURCES.join(", ")
+                )),
             );
         }
         let slot = match node.operator {
@@ -47,14 +53,22 @@ pub fn check_edges(nodes: &[NodeSpec], out: &mut Vec<Diagnostic>) -> NodeRoles {
             Some(first) => out.push(
                 Diagnostic::new(
                     node.path.key(node.operator.key()),
-                    format!("a second `{}` node (`{}` already has one)", node.operator.key(), first.id),
+                    format!(
+                        "a second `{}` node (`{}` already has one)",
+                        node.operator.key(),
+                        first.id
+                    ),
                 )
                 .with_help("a pipeline has one node per operator; remove one"),
             ),
             None => *slot = Some(node.clone()),
         }
     }
-    let known: Vec<&str> = SOURCES.iter().copied().chain(nodes.iter().map(|n| n.id.as_str())).collect();
+    let known: Vec<&str> = SOURCES
+        .iter()
+        .copied()
+        .chain(nodes.iter().map(|n| n.id.as_str()))
+        .collect();
     for node in nodes {
         for (n, input) in node.inputs.iter().enumerate() {
             if !known.contains(&input.as_str()) {
@@ -62,7 +76,10 @@ pub fn check_edges(nodes: &[NodeSpec], out: &mut Vec<Diagnostic>) -> NodeRoles {
                     Some(best) => format!("did you mean `{best}`?"),
                     None => format!("inputs are node ids or sources: {}", known.join(", ")),
                 };
-                out.push(Diagnostic::new(input_path(node, n), format!("unknown input `{input}`")).with_help(help));
+                out.push(
+                    Diagnostic::new(input_path(node, n), format!("unknown input `{input}`"))
+                        .with_help(help),
+                );
             }
         }
     }
@@ -70,11 +87,17 @@ pub fn check_edges(nodes: &[NodeSpec], out: &mut Vec<Diagnostic>) -> NodeRoles {
     let (train, score) = (id(&roles.train), id(&roles.score));
     match &roles.train {
         Some(node) => expect_inputs(node, &[Some("labelled".into())], out),
-        None => out.push(missing_role("train", "model: {train: {mf: {dim: 64}}, inputs: [labelled]}")),
+        None => out.push(missing_role(
+            "train",
+            "model: {train: {mf: {dim: 64}}, inputs: [labelled]}",
+        )),
     }
     match &roles.score {
         Some(node) => expect_inputs(node, &[Some("pool".into()), train.clone()], out),
-        None => out.push(missing_role("score", "scores: {score: {}, inputs: [pool, model]}")),
+        None => out.push(missing_role(
+            "score",
+            "scores: {score: {}, inputs: [pool, model]}",
+        )),
     }
     if let Some(node) = &roles.select {
         expect_inputs(node, &[score], out);
@@ -108,15 +131,29 @@ fn expect_inputs(node: &NodeSpec, expected: &[Option<String>], out: &mut Vec<Dia
         } else {
             format!("inputs: [{}]", expected.join(", "))
         };
-        let found = if node.inputs.is_empty() { "nothing".to_string() } else { node.inputs.join(", ") };
+        let found = if node.inputs.is_empty() {
+            "nothing".to_string()
+        } else {
+            node.inputs.join(", ")
+        };
         out.push(
-            Diagnostic::new(node.path.clone(), format!("a `{op}` node reads {}; `{}` reads {found}", expected.join(" and "), node.id))
-                .with_help(format!("write `{form}`")),
+            Diagnostic::new(
+                node.path.clone(),
+                format!(
+                    "a `{op}` node reads {}; `{}` reads {found}",
+                    expected.join(" and "),
+                    node.id
+                ),
+            )
+            .with_help(format!("write `{form}`")),
         );
     }
 }
 
 fn missing_role(op: &str, example: &str) -> Diagnostic {
-    Diagnostic::new(crate::spec::path::YamlPath::keys(&["nodes"]), format!("no `{op}` node"))
-        .with_help(format!("add one, e.g. `{example}`"))
+    Diagnostic::new(
+        crate::spec::path::YamlPath::keys(&["nodes"]),
+        format!("no `{op}` node"),
+    )
+    .with_help(format!("add one, e.g. `{example}`"))
 }

@@ -129,18 +129,17 @@ impl fmt::Display for Diagnostics {
             }
         }
         let n = self.items.len();
-        write!(
-            f,
-            "{n} error{} in {file}",
-            if n == 1 { "" } else { "s" }
-        )
+        write!(f, "{n} error{} in {file}", if n == 1 { "" } else { "s" })
     }
 }
 
 impl std::error::Error for Diagnostics {}
 
 /// The candidate closest to `word`, if it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))
@@ -183,8 +182,14 @@ mod tests {
 
     #[test]
     fn typos_get_a_suggestion() {
-        assert_eq!(did_you_mean("budgt", ["strategy", "budget", "per_user"]), Some("budget"));
-        assert_eq!(did_you_mean("uncertanty", ["random", "uncertainty"]), Some("uncertainty"));
+        assert_eq!(
+            did_you_mean("budgt", ["strategy", "budget", "per_user"]),
+            Some("budget")
+        );
+        assert_eq!(
+            did_you_mean("uncertanty", ["random", "uncertainty"]),
+            Some("uncertainty")
+        );
         assert_eq!(did_you_mean("zzz", ["strategy", "budget"]), None);
     }
 

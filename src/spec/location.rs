@@ -37,8 +37,14 @@ pub struct SourceMap {
 }
 
 enum Frame {
-    Map { path: YamlPath, key: Option<String> },
-    Seq { path: YamlPath, next: usize },
+    Map {
+        path: YamlPath,
+        key: Option<String>,
+    },
+    Seq {
+        path: YamlPath,
+        next: usize,
+    },
     /// A complex (non-scalar) mapping key: skipped, with its nesting depth.
     SkipKey(usize),
 }
@@ -70,7 +76,11 @@ impl SourceMap {
             }
             match event {
                 Event::Scalar(value, ..) => {
-                    if let Some(Frame::Map { path, key: key @ None }) = stack.last_mut() {
+                    if let Some(Frame::Map {
+                        path,
+                        key: key @ None,
+                    }) = stack.last_mut()
+                    {
                         map.keys.insert(path.key(&value), here);
                         *key = Some(value.into_owned());
                     } else {
@@ -161,8 +171,14 @@ nodes:
     fn keys_are_located_in_block_and_flow_style() {
         let map = SourceMap::build(DOC);
         assert_eq!(map.locate(&YamlPath::keys(&["version"])), at(1, 1));
-        assert_eq!(map.locate(&YamlPath::keys(&["nodes", "pick", "select", "budget"])), at(4, 37));
-        assert_eq!(map.locate(&YamlPath::keys(&["nodes", "pick", "input"])), at(5, 5));
+        assert_eq!(
+            map.locate(&YamlPath::keys(&["nodes", "pick", "select", "budget"])),
+            at(4, 37)
+        );
+        assert_eq!(
+            map.locate(&YamlPath::keys(&["nodes", "pick", "input"])),
+            at(5, 5)
+        );
     }
 
     #[test]
@@ -170,7 +186,10 @@ nodes:
         let map = SourceMap::build(DOC);
         let inputs = YamlPath::keys(&["nodes", "model", "inputs"]);
         assert_eq!(map.locate(&inputs.index(1)), at(9, 9));
-        assert_eq!(map.value(&YamlPath::keys(&["nodes", "pick", "input"])), at(5, 12));
+        assert_eq!(
+            map.value(&YamlPath::keys(&["nodes", "pick", "input"])),
+            at(5, 12)
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
-use self::diagnostic::{did_you_mean, from_serde_message, Diagnostic, Diagnostics};
+use self::diagnostic::{Diagnostic, Diagnostics, did_you_mean, from_serde_message};
 use self::location::{Location, SourceMap};
 use self::overrides::Override;
 use self::path::YamlPath;
@@ -200,14 +200,20 @@ fn type_document(document: &Value, out: &mut Vec<Diagnostic>) -> PipelineSpec {
     let root = YamlPath::root();
     let Some(map) = document.as_mapping() else {
         out.push(
-            Diagnostic::new(root, "a pipeline file must be a mapping of keys (`version:`, `data:`, ...)")
-                .with_help("start from pipelines/quickstart.yaml"),
+            Diagnostic::new(
+                root,
+                "a pipeline file must be a mapping of keys (`version:`, `data:`, ...)",
+            )
+            .with_help("start from pipelines/quickstart.yaml"),
         );
         return spec;
     };
     for (key, value) in map {
         let Some(key) = key.as_str() else {
-            out.push(Diagnostic::new(root.clone(), format!("top-level key {key:?} is not a string")));
+            out.push(Diagnostic::new(
+                root.clone(),
+                format!("top-level key {key:?} is not a string"),
+            ));
             continue;
         };
         let path = root.key(key);
@@ -230,13 +236,19 @@ fn type_document(document: &Value, out: &mut Vec<Diagnostic>) -> PipelineSpec {
 /// Types `nodes:`: a mapping of node id to `{<operator>: options, input(s): ...}`.
 fn type_nodes(value: &Value, path: &YamlPath, out: &mut Vec<Diagnostic>) -> Vec<NodeSpec> {
     let Some(map) = value.as_mapping() else {
-        out.push(Diagnostic::new(path.clone(), "`nodes` must be a mapping of node ids to nodes"));
+        out.push(Diagnostic::new(
+            path.clone(),
+            "`nodes` must be a mapping of node ids to nodes",
+        ));
         return Vec::new();
     };
     let mut nodes = Vec::new();
     for (id, node) in map {
         let Some(id) = id.as_str() else {
-            out.push(Diagnostic::new(path.clone(), format!("node id {id:?} is not a string")));
+            out.push(Diagnostic::new(
+                path.clone(),
+                format!("node id {id:?} is not a string"),
+            ));
             continue;
         };
         let node_path = path.key(id);
@@ -247,11 +259,17 @@ fn type_nodes(value: &Value, path: &YamlPath, out: &mut Vec<Diagnostic>) -> Vec<
     nodes
 }
 
-fn type_node(id: &str, value: &Value, path: &YamlPath, out: &mut Vec<Diagnostic>) -> Option<NodeSpec> {
+fn type_node(
+    id: &str,
+    value: &Value,
+    path: &YamlPath,
+    out: &mut Vec<Diagnostic>,
+) -> Option<NodeSpec> {
     let Some(map) = value.as_mapping() else {
         out.push(
-            Diagnostic::new(path.clone(), format!("node `{id}` must be a mapping"))
-                .with_help("write e.g. `pick: {select: {strategy: random, budget: 100}, input: scores}`"),
+            Diagnostic::new(path.clone(), format!("node `{id}` must be a mapping")).with_help(
+                "write e.g. `pick: {select: {strategy: random, budget: 100}, input: scores}`",
+            ),
         );
         return None;
     };
@@ -277,8 +295,11 @@ fn type_node(id: &str, value: &Value, path: &YamlPath, out: &mut Vec<Diagnostic>
     }
     if map.contains_key("input") && map.contains_key("inputs") {
         out.push(
-            Diagnostic::new(path.key("inputs"), "a node has `input:` or `inputs:`, not both")
-                .with_help("merge them into one `inputs: [...]` list"),
+            Diagnostic::new(
+                path.key("inputs"),
+                "a node has `input:` or `inputs:`, not both",
+            )
+            .with_help("merge them into one `inputs: [...]` list"),
         );
     }
     let keys: Vec<&str> = operators.keys().filter_map(Value::as_str).collect();
@@ -291,7 +312,11 @@ fn type_node(id: &str, value: &Value, path: &YamlPath, out: &mut Vec<Diagnostic>
             None
         }
         [key] if !OPERATOR_KEYS.contains(key) => {
-            out.push(unknown_key(&path.key(key), key, &[OPERATOR_KEYS, &["input", "inputs"]].concat()));
+            out.push(unknown_key(
+                &path.key(key),
+                key,
+                &[OPERATOR_KEYS, &["input", "inputs"]].concat(),
+            ));
             None
         }
         [key] => {
@@ -320,7 +345,11 @@ fn type_node(id: &str, value: &Value, path: &YamlPath, out: &mut Vec<Diagnostic>
 }
 
 /// Types `value` as `T`, recording a located diagnostic on failure.
-fn typed<T: DeserializeOwned>(value: &Value, path: &YamlPath, out: &mut Vec<Diagnostic>) -> Option<T> {
+fn typed<T: DeserializeOwned>(
+    value: &Value,
+    path: &YamlPath,
+    out: &mut Vec<Diagnostic>,
+) -> Option<T> {
     match serde_path_to_error::deserialize::<_, T>(value.clone()) {
         Ok(typed) => Some(typed),
         Err(error) => {
@@ -336,7 +365,11 @@ fn typed<T: DeserializeOwned>(value: &Value, path: &YamlPath, out: &mut Vec<Diag
 
 /// "unknown key" with a suggestion from `accepted`.
 fn unknown_key(path: &YamlPath, key: &str, accepted: &[&str]) -> Diagnostic {
-    let listed = accepted.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+    let listed = accepted
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let help = match did_you_mean(key, accepted.iter().copied()) {
         Some(best) => format!("did you mean `{best}`? (accepted: {listed})"),
         None => format!("accepted: {listed}"),
@@ -357,20 +390,43 @@ mod tests {
         let loaded = load(
             "versoin: 1\nseed: abc\nnodes:\n  pick:\n    select: {strategy: random, budgt: 5}\n  m:\n    trian: {mf: {}}\n",
         );
-        let paths: Vec<String> = loaded.diagnostics.iter().map(|d| d.path.to_string()).collect();
-        assert_eq!(paths, ["versoin", "seed", "nodes.pick.select.budgt", "nodes.m.trian"]);
+        let paths: Vec<String> = loaded
+            .diagnostics
+            .iter()
+            .map(|d| d.path.to_string())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "versoin",
+                "seed",
+                "nodes.pick.select.budgt",
+                "nodes.m.trian"
+            ]
+        );
         let rendered = loaded.locate(loaded.diagnostics.clone()).to_string();
-        assert!(rendered.contains("p.yaml:1:1: `versoin`: unknown key `versoin`"), "{rendered}");
+        assert!(
+            rendered.contains("p.yaml:1:1: `versoin`: unknown key `versoin`"),
+            "{rendered}"
+        );
         assert!(rendered.contains("did you mean `version`?"), "{rendered}");
-        assert!(rendered.contains("p.yaml:5:32: `nodes.pick.select.budgt`: unknown key `budgt`"), "{rendered}");
+        assert!(
+            rendered.contains("p.yaml:5:32: `nodes.pick.select.budgt`: unknown key `budgt`"),
+            "{rendered}"
+        );
         assert!(rendered.contains("did you mean `train`?"), "{rendered}");
     }
 
     #[test]
     fn a_node_with_two_operators_is_rejected() {
-        let loaded = load("nodes:\n  x:\n    score: {}\n    select: {strategy: random, budget: 1}\n");
+        let loaded =
+            load("nodes:\n  x:\n    score: {}\n    select: {strategy: random, budget: 1}\n");
         assert_eq!(loaded.diagnostics.len(), 1);
-        assert!(loaded.diagnostics[0].message.contains("several operators (score, select)"));
+        assert!(
+            loaded.diagnostics[0]
+                .message
+                .contains("several operators (score, select)")
+        );
     }
 
     #[test]
@@ -390,6 +446,9 @@ mod tests {
         )
         .unwrap();
         let rendered = loaded.locate(loaded.diagnostics.clone()).to_string();
-        assert!(rendered.starts_with("--set seed=notanumber: `seed`: invalid type"), "{rendered}");
+        assert!(
+            rendered.starts_with("--set seed=notanumber: `seed`: invalid type"),
+            "{rendered}"
+        );
     }
 }

@@ -25,9 +25,12 @@ impl Override {
             ));
         };
         let path = YamlPath::parse_dotted(path.trim()).ok_or_else(|| {
-            format!("`--set {argument}`: `{path}` is not a key path like `nodes.pick.select.budget`")
+            format!(
+                "`--set {argument}`: `{path}` is not a key path like `nodes.pick.select.budget`"
+            )
         })?;
-        let value = serde_yaml::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
+        let value =
+            serde_yaml::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
         Ok(Self {
             argument: argument.to_string(),
             path,
@@ -118,7 +121,10 @@ mod tests {
     fn full_paths_and_shorthands_set_typed_values() {
         let mut d = doc();
         Override::parse("seed=7").unwrap().apply(&mut d).unwrap();
-        let path = Override::parse("select.budget=200").unwrap().apply(&mut d).unwrap();
+        let path = Override::parse("select.budget=200")
+            .unwrap()
+            .apply(&mut d)
+            .unwrap();
         assert_eq!(path.to_string(), "nodes.pick.select.budget");
         assert_eq!(d["seed"], Value::from(7));
         assert_eq!(d["nodes"]["pick"]["select"]["budget"], Value::from(200));
@@ -127,7 +133,10 @@ mod tests {
     #[test]
     fn missing_intermediate_mappings_are_created() {
         let mut d = doc();
-        Override::parse("output.dir=results/x").unwrap().apply(&mut d).unwrap();
+        Override::parse("output.dir=results/x")
+            .unwrap()
+            .apply(&mut d)
+            .unwrap();
         assert_eq!(d["output"]["dir"], Value::from("results/x"));
     }
 
@@ -135,7 +144,10 @@ mod tests {
     fn malformed_arguments_explain_the_form() {
         let err = Override::parse("seed").unwrap_err();
         assert!(err.contains("write `--set key.path=value`"), "{err}");
-        let err = Override::parse("score.uncertainty=none").unwrap().apply(&mut doc()).unwrap_err();
+        let err = Override::parse("score.uncertainty=none")
+            .unwrap()
+            .apply(&mut doc())
+            .unwrap_err();
         assert!(err.contains("no node has a `score` operator"), "{err}");
     }
 }

@@ -24,7 +24,11 @@ impl YamlPath {
 
     /// A path of mapping keys only, e.g. `YamlPath::keys(&["nodes", "pick"])`.
     pub fn keys(keys: &[&str]) -> Self {
-        Self(keys.iter().map(|k| Segment::Key((*k).to_string())).collect())
+        Self(
+            keys.iter()
+                .map(|k| Segment::Key((*k).to_string()))
+                .collect(),
+        )
     }
 
     /// This path extended by a mapping key.
@@ -131,7 +135,12 @@ mod tests {
 
     #[test]
     fn dotted_form_round_trips() {
-        for text in ["seed", "nodes.pick.select.budget", "nodes.model.inputs[1]", "a[0][2].b"] {
+        for text in [
+            "seed",
+            "nodes.pick.select.budget",
+            "nodes.model.inputs[1]",
+            "a[0][2].b",
+        ] {
             let path = YamlPath::parse_dotted(text).unwrap();
             assert_eq!(path.to_string(), text);
         }

@@ -91,7 +91,11 @@ impl RankedPool {
 
     /// The `n` highest-keyed samples with their keys, best first.
     pub fn top(&self, n: usize) -> Vec<(u32, f64)> {
-        self.order.iter().take(n).map(|(Reverse(Key(k)), _, s)| (*s, *k)).collect()
+        self.order
+            .iter()
+            .take(n)
+            .map(|(Reverse(Key(k)), _, s)| (*s, *k))
+            .collect()
     }
 
     /// The `n` highest-keyed samples of every group, groups in ascending id order.
@@ -99,7 +103,10 @@ impl RankedPool {
     /// # Panics
     /// If the index was built without `per_group`.
     pub fn top_per_group(&self, n: usize) -> Vec<(u32, f64)> {
-        let groups = self.groups.as_ref().expect("RankedPool built with per_group");
+        let groups = self
+            .groups
+            .as_ref()
+            .expect("RankedPool built with per_group");
         groups
             .values()
             .flat_map(|set| set.iter().take(n).map(|(Reverse(Key(k)), _, s)| (*s, *k)))
@@ -108,7 +115,9 @@ impl RankedPool {
 
     /// The current key of `sample`.
     pub fn key(&self, sample: u32) -> Option<f64> {
-        self.position.get(&sample).map(|((Reverse(Key(k)), _, _), _)| *k)
+        self.position
+            .get(&sample)
+            .map(|((Reverse(Key(k)), _, _), _)| *k)
     }
 
     /// Samples in the index.
@@ -161,11 +170,17 @@ mod tests {
                 assert_eq!(pool.top(25), reference(&live, seed, 25));
                 assert_eq!(pool.len(), live.len());
                 for group in 0..13 {
-                    let of_group: HashMap<u32, (u32, f64)> =
-                        live.iter().filter(|(_, (g, _))| *g == group).map(|(s, v)| (*s, *v)).collect();
+                    let of_group: HashMap<u32, (u32, f64)> = live
+                        .iter()
+                        .filter(|(_, (g, _))| *g == group)
+                        .map(|(s, v)| (*s, *v))
+                        .collect();
                     let expected = reference(&of_group, seed, 3);
-                    let got: Vec<(u32, f64)> =
-                        pool.top_per_group(3).into_iter().filter(|(s, _)| s % 13 == group).collect();
+                    let got: Vec<(u32, f64)> = pool
+                        .top_per_group(3)
+                        .into_iter()
+                        .filter(|(s, _)| s % 13 == group)
+                        .collect();
                     assert_eq!(got, expected);
                 }
             }
