@@ -15,9 +15,11 @@
 #![deny(missing_docs)]
 
 pub mod data;
+pub mod driver;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod report;
 pub mod results;
 pub mod scoring;
 pub mod spec;

@@ -675,6 +675,7 @@ impl Resolver {
             params: self.take_params(),
         });
         Some(Some(SelectPlan {
+            node: node.id.clone(),
             strategy: def.strategy,
             budget: *budget,
             per_user,

@@ -134,8 +134,10 @@ pub struct ScorePlan {
 }
 
 /// Resolved `select:`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SelectPlan {
+    /// The select node's id (for messages that point at its options).
+    pub node: String,
     /// The strategy.
     pub strategy: Strategy,
     /// Samples per round (per user with `per_user`).

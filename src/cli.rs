@@ -1,0 +1,190 @@
+//! Command-line arguments (clap) and what each subcommand does. Errors print their whole
+//! message and exit with 2 when the user can fix them (bad YAML, missing file or column,
+//! bad data), 1 for internal failures.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use recsift::driver::{self, RunOptions};
+use recsift::io::movielens::import_movielens;
+use recsift::plan::{self, Plan};
+use recsift::spec::LoadedSpec;
+
+/// Active learning and sample selection for recommender systems on pretrained language
+/// models, as YAML pipelines run as incremental dataflow.
+#[derive(Debug, Parser)]
+#[command(name = "recsift", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a pipeline and write its results.
+    Run {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Results directory (default: the pipeline's `output.dir`, else results/<name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Overwrite results in a non-empty output directory.
+        #[arg(long)]
+        force: bool,
+        /// Timely worker threads (overrides `workers:`).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// No per-round progress lines.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Check a pipeline and report every problem at once.
+    Validate {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+    /// Print the resolved plan: the node graph with every default filled in.
+    Plan {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Print Graphviz DOT instead of text (`recsift plan p.yaml --dot | dot -Tsvg`).
+        #[arg(long)]
+        dot: bool,
+    },
+    /// Convert a dataset release to recsift's Parquet layout.
+    Import {
+        #[command(subcommand)]
+        dataset: ImportCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// Any MovieLens release (ml-100k, ml-1m, ml-10m, ml-latest-small, ml-20m, ml-25m, ...).
+    Movielens {
+        /// The unpacked release folder.
+        src: PathBuf,
+        /// Where to write ratings.parquet, items.parquet and the predefined splits.
+        dest: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct PipelineArgs {
+    /// The pipeline YAML file.
+    file: PathBuf,
+    /// Override a value: `--set nodes.pick.select.budget=200` (or `--set select.budget=200`
+    /// when one node has that operator). Repeatable.
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+    set: Vec<String>,
+}
+
+/// A failed command: its message and exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn user(message: impl ToString) -> Self {
+        Self {
+            code: 2,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Parses arguments, runs the command, prints errors; the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn execute(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Run {
+            pipeline,
+            out,
+            force,
+            workers,
+            quiet,
+        } => {
+            let mut plan = load_plan(&pipeline)?;
+            if let Some(out) = out {
+                plan.output.dir = out;
+            }
+            if let Some(workers) = workers {
+                if workers == 0 {
+                    return Err(Failure::user("--workers must be at least 1"));
+                }
+                plan.workers = workers;
+            }
+            let options = RunOptions {
+                out_dir: plan.output.dir.clone(),
+                force,
+                progress: !quiet,
+            };
+            let summary = driver::run(&plan, &options).map_err(|e| Failure {
+                code: if e.is_user_error() { 2 } else { 1 },
+                message: e.to_string(),
+            })?;
+            let metrics: Vec<String> = summary
+                .metrics
+                .iter()
+                .filter(|(name, _)| *name != "train_loss")
+                .map(|(name, value)| format!("{name} {value:.4}"))
+                .collect();
+            println!(
+                "{}: {} rounds, {} labels selected, {} in {:.1} s -> {}",
+                summary.name,
+                summary.history.len().saturating_sub(1),
+                summary.selected,
+                metrics.join(", "),
+                summary.wall_s,
+                options.out_dir.display()
+            );
+            Ok(())
+        }
+        Command::Validate { pipeline } => {
+            let plan = load_plan(&pipeline)?;
+            println!(
+                "{}: ok ({} nodes)",
+                pipeline.file.display(),
+                plan.graph.len()
+            );
+            Ok(())
+        }
+        Command::Plan { pipeline, dot } => {
+            let plan = load_plan(&pipeline)?;
+            if dot {
+                print!("{}", plan.to_dot());
+            } else {
+                print!("{plan}");
+            }
+            Ok(())
+        }
+        Command::Import {
+            dataset: ImportCommand::Movielens { src, dest },
+        } => {
+            let summary = import_movielens(&src, &dest).map_err(|e| Failure {
+                code: if e.is_user_error() { 2 } else { 1 },
+                message: e.to_string(),
+            })?;
+            println!("{summary}");
+            Ok(())
+        }
+    }
+}
+
+fn load_plan(args: &PipelineArgs) -> Result<Plan, Failure> {
+    let loaded = LoadedSpec::load(&args.file, &args.set).map_err(Failure::user)?;
+    plan::build(&loaded).map_err(Failure::user)
+}

@@ -1,0 +1,244 @@
+//! The driver: loads the data a plan names, runs the protocol's rounds (training with the
+//! model, re-scoring with the incremental engine, selecting with the strategy) and writes
+//! the results.
+//!
+//! Results land in the output directory as `rounds.parquet`, `selections.parquet`,
+//! `latency.json`, plots, and last `summary.json`: a directory without `summary.json` is
+//! an interrupted run, never a complete one.
+
+pub mod experiment;
+pub mod rows;
+pub mod split;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::data::IdMap;
+use crate::dataflow::EngineError;
+use crate::io::IoError;
+use crate::io::events::read_events;
+use crate::io::results::OutputDir;
+use crate::metrics::latency::LatencySummary;
+use crate::model::ModelError;
+use crate::plan::{Plan, ProtocolPlan, SplitPlan};
+use crate::report;
+use crate::results::RoundRecord;
+
+use self::experiment::{ExperimentData, PoolExperiment};
+use self::split::split_events;
+
+/// Why a run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Reading inputs or writing results failed.
+    #[error(transparent)]
+    Io(#[from] IoError),
+    /// Building or training the model failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The incremental engine failed.
+    #[error("incremental engine: {0}")]
+    Engine(#[from] EngineError),
+    /// The data and the pipeline do not fit together (empty pool, budget too large, ...).
+    #[error("{message}\n    field: {field}\n    help: {help}")]
+    Experiment {
+        /// The pipeline field to change.
+        field: String,
+        /// What is wrong.
+        message: String,
+        /// How to fix it.
+        help: String,
+    },
+}
+
+impl RunError {
+    /// Whether the user can fix this (exit code 2) rather than an internal failure (1).
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            RunError::Io(e) => e.is_user_error(),
+            RunError::Model(ModelError::Candle(_)) | RunError::Engine(_) => false,
+            RunError::Model(_) | RunError::Experiment { .. } => true,
+        }
+    }
+}
+
+/// How a run writes its results.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Results directory (the plan's, or `--out`).
+    pub out_dir: PathBuf,
+    /// Overwrite a non-empty results directory.
+    pub force: bool,
+    /// Print a line per round to stderr.
+    pub progress: bool,
+}
+
+/// `summary.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// Experiment name.
+    pub name: String,
+    /// recsift's version.
+    pub recsift_version: &'static str,
+    /// The seed used.
+    pub seed: u64,
+    /// Timely workers used.
+    pub workers: usize,
+    /// The resolved plan.
+    pub config: Plan,
+    /// Metrics of the final round (`rmse`, `mae`, `ndcg@10`, `recall@10`, ...).
+    pub metrics: BTreeMap<String, f64>,
+    /// Every round's metrics, labels and timings.
+    pub history: Vec<RoundSummary>,
+    /// Selected samples over all rounds.
+    pub selected: u64,
+    /// Wall time of the whole run in seconds.
+    pub wall_s: f64,
+}
+
+/// One round in `summary.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RoundSummary {
+    /// Round number.
+    pub round: u32,
+    /// Labels used.
+    pub labelled: u64,
+    /// Samples selected this round.
+    pub selected: u64,
+    /// Scores the engine recomputed.
+    pub rescored: u64,
+    /// Metric values (non-finite values are written as null).
+    pub metrics: BTreeMap<String, Option<f64>>,
+    /// Stage timings in milliseconds.
+    pub timings_ms: BTreeMap<String, f64>,
+}
+
+impl From<&RoundRecord> for RoundSummary {
+    fn from(r: &RoundRecord) -> Self {
+        Self {
+            round: r.round,
+            labelled: r.labelled,
+            selected: r.selected,
+            rescored: r.rescored,
+            metrics: r
+                .metrics
+                .iter()
+                .map(|(k, v)| (k.clone(), v.is_finite().then_some(*v)))
+                .collect(),
+            timings_ms: r.timings_ms.iter().cloned().collect(),
+        }
+    }
+}
+
+/// `latency.json`.
+#[derive(Clone, Debug, Serialize)]
+struct LatencyFile {
+    /// Percentiles per operator over the whole run.
+    operators: BTreeMap<String, LatencySummary>,
+    /// Stage timings per round, in milliseconds.
+    rounds: Vec<BTreeMap<String, f64>>,
+}
+
+/// Loads and splits the events a plan names.
+pub fn load_data(plan: &Plan) -> Result<ExperimentData, RunError> {
+    let mut users = IdMap::new();
+    let mut items = IdMap::new();
+    let ProtocolPlan::Pool(pool) = &plan.protocol;
+    let (train, test) = match &pool.split {
+        SplitPlan::Files { train, test } => (
+            read_events(train, &mut users, &mut items)?,
+            read_events(test, &mut users, &mut items)?,
+        ),
+        split => {
+            let source = plan
+                .data
+                .events
+                .as_ref()
+                .expect("the planner requires events without a files split");
+            let events = read_events(source, &mut users, &mut items)?;
+            split_events(&events, split, plan.seed)
+        }
+    };
+    Ok(ExperimentData {
+        train,
+        test,
+        users,
+        items,
+        label_kind: plan.data.label_kind,
+    })
+}
+
+/// Runs `plan` to completion and writes its results; returns the summary written.
+pub fn run(plan: &Plan, options: &RunOptions) -> Result<Summary, RunError> {
+    let started = Instant::now();
+    let out = OutputDir::prepare(&options.out_dir, options.force)?;
+    let data = load_data(plan)?;
+    let mut experiment = PoolExperiment::start(plan, data)?;
+    if options.progress {
+        print_progress(
+            plan,
+            experiment.history().last().expect("round 0 is recorded"),
+        );
+    }
+    while experiment.has_next() {
+        let record = experiment.next_round()?;
+        if options.progress {
+            print_progress(plan, record);
+        }
+    }
+    let output = experiment.finish()?;
+    out.write_rounds("rounds.parquet", &output.rounds)?;
+    out.write_selections("selections.parquet", &output.selections)?;
+    out.write_json(
+        "latency.json",
+        &LatencyFile {
+            operators: output.latency.summary(),
+            rounds: output
+                .rounds
+                .iter()
+                .map(|r| r.timings_ms.iter().cloned().collect())
+                .collect(),
+        },
+    )?;
+    if plan.output.plots {
+        for (name, bytes) in report::learning_curves(&plan.name, &output.rounds) {
+            out.write_bytes(&name, &bytes)?;
+        }
+    }
+    let last = output.rounds.last().expect("round 0 is recorded");
+    let summary = Summary {
+        name: plan.name.clone(),
+        recsift_version: env!("CARGO_PKG_VERSION"),
+        seed: plan.seed,
+        workers: plan.workers,
+        config: plan.clone(),
+        metrics: last.metrics.iter().cloned().collect(),
+        history: output.rounds.iter().map(RoundSummary::from).collect(),
+        selected: output.selections.len() as u64,
+        wall_s: started.elapsed().as_secs_f64(),
+    };
+    out.write_json("summary.json", &summary)?;
+    Ok(summary)
+}
+
+fn print_progress(plan: &Plan, record: &RoundRecord) {
+    let ProtocolPlan::Pool(pool) = &plan.protocol;
+    let metrics: Vec<String> = record
+        .metrics
+        .iter()
+        .filter(|(name, _)| name != "train_loss")
+        .map(|(name, value)| format!("{name} {value:.4}"))
+        .collect();
+    let total_ms: f64 = record.timings_ms.iter().map(|(_, v)| v).sum();
+    eprintln!(
+        "round {:>3}/{}  labelled {:>7}  rescored {:>7}  {}  ({total_ms:.0} ms)",
+        record.round,
+        pool.rounds,
+        record.labelled,
+        record.rescored,
+        metrics.join("  "),
+    );
+}
