@@ -164,7 +164,10 @@ fn detect(src: &Path) -> Result<Release, IoError> {
             return Err(IoError::UnknownLayout {
                 dir: src.to_path_buf(),
                 looked_for: LOOKED_FOR,
-                hint: src.parent().map(|p| p.display().to_string()),
+                hint: src
+                    .parent()
+                    .filter(|p| release_in(p).is_some())
+                    .map(|p| p.display().to_string()),
             });
         }
         return Err(IoError::FileNotFound {

@@ -364,6 +364,13 @@ fn an_unknown_layout_says_what_was_looked_for_and_suggests_a_subfolder() {
             inner.display()
         )
     );
+    // Pointing at a file inside a release suggests the release's folder.
+    let err = import_movielens(&inner.join("ratings.csv"), &dir.path().join("out")).unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with(&format!("; did you mean {}?", inner.display())),
+        "{err}"
+    );
     let missing = dir.path().join("nope");
     assert!(matches!(
         import_movielens(&missing, &dir.path().join("out")).unwrap_err(),
