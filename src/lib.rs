@@ -16,6 +16,7 @@
 
 pub mod data;
 pub mod driver;
+pub mod io;
 pub mod metrics;
 pub mod model;
 pub mod plan;
