@@ -24,7 +24,7 @@
 //! let user = [0.1, 1.0, 0.0, /* member 2 */ 0.0, 0.0, 1.0];
 //! let item = [0.2, 0.5, 0.5, /* member 2 */ -0.1, 0.5, 0.5];
 //! let score = head.score(&user, &item, Some(4.0));
-//! assert!((score.prediction - 3.85).abs() < 1e-6);
+//! assert!((score.prediction - 4.1).abs() < 1e-6);
 //! ```
 
 use crate::data::LabelKind;
