@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod data;
+pub mod dataflow;
 pub mod model;
 pub mod plan;
 pub mod results;
