@@ -8,7 +8,7 @@
 //! # Using it
 //!
 //! The driver starts an engine with a number of worker threads and the model's
-//! [`ScoringHead`], then calls [`ScoringEngine::apply`] once per round with what changed:
+//! [`ScoringHead`](crate::scoring::ScoringHead), then calls [`ScoringEngine::apply`] once per round with what changed:
 //! samples entering or leaving the pool, user and item scoring rows that were (re)set, newly
 //! labelled events, and, when a parameter shared by every sample changed, the new head. Each
 //! call returns the changes to the per-sample states, as `-old +new` diffs:
@@ -50,9 +50,9 @@
 //!
 //! # How it works
 //!
-//! Each worker runs the dataflow of [`graph`] (`pool ⋈ item side ⋈ user rows → score`).
+//! Each worker runs the dataflow of `graph.rs` (`pool ⋈ item side ⋈ user rows → score`).
 //! Collections carry ids and *row versions* only, never row floats: the floats live in
-//! versioned side tables ([`side_table`]) shared by the workers, and the score operator
+//! versioned side tables (`side_table.rs`) shared by the workers, and the score operator
 //! reads the rows at the versions that the joins brought together. A changed row gets a new
 //! version; its old version stays readable until the round that retracted its scores has
 //! completed, because a retraction cancels only if the old score is recomputed bit for bit.
@@ -67,7 +67,34 @@
 //! `t + 1`, steps (parking when idle) until its probe passes `t`, and sends back the score
 //! updates it collected. `apply` merges, consolidates and sorts them, so the output does not
 //! depend on the number of workers. A worker that panics or goes away turns into an
-//! [`EngineError`], and the engine refuses further rounds.
+//! [`EngineError`], and the engine refuses further rounds. Idle workers block on their
+//! command channel (no CPU between rounds); an empty round costs about 45 µs.
+//!
+//! Choices worth knowing (and why):
+//! - The pool meets the item side first and the user rows last: a training step changes a
+//!   few user rows most often, and then only the last join runs.
+//! - The score is computed by an operator right after the last join
+//!   (`operators/score.rs`), not inside the join's closure: it takes the side
+//!   tables' read lock once per batch instead of once per score, and the join has already
+//!   consolidated away tasks that cancel.
+//! - [`RoundOutput`] counts new scores (`rescored`) and the old scores recomputed to
+//!   retract them (`retracted`) separately; a changed user row costs one of each per sample.
+//! - The driver keeps 12 bytes per sample index (user, item, label) to check that a
+//!   removal repeats its insertion; a wrong removal would otherwise corrupt the pool silently.
+//!
+//! # Measured
+//!
+//! `cargo test --release --lib dataflow::measurement -- --ignored --nocapture` on the
+//! project's 2-core machine (shared, so absolute times vary by up to 2x between runs; the
+//! three were measured together), `d = 32`, one member, 1% of the user rows changed per
+//! round, update time as the mean of 10 rounds:
+//!
+//! | samples / users / items | full re-score loop | hand-written index | engine, 1 worker | engine RSS |
+//! |---|---|---|---|---|
+//! | 1M / 100k / 10k | 88.6 ms | 1.89 ms | 5.9 ms | 230 MiB loaded, 320 MiB peak |
+//! | 10M / 1M / 100k | 1654 ms | 26.3 ms | 76 ms | 1.2 GiB loaded, 2.1 GiB peak |
+//!
+//! The first round (loading everything) takes about 1 s per million samples on one worker.
 
 mod engine;
 mod graph;
@@ -76,6 +103,8 @@ mod records;
 mod side_table;
 mod worker;
 
+#[cfg(test)]
+mod measurement;
 #[cfg(test)]
 mod reference_tests;
 
