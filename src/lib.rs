@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod data;
+pub mod dataflow;
 pub mod driver;
 pub mod io;
 pub mod metrics;

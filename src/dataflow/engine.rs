@@ -1,0 +1,595 @@
+//! The driver side of the scoring engine: validates a round's update, versions the rows,
+//! hands each worker its share, and merges the workers' score updates deterministically.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+
+use timely::communication::WorkerGuards;
+
+use super::graph::CollectedUpdate;
+use super::records::{ItemFact, LabelBits, PoolRecord, RoundTime, StateRecord};
+use super::side_table::{SharedTables, SideTables, VersionChange, VersionedHeads, VersionedRows};
+use super::worker::{
+    Failure, RoundResult, RoundShare, WorkerCommand, WorkerContext, WorkerLink, WorkerReply,
+    run_worker,
+};
+use super::{
+    EngineError, EngineUpdate, PoolSample, RoundOutput, RowSide, SampleState, ScoreUpdate,
+};
+use crate::data::{ItemIdx, SampleIdx, UserIdx};
+use crate::scoring::{RowLayout, ScoringHead};
+
+/// The incremental scoring engine: timely workers in their own threads, driven round by
+/// round through [`ScoringEngine::apply`]. See the [module documentation](super).
+pub struct ScoringEngine {
+    workers: usize,
+    layout: RowLayout,
+    time: RoundTime,
+    tables: SharedTables,
+    pool: PoolRegistry,
+    /// Head versions to feed in the next round (the first head, then changes).
+    pending_head: Vec<(u32, isize)>,
+    commands: Vec<Sender<WorkerCommand>>,
+    replies: Receiver<WorkerReply>,
+    abort: Arc<AtomicBool>,
+    guards: Option<WorkerGuards<()>>,
+    /// The first failure; the engine refuses rounds after it.
+    failure: Option<EngineError>,
+}
+
+impl ScoringEngine {
+    /// Starts `workers` timely worker threads scoring with `head`.
+    pub fn start(workers: usize, head: ScoringHead) -> Result<Self, EngineError> {
+        if workers == 0 {
+            return Err(EngineError::NoWorkers);
+        }
+        check_head_offsets(&head)?;
+        let layout = head.layout;
+        let tables = SharedTables::new(SideTables {
+            users: VersionedRows::default(),
+            items: VersionedRows::default(),
+            heads: VersionedHeads::new(head),
+        });
+        let (reply_sender, replies) = mpsc::channel();
+        let mut commands = Vec::with_capacity(workers);
+        let mut links = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (sender, receiver) = mpsc::channel();
+            commands.push(sender);
+            links.push(Some(WorkerLink {
+                commands: receiver,
+                replies: reply_sender.clone(),
+            }));
+        }
+        // Only the workers hold reply senders: if all of them are gone, `recv` says so.
+        drop(reply_sender);
+        let abort = Arc::new(AtomicBool::new(false));
+        let context = Arc::new(WorkerContext {
+            links: Mutex::new(links),
+            tables: tables.clone(),
+            abort: Arc::clone(&abort),
+        });
+        let config = timely::Config::process(workers);
+        let guards = timely::execute(config, move |worker| run_worker(worker, &context))
+            .map_err(EngineError::Start)?;
+        Ok(Self {
+            workers,
+            layout,
+            time: 0,
+            tables,
+            pool: PoolRegistry::default(),
+            pending_head: vec![(0, 1)],
+            commands,
+            replies,
+            abort,
+            guards: Some(guards),
+            failure: None,
+        })
+    }
+
+    /// Number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Rounds completed so far.
+    pub fn rounds(&self) -> u64 {
+        self.time
+    }
+
+    /// Runs one round: feeds `update` at the current time, waits until every worker has
+    /// finished it, and returns the changes to the sample states.
+    ///
+    /// An update that fails validation leaves the engine as it was (the error says what to
+    /// fix). A worker failure is reported once as [`EngineError::WorkerPanicked`] or
+    /// [`EngineError::WorkerExited`]; later calls return [`EngineError::Failed`].
+    pub fn apply(&mut self, update: EngineUpdate) -> Result<RoundOutput, EngineError> {
+        if let Some(failure) = &self.failure {
+            return Err(EngineError::Failed {
+                cause: failure.to_string(),
+            });
+        }
+        self.check(&update)?;
+        let pool_changes = self.pool.change(&update.remove, &update.insert)?;
+        let shares = self.version_and_share(update, pool_changes);
+        match self.run_round(shares) {
+            Ok(output) => {
+                self.tables.write().retire();
+                self.time += 1;
+                Ok(output)
+            }
+            Err(error) => {
+                self.failure = Some(error.clone());
+                self.abort.store(true, Ordering::Release);
+                Err(error)
+            }
+        }
+    }
+
+    /// Shuts the workers down and waits for their threads.
+    pub fn finish(mut self) -> Result<(), EngineError> {
+        self.shut_down()
+    }
+
+    /// Checks everything in `update` that does not depend on the pool's contents.
+    fn check(&self, update: &EngineUpdate) -> Result<(), EngineError> {
+        if let Some(head) = &update.head {
+            check_head_offsets(head)?;
+            if head.layout != self.layout {
+                return Err(EngineError::HeadLayout {
+                    expected: self.layout,
+                    found: head.layout,
+                });
+            }
+        }
+        let row_len = self.layout.row_len();
+        for (side, rows) in [
+            (RowSide::User, &update.user_rows),
+            (RowSide::Item, &update.item_rows),
+        ] {
+            for (id, row) in rows {
+                if row.len() != row_len {
+                    return Err(EngineError::RowLength {
+                        side,
+                        id: *id,
+                        expected: row_len,
+                        found: row.len(),
+                    });
+                }
+            }
+            let mut ids: Vec<u32> = rows.iter().map(|(id, _)| *id).collect();
+            ids.sort_unstable();
+            if let Some(pair) = ids.windows(2).find(|pair| pair[0] == pair[1]) {
+                return Err(EngineError::DuplicateRow { side, id: pair[0] });
+            }
+        }
+        for &(item, label) in &update.labels {
+            if !label.is_finite() {
+                return Err(EngineError::EventLabel { item, label });
+            }
+        }
+        for sample in &update.insert {
+            if let Some(label) = sample.label.filter(|l| !l.is_finite()) {
+                return Err(EngineError::SampleLabel {
+                    sample: sample.sample,
+                    label,
+                });
+            }
+            if sample.user == u32::MAX || sample.item == u32::MAX {
+                return Err(EngineError::ReservedIndex {
+                    sample: sample.sample,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Versions the update's rows and head in the side tables and splits every input
+    /// round-robin over the workers.
+    fn version_and_share(
+        &mut self,
+        update: EngineUpdate,
+        pool: Vec<(PoolSample, isize)>,
+    ) -> Vec<RoundShare> {
+        let workers = self.workers;
+        let mut shares: Vec<RoundShare> = (0..workers).map(|_| RoundShare::default()).collect();
+        for (k, (sample, m)) in pool.into_iter().enumerate() {
+            let record = PoolRecord {
+                sample: sample.sample,
+                user: sample.user,
+                label: LabelBits::encode(sample.label),
+            };
+            shares[k % workers].pool.push(((sample.item, record), m));
+        }
+        for (k, &(item, label)) in update.labels.iter().enumerate() {
+            shares[k % workers]
+                .item_facts
+                .push(((item, ItemFact::label(label)), 1));
+        }
+
+        let mut tables = self.tables.write();
+        let mut k = 0;
+        for (user, row) in update.user_rows {
+            let change = tables.users.set(user, row.into_boxed_slice());
+            for (version, m) in version_updates(change) {
+                shares[k % workers].user_rows.push(((user, version), m));
+                k += 1;
+            }
+        }
+        for (item, row) in update.item_rows {
+            let change = tables.items.set(item, row.into_boxed_slice());
+            for (version, m) in version_updates(change) {
+                shares[k % workers]
+                    .item_facts
+                    .push(((item, ItemFact::Row(version)), m));
+                k += 1;
+            }
+        }
+        if let Some(head) = update.head {
+            self.pending_head
+                .extend(version_updates(tables.heads.set(head)));
+        }
+        shares[0].head = std::mem::take(&mut self.pending_head);
+        shares
+    }
+
+    /// Sends the shares, waits for one reply per worker, and merges the results.
+    fn run_round(&mut self, shares: Vec<RoundShare>) -> Result<RoundOutput, EngineError> {
+        for (worker, (share, commands)) in shares.into_iter().zip(&self.commands).enumerate() {
+            let command = WorkerCommand::Round {
+                time: self.time,
+                share,
+            };
+            if commands.send(command).is_err() {
+                return Err(EngineError::WorkerExited { worker });
+            }
+        }
+        let mut results = Vec::with_capacity(self.workers);
+        let mut failures = Vec::new();
+        for _ in 0..self.workers {
+            match self.replies.recv() {
+                Ok(WorkerReply::Round { result }) => results.push(result),
+                Ok(WorkerReply::Failed { worker, failure }) => failures.push((worker, failure)),
+                Err(_) => {
+                    // Every worker dropped its reply sender: all of them are gone.
+                    failures.push((0, Failure::Exited));
+                    break;
+                }
+            }
+        }
+        if !failures.is_empty() {
+            return Err(root_cause(failures));
+        }
+        Ok(merge_results(results))
+    }
+
+    /// Stops the workers: an orderly shutdown when healthy, an abort after a failure.
+    fn shut_down(&mut self) -> Result<(), EngineError> {
+        let Some(guards) = self.guards.take() else {
+            return Ok(());
+        };
+        for commands in &self.commands {
+            // A worker that is gone already cannot be told; joining below reports it.
+            let _ = commands.send(WorkerCommand::Shutdown);
+        }
+        let joined = guards.join();
+        if let Some(failure) = &self.failure {
+            return Err(EngineError::Failed {
+                cause: failure.to_string(),
+            });
+        }
+        for (worker, result) in joined.into_iter().enumerate() {
+            if let Err(message) = result {
+                return Err(EngineError::WorkerPanicked { worker, message });
+            }
+        }
+        Ok(())
+    }
+
+    /// Test hook: sends `command` to `worker` instead of its next round's share.
+    #[cfg(test)]
+    pub(crate) fn inject(&mut self, worker: usize, command: WorkerCommand) {
+        let _ = self.commands[worker].send(command);
+    }
+
+    /// Test hook: versions held in the side tables (users, items).
+    #[cfg(test)]
+    pub(crate) fn held_row_versions(&self) -> (usize, usize) {
+        let tables = self.tables.write();
+        (tables.users.held_versions(), tables.items.held_versions())
+    }
+}
+
+impl Drop for ScoringEngine {
+    fn drop(&mut self) {
+        if self.guards.is_some() {
+            // Without `finish`, nobody reads the result; an abort stops workers fastest.
+            if self.failure.is_some() {
+                self.abort.store(true, Ordering::Release);
+            }
+            let _ = self.shut_down();
+        }
+    }
+}
+
+fn check_head_offsets(head: &ScoringHead) -> Result<(), EngineError> {
+    if head.offsets.len() != head.layout.members {
+        return Err(EngineError::HeadOffsets {
+            expected: head.layout.members,
+            found: head.offsets.len(),
+        });
+    }
+    Ok(())
+}
+
+/// The `-old +new` updates of a version change.
+fn version_updates(change: VersionChange<u32>) -> impl Iterator<Item = (u32, isize)> {
+    change
+        .old
+        .map(|old| (old, -1))
+        .into_iter()
+        .chain([(change.new, 1)])
+}
+
+/// The failure to report: a panic first, then an exit; aborts only follow another failure.
+fn root_cause(mut failures: Vec<(usize, Failure)>) -> EngineError {
+    failures.sort_by_key(|(worker, failure)| {
+        let rank = match failure {
+            Failure::Panicked(_) => 0,
+            Failure::Exited => 1,
+            Failure::Aborted => 2,
+        };
+        (rank, *worker)
+    });
+    match failures.swap_remove(0) {
+        (worker, Failure::Panicked(message)) => EngineError::WorkerPanicked { worker, message },
+        (worker, _) => EngineError::WorkerExited { worker },
+    }
+}
+
+/// Consolidates the workers' updates and orders them by `(sample, diff, state)`.
+fn merge_results(results: Vec<RoundResult>) -> RoundOutput {
+    let mut rescored = 0;
+    let mut retracted = 0;
+    let total = results.iter().map(|r| r.updates.len()).sum();
+    let mut updates: Vec<CollectedUpdate> = Vec::with_capacity(total);
+    for result in results {
+        rescored += result.inserted;
+        retracted += result.retracted;
+        updates.extend(result.updates);
+    }
+    updates.sort_unstable_by_key(|&(sample, state, _)| (sample, state));
+    let mut consolidated: Vec<CollectedUpdate> = Vec::with_capacity(updates.len());
+    for (sample, state, m) in updates {
+        match consolidated.last_mut() {
+            Some(last) if last.0 == sample && last.1 == state => last.2 += m,
+            _ => {
+                if consolidated.last().is_some_and(|last| last.2 == 0) {
+                    consolidated.pop();
+                }
+                consolidated.push((sample, state, m));
+            }
+        }
+    }
+    if consolidated.last().is_some_and(|last| last.2 == 0) {
+        consolidated.pop();
+    }
+    // Within each sample (already contiguous), retractions before insertions.
+    for group in consolidated.chunk_by_mut(|a, b| a.0 == b.0) {
+        group.sort_unstable_by_key(|&(_, state, m)| (m, state));
+    }
+    RoundOutput {
+        updates: consolidated
+            .into_iter()
+            .map(|(sample, state, m)| ScoreUpdate {
+                sample,
+                state: sample_state(&state),
+                diff: m as i64,
+            })
+            .collect(),
+        rescored,
+        retracted,
+    }
+}
+
+fn sample_state(record: &StateRecord) -> SampleState {
+    SampleState {
+        user: record.user,
+        item: record.item,
+        score: record.score(),
+        item_labels: record.item_labels,
+        item_entropy: f32::from_bits(record.item_entropy),
+    }
+}
+
+/// Which samples are in the pool, as inserted, to validate removals: 12 bytes per sample
+/// index up to the largest one seen.
+#[derive(Debug, Default)]
+struct PoolRegistry {
+    slots: Vec<PoolSlot>,
+}
+
+/// A sample's `(user, item, label)`; `item == u32::MAX` means "not in the pool".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PoolSlot {
+    user: UserIdx,
+    item: ItemIdx,
+    label: LabelBits,
+}
+
+impl PoolSlot {
+    const VACANT: PoolSlot = PoolSlot {
+        user: u32::MAX,
+        item: u32::MAX,
+        label: LabelBits::ABSENT,
+    };
+
+    fn of(sample: &PoolSample) -> PoolSlot {
+        PoolSlot {
+            user: sample.user,
+            item: sample.item,
+            label: LabelBits::encode(sample.label),
+        }
+    }
+
+    fn described(&self) -> (UserIdx, ItemIdx, Option<f32>) {
+        (self.user, self.item, self.label.decode())
+    }
+}
+
+impl PoolRegistry {
+    fn slot(&self, sample: SampleIdx) -> PoolSlot {
+        self.slots
+            .get(sample as usize)
+            .copied()
+            .unwrap_or(PoolSlot::VACANT)
+    }
+
+    fn set(&mut self, sample: SampleIdx, slot: PoolSlot) {
+        let index = sample as usize;
+        if self.slots.len() <= index {
+            self.slots.resize(index + 1, PoolSlot::VACANT);
+        }
+        self.slots[index] = slot;
+    }
+
+    /// Applies removals, then insertions, returning the pool's `(sample, ±1)` changes; on
+    /// the first invalid one, undoes what it did and says what was wrong.
+    fn change(
+        &mut self,
+        remove: &[PoolSample],
+        insert: &[PoolSample],
+    ) -> Result<Vec<(PoolSample, isize)>, EngineError> {
+        let mut removed = 0;
+        let mut inserted = 0;
+        let mut outcome = Ok(());
+        for sample in remove {
+            let slot = self.slot(sample.sample);
+            if slot == PoolSlot::VACANT {
+                outcome = Err(EngineError::NotInPool {
+                    sample: sample.sample,
+                });
+                break;
+            }
+            if slot != PoolSlot::of(sample) {
+                outcome = Err(EngineError::RemovalMismatch {
+                    sample: sample.sample,
+                    inserted: slot.described(),
+                    removed: PoolSlot::of(sample).described(),
+                });
+                break;
+            }
+            self.set(sample.sample, PoolSlot::VACANT);
+            removed += 1;
+        }
+        if outcome.is_ok() {
+            for sample in insert {
+                if self.slot(sample.sample) != PoolSlot::VACANT {
+                    outcome = Err(EngineError::AlreadyInPool {
+                        sample: sample.sample,
+                    });
+                    break;
+                }
+                self.set(sample.sample, PoolSlot::of(sample));
+                inserted += 1;
+            }
+        }
+        if let Err(error) = outcome {
+            for sample in insert[..inserted].iter().rev() {
+                self.set(sample.sample, PoolSlot::VACANT);
+            }
+            for sample in remove[..removed].iter().rev() {
+                self.set(sample.sample, PoolSlot::of(sample));
+            }
+            return Err(error);
+        }
+        let mut changes = Vec::with_capacity(remove.len() + insert.len());
+        changes.extend(remove.iter().map(|s| (*s, -1)));
+        changes.extend(insert.iter().map(|s| (*s, 1)));
+        Ok(changes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(sample: u32, user: u32, item: u32, label: Option<f32>) -> PoolSample {
+        PoolSample {
+            sample,
+            user,
+            item,
+            label,
+        }
+    }
+
+    #[test]
+    fn registry_rejects_bad_membership_changes_and_undoes_them() {
+        let mut pool = PoolRegistry::default();
+        let a = sample(5, 1, 2, None);
+        let b = sample(6, 1, 3, Some(4.0));
+        pool.change(&[], &[a, b]).unwrap();
+        assert_eq!(
+            pool.change(&[], &[a]),
+            Err(EngineError::AlreadyInPool { sample: 5 })
+        );
+        assert_eq!(
+            pool.change(&[sample(7, 0, 0, None)], &[]),
+            Err(EngineError::NotInPool { sample: 7 })
+        );
+        assert_eq!(
+            pool.change(&[sample(6, 1, 3, Some(5.0))], &[]),
+            Err(EngineError::RemovalMismatch {
+                sample: 6,
+                inserted: (1, 3, Some(4.0)),
+                removed: (1, 3, Some(5.0)),
+            })
+        );
+        // Removed, then a failing insert later in the same update: the removal is undone.
+        let c = sample(9, 0, 0, None);
+        assert_eq!(
+            pool.change(&[a], &[c, b]),
+            Err(EngineError::AlreadyInPool { sample: 6 })
+        );
+        assert_eq!(pool.slot(5), PoolSlot::of(&a));
+        assert_eq!(pool.slot(9), PoolSlot::VACANT);
+        // Leaving and re-entering with a label in one update is fine.
+        let a_labelled = sample(5, 1, 2, Some(3.0));
+        let changes = pool.change(&[a], &[a_labelled]).unwrap();
+        assert_eq!(changes, vec![(a, -1), (a_labelled, 1)]);
+    }
+
+    #[test]
+    fn merge_consolidates_and_orders_retractions_first() {
+        let state = |prediction: f32| StateRecord {
+            user: 0,
+            item: 0,
+            prediction: prediction.to_bits(),
+            variance: 0,
+            loss: None,
+            item_labels: 0,
+            item_entropy: 0,
+        };
+        let results = vec![
+            RoundResult {
+                updates: vec![(2, state(1.0), 1), (1, state(5.0), 1), (1, state(3.0), -1)],
+                inserted: 2,
+                retracted: 1,
+            },
+            RoundResult {
+                updates: vec![(2, state(1.0), -1), (0, state(2.0), 1)],
+                inserted: 1,
+                retracted: 1,
+            },
+        ];
+        let output = merge_results(results);
+        let got: Vec<(u32, f32, i64)> = output
+            .updates
+            .iter()
+            .map(|u| (u.sample, u.state.score.prediction, u.diff))
+            .collect();
+        assert_eq!(got, vec![(0, 2.0, 1), (1, 3.0, -1), (1, 5.0, 1)]);
+        assert_eq!((output.rescored, output.retracted), (3, 2));
+    }
+}

@@ -1,0 +1,183 @@
+//! The scoring dataflow of one worker: its inputs, joins, item-statistics reduce and score
+//! operator.
+//!
+//! ```text
+//! item_facts (item, Row(v) | Label(bits)) --reduce--> item side (item, version, count, entropy)
+//! head ((), version) ----------------------join on ()--> headed item side (item, ..., head)
+//! pool (item, sample, user, label) ---join on item-----> pending (user, sample, item, ...)
+//! user_rows (user, version) ----------join on user-----> score tasks --score--> (sample, state)
+//! ```
+//!
+//! The pool is joined with the item side first and with the user rows last, so that the most
+//! frequent change, a few user rows after a training step, passes through one join only. A
+//! new label changes one item's statistics and re-keys that item's samples; a head change
+//! changes every item's headed side and so re-scores every sample (honestly: every score
+//! changes).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use differential_dataflow::input::InputSession;
+use timely::dataflow::Scope;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+
+use super::operators::{JoinNamed, Score, ScoreTally};
+use super::records::{
+    HeadVersion, HeadedItemSide, ItemFact, ItemSide, Multiplicity, PendingScore, PoolRecord,
+    RoundTime, RowVersion, ScoreTask, StateRecord, entropy_bits,
+};
+use super::side_table::SharedTables;
+use crate::data::{ItemIdx, SampleIdx, UserIdx};
+
+/// A score update as a worker collects it: `(sample, state, multiplicity)`.
+pub(crate) type CollectedUpdate = (SampleIdx, StateRecord, Multiplicity);
+
+/// The input sessions of one worker's dataflow.
+pub(crate) struct ScoringInputs {
+    /// Pool samples, keyed by item.
+    pub pool: InputSession<RoundTime, (ItemIdx, PoolRecord), Multiplicity>,
+    /// Item row versions and labelled events, keyed by item.
+    pub item_facts: InputSession<RoundTime, (ItemIdx, ItemFact), Multiplicity>,
+    /// User row versions.
+    pub user_rows: InputSession<RoundTime, (UserIdx, RowVersion), Multiplicity>,
+    /// The head version (one record in the whole collection).
+    pub head: InputSession<RoundTime, ((), HeadVersion), Multiplicity>,
+}
+
+impl ScoringInputs {
+    /// Moves every session to `time` and hands what was fed to the dataflow.
+    pub(crate) fn advance_to(&mut self, time: RoundTime) {
+        self.pool.advance_to(time);
+        self.item_facts.advance_to(time);
+        self.user_rows.advance_to(time);
+        self.head.advance_to(time);
+        self.pool.flush();
+        self.item_facts.flush();
+        self.user_rows.flush();
+        self.head.flush();
+    }
+}
+
+/// What a worker keeps of its dataflow to drive it.
+pub(crate) struct ScoringDataflow {
+    /// Where the round's inputs go.
+    pub inputs: ScoringInputs,
+    /// Passes time `t` once every score update of round `t` has been collected.
+    pub probe: ProbeHandle<RoundTime>,
+    /// Score updates collected since the last drain.
+    pub collected: Rc<RefCell<Vec<CollectedUpdate>>>,
+    /// Scores computed since the last take.
+    pub tally: Rc<ScoreTally>,
+}
+
+/// Builds the scoring dataflow in `scope`.
+pub(crate) fn build_scoring_dataflow(
+    scope: Scope<'_, RoundTime>,
+    tables: SharedTables,
+) -> ScoringDataflow {
+    let mut inputs = ScoringInputs {
+        pool: InputSession::new(),
+        item_facts: InputSession::new(),
+        user_rows: InputSession::new(),
+        head: InputSession::new(),
+    };
+    let collected = Rc::new(RefCell::new(Vec::new()));
+    let tally = Rc::new(ScoreTally::default());
+
+    let pool = inputs.pool.to_collection(scope);
+    let item_facts = inputs.item_facts.to_collection(scope);
+    let user_rows = inputs.user_rows.to_collection(scope);
+    let head = inputs.head.to_collection(scope);
+
+    let item_side = item_facts
+        .reduce_named(
+            "reduce: item row version and label statistics",
+            summarise_item,
+        )
+        .map(|(item, side)| ((), (item, side)))
+        .arrange_by_key_named("arrange: item sides by head");
+    let head = head.arrange_by_key_named("arrange: head version");
+    let headed_items = item_side
+        .join_named(
+            head,
+            "join: item sides with head version",
+            |_, &(item, side), &head| (item, HeadedItemSide { side, head }),
+        )
+        .arrange_by_key_named("arrange: headed item sides by item");
+
+    let pending = pool
+        .arrange_by_key_named("arrange: pool by item")
+        .join_named(
+            headed_items,
+            "join: pool with item side",
+            |&item, sample, &item_side| {
+                let pending = PendingScore {
+                    sample: sample.sample,
+                    item,
+                    label: sample.label,
+                    item_side,
+                };
+                (sample.user, pending)
+            },
+        )
+        .arrange_by_key_named("arrange: pending scores by user");
+    let user_rows = user_rows.arrange_by_key_named("arrange: user row versions");
+    let tasks = pending.join_named(
+        user_rows,
+        "join: pending scores with user row version",
+        |&user, pending, &user_version| ScoreTask {
+            sample: pending.sample,
+            user,
+            user_version,
+            item: pending.item,
+            label: pending.label,
+            item_side: pending.item_side,
+        },
+    );
+
+    let sink = Rc::clone(&collected);
+    let (probe, _) = tasks
+        .score_named("score: head over versioned rows", tables, Rc::clone(&tally))
+        .inspect_batch(move |_, updates| {
+            let mut sink = sink.borrow_mut();
+            sink.extend(
+                updates
+                    .iter()
+                    .map(|&((sample, state), _, m)| (sample, state, m)),
+            );
+        })
+        .probe();
+
+    ScoringDataflow {
+        inputs,
+        probe,
+        collected,
+        tally,
+    }
+}
+
+/// The item side of one item from its facts: nothing without a row version, else the
+/// version with the count and entropy of its labels.
+fn summarise_item(
+    _item: &ItemIdx,
+    facts: &[(&ItemFact, Multiplicity)],
+    output: &mut Vec<(ItemSide, Multiplicity)>,
+) {
+    let mut version = None;
+    let mut counts = Vec::with_capacity(facts.len());
+    for &(fact, multiplicity) in facts {
+        match *fact {
+            ItemFact::Row(v) => version = Some(v),
+            ItemFact::Label(_) => counts.push(u64::try_from(multiplicity).unwrap_or(0)),
+        }
+    }
+    if let Some(version) = version {
+        let labels: u64 = counts.iter().sum();
+        let side = ItemSide {
+            version,
+            labels: u32::try_from(labels).unwrap_or(u32::MAX),
+            entropy: entropy_bits(&counts).to_bits(),
+        };
+        output.push((side, 1));
+    }
+}

@@ -1,0 +1,604 @@
+//! Tests of the whole engine against from-scratch computations, in the manner of
+//! differential's `tests/reduce_reference.rs`: drive it through many random rounds and,
+//! after every round, compare the accumulated output with a direct computation of every
+//! pool sample's state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::worker::WorkerCommand;
+use super::*;
+use crate::data::LabelKind;
+use crate::scoring::ScoringHead;
+
+/// The experiment a test plays: a fixed event table, the model's current rows and head, the
+/// pool and the labelled events, all kept directly (no engine types).
+struct World {
+    layout: RowLayout,
+    events: Vec<PoolSample>,
+    users: HashMap<u32, Vec<f32>>,
+    items: HashMap<u32, Vec<f32>>,
+    head: ScoringHead,
+    pool: BTreeMap<u32, PoolSample>,
+    labels: HashMap<u32, Vec<f32>>,
+}
+
+const LABELS: [f32; 5] = [1.0, 2.0, 3.0, 4.0, 5.0];
+
+impl World {
+    fn new(rng: &mut StdRng, kind: LabelKind, n_users: u32, n_items: u32, n_events: u32) -> Self {
+        let layout = RowLayout { members: 3, dim: 5 };
+        let events = (0..n_events)
+            .map(|sample| PoolSample {
+                sample,
+                user: rng.random_range(0..n_users),
+                item: rng.random_range(0..n_items),
+                label: Some(match kind {
+                    LabelKind::Rating => LABELS[rng.random_range(0..LABELS.len())],
+                    LabelKind::Click => f32::from(rng.random_bool(0.3)),
+                }),
+            })
+            .collect();
+        let head = random_head(rng, layout, kind);
+        World {
+            layout,
+            events,
+            users: HashMap::new(),
+            items: HashMap::new(),
+            head,
+            pool: BTreeMap::new(),
+            labels: HashMap::new(),
+        }
+    }
+
+    fn random_row(&self, rng: &mut StdRng) -> Vec<f32> {
+        (0..self.layout.row_len())
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect()
+    }
+
+    /// A random update, applied to the world as well.
+    fn random_update(&mut self, rng: &mut StdRng, n_users: u32, n_items: u32) -> EngineUpdate {
+        let mut update = EngineUpdate::default();
+        let n_events = self.events.len() as u32;
+        for _ in 0..rng.random_range(0..12) {
+            let mut event = self.events[rng.random_range(0..n_events) as usize];
+            if self.pool.contains_key(&event.sample)
+                || update.insert.iter().any(|s| s.sample == event.sample)
+            {
+                continue;
+            }
+            if rng.random_bool(0.5) {
+                event.label = None;
+            }
+            update.insert.push(event);
+        }
+        let in_pool: Vec<u32> = self.pool.keys().copied().collect();
+        for _ in 0..rng.random_range(0..6).min(in_pool.len()) {
+            let sample = in_pool[rng.random_range(0..in_pool.len())];
+            if update.remove.iter().any(|s| s.sample == sample)
+                || update.insert.iter().any(|s| s.sample == sample)
+            {
+                continue;
+            }
+            let removed = self.pool[&sample];
+            update.remove.push(removed);
+            if rng.random_bool(0.3) {
+                // Its label is revealed: it re-enters labelled in the same update.
+                update.insert.push(self.events[sample as usize]);
+            }
+        }
+        for _ in 0..rng.random_range(0..4) {
+            let user = rng.random_range(0..n_users);
+            if !update.user_rows.iter().any(|(u, _)| *u == user) {
+                update.user_rows.push((user, self.random_row(rng)));
+            }
+        }
+        for _ in 0..rng.random_range(0..3) {
+            let item = rng.random_range(0..n_items);
+            if !update.item_rows.iter().any(|(i, _)| *i == item) {
+                update.item_rows.push((item, self.random_row(rng)));
+            }
+        }
+        for _ in 0..rng.random_range(0..4) {
+            let item = rng.random_range(0..n_items);
+            update
+                .labels
+                .push((item, LABELS[rng.random_range(0..LABELS.len())]));
+        }
+        if rng.random_bool(0.08) {
+            update.head = Some(random_head(rng, self.layout, self.head.label_kind));
+        }
+        self.apply(&update);
+        update
+    }
+
+    fn apply(&mut self, update: &EngineUpdate) {
+        for sample in &update.remove {
+            assert_eq!(self.pool.remove(&sample.sample), Some(*sample));
+        }
+        for sample in &update.insert {
+            assert!(self.pool.insert(sample.sample, *sample).is_none());
+        }
+        for (user, row) in &update.user_rows {
+            self.users.insert(*user, row.clone());
+        }
+        for (item, row) in &update.item_rows {
+            self.items.insert(*item, row.clone());
+        }
+        for &(item, label) in &update.labels {
+            self.labels.entry(item).or_default().push(label);
+        }
+        if let Some(head) = &update.head {
+            self.head = head.clone();
+        }
+    }
+
+    /// Every pool sample's state, computed from scratch.
+    fn expected(&self) -> BTreeMap<u32, SampleState> {
+        let mut expected = BTreeMap::new();
+        for sample in self.pool.values() {
+            let (Some(user_row), Some(item_row)) =
+                (self.users.get(&sample.user), self.items.get(&sample.item))
+            else {
+                continue;
+            };
+            let labels = self.labels.get(&sample.item).map_or(&[][..], Vec::as_slice);
+            expected.insert(
+                sample.sample,
+                SampleState {
+                    user: sample.user,
+                    item: sample.item,
+                    score: self.head.score(user_row, item_row, sample.label),
+                    item_labels: labels.len() as u32,
+                    item_entropy: direct_entropy(labels),
+                },
+            );
+        }
+        expected
+    }
+}
+
+fn random_head(rng: &mut StdRng, layout: RowLayout, kind: LabelKind) -> ScoringHead {
+    let offsets = (0..layout.members)
+        .map(|_| rng.random_range(2.0..4.0))
+        .collect();
+    let head = ScoringHead::new(layout, offsets, kind);
+    match kind {
+        LabelKind::Rating => head.with_clip(1.0, 5.0),
+        LabelKind::Click => head,
+    }
+}
+
+/// Entropy in bits from a label list, by a route of its own (f64 frequencies over a sorted
+/// map of values).
+fn direct_entropy(labels: &[f32]) -> f32 {
+    let mut counts: BTreeMap<u32, f64> = BTreeMap::new();
+    for &label in labels {
+        *counts.entry((label + 0.0).to_bits()).or_default() += 1.0;
+    }
+    let n = labels.len() as f64;
+    counts
+        .values()
+        .map(|&c| (c / n) * (n / c).log2())
+        .sum::<f64>() as f32
+}
+
+/// Applies a round's diffs to the accumulated states, checking that every retraction
+/// retracts exactly a state that is there and every insertion fills an empty place.
+fn accumulate(states: &mut BTreeMap<u32, SampleState>, output: &RoundOutput) {
+    for update in &output.updates {
+        match update.diff {
+            -1 => {
+                let held = states.remove(&update.sample);
+                assert!(
+                    held.is_some_and(|h| same_state(&h, &update.state)),
+                    "retraction of sample {} {:?} does not match the held state {held:?}",
+                    update.sample,
+                    update.state
+                );
+            }
+            1 => {
+                let previous = states.insert(update.sample, update.state);
+                assert!(
+                    previous.is_none(),
+                    "sample {} inserted twice",
+                    update.sample
+                );
+            }
+            other => panic!("diff {other} for sample {}", update.sample),
+        }
+    }
+}
+
+/// Bit-identical scores, equal counts and ids; entropy within 1e-6.
+fn same_state(a: &SampleState, b: &SampleState) -> bool {
+    a.user == b.user
+        && a.item == b.item
+        && a.score.prediction.to_bits() == b.score.prediction.to_bits()
+        && a.score.variance.to_bits() == b.score.variance.to_bits()
+        && a.score.loss.map(f32::to_bits) == b.score.loss.map(f32::to_bits)
+        && a.item_labels == b.item_labels
+        && (a.item_entropy - b.item_entropy).abs() <= 1e-6
+}
+
+fn assert_matches_reference(round: usize, states: &BTreeMap<u32, SampleState>, world: &World) {
+    let expected = world.expected();
+    let samples: Vec<&u32> = states.keys().collect();
+    let expected_samples: Vec<&u32> = expected.keys().collect();
+    assert_eq!(
+        samples, expected_samples,
+        "round {round}: samples with a state"
+    );
+    for (sample, state) in states {
+        let want = &expected[sample];
+        assert!(
+            same_state(state, want),
+            "round {round}: sample {sample}: engine {state:?}, reference {want:?}"
+        );
+    }
+}
+
+/// A score update as comparable bits: sample, user, item, prediction, variance, loss, item
+/// labels, item entropy, diff.
+type UpdateBits = (u32, u32, u32, u32, u32, Option<u32>, u32, u32, i64);
+
+/// A round's output as comparable bits, with its `rescored` and `retracted` counts.
+type RoundBits = (Vec<UpdateBits>, u64, u64);
+
+/// A round's output updates as comparable bits.
+fn output_bits(output: &RoundOutput) -> Vec<UpdateBits> {
+    output
+        .updates
+        .iter()
+        .map(|u| {
+            let s = &u.state;
+            (
+                u.sample,
+                s.user,
+                s.item,
+                s.score.prediction.to_bits(),
+                s.score.variance.to_bits(),
+                s.score.loss.map(f32::to_bits),
+                s.item_labels,
+                s.item_entropy.to_bits(),
+                u.diff,
+            )
+        })
+        .collect()
+}
+
+/// Plays `rounds` random rounds on an engine with `workers` workers, checking every round
+/// against the reference; returns every round's output bits.
+fn play_random_rounds(seed: u64, kind: LabelKind, workers: usize, rounds: usize) -> Vec<RoundBits> {
+    let (n_users, n_items, n_events) = (25, 10, 300);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut world = World::new(&mut rng, kind, n_users, n_items, n_events);
+    let mut engine = ScoringEngine::start(workers, world.head.clone()).unwrap();
+    let mut states = BTreeMap::new();
+    let mut outputs = Vec::new();
+    let mut saw = [0usize; 4]; // rounds with: retractions, head change, labels, re-entry
+    for round in 0..rounds {
+        let update = world.random_update(&mut rng, n_users, n_items);
+        saw[1] += usize::from(update.head.is_some());
+        saw[2] += usize::from(!update.labels.is_empty());
+        saw[3] += usize::from(
+            update
+                .remove
+                .iter()
+                .any(|r| update.insert.iter().any(|i| i.sample == r.sample)),
+        );
+        let output = engine.apply(update).unwrap();
+        saw[0] += usize::from(output.updates.iter().any(|u| u.diff < 0));
+        let inserted = output.updates.iter().filter(|u| u.diff > 0).count() as u64;
+        let retracted = output.updates.iter().filter(|u| u.diff < 0).count() as u64;
+        assert!(
+            output.rescored >= inserted,
+            "round {round}: fewer scores computed than inserted"
+        );
+        assert!(
+            output.retracted >= retracted,
+            "round {round}: fewer retractions computed than emitted"
+        );
+        accumulate(&mut states, &output);
+        assert_matches_reference(round, &states, &world);
+        outputs.push((output_bits(&output), output.rescored, output.retracted));
+    }
+    assert!(
+        saw.iter().all(|&n| n > 0),
+        "the random rounds missed a kind of change: {saw:?}"
+    );
+    assert!(!states.is_empty());
+    assert_eq!(
+        engine.held_row_versions(),
+        (world.users.len(), world.items.len())
+    );
+    engine.finish().unwrap();
+    outputs
+}
+
+#[test]
+fn random_rounds_match_a_from_scratch_computation_ratings() {
+    play_random_rounds(7, LabelKind::Rating, 1, 80);
+}
+
+#[test]
+fn random_rounds_match_a_from_scratch_computation_clicks() {
+    play_random_rounds(11, LabelKind::Click, 2, 80);
+}
+
+#[test]
+fn outputs_are_identical_for_one_two_and_three_workers() {
+    let one = play_random_rounds(23, LabelKind::Rating, 1, 40);
+    let two = play_random_rounds(23, LabelKind::Rating, 2, 40);
+    let three = play_random_rounds(23, LabelKind::Rating, 3, 40);
+    assert!(one.iter().map(|o| o.0.len()).sum::<usize>() > 100);
+    assert_eq!(one, two);
+    assert_eq!(one, three);
+}
+
+/// A world with every row set and a pool of 240 samples, after its first round.
+fn settled_engine(workers: usize) -> (World, ScoringEngine) {
+    let mut rng = StdRng::seed_from_u64(99);
+    let mut world = World::new(&mut rng, LabelKind::Rating, 20, 8, 240);
+    let mut engine = ScoringEngine::start(workers, world.head.clone()).unwrap();
+    let update = EngineUpdate {
+        insert: world.events.clone(),
+        user_rows: (0..20).map(|u| (u, world.random_row(&mut rng))).collect(),
+        item_rows: (0..8).map(|i| (i, world.random_row(&mut rng))).collect(),
+        labels: vec![(3, 4.0), (3, 5.0)],
+        ..EngineUpdate::default()
+    };
+    world.apply(&update);
+    let output = engine.apply(update).unwrap();
+    assert_eq!(output.updates.len(), 240);
+    assert_eq!((output.rescored, output.retracted), (240, 0));
+    (world, engine)
+}
+
+#[test]
+fn work_is_proportional_to_the_samples_touched() {
+    let (mut world, mut engine) = settled_engine(2);
+    let mut rng = StdRng::seed_from_u64(5);
+    let samples_of_user =
+        |world: &World, user| world.pool.values().filter(|s| s.user == user).count() as u64;
+    let samples_of_item =
+        |world: &World, item| world.pool.values().filter(|s| s.item == item).count() as u64;
+
+    // One user row: exactly that user's samples, each retracted and re-inserted.
+    let update = EngineUpdate {
+        user_rows: vec![(4, world.random_row(&mut rng))],
+        ..EngineUpdate::default()
+    };
+    world.apply(&update);
+    let output = engine.apply(update).unwrap();
+    let n = samples_of_user(&world, 4);
+    assert!(n > 0);
+    assert_eq!((output.rescored, output.retracted), (n, n));
+    assert_eq!(output.updates.len() as u64, 2 * n);
+    assert!(output.updates.iter().all(|u| u.state.user == 4));
+
+    // One item row.
+    let update = EngineUpdate {
+        item_rows: vec![(6, world.random_row(&mut rng))],
+        ..EngineUpdate::default()
+    };
+    world.apply(&update);
+    let output = engine.apply(update).unwrap();
+    let n = samples_of_item(&world, 6);
+    assert_eq!((output.rescored, output.retracted), (n, n));
+
+    // One new label: that item's samples get new statistics.
+    let update = EngineUpdate {
+        labels: vec![(3, 1.0)],
+        ..EngineUpdate::default()
+    };
+    world.apply(&update);
+    let output = engine.apply(update).unwrap();
+    let n = samples_of_item(&world, 3);
+    assert_eq!((output.rescored, output.retracted), (n, n));
+    assert!(
+        output
+            .updates
+            .iter()
+            .all(|u| u.state.item == 3 && u.state.item_labels == 2 + u32::from(u.diff > 0))
+    );
+
+    // One sample leaves, one enters.
+    let leaving = world.pool[&10];
+    let update = EngineUpdate {
+        remove: vec![leaving],
+        ..EngineUpdate::default()
+    };
+    world.apply(&update);
+    let output = engine.apply(update).unwrap();
+    assert_eq!((output.rescored, output.retracted), (0, 1));
+    assert_eq!(output.updates.len(), 1);
+
+    // Nothing changed: nothing computed.
+    let output = engine.apply(EngineUpdate::default()).unwrap();
+    assert_eq!(output, RoundOutput::default());
+
+    // A head change re-scores every sample.
+    let update = EngineUpdate {
+        head: Some(random_head(&mut rng, world.layout, LabelKind::Rating)),
+        ..EngineUpdate::default()
+    };
+    world.apply(&update);
+    let output = engine.apply(update).unwrap();
+    let n = world.pool.len() as u64;
+    assert_eq!((output.rescored, output.retracted), (n, n));
+    engine.finish().unwrap();
+}
+
+#[test]
+fn invalid_updates_are_refused_with_what_to_fix_and_change_nothing() {
+    let (world, mut engine) = settled_engine(1);
+    let layout = world.layout;
+    let row_len = layout.row_len();
+    let cases: Vec<(EngineUpdate, &str)> = vec![
+        (
+            EngineUpdate {
+                user_rows: vec![(2, vec![0.0; 3])],
+                ..EngineUpdate::default()
+            },
+            "the user row of user 2 has 3 values but the layout needs 18 (members * (1 + dim))",
+        ),
+        (
+            EngineUpdate {
+                item_rows: vec![(1, vec![0.0; row_len]), (1, vec![1.0; row_len])],
+                ..EngineUpdate::default()
+            },
+            "item 1 has two rows in one update; send only its latest row",
+        ),
+        (
+            EngineUpdate {
+                labels: vec![(5, f32::NAN)],
+                ..EngineUpdate::default()
+            },
+            "a labelled event of item 5 has the label NaN, which is not a finite number",
+        ),
+        (
+            EngineUpdate {
+                insert: vec![PoolSample {
+                    sample: 999,
+                    user: 0,
+                    item: 0,
+                    label: Some(f32::INFINITY),
+                }],
+                ..EngineUpdate::default()
+            },
+            "sample 999 has the label inf, which is not a finite number",
+        ),
+        (
+            EngineUpdate {
+                insert: vec![PoolSample {
+                    sample: 999,
+                    user: u32::MAX,
+                    item: 0,
+                    label: None,
+                }],
+                ..EngineUpdate::default()
+            },
+            "sample 999 uses the reserved index 4294967295 as its user or item",
+        ),
+        (
+            EngineUpdate {
+                insert: vec![world.pool[&0]],
+                ..EngineUpdate::default()
+            },
+            "sample 0 is already in the pool; remove it before inserting it again",
+        ),
+        (
+            EngineUpdate {
+                remove: vec![PoolSample {
+                    sample: 5000,
+                    user: 0,
+                    item: 0,
+                    label: None,
+                }],
+                ..EngineUpdate::default()
+            },
+            "sample 5000 is not in the pool, so it cannot be removed",
+        ),
+        (
+            EngineUpdate {
+                head: Some(ScoringHead::new(
+                    RowLayout { members: 1, dim: 5 },
+                    vec![0.0],
+                    LabelKind::Rating,
+                )),
+                ..EngineUpdate::default()
+            },
+            "a new scoring head must keep the row layout (RowLayout { members: 3, dim: 5 }), got \
+             RowLayout { members: 1, dim: 5 }; start a new engine for a model of another shape",
+        ),
+    ];
+    for (update, message) in cases {
+        let error = engine.apply(update).unwrap_err();
+        assert_eq!(error.to_string(), message);
+    }
+    // Nothing was applied: an empty round changes nothing, and the pool is intact.
+    assert_eq!(
+        engine.apply(EngineUpdate::default()).unwrap(),
+        RoundOutput::default()
+    );
+    let mut sample = world.pool[&0];
+    sample.label = Some(0.5);
+    let error = engine
+        .apply(EngineUpdate {
+            remove: vec![sample],
+            ..EngineUpdate::default()
+        })
+        .unwrap_err();
+    assert!(
+        matches!(error, EngineError::RemovalMismatch { sample: 0, .. }),
+        "{error}"
+    );
+    assert_eq!(
+        ScoringEngine::start(0, world.head.clone()).err(),
+        Some(EngineError::NoWorkers)
+    );
+    engine.finish().unwrap();
+}
+
+/// Runs `scenario` on its own thread and fails the test if it does not end within a minute:
+/// a failure must become an error, not a hang.
+fn within_a_minute(scenario: impl FnOnce() + Send + 'static) {
+    let (done, finished) = mpsc::channel();
+    let runner = std::thread::spawn(move || {
+        scenario();
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(Duration::from_secs(60)) {
+        Ok(()) => runner.join().unwrap(),
+        Err(_) => {
+            if runner.is_finished() {
+                // The scenario panicked: surface its message.
+                if let Err(panic) = runner.join() {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+            panic!("the engine hung instead of reporting the failure");
+        }
+    }
+}
+
+#[test]
+fn a_worker_panic_becomes_an_error_and_stops_the_engine() {
+    within_a_minute(|| {
+        let (_, mut engine) = settled_engine(2);
+        engine.inject(1, WorkerCommand::Panic);
+        let error = engine.apply(EngineUpdate::default()).unwrap_err();
+        assert_eq!(
+            error,
+            EngineError::WorkerPanicked {
+                worker: 1,
+                message: "injected worker panic".into()
+            }
+        );
+        let later = engine.apply(EngineUpdate::default()).unwrap_err();
+        assert_eq!(
+            later.to_string(),
+            "the scoring engine failed earlier and cannot continue (scoring worker 1 panicked: \
+             injected worker panic); start a new engine"
+        );
+        assert!(matches!(engine.finish(), Err(EngineError::Failed { .. })));
+    });
+}
+
+#[test]
+fn a_worker_that_leaves_becomes_an_error() {
+    within_a_minute(|| {
+        let (_, mut engine) = settled_engine(3);
+        engine.inject(0, WorkerCommand::Vanish);
+        let error = engine.apply(EngineUpdate::default()).unwrap_err();
+        assert_eq!(error, EngineError::WorkerExited { worker: 0 });
+        // Dropping a failed engine must not hang either.
+        drop(engine);
+    });
+}

@@ -1,0 +1,271 @@
+//! One timely worker of the scoring engine: it receives a round's share of the inputs from
+//! the driver over a channel, feeds it, steps until its probe passes the round, and sends
+//! the score updates it collected back.
+//!
+//! Every command is answered by exactly one reply, whatever happens: a finished round, or a
+//! failure (a panic, an abort because another worker failed, an unexpected exit), so the
+//! driver never waits for a reply that cannot come. While a round runs, a worker parks when
+//! it has nothing to do (timely's `step_or_park`, woken by incoming messages) and checks a
+//! shared abort flag between steps; between rounds it blocks on its command channel.
+
+use std::any::Any;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use timely::worker::Worker;
+
+use super::graph::{CollectedUpdate, build_scoring_dataflow};
+use super::records::{HeadVersion, ItemFact, Multiplicity, PoolRecord, RoundTime, RowVersion};
+use super::side_table::SharedTables;
+use crate::data::{ItemIdx, UserIdx};
+
+/// How long a worker parks at most before it looks at the abort flag again.
+const ABORT_CHECK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// One worker's share of a round's inputs.
+#[derive(Debug, Default)]
+pub(crate) struct RoundShare {
+    /// Pool changes, keyed by item.
+    pub pool: Vec<((ItemIdx, PoolRecord), Multiplicity)>,
+    /// Item row versions and labelled events.
+    pub item_facts: Vec<((ItemIdx, ItemFact), Multiplicity)>,
+    /// User row versions.
+    pub user_rows: Vec<((UserIdx, RowVersion), Multiplicity)>,
+    /// Head versions.
+    pub head: Vec<(HeadVersion, Multiplicity)>,
+}
+
+/// What the driver asks of a worker.
+#[derive(Debug)]
+pub(crate) enum WorkerCommand {
+    /// Feed the share at `time`, advance to `time + 1`, reply when the probe passes `time`.
+    Round {
+        /// The round's logical time.
+        time: RoundTime,
+        /// This worker's inputs.
+        share: RoundShare,
+    },
+    /// Close the inputs and leave.
+    Shutdown,
+    /// Test hook: panic as if an operator had failed.
+    #[cfg(test)]
+    Panic,
+    /// Test hook: leave without a word.
+    #[cfg(test)]
+    Vanish,
+}
+
+/// A worker's output for one round.
+#[derive(Debug, Default)]
+pub(crate) struct RoundResult {
+    /// Score updates, not yet consolidated across workers.
+    pub updates: Vec<CollectedUpdate>,
+    /// New scores computed.
+    pub inserted: u64,
+    /// Old scores recomputed to retract them.
+    pub retracted: u64,
+}
+
+/// Why a worker stopped answering.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// It panicked with this message.
+    Panicked(String),
+    /// It stopped its round because another worker failed.
+    Aborted,
+    /// It left without a reply (its thread ended or its channel closed).
+    Exited,
+}
+
+/// What a worker sends back.
+#[derive(Debug)]
+pub(crate) enum WorkerReply {
+    /// A round completed.
+    Round {
+        /// What it computed.
+        result: RoundResult,
+    },
+    /// The worker failed and will answer no more.
+    Failed {
+        /// The worker's index.
+        worker: usize,
+        /// Why.
+        failure: Failure,
+    },
+}
+
+/// The channels of one worker, handed over when its thread starts.
+pub(crate) struct WorkerLink {
+    /// Commands from the driver.
+    pub commands: Receiver<WorkerCommand>,
+    /// Replies to the driver.
+    pub replies: Sender<WorkerReply>,
+}
+
+/// What every worker thread shares.
+pub(crate) struct WorkerContext {
+    /// One link per worker, taken by the worker with that index.
+    pub links: Mutex<Vec<Option<WorkerLink>>>,
+    /// The rows, read while scoring.
+    pub tables: SharedTables,
+    /// Set when any worker fails, so that the others stop waiting for it.
+    pub abort: Arc<AtomicBool>,
+}
+
+/// How a worker's command loop ended without failing.
+enum Exit {
+    /// The driver asked it to shut down.
+    Shutdown,
+    /// The driver went away.
+    DriverGone,
+}
+
+/// The body of worker thread `worker.index()`.
+pub(crate) fn run_worker(worker: &mut Worker, context: &WorkerContext) {
+    let index = worker.index();
+    let link = context
+        .links
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get_mut(index)
+        .and_then(Option::take);
+    let Some(link) = link else {
+        // No link: the driver set up fewer links than workers. Nothing to serve; leave the
+        // others a way out.
+        context.abort.store(true, Ordering::Release);
+        return;
+    };
+    let replies = link.replies.clone();
+    let mut notice = DepartureNotice {
+        worker: index,
+        replies: replies.clone(),
+        abort: Arc::clone(&context.abort),
+        armed: true,
+    };
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| serve(worker, link, context)));
+    let failure = match outcome {
+        Ok(Ok(Exit::Shutdown)) => None,
+        Ok(Ok(Exit::DriverGone)) => Some(Failure::Exited),
+        Ok(Err(failure)) => Some(failure),
+        Err(payload) => Some(Failure::Panicked(panic_message(payload.as_ref()))),
+    };
+    notice.armed = false;
+    if let Some(failure) = failure {
+        // Only the first failing worker reports the cause; the others (whose own failures,
+        // panics included, may follow from it) report an abort.
+        let first = !context.abort.swap(true, Ordering::AcqRel);
+        let failure = if first { failure } else { Failure::Aborted };
+        // The driver may be gone already; then nobody is waiting for this.
+        let _ = replies.send(WorkerReply::Failed {
+            worker: index,
+            failure,
+        });
+        // The dataflow cannot complete without the other workers: drop it so that the
+        // thread can end.
+        for dataflow in worker.installed_dataflows() {
+            worker.drop_dataflow(dataflow);
+        }
+    }
+}
+
+/// Serves commands until shutdown or failure.
+fn serve(worker: &mut Worker, link: WorkerLink, context: &WorkerContext) -> Result<Exit, Failure> {
+    let tables = context.tables.clone();
+    let mut dataflow = worker.dataflow_named::<RoundTime, _, _>("recsift scoring", move |scope| {
+        build_scoring_dataflow(scope, tables)
+    });
+    loop {
+        let Ok(command) = link.commands.recv() else {
+            return Ok(Exit::DriverGone);
+        };
+        match command {
+            WorkerCommand::Round { time, share } => {
+                let inputs = &mut dataflow.inputs;
+                for (record, m) in share.pool {
+                    inputs.pool.update(record, m);
+                }
+                for (record, m) in share.item_facts {
+                    inputs.item_facts.update(record, m);
+                }
+                for (record, m) in share.user_rows {
+                    inputs.user_rows.update(record, m);
+                }
+                for (version, m) in share.head {
+                    inputs.head.update(((), version), m);
+                }
+                let next = time + 1;
+                inputs.advance_to(next);
+                while dataflow.probe.less_than(&next) {
+                    if context.abort.load(Ordering::Acquire) {
+                        return Err(Failure::Aborted);
+                    }
+                    worker.step_or_park(Some(ABORT_CHECK_INTERVAL));
+                }
+                let (inserted, retracted) = dataflow.tally.take();
+                let result = RoundResult {
+                    updates: std::mem::take(&mut *dataflow.collected.borrow_mut()),
+                    inserted,
+                    retracted,
+                };
+                let reply = WorkerReply::Round { result };
+                if link.replies.send(reply).is_err() {
+                    return Ok(Exit::DriverGone);
+                }
+            }
+            WorkerCommand::Shutdown => {
+                if context.abort.load(Ordering::Acquire) {
+                    // Another worker failed: the dataflow cannot complete; the caller of
+                    // `serve` treats this like a failure and drops it.
+                    return Err(Failure::Aborted);
+                }
+                // Closing the inputs lets the dataflow complete once every worker has.
+                drop(dataflow);
+                return Ok(Exit::Shutdown);
+            }
+            #[cfg(test)]
+            WorkerCommand::Panic => panic!("injected worker panic"),
+            #[cfg(test)]
+            WorkerCommand::Vanish => return Ok(Exit::DriverGone),
+        }
+    }
+}
+
+/// Tells the driver that a worker left without a reply, should its thread end some other
+/// way than through [`run_worker`]'s own handling.
+struct DepartureNotice {
+    worker: usize,
+    replies: Sender<WorkerReply>,
+    abort: Arc<AtomicBool>,
+    armed: bool,
+}
+
+impl Drop for DepartureNotice {
+    fn drop(&mut self) {
+        if self.armed {
+            let first = !self.abort.swap(true, Ordering::AcqRel);
+            let failure = if first {
+                Failure::Exited
+            } else {
+                Failure::Aborted
+            };
+            let _ = self.replies.send(WorkerReply::Failed {
+                worker: self.worker,
+                failure,
+            });
+        }
+    }
+}
+
+/// The message of a panic payload.
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
+}
