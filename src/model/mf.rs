@@ -18,8 +18,12 @@
 //! squared error for ratings and binary cross-entropy on the logit for clicks; both have the
 //! gradient `w · (prediction - label)` with respect to `raw`, so a learning rate means the
 //! same for both, and SGD with batch size 1 is exactly Surprise's SVD update. The closed form
-//! was measured against candle autograd on a leaf `Var` of the gathered rows (same gradients
-//! to float rounding); it is faster because it builds no graph (see `docs/benchmarks-mf.md`).
+//! gives the same gradients as candle autograd on a leaf `Var` of the gathered rows (a test
+//! checks it) and was 3.8-4.2x faster per batch on the CPU, because it builds no graph
+//! (`gradient_timing_closed_form_vs_autograd`, `docs/benchmarks-mf.md`).
+//!
+//! Defaults measured on MovieLens 100K (u1: test RMSE 0.923, 0.7 s on 2 cores): `dim` 32,
+//! `init_std` 0.03, SGD with `lr` 0.02 and `weight_decay` 0.1, `batch_size` 1024, 25 epochs.
 
 use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
