@@ -22,8 +22,9 @@
 //! checks it) and was 3.8-4.2x faster per batch on the CPU, because it builds no graph
 //! (`gradient_timing_closed_form_vs_autograd`, `docs/benchmarks-mf.md`).
 //!
-//! Defaults measured on MovieLens 100K (u1: test RMSE 0.923, 0.7 s on 2 cores): `dim` 32,
-//! `init_std` 0.03, SGD with `lr` 0.02 and `weight_decay` 0.1, `batch_size` 1024, 25 epochs.
+//! Recommended defaults, measured on MovieLens 100K (u1: test RMSE 0.923 in 0.25 s on 2
+//! shared cores): `dim` 32, `init_std` 0.03, SGD with `lr` 0.02 and `weight_decay` 0.1,
+//! `batch_size` 1024, 25 epochs (`docs/benchmarks-mf.md`).
 
 use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
@@ -57,10 +58,6 @@ pub struct BiasedMf {
     items: RowTable,
     /// The offsets as `[1, members]`.
     offset_row: Tensor,
-    /// `[1, 1, 1 + dim]`: 0 at the bias position, 1 at the factors.
-    factor_mask: Tensor,
-    /// `[1, 1, 1 + dim]`: 1 at the bias position, 0 at the factors.
-    bias_unit: Tensor,
     /// Shuffles the samples of each epoch; advances across `fit` calls.
     shuffle: StdRng,
 }
@@ -100,12 +97,6 @@ impl BiasedMf {
         };
         let users = table(TableTag::Users, n_users)?;
         let items = table(TableTag::Items, n_items)?;
-        let mut mask = vec![1.0f32; width];
-        mask[0] = 0.0;
-        let factor_mask = Tensor::from_vec(mask, (1, 1, width), &device)?;
-        let mut unit = vec![0.0f32; width];
-        unit[0] = 1.0;
-        let bias_unit = Tensor::from_vec(unit, (1, 1, width), &device)?;
         let offset_row = Tensor::from_vec(offsets.clone(), (1, members), &device)?;
         Ok(Self {
             layout,
@@ -120,8 +111,6 @@ impl BiasedMf {
             users,
             items,
             offset_row,
-            factor_mask,
-            bias_unit,
             shuffle: StdRng::seed_from_u64(stable_hash(&[params.seed, SHUFFLE_DOMAIN])),
         })
     }
@@ -158,10 +147,9 @@ impl BiasedMf {
             let q = q.narrow(0, start, len)?;
             let labels = labels.narrow(0, start, len)?;
             let weights = weights.narrow(0, start, len)?;
-            let forward =
-                Forward::new(&p, &q, &self.factor_mask, &self.bias_unit, &self.offset_row)?;
+            let forward = Forward::new(&p, &q, &self.offset_row)?;
             let residual = forward.residual(&labels, self.label_kind)?;
-            let (grad_p, grad_q) = forward.gradients(&residual, &weights)?;
+            let scale = (&residual * &weights)?.unsqueeze(2)?; // d(w loss)/d raw: [n, members, 1]
             if want_loss {
                 let block_loss =
                     forward.weighted_loss(&residual, &labels, &weights, self.label_kind)?;
@@ -174,13 +162,15 @@ impl BiasedMf {
             user_grads.push(RowGradients {
                 rows: &batch.users[rows.clone()],
                 values: p,
-                grads: grad_p,
+                scale: scale.clone(),
+                direction: forward.q_unit_bias.clone(),
                 weights: weights.clone(),
             });
             item_grads.push(RowGradients {
                 rows: &batch.items[rows],
                 values: q,
-                grads: grad_q,
+                scale,
+                direction: forward.p_unit_bias,
                 weights,
             });
         }
@@ -247,15 +237,9 @@ struct Forward {
 }
 
 impl Forward {
-    fn new(
-        p: &Tensor,
-        q: &Tensor,
-        factor_mask: &Tensor,
-        bias_unit: &Tensor,
-        offset_row: &Tensor,
-    ) -> candle_core::Result<Self> {
-        let p_unit_bias = p.broadcast_mul(factor_mask)?.broadcast_add(bias_unit)?;
-        let q_unit_bias = q.broadcast_mul(factor_mask)?.broadcast_add(bias_unit)?;
+    fn new(p: &Tensor, q: &Tensor, offset_row: &Tensor) -> candle_core::Result<Self> {
+        let p_unit_bias = unit_bias(p)?;
+        let q_unit_bias = unit_bias(q)?;
         // <[1, p], [b_i, q]> = b_i + <p, q>; adding b_u gives the raw prediction.
         let user_bias = p.narrow(2, 0, 1)?.squeeze(2)?;
         let raw = ((&p_unit_bias * q)?.sum(2)? + user_bias)?.broadcast_add(offset_row)?;
@@ -297,7 +281,9 @@ impl Forward {
     }
 
     /// Gradients of `Σ w · loss` with respect to the gathered user and item rows, in closed
-    /// form: `∂raw/∂p_row = [1, q]` and `∂raw/∂q_row = [1, p]`.
+    /// form: `∂raw/∂p_row = [1, q]` and `∂raw/∂q_row = [1, p]`. Training hands the optimiser
+    /// the two factors instead (see [`RowGradients`]); tests compare this with autograd.
+    #[cfg(test)]
     fn gradients(
         &self,
         residual: &Tensor,
@@ -309,6 +295,17 @@ impl Forward {
             upstream.broadcast_mul(&self.p_unit_bias)?,
         ))
     }
+}
+
+/// Rows `[n, members, 1 + dim]` with each member's bias replaced by 1: `[1, v_1 .. v_dim]`.
+/// A concatenation (one copy) rather than a mask multiply and add (two passes).
+fn unit_bias(rows: &Tensor) -> candle_core::Result<Tensor> {
+    let (n, members, width) = rows.dims3()?;
+    let ones = Tensor::ones((n, members, 1), rows.dtype(), rows.device())?;
+    if width == 1 {
+        return Ok(ones);
+    }
+    Tensor::cat(&[&ones, &rows.narrow(2, 1, width - 1)?], 2)
 }
 
 /// One batch's samples as host columns.

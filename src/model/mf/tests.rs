@@ -248,8 +248,14 @@ fn tiny_problem() -> (Vec<Interaction>, Vec<u32>) {
     (samples, keys)
 }
 
+/// Tables small enough for SGD's whole-table `index_add` path (at most twice the batch's
+/// rows), and large enough for its scatter path.
+const TABLE_SIZES: [(usize, usize); 2] = [(5, 6), (40, 41)];
+
 fn check_against_reference(optimizer: OptimizerParams, kind: LabelKind) {
-    check_against_reference_at(optimizer, kind, 3, 0.3);
+    for tables in TABLE_SIZES {
+        check_against_reference_at(optimizer, kind, 3, 0.3, tables);
+    }
 }
 
 fn check_against_reference_at(
@@ -257,6 +263,7 @@ fn check_against_reference_at(
     kind: LabelKind,
     dim: usize,
     init_std: f64,
+    (n_users, n_items): (usize, usize),
 ) {
     let (samples, keys) = tiny_problem();
     let samples: Vec<Interaction> = match kind {
@@ -279,7 +286,7 @@ fn check_against_reference_at(
         model: ModelKind::Mf { dim, init_std },
         ..params(dim, members, optimizer, 64, seed)
     };
-    let mut model = BiasedMf::new(&p, 5, 6, mean, kind).unwrap();
+    let mut model = BiasedMf::new(&p, n_users, n_items, mean, kind).unwrap();
     let mut reference = Reference::from_model(&model, optimizer, seed);
 
     // The problem must exercise bootstrap weights of 0 and of more than 1.
@@ -333,8 +340,10 @@ fn click_gradients_match_dense_f64_reference() {
 fn batches_evaluated_in_blocks_match_the_reference() {
     // Rows of 3 x 6001 floats: 3 samples, or 3 unique rows, per CPU block.
     assert_eq!(block_rows(&Device::Cpu, 3 * 6001), 3);
-    check_against_reference_at(sgd(0.05, 0.1), LabelKind::Rating, 6000, 0.01);
-    check_against_reference_at(adam(0.01, 0.1), LabelKind::Rating, 6000, 0.01);
+    for tables in TABLE_SIZES {
+        check_against_reference_at(sgd(0.05, 0.1), LabelKind::Rating, 6000, 0.01, tables);
+        check_against_reference_at(adam(0.01, 0.1), LabelKind::Rating, 6000, 0.01, tables);
+    }
 }
 
 #[test]
@@ -487,6 +496,11 @@ fn grow_keeps_old_rows_and_initialises_new_ones_as_at_construction() {
     let (uf, itf) = all_rows(&fresh);
     assert_eq!(u1[u0.len()..], uf[u0.len()..]);
     assert_eq!(i1[i0.len()..], itf[i0.len()..]);
+    // A model may start empty (users and items arrive later, as in a replay).
+    let mut empty = BiasedMf::new(&p, 0, 0, 3.0, LabelKind::Rating).unwrap();
+    assert_eq!(all_rows(&empty), (vec![], vec![]));
+    empty.grow(7, 9).unwrap();
+    assert_eq!(all_rows(&empty), (uf.clone(), itf.clone()));
     // The grown rows train, with fresh optimiser state.
     let report = model.fit(&[sample(6, 8, 5.0)], &[99], 1).unwrap();
     assert_eq!(
@@ -571,14 +585,7 @@ fn closed_form_gradients_equal_autograd() {
             labels.clone()
         };
         let (ga, gb) = autograd_gradients(&model, &p, &q, &labels, &weights, kind);
-        let f = Forward::new(
-            &p,
-            &q,
-            &model.factor_mask,
-            &model.bias_unit,
-            &model.offset_row,
-        )
-        .unwrap();
+        let f = Forward::new(&p, &q, &model.offset_row).unwrap();
         let (gp, gq) = f
             .gradients(&f.residual(&labels, kind).unwrap(), &weights)
             .unwrap();
@@ -607,14 +614,7 @@ fn autograd_gradients(
 ) -> (Tensor, Tensor) {
     let pv = candle_core::Var::from_tensor(p).unwrap();
     let qv = candle_core::Var::from_tensor(q).unwrap();
-    let f = Forward::new(
-        pv.as_tensor(),
-        qv.as_tensor(),
-        &model.factor_mask,
-        &model.bias_unit,
-        &model.offset_row,
-    )
-    .unwrap();
+    let f = Forward::new(pv.as_tensor(), qv.as_tensor(), &model.offset_row).unwrap();
     let z = &f.raw;
     let per_sample = match kind {
         LabelKind::Rating => z
@@ -850,14 +850,7 @@ fn gradient_timing_closed_form_vs_autograd() {
         let reps = 300;
         let start = Instant::now();
         for _ in 0..reps {
-            let f = Forward::new(
-                &p,
-                &q,
-                &model.factor_mask,
-                &model.bias_unit,
-                &model.offset_row,
-            )
-            .unwrap();
+            let f = Forward::new(&p, &q, &model.offset_row).unwrap();
             let r = f.residual(&labels, LabelKind::Rating).unwrap();
             std::hint::black_box(f.gradients(&r, &weights).unwrap());
         }
