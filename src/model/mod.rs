@@ -7,6 +7,13 @@
 
 use candle_core::Device;
 
+pub mod bootstrap;
+pub mod init;
+pub mod mf;
+pub mod optim;
+
+pub use mf::BiasedMf;
+
 use crate::data::{Interaction, ItemIdx, UserIdx};
 use crate::plan::params::DeviceChoice;
 use crate::scoring::ScoringHead;

@@ -87,7 +87,8 @@ pub enum OptimizerParams {
         beta2: f64,
         /// Denominator epsilon.
         eps: f64,
-        /// L2 regularisation applied to the touched rows (AdamW style, decoupled).
+        /// L2 regularisation of the touched rows, added to each sample's gradient as for SGD
+        /// (coupled, not AdamW's decoupled decay: see `model::optim`).
         weight_decay: f64,
     },
 }
