@@ -285,7 +285,7 @@ impl PoolExperiment {
 
     /// Applies the engine's consolidated score changes to the ranking and the maintained map.
     fn apply_scores(&mut self, updates: &[crate::dataflow::ScoreUpdate]) {
-        let Some(select) = &self.select else {
+        let Some(strategy) = self.select.as_ref().map(|s| s.strategy) else {
             for u in updates {
                 self.apply_maintained(u.sample, u.diff, u.state.score);
             }
@@ -304,11 +304,8 @@ impl PoolExperiment {
                     item_labels: u.state.item_labels,
                     item_entropy: u.state.item_entropy,
                 };
-                self.ranked.upsert(
-                    u.sample,
-                    u.state.user,
-                    select.strategy.key(&signals, self.seed),
-                );
+                self.ranked
+                    .upsert(u.sample, u.state.user, strategy.key(&signals, self.seed));
             }
         }
     }

@@ -370,6 +370,18 @@ pub enum IoError {
     },
 }
 
+impl IoError {
+    /// Whether the user can fix this (a missing file or column, bad values, an occupied
+    /// output directory) rather than an internal failure (building Arrow columns or
+    /// serialising JSON from values recsift made itself).
+    pub fn is_user_error(&self) -> bool {
+        !matches!(
+            self,
+            IoError::Arrow { .. } | IoError::Json { .. } | IoError::InvalidRecords { .. }
+        )
+    }
+}
+
 fn did_you_mean(suggestion: Option<&str>) -> String {
     suggestion.map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"))
 }

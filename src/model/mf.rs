@@ -482,6 +482,12 @@ impl Recommender for BiasedMf {
                 last_epoch_loss = (sum / weight_total) as f32;
             }
         }
+        if !last_epoch_loss.is_finite() {
+            return Err(ModelError::Diverged {
+                loss: last_epoch_loss,
+                samples: samples.len(),
+            });
+        }
         Ok(FitReport {
             changed_users: marked(&user_touched),
             changed_items: marked(&item_touched),

@@ -27,6 +27,18 @@ pub enum ModelError {
     /// `device: cuda` was asked for in a build without the `cuda` feature, or no GPU exists.
     #[error("{0}")]
     Device(String),
+    /// Training produced a non-finite loss: the learning rate is too high for the data.
+    #[error(
+        "training diverged: the loss became {loss} after a pass over {samples} samples; \
+         lower the optimizer's `lr` (e.g. halve it) or use `adam`, whose per-row step sizes \
+         do not grow with how often a row repeats in a batch"
+    )]
+    Diverged {
+        /// The non-finite loss.
+        loss: f32,
+        /// Samples in the pass.
+        samples: usize,
+    },
     /// A training input is unusable (e.g. nothing to train on).
     #[error("{0}")]
     Input(String),

@@ -447,12 +447,12 @@ impl Resolver {
         self.one_of(&path, "`train`", &[("mf", mf.is_some())])?;
         let options = mf.clone()?;
         let path = path.key("mf");
-        let dim = self.value("mf.dim", options.dim, 64);
-        let init_std = self.value("mf.init_std", options.init_std, 0.1);
+        let dim = self.value("mf.dim", options.dim, 32);
+        let init_std = self.value("mf.init_std", options.init_std, 0.03);
         let members = self.value("mf.members", options.members, 1);
-        let epochs = self.value("mf.epochs", options.epochs, 30);
+        let epochs = self.value("mf.epochs", options.epochs, 25);
         let epochs_per_round = self.value("mf.epochs_per_round", options.epochs_per_round, 3);
-        let batch_size = self.value("mf.batch_size", options.batch_size, 256);
+        let batch_size = self.value("mf.batch_size", options.batch_size, 1024);
         let refit_name = self.value("mf.refit", options.refit.clone(), "new_labels".to_string());
         for (key, value) in [
             ("dim", dim),
@@ -524,8 +524,8 @@ impl Resolver {
         let params = if chosen == "sgd" {
             let sgd = spec.sgd.clone()?;
             OptimizerParams::Sgd {
-                lr: self.value("sgd.lr", sgd.lr, 0.01),
-                weight_decay: self.value("sgd.weight_decay", sgd.weight_decay, 0.05),
+                lr: self.value("sgd.lr", sgd.lr, 0.02),
+                weight_decay: self.value("sgd.weight_decay", sgd.weight_decay, 0.1),
             }
         } else {
             let adam = spec.adam.clone()?;
@@ -534,7 +534,7 @@ impl Resolver {
                 beta1: self.value("adam.beta1", adam.beta1, 0.9),
                 beta2: self.value("adam.beta2", adam.beta2, 0.999),
                 eps: self.value("adam.eps", adam.eps, 1e-8),
-                weight_decay: self.value("adam.weight_decay", adam.weight_decay, 0.0),
+                weight_decay: self.value("adam.weight_decay", adam.weight_decay, 0.1),
             }
         };
         let (lr, weight_decay) = match params {

@@ -77,6 +77,10 @@ fn draw(
             .build_cartesian_2d(x0..x1, y0..y1)?;
         chart
             .configure_mesh()
+            .max_light_lines(0)
+            .x_labels(6)
+            .y_labels(6)
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .x_desc("labels used")
             .y_desc(metric.as_str())
             .draw()?;
@@ -155,8 +159,8 @@ mod tests {
             }],
         );
         assert!(svg.starts_with("<svg"), "{}", &svg[..40]);
-        assert!(svg.contains(">rmse<"));
-        assert!(svg.contains(">ndcg@10<"));
+        assert!(svg.contains("\nrmse\n"));
+        assert!(svg.contains("\nndcg@10\n"));
         assert_eq!(svg.matches("<circle").count(), 2);
     }
 }
