@@ -144,3 +144,33 @@ pub struct ItemTexts {
     /// item file.
     pub texts: Vec<Option<String>>,
 }
+
+/// Text embeddings of items, indexed by [`ItemIdx`]: `vectors[item * dim..(item + 1) * dim]`.
+/// An item without text has `present[item] == false` and a zero vector.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ItemEmbeddings {
+    /// Length of each vector.
+    pub dim: usize,
+    /// Concatenated vectors, `n_items * dim` floats.
+    pub vectors: Vec<f32>,
+    /// Whether each item has a text vector.
+    pub present: Vec<bool>,
+}
+
+impl ItemEmbeddings {
+    /// Number of items covered.
+    pub fn len(&self) -> usize {
+        self.present.len()
+    }
+
+    /// Whether no item is covered.
+    pub fn is_empty(&self) -> bool {
+        self.present.is_empty()
+    }
+
+    /// The vector of `item`.
+    pub fn vector(&self, item: ItemIdx) -> &[f32] {
+        let start = item as usize * self.dim;
+        &self.vectors[start..start + self.dim]
+    }
+}
