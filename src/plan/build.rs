@@ -31,6 +31,7 @@ pub const DEFAULT_ITEM_TEXT: &str = "{title} | {genres}";
 /// while typing the file).
 pub fn build(loaded: &LoadedSpec) -> Result<Plan, Diagnostics> {
     let mut cx = Resolver {
+        typing_errors: loaded.diagnostics.iter().map(|d| d.path.clone()).collect(),
         base_dir: loaded.base_dir.clone(),
         diagnostics: loaded.diagnostics.clone(),
         params: Vec::new(),
@@ -44,12 +45,20 @@ pub fn build(loaded: &LoadedSpec) -> Result<Plan, Diagnostics> {
 
 /// Collects diagnostics and the resolved parameters of the node being planned.
 struct Resolver {
+    /// Paths of the problems found while typing the file: a section that failed to type
+    /// is absent, and its absence is not reported again.
+    typing_errors: Vec<YamlPath>,
     base_dir: PathBuf,
     diagnostics: Vec<Diagnostic>,
     params: Vec<(String, String, bool)>,
 }
 
 impl Resolver {
+    /// Whether something under `path` failed to type (so it may be absent for that reason).
+    fn failed_to_type(&self, path: &YamlPath) -> bool {
+        self.typing_errors.iter().any(|p| p.starts_with(path))
+    }
+
     fn error(&mut self, path: YamlPath, message: impl Into<String>, help: impl Into<String>) {
         self.diagnostics
             .push(Diagnostic::new(path, message).with_help(help));
@@ -174,7 +183,8 @@ impl Resolver {
         let label_kind = self.label_kind(spec.data.as_ref());
         let columns = self.columns(spec.data.as_ref());
 
-        let roles = check_edges(&spec.nodes, &mut self.diagnostics);
+        let nodes_failed = self.failed_to_type(&YamlPath::keys(&["nodes"]));
+        let roles = check_edges(&spec.nodes, nodes_failed, &mut self.diagnostics);
         let protocol = self.protocol(spec, &columns, label_kind);
         let data = self.data(spec.data.as_ref(), &columns, label_kind, protocol.as_ref());
 
@@ -283,7 +293,7 @@ impl Resolver {
                 columns: columns.clone(),
                 label_kind,
             }),
-            None if split_has_files => None,
+            None if split_has_files || self.failed_to_type(&path) => None,
             None => {
                 self.error(
                     path.clone(),
@@ -316,7 +326,7 @@ impl Resolver {
     ) -> Option<ProtocolPlan> {
         let path = YamlPath::keys(&["protocol"]);
         let Some(protocol) = &spec.protocol else {
-            if !self.diagnostics.iter().any(|d| d.path.starts_with(&path)) {
+            if !self.failed_to_type(&path) {
                 self.error(
                     path,
                     "missing `protocol:`",
@@ -396,7 +406,10 @@ impl Resolver {
                 };
                 let train = source(self, "train", &files.train);
                 let test = source(self, "test", &files.test);
-                Some(SplitPlan::Files { train, test })
+                Some(SplitPlan::Files {
+                    train: Box::new(train),
+                    test: Box::new(test),
+                })
             }
         }
     }
@@ -614,7 +627,8 @@ impl Resolver {
         graph: &mut Vec<PlanNode>,
     ) -> Option<Option<SelectPlan>> {
         let Some(node) = roles.select.as_ref() else {
-            if rounds > 0 && roles.score.is_some() {
+            let nodes_failed = self.failed_to_type(&YamlPath::keys(&["nodes"]));
+            if rounds > 0 && roles.score.is_some() && !nodes_failed {
                 self.error(
                     YamlPath::keys(&["nodes"]),
                     format!("the protocol runs {rounds} rounds but no node selects samples"),

@@ -2,15 +2,21 @@
 
 use std::fmt::{self, Write};
 
+use super::params::DeviceChoice;
 use super::{InitialLabels, Plan, ProtocolPlan, SplitPlan};
+use crate::data::LabelKind;
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "plan `{}` ({})", self.name, self.source.display())?;
+        let device = match self.device {
+            DeviceChoice::Cpu => "cpu".to_string(),
+            DeviceChoice::Cuda(n) => format!("cuda:{n}"),
+        };
         writeln!(
             f,
-            "  seed {}, workers {}, device {:?}",
-            self.seed, self.workers, self.device
+            "  seed {}, workers {}, device {device}",
+            self.seed, self.workers
         )?;
         let ProtocolPlan::Pool(pool) = &self.protocol;
         let split = match &pool.split {
@@ -35,7 +41,11 @@ impl fmt::Display for Plan {
             "  protocol pool: split {split}; {initial}; {} rounds",
             pool.rounds
         )?;
-        writeln!(f, "  label {:?}", self.data.label_kind)?;
+        let label = match self.data.label_kind {
+            LabelKind::Rating => "rating",
+            LabelKind::Click => "click",
+        };
+        writeln!(f, "  label {label}")?;
         writeln!(f, "  output {}", self.output.dir.display())?;
         writeln!(f, "nodes (dependency order; `*` = default):")?;
         let width = self.graph.iter().map(|n| n.id.len()).max().unwrap_or(0);
@@ -45,7 +55,8 @@ impl fmt::Display for Plan {
             } else {
                 format!(" <- {}", node.inputs.join(", "))
             };
-            writeln!(f, "  {:width$}  {:8}{inputs}", node.id, node.operator)?;
+            let line = format!("  {:width$}  {:8}{inputs}", node.id, node.operator);
+            writeln!(f, "{}", line.trim_end())?;
             for (key, value, written) in &node.params {
                 writeln!(
                     f,

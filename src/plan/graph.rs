@@ -28,7 +28,10 @@ pub struct NodeRoles {
 }
 
 /// Assigns nodes to roles and checks their inputs, pushing every problem to `out`.
-pub fn check_edges(nodes: &[NodeSpec], out: &mut Vec<Diagnostic>) -> NodeRoles {
+///
+/// `nodes_failed` says whether some node could not be typed (its problem is already
+/// reported); then missing roles are not reported, since that node may fill them.
+pub fn check_edges(nodes: &[NodeSpec], nodes_failed: bool, out: &mut Vec<Diagnostic>) -> NodeRoles {
     let mut roles = NodeRoles::default();
     for node in nodes {
         if SOURCES.contains(&node.id.as_str()) {
@@ -69,51 +72,60 @@ pub fn check_edges(nodes: &[NodeSpec], out: &mut Vec<Diagnostic>) -> NodeRoles {
         .copied()
         .chain(nodes.iter().map(|n| n.id.as_str()))
         .collect();
+    let mut has_unknown_input = Vec::new();
     for node in nodes {
-        for (n, input) in node.inputs.iter().enumerate() {
+        for (input, path) in node.inputs.iter().zip(&node.input_paths) {
             if !known.contains(&input.as_str()) {
                 let help = match did_you_mean(input, known.iter().copied()) {
                     Some(best) => format!("did you mean `{best}`?"),
                     None => format!("inputs are node ids or sources: {}", known.join(", ")),
                 };
                 out.push(
-                    Diagnostic::new(input_path(node, n), format!("unknown input `{input}`"))
+                    Diagnostic::new(path.clone(), format!("unknown input `{input}`"))
                         .with_help(help),
                 );
+                has_unknown_input.push(node.id.clone());
             }
         }
     }
+    // A node whose inputs were already reported as unknown is not reported again for
+    // reading the wrong thing.
+    let mut expect = |node: &NodeSpec, expected: &[Option<String>]| {
+        if !has_unknown_input.contains(&node.id) {
+            expect_inputs(node, expected, out);
+        }
+    };
     let id = |node: &Option<NodeSpec>| node.as_ref().map(|n| n.id.clone());
     let (train, score) = (id(&roles.train), id(&roles.score));
-    match &roles.train {
-        Some(node) => expect_inputs(node, &[Some("labelled".into())], out),
-        None => out.push(missing_role(
-            "train",
-            "model: {train: {mf: {dim: 64}}, inputs: [labelled]}",
-        )),
+    if let Some(node) = &roles.train {
+        expect(node, &[Some("labelled".into())]);
     }
-    match &roles.score {
-        Some(node) => expect_inputs(node, &[Some("pool".into()), train.clone()], out),
-        None => out.push(missing_role(
-            "score",
-            "scores: {score: {}, inputs: [pool, model]}",
-        )),
+    if let Some(node) = &roles.score {
+        expect(node, &[Some("pool".into()), train.clone()]);
     }
     if let Some(node) = &roles.select {
-        expect_inputs(node, &[score], out);
+        expect(node, &[score]);
     }
     if let Some(node) = &roles.evaluate {
-        expect_inputs(node, &[Some("test".into()), train], out);
+        expect(node, &[Some("test".into()), train]);
+    }
+    // A missing role is only reported when every node could be read: a node that failed
+    // to type may well be the one that fills it.
+    if !nodes_failed {
+        if roles.train.is_none() {
+            out.push(missing_role(
+                "train",
+                "model: {train: {mf: {dim: 32}}, inputs: [labelled]}",
+            ));
+        }
+        if roles.score.is_none() {
+            out.push(missing_role(
+                "score",
+                "scores: {score: {}, inputs: [pool, model]}",
+            ));
+        }
     }
     roles
-}
-
-fn input_path(node: &NodeSpec, n: usize) -> crate::spec::path::YamlPath {
-    if node.inputs.len() == 1 {
-        node.path.key("input")
-    } else {
-        node.path.key("inputs").index(n)
-    }
 }
 
 /// Checks that `node` reads exactly `expected` (in any order); `None` entries are roles

@@ -100,9 +100,9 @@ pub enum SplitPlan {
     /// Predefined files, read with the event column mapping.
     Files {
         /// Training events.
-        train: EventSource,
+        train: Box<EventSource>,
         /// Test events.
-        test: EventSource,
+        test: Box<EventSource>,
     },
 }
 

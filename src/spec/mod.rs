@@ -81,6 +81,8 @@ pub struct NodeSpec {
     pub operator: OperatorSpec,
     /// The ids it reads from (`input:` or `inputs:`), in order.
     pub inputs: Vec<String>,
+    /// Where each input was written (`...input` or `...inputs[n]`).
+    pub input_paths: Vec<YamlPath>,
     /// Its path in the document, for diagnostics.
     pub path: YamlPath,
 }
@@ -274,6 +276,7 @@ fn type_node(
         return None;
     };
     let mut inputs = Vec::new();
+    let mut input_paths = Vec::new();
     let mut operators = serde_yaml::Mapping::new();
     for (key, value) in map {
         let key_str = key.as_str().unwrap_or_default();
@@ -281,10 +284,12 @@ fn type_node(
             "input" => {
                 if let Some(input) = typed::<String>(value, &path.key("input"), out) {
                     inputs.push(input);
+                    input_paths.push(path.key("input"));
                 }
             }
             "inputs" => {
                 if let Some(list) = typed::<Vec<String>>(value, &path.key("inputs"), out) {
+                    input_paths.extend((0..list.len()).map(|n| path.key("inputs").index(n)));
                     inputs.extend(list);
                 }
             }
@@ -325,6 +330,7 @@ fn type_node(
                 id: id.to_string(),
                 operator,
                 inputs,
+                input_paths,
                 path: path.clone(),
             })
         }

@@ -156,7 +156,7 @@ mod tests {
         for step in 0..5_000u32 {
             x = super::super::mix64(x);
             let sample = (x % 300) as u32;
-            if x % 7 == 0 {
+            if x.is_multiple_of(7) {
                 pool.remove(sample);
                 live.remove(&sample);
             } else {

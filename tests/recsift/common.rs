@@ -1,0 +1,46 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use recsift::plan::{self, Plan};
+use recsift::spec::LoadedSpec;
+
+/// The crate root (tests run with it as the current directory).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Read-only datasets and models beside the checkout.
+pub fn shared() -> PathBuf {
+    root().join("../shared")
+}
+
+/// A plan from a pipeline file (relative to the crate root) with `--set` overrides.
+pub fn plan_of(pipeline: &str, set: &[&str]) -> Plan {
+    let set: Vec<String> = set.iter().map(|s| s.to_string()).collect();
+    let loaded = LoadedSpec::load(&root().join(pipeline), &set).unwrap_or_else(|e| panic!("{e}"));
+    plan::build(&loaded).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs the `recsift` binary in the crate root.
+pub fn recsift(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_recsift"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("the recsift binary runs")
+}
+
+/// stderr of a run as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// MovieLens 100K imported into `dir` (from ../shared; never into the repository).
+pub fn import_ml100k(dir: &Path) -> PathBuf {
+    let dest = dir.join("ml-100k");
+    recsift::io::movielens::import_movielens(&shared().join("data/ml-100k"), &dest)
+        .unwrap_or_else(|e| panic!("{e}"));
+    dest
+}

@@ -1,0 +1,239 @@
+//! Errors are part of the product: each names what is wrong, where, and how to fix it,
+//! exits with code 2, and leaves no result that looks complete.
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Float32Array, Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+use recsift::io::parquet_file::write_parquet_atomic;
+
+use crate::common::{recsift, root, stderr};
+
+/// Writes `yaml` as `dir/p.yaml` and returns its path as a string.
+fn pipeline(dir: &Path, yaml: &str) -> String {
+    let path = dir.join("p.yaml");
+    fs::write(&path, yaml).unwrap();
+    path.display().to_string()
+}
+
+/// A pipeline over `events` (absolute path) with the quickstart's nodes.
+fn over(events: &str, protocol: &str, select: &str) -> String {
+    format!(
+        "version: 1\nseed: 1\ndata: {{events: {events}}}\nprotocol: {protocol}\nnodes:\n  model: {{train: {{mf: {{dim: 8, members: 2, epochs: 2}}}}, inputs: [labelled]}}\n  scores: {{score: {{}}, inputs: [pool, model]}}\n  pick: {{select: {select}, input: scores}}\n  report: {{evaluate: {{}}, inputs: [test, model]}}\n"
+    )
+}
+
+fn ratings() -> String {
+    root()
+        .join("data/ml-latest-small/ratings.parquet")
+        .display()
+        .to_string()
+}
+
+/// Runs `args`, expects exit code 2, returns stderr with the temp dir replaced by `<tmp>`.
+fn fails(dir: &Path, args: &[&str]) -> String {
+    let output = recsift(args);
+    let err = stderr(&output).replace(&dir.display().to_string(), "<tmp>");
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    err
+}
+
+#[test]
+fn validate_reports_every_problem_at_once_with_locations_and_fixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = pipeline(
+        dir.path(),
+        "version: 1
+seed: 42
+data:
+  events: ../nowhere/ratings.parquet
+  lable: rating
+protocol:
+  pool:
+    split: {random: {test: 1.5}}
+    rounds: 3
+nodes:
+  model:
+    train:
+      mf: {dim: 0, members: 1, optimizer: {adam: {lr: -1}}}
+    inputs: [labeled]
+  scores:
+    score: {uncertainty: ensemble}
+    inputs: [pool, model]
+  pick:
+    select: {strategy: uncertanty, budgt: 10}
+    input: scores
+  report:
+    evaluate: {metrics: [rmse, ndcg@0, recal@10]}
+    inputs: [test, model]
+",
+    );
+    let err = fails(dir.path(), &["validate", &file]);
+    insta::assert_snapshot!("validate-many-errors", err);
+}
+
+#[test]
+fn a_missing_event_file_names_the_path_it_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = pipeline(
+        dir.path(),
+        &over(
+            "missing.parquet",
+            "{pool: {split: {random: {test: 0.2}}}}",
+            "{strategy: random, budget: 10}",
+        ),
+    );
+    let err = fails(
+        dir.path(),
+        &[
+            "run",
+            &file,
+            "--out",
+            &dir.path().join("out").display().to_string(),
+        ],
+    );
+    assert!(err.contains("p.yaml:3:"), "{err}");
+    assert!(
+        err.contains("event file `missing.parquet` not found (looked for <tmp>/missing.parquet)"),
+        "{err}"
+    );
+    assert!(!dir.path().join("out/summary.json").exists());
+}
+
+#[test]
+fn a_missing_column_is_named_with_a_suggestion() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = pipeline(
+        dir.path(),
+        &over(
+            &ratings(),
+            "{pool: {split: {random: {test: 0.2}}}}",
+            "{strategy: random, budget: 10}",
+        ),
+    );
+    let out = dir.path().join("out").display().to_string();
+    let err = fails(
+        dir.path(),
+        &[
+            "run",
+            &file,
+            "--out",
+            &out,
+            "--set",
+            "data.columns.label=ratin",
+        ],
+    );
+    assert!(err.contains("ratin"), "{err}");
+    assert!(err.contains("`rating`"), "{err}");
+    assert!(
+        !dir.path().join("out/summary.json").exists(),
+        "no complete-looking results after a failure"
+    );
+}
+
+#[test]
+fn non_finite_ratings_are_rejected_with_their_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.parquet");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Int64, false),
+        Field::new("item_id", DataType::Int64, false),
+        Field::new("rating", DataType::Float32, false),
+        Field::new("timestamp", DataType::Int64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2, 3])),
+            Arc::new(Int64Array::from(vec![10, 10, 11])),
+            Arc::new(Float32Array::from(vec![4.0, f32::NAN, 3.0])),
+            Arc::new(Int64Array::from(vec![100, 200, 300])),
+        ],
+    )
+    .unwrap();
+    write_parquet_atomic(&events, &batch).unwrap();
+    let file = pipeline(
+        dir.path(),
+        &over(
+            &events.display().to_string(),
+            "{pool: {split: {random: {test: 0.2}}}}",
+            "{strategy: random, budget: 1}",
+        ),
+    );
+    let err = fails(
+        dir.path(),
+        &[
+            "run",
+            &file,
+            "--out",
+            &dir.path().join("out").display().to_string(),
+        ],
+    );
+    assert!(err.contains("NaN"), "{err}");
+    assert!(err.contains("row 1"), "{err}");
+}
+
+#[test]
+fn an_empty_pool_and_an_unpayable_budget_are_configuration_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out").display().to_string();
+    let file = pipeline(
+        dir.path(),
+        &over(
+            &ratings(),
+            "{pool: {split: {random: {test: 0.2}}, labelled: {fraction: 1.0}, rounds: 2}}",
+            "{strategy: random, budget: 10}",
+        ),
+    );
+    let err = fails(dir.path(), &["run", &file, "--out", &out]);
+    assert!(err.contains("the pool is empty: all"), "{err}");
+    assert!(err.contains("field: protocol.pool.labelled"), "{err}");
+
+    let file = pipeline(
+        dir.path(),
+        &over(
+            &ratings(),
+            "{pool: {split: {random: {test: 0.2}}, rounds: 2}}",
+            "{strategy: random, budget: 1000000}",
+        ),
+    );
+    let err = fails(dir.path(), &["run", &file, "--out", &out, "--force"]);
+    assert!(
+        err.contains("budget 1000000 x 2 rounds = 2000000 samples, but the pool has only"),
+        "{err}"
+    );
+    assert!(err.contains("field: nodes.pick.select.budget"), "{err}");
+    assert!(!dir.path().join("out/summary.json").exists());
+}
+
+#[test]
+fn malformed_set_arguments_and_bad_yaml_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = fails(
+        dir.path(),
+        &["validate", "pipelines/quickstart.yaml", "--set", "seed"],
+    );
+    assert!(err.contains("write `--set key.path=value`"), "{err}");
+    let err = fails(
+        dir.path(),
+        &[
+            "validate",
+            "pipelines/quickstart.yaml",
+            "--set",
+            "select.budget=lots",
+        ],
+    );
+    assert!(
+        err.contains(
+            "--set select.budget=lots: `nodes.pick.select.budget`: invalid type: string \"lots\""
+        ),
+        "{err}"
+    );
+    let file = pipeline(dir.path(), "version: 1\nnodes: [unclosed\n");
+    let err = fails(dir.path(), &["validate", &file]);
+    assert!(err.contains("<tmp>/p.yaml:3:1: not valid YAML"), "{err}");
+    let err = fails(dir.path(), &["validate", "pipelines/does-not-exist.yaml"]);
+    assert!(err.contains("cannot read the pipeline file"), "{err}");
+}

@@ -1,0 +1,7 @@
+//! recsift's integration tests: one binary (each test binary links candle and arrow, so
+//! they are kept together), one module per concern.
+
+mod common;
+mod errors;
+mod experiment;
+mod pipelines;

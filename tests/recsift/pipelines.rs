@@ -1,0 +1,141 @@
+//! The shipped pipelines: they validate, their plans read as expected (snapshots), and the
+//! quickstart runs end to end through the command line and writes complete results.
+
+use std::fs;
+
+use recsift::io::parquet_file::read_parquet;
+
+use crate::common::{import_ml100k, recsift, root, stderr};
+
+#[test]
+fn every_shipped_pipeline_has_a_stable_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let ml100k = import_ml100k(dir.path());
+    let mut files: Vec<_> = fs::read_dir(root().join("pipelines"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for file in files {
+        let name = file.file_stem().unwrap().to_string_lossy().into_owned();
+        let relative = format!("pipelines/{name}.yaml");
+        // MovieLens 100K is not shipped: point its pipeline at the copy imported above.
+        let set = if name.starts_with("ml100k") {
+            vec![
+                "--set".to_string(),
+                format!(
+                    "protocol.pool.split.files.train={}",
+                    ml100k.join("u1.train.parquet").display()
+                ),
+                "--set".to_string(),
+                format!(
+                    "protocol.pool.split.files.test={}",
+                    ml100k.join("u1.test.parquet").display()
+                ),
+            ]
+        } else {
+            Vec::new()
+        };
+        let mut args = vec!["plan", relative.as_str()];
+        args.extend(set.iter().map(String::as_str));
+        let output = recsift(&args);
+        assert!(output.status.success(), "{relative}: {}", stderr(&output));
+        let text = String::from_utf8(output.stdout)
+            .unwrap()
+            .replace(&dir.path().display().to_string(), "<tmp>");
+        insta::assert_snapshot!(format!("plan-{name}"), text);
+        let mut validate = vec!["validate", relative.as_str()];
+        validate.extend(set.iter().map(String::as_str));
+        assert!(recsift(&validate).status.success());
+        let mut dot = args.clone();
+        dot.push("--dot");
+        let dot = String::from_utf8(recsift(&dot).stdout).unwrap();
+        assert!(
+            dot.starts_with("digraph") && dot.contains("\"labelled\" -> \"model\""),
+            "{dot}"
+        );
+    }
+}
+
+#[test]
+fn quickstart_runs_end_to_end_and_writes_complete_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let out_arg = out.display().to_string();
+    let output = recsift(&["run", "pipelines/quickstart.yaml", "--out", &out_arg]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let progress = stderr(&output);
+    assert_eq!(
+        progress.lines().filter(|l| l.starts_with("round")).count(),
+        11,
+        "{progress}"
+    );
+
+    let summary: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    for key in ["rmse", "mae", "ndcg@10", "recall@10"] {
+        let value = summary["metrics"][key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("metrics.{key} missing: {summary}"));
+        assert!(value.is_finite() && value > 0.0, "{key} = {value}");
+    }
+    assert!(summary["metrics"]["rmse"].as_f64().unwrap() < 1.0);
+    assert_eq!(summary["seed"], 42);
+    assert_eq!(summary["recsift_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(summary["config"]["select"]["strategy"], "uncertainty");
+    assert_eq!(summary["history"].as_array().unwrap().len(), 11);
+    assert_eq!(summary["selected"], 5000);
+
+    let rounds = read_parquet(&out.join("rounds.parquet")).unwrap();
+    assert_eq!(rounds.iter().map(|b| b.num_rows()).sum::<usize>(), 11);
+    let schema = rounds[0].schema();
+    for column in [
+        "round", "labelled", "selected", "rescored", "rmse", "ndcg@10", "train_ms", "score_ms",
+    ] {
+        assert!(
+            schema.column_with_name(column).is_some(),
+            "rounds.parquet lacks {column}"
+        );
+    }
+    let selections = read_parquet(&out.join("selections.parquet")).unwrap();
+    assert_eq!(selections.iter().map(|b| b.num_rows()).sum::<usize>(), 5000);
+    let latency: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("latency.json")).unwrap()).unwrap();
+    for operator in ["score", "select", "train", "evaluate"] {
+        assert!(
+            latency["operators"][operator]["p99_ms"].is_number(),
+            "{operator}: {latency}"
+        );
+    }
+    assert!(
+        fs::read_to_string(out.join("learning_curve.svg"))
+            .unwrap()
+            .starts_with("<svg")
+    );
+
+    // A second run into the same directory is refused without --force, and keeps the results.
+    let again = recsift(&["run", "pipelines/quickstart.yaml", "--out", &out_arg]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        stderr(&again).contains("pass --force"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(out.join("summary.json").exists());
+    let forced = recsift(&[
+        "run",
+        "pipelines/quickstart.yaml",
+        "--out",
+        &out_arg,
+        "--force",
+        "--quiet",
+        "--set",
+        "protocol.pool.rounds=1",
+    ]);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    let summary: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["history"].as_array().unwrap().len(), 2);
+}
