@@ -7,8 +7,13 @@
 //! an interrupted run, never a complete one.
 
 pub mod experiment;
+pub mod pool;
+pub mod replay;
 pub mod rows;
+pub mod selection;
+pub mod session;
 pub mod split;
+pub mod windows;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,7 +21,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::data::IdMap;
+use crate::data::{IdMap, Interaction, LabelKind};
 use crate::dataflow::EngineError;
 use crate::io::IoError;
 use crate::io::events::read_events;
@@ -27,7 +32,10 @@ use crate::plan::{Plan, ProtocolPlan, SplitPlan};
 use crate::report;
 use crate::results::RoundRecord;
 
-use self::experiment::{ExperimentData, PoolExperiment};
+use self::experiment::Experiment;
+use self::pool::PoolExperiment;
+use self::replay::ReplayExperiment;
+use self::selection::SelectionExperiment;
 use self::split::split_events;
 
 /// Why a run stopped.
@@ -35,7 +43,7 @@ use self::split::split_events;
 pub enum RunError {
     /// Reading inputs or writing results failed.
     #[error(transparent)]
-    Io(#[from] IoError),
+    Io(Box<IoError>),
     /// Building or training the model failed.
     #[error(transparent)]
     Model(#[from] ModelError),
@@ -52,6 +60,12 @@ pub enum RunError {
         /// How to fix it.
         help: String,
     },
+}
+
+impl From<IoError> for RunError {
+    fn from(error: IoError) -> Self {
+        RunError::Io(Box::new(error))
+    }
 }
 
 impl RunError {
@@ -142,12 +156,30 @@ struct LatencyFile {
     rounds: Vec<BTreeMap<String, f64>>,
 }
 
-/// Loads and splits the events a plan names.
+/// Events of an experiment with a train/test split, after loading and splitting.
+#[derive(Clone, Debug)]
+pub struct ExperimentData {
+    /// Training events; sample `k` is `train[k]`.
+    pub train: Vec<Interaction>,
+    /// Test events.
+    pub test: Vec<Interaction>,
+    /// Raw user ids.
+    pub users: IdMap,
+    /// Raw item ids.
+    pub items: IdMap,
+    /// What labels mean.
+    pub label_kind: LabelKind,
+}
+
+/// Loads and splits the events of a plan whose protocol has a split.
+///
+/// # Panics
+/// For a replay, which streams its events instead.
 pub fn load_data(plan: &Plan) -> Result<ExperimentData, RunError> {
     let mut users = IdMap::new();
     let mut items = IdMap::new();
-    let ProtocolPlan::Pool(pool) = &plan.protocol;
-    let (train, test) = match &pool.split {
+    let split = plan.protocol.split().expect("a replay streams its events");
+    let (train, test) = match split {
         SplitPlan::Files { train, test } => (
             read_events(train, &mut users, &mut items)?,
             read_events(test, &mut users, &mut items)?,
@@ -171,22 +203,43 @@ pub fn load_data(plan: &Plan) -> Result<ExperimentData, RunError> {
     })
 }
 
+/// Starts the experiment a plan describes (round 0 and any warm-up run here).
+/// `track_scores` keeps every maintained score for reference checks.
+pub fn start_experiment(plan: &Plan, track_scores: bool) -> Result<Box<dyn Experiment>, RunError> {
+    Ok(match &plan.protocol {
+        ProtocolPlan::Pool(pool) => Box::new(PoolExperiment::start(
+            plan,
+            pool,
+            load_data(plan)?,
+            track_scores,
+        )?),
+        ProtocolPlan::Selection(selection) => Box::new(SelectionExperiment::start(
+            plan,
+            selection,
+            load_data(plan)?,
+            track_scores,
+        )?),
+        ProtocolPlan::Replay(replay) => {
+            Box::new(ReplayExperiment::start(plan, replay, track_scores)?)
+        }
+    })
+}
+
 /// Runs `plan` to completion and writes its results; returns the summary written.
 pub fn run(plan: &Plan, options: &RunOptions) -> Result<Summary, RunError> {
     let started = Instant::now();
     let out = OutputDir::prepare(&options.out_dir, options.force)?;
-    let data = load_data(plan)?;
-    let mut experiment = PoolExperiment::start(plan, data)?;
+    let mut experiment = start_experiment(plan, false)?;
+    let planned = experiment.planned_rounds();
     if options.progress {
-        print_progress(
-            plan,
-            experiment.history().last().expect("round 0 is recorded"),
-        );
+        for record in experiment.history() {
+            print_progress(planned, record);
+        }
     }
     while experiment.has_next() {
         let record = experiment.next_round()?;
         if options.progress {
-            print_progress(plan, record);
+            print_progress(planned, record);
         }
     }
     let output = experiment.finish()?;
@@ -224,8 +277,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<Summary, RunError> {
     Ok(summary)
 }
 
-fn print_progress(plan: &Plan, record: &RoundRecord) {
-    let ProtocolPlan::Pool(pool) = &plan.protocol;
+fn print_progress(planned: Option<u32>, record: &RoundRecord) {
     let metrics: Vec<String> = record
         .metrics
         .iter()
@@ -236,7 +288,7 @@ fn print_progress(plan: &Plan, record: &RoundRecord) {
     eprintln!(
         "round {:>3}/{}  labelled {:>7}  rescored {:>7}  {}  ({total_ms:.0} ms)",
         record.round,
-        pool.rounds,
+        planned.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
         record.labelled,
         record.rescored,
         metrics.join("  "),

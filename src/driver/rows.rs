@@ -33,12 +33,12 @@ impl RowMirror {
         &self.items[start..start + self.row_len]
     }
 
-    /// Overwrites the rows of `ids` with `rows` (their concatenation).
+    /// Overwrites (or adds) the rows of `ids` with `rows` (their concatenation).
     pub fn set_users(&mut self, ids: &[UserIdx], rows: &[f32]) {
         set_rows(&mut self.users, self.row_len, ids, rows);
     }
 
-    /// Overwrites the rows of `ids` with `rows` (their concatenation).
+    /// Overwrites (or adds) the rows of `ids` with `rows` (their concatenation).
     pub fn set_items(&mut self, ids: &[ItemIdx], rows: &[f32]) {
         set_rows(&mut self.items, self.row_len, ids, rows);
     }
@@ -54,9 +54,13 @@ impl RowMirror {
     }
 }
 
-fn set_rows(table: &mut [f32], row_len: usize, ids: &[u32], rows: &[f32]) {
+/// Writes `rows` at `ids`, growing the table (with zeros) for ids past its end.
+fn set_rows(table: &mut Vec<f32>, row_len: usize, ids: &[u32], rows: &[f32]) {
     for (id, row) in ids.iter().zip(rows.chunks_exact(row_len)) {
         let start = *id as usize * row_len;
+        if table.len() < start + row_len {
+            table.resize(start + row_len, 0.0);
+        }
         table[start..start + row_len].copy_from_slice(row);
     }
 }

@@ -8,8 +8,8 @@ use crate::metrics::Metric;
 use crate::spec::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
 use crate::spec::path::YamlPath;
 use crate::spec::schema::{
-    DataSpec, EvaluateSpec, InitialLabelsSpec, OptimizerSpec, PoolSpec, ScoreSpec, SelectSpec,
-    SplitSpec, TrainSpec,
+    DataSpec, EvaluateSpec, InitialLabelsSpec, OptimizerSpec, PoolSpec, ReplaySpec, ScoreSpec,
+    SelectSpec, SplitSpec, TrainSpec,
 };
 use crate::spec::{LoadedSpec, OperatorSpec, PipelineSpec};
 use crate::strategy::{STRATEGIES, Strategy};
@@ -21,8 +21,26 @@ use super::params::{
 };
 use super::{
     DataPlan, EvaluatePlan, InitialLabels, OutputPlan, Plan, PlanNode, PoolPlan, ProtocolPlan,
-    ScorePlan, SelectPlan, SplitPlan, UncertaintyMode,
+    ReplayPlan, ScorePlan, SelectPlan, SelectionProtocolPlan, SplitPlan, UncertaintyMode,
+    WindowPlan,
 };
+
+/// Seconds in a duration such as `90s`, `30m`, `12h`, `7d` or `2w`.
+fn parse_duration(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let number: i64 = number.parse().ok().filter(|n| *n > 0)?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return None,
+    };
+    number.checked_mul(unit)
+}
 
 /// Default text template for items.
 pub const DEFAULT_ITEM_TEXT: &str = "{title} | {genres}";
@@ -191,10 +209,12 @@ impl Resolver {
         let mut graph = source_nodes(&data);
         let train = self.train(&roles, seed, device, &mut graph);
         let score = self.score(&roles, train.as_ref(), &mut graph);
-        let rounds = protocol
-            .as_ref()
-            .map(|ProtocolPlan::Pool(p)| p.rounds)
-            .unwrap_or(0);
+        let rounds = match &protocol {
+            Some(ProtocolPlan::Pool(p)) => p.rounds,
+            Some(ProtocolPlan::Selection(p)) => p.rounds,
+            // A replay may run on free labels alone: selecting is optional.
+            Some(ProtocolPlan::Replay(_)) | None => 0,
+        };
         let select = self.select(&roles, score.as_ref(), rounds, &mut graph);
         let evaluate = self.evaluate(&roles, label_kind, &mut graph);
         let output = self.output(spec, &name);
@@ -273,11 +293,8 @@ impl Resolver {
     ) -> Option<DataPlan> {
         let path = YamlPath::keys(&["data"]);
         let split_has_files = matches!(
-            protocol,
-            Some(ProtocolPlan::Pool(PoolPlan {
-                split: SplitPlan::Files { .. },
-                ..
-            }))
+            protocol.and_then(ProtocolPlan::split),
+            Some(SplitPlan::Files { .. })
         );
         let events = match data.and_then(|d| d.events.as_deref()) {
             Some(written) if split_has_files => {
@@ -335,10 +352,91 @@ impl Resolver {
             }
             return None;
         };
-        self.one_of(&path, "`protocol`", &[("pool", protocol.pool.is_some())])?;
-        let pool = protocol.pool.as_ref()?;
-        self.pool(pool, &path.key("pool"), columns, label_kind)
-            .map(ProtocolPlan::Pool)
+        let chosen = self.one_of(
+            &path,
+            "`protocol`",
+            &[
+                ("pool", protocol.pool.is_some()),
+                ("replay", protocol.replay.is_some()),
+                ("selection", protocol.selection.is_some()),
+            ],
+        )?;
+        let path = path.key(chosen);
+        match chosen {
+            "pool" => self
+                .pool(protocol.pool.as_ref()?, &path, columns, label_kind)
+                .map(ProtocolPlan::Pool),
+            "replay" => self
+                .replay(protocol.replay.as_ref()?, &path)
+                .map(ProtocolPlan::Replay),
+            _ => {
+                let selection = protocol.selection.as_ref()?;
+                let split = self.split(&selection.split, &path.key("split"), columns, label_kind);
+                Some(ProtocolPlan::Selection(SelectionProtocolPlan {
+                    split: split?,
+                    rounds: selection.rounds.unwrap_or(10),
+                    warmup_epochs: selection.warmup_epochs.unwrap_or(0),
+                }))
+            }
+        }
+    }
+
+    fn replay(&mut self, replay: &ReplaySpec, path: &YamlPath) -> Option<ReplayPlan> {
+        let chosen = self.one_of(
+            path,
+            "`replay`",
+            &[
+                ("window", replay.window.is_some()),
+                ("window_events", replay.window_events.is_some()),
+            ],
+        )?;
+        let window = if chosen == "window" {
+            let written = replay.window.as_deref()?;
+            match parse_duration(written) {
+                Some(seconds) => WindowPlan::Duration { seconds },
+                None => {
+                    self.error(
+                        path.key("window"),
+                        format!("`{written}` is not a duration"),
+                        "write a positive number and a unit: `90s`, `30m`, `12h`, `7d` or `2w`",
+                    );
+                    return None;
+                }
+            }
+        } else {
+            let events = replay.window_events?;
+            if events == 0 {
+                self.error(
+                    path.key("window_events"),
+                    "`window_events` must be at least 1",
+                    "use e.g. `window_events: 10000`",
+                );
+            }
+            WindowPlan::Events { events }
+        };
+        let free_labels = replay.free_labels.unwrap_or(0.0);
+        if !(0.0..=1.0).contains(&free_labels) {
+            self.error(
+                path.key("free_labels"),
+                format!("`free_labels` {free_labels} is not between 0 and 1"),
+                "use e.g. `free_labels: 0.05`",
+            );
+        }
+        let batch_rows = replay.batch_rows.unwrap_or(1 << 20);
+        if batch_rows == 0 {
+            self.error(
+                path.key("batch_rows"),
+                "`batch_rows` must be at least 1",
+                "leave it out for the default",
+            );
+        }
+        Some(ReplayPlan {
+            window,
+            warmup_windows: replay.warmup_windows.unwrap_or(1),
+            free_labels,
+            max_windows: replay.max_windows,
+            batch_rows,
+        })
     }
 
     fn pool(

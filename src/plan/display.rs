@@ -3,7 +3,7 @@
 use std::fmt::{self, Write};
 
 use super::params::DeviceChoice;
-use super::{InitialLabels, Plan, ProtocolPlan, SplitPlan};
+use super::{InitialLabels, Plan, ProtocolPlan, SplitPlan, WindowPlan};
 use crate::data::LabelKind;
 
 impl fmt::Display for Plan {
@@ -18,29 +18,40 @@ impl fmt::Display for Plan {
             "  seed {}, workers {}, device {device}",
             self.seed, self.workers
         )?;
-        let ProtocolPlan::Pool(pool) = &self.protocol;
-        let split = match &pool.split {
-            SplitPlan::Random { test } => format!("random, test fraction {test}"),
-            SplitPlan::Temporal { leave_last } => {
-                format!("temporal, each user's last {leave_last} to test")
-            }
-            SplitPlan::Files { train, test } => {
+        let protocol = match &self.protocol {
+            ProtocolPlan::Pool(pool) => {
+                let initial = match pool.initial {
+                    InitialLabels::Fraction(fraction) => format!("fraction {fraction} labelled"),
+                    InitialLabels::PerUser(n) => format!("{n} earliest per user labelled"),
+                };
                 format!(
-                    "files, train {} / test {}",
-                    train.path.display(),
-                    test.path.display()
+                    "pool: split {}; {initial}; {} rounds",
+                    describe_split(&pool.split),
+                    pool.rounds
+                )
+            }
+            ProtocolPlan::Selection(selection) => format!(
+                "selection: split {}; every training label known; {} warm-up epochs; {} rounds",
+                describe_split(&selection.split),
+                selection.warmup_epochs,
+                selection.rounds
+            ),
+            ProtocolPlan::Replay(replay) => {
+                let window = match replay.window {
+                    WindowPlan::Duration { seconds } => format!("windows of {seconds} s"),
+                    WindowPlan::Events { events } => format!("windows of {events} events"),
+                };
+                let limit = replay
+                    .max_windows
+                    .map(|n| format!(", at most {n} windows"))
+                    .unwrap_or_default();
+                format!(
+                    "replay: {window}{limit}; {} warm-up windows; free labels {}; read {} events per batch",
+                    replay.warmup_windows, replay.free_labels, replay.batch_rows
                 )
             }
         };
-        let initial = match pool.initial {
-            InitialLabels::Fraction(fraction) => format!("fraction {fraction} labelled"),
-            InitialLabels::PerUser(n) => format!("{n} earliest per user labelled"),
-        };
-        writeln!(
-            f,
-            "  protocol pool: split {split}; {initial}; {} rounds",
-            pool.rounds
-        )?;
+        writeln!(f, "  protocol {protocol}")?;
         let label = match self.data.label_kind {
             LabelKind::Rating => "rating",
             LabelKind::Click => "click",
@@ -67,6 +78,20 @@ impl fmt::Display for Plan {
             }
         }
         Ok(())
+    }
+}
+
+fn describe_split(split: &SplitPlan) -> String {
+    match split {
+        SplitPlan::Random { test } => format!("random, test fraction {test}"),
+        SplitPlan::Temporal { leave_last } => {
+            format!("temporal, each user's last {leave_last} to test")
+        }
+        SplitPlan::Files { train, test } => format!(
+            "files, train {} / test {}",
+            train.path.display(),
+            test.path.display()
+        ),
     }
 }
 

@@ -70,6 +70,79 @@ pub struct DataPlan {
 pub enum ProtocolPlan {
     /// Pool-based active learning.
     Pool(PoolPlan),
+    /// A time-ordered replay in windows.
+    Replay(ReplayPlan),
+    /// Sample selection on fully labelled data.
+    Selection(SelectionProtocolPlan),
+}
+
+impl ProtocolPlan {
+    /// The protocol's name in YAML.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProtocolPlan::Pool(_) => "pool",
+            ProtocolPlan::Replay(_) => "replay",
+            ProtocolPlan::Selection(_) => "selection",
+        }
+    }
+
+    /// The train/test split, for the protocols that have one (a replay tests on each window
+    /// before training on it).
+    pub fn split(&self) -> Option<&SplitPlan> {
+        match self {
+            ProtocolPlan::Pool(p) => Some(&p.split),
+            ProtocolPlan::Selection(p) => Some(&p.split),
+            ProtocolPlan::Replay(_) => None,
+        }
+    }
+
+    /// Whether strategies see the labels of the samples they rank. Where they do not (pool,
+    /// replay), a label-aware strategy reads hidden labels: an oracle upper bound.
+    pub fn labels_visible(&self) -> bool {
+        matches!(self, ProtocolPlan::Selection(_))
+    }
+}
+
+/// How a replay cuts the log into windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowPlan {
+    /// A fixed span of time, in the timestamp column's unit (seconds).
+    Duration {
+        /// Span in seconds.
+        seconds: i64,
+    },
+    /// A fixed number of events.
+    Events {
+        /// Events per window.
+        events: u64,
+    },
+}
+
+/// Resolved `protocol.replay:`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReplayPlan {
+    /// Window cut.
+    pub window: WindowPlan,
+    /// Leading windows labelled and trained on in full before evaluation starts.
+    pub warmup_windows: u32,
+    /// Fraction of each later window's events labelled for free.
+    pub free_labels: f64,
+    /// Stop after this many windows.
+    pub max_windows: Option<u32>,
+    /// Events read from the file per batch.
+    pub batch_rows: usize,
+}
+
+/// Resolved `protocol.selection:`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SelectionProtocolPlan {
+    /// Train/test split.
+    pub split: SplitPlan,
+    /// Rounds of select-then-train.
+    pub rounds: u32,
+    /// Passes over every training sample before round 1.
+    pub warmup_epochs: usize,
 }
 
 /// Resolved `protocol.pool:`.

@@ -51,6 +51,42 @@ pub struct ItemsSpec {
 pub struct ProtocolSpec {
     /// Pool-based active learning: seed labels, a hidden-label pool, a test set, rounds.
     pub pool: Option<PoolSpec>,
+    /// A time-ordered replay of the log in windows (prequential: test, then train).
+    pub replay: Option<ReplaySpec>,
+    /// Sample selection on fully labelled data: each round trains on the chosen samples.
+    pub selection: Option<SelectionSpec>,
+}
+
+/// `protocol.replay:`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaySpec {
+    /// Window length as a duration (`7d`, `12h`, `30m`, `90s`, `2w`). One of `window` and
+    /// `window_events` is required.
+    pub window: Option<String>,
+    /// Window length as a number of events.
+    pub window_events: Option<u64>,
+    /// Leading windows whose events are all labelled and trained on before the replay is
+    /// evaluated (default 1).
+    pub warmup_windows: Option<u32>,
+    /// Fraction of each later window's events that arrive labelled for free (default 0).
+    pub free_labels: Option<f64>,
+    /// Stop after this many windows (default: the whole log).
+    pub max_windows: Option<u32>,
+    /// Events read from the file per batch (default 1,048,576).
+    pub batch_rows: Option<usize>,
+}
+
+/// `protocol.selection:`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SelectionSpec {
+    /// How events are split into train (every label known) and test.
+    pub split: SplitSpec,
+    /// Rounds; each trains on the `budget` samples the strategy picks (default 10).
+    pub rounds: Option<u32>,
+    /// Passes over every training sample before round 1 (default 0: start untrained).
+    pub warmup_epochs: Option<usize>,
 }
 
 /// `protocol.pool:`.

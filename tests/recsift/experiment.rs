@@ -1,49 +1,25 @@
 //! The pool protocol: incremental scores equal a from-scratch computation after every
 //! round, and results depend only on the pipeline and the seed.
 
-use recsift::driver::experiment::{ExperimentOutput, PoolExperiment};
-use recsift::driver::load_data;
+use recsift::driver::experiment::{ExperimentOutput, check_against_scratch};
+use recsift::driver::start_experiment;
 use recsift::plan::Plan;
 
 use crate::common::{import_ml100k, plan_of};
 
-/// Runs every round, asserting after each that the engine-maintained score of every pool
-/// sample equals the from-scratch score (same samples, values within 1e-6).
+/// Runs every round, asserting after each (and after round 0) that the engine-maintained
+/// score of every pool sample equals the from-scratch score within 1e-6.
 fn run_checked(plan: &Plan) -> ExperimentOutput {
-    let data = load_data(plan).unwrap();
-    let mut experiment = PoolExperiment::start(plan, data).unwrap();
-    let mut rounds = 0;
+    let mut experiment = start_experiment(plan, true).unwrap();
     loop {
-        let maintained = experiment.maintained_scores().clone();
-        let scratch = experiment.scores_from_scratch().unwrap();
-        assert_eq!(
-            maintained.keys().collect::<Vec<_>>(),
-            scratch.keys().collect::<Vec<_>>(),
-            "round {rounds}: the maintained pool differs from the pool"
-        );
-        for (sample, expected) in &scratch {
-            let got = maintained[sample];
-            assert!(
-                (got.prediction - expected.prediction).abs() <= 1e-6
-                    && (got.variance - expected.variance).abs() <= 1e-6,
-                "round {rounds}, sample {sample}: maintained {got:?} != from scratch {expected:?}"
-            );
-            match (got.loss, expected.loss) {
-                (None, None) => {}
-                (Some(a), Some(b)) => assert!(
-                    (a - b).abs() <= 1e-6,
-                    "round {rounds}, sample {sample}: loss {a} != {b}"
-                ),
-                other => {
-                    panic!("round {rounds}, sample {sample}: loss presence differs: {other:?}")
-                }
-            }
+        let round = experiment.history().len();
+        if let Err(difference) = check_against_scratch(experiment.as_ref(), 1e-6) {
+            panic!("after round {round}: {difference}");
         }
         if !experiment.has_next() {
             break;
         }
         experiment.next_round().unwrap();
-        rounds += 1;
     }
     experiment.finish().unwrap()
 }
@@ -132,9 +108,8 @@ fn the_seed_decides_the_results() {
 #[test]
 fn uncertainty_sampling_picks_the_highest_variance_samples() {
     let plan = plan_of("pipelines/quickstart.yaml", &["protocol.pool.rounds=1"]);
-    let data = load_data(&plan).unwrap();
-    let mut experiment = PoolExperiment::start(&plan, data).unwrap();
-    let before = experiment.maintained_scores().clone();
+    let mut experiment = start_experiment(&plan, true).unwrap();
+    let before = experiment.session().maintained_scores().unwrap();
     experiment.next_round().unwrap();
     let out = experiment.finish().unwrap();
     let mut variances: Vec<f32> = before.values().map(|s| s.variance).collect();
@@ -172,4 +147,105 @@ fn biased_mf_reaches_the_quality_bar_on_ml100k_u1() {
         .1;
     assert!(rmse <= 0.930, "u1.test RMSE {rmse} above the 0.930 bar");
     assert_eq!(out.rounds[0].labelled, 80_000);
+}
+
+#[test]
+fn a_replay_keeps_scores_exact_as_users_and_items_appear() {
+    // Two-month windows over the first years of the log: new users and items arrive in
+    // most windows, the pool grows, and the strategy spends its budget on it.
+    let plan = plan_of(
+        "pipelines/replay-ml-latest-small.yaml",
+        &[
+            "protocol.replay.window=60d",
+            "protocol.replay.max_windows=12",
+            "select.budget=20",
+        ],
+    );
+    let out = run_checked(&plan);
+    assert_eq!(out.rounds.len(), 12);
+    assert!(
+        out.rounds[0]
+            .metrics
+            .iter()
+            .find(|(n, _)| n == "rmse")
+            .unwrap()
+            .1
+            .is_nan()
+    );
+    let later = &out.rounds[11];
+    let rmse = later
+        .metrics
+        .iter()
+        .find(|(n, _)| n == "cumulative_rmse")
+        .unwrap()
+        .1;
+    assert!(rmse.is_finite() && rmse < 2.0, "{later:?}");
+    // Windows after the warm-up each select the budget (the pool is never short here).
+    assert_eq!(out.selections.len(), 11 * 20);
+    assert!(out.selections.windows(2).all(|w| w[0].round <= w[1].round));
+}
+
+#[test]
+fn a_replay_of_an_unsorted_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = import_ml100k(dir.path());
+    // u1.base is time-sorted by the importer, so build an out-of-order file by
+    // concatenating two sorted halves: the test split after the train split.
+    let events = dir.path().join("unsorted.parquet");
+    let mut batches =
+        recsift::io::parquet_file::read_parquet(&data.join("u1.train.parquet")).unwrap();
+    batches.extend(recsift::io::parquet_file::read_parquet(&data.join("u1.test.parquet")).unwrap());
+    let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    recsift::io::parquet_file::write_parquet_atomic(&events, &batch).unwrap();
+    let plan = plan_of(
+        "pipelines/replay-ml-latest-small.yaml",
+        &[&format!("data.events={}", events.display())],
+    );
+    let run = || -> Result<(), recsift::driver::RunError> {
+        let mut experiment = start_experiment(&plan, false)?;
+        while experiment.has_next() {
+            experiment.next_round()?;
+        }
+        Ok(())
+    };
+    let err = run().expect_err("an unsorted log is refused").to_string();
+    assert!(err.contains("is earlier than the event before it"), "{err}");
+    assert!(err.contains("sort the log by time"), "{err}");
+}
+
+#[test]
+fn selection_keeps_every_loss_exact_and_trains_on_the_hardest_samples() {
+    let plan = plan_of(
+        "pipelines/selection-max-loss.yaml",
+        &["protocol.selection.rounds=3", "select.budget=500"],
+    );
+    let mut experiment = start_experiment(&plan, true).unwrap();
+    let before = experiment.session().maintained_scores().unwrap();
+    let mut hardest: Vec<f64> = before
+        .values()
+        .map(|s| f64::from(s.loss.expect("labels are known")))
+        .collect();
+    hardest.sort_by(|a, b| b.total_cmp(a));
+    hardest.truncate(500);
+    for _ in 0..3 {
+        let record = experiment.next_round().unwrap().clone();
+        assert_eq!(record.selected, 500);
+        check_against_scratch(experiment.as_ref(), 1e-6).unwrap();
+        assert_eq!(
+            experiment.pool().len(),
+            before.len(),
+            "samples stay in the pool"
+        );
+    }
+    let out = experiment.finish().unwrap();
+    let first: Vec<f64> = out
+        .selections
+        .iter()
+        .filter(|s| s.round == 1)
+        .map(|s| s.score)
+        .collect();
+    assert_eq!(
+        first, hardest,
+        "round 1 trains on the 500 largest losses, largest first"
+    );
 }

@@ -12,7 +12,7 @@
 //! and writes into the destination folder:
 //!
 //! - `ratings.parquet`: `user_id: Int64, item_id: Int64, rating: Float32, timestamp: Int64`,
-//!   in file order;
+//!   in time order (ties by user, then item), so that a replay can stream it;
 //! - `items.parquet`: `item_id: Int64, title: Utf8, genres: List<Utf8>` (genres verbatim:
 //!   `(no genres listed)` stays one element; ml-100k's flags become the names in `u.genre`);
 //! - each predefined split as `<name>.train.parquet` / `<name>.test.parquet` (ratings schema);
@@ -397,13 +397,16 @@ fn convert_ratings(
     mut distinct: Option<&mut Distinct>,
 ) -> Result<u64, IoError> {
     const WHAT: &str = "MovieLens ratings file";
-    let mut writer = RatingsWriter::create(output)?;
-    let mut push = |row: RatingRow| {
+    // Rows are collected and written in time order (ties by user, item), so a replay can
+    // stream the file; releases list ratings by user. 24 bytes a row: 600 MB for ml-25m.
+    let mut rows: Vec<RatingRow> = Vec::new();
+    let mut push = |row: RatingRow| -> Result<(), IoError> {
         if let Some(d) = distinct.as_deref_mut() {
             d.users.insert(row.user);
             d.items.insert(row.item);
         }
-        writer.push(row)
+        rows.push(row);
+        Ok(())
     };
     match format {
         RatingsFormat::Tab | RatingsFormat::DoubleColon => {
@@ -427,6 +430,11 @@ fn convert_ratings(
                 },
             )?;
         }
+    }
+    rows.sort_by_key(|r| (r.timestamp, r.user, r.item));
+    let mut writer = RatingsWriter::create(output)?;
+    for row in rows {
+        writer.push(row)?;
     }
     writer.finish()
 }

@@ -238,10 +238,11 @@ fn csv_release_with_quotes_commas_and_crlf() {
     );
     assert_eq!(
         read_ratings(&dest.join("ratings.parquet")),
+        // In time order, not file order.
         [
-            (1, 11, 4.0, 964982703),
             (1, 12, 0.5, 964981247),
-            (2, 11, 3.5, 964982224)
+            (2, 11, 3.5, 964982224),
+            (1, 11, 4.0, 964982703)
         ]
     );
     assert_eq!(
@@ -464,7 +465,7 @@ fn real_ml100k() {
     assert_eq!(split_rows[12], ("ub.train", 90_570));
     assert_eq!(split_rows[13], ("ub.test", 9_430));
 
-    // Every rating matches the text file, line by line.
+    // Every rating matches the text file (written in time order).
     let text = fs::read_to_string(shared("ml-100k/u1.test")).unwrap();
     let expected: Vec<Rating> = text
         .lines()
@@ -478,6 +479,8 @@ fn real_ml100k() {
             )
         })
         .collect();
+    let mut expected = expected;
+    expected.sort_by_key(|r: &Rating| (r.3, r.0, r.1));
     assert_eq!(read_ratings(&dir.path().join("u1.test.parquet")), expected);
 
     let items = read_items(&dir.path().join("items.parquet"));
@@ -507,7 +510,13 @@ fn real_ml_latest_small() {
         (100_836, 610, 9_724, 9_742)
     );
     let ratings = read_ratings(&dir.path().join("ratings.parquet"));
-    assert_eq!(ratings[0], (1, 1, 4.0, 964982703));
+    // The earliest rating of the release comes first, and time never goes back.
+    assert_eq!(ratings[0], (429, 22, 4.0, 828124615));
+    assert!(
+        ratings
+            .windows(2)
+            .all(|w| (w[0].3, w[0].0, w[0].1) <= (w[1].3, w[1].0, w[1].1))
+    );
     assert!(
         ratings
             .iter()

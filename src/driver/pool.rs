@@ -1,0 +1,297 @@
+//! The pool protocol: an initially labelled seed, a hidden-label pool and a test set. Each
+//! round the strategy picks `budget` pool samples, their labels are revealed, the model
+//! trains, and the engine re-scores the samples whose rows changed.
+
+use crate::data::Interaction;
+use crate::dataflow::PoolSample;
+use crate::plan::params::RefitPolicy;
+use crate::plan::{EvaluatePlan, Plan, PoolPlan, SelectPlan};
+use crate::results::{RoundRecord, SelectionRecord};
+
+use super::experiment::{
+    Experiment, ExperimentOutput, RoundClock, RoundCounts, build_model, clipped_head, mean_label,
+    pool_sample,
+};
+use super::session::{PoolChanges, Session};
+use super::split::initial_labels;
+use super::{ExperimentData, RunError};
+
+/// A running pool-protocol experiment.
+pub struct PoolExperiment {
+    data: ExperimentData,
+    select: Option<SelectPlan>,
+    evaluate: Option<EvaluatePlan>,
+    refit: RefitPolicy,
+    epochs_per_round: usize,
+    rounds: u32,
+    oracle: bool,
+    labelled: Vec<bool>,
+    session: Session,
+    round: u32,
+    selections: Vec<SelectionRecord>,
+    history: Vec<RoundRecord>,
+}
+
+impl PoolExperiment {
+    /// Trains the initial model, loads the pool into the engine and records round 0.
+    pub fn start(
+        plan: &Plan,
+        pool: &PoolPlan,
+        data: ExperimentData,
+        track_scores: bool,
+    ) -> Result<Self, RunError> {
+        let labelled = initial_labels(&data.train, pool.initial, plan.seed);
+        let pool_size = labelled.iter().filter(|&&l| !l).count();
+        check_budget(plan, pool, pool_size, &data)?;
+        let seed_samples: Vec<u32> = (0..data.train.len() as u32)
+            .filter(|&k| labelled[k as usize])
+            .collect();
+        let seed_events: Vec<Interaction> = seed_samples
+            .iter()
+            .map(|&k| data.train[k as usize])
+            .collect();
+        let Some(global_mean) = mean_label(seed_events.iter().map(|e| e.label)) else {
+            return Err(RunError::Experiment {
+                field: "protocol.pool.labelled".into(),
+                message: format!(
+                    "no training event is labelled at the start ({} training events): the model has nothing to learn from",
+                    data.train.len()
+                ),
+                help: "raise `labelled: {fraction: ...}` or use `labelled: {per_user: 1}`".into(),
+            });
+        };
+        let model = build_model(
+            plan,
+            data.users.len(),
+            data.items.len(),
+            global_mean,
+            data.label_kind,
+        )?;
+        let head = clipped_head(
+            model.as_ref(),
+            data.train.iter().map(|e| e.label),
+            data.label_kind,
+        );
+        let mut session = Session::start(
+            head,
+            model,
+            plan.workers,
+            plan.select.as_ref(),
+            plan.seed,
+            track_scores,
+        )?;
+        // A label-aware strategy reads the pool's hidden labels: an oracle upper bound.
+        let oracle = plan
+            .select
+            .as_ref()
+            .is_some_and(|s| s.strategy.def().needs_labels);
+
+        let mut clock = RoundClock::default();
+        let report = clock.time("train", || {
+            session
+                .model_mut()
+                .fit(&seed_events, &seed_samples, plan.train.epochs)
+        })?;
+        let insert: Vec<PoolSample> = (0..data.train.len() as u32)
+            .filter(|&k| !labelled[k as usize])
+            .map(|k| pool_sample(&data.train, k, oracle))
+            .collect();
+        let output = clock.time("score", || {
+            session.publish(PoolChanges {
+                insert,
+                remove: Vec::new(),
+                labelled: &seed_events,
+                fit: Some(&report),
+            })
+        })?;
+        let mut experiment = Self {
+            select: plan.select.clone(),
+            evaluate: plan.evaluate.clone(),
+            refit: plan.train.refit,
+            epochs_per_round: plan.train.epochs_per_round,
+            rounds: pool.rounds,
+            oracle,
+            labelled,
+            session,
+            round: 0,
+            selections: Vec::new(),
+            history: Vec::new(),
+            data,
+        };
+        let counts = RoundCounts {
+            labelled: seed_samples.len() as u64,
+            selected: 0,
+            rescored: output.rescored,
+        };
+        let record = experiment.finish_round(clock, counts, report.last_epoch_loss);
+        experiment.history.push(record);
+        Ok(experiment)
+    }
+
+    fn finish_round(
+        &mut self,
+        mut clock: RoundClock,
+        counts: RoundCounts,
+        train_loss: f32,
+    ) -> RoundRecord {
+        let mut metrics = match &self.evaluate {
+            Some(plan) => clock.time("evaluate", || self.session.evaluate(&self.data.test, plan)),
+            None => Vec::new(),
+        };
+        metrics.push(("train_loss".into(), f64::from(train_loss)));
+        clock.record(&mut self.session.latency, self.round, counts, metrics)
+    }
+}
+
+impl Experiment for PoolExperiment {
+    fn history(&self) -> &[RoundRecord] {
+        &self.history
+    }
+
+    fn has_next(&self) -> bool {
+        self.round < self.rounds
+    }
+
+    fn planned_rounds(&self) -> Option<u32> {
+        Some(self.rounds)
+    }
+
+    fn session(&self) -> &Session {
+        &self.session
+    }
+
+    fn pool(&self) -> Vec<PoolSample> {
+        (0..self.data.train.len() as u32)
+            .filter(|&k| !self.labelled[k as usize])
+            .map(|k| pool_sample(&self.data.train, k, self.oracle))
+            .collect()
+    }
+
+    fn next_round(&mut self) -> Result<&RoundRecord, RunError> {
+        let select = self
+            .select
+            .clone()
+            .expect("rounds > 0 imply a select node (checked by the planner)");
+        self.round += 1;
+        let mut clock = RoundClock::default();
+        let picked = clock.time("select", || {
+            self.session.pick(select.budget, select.per_user)
+        });
+        if picked.is_empty() {
+            return Err(RunError::Experiment {
+                field: "protocol.pool.rounds".into(),
+                message: format!(
+                    "round {}: the pool is empty, nothing left to select",
+                    self.round
+                ),
+                help: "lower `rounds` or `budget`".into(),
+            });
+        }
+        let mut new_samples = Vec::with_capacity(picked.len());
+        for &(sample, key) in &picked {
+            let event = self.data.train[sample as usize];
+            self.labelled[sample as usize] = true;
+            self.selections.push(SelectionRecord {
+                round: self.round,
+                sample,
+                user_id: self.data.users.raw(event.user).clone(),
+                item_id: self.data.items.raw(event.item).clone(),
+                score: key,
+            });
+            new_samples.push(sample);
+        }
+        let train_on: Vec<u32> = match self.refit {
+            RefitPolicy::NewLabels => new_samples.clone(),
+            RefitPolicy::AllLabels => (0..self.data.train.len() as u32)
+                .filter(|&k| self.labelled[k as usize])
+                .collect(),
+        };
+        let events: Vec<Interaction> = train_on
+            .iter()
+            .map(|&k| self.data.train[k as usize])
+            .collect();
+        let epochs = self.epochs_per_round;
+        let report = clock.time("train", || {
+            self.session.model_mut().fit(&events, &train_on, epochs)
+        })?;
+        let revealed: Vec<Interaction> = new_samples
+            .iter()
+            .map(|&k| self.data.train[k as usize])
+            .collect();
+        let remove = new_samples
+            .iter()
+            .map(|&k| pool_sample(&self.data.train, k, self.oracle))
+            .collect();
+        let output = clock.time("score", || {
+            self.session.publish(PoolChanges {
+                insert: Vec::new(),
+                remove,
+                labelled: &revealed,
+                fit: Some(&report),
+            })
+        })?;
+        let counts = RoundCounts {
+            labelled: self.labelled.iter().filter(|&&l| l).count() as u64,
+            selected: picked.len() as u64,
+            rescored: output.rescored,
+        };
+        let record = self.finish_round(clock, counts, report.last_epoch_loss);
+        self.history.push(record);
+        Ok(self.history.last().expect("just pushed"))
+    }
+
+    fn finish(self: Box<Self>) -> Result<ExperimentOutput, RunError> {
+        let latency = self.session.finish()?;
+        Ok(ExperimentOutput {
+            rounds: self.history,
+            selections: self.selections,
+            latency,
+        })
+    }
+}
+
+/// An empty pool, or a budget the pool cannot pay, is a configuration error.
+fn check_budget(
+    plan: &Plan,
+    pool: &PoolPlan,
+    pool_size: usize,
+    data: &ExperimentData,
+) -> Result<(), RunError> {
+    let (Some(select), true) = (&plan.select, pool.rounds > 0) else {
+        return Ok(());
+    };
+    if data.train.is_empty() {
+        return Err(RunError::Experiment {
+            field: "data.events".into(),
+            message: "no training events after the split".into(),
+            help: "check the event file and the split's test fraction".into(),
+        });
+    }
+    if pool_size == 0 {
+        return Err(RunError::Experiment {
+            field: "protocol.pool.labelled".into(),
+            message: format!(
+                "the pool is empty: all {} training events start labelled",
+                data.train.len()
+            ),
+            help:
+                "lower `labelled: {fraction: ...}`, or set `rounds: 0` to train once on everything"
+                    .into(),
+        });
+    }
+    let needed = select.budget * u64::from(pool.rounds);
+    if !select.per_user && needed > pool_size as u64 {
+        return Err(RunError::Experiment {
+            field: format!("nodes.{}.select.budget", select.node),
+            message: format!(
+                "budget {} x {} rounds = {needed} samples, but the pool has only {pool_size}",
+                select.budget, pool.rounds
+            ),
+            help: format!(
+                "lower `budget` to at most {} or `rounds`",
+                pool_size as u64 / u64::from(pool.rounds)
+            ),
+        });
+    }
+    Ok(())
+}

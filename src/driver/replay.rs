@@ -1,0 +1,339 @@
+//! The replay protocol: the log is read in time order, in windows. Each window is first
+//! used to test the current model (prequential evaluation), then its events join the pool
+//! (new users and items appear and get rows), a fraction arrives labelled for free, the
+//! strategy spends the window's budget on the pool, and the model trains on the new labels.
+//!
+//! The log is streamed in row-group batches: only the current window and the events seen so
+//! far (24 bytes each, for the pool) are held in memory.
+
+use std::time::Instant;
+
+use crate::data::{IdMap, Interaction, LabelKind};
+use crate::dataflow::PoolSample;
+use crate::io::events::EventBatches;
+use crate::plan::params::RefitPolicy;
+use crate::plan::{EvaluatePlan, Plan, ReplayPlan, SelectPlan};
+use crate::results::{RoundRecord, SelectionRecord};
+use crate::strategy::unit_hash;
+
+use super::RunError;
+use super::experiment::{
+    Experiment, ExperimentOutput, RoundClock, RoundCounts, build_model, clipped_head, mean_label,
+    pool_sample,
+};
+use super::session::{PoolChanges, Session};
+use super::windows::{ReplayWindow, WindowCutter, WindowError};
+
+/// Salt of the free-label draw, independent of the other seeded draws.
+const FREE_LABEL_SALT: u64 = 0xF8EE_1ABE;
+
+/// A running replay.
+pub struct ReplayExperiment {
+    windows: WindowCutter<EventBatches>,
+    /// The log's path, for messages.
+    source: String,
+    replay: ReplayPlan,
+    select: Option<SelectPlan>,
+    evaluate: Option<EvaluatePlan>,
+    refit: RefitPolicy,
+    epochs: usize,
+    epochs_per_round: usize,
+    seed: u64,
+    oracle: bool,
+    /// Every event seen so far; sample `k` is `events[k]`.
+    events: Vec<Interaction>,
+    labelled: Vec<bool>,
+    labelled_count: u64,
+    session: Session,
+    /// The next window, read ahead so `has_next` is exact.
+    next_window: Option<ReplayWindow>,
+    /// Running sums of the prequential errors after the first window.
+    errors: ErrorSums,
+    selections: Vec<SelectionRecord>,
+    history: Vec<RoundRecord>,
+}
+
+/// Running sums for cumulative prequential RMSE and MAE.
+#[derive(Debug, Default)]
+struct ErrorSums {
+    squared: f64,
+    absolute: f64,
+    count: u64,
+}
+
+impl ReplayExperiment {
+    /// Opens the log, trains on the warm-up windows and records them.
+    pub fn start(plan: &Plan, replay: &ReplayPlan, track_scores: bool) -> Result<Self, RunError> {
+        let source = plan
+            .data
+            .events
+            .as_ref()
+            .expect("the planner requires events for a replay");
+        let batches =
+            EventBatches::with_batch_rows(source, IdMap::new(), IdMap::new(), replay.batch_rows)?;
+        let mut windows = WindowCutter::new(batches, replay.window);
+        let source_name = source.path.display().to_string();
+        let Some(first) = next_window(&mut windows, &source_name)? else {
+            return Err(RunError::Experiment {
+                field: "data.events".into(),
+                message: format!(
+                    "the event log {} is empty: nothing to replay",
+                    source.path.display()
+                ),
+                help: "point `data.events` at a log with events".into(),
+            });
+        };
+        let global_mean =
+            mean_label(first.events.iter().map(|e| e.label)).expect("a window has events");
+        let (users, items) = (
+            windows.source().users().len(),
+            windows.source().items().len(),
+        );
+        let kind = plan.data.label_kind;
+        let model = build_model(plan, users, items, global_mean, kind)?;
+        let scale = match kind {
+            LabelKind::Rating => first.events.iter().map(|e| e.label).collect::<Vec<_>>(),
+            LabelKind::Click => Vec::new(),
+        };
+        let head = clipped_head(model.as_ref(), scale.into_iter(), kind);
+        let session = Session::start(
+            head,
+            model,
+            plan.workers,
+            plan.select.as_ref(),
+            plan.seed,
+            track_scores,
+        )?;
+        let mut experiment = Self {
+            windows,
+            source: source_name,
+            replay: replay.clone(),
+            select: plan.select.clone(),
+            evaluate: plan.evaluate.clone(),
+            refit: plan.train.refit,
+            epochs: plan.train.epochs,
+            epochs_per_round: plan.train.epochs_per_round,
+            seed: plan.seed,
+            oracle: plan
+                .select
+                .as_ref()
+                .is_some_and(|s| s.strategy.def().needs_labels),
+            events: Vec::new(),
+            labelled: Vec::new(),
+            labelled_count: 0,
+            session,
+            next_window: Some(first),
+            errors: ErrorSums::default(),
+            selections: Vec::new(),
+            history: Vec::new(),
+        };
+        experiment.next_round()?;
+        while experiment.has_next() && (experiment.history.len() as u32) < replay.warmup_windows {
+            experiment.next_round()?;
+        }
+        Ok(experiment)
+    }
+
+    /// Runs one window: evaluate, insert, label, select, train.
+    fn run_window(&mut self, window: ReplayWindow) -> Result<RoundRecord, RunError> {
+        let mut clock = RoundClock::default();
+        let warmup = window.index < self.replay.warmup_windows.max(1);
+        let first_sample = self.events.len() as u32;
+        let (n_users, n_items) = (
+            self.windows.source().users().len(),
+            self.windows.source().items().len(),
+        );
+        self.session.grow(n_users, n_items)?;
+        self.events.extend_from_slice(&window.events);
+        let window_samples: Vec<u32> = (first_sample..self.events.len() as u32).collect();
+
+        // Labels that arrive with the window: all of a warm-up window, else a seeded fraction.
+        let free: Vec<u32> = window_samples
+            .iter()
+            .copied()
+            .filter(|&k| {
+                warmup || unit_hash(self.seed ^ FREE_LABEL_SALT, k) < self.replay.free_labels
+            })
+            .collect();
+        self.labelled.resize(self.events.len(), false);
+        for &k in &free {
+            self.labelled[k as usize] = true;
+        }
+        let insert: Vec<PoolSample> = window_samples
+            .iter()
+            .filter(|&&k| !self.labelled[k as usize])
+            .map(|&k| pool_sample(&self.events, k, self.oracle))
+            .collect();
+        // Publish the window's new rows and pool samples (scores them) before testing on it:
+        // inserting into the pool does not train, so the test stays prequential.
+        let inserted = clock.time("score", || {
+            self.session.publish(PoolChanges {
+                insert,
+                ..PoolChanges::default()
+            })
+        })?;
+        let mut metrics = self.prequential(&mut clock, &window);
+
+        let picked = match &self.select {
+            Some(select) if !warmup => {
+                let (budget, per_user) = (select.budget, select.per_user);
+                clock.time("select", || self.session.pick(budget, per_user))
+            }
+            _ => Vec::new(),
+        };
+        let mut revealed: Vec<u32> = free.clone();
+        for &(sample, key) in &picked {
+            let event = self.events[sample as usize];
+            self.labelled[sample as usize] = true;
+            revealed.push(sample);
+            let source = self.windows.source();
+            self.selections.push(SelectionRecord {
+                round: window.index,
+                sample,
+                user_id: source.users().raw(event.user).clone(),
+                item_id: source.items().raw(event.item).clone(),
+                score: key,
+            });
+        }
+        self.labelled_count += revealed.len() as u64;
+        let train_on: Vec<u32> = match self.refit {
+            RefitPolicy::NewLabels => revealed.clone(),
+            RefitPolicy::AllLabels => (0..self.events.len() as u32)
+                .filter(|&k| self.labelled[k as usize])
+                .collect(),
+        };
+        let train_events: Vec<Interaction> =
+            train_on.iter().map(|&k| self.events[k as usize]).collect();
+        let epochs = if warmup {
+            self.epochs
+        } else {
+            self.epochs_per_round
+        };
+        let report = clock.time("train", || {
+            self.session
+                .model_mut()
+                .fit(&train_events, &train_on, epochs)
+        })?;
+        let labelled_events: Vec<Interaction> =
+            revealed.iter().map(|&k| self.events[k as usize]).collect();
+        let remove = picked
+            .iter()
+            .map(|&(k, _)| pool_sample(&self.events, k, self.oracle))
+            .collect();
+        let trained = clock.time("score", || {
+            self.session.publish(PoolChanges {
+                insert: Vec::new(),
+                remove,
+                labelled: &labelled_events,
+                fit: Some(&report),
+            })
+        })?;
+        metrics.push(("train_loss".into(), f64::from(report.last_epoch_loss)));
+        metrics.push(("events".into(), window.events.len() as f64));
+        let counts = RoundCounts {
+            labelled: self.labelled_count,
+            selected: picked.len() as u64,
+            rescored: inserted.rescored + trained.rescored,
+        };
+        Ok(clock.record(&mut self.session.latency, window.index, counts, metrics))
+    }
+
+    /// Metrics of the current model on the window's events, before it trains on them, and
+    /// the cumulative RMSE/MAE over every window tested so far. The first window has no
+    /// model to test yet: its metrics are NaN.
+    fn prequential(&mut self, clock: &mut RoundClock, window: &ReplayWindow) -> Vec<(String, f64)> {
+        let Some(plan) = self.evaluate.clone() else {
+            return Vec::new();
+        };
+        if window.index == 0 {
+            let mut metrics: Vec<(String, f64)> = plan
+                .metrics
+                .iter()
+                .map(|m| (m.to_string(), f64::NAN))
+                .collect();
+            metrics.extend([
+                ("cumulative_rmse".to_string(), f64::NAN),
+                ("cumulative_mae".to_string(), f64::NAN),
+            ]);
+            return metrics;
+        }
+        let started = Instant::now();
+        for e in &window.events {
+            let error = f64::from(self.session.predict(e.user, e.item) - e.label);
+            self.errors.squared += error * error;
+            self.errors.absolute += error.abs();
+            self.errors.count += 1;
+        }
+        let mut metrics = self.session.evaluate(&window.events, &plan);
+        let n = self.errors.count as f64;
+        metrics.push(("cumulative_rmse".into(), (self.errors.squared / n).sqrt()));
+        metrics.push(("cumulative_mae".into(), self.errors.absolute / n));
+        clock.add("evaluate", started.elapsed());
+        metrics
+    }
+}
+
+/// The next window, with errors turned into run errors.
+fn next_window(
+    windows: &mut WindowCutter<EventBatches>,
+    source: &str,
+) -> Result<Option<ReplayWindow>, RunError> {
+    match windows.next() {
+        None => Ok(None),
+        Some(Ok(window)) => Ok(Some(window)),
+        Some(Err(WindowError::Source(e))) => Err(e.into()),
+        Some(Err(e @ WindowError::OutOfOrder { .. })) => Err(RunError::Experiment {
+            field: "data.events".into(),
+            message: format!("{source}: {e}"),
+            help:
+                "sort the log by time, or use the `pool` protocol, which does not need time order"
+                    .into(),
+        }),
+    }
+}
+
+impl Experiment for ReplayExperiment {
+    fn history(&self) -> &[RoundRecord] {
+        &self.history
+    }
+
+    fn has_next(&self) -> bool {
+        self.next_window.is_some()
+            && self
+                .replay
+                .max_windows
+                .is_none_or(|max| (self.history.len() as u32) < max)
+    }
+
+    fn planned_rounds(&self) -> Option<u32> {
+        self.replay.max_windows
+    }
+
+    fn session(&self) -> &Session {
+        &self.session
+    }
+
+    fn pool(&self) -> Vec<PoolSample> {
+        (0..self.events.len() as u32)
+            .filter(|&k| !self.labelled[k as usize])
+            .map(|k| pool_sample(&self.events, k, self.oracle))
+            .collect()
+    }
+
+    fn next_round(&mut self) -> Result<&RoundRecord, RunError> {
+        let window = self.next_window.take().expect("has_next was checked");
+        let record = self.run_window(window)?;
+        self.next_window = next_window(&mut self.windows, &self.source)?;
+        self.history.push(record);
+        Ok(self.history.last().expect("just pushed"))
+    }
+
+    fn finish(self: Box<Self>) -> Result<ExperimentOutput, RunError> {
+        let latency = self.session.finish()?;
+        Ok(ExperimentOutput {
+            rounds: self.history,
+            selections: self.selections,
+            latency,
+        })
+    }
+}

@@ -1,0 +1,213 @@
+//! The selection protocol (sample selection on fully logged data, e.g. hard-example
+//! mining): every training label is known, so each sample's loss is maintained exactly;
+//! each round the strategy picks the `budget` samples to train on next. Samples stay in the
+//! pool: a sample whose loss stays high can be picked again.
+
+use crate::data::Interaction;
+use crate::dataflow::PoolSample;
+use crate::plan::{EvaluatePlan, Plan, SelectPlan, SelectionProtocolPlan};
+use crate::results::{RoundRecord, SelectionRecord};
+
+use super::experiment::{
+    Experiment, ExperimentOutput, RoundClock, RoundCounts, build_model, clipped_head, mean_label,
+    pool_sample,
+};
+use super::session::{PoolChanges, Session};
+use super::{ExperimentData, RunError};
+
+/// A running selection-protocol experiment.
+pub struct SelectionExperiment {
+    data: ExperimentData,
+    select: SelectPlan,
+    evaluate: Option<EvaluatePlan>,
+    epochs_per_round: usize,
+    rounds: u32,
+    session: Session,
+    round: u32,
+    selections: Vec<SelectionRecord>,
+    history: Vec<RoundRecord>,
+}
+
+impl SelectionExperiment {
+    /// Loads every training sample (with its label) into the engine, optionally warms the
+    /// model up on all of them, and records round 0.
+    pub fn start(
+        plan: &Plan,
+        protocol: &SelectionProtocolPlan,
+        data: ExperimentData,
+        track_scores: bool,
+    ) -> Result<Self, RunError> {
+        let select = plan.select.clone().ok_or_else(|| RunError::Experiment {
+            field: "nodes".into(),
+            message:
+                "the selection protocol needs a select node: it decides what each round trains on"
+                    .into(),
+            help: "add e.g. `pick: {select: {strategy: max_loss, budget: 1000}, input: scores}`"
+                .into(),
+        })?;
+        let Some(global_mean) = mean_label(data.train.iter().map(|e| e.label)) else {
+            return Err(RunError::Experiment {
+                field: "protocol.selection.split".into(),
+                message: "no training events after the split".into(),
+                help: "check the event file and the split's test fraction".into(),
+            });
+        };
+        if !select.per_user && select.budget > data.train.len() as u64 {
+            return Err(RunError::Experiment {
+                field: format!("nodes.{}.select.budget", select.node),
+                message: format!(
+                    "budget {} is larger than the {} training samples it selects from",
+                    select.budget,
+                    data.train.len()
+                ),
+                help: format!("lower `budget` to at most {}", data.train.len()),
+            });
+        }
+        let model = build_model(
+            plan,
+            data.users.len(),
+            data.items.len(),
+            global_mean,
+            data.label_kind,
+        )?;
+        let head = clipped_head(
+            model.as_ref(),
+            data.train.iter().map(|e| e.label),
+            data.label_kind,
+        );
+        let mut session = Session::start(
+            head,
+            model,
+            plan.workers,
+            Some(&select),
+            plan.seed,
+            track_scores,
+        )?;
+        let mut clock = RoundClock::default();
+        let keys: Vec<u32> = (0..data.train.len() as u32).collect();
+        let report = clock.time("train", || {
+            session
+                .model_mut()
+                .fit(&data.train, &keys, protocol.warmup_epochs)
+        })?;
+        let insert: Vec<PoolSample> = keys
+            .iter()
+            .map(|&k| pool_sample(&data.train, k, true))
+            .collect();
+        let output = clock.time("score", || {
+            session.publish(PoolChanges {
+                insert,
+                remove: Vec::new(),
+                labelled: &data.train,
+                fit: Some(&report),
+            })
+        })?;
+        let mut experiment = Self {
+            select,
+            evaluate: plan.evaluate.clone(),
+            epochs_per_round: plan.train.epochs_per_round,
+            rounds: protocol.rounds,
+            session,
+            round: 0,
+            selections: Vec::new(),
+            history: Vec::new(),
+            data,
+        };
+        let counts = RoundCounts {
+            labelled: experiment.data.train.len() as u64,
+            selected: 0,
+            rescored: output.rescored,
+        };
+        let record = experiment.finish_round(clock, counts, report.last_epoch_loss);
+        experiment.history.push(record);
+        Ok(experiment)
+    }
+
+    fn finish_round(
+        &mut self,
+        mut clock: RoundClock,
+        counts: RoundCounts,
+        train_loss: f32,
+    ) -> RoundRecord {
+        let mut metrics = match &self.evaluate {
+            Some(plan) => clock.time("evaluate", || self.session.evaluate(&self.data.test, plan)),
+            None => Vec::new(),
+        };
+        metrics.push(("train_loss".into(), f64::from(train_loss)));
+        clock.record(&mut self.session.latency, self.round, counts, metrics)
+    }
+}
+
+impl Experiment for SelectionExperiment {
+    fn history(&self) -> &[RoundRecord] {
+        &self.history
+    }
+
+    fn has_next(&self) -> bool {
+        self.round < self.rounds
+    }
+
+    fn planned_rounds(&self) -> Option<u32> {
+        Some(self.rounds)
+    }
+
+    fn session(&self) -> &Session {
+        &self.session
+    }
+
+    fn pool(&self) -> Vec<PoolSample> {
+        (0..self.data.train.len() as u32)
+            .map(|k| pool_sample(&self.data.train, k, true))
+            .collect()
+    }
+
+    fn next_round(&mut self) -> Result<&RoundRecord, RunError> {
+        self.round += 1;
+        let mut clock = RoundClock::default();
+        let picked = clock.time("select", || {
+            self.session.pick(self.select.budget, self.select.per_user)
+        });
+        let samples: Vec<u32> = picked.iter().map(|(s, _)| *s).collect();
+        for &(sample, key) in &picked {
+            let event = self.data.train[sample as usize];
+            self.selections.push(SelectionRecord {
+                round: self.round,
+                sample,
+                user_id: self.data.users.raw(event.user).clone(),
+                item_id: self.data.items.raw(event.item).clone(),
+                score: key,
+            });
+        }
+        let events: Vec<Interaction> = samples
+            .iter()
+            .map(|&k| self.data.train[k as usize])
+            .collect();
+        let epochs = self.epochs_per_round;
+        let report = clock.time("train", || {
+            self.session.model_mut().fit(&events, &samples, epochs)
+        })?;
+        let output = clock.time("score", || {
+            self.session.publish(PoolChanges {
+                fit: Some(&report),
+                ..PoolChanges::default()
+            })
+        })?;
+        let counts = RoundCounts {
+            labelled: self.data.train.len() as u64,
+            selected: picked.len() as u64,
+            rescored: output.rescored,
+        };
+        let record = self.finish_round(clock, counts, report.last_epoch_loss);
+        self.history.push(record);
+        Ok(self.history.last().expect("just pushed"))
+    }
+
+    fn finish(self: Box<Self>) -> Result<ExperimentOutput, RunError> {
+        let latency = self.session.finish()?;
+        Ok(ExperimentOutput {
+            rounds: self.history,
+            selections: self.selections,
+            latency,
+        })
+    }
+}

@@ -1,0 +1,245 @@
+//! What every protocol shares: the model, the incremental engine that keeps every pool
+//! sample's score current, the driver's copy of the scoring rows, and the strategy's
+//! ranking of the pool, fed by the engine's score changes.
+//!
+//! A protocol decides which samples enter and leave the pool and what to train on; it hands
+//! those changes and the trainer's [`FitReport`] to [`Session::publish`], which exports the
+//! changed rows, runs one engine round and applies the score changes to the ranking.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::data::{Interaction, ItemIdx, SampleIdx, UserIdx};
+use crate::dataflow::{EngineUpdate, PoolSample, RoundOutput, ScoreUpdate, ScoringEngine};
+use crate::metrics::latency::LatencyRecorder;
+use crate::metrics::{Scored, evaluate};
+use crate::model::{FitReport, Recommender};
+use crate::plan::{EvaluatePlan, SelectPlan};
+use crate::scoring::{PerSampleScore, ScoringHead};
+use crate::strategy::{RankedPool, SampleSignals, Strategy};
+
+use super::RunError;
+use super::rows::RowMirror;
+
+/// Changes a protocol makes to the pool in one engine round.
+#[derive(Debug, Default)]
+pub struct PoolChanges<'a> {
+    /// Samples entering the pool.
+    pub insert: Vec<PoolSample>,
+    /// Samples leaving the pool, exactly as inserted.
+    pub remove: Vec<PoolSample>,
+    /// Events whose labels became known (for item statistics).
+    pub labelled: &'a [Interaction],
+    /// What the trainer changed, if it ran.
+    pub fit: Option<&'a FitReport>,
+}
+
+/// The model, the engine and the ranking of one experiment.
+pub struct Session {
+    head: ScoringHead,
+    model: Box<dyn Recommender>,
+    engine: ScoringEngine,
+    rows: RowMirror,
+    published: (usize, usize),
+    ranked: RankedPool,
+    strategy: Option<Strategy>,
+    seed: u64,
+    tracked: Option<HashMap<SampleIdx, PerSampleScore>>,
+    /// Per-operator latencies of the run.
+    pub latency: LatencyRecorder,
+}
+
+impl Session {
+    /// Starts the engine with `head` on `workers` threads. `select` decides the ranking
+    /// key; `track_scores` keeps every maintained score (for reference checks; costs
+    /// memory on large pools).
+    pub fn start(
+        head: ScoringHead,
+        model: Box<dyn Recommender>,
+        workers: usize,
+        select: Option<&SelectPlan>,
+        seed: u64,
+        track_scores: bool,
+    ) -> Result<Self, RunError> {
+        let engine = ScoringEngine::start(workers, head.clone())?;
+        let rows = RowMirror::new(head.layout.row_len(), Vec::new(), Vec::new());
+        Ok(Self {
+            head,
+            model,
+            engine,
+            rows,
+            published: (0, 0),
+            ranked: RankedPool::new(seed, select.is_some_and(|s| s.per_user)),
+            strategy: select.map(|s| s.strategy),
+            seed,
+            tracked: track_scores.then(HashMap::new),
+            latency: LatencyRecorder::new(),
+        })
+    }
+
+    /// The model, for training.
+    pub fn model_mut(&mut self) -> &mut dyn Recommender {
+        self.model.as_mut()
+    }
+
+    /// The scoring head (layout, offsets, clipping).
+    pub fn head(&self) -> &ScoringHead {
+        &self.head
+    }
+
+    /// Grows the model to hold `n_users` x `n_items`; the new rows are published with the
+    /// next [`Session::publish`].
+    pub fn grow(&mut self, n_users: usize, n_items: usize) -> Result<(), RunError> {
+        let (users, items) = self.model.shape();
+        if n_users > users || n_items > items {
+            self.model.grow(n_users.max(users), n_items.max(items))?;
+        }
+        Ok(())
+    }
+
+    /// Runs one engine round with `changes`: publishes rows of users and items that are new
+    /// or that the trainer changed, and applies the score changes to the ranking.
+    pub fn publish(&mut self, changes: PoolChanges<'_>) -> Result<RoundOutput, RunError> {
+        let (n_users, n_items) = self.model.shape();
+        let (old_users, old_items) = self.published;
+        let mut users: Vec<UserIdx> = (old_users as u32..n_users as u32).collect();
+        let mut items: Vec<ItemIdx> = (old_items as u32..n_items as u32).collect();
+        let mut head = None;
+        if let Some(fit) = changes.fit {
+            users.extend(
+                fit.changed_users
+                    .iter()
+                    .filter(|&&u| (u as usize) < old_users),
+            );
+            items.extend(
+                fit.changed_items
+                    .iter()
+                    .filter(|&&i| (i as usize) < old_items),
+            );
+            if fit.shared_changed {
+                head = Some(self.model.head());
+            }
+        }
+        users.sort_unstable();
+        items.sort_unstable();
+        let user_rows = self.model.user_rows(&users)?;
+        let item_rows = self.model.item_rows(&items)?;
+        self.rows.set_users(&users, &user_rows);
+        self.rows.set_items(&items, &item_rows);
+        self.published = (n_users, n_items);
+        let head_changed = head.is_some();
+        if let Some(new_head) = head {
+            self.head = ScoringHead {
+                clip: self.head.clip,
+                ..new_head
+            };
+        }
+        let update = EngineUpdate {
+            insert: changes.insert,
+            remove: changes.remove,
+            user_rows: self.rows.user_entries(&users),
+            item_rows: self.rows.item_entries(&items),
+            labels: changes.labelled.iter().map(|e| (e.item, e.label)).collect(),
+            head: head_changed.then(|| self.head.clone()),
+        };
+        let output = self.engine.apply(update)?;
+        self.apply_scores(&output.updates);
+        Ok(output)
+    }
+
+    /// Applies consolidated score changes to the ranking (and the tracked scores).
+    fn apply_scores(&mut self, updates: &[ScoreUpdate]) {
+        for u in updates {
+            if let Some(tracked) = &mut self.tracked {
+                if u.diff < 0 {
+                    tracked.remove(&u.sample);
+                } else {
+                    tracked.insert(u.sample, u.state.score);
+                }
+            }
+            let Some(strategy) = self.strategy else {
+                continue;
+            };
+            if u.diff < 0 {
+                self.ranked.remove(u.sample);
+            } else {
+                let signals = SampleSignals {
+                    sample: u.sample,
+                    prediction: u.state.score.prediction,
+                    variance: u.state.score.variance,
+                    loss: u.state.score.loss,
+                    item_labels: u.state.item_labels,
+                    item_entropy: u.state.item_entropy,
+                };
+                self.ranked
+                    .upsert(u.sample, u.state.user, strategy.key(&signals, self.seed));
+            }
+        }
+    }
+
+    /// The samples a strategy would pick now: the `budget` best overall, or per user.
+    pub fn pick(&self, budget: u64, per_user: bool) -> Vec<(SampleIdx, f64)> {
+        if per_user {
+            self.ranked.top_per_group(budget as usize)
+        } else {
+            self.ranked.top(budget as usize)
+        }
+    }
+
+    /// The model's prediction for a user and an item, from the published rows.
+    pub fn predict(&self, user: UserIdx, item: ItemIdx) -> f32 {
+        self.head
+            .score(self.rows.user(user), self.rows.item(item), None)
+            .prediction
+    }
+
+    /// Metrics of the current model on `events`.
+    pub fn evaluate(&self, events: &[Interaction], plan: &EvaluatePlan) -> Vec<(String, f64)> {
+        let scored: Vec<Scored> = events
+            .iter()
+            .map(|e| Scored {
+                user: e.user,
+                prediction: self.predict(e.user, e.item),
+                label: e.label,
+            })
+            .collect();
+        evaluate(&plan.metrics, &scored, plan.relevant)
+    }
+
+    /// The engine-maintained score of every pool sample (when tracking was asked for).
+    pub fn maintained_scores(&self) -> Option<BTreeMap<SampleIdx, PerSampleScore>> {
+        self.tracked
+            .as_ref()
+            .map(|t| t.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+
+    /// Scores `pool` from scratch with rows freshly exported from the model: the reference
+    /// the maintained scores must equal.
+    pub fn scores_from_scratch(
+        &self,
+        pool: impl Iterator<Item = PoolSample>,
+    ) -> Result<BTreeMap<SampleIdx, PerSampleScore>, RunError> {
+        let (n_users, n_items) = self.model.shape();
+        let users: Vec<u32> = (0..n_users as u32).collect();
+        let items: Vec<u32> = (0..n_items as u32).collect();
+        let fresh = RowMirror::new(
+            self.head.layout.row_len(),
+            self.model.user_rows(&users)?,
+            self.model.item_rows(&items)?,
+        );
+        Ok(pool
+            .map(|s| {
+                (
+                    s.sample,
+                    self.head
+                        .score(fresh.user(s.user), fresh.item(s.item), s.label),
+                )
+            })
+            .collect())
+    }
+
+    /// Stops the engine.
+    pub fn finish(self) -> Result<LatencyRecorder, RunError> {
+        self.engine.finish()?;
+        Ok(self.latency)
+    }
+}
