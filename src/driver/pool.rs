@@ -174,9 +174,7 @@ impl Experiment for PoolExperiment {
             .expect("rounds > 0 imply a select node (checked by the planner)");
         self.round += 1;
         let mut clock = RoundClock::default();
-        let picked = clock.time("select", || {
-            self.session.pick(select.budget, select.per_user)
-        });
+        let picked = clock.time("select", || self.session.pick(select.budget));
         if picked.is_empty() {
             return Err(RunError::Experiment {
                 field: "protocol.pool.rounds".into(),

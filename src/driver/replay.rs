@@ -176,8 +176,8 @@ impl ReplayExperiment {
 
         let picked = match &self.select {
             Some(select) if !warmup => {
-                let (budget, per_user) = (select.budget, select.per_user);
-                clock.time("select", || self.session.pick(budget, per_user))
+                let budget = select.budget;
+                clock.time("select", || self.session.pick(budget))
             }
             _ => Vec::new(),
         };

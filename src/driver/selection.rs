@@ -164,9 +164,7 @@ impl Experiment for SelectionExperiment {
     fn next_round(&mut self) -> Result<&RoundRecord, RunError> {
         self.round += 1;
         let mut clock = RoundClock::default();
-        let picked = clock.time("select", || {
-            self.session.pick(self.select.budget, self.select.per_user)
-        });
+        let picked = clock.time("select", || self.session.pick(self.select.budget));
         let samples: Vec<u32> = picked.iter().map(|(s, _)| *s).collect();
         for &(sample, key) in &picked {
             let event = self.data.train[sample as usize];

@@ -15,7 +15,7 @@ use crate::metrics::{Scored, evaluate};
 use crate::model::{FitReport, Recommender};
 use crate::plan::{EvaluatePlan, SelectPlan};
 use crate::scoring::{PerSampleScore, ScoringHead};
-use crate::strategy::{RankedPool, SampleSignals, Strategy};
+use crate::strategy::{RankedPool, SampleSignals, Strategy, popularity_stratum};
 
 use super::RunError;
 use super::rows::RowMirror;
@@ -42,6 +42,8 @@ pub struct Session {
     published: (usize, usize),
     ranked: RankedPool,
     strategy: Option<Strategy>,
+    /// Whether the budget is spent per user (groups are users) rather than overall.
+    per_user: bool,
     seed: u64,
     tracked: Option<HashMap<SampleIdx, PerSampleScore>>,
     /// Per-operator latencies of the run.
@@ -68,7 +70,11 @@ impl Session {
             engine,
             rows,
             published: (0, 0),
-            ranked: RankedPool::new(seed, select.is_some_and(|s| s.per_user)),
+            ranked: RankedPool::new(
+                seed,
+                select.is_some_and(|s| s.per_user || s.strategy == Strategy::Stratified),
+            ),
+            per_user: select.is_some_and(|s| s.per_user),
             strategy: select.map(|s| s.strategy),
             seed,
             tracked: track_scores.then(HashMap::new),
@@ -170,16 +176,25 @@ impl Session {
                     item_labels: u.state.item_labels,
                     item_entropy: u.state.item_entropy,
                 };
+                // Groups are users for per-user budgets, popularity strata when stratified.
+                let group = if self.per_user {
+                    u.state.user
+                } else {
+                    popularity_stratum(u.state.item_labels)
+                };
                 self.ranked
-                    .upsert(u.sample, u.state.user, strategy.key(&signals, self.seed));
+                    .upsert(u.sample, group, strategy.key(&signals, self.seed));
             }
         }
     }
 
-    /// The samples a strategy would pick now: the `budget` best overall, or per user.
-    pub fn pick(&self, budget: u64, per_user: bool) -> Vec<(SampleIdx, f64)> {
-        if per_user {
+    /// The samples the strategy picks now: the `budget` best overall, per user, or spread
+    /// evenly over popularity strata.
+    pub fn pick(&self, budget: u64) -> Vec<(SampleIdx, f64)> {
+        if self.per_user {
             self.ranked.top_per_group(budget as usize)
+        } else if self.strategy == Some(Strategy::Stratified) {
+            self.ranked.top_balanced(budget as usize)
         } else {
             self.ranked.top(budget as usize)
         }

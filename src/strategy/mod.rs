@@ -45,6 +45,8 @@ pub enum Strategy {
     Entropy,
     /// log(1 + popularity) x entropy.
     LogPopEntropy,
+    /// Uniformly random within item-popularity strata, the budget split evenly.
+    Stratified,
 }
 
 /// One registered strategy: its YAML name, what it does, and what it needs.
@@ -106,6 +108,14 @@ pub static STRATEGIES: &[StrategyDef] = &[
         needs_labels: false,
         needs_uncertainty: false,
     },
+    StrategyDef {
+        strategy: Strategy::Stratified,
+        name: "stratified",
+        doc: "random within item-popularity strata (log2 buckets of the item's known labels), \
+              the budget split evenly across strata: rare items get as many picks as popular ones",
+        needs_labels: false,
+        needs_uncertainty: false,
+    },
 ];
 
 impl Strategy {
@@ -133,8 +143,15 @@ impl Strategy {
             Strategy::LogPopEntropy => {
                 f64::from(signals.item_labels).ln_1p() * f64::from(signals.item_entropy)
             }
+            Strategy::Stratified => unit_hash(seed, signals.sample),
         }
     }
+}
+
+/// The popularity stratum of an item with `labels` known labels: 0 for none, then
+/// `1 + floor(log2(labels))` (1, 2-3, 4-7, ...).
+pub fn popularity_stratum(labels: u32) -> u32 {
+    32 - labels.leading_zeros()
 }
 
 /// A seeded hash of a sample, uniform in [0, 1): the random strategy's key and every
@@ -182,6 +199,15 @@ mod tests {
         assert_eq!(Strategy::Popularity.key(&s, 0), 9.0);
         assert_eq!(Strategy::Entropy.key(&s, 0), 1.5);
         assert!((Strategy::LogPopEntropy.key(&s, 0) - 10f64.ln() * 1.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn strata_are_log2_buckets() {
+        let strata: Vec<u32> = [0, 1, 2, 3, 4, 7, 8, 1000]
+            .iter()
+            .map(|&n| popularity_stratum(n))
+            .collect();
+        assert_eq!(strata, [0, 1, 2, 2, 3, 3, 4, 10]);
     }
 
     #[test]

@@ -113,6 +113,32 @@ impl RankedPool {
             .collect()
     }
 
+    /// `n` samples spread evenly over the groups: the best of every group, then the
+    /// second best of every group, and so on (groups in ascending id order), until `n` are
+    /// taken or the groups run out.
+    ///
+    /// # Panics
+    /// If the index was built without `per_group`.
+    pub fn top_balanced(&self, n: usize) -> Vec<(u32, f64)> {
+        let groups = self
+            .groups
+            .as_ref()
+            .expect("RankedPool built with per_group");
+        let mut cursors: Vec<_> = groups.values().map(|set| set.iter()).collect();
+        let mut picked = Vec::with_capacity(n);
+        while picked.len() < n && !cursors.is_empty() {
+            cursors.retain_mut(|cursor| match cursor.next() {
+                Some((Reverse(Key(k)), _, s)) if picked.len() < n => {
+                    picked.push((*s, *k));
+                    true
+                }
+                Some(_) => true,
+                None => false,
+            });
+        }
+        picked
+    }
+
     /// The current key of `sample`.
     pub fn key(&self, sample: u32) -> Option<f64> {
         self.position
@@ -185,6 +211,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn balanced_picks_take_turns_across_groups() {
+        let mut pool = RankedPool::new(0, true);
+        for (sample, group, key) in [
+            (1, 0, 0.9),
+            (2, 0, 0.8),
+            (3, 0, 0.7),
+            (4, 5, 0.1),
+            (5, 9, 0.5),
+            (6, 9, 0.4),
+        ] {
+            pool.upsert(sample, group, key);
+        }
+        let picked: Vec<u32> = pool.top_balanced(5).iter().map(|p| p.0).collect();
+        assert_eq!(picked, [1, 4, 5, 2, 6]);
+        assert_eq!(pool.top_balanced(100).len(), 6);
     }
 
     #[test]

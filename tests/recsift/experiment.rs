@@ -46,6 +46,7 @@ fn incremental_scores_hold_for_every_strategy_and_refit_policy() {
         ("random", "all_labels", "false"),
         ("max_loss", "new_labels", "false"),
         ("log_pop_entropy", "new_labels", "true"),
+        ("stratified", "new_labels", "false"),
     ] {
         let plan = plan_of(
             "pipelines/quickstart.yaml",
