@@ -8,12 +8,12 @@ use crate::dataflow::PoolSample;
 use crate::metrics::latency::LatencyRecorder;
 use crate::model::Recommender;
 use crate::model::mf::BiasedMf;
-use crate::plan::Plan;
+use crate::plan::{EvaluatePlan, Plan};
 use crate::results::{RoundRecord, SelectionRecord};
 use crate::scoring::ScoringHead;
 
-use super::RunError;
 use super::session::Session;
+use super::{ExperimentData, RunError};
 
 /// A protocol run one round at a time.
 pub trait Experiment {
@@ -89,6 +89,24 @@ pub fn check_against_scratch(experiment: &dyn Experiment, tolerance: f32) -> Res
         }
     }
     Ok(scratch.len())
+}
+
+/// Metrics of the session's model on the test set, and on its cold items alone (named
+/// `cold_<metric>`) when the split holds items out.
+pub fn test_metrics(
+    session: &Session,
+    data: &ExperimentData,
+    plan: &EvaluatePlan,
+) -> Vec<(String, f64)> {
+    let mut metrics = session.evaluate(&data.test, plan);
+    if !data.cold_test.is_empty() {
+        let cold = session.evaluate(&data.cold_test, plan);
+        metrics.extend(
+            cold.into_iter()
+                .map(|(name, value)| (format!("cold_{name}"), value)),
+        );
+    }
+    metrics
 }
 
 /// The recommender a plan asks for, sized for `n_users` x `n_items`, with the global offset

@@ -36,7 +36,7 @@ use self::experiment::Experiment;
 use self::pool::PoolExperiment;
 use self::replay::ReplayExperiment;
 use self::selection::SelectionExperiment;
-use self::split::split_events;
+use self::split::{is_cold_item, split_events};
 
 /// Why a run stopped.
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +163,9 @@ pub struct ExperimentData {
     pub train: Vec<Interaction>,
     /// Test events.
     pub test: Vec<Interaction>,
+    /// The test events of cold items (items held out of training entirely), if the split
+    /// has any.
+    pub cold_test: Vec<Interaction>,
     /// Raw user ids.
     pub users: IdMap,
     /// Raw item ids.
@@ -194,9 +197,18 @@ pub fn load_data(plan: &Plan) -> Result<ExperimentData, RunError> {
             split_events(&events, split, plan.seed)
         }
     };
+    let cold_test = match split {
+        SplitPlan::Random { cold_items, .. } if *cold_items > 0.0 => test
+            .iter()
+            .filter(|e| is_cold_item(e.item, *cold_items, plan.seed))
+            .copied()
+            .collect(),
+        _ => Vec::new(),
+    };
     Ok(ExperimentData {
         train,
         test,
+        cold_test,
         users,
         items,
         label_kind: plan.data.label_kind,

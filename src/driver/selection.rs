@@ -10,7 +10,7 @@ use crate::results::{RoundRecord, SelectionRecord};
 
 use super::experiment::{
     Experiment, ExperimentOutput, RoundClock, RoundCounts, build_model, clipped_head, mean_label,
-    pool_sample,
+    pool_sample, test_metrics,
 };
 use super::session::{PoolChanges, Session};
 use super::{ExperimentData, RunError};
@@ -130,7 +130,7 @@ impl SelectionExperiment {
         train_loss: f32,
     ) -> RoundRecord {
         let mut metrics = match &self.evaluate {
-            Some(plan) => clock.time("evaluate", || self.session.evaluate(&self.data.test, plan)),
+            Some(plan) => clock.time("evaluate", || test_metrics(&self.session, &self.data, plan)),
             None => Vec::new(),
         };
         metrics.push(("train_loss".into(), f64::from(train_loss)));

@@ -11,8 +11,15 @@ use crate::strategy::unit_hash;
 /// Salts so that the test split and the seed labels draw independent hashes.
 const TEST_SALT: u64 = 0x7E57_5A17;
 const LABEL_SALT: u64 = 0x1ABE_11ED;
+const COLD_SALT: u64 = 0xC01D_17E5;
+
+/// Whether `item` is held out as a cold item under a `cold_items` fraction.
+pub fn is_cold_item(item: u32, cold_items: f64, seed: u64) -> bool {
+    cold_items > 0.0 && unit_hash(seed ^ COLD_SALT, item) < cold_items
+}
 
 /// Splits `events` by a `random` or `temporal` plan into (train, test), each in input order.
+/// Every event of a cold item goes to test.
 ///
 /// # Panics
 /// For a `files` split, whose events come already split.
@@ -22,8 +29,11 @@ pub fn split_events(
     seed: u64,
 ) -> (Vec<Interaction>, Vec<Interaction>) {
     let in_test: Vec<bool> = match split {
-        SplitPlan::Random { test } => (0..events.len())
-            .map(|k| unit_hash(seed ^ TEST_SALT, k as u32) < *test)
+        SplitPlan::Random { test, cold_items } => (0..events.len())
+            .map(|k| {
+                is_cold_item(events[k].item, *cold_items, seed)
+                    || unit_hash(seed ^ TEST_SALT, k as u32) < *test
+            })
             .collect(),
         SplitPlan::Temporal { leave_last } => last_per_user(events, *leave_last),
         SplitPlan::Files { .. } => panic!("a files split is read already split"),
@@ -97,17 +107,37 @@ mod tests {
     #[test]
     fn random_split_is_seeded_and_close_to_the_fraction() {
         let e = events(20_000);
-        let (train, test) = split_events(&e, &SplitPlan::Random { test: 0.2 }, 1);
+        let plan = SplitPlan::Random {
+            test: 0.2,
+            cold_items: 0.0,
+        };
+        let (train, test) = split_events(&e, &plan, 1);
         assert_eq!(train.len() + test.len(), e.len());
         assert!((test.len() as f64 / e.len() as f64 - 0.2).abs() < 0.01);
-        assert_eq!(
-            split_events(&e, &SplitPlan::Random { test: 0.2 }, 1).1,
-            test
-        );
-        assert_ne!(
-            split_events(&e, &SplitPlan::Random { test: 0.2 }, 2).1,
-            test
-        );
+        assert_eq!(split_events(&e, &plan, 1).1, test);
+        assert_ne!(split_events(&e, &plan, 2).1, test);
+    }
+
+    #[test]
+    fn cold_items_never_appear_in_train() {
+        let e: Vec<Interaction> = (0..20_000)
+            .map(|k| Interaction {
+                user: k % 97,
+                item: k % 500,
+                label: 3.0,
+                time: 0,
+            })
+            .collect();
+        let plan = SplitPlan::Random {
+            test: 0.2,
+            cold_items: 0.1,
+        };
+        let (train, test) = split_events(&e, &plan, 3);
+        let cold: Vec<u32> = (0..500).filter(|&i| is_cold_item(i, 0.1, 3)).collect();
+        assert!((30..70).contains(&cold.len()), "{}", cold.len());
+        assert!(train.iter().all(|x| !cold.contains(&x.item)));
+        let cold_in_test = test.iter().filter(|x| cold.contains(&x.item)).count();
+        assert_eq!(cold_in_test, cold.len() * 40);
     }
 
     #[test]

@@ -474,7 +474,8 @@ impl Resolver {
         )?;
         match chosen {
             "random" => {
-                let test = split.random.as_ref()?.test;
+                let random = split.random.as_ref()?;
+                let test = random.test;
                 if !(test > 0.0 && test < 1.0) {
                     self.error(
                         path.key("random").key("test"),
@@ -482,7 +483,15 @@ impl Resolver {
                         "use e.g. `test: 0.2`",
                     );
                 }
-                Some(SplitPlan::Random { test })
+                let cold_items = random.cold_items.unwrap_or(0.0);
+                if !(0.0..1.0).contains(&cold_items) {
+                    self.error(
+                        path.key("random").key("cold_items"),
+                        format!("cold item fraction {cold_items} is not in [0, 1)"),
+                        "use e.g. `cold_items: 0.1` (a tenth of the items are never trained on)",
+                    );
+                }
+                Some(SplitPlan::Random { test, cold_items })
             }
             "temporal" => {
                 let leave_last = split.temporal.as_ref()?.leave_last.unwrap_or(1);

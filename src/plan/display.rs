@@ -83,7 +83,10 @@ impl fmt::Display for Plan {
 
 fn describe_split(split: &SplitPlan) -> String {
     match split {
-        SplitPlan::Random { test } => format!("random, test fraction {test}"),
+        SplitPlan::Random { test, cold_items } if *cold_items > 0.0 => {
+            format!("random, test fraction {test}, cold item fraction {cold_items}")
+        }
+        SplitPlan::Random { test, .. } => format!("random, test fraction {test}"),
         SplitPlan::Temporal { leave_last } => {
             format!("temporal, each user's last {leave_last} to test")
         }

@@ -162,8 +162,10 @@ pub struct PoolPlan {
 pub enum SplitPlan {
     /// A seeded random fraction of events to test.
     Random {
-        /// Test fraction.
+        /// Test fraction (of the events of items that are not cold).
         test: f64,
+        /// Fraction of items whose events all go to test (cold items).
+        cold_items: f64,
     },
     /// Each user's last events by time to test.
     Temporal {

@@ -119,6 +119,9 @@ pub struct SplitSpec {
 pub struct RandomSplitSpec {
     /// Fraction of events in the test set, in (0, 1).
     pub test: f64,
+    /// Fraction of items held out entirely (cold start): all their events go to test, and
+    /// metrics are also reported on them alone (`cold_rmse`, ...). Default 0.
+    pub cold_items: Option<f64>,
 }
 
 /// `split.temporal:`.
