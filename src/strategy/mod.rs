@@ -8,6 +8,7 @@
 //! The registry [`STRATEGIES`] is the one list of strategies: its names and docs drive YAML
 //! validation, `recsift plan` and the README reference.
 
+pub mod coreset;
 pub mod ranked_pool;
 
 pub use ranked_pool::RankedPool;
