@@ -60,10 +60,14 @@ impl fmt::Display for RawId {
 }
 
 /// A two-way map between raw ids and dense indices, in order of first appearance.
+///
+/// Interning is on the hot path of reading a log (once per event and column), so it uses
+/// foldhash with a fixed seed rather than the DoS-resistant default hasher: ids come from
+/// the user's own files.
 #[derive(Clone, Debug, Default)]
 pub struct IdMap {
     raw: Vec<RawId>,
-    index: HashMap<RawId, u32>,
+    index: HashMap<RawId, u32, foldhash::fast::FixedState>,
 }
 
 impl IdMap {
