@@ -5,6 +5,8 @@
 //! and item rows changed ([`FitReport`]); the driver turns those into row updates for the
 //! incremental engine.
 
+pub mod encoder;
+
 use candle_core::Device;
 
 use crate::data::{Interaction, ItemIdx, UserIdx};
@@ -23,6 +25,9 @@ pub enum ModelError {
     /// A training input is unusable (e.g. nothing to train on).
     #[error("{0}")]
     Input(String),
+    /// The text encoder's model could not be found, loaded or run.
+    #[error(transparent)]
+    Encoder(#[from] encoder::EncoderError),
 }
 
 /// What one training call did.
@@ -86,9 +91,8 @@ pub fn candle_device(choice: DeviceChoice) -> Result<Device, ModelError> {
                         .into(),
                 ));
             }
-            Device::new_cuda(ordinal).map_err(|e| {
-                ModelError::Device(format!("cannot open CUDA device {ordinal}: {e}"))
-            })
+            Device::new_cuda(ordinal)
+                .map_err(|e| ModelError::Device(format!("cannot open CUDA device {ordinal}: {e}")))
         }
     }
 }
