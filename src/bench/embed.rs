@@ -11,7 +11,7 @@ use candle_core::Device;
 use serde::Serialize;
 
 use crate::model::ModelError;
-use crate::model::encoder::{StageTimes, TextEncoder};
+use crate::model::encoder::{StageTimes, TextEncoder, process_cpu_seconds};
 
 /// Lines encoded before timing starts.
 const WARM_UP_TEXTS: usize = 256;
@@ -31,6 +31,10 @@ pub struct EmbedBenchReport {
     pub batch: usize,
     /// Wall-clock seconds of the timed encoding.
     pub seconds: f64,
+    /// CPU seconds the process used during the timed encoding (all threads; `None` where
+    /// the platform does not say). Well below `threads × seconds` means other processes
+    /// were competing for the cores.
+    pub cpu_seconds: Option<f64>,
     /// `texts / seconds`.
     pub texts_per_s: f64,
     /// Peak resident memory of the process (`VmHWM`), in MiB; `None` where
@@ -84,9 +88,11 @@ pub fn bench_embed(
         .with_threads(threads)
         .with_batch_size(batch);
     encoder.encode(&texts[..texts.len().min(WARM_UP_TEXTS)])?;
+    let cpu_start = process_cpu_seconds();
     let start = Instant::now();
     let (vectors, stages) = encoder.encode_profiled(&texts)?;
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = cpu_start.zip(process_cpu_seconds()).map(|(a, b)| b - a);
     debug_assert_eq!(vectors.len(), texts.len() * encoder.dim());
     let tokens = texts
         .iter()
@@ -99,6 +105,7 @@ pub fn bench_embed(
         threads: encoder.threads(),
         batch: encoder.batch_size(),
         seconds,
+        cpu_seconds,
         texts_per_s: texts.len() as f64 / seconds,
         peak_rss_mb: peak_rss_mb(),
         stages,

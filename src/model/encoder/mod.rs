@@ -54,7 +54,7 @@ use self::cpu::CpuBert;
 pub use self::error::EncoderError;
 use self::folder::ModelFolder;
 pub use self::folder::{DEFAULT_MAX_TOKENS, REQUIRED_FILES};
-pub use self::profile::StageTimes;
+pub use self::profile::{StageTimes, process_cpu_seconds};
 pub use self::resolve::{MODEL_DIR_VAR, resolve_model_dir};
 use crate::model::ModelError;
 

@@ -4,10 +4,11 @@ use serde::Serialize;
 
 /// Seconds spent per stage of [`super::TextEncoder::encode_profiled`].
 ///
-/// `tokenize` and `total` are wall-clock time; the model stages are measured inside each
-/// worker thread and summed over threads (CPU seconds), so with two busy threads they add
-/// up to about twice the wall time of the forward passes. The GPU path fills in only
-/// `tokenize`, `forward` and `total`.
+/// `tokenize` and `total` are wall-clock time. The model stages of the CPU path are the
+/// CPU time of each worker thread (on Unix; wall-clock time elsewhere), summed over
+/// threads: with two busy threads they add up to about twice the wall time of the forward
+/// passes, and other processes competing for the cores do not inflate them. The GPU path
+/// fills in only `tokenize`, `forward` and `total`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct StageTimes {
     /// Turning texts into token ids (wall clock).
@@ -67,5 +68,68 @@ impl StageTimes {
             ("pooling", self.pooling),
             ("forward", self.forward),
         ]
+    }
+}
+
+/// A clock for stage laps: this thread's CPU time in seconds where the platform has one
+/// (`CLOCK_THREAD_CPUTIME_ID`), else wall-clock seconds since `origin`.
+pub fn thread_seconds(origin: std::time::Instant) -> f64 {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec; the call only writes it.
+        if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0 {
+            return ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9;
+        }
+    }
+    origin.elapsed().as_secs_f64()
+}
+
+/// CPU seconds used so far by the whole process (all threads), where the platform says.
+pub fn process_cpu_seconds() -> Option<f64> {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: as in `thread_seconds`.
+        if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } == 0 {
+            return Some(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_clock_advances_with_work_and_adds_up() {
+        let origin = std::time::Instant::now();
+        let start = thread_seconds(origin);
+        let mut x = 0u64;
+        while origin.elapsed().as_millis() < 30 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let spent = thread_seconds(origin) - start;
+        assert!(spent > 0.01 && spent < 1.0, "{spent}");
+        let mut a = StageTimes {
+            qkv: 1.0,
+            ..StageTimes::default()
+        };
+        a.add(&StageTimes {
+            qkv: 0.5,
+            total: 2.0,
+            ..StageTimes::default()
+        });
+        assert_eq!((a.qkv, a.total), (1.5, 2.0));
+        #[cfg(unix)]
+        assert!(process_cpu_seconds().is_some_and(|s| s > 0.0));
     }
 }

@@ -1,30 +1,28 @@
 //! Dense layers on the CPU: `y = x · Wᵀ + b` with the weight packed once at load time.
 //!
 //! A BERT layer spends almost all of its time in four such products. The weight `W`
-//! (`n × k`, PyTorch's `Linear` layout) is packed into panels of [`NR`] output columns,
-//! each stored k-major, so the micro-kernel streams one panel with unit stride. The
-//! activations are packed per call into micro-panels of [`MR`] rows. Blocking: `MC` rows
-//! of `x` times `KC` of the inner dimension are packed at a time (they stay in L2); every
-//! weight panel slice (`KC × NR`, up to 48 KiB) then serves all `MC / MR` row blocks from L1.
+//! (`n × k`, PyTorch's `Linear` layout) is packed at load time into panels of [`NR`]
+//! output columns, each stored k-major, so the micro-kernel streams a panel with unit
+//! stride. The activations `x` are read in place (row-major, no packing): each step of `k`
+//! broadcasts one value from each of [`MR`] rows. Loop order: weight panel outer (a panel,
+//! 48 KiB for `k = 384`, stays in L1/L2 while every row block passes over it), rows inner.
+//! The inner dimension is not blocked: MiniLM's `k <= 1536` keeps a panel in L2.
 //!
 //! The micro-kernel keeps an `MR × NR` tile of `y` in 28 AVX-512 registers (one fused
-//! multiply-add per register per step of `k`). CPUs without AVX-512 (or other
-//! architectures) use a portable kernel of the same shape: same results up to the order of
-//! float additions, slower. Everything is `f32`; no reduced precision anywhere.
+//! multiply-add per register per step of `k`) and adds the bias (and, for the feed-forward
+//! up-projection, applies GELU) on the registers before the single store. CPUs without
+//! AVX-512 (or other architectures) use a portable kernel of the same shape: same results
+//! up to the order of float additions, slower. Everything is `f32`; no reduced precision.
 //!
 //! Single-threaded on purpose: the encoder runs whole batches on separate threads, which
-//! costs no synchronisation per product (see `super::forward`).
+//! costs no synchronisation per product (see `super::CpuBert::encode`).
+
+use super::kernels;
 
 /// Rows of `x` per micro-kernel call.
 pub const MR: usize = 14;
 /// Output columns per weight panel (two 16-lane vectors).
 pub const NR: usize = 32;
-/// Largest inner-dimension block: a `KC × NR` weight slice is 48 KiB, a `MC × KC` block
-/// of `x` 672 KiB. A longer inner dimension is cut into equal blocks no longer than this.
-const KC: usize = 384;
-/// Rows of `x` packed at a time (a multiple of [`MR`]).
-const MC: usize = MR * 32;
-
 /// A 64-byte aligned, zero-initialised buffer of `f32` (cache-line aligned vector loads).
 #[derive(Clone, Default)]
 pub struct AlignedBuf {
@@ -67,6 +65,15 @@ impl AlignedBuf {
     }
 }
 
+/// What happens to `x · Wᵀ + b` before it is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Epilogue {
+    /// Nothing.
+    Bias,
+    /// Exact (erf) GELU, as BERT's feed-forward layer applies it.
+    BiasGelu,
+}
+
 /// A linear layer's weight `W` (`n × k`) packed into k-major panels of [`NR`] columns,
 /// with its bias padded to a whole number of panels.
 pub struct PackedLinear {
@@ -102,10 +109,17 @@ impl PackedLinear {
         }
     }
 
-    /// `y = x · Wᵀ + b` for the first `m` rows of `x` (`m × k`, row-major) into `y`
-    /// (`m × n`, row-major). `pack` is scratch space, grown as needed.
-    pub fn forward(&self, x: &[f32], m: usize, y: &mut [f32], pack: &mut AlignedBuf) {
-        self.forward_with(Kernel::detect(), x, m, y, pack);
+    /// `y = epilogue(x · Wᵀ + b)` for the first `m` rows of `x` (`m × k`, row-major) into
+    /// `y` (`m × n`, row-major). `edge` is scratch space for a last, partial row block.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        m: usize,
+        y: &mut [f32],
+        edge: &mut AlignedBuf,
+        epilogue: Epilogue,
+    ) {
+        self.forward_with(Kernel::detect(), x, m, y, edge, epilogue);
     }
 
     /// [`Self::forward`] with a given micro-kernel.
@@ -115,87 +129,61 @@ impl PackedLinear {
         x: &[f32],
         m: usize,
         y: &mut [f32],
-        pack: &mut AlignedBuf,
+        edge: &mut AlignedBuf,
+        epilogue: Epilogue,
     ) {
         let (n, k) = (self.n, self.k);
         assert!(x.len() >= m * k, "x holds fewer than m rows");
         assert!(y.len() >= m * n, "y holds fewer than m rows");
-        let n_panels = n.div_ceil(NR);
-        pack.ensure(MC * KC);
-        for ic in (0..m).step_by(MC) {
-            let mc = MC.min(m - ic);
-            let row_blocks = mc.div_ceil(MR);
-            let k_step = k.div_ceil(k.div_ceil(KC));
-            for pc in (0..k).step_by(k_step) {
-                let kc = k_step.min(k - pc);
-                pack_rows(&x[ic * k..], mc, k, pc, kc, pack.as_mut_slice());
-                for panel in 0..n_panels {
-                    let b = &self.panels.as_slice()[(panel * k + pc) * NR..][..kc * NR];
-                    let bias = (pc == 0).then(|| &self.bias.as_slice()[panel * NR..][..NR]);
-                    let col = panel * NR;
-                    let cols = NR.min(n - col);
-                    for block in 0..row_blocks {
-                        let a = &pack.as_slice()[block * kc * MR..][..kc * MR];
-                        let row = ic + block * MR;
-                        let rows = MR.min(m - row);
-                        let out = &mut y[row * n + col..];
-                        if rows == MR && cols == NR {
-                            kernel.tile(kc, a, b, out, n, bias);
-                        } else {
-                            edge_tile(kernel, kc, a, b, out, n, rows, cols, bias);
-                        }
-                    }
+        let full_blocks = m / MR;
+        let tail_rows = m % MR;
+        if tail_rows > 0 {
+            // The last rows, zero-padded to a whole block, so the kernel never reads past x.
+            edge.ensure(MR * k);
+            let rows = &mut edge.as_mut_slice()[..MR * k];
+            rows[..tail_rows * k].copy_from_slice(&x[full_blocks * MR * k..m * k]);
+            rows[tail_rows * k..].fill(0.0);
+        }
+        for panel in 0..n.div_ceil(NR) {
+            let b = &self.panels.as_slice()[panel * k * NR..][..k * NR];
+            let bias = &self.bias.as_slice()[panel * NR..][..NR];
+            let col = panel * NR;
+            let cols = NR.min(n - col);
+            for block in 0..full_blocks {
+                let a = &x[block * MR * k..][..MR * k];
+                let out = &mut y[block * MR * n + col..];
+                if cols == NR {
+                    kernel.tile(k, a, k, b, out, n, bias, epilogue);
+                } else {
+                    edge_tile(kernel, k, a, b, out, n, MR, cols, bias, epilogue);
                 }
+            }
+            if tail_rows > 0 {
+                let a = &edge.as_slice()[..MR * k];
+                let out = &mut y[full_blocks * MR * n + col..];
+                edge_tile(kernel, k, a, b, out, n, tail_rows, cols, bias, epilogue);
             }
         }
     }
 }
 
-/// Copy rows `0..mc` of `x` (row stride `k`), columns `pc..pc + kc`, into micro-panels:
-/// panel `p` holds, for each column, the [`MR`] values of rows `p*MR..p*MR+MR` (zero
-/// beyond `mc`).
-fn pack_rows(x: &[f32], mc: usize, k: usize, pc: usize, kc: usize, dst: &mut [f32]) {
-    for (block, panel) in dst[..mc.div_ceil(MR) * kc * MR]
-        .chunks_exact_mut(kc * MR)
-        .enumerate()
-    {
-        for r in 0..MR {
-            let row = block * MR + r;
-            if row < mc {
-                let src = &x[row * k + pc..][..kc];
-                for (kk, &v) in src.iter().enumerate() {
-                    panel[kk * MR + r] = v;
-                }
-            } else {
-                for kk in 0..kc {
-                    panel[kk * MR + r] = 0.0;
-                }
-            }
-        }
-    }
-}
-
-/// A partial tile (fewer than [`MR`] rows or [`NR`] columns): run the kernel on a full
-/// local tile and copy the valid part in and out.
+/// A partial tile (fewer than [`MR`] rows or [`NR`] columns): run the kernel into a full
+/// local tile and copy the valid part out.
 #[allow(clippy::too_many_arguments)]
 fn edge_tile(
     kernel: Kernel,
-    kc: usize,
+    k: usize,
     a: &[f32],
     b: &[f32],
     out: &mut [f32],
     ldc: usize,
     rows: usize,
     cols: usize,
-    bias: Option<&[f32]>,
+    bias: &[f32],
+    epilogue: Epilogue,
 ) {
     let mut tile = [0f32; MR * NR];
-    if bias.is_none() {
-        for r in 0..rows {
-            tile[r * NR..r * NR + cols].copy_from_slice(&out[r * ldc..r * ldc + cols]);
-        }
-    }
-    kernel.tile(kc, a, b, &mut tile, NR, bias);
+    kernel.tile(k, a, k, b, &mut tile, NR, bias, epilogue);
     for r in 0..rows {
         out[r * ldc..r * ldc + cols].copy_from_slice(&tile[r * NR..r * NR + cols]);
     }
@@ -221,34 +209,50 @@ impl Kernel {
         Kernel::Portable
     }
 
-    /// One `MR × NR` tile: `c = a · b + bias` when `bias` is given, else `c += a · b`.
-    /// `a` is one packed row micro-panel (`kc × MR`), `b` one weight panel slice
-    /// (`kc × NR`), `c` the tile's top-left with row stride `ldc`.
+    /// One `MR × NR` tile: `c = epilogue(a · b + bias)`. `a` is [`MR`] rows of `k` values
+    /// with row stride `lda`, `b` one packed weight panel (`k × NR`), `c` the tile's
+    /// top-left with row stride `ldc`.
+    #[allow(clippy::too_many_arguments)]
     pub fn tile(
         self,
-        kc: usize,
+        k: usize,
         a: &[f32],
+        lda: usize,
         b: &[f32],
         c: &mut [f32],
         ldc: usize,
-        bias: Option<&[f32]>,
+        bias: &[f32],
+        epilogue: Epilogue,
     ) {
-        assert!(a.len() >= kc * MR && b.len() >= kc * NR);
+        assert!(k > 0 && lda >= k && a.len() >= (MR - 1) * lda + k);
+        assert!(b.len() >= k * NR && bias.len() >= NR);
         assert!(c.len() >= (MR - 1) * ldc + NR);
-        assert!(bias.is_none_or(|b| b.len() >= NR));
         match self {
             // SAFETY: `detect` saw AVX-512F; the asserts above bound every access.
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => unsafe { avx512::tile(kc, a.as_ptr(), b.as_ptr(), c, ldc, bias) },
-            Kernel::Portable => portable_tile(kc, a, b, c, ldc, bias),
+            Kernel::Avx512 => unsafe {
+                avx512::tile(k, a.as_ptr(), lda, b.as_ptr(), c, ldc, bias, epilogue)
+            },
+            Kernel::Portable => portable_tile(k, a, lda, b, c, ldc, bias, epilogue),
         }
     }
 }
 
-fn portable_tile(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, bias: Option<&[f32]>) {
+#[allow(clippy::too_many_arguments)]
+fn portable_tile(
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+    bias: &[f32],
+    epilogue: Epilogue,
+) {
     let mut acc = [[0f32; NR]; MR];
-    for (a_k, b_k) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(kc) {
-        for (acc_row, &a_rk) in acc.iter_mut().zip(a_k) {
+    for (kk, b_k) in b.chunks_exact(NR).take(k).enumerate() {
+        for (r, acc_row) in acc.iter_mut().enumerate() {
+            let a_rk = a[r * lda + kk];
             for (acc_rj, &b_kj) in acc_row.iter_mut().zip(b_k) {
                 *acc_rj = a_rk.mul_add(b_kj, *acc_rj);
             }
@@ -256,17 +260,11 @@ fn portable_tile(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, bia
     }
     for (r, acc_row) in acc.iter().enumerate() {
         let c_row = &mut c[r * ldc..r * ldc + NR];
-        match bias {
-            Some(bias) => {
-                for ((c, &acc), &b) in c_row.iter_mut().zip(acc_row).zip(bias) {
-                    *c = acc + b;
-                }
-            }
-            None => {
-                for (c, &acc) in c_row.iter_mut().zip(acc_row) {
-                    *c += acc;
-                }
-            }
+        for ((c, &acc), &b) in c_row.iter_mut().zip(acc_row).zip(bias) {
+            *c = acc + b;
+        }
+        if epilogue == Epilogue::BiasGelu {
+            kernels::activate(c_row, kernels::Activation::GeluErf);
         }
     }
 }
@@ -278,62 +276,60 @@ mod avx512 {
         _mm512_storeu_ps,
     };
 
-    use super::{MR, NR};
+    use super::super::kernels::avx512_math::gelu16;
+    use super::{Epilogue, MR, NR};
 
     /// See [`super::Kernel::tile`].
     ///
     /// # Safety
-    /// The CPU must support AVX-512F; `a` must hold `kc * MR` floats, `b` `kc * NR`,
-    /// `c` `(MR - 1) * ldc + NR` (the caller checks).
+    /// The CPU must support AVX-512F; `a` must hold `(MR - 1) * lda + k` floats, `b`
+    /// `k * NR`, `bias` `NR`, `c` `(MR - 1) * ldc + NR` (the caller checks).
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn tile(
-        kc: usize,
+        k: usize,
         a: *const f32,
+        lda: usize,
         b: *const f32,
         c: &mut [f32],
         ldc: usize,
-        bias: Option<&[f32]>,
+        bias: &[f32],
+        epilogue: Epilogue,
     ) {
         let mut acc: [[__m512; 2]; MR] = [[_mm512_setzero_ps(); 2]; MR];
-        let (mut ap, mut bp) = (a, b);
-        for _ in 0..kc {
-            // SAFETY: `kc` steps of `MR` (resp. `NR`) floats stay inside `a` (resp. `b`).
+        let mut bp = b;
+        for kk in 0..k {
+            // SAFETY: `kk < k`, so row `r < MR` reads `a[r * lda + kk]` inside `a`, and
+            // `k` steps of `NR` floats stay inside `b`.
             unsafe {
                 let b0 = _mm512_loadu_ps(bp);
                 let b1 = _mm512_loadu_ps(bp.add(16));
                 for (r, acc_r) in acc.iter_mut().enumerate() {
-                    let a_r = _mm512_set1_ps(*ap.add(r));
+                    let a_r = _mm512_set1_ps(*a.add(r * lda + kk));
                     acc_r[0] = _mm512_fmadd_ps(a_r, b0, acc_r[0]);
                     acc_r[1] = _mm512_fmadd_ps(a_r, b1, acc_r[1]);
                 }
-                ap = ap.add(MR);
                 bp = bp.add(NR);
             }
         }
         let cp = c.as_mut_ptr();
-        // SAFETY: row `r < MR` of the tile spans `cp + r*ldc .. + NR`, inside `c`.
+        // SAFETY: `bias` holds `NR` floats; row `r < MR` of the tile spans
+        // `cp + r*ldc .. + NR`, inside `c`.
         unsafe {
-            match bias {
-                Some(bias) => {
-                    let z0 = _mm512_loadu_ps(bias.as_ptr());
-                    let z1 = _mm512_loadu_ps(bias.as_ptr().add(16));
-                    for (r, acc_r) in acc.iter().enumerate() {
-                        let row = cp.add(r * ldc);
-                        _mm512_storeu_ps(row, _mm512_add_ps(acc_r[0], z0));
-                        _mm512_storeu_ps(row.add(16), _mm512_add_ps(acc_r[1], z1));
-                    }
+            let z0 = _mm512_loadu_ps(bias.as_ptr());
+            let z1 = _mm512_loadu_ps(bias.as_ptr().add(16));
+            for (r, acc_r) in acc.iter().enumerate() {
+                let mut lo = _mm512_add_ps(acc_r[0], z0);
+                let mut hi = _mm512_add_ps(acc_r[1], z1);
+                if epilogue == Epilogue::BiasGelu {
+                    lo = gelu16(lo);
+                    hi = gelu16(hi);
                 }
-                None => {
-                    for (r, acc_r) in acc.iter().enumerate() {
-                        let row = cp.add(r * ldc);
-                        _mm512_storeu_ps(row, _mm512_add_ps(acc_r[0], _mm512_loadu_ps(row)));
-                        let hi = row.add(16);
-                        _mm512_storeu_ps(hi, _mm512_add_ps(acc_r[1], _mm512_loadu_ps(hi)));
-                    }
-                }
+                let row = cp.add(r * ldc);
+                _mm512_storeu_ps(row, lo);
+                _mm512_storeu_ps(row.add(16), hi);
             }
         }
-        debug_assert_eq!(NR, 32);
     }
 }
 
@@ -367,54 +363,57 @@ mod tests {
             .collect()
     }
 
-    fn check(kernel: Kernel, m: usize, n: usize, k: usize) {
+    fn gelu64(v: f64) -> f64 {
+        // erf by its all-positive series, as in the kernels' tests.
+        let (a, mut term, mut total, mut n) = (v.abs() / 2f64.sqrt(), 0.0f64, 0.0f64, 0.0f64);
+        term += a;
+        while term > 1e-18 * total.max(1e-300) || n < 5.0 {
+            total += term;
+            n += 1.0;
+            term *= 2.0 * a * a / (2.0 * n + 1.0);
+        }
+        let erf = (2.0 / std::f64::consts::PI.sqrt() * (-a * a).exp() * total).copysign(v);
+        0.5 * v * (1.0 + erf)
+    }
+
+    fn check(kernel: Kernel, m: usize, n: usize, k: usize, epilogue: Epilogue) {
         let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
         let packed = PackedLinear::new(&w, &b, n, k);
         let mut y = vec![f32::NAN; m * n];
-        let expected = naive(&x, &w, &b, m, n, k);
-        packed.forward_with(kernel, &x, m, &mut y, &mut AlignedBuf::default());
+        let mut expected = naive(&x, &w, &b, m, n, k);
+        if epilogue == Epilogue::BiasGelu {
+            expected.iter_mut().for_each(|v| *v = gelu64(*v));
+        }
+        packed.forward_with(kernel, &x, m, &mut y, &mut AlignedBuf::default(), epilogue);
         for (idx, (&got, &want)) in y.iter().zip(&expected).enumerate() {
             assert!(
                 (f64::from(got) - want).abs() <= 1e-5 * (k as f64).sqrt(),
-                "{kernel:?} m={m} n={n} k={k}: y[{idx}] = {got}, expected {want}"
+                "{kernel:?} {epilogue:?} m={m} n={n} k={k}: y[{idx}] = {got}, expected {want}"
             );
         }
     }
 
     #[test]
-    fn forward_matches_naive_product_on_awkward_shapes() {
-        // Shapes with partial tiles in rows and columns, several K blocks, several M blocks.
-        for &(m, n, k) in &[
-            (1, 1, 1),
-            (13, 33, 7),
-            (14, 32, 256),
-            (29, 70, 300),
-            (470, 64, 600),
-        ] {
-            let (x, w, b) = (values(m * k, 4), values(n * k, 5), values(n, 6));
-            let packed = PackedLinear::new(&w, &b, n, k);
-            let mut y = vec![f32::NAN; m * n];
-            packed.forward(&x, m, &mut y, &mut AlignedBuf::default());
-            let expected = naive(&x, &w, &b, m, n, k);
-            for (idx, (&got, &want)) in y.iter().zip(&expected).enumerate() {
-                assert!(
-                    (f64::from(got) - want).abs() <= 1e-5 * (k as f64).sqrt(),
-                    "m={m} n={n} k={k}: y[{idx}] = {got}, expected {want}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn every_kernel_matches_naive_product() {
+    fn every_kernel_matches_naive_product_on_awkward_shapes() {
         let mut kernels = vec![Kernel::Portable];
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512f") {
             kernels.push(Kernel::Avx512);
         }
+        assert_eq!(kernels.last(), Some(&Kernel::detect()));
+        // Partial row blocks, partial column panels, short and long inner dimensions.
         for kernel in kernels {
-            check(kernel, 31, 65, 300);
-            check(kernel, 14, 32, 5);
+            for &(m, n, k) in &[
+                (1, 1, 1),
+                (13, 33, 7),
+                (14, 32, 5),
+                (31, 65, 300),
+                (470, 64, 600),
+            ] {
+                for epilogue in [Epilogue::Bias, Epilogue::BiasGelu] {
+                    check(kernel, m, n, k, epilogue);
+                }
+            }
         }
     }
 

@@ -64,7 +64,9 @@ fn sum(x: &[f32]) -> f32 {
 
 /// `e^x` for `f32`, branch-free: `x = n·ln2 + r` with `|r| <= ln2/2`, `e^r` by its Taylor
 /// polynomial to degree 7 (truncation error below 1e-8 relative), `2^n` through the
-/// exponent bits. Relative error a few ulp; inputs below -87 give about 1e-38, not 0.
+/// exponent bits. Relative error a few ulp. Inputs below -86 give about 1e-37, not 0:
+/// results never become subnormal, which would make every later operation on them take
+/// a slow microcode path on x86.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -74,7 +76,7 @@ pub fn exp(x: f32) -> f32 {
     // Adding 1.5·2^23 rounds to an integer (ties to even) held in the low mantissa bits;
     // reading it from the bits avoids a float-to-int conversion that would not vectorise.
     const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
+    let x = x.clamp(-86.0, 88.0);
     let shifted = x.mul_add(LOG2E, ROUND);
     let n = shifted - ROUND;
     let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));
@@ -106,7 +108,9 @@ fn one_plus_erf(z: f32) -> f32 {
     const A3: f32 = 1.421_413_7;
     const A4: f32 = -1.453_152_1;
     const A5: f32 = 1.061_405_4;
-    let a = z.abs();
+    // erfc(9) is 4e-37: beyond 9 the result is 0 or 2 to within 1e-36, and clamping
+    // keeps every intermediate normal (see `exp`).
+    let a = z.abs().min(9.0);
     let t = 1.0 / P.mul_add(a, 1.0);
     let poly = t * A5
         .mul_add(t, A4)
@@ -119,7 +123,7 @@ fn one_plus_erf(z: f32) -> f32 {
 
 /// GELU as BERT defines it (`x/2 · (1 + erf(x/√2))`).
 #[inline(always)]
-fn gelu_erf(x: f32) -> f32 {
+pub fn gelu_erf(x: f32) -> f32 {
     0.5 * x * one_plus_erf(x * std::f32::consts::FRAC_1_SQRT_2)
 }
 
@@ -294,19 +298,101 @@ multiversion! {
     }
 }
 
+/// AVX-512 versions of [`exp`] and erf GELU on 16 lanes, shared by the attention kernel
+/// and the matrix-product epilogue.
+#[cfg(target_arch = "x86_64")]
+pub mod avx512_math {
+    use std::arch::x86_64::{
+        __m512, _CMP_GE_OQ, _mm512_abs_ps, _mm512_cmp_ps_mask, _mm512_fmadd_ps, _mm512_fnmadd_ps,
+        _mm512_mask_blend_ps, _mm512_max_ps, _mm512_min_ps, _mm512_mul_ps, _mm512_rcp14_ps,
+        _mm512_scalef_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_sub_ps,
+    };
+
+    /// `e^x` on 16 lanes, the same approximation as [`super::exp`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F. (Not a `#[target_feature]` function so that it can
+    /// be inlined into the kernels, which are.)
+    #[inline(always)]
+    pub unsafe fn exp16(x: __m512) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe {
+            const ROUND: f32 = 12_582_912.0;
+            let x = _mm512_min_ps(
+                _mm512_max_ps(x, _mm512_set1_ps(-86.0)),
+                _mm512_set1_ps(88.0),
+            );
+            let round = _mm512_set1_ps(ROUND);
+            let n = _mm512_sub_ps(
+                _mm512_fmadd_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E), round),
+                round,
+            );
+            let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
+            let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
+            let mut p = _mm512_set1_ps(1.0 / 5040.0);
+            for c in [
+                1.0 / 720.0,
+                1.0 / 120.0,
+                1.0 / 24.0,
+                1.0 / 6.0,
+                0.5,
+                1.0,
+                1.0,
+            ] {
+                p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+            }
+            _mm512_scalef_ps(p, n)
+        }
+    }
+
+    /// Erf GELU on 16 lanes: the same formula as [`super::gelu_erf`], with the division
+    /// replaced by a 14-bit reciprocal estimate refined by one Newton step (about 1 ulp).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[inline(always)]
+    pub unsafe fn gelu16(x: __m512) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe {
+            let one = _mm512_set1_ps(1.0);
+            let z = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
+            let a = _mm512_min_ps(_mm512_abs_ps(z), _mm512_set1_ps(9.0));
+            let d = _mm512_fmadd_ps(_mm512_set1_ps(0.327_591_1), a, one);
+            let t0 = _mm512_rcp14_ps(d);
+            let t = _mm512_fmadd_ps(_mm512_fnmadd_ps(d, t0, one), t0, t0);
+            let mut poly = _mm512_set1_ps(1.061_405_4);
+            for c in [-1.453_152_1, 1.421_413_7, -0.284_496_74, 0.254_829_6] {
+                poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(c));
+            }
+            let poly = _mm512_mul_ps(poly, t);
+            let erfc_a = _mm512_mul_ps(
+                poly,
+                exp16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, a))),
+            );
+            let non_negative = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(z, _mm512_setzero_ps());
+            let one_plus_erf = _mm512_mask_blend_ps(
+                non_negative,
+                erfc_a,
+                _mm512_sub_ps(_mm512_set1_ps(2.0), erfc_a),
+            );
+            _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5), x), one_plus_erf)
+        }
+    }
+}
+
 /// [`attention`] with AVX-512 intrinsics: per head, the scaled queries are copied out,
 /// the keys gathered into a transposed, zero-padded block, and both products are
 /// register-blocked over [`ROWS`](avx512_attention) queries at a time.
 #[cfg(target_arch = "x86_64")]
 mod avx512_attention {
     use std::arch::x86_64::{
-        __m512, _mm512_add_epi32, _mm512_add_ps, _mm512_fmadd_ps, _mm512_fnmadd_ps,
-        _mm512_loadu_ps, _mm512_mask_blend_ps, _mm512_mask_i32gather_ps, _mm512_maskz_mov_ps,
-        _mm512_max_ps, _mm512_min_ps, _mm512_mul_ps, _mm512_mullo_epi32, _mm512_reduce_add_ps,
-        _mm512_reduce_max_ps, _mm512_scalef_ps, _mm512_set1_epi32, _mm512_set1_ps,
-        _mm512_setr_epi32, _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps,
+        _mm512_add_epi32, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_blend_ps,
+        _mm512_mask_i32gather_ps, _mm512_maskz_mov_ps, _mm512_max_ps, _mm512_mul_ps,
+        _mm512_mullo_epi32, _mm512_reduce_add_ps, _mm512_reduce_max_ps, _mm512_set1_epi32,
+        _mm512_set1_ps, _mm512_setr_epi32, _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps,
     };
 
+    use super::avx512_math::exp16;
     use super::{AttentionScratch, Heads, LANES};
 
     /// Queries per register block.
@@ -322,37 +408,6 @@ mod avx512_attention {
             && heads.dim / LANES <= MAX_DIM_VECTORS
             && heads.dim > 0
             && qkv.len() < i32::MAX as usize
-    }
-
-    /// `e^x` on 16 lanes, the same approximation as [`super::exp`].
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn exp16(x: __m512) -> __m512 {
-        const ROUND: f32 = 12_582_912.0;
-        let x = _mm512_min_ps(
-            _mm512_max_ps(x, _mm512_set1_ps(-87.0)),
-            _mm512_set1_ps(88.0),
-        );
-        let round = _mm512_set1_ps(ROUND);
-        let n = _mm512_sub_ps(
-            _mm512_fmadd_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E), round),
-            round,
-        );
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
-        let mut p = _mm512_set1_ps(1.0 / 5040.0);
-        for c in [
-            1.0 / 720.0,
-            1.0 / 120.0,
-            1.0 / 24.0,
-            1.0 / 6.0,
-            0.5,
-            1.0,
-            1.0,
-        ] {
-            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-        }
-        _mm512_scalef_ps(p, n)
     }
 
     /// See [`super::attention`].
@@ -572,7 +627,7 @@ mod tests {
 
     #[test]
     fn gelu_erf_matches_float64_reference() {
-        let mut x: Vec<f32> = grid(-12.0, 12.0, 200_001).collect();
+        let mut x: Vec<f32> = grid(-30.0, 30.0, 300_001).collect();
         let input = x.clone();
         activate(&mut x, Activation::GeluErf);
         for (&xi, &got) in input.iter().zip(&x) {
@@ -583,6 +638,57 @@ mod tests {
                 err < 2e-7 * z.abs().max(1.0),
                 "gelu({xi}) = {got}, expected {want}"
             );
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_gelu_matches_float64_reference() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        use std::arch::x86_64::{_mm512_loadu_ps, _mm512_storeu_ps};
+        let input: Vec<f32> = grid(-12.0, 12.0, 160_000).take(160_000).collect();
+        for chunk in input.chunks_exact(16) {
+            let mut got = [0f32; 16];
+            // SAFETY: AVX-512F was detected; both pointers address 16 floats.
+            unsafe {
+                let v = avx512_math::gelu16(_mm512_loadu_ps(chunk.as_ptr()));
+                _mm512_storeu_ps(got.as_mut_ptr(), v);
+            }
+            for (&xi, &g) in chunk.iter().zip(&got) {
+                let z = f64::from(xi);
+                let want = 0.5 * z * (1.0 + erf64(z / std::f64::consts::SQRT_2));
+                let err = (f64::from(g) - want).abs();
+                assert!(
+                    err < 2e-7 * z.abs().max(1.0),
+                    "gelu16({xi}) = {g}, expected {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn exp_and_gelu_never_return_subnormals() {
+        // A subnormal result would make the next operations take x86's slow path.
+        let mut x: Vec<f32> = grid(-1000.0, 1000.0, 100_000).collect();
+        assert!(x.iter().all(|&v| !exp(v).is_subnormal() && exp(v) > 0.0));
+        activate(&mut x, Activation::GeluErf);
+        assert!(x.iter().all(|v| v.is_finite() && !v.is_subnormal()));
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            use std::arch::x86_64::{_mm512_loadu_ps, _mm512_storeu_ps};
+            for chunk in grid(-1000.0, 1000.0, 16 * 1000).collect::<Vec<_>>().chunks_exact(16) {
+                let (mut e, mut g) = ([0f32; 16], [0f32; 16]);
+                // SAFETY: AVX-512F was detected; the pointers address 16 floats.
+                unsafe {
+                    let v = _mm512_loadu_ps(chunk.as_ptr());
+                    _mm512_storeu_ps(e.as_mut_ptr(), avx512_math::exp16(v));
+                    _mm512_storeu_ps(g.as_mut_ptr(), avx512_math::gelu16(v));
+                }
+                assert!(e.iter().all(|v| *v > 0.0 && !v.is_subnormal()), "{chunk:?}: {e:?}");
+                assert!(g.iter().all(|v| v.is_finite() && !v.is_subnormal()), "{chunk:?}: {g:?}");
+            }
         }
     }
 

@@ -26,10 +26,10 @@ use candle_core::DType;
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
 
-use self::gemm::{AlignedBuf, PackedLinear};
+use self::gemm::{AlignedBuf, Epilogue, PackedLinear};
 use self::kernels::{Activation, AttentionScratch, Heads};
 use super::error::EncoderError;
-use super::profile::StageTimes;
+use super::profile::{StageTimes, thread_seconds};
 use super::tokens::Ragged;
 
 /// One transformer layer's weights, packed.
@@ -281,10 +281,11 @@ impl CpuBert {
         ws.qkv.ensure(total * 3 * h);
         ws.inter.ensure(total * i);
 
-        let mut clock = Instant::now();
+        let origin = Instant::now();
+        let mut clock = thread_seconds(origin);
         let mut lap = |slot: &mut f64| {
-            let now = Instant::now();
-            *slot += (now - clock).as_secs_f64();
+            let now = thread_seconds(origin);
+            *slot += now - clock;
             clock = now;
         };
 
@@ -314,7 +315,9 @@ impl CpuBert {
         for layer in &self.layers {
             let x = &ws.x.as_slice()[..total * h];
             let qkv = &mut ws.qkv.as_mut_slice()[..total * 3 * h];
-            layer.qkv.forward(x, total, qkv, &mut ws.pack);
+            layer
+                .qkv
+                .forward(x, total, qkv, &mut ws.pack, Epilogue::Bias);
             lap(&mut times.qkv);
 
             let ctx = &mut ws.ctx.as_mut_slice()[..total * h];
@@ -332,7 +335,9 @@ impl CpuBert {
             lap(&mut times.attention);
 
             let tmp = &mut ws.tmp.as_mut_slice()[..total * h];
-            layer.attn_out.forward(ctx, total, tmp, &mut ws.pack);
+            layer
+                .attn_out
+                .forward(ctx, total, tmp, &mut ws.pack, Epilogue::Bias);
             lap(&mut times.attn_out);
             let norm = &layer.attn_norm;
             kernels::layer_norm(tmp, Some(x), &norm.gamma, &norm.beta, self.eps);
@@ -341,13 +346,25 @@ impl CpuBert {
 
             let x = &ws.x.as_slice()[..total * h];
             let inter = &mut ws.inter.as_mut_slice()[..total * i];
-            layer.ffn_up.forward(x, total, inter, &mut ws.pack);
-            lap(&mut times.ffn_up);
-            kernels::activate(inter, self.activation);
-            lap(&mut times.activation);
+            if self.activation == Activation::GeluErf {
+                // GELU applied on the registers before the product's store.
+                layer
+                    .ffn_up
+                    .forward(x, total, inter, &mut ws.pack, Epilogue::BiasGelu);
+                lap(&mut times.ffn_up);
+            } else {
+                layer
+                    .ffn_up
+                    .forward(x, total, inter, &mut ws.pack, Epilogue::Bias);
+                lap(&mut times.ffn_up);
+                kernels::activate(inter, self.activation);
+                lap(&mut times.activation);
+            }
 
             let tmp = &mut ws.tmp.as_mut_slice()[..total * h];
-            layer.ffn_down.forward(inter, total, tmp, &mut ws.pack);
+            layer
+                .ffn_down
+                .forward(inter, total, tmp, &mut ws.pack, Epilogue::Bias);
             lap(&mut times.ffn_down);
             let norm = &layer.ffn_norm;
             kernels::layer_norm(tmp, Some(x), &norm.gamma, &norm.beta, self.eps);
@@ -363,5 +380,111 @@ impl CpuBert {
             start += len;
         }
         lap(&mut times.pooling);
+    }
+}
+
+/// Throughput of the CPU kernels on MiniLM's shapes, for `docs/benchmarks-encoder.md`:
+/// `cargo test --release --lib encoder_kernel_throughput -- --ignored --nocapture`.
+#[cfg(test)]
+mod kernel_bench {
+    use std::time::Instant;
+
+    use candle_core::{Device, Tensor};
+
+    use super::super::profile::thread_seconds;
+    use super::gemm::{AlignedBuf, Epilogue, PackedLinear};
+    use super::kernels::{self, Activation, AttentionScratch, Heads};
+
+    fn values(len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| (i * 7919 % 1009) as f32 / 1009.0 - 0.5)
+            .collect()
+    }
+
+    /// CPU seconds per call of `f`, best of 7 rounds of `reps` calls.
+    fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
+        let origin = Instant::now();
+        (0..7)
+            .map(|_| {
+                let start = thread_seconds(origin);
+                for _ in 0..reps {
+                    f();
+                }
+                (thread_seconds(origin) - start) / reps as f64
+            })
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    #[test]
+    #[ignore = "a benchmark: run explicitly"]
+    fn encoder_kernel_throughput() {
+        let m = 430; // 32 texts of the MovieLens file, about 13.4 tokens each
+        for (name, n, k) in [
+            ("qkv", 1152, 384),
+            ("attn_out", 384, 384),
+            ("ffn_up", 1536, 384),
+            ("ffn_down", 384, 1536),
+        ] {
+            let (x, w, b) = (values(m * k), values(n * k), values(n));
+            let packed = PackedLinear::new(&w, &b, n, k);
+            let mut y = vec![0f32; m * n];
+            let mut pack = AlignedBuf::default();
+            let ours = best_of(20, || {
+                packed.forward(&x, m, &mut y, &mut pack, Epilogue::Bias)
+            });
+            let fused = best_of(20, || {
+                packed.forward(&x, m, &mut y, &mut pack, Epilogue::BiasGelu)
+            });
+            let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu).expect("x");
+            let wt = Tensor::from_vec(w.clone(), (n, k), &Device::Cpu)
+                .expect("w")
+                .t()
+                .expect("t");
+            // candle runs the product on its own thread pool: wall clock there.
+            let candle = (0..7)
+                .map(|_| {
+                    let start = Instant::now();
+                    for _ in 0..20 {
+                        xt.matmul(&wt).expect("matmul");
+                    }
+                    start.elapsed().as_secs_f64() / 20.0
+                })
+                .fold(f64::INFINITY, f64::min);
+            let flop = 2.0 * (m * n * k) as f64;
+            eprintln!(
+                "{name:>8} {m}x{k} . {k}x{n}: ours {:6.1} GFLOP/s (1 thread; {:6.1} with GELU \
+                 epilogue), candle matmul {:6.1} GFLOP/s (its thread pool)",
+                flop / ours / 1e9,
+                flop / fused / 1e9,
+                flop / candle / 1e9
+            );
+        }
+        let heads = Heads { count: 12, dim: 32 };
+        let mut scratch = AttentionScratch::default();
+        for len in [8, 13, 16, 30, 62] {
+            let qkv = values(len * 3 * 384);
+            let mut out = vec![0f32; len * 384];
+            let t = best_of(200, || {
+                kernels::attention(&qkv, &mut out, heads, &mut scratch)
+            });
+            eprintln!(
+                "attention, {len:>2} tokens, 12 heads: {:6.2} us per sequence",
+                t * 1e6
+            );
+        }
+        let mut inter: Vec<f32> = values(m * 1536).iter().map(|v| v * 8.0).collect();
+        let t = best_of(20, || kernels::activate(&mut inter, Activation::GeluErf));
+        eprintln!(
+            "gelu (erf): {:.2} ns per element",
+            t * 1e9 / (m * 1536) as f64
+        );
+        let mut x = values(m * 384);
+        let r = values(m * 384);
+        let (g, b) = (vec![1.0; 384], vec![0.0; 384]);
+        let t = best_of(20, || kernels::layer_norm(&mut x, Some(&r), &g, &b, 1e-12));
+        eprintln!(
+            "residual + layer norm: {:.1} ns per row of 384",
+            t * 1e9 / m as f64
+        );
     }
 }
