@@ -337,6 +337,12 @@ fn weights_that_do_not_fit_the_config_are_reported_with_the_file() {
 }
 
 #[test]
+fn text_encoder_can_be_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<TextEncoder>();
+}
+
+#[test]
 fn model_id_comes_from_hub_snapshot_layout_or_folder_name() {
     let hub = Path::new("/c/hub/models--sentence-transformers--all-MiniLM-L6-v2/snapshots/abc");
     assert_eq!(
@@ -359,5 +365,32 @@ fn cuda_device_is_refused_with_instructions_in_a_cpu_build() {
         err.to_string(),
         "`device: cuda` needs a recsift built with `--features cuda` (cargo build --release \
          --features cuda); this build has CPU support only"
+    );
+}
+
+/// The same throughput measurement as `bench::embed` on candle-transformers' `BertModel`
+/// (length-sorted, padded batches; candle's own thread pool), for comparison:
+/// `cargo test --release --lib bench_candle_path_minilm -- --ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark: run explicitly"]
+fn bench_candle_path_minilm() {
+    let dir = shared_model_dir();
+    let text = std::fs::read_to_string(dir.join("ml-latest-small-item-texts.txt")).expect("texts");
+    let texts: Vec<&str> = text.lines().collect();
+    let encoder = TextEncoder::load_on(&dir, &Device::Cpu, false)
+        .expect("load")
+        .with_batch_size(32);
+    encoder.encode(&texts[..256]).expect("warm up");
+    let cpu = process_cpu_seconds();
+    let start = std::time::Instant::now();
+    encoder.encode(&texts).expect("encode");
+    let seconds = start.elapsed().as_secs_f64();
+    let cpu = cpu.zip(process_cpu_seconds()).map(|(a, b)| b - a);
+    println!(
+        "candle-transformers BertModel, length-sorted batches of 32, {} threads: {} texts in \
+         {seconds:.2} s = {:.1} texts/s (cpu {cpu:.2?} s)",
+        candle_core::utils::get_num_threads(),
+        texts.len(),
+        texts.len() as f64 / seconds
     );
 }

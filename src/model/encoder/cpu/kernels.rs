@@ -678,7 +678,10 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512f") {
             use std::arch::x86_64::{_mm512_loadu_ps, _mm512_storeu_ps};
-            for chunk in grid(-1000.0, 1000.0, 16 * 1000).collect::<Vec<_>>().chunks_exact(16) {
+            for chunk in grid(-1000.0, 1000.0, 16 * 1000)
+                .collect::<Vec<_>>()
+                .chunks_exact(16)
+            {
                 let (mut e, mut g) = ([0f32; 16], [0f32; 16]);
                 // SAFETY: AVX-512F was detected; the pointers address 16 floats.
                 unsafe {
@@ -686,8 +689,14 @@ mod tests {
                     _mm512_storeu_ps(e.as_mut_ptr(), avx512_math::exp16(v));
                     _mm512_storeu_ps(g.as_mut_ptr(), avx512_math::gelu16(v));
                 }
-                assert!(e.iter().all(|v| *v > 0.0 && !v.is_subnormal()), "{chunk:?}: {e:?}");
-                assert!(g.iter().all(|v| v.is_finite() && !v.is_subnormal()), "{chunk:?}: {g:?}");
+                assert!(
+                    e.iter().all(|v| *v > 0.0 && !v.is_subnormal()),
+                    "{chunk:?}: {e:?}"
+                );
+                assert!(
+                    g.iter().all(|v| v.is_finite() && !v.is_subnormal()),
+                    "{chunk:?}: {g:?}"
+                );
             }
         }
     }
