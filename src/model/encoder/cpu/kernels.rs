@@ -298,7 +298,7 @@ multiversion! {
     }
 }
 
-/// AVX-512 versions of [`exp`] and erf GELU on 16 lanes, shared by the attention kernel
+/// AVX-512 versions of `exp` and erf GELU on 16 lanes, shared by the attention kernel
 /// and the matrix-product epilogue.
 #[cfg(target_arch = "x86_64")]
 pub mod avx512_math {
@@ -382,7 +382,7 @@ pub mod avx512_math {
 
 /// [`attention`] with AVX-512 intrinsics: per head, the scaled queries are copied out,
 /// the keys gathered into a transposed, zero-padded block, and both products are
-/// register-blocked over [`ROWS`](avx512_attention) queries at a time.
+/// register-blocked over 4 queries at a time.
 #[cfg(target_arch = "x86_64")]
 mod avx512_attention {
     use std::arch::x86_64::{
