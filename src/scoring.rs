@@ -178,11 +178,7 @@ mod tests {
 
     #[test]
     fn single_member_has_zero_variance_and_squared_loss() {
-        let head = ScoringHead::new(
-            RowLayout { members: 1, dim: 3 },
-            vec![3.0],
-            LabelKind::Rating,
-        );
+        let head = ScoringHead::new(RowLayout { members: 1, dim: 3 }, vec![3.0], LabelKind::Rating);
         let s = head.score(&[0.5, 1.0, 0.0, 0.0], &[-0.25, 0.5, 9.0, 9.0], Some(4.0));
         assert_eq!(s.prediction, 3.75);
         assert_eq!(s.variance, 0.0);
@@ -191,11 +187,7 @@ mod tests {
 
     #[test]
     fn ensemble_variance_is_population_variance_of_members() {
-        let head = ScoringHead::new(
-            RowLayout { members: 2, dim: 0 },
-            vec![0.0, 0.0],
-            LabelKind::Rating,
-        );
+        let head = ScoringHead::new(RowLayout { members: 2, dim: 0 }, vec![0.0, 0.0], LabelKind::Rating);
         let s = head.score(&[1.0, 3.0], &[0.0, 0.0], None);
         assert_eq!(s.prediction, 2.0);
         assert_eq!(s.variance, 1.0);
@@ -204,22 +196,14 @@ mod tests {
 
     #[test]
     fn clipping_keeps_predictions_on_the_rating_scale() {
-        let head = ScoringHead::new(
-            RowLayout { members: 1, dim: 0 },
-            vec![4.0],
-            LabelKind::Rating,
-        )
-        .with_clip(0.5, 5.0);
+        let head = ScoringHead::new(RowLayout { members: 1, dim: 0 }, vec![4.0], LabelKind::Rating)
+            .with_clip(0.5, 5.0);
         assert_eq!(head.score(&[2.0], &[0.0], None).prediction, 5.0);
     }
 
     #[test]
     fn clicks_use_probabilities_and_cross_entropy() {
-        let head = ScoringHead::new(
-            RowLayout { members: 1, dim: 0 },
-            vec![0.0],
-            LabelKind::Click,
-        );
+        let head = ScoringHead::new(RowLayout { members: 1, dim: 0 }, vec![0.0], LabelKind::Click);
         let s = head.score(&[0.0], &[0.0], Some(1.0));
         assert_eq!(s.prediction, 0.5);
         assert!((s.loss.unwrap() - std::f32::consts::LN_2).abs() < 1e-6);
