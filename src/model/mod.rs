@@ -91,8 +91,9 @@ pub fn candle_device(choice: DeviceChoice) -> Result<Device, ModelError> {
                         .into(),
                 ));
             }
-            Device::new_cuda(ordinal)
-                .map_err(|e| ModelError::Device(format!("cannot open CUDA device {ordinal}: {e}")))
+            Device::new_cuda(ordinal).map_err(|e| {
+                ModelError::Device(format!("cannot open CUDA device {ordinal}: {e}"))
+            })
         }
     }
 }
