@@ -5,6 +5,8 @@
 //! and item rows changed ([`FitReport`]); the driver turns those into row updates for the
 //! incremental engine.
 
+pub mod encoder;
+
 use candle_core::Device;
 
 pub mod bootstrap;
@@ -42,6 +44,9 @@ pub enum ModelError {
     /// A training input is unusable (e.g. nothing to train on).
     #[error("{0}")]
     Input(String),
+    /// The text encoder's model could not be found, loaded or run.
+    #[error(transparent)]
+    Encoder(#[from] encoder::EncoderError),
 }
 
 /// What one training call did.

@@ -1,0 +1,494 @@
+//! The CPU path of the encoder: a BERT forward pass written for throughput on a few cores.
+//!
+//! What it does differently from a general tensor library, and why (measured in
+//! `docs/benchmarks-encoder.md`):
+//! - **No padding.** A batch is a ragged list of sequences laid end to end: the dense
+//!   layers see only real tokens and attention runs per sequence, so no mask is needed and
+//!   no work is spent on pad tokens.
+//! - **Weights packed once** at load time for the AVX-512 micro-kernel ([`gemm`]), with
+//!   query, key and value fused into one product and GELU applied on the registers of the
+//!   feed-forward up-projection before its store.
+//! - **No strided copies.** Heads are read in place from the fused QKV rows and written in
+//!   place into the context rows; there is no head split/merge transpose.
+//! - **One batch per thread.** Threads take whole batches from a shared counter (longest
+//!   first) and run every product single-threaded: no synchronisation inside a layer.
+//! - **Vectorised exp/erf** of our own for softmax and GELU, kept away from subnormal
+//!   numbers (each operation on one takes a slow microcode path on x86: it halved the
+//!   speed of the fused GELU product before the clamp).
+//!
+//! Numerics are `f32` throughout, like the PyTorch reference.
+
+pub mod gemm;
+pub mod kernels;
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use candle_core::DType;
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{Config, HiddenAct};
+
+use self::gemm::{AlignedBuf, Epilogue, PackedLinear};
+use self::kernels::{Activation, AttentionScratch, Heads};
+use super::error::EncoderError;
+use super::profile::{StageTimes, thread_seconds};
+use super::tokens::Ragged;
+
+/// One transformer layer's weights, packed.
+struct Layer {
+    qkv: PackedLinear,
+    attn_out: PackedLinear,
+    attn_norm: Norm,
+    ffn_up: PackedLinear,
+    ffn_down: PackedLinear,
+    ffn_norm: Norm,
+}
+
+/// Layer-norm scale and shift.
+struct Norm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+/// A BERT encoder held as plain `f32` buffers for the CPU forward pass.
+pub struct CpuBert {
+    hidden: usize,
+    heads: Heads,
+    intermediate: usize,
+    eps: f32,
+    activation: Activation,
+    vocab: usize,
+    /// `vocab × hidden`.
+    word: Vec<f32>,
+    /// `max_positions × hidden`, with token type 0's embedding already added (single
+    /// sentences only ever use type 0).
+    position_and_type: Vec<f32>,
+    embed_norm: Norm,
+    layers: Vec<Layer>,
+}
+
+/// Reusable per-thread buffers for [`CpuBert::forward_batch`].
+#[derive(Default)]
+struct Workspace {
+    x: AlignedBuf,
+    tmp: AlignedBuf,
+    qkv: AlignedBuf,
+    ctx: AlignedBuf,
+    inter: AlignedBuf,
+    edge: AlignedBuf,
+    attention: AttentionScratch,
+}
+
+fn tensor_vec(vb: &VarBuilder, shape: &[usize], name: &str) -> candle_core::Result<Vec<f32>> {
+    vb.get(shape, name)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()
+}
+
+impl CpuBert {
+    /// Read and pack the weights of a BERT model from `vb` (rooted at the model, i.e.
+    /// where `embeddings.word_embeddings.weight` lives). The paths name the files in
+    /// error messages.
+    pub fn load(
+        vb: &VarBuilder,
+        config: &Config,
+        config_path: &Path,
+        weights_path: &Path,
+    ) -> Result<Self, EncoderError> {
+        let weights = |e: candle_core::Error| EncoderError::Weights {
+            path: weights_path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let unsupported = |message: String| EncoderError::Unsupported {
+            path: config_path.to_path_buf(),
+            message,
+        };
+        let (h, i) = (config.hidden_size, config.intermediate_size);
+        if config.num_attention_heads == 0 || !h.is_multiple_of(config.num_attention_heads) {
+            return Err(unsupported(format!(
+                "hidden_size {h} is not a multiple of num_attention_heads {}",
+                config.num_attention_heads
+            )));
+        }
+        if config.type_vocab_size == 0 {
+            return Err(unsupported("type_vocab_size is 0".into()));
+        }
+        let activation = match config.hidden_act {
+            HiddenAct::Gelu => Activation::GeluErf,
+            HiddenAct::GeluApproximate => Activation::GeluTanh,
+            HiddenAct::Relu => Activation::Relu,
+        };
+        let norm = |vb: VarBuilder| -> candle_core::Result<Norm> {
+            Ok(Norm {
+                gamma: tensor_vec(&vb, &[h], "weight")?,
+                beta: tensor_vec(&vb, &[h], "bias")?,
+            })
+        };
+        let linear = |vb: VarBuilder, n: usize, k: usize| -> candle_core::Result<PackedLinear> {
+            let w = tensor_vec(&vb, &[n, k], "weight")?;
+            let b = tensor_vec(&vb, &[n], "bias")?;
+            Ok(PackedLinear::new(&w, &b, n, k))
+        };
+        let emb = vb.pp("embeddings");
+        let word =
+            tensor_vec(&emb, &[config.vocab_size, h], "word_embeddings.weight").map_err(weights)?;
+        let mut position_and_type = tensor_vec(
+            &emb,
+            &[config.max_position_embeddings, h],
+            "position_embeddings.weight",
+        )
+        .map_err(weights)?;
+        let types = tensor_vec(
+            &emb,
+            &[config.type_vocab_size, h],
+            "token_type_embeddings.weight",
+        )
+        .map_err(weights)?;
+        for row in position_and_type.chunks_exact_mut(h) {
+            for (p, &t) in row.iter_mut().zip(&types[..h]) {
+                *p += t;
+            }
+        }
+        let embed_norm = norm(emb.pp("LayerNorm")).map_err(weights)?;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for index in 0..config.num_hidden_layers {
+            let vb = vb.pp(format!("encoder.layer.{index}"));
+            let att = vb.pp("attention");
+            // Fuse query, key and value into one `3h × h` product.
+            let mut w = Vec::with_capacity(3 * h * h);
+            let mut b = Vec::with_capacity(3 * h);
+            for part in ["query", "key", "value"] {
+                let p = att.pp("self").pp(part);
+                w.extend(tensor_vec(&p, &[h, h], "weight").map_err(weights)?);
+                b.extend(tensor_vec(&p, &[h], "bias").map_err(weights)?);
+            }
+            layers.push(Layer {
+                qkv: PackedLinear::new(&w, &b, 3 * h, h),
+                attn_out: linear(att.pp("output.dense"), h, h).map_err(weights)?,
+                attn_norm: norm(att.pp("output.LayerNorm")).map_err(weights)?,
+                ffn_up: linear(vb.pp("intermediate.dense"), i, h).map_err(weights)?,
+                ffn_down: linear(vb.pp("output.dense"), h, i).map_err(weights)?,
+                ffn_norm: norm(vb.pp("output.LayerNorm")).map_err(weights)?,
+            });
+        }
+        Ok(Self {
+            hidden: h,
+            heads: Heads {
+                count: config.num_attention_heads,
+                dim: h / config.num_attention_heads,
+            },
+            intermediate: i,
+            eps: config.layer_norm_eps as f32,
+            activation,
+            vocab: config.vocab_size,
+            word,
+            position_and_type,
+            embed_norm,
+            layers,
+        })
+    }
+
+    /// Longest sequence the position table allows.
+    pub fn max_positions(&self) -> usize {
+        self.position_and_type.len() / self.hidden
+    }
+
+    /// Embed every sequence of `tokens` into `out` (`tokens.len() * hidden` floats, in
+    /// sequence order): each of `threads` threads takes whole batches from `batches`
+    /// (lists of sequence indices) in the order given.
+    pub fn encode(
+        &self,
+        tokens: &Ragged,
+        batches: &[Vec<usize>],
+        threads: usize,
+        out: &mut [f32],
+        times: &mut StageTimes,
+    ) -> Result<(), EncoderError> {
+        let h = self.hidden;
+        assert_eq!(out.len(), tokens.len() * h, "output size");
+        for seq in 0..tokens.len() {
+            let ids = tokens.get(seq);
+            if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.vocab) {
+                return Err(EncoderError::Tokenize {
+                    message: format!(
+                        "token id {bad} is outside the model's vocabulary of {} entries: \
+                         tokenizer.json and the weights do not belong together",
+                        self.vocab
+                    ),
+                });
+            }
+            if ids.len() > self.max_positions() {
+                return Err(EncoderError::Tokenize {
+                    message: format!(
+                        "a text has {} tokens but the model has only {} positions",
+                        ids.len(),
+                        self.max_positions()
+                    ),
+                });
+            }
+        }
+        let next = AtomicUsize::new(0);
+        let results = Mutex::new((Vec::new(), StageTimes::default()));
+        let worker = || {
+            let mut ws = Workspace::default();
+            let mut local_times = StageTimes::default();
+            let mut done = Vec::new();
+            loop {
+                let b = next.fetch_add(1, Ordering::Relaxed);
+                let Some(batch) = batches.get(b) else { break };
+                let mut emb = vec![0f32; batch.len() * h];
+                self.forward_batch(tokens, batch, &mut ws, &mut emb, &mut local_times);
+                done.push((b, emb));
+            }
+            let mut shared = results.lock().unwrap_or_else(|e| e.into_inner());
+            shared.0.extend(done);
+            shared.1.add(&local_times);
+        };
+        let threads = threads.clamp(1, batches.len().max(1));
+        if threads == 1 {
+            worker();
+        } else {
+            std::thread::scope(|scope| {
+                for _ in 0..threads {
+                    scope.spawn(worker);
+                }
+            });
+        }
+        let (done, worker_times) = results.into_inner().unwrap_or_else(|e| e.into_inner());
+        for (b, emb) in done {
+            for (&seq, row) in batches[b].iter().zip(emb.chunks_exact(h)) {
+                out[seq * h..(seq + 1) * h].copy_from_slice(row);
+            }
+        }
+        times.add(&worker_times);
+        Ok(())
+    }
+
+    /// The forward pass of one batch (sequences `batch` of `tokens`, laid end to end),
+    /// writing one pooled, normalised row per sequence into `out`.
+    fn forward_batch(
+        &self,
+        tokens: &Ragged,
+        batch: &[usize],
+        ws: &mut Workspace,
+        out: &mut [f32],
+        times: &mut StageTimes,
+    ) {
+        let (h, i) = (self.hidden, self.intermediate);
+        let total: usize = batch.iter().map(|&s| tokens.get(s).len()).sum();
+        for buf in [&mut ws.x, &mut ws.tmp, &mut ws.ctx] {
+            buf.ensure(total * h);
+        }
+        ws.qkv.ensure(total * 3 * h);
+        ws.inter.ensure(total * i);
+
+        let origin = Instant::now();
+        let mut clock = thread_seconds(origin);
+        let mut lap = |slot: &mut f64| {
+            let now = thread_seconds(origin);
+            *slot += now - clock;
+            clock = now;
+        };
+
+        // Embeddings: word + position + type 0, then layer norm.
+        let x = &mut ws.x.as_mut_slice()[..total * h];
+        let mut row = 0;
+        for &seq in batch {
+            for (pos, &id) in tokens.get(seq).iter().enumerate() {
+                let dst = &mut x[row * h..(row + 1) * h];
+                let word = &self.word[id as usize * h..][..h];
+                let extra = &self.position_and_type[pos * h..][..h];
+                for ((d, &w), &e) in dst.iter_mut().zip(word).zip(extra) {
+                    *d = w + e;
+                }
+                row += 1;
+            }
+        }
+        kernels::layer_norm(
+            x,
+            None,
+            &self.embed_norm.gamma,
+            &self.embed_norm.beta,
+            self.eps,
+        );
+        lap(&mut times.embeddings);
+
+        for layer in &self.layers {
+            let x = &ws.x.as_slice()[..total * h];
+            let qkv = &mut ws.qkv.as_mut_slice()[..total * 3 * h];
+            layer
+                .qkv
+                .forward(x, total, qkv, &mut ws.edge, Epilogue::Bias);
+            lap(&mut times.qkv);
+
+            let ctx = &mut ws.ctx.as_mut_slice()[..total * h];
+            let mut start = 0;
+            for &seq in batch {
+                let len = tokens.get(seq).len();
+                kernels::attention(
+                    &qkv[start * 3 * h..(start + len) * 3 * h],
+                    &mut ctx[start * h..(start + len) * h],
+                    self.heads,
+                    &mut ws.attention,
+                );
+                start += len;
+            }
+            lap(&mut times.attention);
+
+            let tmp = &mut ws.tmp.as_mut_slice()[..total * h];
+            layer
+                .attn_out
+                .forward(ctx, total, tmp, &mut ws.edge, Epilogue::Bias);
+            lap(&mut times.attn_out);
+            let norm = &layer.attn_norm;
+            kernels::layer_norm(tmp, Some(x), &norm.gamma, &norm.beta, self.eps);
+            std::mem::swap(&mut ws.x, &mut ws.tmp);
+            lap(&mut times.layer_norm);
+
+            let x = &ws.x.as_slice()[..total * h];
+            let inter = &mut ws.inter.as_mut_slice()[..total * i];
+            if self.activation == Activation::GeluErf {
+                // GELU applied on the registers before the product's store.
+                layer
+                    .ffn_up
+                    .forward(x, total, inter, &mut ws.edge, Epilogue::BiasGelu);
+                lap(&mut times.ffn_up);
+            } else {
+                layer
+                    .ffn_up
+                    .forward(x, total, inter, &mut ws.edge, Epilogue::Bias);
+                lap(&mut times.ffn_up);
+                kernels::activate(inter, self.activation);
+                lap(&mut times.activation);
+            }
+
+            let tmp = &mut ws.tmp.as_mut_slice()[..total * h];
+            layer
+                .ffn_down
+                .forward(inter, total, tmp, &mut ws.edge, Epilogue::Bias);
+            lap(&mut times.ffn_down);
+            let norm = &layer.ffn_norm;
+            kernels::layer_norm(tmp, Some(x), &norm.gamma, &norm.beta, self.eps);
+            std::mem::swap(&mut ws.x, &mut ws.tmp);
+            lap(&mut times.layer_norm);
+        }
+
+        let x = &ws.x.as_slice()[..total * h];
+        let mut start = 0;
+        for (&seq, dst) in batch.iter().zip(out.chunks_exact_mut(h)) {
+            let len = tokens.get(seq).len();
+            kernels::mean_pool_normalised(&x[start * h..(start + len) * h], dst);
+            start += len;
+        }
+        lap(&mut times.pooling);
+    }
+}
+
+/// Throughput of the CPU kernels on MiniLM's shapes, for `docs/benchmarks-encoder.md`:
+/// `cargo test --release --lib encoder_kernel_throughput -- --ignored --nocapture`.
+#[cfg(test)]
+mod kernel_bench {
+    use std::time::Instant;
+
+    use candle_core::{Device, Tensor};
+
+    use super::super::profile::thread_seconds;
+    use super::gemm::{AlignedBuf, Epilogue, PackedLinear};
+    use super::kernels::{self, Activation, AttentionScratch, Heads};
+
+    fn values(len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| (i * 7919 % 1009) as f32 / 1009.0 - 0.5)
+            .collect()
+    }
+
+    /// CPU seconds per call of `f`, best of 7 rounds of `reps` calls.
+    fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
+        let origin = Instant::now();
+        (0..7)
+            .map(|_| {
+                let start = thread_seconds(origin);
+                for _ in 0..reps {
+                    f();
+                }
+                (thread_seconds(origin) - start) / reps as f64
+            })
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    #[test]
+    #[ignore = "a benchmark: run explicitly"]
+    fn encoder_kernel_throughput() {
+        let m = 430; // 32 texts of the MovieLens file, about 13.4 tokens each
+        for (name, n, k) in [
+            ("qkv", 1152, 384),
+            ("attn_out", 384, 384),
+            ("ffn_up", 1536, 384),
+            ("ffn_down", 384, 1536),
+        ] {
+            let (x, w, b) = (values(m * k), values(n * k), values(n));
+            let packed = PackedLinear::new(&w, &b, n, k);
+            let mut y = vec![0f32; m * n];
+            let mut pack = AlignedBuf::default();
+            let ours = best_of(20, || {
+                packed.forward(&x, m, &mut y, &mut pack, Epilogue::Bias)
+            });
+            let fused = best_of(20, || {
+                packed.forward(&x, m, &mut y, &mut pack, Epilogue::BiasGelu)
+            });
+            let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu).expect("x");
+            let wt = Tensor::from_vec(w.clone(), (n, k), &Device::Cpu)
+                .expect("w")
+                .t()
+                .expect("t");
+            // candle runs the product on its own thread pool: wall clock there.
+            let candle = (0..7)
+                .map(|_| {
+                    let start = Instant::now();
+                    for _ in 0..20 {
+                        xt.matmul(&wt).expect("matmul");
+                    }
+                    start.elapsed().as_secs_f64() / 20.0
+                })
+                .fold(f64::INFINITY, f64::min);
+            let flop = 2.0 * (m * n * k) as f64;
+            eprintln!(
+                "{name:>8} {m}x{k} . {k}x{n}: ours {:6.1} GFLOP/s (1 thread; {:6.1} with GELU \
+                 epilogue), candle matmul {:6.1} GFLOP/s (its thread pool)",
+                flop / ours / 1e9,
+                flop / fused / 1e9,
+                flop / candle / 1e9
+            );
+        }
+        let heads = Heads { count: 12, dim: 32 };
+        let mut scratch = AttentionScratch::default();
+        for len in [8, 13, 16, 30, 62] {
+            let qkv = values(len * 3 * 384);
+            let mut out = vec![0f32; len * 384];
+            let t = best_of(200, || {
+                kernels::attention(&qkv, &mut out, heads, &mut scratch)
+            });
+            eprintln!(
+                "attention, {len:>2} tokens, 12 heads: {:6.2} us per sequence",
+                t * 1e6
+            );
+        }
+        let mut inter: Vec<f32> = values(m * 1536).iter().map(|v| v * 8.0).collect();
+        let t = best_of(20, || kernels::activate(&mut inter, Activation::GeluErf));
+        eprintln!(
+            "gelu (erf): {:.2} ns per element",
+            t * 1e9 / (m * 1536) as f64
+        );
+        let mut x = values(m * 384);
+        let r = values(m * 384);
+        let (g, b) = (vec![1.0; 384], vec![0.0; 384]);
+        let t = best_of(20, || kernels::layer_norm(&mut x, Some(&r), &g, &b, 1e-12));
+        eprintln!(
+            "residual + layer norm: {:.1} ns per row of 384",
+            t * 1e9 / m as f64
+        );
+    }
+}

@@ -1,0 +1,396 @@
+//! Tests of the whole encoder: the real MiniLM weights against the Python reference
+//! vectors, and a tiny random BERT against candle-transformers' implementation.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use candle_transformers::models::bert::{BertModel, Config};
+use serde_json::json;
+
+use super::*;
+
+fn shared_model_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/all-MiniLM-L6-v2")
+}
+
+struct Reference {
+    sentences: Vec<String>,
+    embeddings: Vec<Vec<f32>>,
+}
+
+fn reference() -> Reference {
+    let path = shared_model_dir().join("reference_embeddings.json");
+    let text = std::fs::read_to_string(&path).expect("reference_embeddings.json is readable");
+    let value: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let sentences = value["sentences"]
+        .as_array()
+        .expect("sentences")
+        .iter()
+        .map(|s| s.as_str().expect("string").to_string())
+        .collect();
+    let embeddings = value["embeddings"]
+        .as_array()
+        .expect("embeddings")
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .expect("row")
+                .iter()
+                .map(|v| v.as_f64().expect("number") as f32)
+                .collect()
+        })
+        .collect();
+    Reference {
+        sentences,
+        embeddings,
+    }
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn minilm_matches_sentence_transformers_reference_vectors() {
+    let reference = reference();
+    assert_eq!(reference.sentences.len(), 32);
+    let encoder = TextEncoder::load(&shared_model_dir(), &Device::Cpu).expect("load MiniLM");
+    assert_eq!(encoder.dim(), 384);
+    assert_eq!(encoder.max_tokens(), 256);
+    assert_eq!(encoder.model_id(), "all-MiniLM-L6-v2");
+    let texts: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
+    assert!(
+        texts.contains(&""),
+        "the reference includes the empty string"
+    );
+    let long = texts
+        .iter()
+        .map(|t| encoder.tokenizer.encode(*t, true).expect("tokenize").len())
+        .max();
+    assert_eq!(
+        long,
+        Some(256),
+        "the longest reference text is truncated to 256 tokens"
+    );
+    for threads in [1, 2] {
+        let vectors = encoder
+            .clone_settings(threads, 7)
+            .encode(&texts)
+            .expect("encode");
+        let mut worst = 0f32;
+        for (i, expected) in reference.embeddings.iter().enumerate() {
+            let got = &vectors[i * 384..(i + 1) * 384];
+            let diff = max_abs_diff(got, expected);
+            assert!(
+                diff <= 1e-4,
+                "sentence {i} ({:?}): max abs diff {diff}",
+                texts[i]
+            );
+            worst = worst.max(diff);
+        }
+        eprintln!("MiniLM vs sentence-transformers, {threads} thread(s): max abs diff {worst:e}");
+    }
+}
+
+#[test]
+fn minilm_vectors_do_not_depend_on_batching_or_order() {
+    let reference = reference();
+    let texts: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
+    let encoder = TextEncoder::load(&shared_model_dir(), &Device::Cpu).expect("load");
+    let base = encoder
+        .clone_settings(1, 32)
+        .encode(&texts)
+        .expect("encode");
+    let reversed: Vec<&str> = texts.iter().rev().copied().collect();
+    for (threads, batch) in [(1, 1), (2, 3), (2, 5), (1, 64)] {
+        let enc = encoder.clone_settings(threads, batch);
+        // The CPU path computes every token row with the same sequence of operations
+        // whatever else is in its batch, so the vectors are bit-identical.
+        assert_eq!(enc.encode(&texts).expect("encode"), base, "batch {batch}");
+        let rev = enc.encode(&reversed).expect("encode reversed");
+        for (i, row) in rev.chunks_exact(384).enumerate() {
+            let j = texts.len() - 1 - i;
+            assert_eq!(row, &base[j * 384..(j + 1) * 384], "reversed, text {j}");
+        }
+    }
+    let one_by_one: Vec<f32> = texts
+        .iter()
+        .flat_map(|t| encoder.encode(&[t]).expect("encode one"))
+        .collect();
+    assert_eq!(one_by_one, base);
+    assert!(encoder.encode(&[]).expect("encode nothing").is_empty());
+}
+
+#[test]
+fn minilm_candle_path_agrees_with_cpu_path() {
+    let reference = reference();
+    let texts: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
+    let candle = TextEncoder::load_on(&shared_model_dir(), &Device::Cpu, false)
+        .expect("load")
+        .with_batch_size(8);
+    let vectors = candle.encode(&texts).expect("encode");
+    for (i, expected) in reference.embeddings.iter().enumerate() {
+        let diff = max_abs_diff(&vectors[i * 384..(i + 1) * 384], expected);
+        assert!(diff <= 1e-4, "candle path, sentence {i}: {diff}");
+    }
+}
+
+impl TextEncoder {
+    /// The same model with other thread and batch settings (tests only: reloads nothing).
+    fn clone_settings(&self, threads: usize, batch: usize) -> TextEncoderView<'_> {
+        TextEncoderView {
+            encoder: self,
+            threads,
+            batch,
+        }
+    }
+}
+
+/// A borrowed encoder with its own thread and batch settings.
+struct TextEncoderView<'a> {
+    encoder: &'a TextEncoder,
+    threads: usize,
+    batch: usize,
+}
+
+impl TextEncoderView<'_> {
+    fn encode(&self, texts: &[&str]) -> Result<Vec<f32>, ModelError> {
+        let enc = self.encoder;
+        let tokens = tokens::tokenize(&enc.tokenizer, texts, self.threads)?;
+        let batches = tokens::length_sorted_batches(&tokens, self.batch);
+        let mut out = vec![0f32; texts.len() * enc.dim];
+        let mut times = StageTimes::default();
+        match &enc.backend {
+            Backend::Cpu(m) => m.encode(&tokens, &batches, self.threads, &mut out, &mut times)?,
+            Backend::Candle(m) => m.encode(&tokens, &batches, enc.dim, &mut out, &mut times)?,
+        }
+        Ok(out)
+    }
+}
+
+/// Words of the tiny model's vocabulary (after the four special tokens).
+const TINY_WORDS: [&str; 14] = [
+    "the", "cat", "sat", "on", "mat", "dog", "ran", "(", ")", "|", "1995", "##s", "a", "b",
+];
+
+fn tiny_config(hidden_act: &str) -> serde_json::Value {
+    json!({
+        "vocab_size": 4 + TINY_WORDS.len(), "hidden_size": 32, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "intermediate_size": 64, "hidden_act": hidden_act,
+        "hidden_dropout_prob": 0.1, "max_position_embeddings": 24, "type_vocab_size": 2,
+        "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0,
+        "model_type": "bert"
+    })
+}
+
+/// A BERT WordPiece tokenizer over [`TINY_WORDS`], stored (like MiniLM's) with fixed
+/// padding and truncation at 128 that the encoder must override.
+fn tiny_tokenizer() -> serde_json::Value {
+    let special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"];
+    let mut vocab = serde_json::Map::new();
+    for (id, token) in special.iter().chain(TINY_WORDS.iter()).enumerate() {
+        vocab.insert(token.to_string(), json!(id));
+    }
+    let added: Vec<_> = special
+        .iter()
+        .enumerate()
+        .map(|(id, t)| {
+            json!({"id": id, "content": t, "single_word": false, "lstrip": false,
+                   "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    json!({
+        "version": "1.0",
+        "truncation": {"max_length": 128, "strategy": "LongestFirst", "stride": 0},
+        "padding": {"strategy": {"Fixed": 128}, "direction": "Right", "pad_to_multiple_of": null,
+                    "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"},
+        "added_tokens": added,
+        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                       "strip_accents": null, "lowercase": true},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": 100, "vocab": vocab}
+    })
+}
+
+/// A model folder with a randomly initialised tiny BERT (every weight random, layer-norm
+/// scales around 1), `max_seq_length` 16.
+fn tiny_model(hidden_act: &str, weight_prefix: Option<&str>) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = tiny_config(hidden_act);
+    let cfg: Config = serde_json::from_value(config.clone()).expect("config");
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let vb = match weight_prefix {
+        Some(prefix) => vb.pp(prefix),
+        None => vb,
+    };
+    BertModel::load(vb, &cfg).expect("create variables");
+    for (name, var) in varmap.data().lock().expect("lock").iter() {
+        let noise = Tensor::randn(0f32, 0.3, var.shape(), &Device::Cpu).expect("randn");
+        let value = if name.ends_with("LayerNorm.weight") {
+            (noise + 1.0).expect("shift")
+        } else {
+            noise
+        };
+        var.set(&value).expect("set");
+    }
+    varmap
+        .save(dir.path().join("model.safetensors"))
+        .expect("save");
+    let write = |name: &str, value: serde_json::Value| {
+        std::fs::write(dir.path().join(name), value.to_string()).expect("write");
+    };
+    write("config.json", config);
+    write("tokenizer.json", tiny_tokenizer());
+    write("sentence_bert_config.json", json!({"max_seq_length": 16}));
+    dir
+}
+
+const TINY_TEXTS: [&str; 6] = [
+    "the cat sat on the mat",
+    "",
+    "dogs ran",
+    "The Cat (1995) | a b",
+    "unknown words here",
+    "the cat sat on the mat the dog ran on the mat the cat sat on a mat the end",
+];
+
+#[test]
+fn tiny_random_bert_cpu_path_matches_candle_transformers() {
+    for (act, prefix) in [
+        ("gelu", None),
+        ("geluapproximate", Some("bert")),
+        ("relu", None),
+    ] {
+        let dir = tiny_model(act, prefix);
+        let own = TextEncoder::load(dir.path(), &Device::Cpu).expect("load own");
+        let reference = TextEncoder::load_on(dir.path(), &Device::Cpu, false).expect("load candle");
+        assert_eq!(own.dim(), 32);
+        assert_eq!(own.max_tokens(), 16);
+        let a = own.encode(&TINY_TEXTS).expect("own");
+        let b = reference.encode(&TINY_TEXTS).expect("candle");
+        let diff = max_abs_diff(&a, &b);
+        assert!(diff <= 2e-6, "{act}: max abs diff {diff}");
+        for row in a.chunks_exact(32) {
+            let norm: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-5, "{act}: norm {norm}");
+        }
+        // Distinct texts give distinct vectors (the weights are really used).
+        assert!(max_abs_diff(&a[..32], &a[64..96]) > 1e-3);
+    }
+}
+
+#[test]
+fn tiny_random_bert_truncates_long_texts_to_max_seq_length() {
+    let dir = tiny_model("gelu", None);
+    let encoder = TextEncoder::load(dir.path(), &Device::Cpu).expect("load");
+    let words: Vec<&str> = TINY_TEXTS[5].split(' ').collect();
+    assert!(words.len() > 14);
+    // 16 tokens = [CLS] + the first 14 words + [SEP].
+    let cut = words[..14].join(" ");
+    let v = encoder.encode(&[TINY_TEXTS[5], &cut]).expect("encode");
+    assert_eq!(&v[..32], &v[32..]);
+    let longer = words[..15].join(" ");
+    let w = encoder.encode(&[&longer]).expect("encode");
+    assert_eq!(&v[..32], &w[..], "15 words truncate to the same 14");
+}
+
+#[test]
+fn tiny_random_bert_is_batch_and_order_invariant() {
+    let dir = tiny_model("gelu", None);
+    let encoder = TextEncoder::load(dir.path(), &Device::Cpu).expect("load");
+    let base = encoder.encode(&TINY_TEXTS).expect("encode");
+    for (threads, batch) in [(1, 1), (2, 2), (2, 4), (3, 100)] {
+        let enc = encoder.clone_settings(threads, batch);
+        assert_eq!(enc.encode(&TINY_TEXTS).expect("encode"), base);
+    }
+    let reversed: Vec<&str> = TINY_TEXTS.iter().rev().copied().collect();
+    let rev = encoder.encode(&reversed).expect("encode");
+    for (i, row) in rev.chunks_exact(32).enumerate() {
+        let j = TINY_TEXTS.len() - 1 - i;
+        assert_eq!(row, &base[j * 32..(j + 1) * 32]);
+    }
+}
+
+#[test]
+fn weights_that_do_not_fit_the_config_are_reported_with_the_file() {
+    let dir = tiny_model("gelu", None);
+    let mut config = tiny_config("gelu");
+    config["intermediate_size"] = json!(48);
+    std::fs::write(dir.path().join("config.json"), config.to_string()).expect("write");
+    let err = TextEncoder::load(dir.path(), &Device::Cpu).expect_err("shape mismatch");
+    let text = err.to_string();
+    let weights = dir.path().join("model.safetensors");
+    assert!(
+        text.starts_with(&format!("cannot load weights {}: ", weights.display())),
+        "{text}"
+    );
+    assert!(text.contains("intermediate.dense.weight"), "{text}");
+}
+
+#[test]
+fn text_encoder_can_be_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<TextEncoder>();
+}
+
+#[test]
+fn model_id_comes_from_hub_snapshot_layout_or_folder_name() {
+    let hub = Path::new("/c/hub/models--sentence-transformers--all-MiniLM-L6-v2/snapshots/abc");
+    assert_eq!(
+        model_id_from_dir(hub),
+        "sentence-transformers/all-MiniLM-L6-v2"
+    );
+    assert_eq!(
+        model_id_from_dir(Path::new("/m/models--bert-mini/snapshots/r")),
+        "bert-mini"
+    );
+    assert_eq!(model_id_from_dir(Path::new("/x/my-model")), "my-model");
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_device_is_refused_with_instructions_in_a_cpu_build() {
+    let err = crate::model::candle_device(crate::plan::params::DeviceChoice::Cuda(0))
+        .expect_err("no cuda in this build");
+    assert_eq!(
+        err.to_string(),
+        "`device: cuda` needs a recsift built with `--features cuda` (cargo build --release \
+         --features cuda); this build has CPU support only"
+    );
+}
+
+/// The same throughput measurement as `bench::embed` on candle-transformers' `BertModel`
+/// (length-sorted, padded batches; candle's own thread pool), for comparison:
+/// `cargo test --release --lib bench_candle_path_minilm -- --ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark: run explicitly"]
+fn bench_candle_path_minilm() {
+    let dir = shared_model_dir();
+    let text = std::fs::read_to_string(dir.join("ml-latest-small-item-texts.txt")).expect("texts");
+    let texts: Vec<&str> = text.lines().collect();
+    let encoder = TextEncoder::load_on(&dir, &Device::Cpu, false)
+        .expect("load")
+        .with_batch_size(32);
+    encoder.encode(&texts[..256]).expect("warm up");
+    let cpu = process_cpu_seconds();
+    let start = std::time::Instant::now();
+    encoder.encode(&texts).expect("encode");
+    let seconds = start.elapsed().as_secs_f64();
+    let cpu = cpu.zip(process_cpu_seconds()).map(|(a, b)| b - a);
+    println!(
+        "candle-transformers BertModel, length-sorted batches of 32, {} threads: {} texts in \
+         {seconds:.2} s = {:.1} texts/s (cpu {cpu:.2?} s)",
+        candle_core::utils::get_num_threads(),
+        texts.len(),
+        texts.len() as f64 / seconds
+    );
+}
