@@ -7,8 +7,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use recsift::bench::embed::bench_embed;
 use recsift::driver::{self, RunOptions};
 use recsift::io::movielens::import_movielens;
+use recsift::model::encoder::resolve_model_dir;
 use recsift::plan::{self, Plan};
 use recsift::spec::LoadedSpec;
 
@@ -53,6 +55,11 @@ enum Command {
         #[arg(long)]
         dot: bool,
     },
+    /// Measure recsift's speed against a baseline in the same run.
+    Bench {
+        #[command(subcommand)]
+        bench: BenchCommand,
+    },
     /// Convert a dataset release to recsift's Parquet layout.
     Import {
         #[command(subcommand)]
@@ -68,6 +75,34 @@ enum ImportCommand {
         src: PathBuf,
         /// Where to write ratings.parquet, items.parquet and the predefined splits.
         dest: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Encode a file of texts (one per line) with the sentence encoder: texts/s and peak
+    /// memory. Compare with ../shared/tools/torch-encoder-speed.sh on the same file.
+    Embed {
+        /// The texts, one per line.
+        #[arg(long)]
+        texts: PathBuf,
+        /// Model name (resolved through RECSIFT_MODEL_DIR, the Hugging Face cache, or a
+        /// download).
+        #[arg(long, default_value = recsift::model::encoder::DEFAULT_MODEL)]
+        model: String,
+        /// The model folder (config.json, tokenizer.json, model.safetensors), instead of
+        /// resolving `--model`.
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+        /// Encoder threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Texts per forward batch.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -171,6 +206,7 @@ fn execute(command: Command) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Bench { bench } => run_bench(bench),
         Command::Import {
             dataset: ImportCommand::Movielens { src, dest },
         } => {
@@ -179,6 +215,46 @@ fn execute(command: Command) -> Result<(), Failure> {
                 message: e.to_string(),
             })?;
             println!("{summary}");
+            Ok(())
+        }
+    }
+}
+
+fn run_bench(bench: BenchCommand) -> Result<(), Failure> {
+    match bench {
+        BenchCommand::Embed {
+            texts,
+            model,
+            model_dir,
+            threads,
+            batch,
+            json,
+        } => {
+            if threads == 0 || batch == 0 {
+                return Err(Failure::user("--threads and --batch must be at least 1"));
+            }
+            let dir = resolve_model_dir(&model, model_dir.as_deref()).map_err(Failure::user)?;
+            let report = bench_embed(&texts, &dir, threads, batch).map_err(Failure::user)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).map_err(|e| Failure {
+                        code: 1,
+                        message: e.to_string()
+                    })?
+                );
+            } else {
+                let peak = report
+                    .peak_rss_mb
+                    .map(|m| format!("{m:.0} MiB"))
+                    .unwrap_or_else(|| "n/a".into());
+                println!("model        {}", report.model);
+                println!("texts        {} ({} tokens)", report.texts, report.tokens);
+                println!("threads      {}, batch {}", report.threads, report.batch);
+                println!("time         {:.2} s", report.seconds);
+                println!("throughput   {:.1} texts/s", report.texts_per_s);
+                println!("peak memory  {peak}");
+            }
             Ok(())
         }
     }
