@@ -143,10 +143,7 @@ impl EmbeddingCache {
                 reason: format!("model {model_id} was given 0-dimensional vectors"),
             });
         }
-        let mut models = match read_models(path)? {
-            Some(models) => models,
-            None => Vec::new(),
-        };
+        let mut models = read_models(path)?.unwrap_or_default();
         let own = match models.iter().position(|m| m.model == model_id) {
             Some(own) => {
                 let found = models[own].dim;

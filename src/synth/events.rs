@@ -141,7 +141,14 @@ impl<'a> SliceGenerator<'a> {
         };
         for &key in &self.keys {
             let u = (key & 0xFFFF_FFFF) as usize;
-            let seen = self.seen.entry(u as u32).or_default();
+            let seen = self.seen.entry(u as u32).or_insert_with(|| {
+                // Sized for the user's expected events, so that it rarely grows.
+                let expected = self.timeline.expected_events(self.users, u);
+                ItemSet::with_capacity_and_hasher(
+                    (expected * 1.1 + 4.0).min(self.items.len() as f64) as usize,
+                    IdBuild::default(),
+                )
+            });
             let (i, repeated) = new_item(&self.item_sampler, seen, &mut rng);
             let i = i as usize;
             events.repeats += u64::from(repeated);

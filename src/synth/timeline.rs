@@ -28,6 +28,8 @@ pub(crate) struct Timeline {
     span: f64,
     /// Events per slice; they sum to the log's size.
     pub(crate) events: Vec<u64>,
+    /// Events per unit of user activity mass (the log's size over the total mass).
+    events_per_mass: f64,
 }
 
 impl Timeline {
@@ -41,6 +43,7 @@ impl Timeline {
         let mut timeline = Self {
             span: span_secs as f64,
             events: vec![0; slices],
+            events_per_mass: 0.0,
         };
         let mut mass = vec![0.0f64; slices];
         for u in 0..users.len() {
@@ -54,6 +57,7 @@ impl Timeline {
             }
         }
         let total_mass: f64 = mass.iter().sum();
+        timeline.events_per_mass = total_events as f64 / total_mass;
         let mut cumulative = 0.0;
         let mut assigned = 0u64;
         for (s, m) in mass.iter().enumerate() {
@@ -68,6 +72,11 @@ impl Timeline {
             assigned = target;
         }
         timeline
+    }
+
+    /// How many events user `u` is expected to log.
+    pub(crate) fn expected_events(&self, users: &Users, u: usize) -> f64 {
+        users.weight_in(u, 0.0, self.span) * self.events_per_mass
     }
 
     /// Number of slices.
@@ -320,12 +329,9 @@ mod tests {
             for _ in 0..n {
                 counts[sampler.sample(&mut rng) as usize] += 1;
             }
-            for i in 0..items.len() {
+            for (i, count) in counts.iter().enumerate() {
                 if items.release[i] > a {
-                    assert_eq!(
-                        counts[i], 0,
-                        "item {i} drawn before its release in slice {s}"
-                    );
+                    assert_eq!(*count, 0, "item {i} drawn before its release in slice {s}");
                 }
             }
             let top = *available
