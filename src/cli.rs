@@ -81,7 +81,7 @@ struct GenArgs {
     /// Events to generate.
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
-    /// Users [default: events / 150].
+    /// Users [default: events / 150, more below 300 000 events].
     #[arg(long)]
     users: Option<u32>,
     /// Items [default: events^0.6].

@@ -35,7 +35,9 @@
 //!
 //! Without `users`/`items`, their counts follow MovieLens' ratios: `events / 150` users
 //! (ml-1m to ml-25m have 143-165 ratings per user) and `events^0.6` items (ml-1m: 3 706
-//! movies for 1M ratings; ml-20m: 27 278 for 20M).
+//! movies for 1M ratings; ml-20m: 27 278 for 20M). Below about 300 000 events there are
+//! more users, so that the mean user rates at most a tenth of the items (100 000 events:
+//! 1 000 users and 1 000 items; ml-100k has 943 and 1 682).
 //!
 //! As in MovieLens, a user rates an item at most once: a user's items are drawn by
 //! popularity without replacement (which flattens the head of the popularity curve, as real
@@ -107,6 +109,8 @@ const USER_FACTOR_SD: f64 = 0.6;
 const MIN_USER_WINDOW_SECS: i64 = 3_600;
 /// Events per user when `users` is not given.
 const EVENTS_PER_USER: f64 = 150.0;
+/// When `users` is not given, the mean user rates at most this share of the items.
+const MEAN_USER_ITEM_SHARE: f64 = 0.1;
 /// Items are `events^ITEM_EXPONENT` when `items` is not given.
 const ITEM_EXPONENT: f64 = 0.6;
 /// Longest span: timestamps are sorted as 32-bit second offsets.
@@ -118,7 +122,8 @@ const MAX_SPAN_SECS: i64 = u32::MAX as i64;
 pub struct SynthConfig {
     /// Events to generate (`--events`).
     pub events: u64,
-    /// Users; `None` for `events / 150` (`--users`).
+    /// Users; `None` for `events / 150`, more in small logs (see [`SynthConfig::user_count`])
+    /// (`--users`).
     pub users: Option<u32>,
     /// Items; `None` for `events^0.6` (`--items`).
     pub items: Option<u32>,
@@ -192,11 +197,16 @@ impl SynthConfig {
         }
     }
 
-    /// The number of users: as set, or `events / 150` (at least 1).
+    /// The number of users: as set, or `events / 150`, raised in small logs (below about
+    /// 300 000 events) until the mean user rates at most a tenth of the items (at least 1,
+    /// at most `events`).
     pub fn user_count(&self) -> u32 {
         self.users.unwrap_or_else(|| {
-            (self.events as f64 / EVENTS_PER_USER)
+            let events = self.events as f64;
+            let per_user = EVENTS_PER_USER.min(MEAN_USER_ITEM_SHARE * f64::from(self.item_count()));
+            (events / per_user)
                 .round()
+                .min(events)
                 .clamp(1.0, f64::from(u32::MAX - 1)) as u32
         })
     }
@@ -419,8 +429,9 @@ impl fmt::Display for SynthSummary {
 }
 
 /// Generates the log `config` describes into `dest_dir` (created if missing). An existing
-/// folder must be empty unless `force`; with `force` the three files are replaced and
-/// anything else in the folder is left alone. Each file is written atomically.
+/// folder must be empty unless `force`, as for `recsift run --out` (see
+/// [`OutputDir::prepare`]); with `force` the three files are replaced, other files are left
+/// alone. Each file is written atomically.
 pub fn generate(
     config: &SynthConfig,
     dest_dir: &Path,
@@ -477,7 +488,7 @@ fn readme(config: &SynthConfig, dest_dir: &Path, summary: &SynthSummary) -> Stri
          Seed: {seed} (the same command writes byte-identical files)\n\
          \n\
          {events} events by {users_with} of {users} users on {items_with} of {items} items, \
-         {first} to {last}.\n\
+         {first} to {last}.{repeats}\n\
          \n\
          Files:\n\
          - {events_file}: user_id: Int64, item_id: Int64, {label_column}, timestamp: Int64 \
@@ -500,6 +511,15 @@ fn readme(config: &SynthConfig, dest_dir: &Path, summary: &SynthSummary) -> Stri
         items = summary.items,
         first = calendar::date_of(summary.first_timestamp),
         last = calendar::date_of(summary.last_timestamp),
+        repeats = if summary.repeated_pairs > 0 {
+            format!(
+                " {} events repeat a (user, item) pair: their users had rated nearly every \
+                 item available.",
+                summary.repeated_pairs
+            )
+        } else {
+            String::new()
+        },
         events_file = EVENTS_FILE,
         items_file = ITEMS_FILE,
     )

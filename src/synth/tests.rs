@@ -532,3 +532,21 @@ fn item_counts_follow_the_configured_zipf_exponent() {
         assert!((slope + zipf).abs() < 0.1, "zipf {zipf}: slope {slope}");
     }
 }
+
+#[test]
+fn default_counts_follow_movielens_ratios_and_leave_room_in_small_logs() {
+    let counts = |events| {
+        let config = SynthConfig::new(events);
+        (config.user_count(), config.item_count())
+    };
+    assert_eq!(counts(1), (1, 1));
+    assert_eq!(counts(100_000_000), (666_667, 63_096));
+    assert_eq!(counts(1_000_000), (6_667, 3_981));
+    // Small: the mean user rates a tenth of the items, not 150 of 166.
+    assert_eq!(counts(5_000), (301, 166));
+    assert_eq!(counts(100_000), (1_000, 1_000));
+    // A small log has (almost) no repeated pairs.
+    let dir = tempfile::tempdir().unwrap();
+    let summary = generate(&SynthConfig::new(5_000), dir.path(), false).unwrap();
+    assert!(summary.repeated_pairs < 10, "{}", summary.repeated_pairs);
+}
