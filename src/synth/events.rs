@@ -25,6 +25,45 @@ const POPULAR_TRIES: usize = 32;
 /// Uniform draws before accepting a repeated item.
 const UNIFORM_TRIES: usize = 64;
 
+/// One slice's events as drawn (grouped by user); [`SliceDraws::into_events`] puts them
+/// in time order. Split so that the sort can run on the writer's thread.
+#[derive(Debug, Default)]
+pub(crate) struct SliceDraws {
+    events: Vec<Event>,
+    repeats: u64,
+}
+
+impl SliceDraws {
+    /// Whether the slice has no events.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The events in time order as columns; timestamps are `start` plus the offset.
+    pub(crate) fn into_events(mut self, start: i64) -> SliceEvents {
+        // The key is a total order of distinct events (a user acts on an item at most once
+        // a second but for counted repeats, whose labels then decide), so the result does
+        // not depend on the sort algorithm.
+        self.events
+            .sort_unstable_by_key(|e| (e.time_key, e.item, e.label.to_bits()));
+        let n = self.events.len();
+        let mut events = SliceEvents {
+            user_id: Vec::with_capacity(n),
+            item_id: Vec::with_capacity(n),
+            label: Vec::with_capacity(n),
+            timestamp: Vec::with_capacity(n),
+            repeats: self.repeats,
+        };
+        for e in &self.events {
+            events.user_id.push((e.time_key & 0xFFFF_FFFF) as i64 + 1);
+            events.item_id.push(i64::from(e.item) + 1);
+            events.timestamp.push(start + (e.time_key >> 32) as i64);
+            events.label.push(e.label);
+        }
+        events
+    }
+}
+
 /// One slice's events as columns, in time order. Ids count from 1.
 #[derive(Debug, Default)]
 pub(crate) struct SliceEvents {
@@ -34,6 +73,15 @@ pub(crate) struct SliceEvents {
     pub(crate) timestamp: Vec<i64>,
     /// Events that repeat a (user, item) pair of the same user's earlier events.
     pub(crate) repeats: u64,
+}
+
+/// One event while its slice is generated.
+#[derive(Clone, Copy, Debug)]
+struct Event {
+    /// `(second << 32) | user`: sorts by time, then user.
+    time_key: u64,
+    item: u32,
+    label: f32,
 }
 
 /// Hashes the `u32` ids of the item sets (multiplicative; SipHash's protection against
@@ -71,8 +119,8 @@ pub(crate) struct SliceGenerator<'a> {
     active: ActiveUsers,
     user_table: AliasTable,
     item_sampler: ItemSampler,
-    /// Sort keys `(second << 32) | user` of the current slice.
-    keys: Vec<u64>,
+    /// `(user << 32) | second` of the current slice's events.
+    by_user: Vec<u64>,
     /// Items acted on, for each user whose window is still open.
     seen: HashMap<u32, ItemSet, IdBuild>,
     /// Users whose window closed before the current slice.
@@ -94,14 +142,14 @@ impl<'a> SliceGenerator<'a> {
             active: ActiveUsers::new(),
             user_table: AliasTable::default(),
             item_sampler: ItemSampler::new(items, timeline),
-            keys: Vec::new(),
+            by_user: Vec::new(),
             seen: HashMap::default(),
             departed: Vec::new(),
         }
     }
 
     /// The events of slice `s`. Slices must be asked for in order, each once.
-    pub(crate) fn slice(&mut self, s: usize) -> SliceEvents {
+    pub(crate) fn slice(&mut self, s: usize) -> SliceDraws {
         let (a, b) = self.timeline.bounds(s);
         self.departed.clear();
         self.active.advance(self.users, a, b, &mut self.departed);
@@ -114,33 +162,32 @@ impl<'a> SliceGenerator<'a> {
             || !self.item_sampler.enter_slice(s)
         {
             // No events, or (never, by construction) no one to log them.
-            return SliceEvents::default();
+            return SliceDraws::default();
         }
         let mut rng = Rng::stream(self.config.seed, Purpose::Events, s as u64);
         let last_second = (self.config.span_secs - 1) as u64;
 
-        // Who and when; then sort by time (ties by user).
-        self.keys.clear();
+        // Who and when, grouped by user (each user's events in time order).
+        self.by_user.clear();
         for _ in 0..n {
             let u = self.active.list[self.user_table.sample(&mut rng) as usize];
             let lo = self.users.start[u as usize].max(a);
             let hi = self.users.end[u as usize].min(b);
             let t = lo + (hi - lo) * rng.uniform();
             let second = (t as u64).min(last_second);
-            self.keys.push((second << 32) | u64::from(u));
+            self.by_user.push((u64::from(u) << 32) | second);
         }
-        self.keys.sort_unstable();
+        self.by_user.sort_unstable();
 
-        // What, and the label.
-        let mut events = SliceEvents {
-            user_id: Vec::with_capacity(n),
-            item_id: Vec::with_capacity(n),
-            label: Vec::with_capacity(n),
-            timestamp: Vec::with_capacity(n),
+        // What, and the label, user by user: a user's item set is looked up once per slice
+        // and stays in cache while their events are drawn.
+        let mut draws = SliceDraws {
+            events: Vec::with_capacity(n),
             repeats: 0,
         };
-        for &key in &self.keys {
-            let u = (key & 0xFFFF_FFFF) as usize;
+        let mut k = 0;
+        while k < n {
+            let u = (self.by_user[k] >> 32) as usize;
             let seen = self.seen.entry(u as u32).or_insert_with(|| {
                 // Sized for the user's expected events, so that it rarely grows.
                 let expected = self.timeline.expected_events(self.users, u);
@@ -149,37 +196,47 @@ impl<'a> SliceGenerator<'a> {
                     IdBuild::default(),
                 )
             });
-            let (i, repeated) = new_item(&self.item_sampler, seen, &mut rng);
-            let i = i as usize;
-            events.repeats += u64::from(repeated);
-            events.user_id.push(u as i64 + 1);
-            events.item_id.push(i as i64 + 1);
-            events
-                .timestamp
-                .push(self.config.start + (key >> 32) as i64);
-            events.label.push(self.label(u, i, &mut rng));
+            while k < n && (self.by_user[k] >> 32) as usize == u {
+                let (i, repeated) = new_item(&self.item_sampler, seen, &mut rng);
+                draws.repeats += u64::from(repeated);
+                let label = label(self.config, self.users, self.items, u, i as usize, &mut rng);
+                let second = self.by_user[k] & 0xFFFF_FFFF;
+                draws.events.push(Event {
+                    time_key: (second << 32) | u as u64,
+                    item: i,
+                    label,
+                });
+                k += 1;
+            }
         }
-        events
+        draws
     }
+}
 
-    /// The label of user `u` on item `i`.
-    #[inline]
-    fn label(&self, u: usize, i: usize, rng: &mut Rng) -> f32 {
-        let dim = self.config.dim;
-        let affinity = dot(
-            &self.users.factors[u * dim..(u + 1) * dim],
-            &self.items.factors[i * dim..(i + 1) * dim],
-        );
-        let score = f64::from(self.users.bias[u]) + f64::from(self.items.bias[i]) + affinity;
-        match self.config.label {
-            LabelKind::Rating => {
-                let raw = GLOBAL_MEAN + score + self.config.rating_noise * rng.normal();
-                round_to_half(raw)
-            }
-            LabelKind::Click => {
-                let p = 1.0 / (1.0 + (-(self.config.click_bias + score)).exp());
-                if rng.uniform() < p { 1.0 } else { 0.0 }
-            }
+/// The label of user `u` on item `i`.
+#[inline]
+fn label(
+    config: &SynthConfig,
+    users: &Users,
+    items: &Items,
+    u: usize,
+    i: usize,
+    rng: &mut Rng,
+) -> f32 {
+    let dim = config.dim;
+    let affinity = dot(
+        &users.factors[u * dim..(u + 1) * dim],
+        &items.factors[i * dim..(i + 1) * dim],
+    );
+    let score = f64::from(users.bias[u]) + f64::from(items.bias[i]) + affinity;
+    match config.label {
+        LabelKind::Rating => {
+            let raw = GLOBAL_MEAN + score + config.rating_noise * rng.normal();
+            round_to_half(raw)
+        }
+        LabelKind::Click => {
+            let p = 1.0 / (1.0 + (-(config.click_bias + score)).exp());
+            if rng.uniform() < p { 1.0 } else { 0.0 }
         }
     }
 }
@@ -268,7 +325,7 @@ mod tests {
         let generate = || {
             let mut generator = SliceGenerator::new(&config, &users, &items, &timeline);
             (0..timeline.len())
-                .map(|s| generator.slice(s))
+                .map(|s| generator.slice(s).into_events(config.start))
                 .collect::<Vec<_>>()
         };
         let slices = generate();
@@ -315,7 +372,6 @@ mod tests {
         let users = Users::generate(&config);
         let items = Items::generate(&config);
         let timeline = Timeline::new(config.events, config.span_secs, &users);
-        let generator = SliceGenerator::new(&config, &users, &items, &timeline);
         let mut rng = Rng::stream(0, Purpose::Events, 0);
         let dim = config.dim;
         for u in 0..50 {
@@ -329,7 +385,7 @@ mod tests {
                                 * f64::from(items.factors[i * dim + k])
                         })
                         .sum::<f64>();
-                let rating = generator.label(u, i, &mut rng);
+                let rating = label(&config, &users, &items, u, i, &mut rng);
                 let unclamped = (expected * 2.0).round() / 2.0;
                 // Away from a rounding boundary (float sums may differ in the last bits there).
                 if ((expected * 2.0).fract().abs() - 0.5).abs() > 0.01 {

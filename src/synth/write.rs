@@ -15,7 +15,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use super::catalog::{Items, Users};
-use super::events::{SliceEvents, SliceGenerator};
+use super::events::{SliceDraws, SliceEvents, SliceGenerator};
 use super::timeline::Timeline;
 use super::{CLICK_COLUMN, RATING_COLUMN, SynthConfig};
 use crate::data::LabelKind;
@@ -69,12 +69,12 @@ pub(crate) fn write_events(
     let mut time_range: Option<(i64, i64)> = None;
 
     std::thread::scope(|scope| -> Result<(), IoError> {
-        let (sender, receiver) = sync_channel::<SliceEvents>(SLICES_IN_FLIGHT);
+        let (sender, receiver) = sync_channel::<SliceDraws>(SLICES_IN_FLIGHT);
         scope.spawn(move || {
             let mut generator = SliceGenerator::new(config, users, items, timeline);
             for s in 0..timeline.len() {
                 let slice = generator.slice(s);
-                if slice.user_id.is_empty() {
+                if slice.is_empty() {
                     continue;
                 }
                 if sender.send(slice).is_err() {
@@ -82,7 +82,9 @@ pub(crate) fn write_events(
                 }
             }
         });
-        for slice in receiver {
+        for draws in receiver {
+            // Sorting into time order here balances the two threads.
+            let slice = draws.into_events(config.start);
             for &u in &slice.user_id {
                 users_seen[(u - 1) as usize] = true;
             }
