@@ -371,7 +371,6 @@ mod tests {
         };
         let users = Users::generate(&config);
         let items = Items::generate(&config);
-        let timeline = Timeline::new(config.events, config.span_secs, &users);
         let mut rng = Rng::stream(0, Purpose::Events, 0);
         let dim = config.dim;
         for u in 0..50 {
@@ -392,6 +391,40 @@ mod tests {
                     assert_eq!(f64::from(rating), unclamped.clamp(0.5, 5.0), "{u} {i}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn clicks_happen_with_the_model_probability() {
+        let config = SynthConfig {
+            users: Some(3),
+            items: Some(3),
+            label: LabelKind::Click,
+            ..SynthConfig::new(1_000)
+        };
+        let users = Users::generate(&config);
+        let items = Items::generate(&config);
+        let mut rng = Rng::stream(0, Purpose::Events, 0);
+        let dim = config.dim;
+        for (u, i) in [(0, 0), (1, 2), (2, 1)] {
+            let score = config.click_bias
+                + f64::from(users.bias[u])
+                + f64::from(items.bias[i])
+                + (0..dim)
+                    .map(|k| {
+                        f64::from(users.factors[u * dim + k])
+                            * f64::from(items.factors[i * dim + k])
+                    })
+                    .sum::<f64>();
+            let p = 1.0 / (1.0 + (-score).exp());
+            let n = 100_000;
+            let clicks: f32 = (0..n)
+                .map(|_| label(&config, &users, &items, u, i, &mut rng))
+                .sum();
+            assert!(
+                (f64::from(clicks) / f64::from(n) - p).abs() < 0.005,
+                "{u} {i}: {p}"
+            );
         }
     }
 }
