@@ -97,7 +97,12 @@ struct GenArgs {
     #[arg(long, default_value = "rating", value_parser = ["rating", "click"])]
     label: String,
     /// First timestamp: Unix seconds or a UTC date (2015-01-01).
-    #[arg(long, value_parser = synth::parse_start, default_value_t = SynthConfig::DEFAULT_START)]
+    #[arg(
+        long,
+        value_parser = synth::parse_start,
+        default_value_t = SynthConfig::DEFAULT_START,
+        allow_hyphen_values = true
+    )]
     start: i64,
     /// Length of the log in days.
     #[arg(long, default_value_t = SynthConfig::DEFAULT_SPAN_DAYS)]

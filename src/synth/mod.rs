@@ -372,7 +372,7 @@ pub struct SynthSummary {
     /// Events repeating a (user, item) pair of an earlier event: only users who acted on
     /// nearly every available item have them.
     pub repeated_pairs: u64,
-    /// First and last timestamp.
+    /// First timestamp.
     pub first_timestamp: i64,
     /// Last timestamp.
     pub last_timestamp: i64,
