@@ -8,11 +8,13 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use recsift::bench::embed::bench_embed;
+use recsift::data::LabelKind;
 use recsift::driver::{self, RunOptions};
 use recsift::io::movielens::import_movielens;
 use recsift::model::encoder::resolve_model_dir;
 use recsift::plan::{self, Plan};
 use recsift::spec::LoadedSpec;
+use recsift::synth::{self, SynthConfig};
 
 /// Active learning and sample selection for recommender systems on pretrained language
 /// models, as YAML pipelines run as incremental dataflow.
@@ -60,6 +62,8 @@ enum Command {
         #[command(subcommand)]
         bench: BenchCommand,
     },
+    /// Write a synthetic interaction log (ratings.parquet, items.parquet, README.txt).
+    Gen(GenArgs),
     /// Convert a dataset release to recsift's Parquet layout.
     Import {
         #[command(subcommand)]
@@ -104,6 +108,89 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `recsift gen`: every flag is a field of `SynthConfig` (see its docs for the model).
+#[derive(Debug, Args)]
+struct GenArgs {
+    /// Events to generate.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Users [default: events / 150, more below 300 000 events].
+    #[arg(long)]
+    users: Option<u32>,
+    /// Items [default: events^0.6].
+    #[arg(long)]
+    items: Option<u32>,
+    /// Latent factor dimension.
+    #[arg(long, default_value_t = SynthConfig::DEFAULT_DIM)]
+    dim: usize,
+    /// Seed (the same flags write byte-identical files).
+    #[arg(long, default_value_t = SynthConfig::DEFAULT_SEED)]
+    seed: u64,
+    /// Labels: ratings (0.5 to 5) or 0/1 clicks.
+    #[arg(long, default_value = "rating", value_parser = ["rating", "click"])]
+    label: String,
+    /// First timestamp: Unix seconds or a UTC date (2015-01-01).
+    #[arg(
+        long,
+        value_parser = synth::parse_start,
+        default_value_t = SynthConfig::DEFAULT_START,
+        allow_hyphen_values = true
+    )]
+    start: i64,
+    /// Length of the log in days.
+    #[arg(long, default_value_t = SynthConfig::DEFAULT_SPAN_DAYS)]
+    span_days: f64,
+    /// Zipf exponent of item popularity.
+    #[arg(long, default_value_t = SynthConfig::DEFAULT_ZIPF_EXPONENT)]
+    zipf: f64,
+    /// Log-normal sigma of user activity (larger: heavier tail).
+    #[arg(long, default_value_t = SynthConfig::DEFAULT_ACTIVITY_SIGMA)]
+    activity_sigma: f64,
+    /// Share of items that exist when the log starts.
+    #[arg(long, default_value_t = SynthConfig::DEFAULT_CATALOG_AT_START)]
+    catalog_at_start: f64,
+    /// Share of item factor variance explained by the item text.
+    #[arg(long, default_value_t = SynthConfig::DEFAULT_TEXT_SIGNAL)]
+    text_signal: f64,
+    /// Standard deviation of rating noise.
+    #[arg(long, default_value_t = SynthConfig::DEFAULT_RATING_NOISE)]
+    rating_noise: f64,
+    /// Logit offset of clicks (lower: fewer clicks).
+    #[arg(long, default_value_t = SynthConfig::DEFAULT_CLICK_BIAS, allow_hyphen_values = true)]
+    click_bias: f64,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace the files of a non-empty output folder.
+    #[arg(long)]
+    force: bool,
+}
+
+impl GenArgs {
+    fn config(&self) -> SynthConfig {
+        SynthConfig {
+            events: self.events,
+            users: self.users,
+            items: self.items,
+            dim: self.dim,
+            seed: self.seed,
+            start: self.start,
+            span_secs: synth::span_secs_of_days(self.span_days),
+            label: if self.label == "click" {
+                LabelKind::Click
+            } else {
+                LabelKind::Rating
+            },
+            zipf_exponent: self.zipf,
+            activity_sigma: self.activity_sigma,
+            catalog_at_start: self.catalog_at_start,
+            text_signal: self.text_signal,
+            rating_noise: self.rating_noise,
+            click_bias: self.click_bias,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +294,15 @@ fn execute(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Bench { bench } => run_bench(bench),
+        Command::Gen(args) => {
+            let summary =
+                synth::generate(&args.config(), &args.out, args.force).map_err(|e| Failure {
+                    code: if e.is_user_error() { 2 } else { 1 },
+                    message: e.to_string(),
+                })?;
+            print!("{summary}");
+            Ok(())
+        }
         Command::Import {
             dataset: ImportCommand::Movielens { src, dest },
         } => {

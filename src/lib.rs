@@ -11,6 +11,7 @@
 //!     -> model     candle recommenders and the text encoder (the only module that imports candle)
 //!     -> io        Parquet in and out, MovieLens import, embedding cache
 //! strategy, metrics, scoring: pure functions, no I/O and no engine types
+//! synth     synthetic interaction logs (`recsift gen`), written through io
 //! ```
 #![deny(missing_docs)]
 
@@ -27,3 +28,4 @@ pub mod results;
 pub mod scoring;
 pub mod spec;
 pub mod strategy;
+pub mod synth;

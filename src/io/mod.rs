@@ -9,6 +9,7 @@
 //! | [`items`] | item text rendered from a template over an item file's columns |
 //! | [`template`] | the text template language itself (pure, no file I/O, used by the planner too) |
 //! | [`results`] | an experiment's output directory: JSON, rounds and selections as Parquet, plots |
+//! | [`embedding_cache`] | text embeddings keyed by (model id, SHA-256 of the text), so each text is embedded once |
 //! | [`movielens`] | MovieLens releases (ml-100k, ml-1m, ml-10m, the CSV releases) converted to Parquet |
 //!
 //! # Type mapping
@@ -79,6 +80,7 @@ use parquet::errors::ParquetError;
 
 mod atomic;
 mod columns;
+pub mod embedding_cache;
 pub mod events;
 pub mod items;
 pub mod movielens;
@@ -358,6 +360,34 @@ pub enum IoError {
     OutputNotDir {
         /// The path.
         path: PathBuf,
+    },
+    /// An embedding cache holds vectors of the asked model with another dimension.
+    #[error(
+        "cache {} holds {found}-d vectors of model {model} but {asked} were asked: delete the \
+         file or point `cache:` elsewhere",
+        .path.display()
+    )]
+    EmbeddingDimMismatch {
+        /// The cache file.
+        path: PathBuf,
+        /// The model id.
+        model: String,
+        /// The dimension of its vectors in the file.
+        found: usize,
+        /// The dimension asked for.
+        asked: usize,
+    },
+    /// A file that should be an embedding cache but cannot be read as one.
+    #[error(
+        "embedding cache {} is unusable: {problem}; delete the file (its vectors will be \
+         computed again) or point `cache:` elsewhere",
+        .path.display()
+    )]
+    BadEmbeddingCache {
+        /// The cache file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
     },
     /// Records that cannot become a table (e.g. two columns with one name). A bug in the
     /// caller, reported rather than written.

@@ -1,0 +1,160 @@
+//! Writing the log: events streamed slice by slice into one Parquet file while the next
+//! slice is generated on another thread, then the items file.
+//!
+//! The files use the MovieLens importer's schemas (see [`crate::io`]), through the same
+//! Parquet writer ([`ParquetSink`]), so a pipeline reads a synthetic log as it reads an
+//! imported one.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::sync_channel;
+
+use arrow::array::{
+    Array, ArrayRef, Float32Array, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+use super::catalog::{Items, Users};
+use super::events::{SliceDraws, SliceEvents, SliceGenerator};
+use super::timeline::Timeline;
+use super::{CLICK_COLUMN, RATING_COLUMN, SynthConfig};
+use crate::data::LabelKind;
+use crate::io::IoError;
+use crate::io::parquet_file::{ParquetSink, write_parquet_atomic};
+
+/// Slices generated ahead of the writer (bounds memory to a few slices).
+const SLICES_IN_FLIGHT: usize = 2;
+
+/// `user_id: Int64, item_id: Int64, rating|click: Float32, timestamp: Int64`.
+pub(crate) fn events_schema(label: LabelKind) -> SchemaRef {
+    let label_column = match label {
+        LabelKind::Rating => RATING_COLUMN,
+        LabelKind::Click => CLICK_COLUMN,
+    };
+    Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Int64, false),
+        Field::new("item_id", DataType::Int64, false),
+        Field::new(label_column, DataType::Float32, false),
+        Field::new("timestamp", DataType::Int64, false),
+    ]))
+}
+
+/// What the events file holds, counted while it was written.
+#[derive(Debug)]
+pub(crate) struct EventStats {
+    pub(crate) rows: u64,
+    pub(crate) users_with_events: u32,
+    pub(crate) items_with_events: u32,
+    pub(crate) label_sum: f64,
+    /// Events repeating an earlier (user, item) pair.
+    pub(crate) repeats: u64,
+    /// First and last timestamp (None for no rows).
+    pub(crate) time_range: Option<(i64, i64)>,
+}
+
+/// Generates every slice and writes the events to `path`, atomically.
+pub(crate) fn write_events(
+    config: &SynthConfig,
+    users: &Users,
+    items: &Items,
+    timeline: &Timeline,
+    path: &Path,
+) -> Result<EventStats, IoError> {
+    let schema = events_schema(config.label);
+    let mut sink = ParquetSink::create(path, Arc::clone(&schema))?;
+    let mut users_seen = vec![false; users.len()];
+    let mut items_seen = vec![false; items.len()];
+    let mut label_sum = 0.0f64;
+    let mut repeats = 0u64;
+    let mut time_range: Option<(i64, i64)> = None;
+
+    std::thread::scope(|scope| -> Result<(), IoError> {
+        let (sender, receiver) = sync_channel::<SliceDraws>(SLICES_IN_FLIGHT);
+        scope.spawn(move || {
+            let mut generator = SliceGenerator::new(config, users, items, timeline);
+            for s in 0..timeline.len() {
+                let slice = generator.slice(s);
+                if slice.is_empty() {
+                    continue;
+                }
+                if sender.send(slice).is_err() {
+                    return; // The writer failed and stopped listening.
+                }
+            }
+        });
+        for draws in receiver {
+            // Sorting into time order here balances the two threads.
+            let slice = draws.into_events(config.start);
+            for &u in &slice.user_id {
+                users_seen[(u - 1) as usize] = true;
+            }
+            for &i in &slice.item_id {
+                items_seen[(i - 1) as usize] = true;
+            }
+            repeats += slice.repeats;
+            label_sum += slice.label.iter().map(|&l| f64::from(l)).sum::<f64>();
+            if let (Some(&first), Some(&last)) = (slice.timestamp.first(), slice.timestamp.last()) {
+                time_range = Some((time_range.map_or(first, |r| r.0), last));
+            }
+            let batch = slice_batch(&schema, slice, path)?;
+            sink.write(&batch)?;
+        }
+        Ok(())
+    })?;
+    let rows = sink.finish()?;
+    let count = |seen: &[bool]| seen.iter().filter(|s| **s).count() as u32;
+    Ok(EventStats {
+        rows,
+        users_with_events: count(&users_seen),
+        items_with_events: count(&items_seen),
+        label_sum,
+        repeats,
+        time_range,
+    })
+}
+
+/// A slice's columns as a record batch (no copy).
+fn slice_batch(
+    schema: &SchemaRef,
+    slice: SliceEvents,
+    path: &Path,
+) -> Result<RecordBatch, IoError> {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(slice.user_id)),
+        Arc::new(Int64Array::from(slice.item_id)),
+        Arc::new(Float32Array::from(slice.label)),
+        Arc::new(Int64Array::from(slice.timestamp)),
+    ];
+    RecordBatch::try_new(Arc::clone(schema), columns).map_err(|source| IoError::Arrow {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `item_id: Int64, title: Utf8, genres: List<Utf8>`, one row per item, by id.
+pub(crate) fn write_items(path: &Path, items: &Items) -> Result<(), IoError> {
+    let ids = Int64Array::from_iter_values((1..=items.len()).map(|i| i as i64));
+    let titles = StringArray::from_iter_values(items.titles.iter());
+    let mut genres = ListBuilder::new(StringBuilder::new());
+    for i in 0..items.len() {
+        for name in items.genre_names(i) {
+            genres.values().append_value(name);
+        }
+        genres.append(true);
+    }
+    let genres = genres.finish();
+    let schema = Schema::new(vec![
+        Field::new("item_id", DataType::Int64, false),
+        Field::new("title", DataType::Utf8, false),
+        Field::new("genres", genres.data_type().clone(), false),
+    ]);
+    let batch = RecordBatch::try_new(
+        Arc::new(schema),
+        vec![Arc::new(ids), Arc::new(titles), Arc::new(genres)],
+    )
+    .map_err(|source| IoError::Arrow {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    write_parquet_atomic(path, &batch)
+}
