@@ -14,6 +14,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod data;
 pub mod dataflow;
 pub mod driver;

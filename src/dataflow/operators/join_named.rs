@@ -3,12 +3,11 @@
 //! differential's `join_core` always names its operator "Join"; this one takes the name, so
 //! logs and profiles say which join is which.
 
-use differential_dataflow::consolidation::ConsolidatingContainerBuilder;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::operators::join::join_traces;
 use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::{AsCollection, VecCollection};
-use timely::container::PushInto;
+use timely::container::{CapacityContainerBuilder, PushInto};
 
 use crate::dataflow::records::{Multiplicity, RoundTime};
 
@@ -52,7 +51,7 @@ where
         D: differential_dataflow::Data,
         L: FnMut(&K, &V1, &V2) -> D + 'static,
     {
-        join_traces::<_, _, _, _, ConsolidatingContainerBuilder<Vec<(D, RoundTime, Multiplicity)>>>(
+        join_traces::<_, _, _, _, CapacityContainerBuilder<Vec<(D, RoundTime, Multiplicity)>>>(
             self,
             other,
             name,
