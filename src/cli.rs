@@ -105,6 +105,10 @@ struct RescoreArgs {
     /// The engine's worker threads.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Time each method's updates back to back (engine, then index, then full) instead of
+    /// rotating the three methods within each update.
+    #[arg(long)]
+    sequential: bool,
     /// Zipf exponent of item popularity (0 = uniform).
     #[arg(long, default_value_t = 1.0)]
     item_skew: f64,
@@ -255,6 +259,7 @@ fn bench_rescore(args: RescoreArgs) -> Result<(), Failure> {
         head_change: args.head_change,
         updates: args.updates,
         workers: args.workers,
+        sequential: args.sequential,
         item_skew: args.item_skew,
         seed: args.seed,
     };

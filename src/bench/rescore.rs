@@ -4,8 +4,9 @@
 //! A seeded pool of `samples` samples over `users` users and `items` items (item popularity
 //! follows a Zipf law) gets random scoring rows; then each of `updates` updates replaces the
 //! rows of a fraction of the users (and optionally of the items, or the head shared by every
-//! sample). Every update is applied by three methods, in a rotating order so that none always
-//! runs first on a cold cache:
+//! sample). Every update is applied by three methods, each with its own copy of the rows, in a
+//! rotating order so that none always runs first on a cold cache (or, with `sequential`, all
+//! updates of one method, then of the next):
 //!
 //! - **engine**: [`ScoringEngine::apply`] with the changed rows, then its score changes
 //!   written into a maintained score table;
@@ -48,7 +49,7 @@ pub use baselines::{IndexDiff, RowTables, UserItemIndex};
 pub use memory::{ResidentMemory, reset_peak, resident_memory};
 pub use synthetic::{PoolShape, RowChanges, SyntheticPool, UpdateStream};
 
-use crate::dataflow::{EngineError, EngineUpdate, ScoringEngine};
+use crate::dataflow::{EngineError, EngineUpdate, PoolSample, ScoringEngine};
 use crate::metrics::latency::{LatencyRecorder, LatencySummary};
 use crate::scoring::{PerSampleScore, RowLayout};
 
@@ -76,6 +77,11 @@ pub struct RescoreBenchConfig {
     pub updates: usize,
     /// The engine's worker threads (`--workers`).
     pub workers: usize,
+    /// Time each method's updates back to back, method after method (`--sequential`),
+    /// instead of running the three methods on each update in a rotating order. Back to
+    /// back, a method finds its own data in cache from its previous update; rotating, each
+    /// finds what the previous method left there, as an engine would after a training step.
+    pub sequential: bool,
     /// Zipf exponent of item popularity; 0 is uniform (`--item-skew`).
     pub item_skew: f64,
     /// Seed of the pool and the updates (`--seed`).
@@ -95,6 +101,7 @@ impl Default for RescoreBenchConfig {
             head_change: false,
             updates: 10,
             workers: 1,
+            sequential: false,
             item_skew: 1.0,
             seed: 42,
         }
@@ -241,22 +248,26 @@ pub fn bench_rescore(config: RescoreBenchConfig) -> Result<RescoreBenchReport, R
         item_skew: config.item_skew,
     };
     let pool = SyntheticPool::generate(shape, config.seed);
-    let mut stream = UpdateStream::new(
-        &pool,
-        config.touch_users,
-        config.touch_items,
-        config.head_change,
-        config.seed.wrapping_add(1),
-    );
+    let stream_seed = config.seed.wrapping_add(1);
+    let new_stream = || {
+        UpdateStream::new(
+            &pool,
+            config.touch_users,
+            config.touch_items,
+            config.head_change,
+            stream_seed,
+        )
+    };
 
-    let mut tables = RowTables::new(&pool);
+    let index_tables = RowTables::new(&pool);
+    let started = Instant::now();
+    let index = UserItemIndex::build(&pool, &index_tables);
+    let index_initial = ms_since(started);
+    let full_tables = index_tables.clone();
     let started = Instant::now();
     let mut full_scores = Vec::with_capacity(pool.samples.len());
-    tables.score_all(&pool.samples, &mut full_scores);
+    full_tables.score_all(&pool.samples, &mut full_scores);
     let full_initial = ms_since(started);
-    let started = Instant::now();
-    let mut index = UserItemIndex::build(&pool, &tables);
-    let index_initial = ms_since(started);
 
     let setup = resident_memory().unwrap_or_default();
     let peak_reset = reset_peak();
@@ -282,41 +293,48 @@ pub fn bench_rescore(config: RescoreBenchConfig) -> Result<RescoreBenchReport, R
     let engine_initial = ms_since(started);
     let loaded = resident_memory().unwrap_or_default();
 
-    let mut latency = LatencyRecorder::new();
-    let mut diffs = Vec::new();
-    let mut affected = 0usize;
-    let mut engine_changes = 0usize;
-    for k in 0..config.updates {
-        let changes = stream.next_changes();
-        let update = EngineUpdate {
-            user_rows: changes.users.clone(),
-            item_rows: changes.items.clone(),
-            head: changes.head.clone(),
-            ..EngineUpdate::default()
-        };
-        let mut update = Some(update);
-        for method in rotation(k) {
-            let started = Instant::now();
-            match method {
-                Method::Engine => {
-                    let output = engine.apply(update.take().unwrap_or_default())?;
-                    apply_score_changes(&mut engine_scores, &output);
-                    engine_changes += output.updates.len();
-                }
-                Method::Index => {
-                    index.update(&pool.samples, &mut tables, &changes, &mut diffs);
-                    affected += diffs.len();
-                }
-                Method::Full => {
-                    tables.apply(&changes);
-                    tables.score_all(&pool.samples, &mut full_scores);
-                }
+    let mut contestants = Contestants {
+        samples: &pool.samples,
+        engine,
+        engine_scores,
+        engine_changes: 0,
+        index,
+        index_tables,
+        diffs: Vec::new(),
+        affected: 0,
+        full_tables,
+        full_scores,
+        latency: LatencyRecorder::new(),
+    };
+    if config.sequential {
+        for method in [Method::Engine, Method::Index, Method::Full] {
+            let mut stream = new_stream();
+            for _ in 0..config.updates {
+                contestants.run(method, &stream.next_changes())?;
             }
-            latency.record(method.name(), started.elapsed());
+        }
+    } else {
+        let mut stream = new_stream();
+        for k in 0..config.updates {
+            let changes = stream.next_changes();
+            for method in rotation(k) {
+                contestants.run(method, &changes)?;
+            }
         }
     }
     let end = resident_memory().unwrap_or_default();
+    let Contestants {
+        engine,
+        engine_scores,
+        engine_changes,
+        index,
+        affected,
+        full_scores,
+        latency,
+        ..
+    } = contestants;
     engine.finish()?;
+    let stream = new_stream();
 
     let summary = latency.summary();
     let full = MethodTimes::new(full_initial, summary.get(Method::Full.name()));
@@ -411,6 +429,56 @@ impl Method {
     }
 }
 
+/// The three methods' state during the timed updates.
+struct Contestants<'p> {
+    samples: &'p [PoolSample],
+    engine: ScoringEngine,
+    /// The engine's scores, maintained from its score changes.
+    engine_scores: Vec<PerSampleScore>,
+    engine_changes: usize,
+    index: UserItemIndex,
+    index_tables: RowTables,
+    diffs: Vec<IndexDiff>,
+    affected: usize,
+    full_tables: RowTables,
+    full_scores: Vec<PerSampleScore>,
+    latency: LatencyRecorder,
+}
+
+impl Contestants<'_> {
+    /// Applies `changes` with `method` and records how long it took. The engine's input is
+    /// built before the clock starts (a driver builds it from its trainer's changed rows).
+    fn run(&mut self, method: Method, changes: &RowChanges) -> Result<(), EngineError> {
+        let update = (method == Method::Engine).then(|| EngineUpdate {
+            user_rows: changes.users.clone(),
+            item_rows: changes.items.clone(),
+            head: changes.head.clone(),
+            ..EngineUpdate::default()
+        });
+        let started = Instant::now();
+        match method {
+            Method::Engine => {
+                let output = self.engine.apply(update.unwrap_or_default())?;
+                apply_score_changes(&mut self.engine_scores, &output);
+                self.engine_changes += output.updates.len();
+            }
+            Method::Index => {
+                let tables = &mut self.index_tables;
+                self.index
+                    .update(self.samples, tables, changes, &mut self.diffs);
+                self.affected += self.diffs.len();
+            }
+            Method::Full => {
+                self.full_tables.apply(changes);
+                self.full_tables
+                    .score_all(self.samples, &mut self.full_scores);
+            }
+        }
+        self.latency.record(method.name(), started.elapsed());
+        Ok(())
+    }
+}
+
 /// The order of the methods in update `k`: each runs first, second and third equally often.
 fn rotation(k: usize) -> [Method; 3] {
     let order = [Method::Engine, Method::Index, Method::Full];
@@ -446,8 +514,20 @@ impl fmt::Display for RescoreBenchReport {
         writeln!(
             f,
             "rescore: {} samples, {} users, {} items (Zipf skew {}), dim {}, {} member(s), \
-             engine on {} worker(s), seed {}",
-            c.samples, c.users, c.items, c.item_skew, c.dim, c.members, c.workers, c.seed
+             engine on {} worker(s), seed {}; methods timed {}",
+            c.samples,
+            c.users,
+            c.items,
+            c.item_skew,
+            c.dim,
+            c.members,
+            c.workers,
+            c.seed,
+            if c.sequential {
+                "one after the other"
+            } else {
+                "in turn on each update"
+            }
         )?;
         writeln!(
             f,
@@ -539,6 +619,18 @@ mod tests {
             assert!(report.affected_samples > 0.0);
             assert_eq!(report.p99_ms, report.engine.p99_ms);
         }
+    }
+
+    #[test]
+    fn sequential_timing_reaches_the_same_scores() {
+        let report = bench_rescore(RescoreBenchConfig {
+            sequential: true,
+            ..small(1)
+        })
+        .unwrap();
+        assert!(report.equal && report.index_equal, "{report}");
+        assert_eq!(report.engine_changes, 2.0 * report.affected_samples);
+        assert_eq!(report.full.count, 4);
     }
 
     #[test]
