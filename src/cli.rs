@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use recsift::bench::embed::bench_embed;
+use recsift::bench::rescore::{self, RescoreBenchConfig};
 use recsift::data::LabelKind;
 use recsift::driver::{self, RunOptions};
 use recsift::io::movielens::import_movielens;
@@ -57,7 +58,7 @@ enum Command {
         #[arg(long)]
         dot: bool,
     },
-    /// Measure recsift's speed against a baseline in the same run.
+    /// Measure a part of recsift against baselines in the same run.
     Bench {
         #[command(subcommand)]
         bench: BenchCommand,
@@ -69,6 +70,53 @@ enum Command {
         #[command(subcommand)]
         dataset: ImportCommand,
     },
+}
+
+#[derive(Debug, Args)]
+struct RescoreArgs {
+    /// Pool samples.
+    #[arg(long, default_value_t = 1_000_000)]
+    samples: u32,
+    /// Users (drawn uniformly per sample).
+    #[arg(long, default_value_t = 100_000)]
+    users: u32,
+    /// Items (popularity follows a Zipf law, see --item-skew).
+    #[arg(long, default_value_t = 10_000)]
+    items: u32,
+    /// Vector length of each member's row.
+    #[arg(long, default_value_t = 32)]
+    dim: usize,
+    /// Ensemble members per row.
+    #[arg(long, default_value_t = 1)]
+    members: usize,
+    /// Fraction of the user rows each update replaces (0.01 = 1%).
+    #[arg(long, default_value_t = 0.01)]
+    touch: f64,
+    /// Fraction of the item rows each update replaces.
+    #[arg(long, default_value_t = 0.0)]
+    touch_items: f64,
+    /// Each update also changes the head shared by every sample (the dense case).
+    #[arg(long)]
+    head_change: bool,
+    /// Timed updates.
+    #[arg(long, default_value_t = 10)]
+    updates: usize,
+    /// The engine's worker threads.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Time each method's updates back to back (engine, then index, then full) instead of
+    /// rotating the three methods within each update.
+    #[arg(long)]
+    sequential: bool,
+    /// Zipf exponent of item popularity (0 = uniform).
+    #[arg(long, default_value_t = 1.0)]
+    item_skew: f64,
+    /// Seed of the pool and the updates.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +156,9 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Incremental re-scoring (the engine) against a full re-score loop and a hand-written
+    /// user/item -> samples index, per update, in the same run.
+    Rescore(RescoreArgs),
 }
 
 /// `recsift gen`: every flag is a field of `SynthConfig` (see its docs for the model).
@@ -353,7 +404,40 @@ fn run_bench(bench: BenchCommand) -> Result<(), Failure> {
             }
             Ok(())
         }
+        BenchCommand::Rescore(args) => bench_rescore(args),
     }
+}
+
+fn bench_rescore(args: RescoreArgs) -> Result<(), Failure> {
+    let config = RescoreBenchConfig {
+        samples: args.samples,
+        users: args.users,
+        items: args.items,
+        dim: args.dim,
+        members: args.members,
+        touch_users: args.touch,
+        touch_items: args.touch_items,
+        head_change: args.head_change,
+        updates: args.updates,
+        workers: args.workers,
+        sequential: args.sequential,
+        item_skew: args.item_skew,
+        seed: args.seed,
+    };
+    let report = rescore::bench_rescore(config).map_err(|e| Failure {
+        code: if e.is_user_error() { 2 } else { 1 },
+        message: e.to_string(),
+    })?;
+    if args.json {
+        let json = serde_json::to_string(&report).map_err(|e| Failure {
+            code: 1,
+            message: format!("could not write the report as JSON: {e}"),
+        })?;
+        println!("{json}");
+    } else {
+        println!("{report}");
+    }
+    Ok(())
 }
 
 fn load_plan(args: &PipelineArgs) -> Result<Plan, Failure> {

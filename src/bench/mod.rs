@@ -1,4 +1,6 @@
-//! Benchmarks behind `recsift bench`: each measures one part of recsift on given inputs
-//! and returns a serialisable report (the CLI prints it as text or `--json`).
+//! Benchmarks behind `recsift bench`: each measures one part of recsift (against simpler
+//! baselines in the same run where there are any) and returns a serialisable report that
+//! prints as a table or as JSON.
 
 pub mod embed;
+pub mod rescore;

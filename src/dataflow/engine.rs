@@ -7,16 +7,13 @@ use std::sync::{Arc, Mutex};
 
 use timely::communication::WorkerGuards;
 
-use super::graph::CollectedUpdate;
-use super::records::{ItemFact, LabelBits, PoolRecord, RoundTime, StateRecord};
+use super::merge::UpdateMerger;
+use super::records::{ItemFact, LabelBits, PoolRecord, RoundTime};
 use super::side_table::{SharedTables, SideTables, VersionChange, VersionedHeads, VersionedRows};
 use super::worker::{
-    Failure, RoundResult, RoundShare, WorkerCommand, WorkerContext, WorkerLink, WorkerReply,
-    run_worker,
+    Failure, RoundShare, WorkerCommand, WorkerContext, WorkerLink, WorkerReply, run_worker,
 };
-use super::{
-    EngineError, EngineUpdate, PoolSample, RoundOutput, RowSide, SampleState, ScoreUpdate,
-};
+use super::{EngineError, EngineUpdate, PoolSample, RoundOutput, RowSide};
 use crate::data::{ItemIdx, SampleIdx, UserIdx};
 use crate::scoring::{RowLayout, ScoringHead};
 
@@ -36,6 +33,8 @@ pub struct ScoringEngine {
     guards: Option<WorkerGuards<()>>,
     /// The first failure; the engine refuses rounds after it.
     failure: Option<EngineError>,
+    /// Merges the workers' updates, and keeps their buffers for later rounds.
+    merger: UpdateMerger,
 }
 
 impl ScoringEngine {
@@ -47,8 +46,8 @@ impl ScoringEngine {
         check_head_offsets(&head)?;
         let layout = head.layout;
         let tables = SharedTables::new(SideTables {
-            users: VersionedRows::default(),
-            items: VersionedRows::default(),
+            users: VersionedRows::new(layout.row_len()),
+            items: VersionedRows::new(layout.row_len()),
             heads: VersionedHeads::new(head),
         });
         let (reply_sender, replies) = mpsc::channel();
@@ -85,6 +84,7 @@ impl ScoringEngine {
             abort,
             guards: Some(guards),
             failure: None,
+            merger: UpdateMerger::default(),
         })
     }
 
@@ -209,16 +209,25 @@ impl ScoringEngine {
         }
 
         let mut tables = self.tables.write();
+        let ids = |rows: &[(u32, Vec<f32>)]| rows.iter().map(|(id, _)| *id as usize + 1).max();
+        if let Some(ids) = ids(&update.user_rows) {
+            tables.users.reserve_ids(ids);
+        }
+        if let Some(ids) = ids(&update.item_rows) {
+            tables.items.reserve_ids(ids);
+        }
         let mut k = 0;
-        for (user, row) in update.user_rows {
-            let change = tables.users.set(user, row.into_boxed_slice());
+        for (user, row) in &update.user_rows {
+            let user = *user;
+            let change = tables.users.set(user, row);
             for (version, m) in version_updates(change) {
                 shares[k % workers].user_rows.push(((user, version), m));
                 k += 1;
             }
         }
-        for (item, row) in update.item_rows {
-            let change = tables.items.set(item, row.into_boxed_slice());
+        for (item, row) in &update.item_rows {
+            let item = *item;
+            let change = tables.items.set(item, row);
             for (version, m) in version_updates(change) {
                 shares[k % workers]
                     .item_facts
@@ -231,6 +240,9 @@ impl ScoringEngine {
                 .extend(version_updates(tables.heads.set(head)));
         }
         shares[0].head = std::mem::take(&mut self.pending_head);
+        for share in &mut shares {
+            share.spare = self.merger.spare();
+        }
         shares
     }
 
@@ -261,7 +273,7 @@ impl ScoringEngine {
         if !failures.is_empty() {
             return Err(root_cause(failures));
         }
-        Ok(merge_results(results))
+        Ok(self.merger.merge(results))
     }
 
     /// Stops the workers: an orderly shutdown when healthy, an abort after a failure.
@@ -345,61 +357,6 @@ fn root_cause(mut failures: Vec<(usize, Failure)>) -> EngineError {
     match failures.swap_remove(0) {
         (worker, Failure::Panicked(message)) => EngineError::WorkerPanicked { worker, message },
         (worker, _) => EngineError::WorkerExited { worker },
-    }
-}
-
-/// Consolidates the workers' updates and orders them by `(sample, diff, state)`.
-fn merge_results(results: Vec<RoundResult>) -> RoundOutput {
-    let mut rescored = 0;
-    let mut retracted = 0;
-    let total = results.iter().map(|r| r.updates.len()).sum();
-    let mut updates: Vec<CollectedUpdate> = Vec::with_capacity(total);
-    for result in results {
-        rescored += result.inserted;
-        retracted += result.retracted;
-        updates.extend(result.updates);
-    }
-    updates.sort_unstable_by_key(|&(sample, state, _)| (sample, state));
-    let mut consolidated: Vec<CollectedUpdate> = Vec::with_capacity(updates.len());
-    for (sample, state, m) in updates {
-        match consolidated.last_mut() {
-            Some(last) if last.0 == sample && last.1 == state => last.2 += m,
-            _ => {
-                if consolidated.last().is_some_and(|last| last.2 == 0) {
-                    consolidated.pop();
-                }
-                consolidated.push((sample, state, m));
-            }
-        }
-    }
-    if consolidated.last().is_some_and(|last| last.2 == 0) {
-        consolidated.pop();
-    }
-    // Within each sample (already contiguous), retractions before insertions.
-    for group in consolidated.chunk_by_mut(|a, b| a.0 == b.0) {
-        group.sort_unstable_by_key(|&(_, state, m)| (m, state));
-    }
-    RoundOutput {
-        updates: consolidated
-            .into_iter()
-            .map(|(sample, state, m)| ScoreUpdate {
-                sample,
-                state: sample_state(&state),
-                diff: m as i64,
-            })
-            .collect(),
-        rescored,
-        retracted,
-    }
-}
-
-fn sample_state(record: &StateRecord) -> SampleState {
-    SampleState {
-        user: record.user,
-        item: record.item,
-        score: record.score(),
-        item_labels: record.item_labels,
-        item_entropy: f32::from_bits(record.item_entropy),
     }
 }
 
@@ -558,38 +515,5 @@ mod tests {
         let a_labelled = sample(5, 1, 2, Some(3.0));
         let changes = pool.change(&[a], &[a_labelled]).unwrap();
         assert_eq!(changes, vec![(a, -1), (a_labelled, 1)]);
-    }
-
-    #[test]
-    fn merge_consolidates_and_orders_retractions_first() {
-        let state = |prediction: f32| StateRecord {
-            user: 0,
-            item: 0,
-            prediction: prediction.to_bits(),
-            variance: 0,
-            loss: None,
-            item_labels: 0,
-            item_entropy: 0,
-        };
-        let results = vec![
-            RoundResult {
-                updates: vec![(2, state(1.0), 1), (1, state(5.0), 1), (1, state(3.0), -1)],
-                inserted: 2,
-                retracted: 1,
-            },
-            RoundResult {
-                updates: vec![(2, state(1.0), -1), (0, state(2.0), 1)],
-                inserted: 1,
-                retracted: 1,
-            },
-        ];
-        let output = merge_results(results);
-        let got: Vec<(u32, f32, i64)> = output
-            .updates
-            .iter()
-            .map(|u| (u.sample, u.state.score.prediction, u.diff))
-            .collect();
-        assert_eq!(got, vec![(0, 2.0, 1), (1, 3.0, -1), (1, 5.0, 1)]);
-        assert_eq!((output.rescored, output.retracted), (3, 2));
     }
 }

@@ -14,20 +14,6 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use super::records::{HeadVersion, RowVersion};
 use crate::scoring::ScoringHead;
 
-/// One version of a row.
-#[derive(Debug)]
-struct VersionedRow {
-    version: RowVersion,
-    values: Box<[f32]>,
-}
-
-/// The live row of an id and the version it replaced this round, if any.
-#[derive(Debug, Default)]
-struct RowSlot {
-    live: Option<VersionedRow>,
-    retiring: Option<VersionedRow>,
-}
-
 /// How a row changed: the version it replaced (if it existed) and its new version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct VersionChange<V> {
@@ -37,77 +23,120 @@ pub(crate) struct VersionChange<V> {
     pub new: V,
 }
 
-/// Rows of one side (users or items), indexed by their dense id.
-#[derive(Debug, Default)]
+/// The version of an id that has no row.
+const ABSENT: RowVersion = RowVersion::MAX;
+/// "No retiring version" in [`VersionedRows::retiring_of`].
+const NOT_RETIRING: u32 = u32::MAX;
+
+/// Rows of one side (users or items), indexed by their dense id, in flat tables: the live
+/// rows side by side (`row_len` floats per id) with a version per id, and the versions
+/// replaced this round in a small table of their own. Setting and retiring rows allocates
+/// nothing once the tables have grown, and a lookup is two independent reads.
+#[derive(Debug)]
 pub(crate) struct VersionedRows {
-    slots: Vec<RowSlot>,
-    /// Ids with a retiring version, to drop after the round.
-    retiring: Vec<u32>,
+    row_len: usize,
+    /// Live rows, id `i` at `i * row_len`.
+    values: Vec<f32>,
+    /// Live version per id ([`ABSENT`] for none).
+    versions: Vec<RowVersion>,
+    /// Per id, its entry in `retiring` ([`NOT_RETIRING`] for none).
+    retiring_of: Vec<u32>,
+    /// Rows replaced this round: `(id, version)`, the floats of entry `k` at
+    /// `retiring_values[k * row_len..]`.
+    retiring: Vec<(u32, RowVersion)>,
+    retiring_values: Vec<f32>,
 }
 
 impl VersionedRows {
-    /// Sets the row of `id` to `values`, keeping the replaced version until [`Self::retire`].
+    /// An empty table of rows of `row_len` floats.
+    pub(crate) fn new(row_len: usize) -> Self {
+        Self {
+            row_len,
+            values: Vec::new(),
+            versions: Vec::new(),
+            retiring_of: Vec::new(),
+            retiring: Vec::new(),
+            retiring_values: Vec::new(),
+        }
+    }
+
+    /// Makes room for ids `0..ids` at once (a first round sets every row).
+    pub(crate) fn reserve_ids(&mut self, ids: usize) {
+        if self.versions.len() < ids {
+            self.values.resize(ids * self.row_len, 0.0);
+            self.versions.resize(ids, ABSENT);
+            self.retiring_of.resize(ids, NOT_RETIRING);
+        }
+    }
+
+    /// Sets the row of `id` to `values` (`row_len` long), keeping the replaced version until
+    /// [`Self::retire`].
     ///
     /// At most one change per id per round: the driver rejects duplicates before calling.
-    pub(crate) fn set(&mut self, id: u32, values: Box<[f32]>) -> VersionChange<RowVersion> {
+    pub(crate) fn set(&mut self, id: u32, values: &[f32]) -> VersionChange<RowVersion> {
+        debug_assert_eq!(values.len(), self.row_len);
         let index = id as usize;
-        if self.slots.len() <= index {
-            self.slots.resize_with(index + 1, RowSlot::default);
-        }
-        let slot = &mut self.slots[index];
-        debug_assert!(
-            slot.retiring.is_none(),
+        self.reserve_ids(index + 1);
+        debug_assert_eq!(
+            self.retiring_of[index], NOT_RETIRING,
             "row {id} changed twice in one round"
         );
-        let old = slot.live.take();
-        let new = old.as_ref().map_or(0, |row| row.version.wrapping_add(1));
-        let change = VersionChange {
-            old: old.as_ref().map(|row| row.version),
-            new,
+        let old = self.versions[index];
+        let at = index * self.row_len;
+        let live = &mut self.values[at..at + self.row_len];
+        let change = if old == ABSENT {
+            VersionChange { old: None, new: 0 }
+        } else {
+            self.retiring_of[index] = self.retiring.len() as u32;
+            self.retiring.push((id, old));
+            self.retiring_values.extend_from_slice(live);
+            // Versions cycle through 0..ABSENT: a retired version is long gone when its
+            // number comes round again.
+            let next = old.wrapping_add(1);
+            VersionChange {
+                old: Some(old),
+                new: if next == ABSENT { 0 } else { next },
+            }
         };
-        if old.is_some() {
-            slot.retiring = old;
-            self.retiring.push(id);
-        }
-        slot.live = Some(VersionedRow {
-            version: new,
-            values,
-        });
+        live.copy_from_slice(values);
+        self.versions[index] = change.new;
         change
     }
 
     /// The floats of `id` at `version`, if that version is live or retiring.
     pub(crate) fn get(&self, id: u32, version: RowVersion) -> Option<&[f32]> {
-        let slot = self.slots.get(id as usize)?;
-        [slot.live.as_ref(), slot.retiring.as_ref()]
-            .into_iter()
-            .flatten()
-            .find(|row| row.version == version)
-            .map(|row| &*row.values)
+        let index = id as usize;
+        if *self.versions.get(index)? == version {
+            let at = index * self.row_len;
+            return Some(&self.values[at..at + self.row_len]);
+        }
+        let entry = self.retiring_of[index];
+        if entry == NOT_RETIRING || self.retiring[entry as usize].1 != version {
+            return None;
+        }
+        let at = entry as usize * self.row_len;
+        Some(&self.retiring_values[at..at + self.row_len])
     }
 
     /// Whether `id` has a live row.
     #[cfg(test)]
     pub(crate) fn contains(&self, id: u32) -> bool {
-        self.slots
-            .get(id as usize)
-            .is_some_and(|slot| slot.live.is_some())
+        self.versions.get(id as usize).is_some_and(|&v| v != ABSENT)
     }
 
     /// Drops every retiring version: the round that retracted them has completed.
     pub(crate) fn retire(&mut self) {
-        for id in self.retiring.drain(..) {
-            self.slots[id as usize].retiring = None;
+        for &(id, _) in &self.retiring {
+            self.retiring_of[id as usize] = NOT_RETIRING;
         }
+        self.retiring.clear();
+        self.retiring_values.clear();
     }
 
     /// Versions currently held (live and retiring), for tests of the garbage collection.
     #[cfg(test)]
     pub(crate) fn held_versions(&self) -> usize {
-        self.slots
-            .iter()
-            .map(|slot| usize::from(slot.live.is_some()) + usize::from(slot.retiring.is_some()))
-            .sum()
+        self.versions.iter().filter(|&&v| v != ABSENT).count() + self.retiring.len()
     }
 }
 
@@ -210,12 +239,12 @@ mod tests {
 
     #[test]
     fn a_changed_row_keeps_its_old_version_until_retired() {
-        let mut rows = VersionedRows::default();
-        let first = rows.set(3, vec![1.0].into());
+        let mut rows = VersionedRows::new(1);
+        let first = rows.set(3, &[1.0]);
         assert_eq!(first, VersionChange { old: None, new: 0 });
         assert!(!rows.contains(2));
         rows.retire();
-        let second = rows.set(3, vec![2.0].into());
+        let second = rows.set(3, &[2.0]);
         assert_eq!(
             second,
             VersionChange {

@@ -36,6 +36,9 @@ pub(crate) struct RoundShare {
     pub user_rows: Vec<((UserIdx, RowVersion), Multiplicity)>,
     /// Head versions.
     pub head: Vec<(HeadVersion, Multiplicity)>,
+    /// An empty buffer to collect the round's score updates in (recycled from an earlier
+    /// round, so that collecting does not grow a fresh vector every round).
+    pub spare: Vec<CollectedUpdate>,
 }
 
 /// What the driver asks of a worker.
@@ -183,6 +186,7 @@ fn serve(worker: &mut Worker, link: WorkerLink, context: &WorkerContext) -> Resu
         };
         match command {
             WorkerCommand::Round { time, share } => {
+                *dataflow.collected.borrow_mut() = share.spare;
                 let inputs = &mut dataflow.inputs;
                 for (record, m) in share.pool {
                     inputs.pool.update(record, m);
