@@ -56,6 +56,24 @@ pub fn init_rows(
     out
 }
 
+/// `n` values drawn uniformly from `[-bound, bound)` for the dense parameter called `name`
+/// (a layer's weights, say): the same for the same seed and name, different across names.
+pub fn uniform_values(seed: u64, name: &str, n: usize, bound: f64) -> Vec<f32> {
+    let mut words = vec![seed, INIT_DOMAIN, name.len() as u64];
+    words.extend(name.as_bytes().chunks(8).map(|chunk| {
+        chunk
+            .iter()
+            .fold(0u64, |word, &byte| (word << 8) | u64::from(byte))
+    }));
+    let param_seed = stable_hash(&words);
+    (0..n as u64)
+        .map(|k| {
+            let u = unit_interval(stable_hash(&[param_seed, k]));
+            (bound * (2.0 * u - 1.0)) as f32
+        })
+        .collect()
+}
+
 /// A standard normal draw for `position` of a row (Box-Muller on two hashed uniforms).
 fn standard_normal(row_seed: u64, position: u64) -> f64 {
     let u1 = unit_interval(stable_hash(&[row_seed, 2 * position]));
@@ -76,6 +94,25 @@ mod tests {
         assert_eq!(all[6 * 8..], tail[..]);
         assert_ne!(all, init_rows(6, TableTag::Users, 0..10, 2, 3, 0.1));
         assert_ne!(all, init_rows(5, TableTag::Items, 0..10, 2, 3, 0.1));
+    }
+
+    #[test]
+    fn uniform_values_cover_the_interval_and_depend_on_the_name() {
+        let v = uniform_values(3, "tower.w1", 20_000, 0.5);
+        assert!(v.iter().all(|&x| (-0.5..0.5).contains(&x)));
+        let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64;
+        let var = v
+            .iter()
+            .map(|&x| (f64::from(x) - mean).powi(2))
+            .sum::<f64>()
+            / v.len() as f64;
+        // Uniform on [-0.5, 0.5): mean 0, variance 1/12.
+        assert!(mean.abs() < 0.01, "mean {mean}");
+        assert!((var - 1.0 / 12.0).abs() < 0.003, "variance {var}");
+        assert_eq!(v, uniform_values(3, "tower.w1", 20_000, 0.5));
+        assert_ne!(v, uniform_values(3, "tower.w2", 20_000, 0.5));
+        assert_ne!(v, uniform_values(4, "tower.w1", 20_000, 0.5));
+        assert_eq!(uniform_values(3, "tower.w1", 10, 0.5), v[..10]);
     }
 
     #[test]

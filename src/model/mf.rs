@@ -26,21 +26,21 @@
 //! shared cores): `dim` 32, `init_std` 0.03, SGD with `lr` 0.02 and `weight_decay` 0.1,
 //! `batch_size` 1024, 25 epochs (`docs/benchmarks-mf.md`).
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 
-use super::bootstrap::{bootstrap_weights, stable_hash};
+use super::bootstrap::stable_hash;
 use super::init::{TableTag, init_rows};
 use super::optim::{RowGradients, RowTable, SparseOptimizer, block_rows, blocks};
+use super::training::{Batch, EpochLoop, check_params, check_rows, label_offset, marked};
 use super::{FitReport, ModelError, Recommender, candle_device};
 use crate::data::{Interaction, ItemIdx, LabelKind, UserIdx};
-use crate::plan::params::{ModelKind, OptimizerParams, TrainParams};
+use crate::plan::params::{ModelKind, TrainParams, UncertaintyParams};
 use crate::scoring::{RowLayout, ScoringHead};
 
 /// Separates the shuffling stream from other uses of the seed.
-const SHUFFLE_DOMAIN: u64 = 0x5348_5546_464C_4503;
+pub(super) const SHUFFLE_DOMAIN: u64 = 0x5348_5546_464C_4503;
 
 /// Biased matrix factorisation with `members` bootstrap members stored side by side.
 #[derive(Debug)]
@@ -75,19 +75,21 @@ impl BiasedMf {
         global_mean: f32,
         label_kind: LabelKind,
     ) -> Result<Self, ModelError> {
-        let ModelKind::Mf { dim, init_std } = params.model;
+        let ModelKind::Mf { dim, init_std } = params.model else {
+            return Err(ModelError::Input(format!(
+                "BiasedMf trains `mf` models, not `{}`; build models with \
+                 model::build_recommender",
+                params.model.name()
+            )));
+        };
+        if let UncertaintyParams::McDropout { .. } = params.uncertainty {
+            return Err(mc_dropout_needs_dropout("mf"));
+        }
         let members = params.uncertainty.members();
-        check_params(params, members, init_std, global_mean, label_kind)?;
+        check_params("mf", params, init_std, global_mean, label_kind)?;
         let device = candle_device(params.device)?;
         let layout = RowLayout { members, dim };
-        let offset = match label_kind {
-            LabelKind::Rating => global_mean,
-            LabelKind::Click => {
-                let p = global_mean.clamp(1e-6, 1.0 - 1e-6);
-                (p / (1.0 - p)).ln()
-            }
-        };
-        let offsets = vec![offset; members];
+        let offsets = vec![label_offset(global_mean, label_kind); members];
         let optimizer = SparseOptimizer::from(params.optimizer);
         let width = 1 + dim;
         let table = |tag: TableTag, rows: usize| -> Result<RowTable, ModelError> {
@@ -179,15 +181,6 @@ impl BiasedMf {
         Ok(loss)
     }
 
-    fn check_rows(&self, what: &str, rows: &[u32], held: usize) -> Result<(), ModelError> {
-        match rows.iter().find(|&&r| r as usize >= held) {
-            Some(r) => Err(ModelError::Input(format!(
-                "{what} index {r} is out of range: the model holds {held} {what}s; grow() it first"
-            ))),
-            None => Ok(()),
-        }
-    }
-
     fn export(&self, table: &RowTable, rows: &[u32]) -> Result<Vec<f32>, ModelError> {
         if rows.is_empty() {
             return Ok(Vec::new());
@@ -224,20 +217,24 @@ impl BiasedMf {
     }
 }
 
-/// The forward pass of a batch, with the pieces its closed-form gradients reuse.
-struct Forward {
+/// The forward pass of a batch, with the pieces its closed-form gradients reuse: the
+/// prediction `offset + <[1, p], [b_i, q]> + b_u` of gathered user rows `p` and item rows
+/// `q` (`[n, members, 1 + dim]`). Text MF and the two-tower model reuse it on their
+/// effective rows.
+pub(super) struct Forward {
     /// Raw predictions (ratings, or click logits), `[n, members]`.
-    raw: Tensor,
+    pub(super) raw: Tensor,
     /// User rows with the bias replaced by 1: `[1, p_1 .. p_d]`, the gradient of `raw` with
     /// respect to the item row.
-    p_unit_bias: Tensor,
+    pub(super) p_unit_bias: Tensor,
     /// Item rows with the bias replaced by 1: the gradient of `raw` with respect to the
     /// user row.
-    q_unit_bias: Tensor,
+    pub(super) q_unit_bias: Tensor,
 }
 
 impl Forward {
-    fn new(p: &Tensor, q: &Tensor, offset_row: &Tensor) -> candle_core::Result<Self> {
+    /// The forward pass; `offset_row` is `[1, members]`.
+    pub(super) fn new(p: &Tensor, q: &Tensor, offset_row: &Tensor) -> candle_core::Result<Self> {
         let p_unit_bias = unit_bias(p)?;
         let q_unit_bias = unit_bias(q)?;
         // <[1, p], [b_i, q]> = b_i + <p, q>; adding b_u gives the raw prediction.
@@ -252,7 +249,7 @@ impl Forward {
 
     /// `prediction - label` per sample and member (the prediction is `sigmoid(raw)` for
     /// clicks): the derivative of the per-sample loss with respect to `raw`.
-    fn residual(&self, labels: &Tensor, kind: LabelKind) -> candle_core::Result<Tensor> {
+    pub(super) fn residual(&self, labels: &Tensor, kind: LabelKind) -> candle_core::Result<Tensor> {
         match kind {
             LabelKind::Rating => self.raw.broadcast_sub(labels),
             LabelKind::Click => candle_nn::ops::sigmoid(&self.raw)?.broadcast_sub(labels),
@@ -261,7 +258,7 @@ impl Forward {
 
     /// `Σ w · loss` over the block: squared error for ratings (the reported loss; training
     /// uses half of it), binary cross-entropy for clicks.
-    fn weighted_loss(
+    pub(super) fn weighted_loss(
         &self,
         residual: &Tensor,
         labels: &Tensor,
@@ -308,80 +305,12 @@ fn unit_bias(rows: &Tensor) -> candle_core::Result<Tensor> {
     Tensor::cat(&[&ones, &rows.narrow(2, 1, width - 1)?], 2)
 }
 
-/// One batch's samples as host columns.
-#[derive(Default)]
-struct Batch {
-    users: Vec<u32>,
-    items: Vec<u32>,
-    labels: Vec<f32>,
-    /// Sample-major, `members` per sample.
-    weights: Vec<f32>,
-}
-
-impl Batch {
-    fn fill(&mut self, chunk: &[usize], samples: &[Interaction], weights: &[f32], members: usize) {
-        self.users.clear();
-        self.items.clear();
-        self.labels.clear();
-        self.weights.clear();
-        for &k in chunk {
-            let s = &samples[k];
-            self.users.push(s.user);
-            self.items.push(s.item);
-            self.labels.push(s.label);
-            self.weights
-                .extend_from_slice(&weights[k * members..(k + 1) * members]);
-        }
-    }
-}
-
-/// Sorted indices of the `true` entries.
-fn marked(flags: &[bool]) -> Vec<u32> {
-    flags
-        .iter()
-        .enumerate()
-        .filter_map(|(i, &f)| f.then_some(i as u32))
-        .collect()
-}
-
-fn check_params(
-    params: &TrainParams,
-    members: usize,
-    init_std: f64,
-    global_mean: f32,
-    label_kind: LabelKind,
-) -> Result<(), ModelError> {
-    let invalid = |msg: String| Err(ModelError::Input(msg));
-    if members == 0 {
-        return invalid("uncertainty: an ensemble needs at least 1 member, got 0".into());
-    }
-    if params.batch_size == 0 {
-        return invalid("batch_size must be at least 1, got 0".into());
-    }
-    if !(init_std.is_finite() && init_std >= 0.0) {
-        return invalid(format!(
-            "mf init_std must be a finite number >= 0, got {init_std}"
-        ));
-    }
-    let lr = match params.optimizer {
-        OptimizerParams::Sgd { lr, .. } | OptimizerParams::Adam { lr, .. } => lr,
-    };
-    if !(lr.is_finite() && lr > 0.0) {
-        return invalid(format!(
-            "optimizer lr must be a finite number > 0, got {lr}"
-        ));
-    }
-    if !global_mean.is_finite() {
-        return invalid(format!(
-            "the global mean label must be finite, got {global_mean}"
-        ));
-    }
-    if label_kind == LabelKind::Click && !(0.0..=1.0).contains(&global_mean) {
-        return invalid(format!(
-            "for click labels the global mean is the click rate, in [0, 1]; got {global_mean}"
-        ));
-    }
-    Ok(())
+/// The error for `uncertainty: mc_dropout` on a model without dropout.
+pub(super) fn mc_dropout_needs_dropout(kind: &str) -> ModelError {
+    ModelError::Input(format!(
+        "uncertainty `mc_dropout` needs a model with dropout (`two_tower`); `{kind}` has \
+         none: use `ensemble` (several bootstrap members) instead"
+    ))
 }
 
 impl Recommender for BiasedMf {
@@ -413,97 +342,35 @@ impl Recommender for BiasedMf {
         keys: &[u32],
         epochs: usize,
     ) -> Result<FitReport, ModelError> {
-        if keys.len() != samples.len() {
-            return Err(ModelError::Input(format!(
-                "fit got {} samples but {} keys; every sample needs one stable key",
-                samples.len(),
-                keys.len()
-            )));
-        }
-        let (n_users, n_items) = self.shape();
-        for (k, s) in samples.iter().enumerate() {
-            if s.user as usize >= n_users || s.item as usize >= n_items {
-                return Err(ModelError::Input(format!(
-                    "sample {k} (key {}) refers to user {} and item {}, but the model holds \
-                     {n_users} users and {n_items} items; grow() it first",
-                    keys[k], s.user, s.item
-                )));
-            }
-            if !s.label.is_finite() {
-                return Err(ModelError::Input(format!(
-                    "sample {k} (key {}) has label {}; labels must be finite",
-                    keys[k], s.label
-                )));
-            }
-        }
+        let shape = self.shape();
         let members = self.layout.members;
-        let weights = bootstrap_weights(self.seed, keys, members);
-        let is_active = |k: usize| {
-            weights[k * members..(k + 1) * members]
-                .iter()
-                .any(|&w| w > 0.0)
-        };
-        // Samples no member draws into its bootstrap take no part (and touch no row).
-        let mut order: Vec<usize> = (0..samples.len()).filter(|&k| is_active(k)).collect();
-        if epochs == 0 || order.is_empty() {
+        let mut epochs_loop = EpochLoop::new(samples, keys, shape, self.seed, members)?;
+        if epochs == 0 || epochs_loop.is_empty() {
             return Ok(FitReport::default());
         }
-        let weight_total: f64 = order
-            .iter()
-            .flat_map(|&k| &weights[k * members..(k + 1) * members])
-            .map(|&w| f64::from(w))
-            .sum();
-        let mut user_touched = vec![false; n_users];
-        let mut item_touched = vec![false; n_items];
-        for &k in &order {
-            user_touched[samples[k].user as usize] = true;
-            item_touched[samples[k].item as usize] = true;
-        }
-
-        let mut batch = Batch::default();
-        let mut steps = 0;
-        let mut last_epoch_loss = 0.0;
-        for epoch in 0..epochs {
-            order.shuffle(&mut self.shuffle);
-            let last = epoch + 1 == epochs;
-            let mut loss_sum: Option<Tensor> = None;
-            for chunk in order.chunks(self.batch_size) {
-                batch.fill(chunk, samples, &weights, members);
-                if let Some(loss) = self.step(&batch, last)? {
-                    loss_sum = Some(match loss_sum {
-                        Some(sum) => (sum + loss)?,
-                        None => loss,
-                    });
-                }
-                steps += 1;
-            }
-            if let Some(sum) = loss_sum {
-                let sum = sum.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                last_epoch_loss = (sum / weight_total) as f32;
-            }
-        }
-        if !last_epoch_loss.is_finite() {
-            return Err(ModelError::Diverged {
-                loss: last_epoch_loss,
-                samples: samples.len(),
-            });
-        }
+        let (user_touched, item_touched) = epochs_loop.touched(shape.0, shape.1);
+        let mut shuffle = std::mem::replace(&mut self.shuffle, StdRng::seed_from_u64(0));
+        let run = epochs_loop.run(epochs, self.batch_size, &mut shuffle, |batch, want_loss| {
+            self.step(batch, want_loss)
+        });
+        self.shuffle = shuffle;
+        let run = run?;
         Ok(FitReport {
             changed_users: marked(&user_touched),
             changed_items: marked(&item_touched),
             shared_changed: false,
-            last_epoch_loss,
-            steps,
+            last_epoch_loss: run.last_epoch_loss,
+            steps: run.steps,
         })
     }
 
     fn user_rows(&self, users: &[UserIdx]) -> Result<Vec<f32>, ModelError> {
-        self.check_rows("user", users, self.users.rows())?;
+        check_rows("user", users, self.users.rows())?;
         self.export(&self.users, users)
     }
 
     fn item_rows(&self, items: &[ItemIdx]) -> Result<Vec<f32>, ModelError> {
-        self.check_rows("item", items, self.items.rows())?;
+        check_rows("item", items, self.items.rows())?;
         self.export(&self.items, items)
     }
 }

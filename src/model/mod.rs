@@ -10,14 +10,25 @@ pub mod encoder;
 use candle_core::Device;
 
 pub mod bootstrap;
+#[cfg(test)]
+mod cold_start_check;
+mod host_rows;
 pub mod init;
 pub mod mf;
 pub mod optim;
+#[cfg(test)]
+mod synthetic;
+pub mod text_mf;
+mod text_table;
+mod training;
+pub mod two_tower;
 
 pub use mf::BiasedMf;
+pub use text_mf::TextMf;
+pub use two_tower::TwoTower;
 
-use crate::data::{Interaction, ItemIdx, UserIdx};
-use crate::plan::params::DeviceChoice;
+use crate::data::{Interaction, ItemEmbeddings, ItemIdx, LabelKind, UserIdx};
+use crate::plan::params::{DeviceChoice, ModelKind, TrainParams};
 use crate::scoring::ScoringHead;
 
 /// Errors raised while building or training a model.
@@ -56,8 +67,10 @@ pub struct FitReport {
     pub changed_users: Vec<UserIdx>,
     /// Items whose scoring rows changed, sorted and unique.
     pub changed_items: Vec<ItemIdx>,
-    /// Whether a parameter shared by every sample changed (the head's offsets, a projection,
-    /// an MLP): then every score changes and an honest engine re-scores everything.
+    /// Whether a parameter of the scoring head changed (its offsets): then every score
+    /// changes and an honest engine re-scores everything. Shared parameters that feed the
+    /// rows (`text_mf`'s projection, `two_tower`'s MLPs) do not set it: they change the rows
+    /// themselves, and the model lists every row they changed above.
     pub shared_changed: bool,
     /// Mean training loss of the last epoch.
     pub last_epoch_loss: f32,
@@ -95,6 +108,67 @@ pub trait Recommender: Send {
 
     /// Scoring rows of `items`, concatenated (`items.len() * layout.row_len()` floats).
     fn item_rows(&self, items: &[ItemIdx]) -> Result<Vec<f32>, ModelError>;
+
+    /// Replace the item text vectors the model reads (e.g. a replay window brought new
+    /// items with text: `grow()` the model, then hand it the vectors of all items). Items
+    /// beyond `text.len()` have no text. The rows of items whose vector changed change with
+    /// it: re-read them with [`Recommender::item_rows`]. Models that read no text ignore it.
+    fn set_item_embeddings(&mut self, text: &ItemEmbeddings) -> Result<(), ModelError> {
+        let _ = text;
+        Ok(())
+    }
+}
+
+/// The recommender `params.model` asks for, with `n_users` x `n_items` rows.
+///
+/// `global_mean` is the mean training label (see [`BiasedMf::new`]); `text` holds the item
+/// text vectors, which `text_mf` and `two_tower` need and `mf` ignores.
+pub fn build_recommender(
+    params: &TrainParams,
+    n_users: usize,
+    n_items: usize,
+    global_mean: f32,
+    label_kind: LabelKind,
+    text: Option<&ItemEmbeddings>,
+) -> Result<Box<dyn Recommender>, ModelError> {
+    let needs_text = |kind: &str| {
+        ModelError::Input(format!(
+            "`{kind}` needs item text vectors: add an `embed` node (e.g. `item_vectors: \
+             {{embed: {{model: sentence-transformers/all-MiniLM-L6-v2}}, input: items}}`) and \
+             list it in the train node's inputs, or train `mf`, which reads no text"
+        ))
+    };
+    Ok(match params.model {
+        ModelKind::Mf { .. } => Box::new(BiasedMf::new(
+            params,
+            n_users,
+            n_items,
+            global_mean,
+            label_kind,
+        )?),
+        ModelKind::TextMf { .. } => {
+            let text = text.ok_or_else(|| needs_text("text_mf"))?;
+            Box::new(TextMf::new(
+                params,
+                n_users,
+                n_items,
+                global_mean,
+                label_kind,
+                text,
+            )?)
+        }
+        ModelKind::TwoTower { .. } => {
+            let text = text.ok_or_else(|| needs_text("two_tower"))?;
+            Box::new(TwoTower::new(
+                params,
+                n_users,
+                n_items,
+                global_mean,
+                label_kind,
+                text,
+            )?)
+        }
+    })
 }
 
 /// The candle device for a pipeline's `device:` choice, or a clear error when it cannot be

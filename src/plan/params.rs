@@ -104,6 +104,40 @@ pub enum ModelKind {
         /// Standard deviation of the normal initialisation of factors.
         init_std: f64,
     },
+    /// Biased MF whose item row is a free row plus a learned linear projection of the
+    /// item's text embedding, so an item without ratings is scored from its text alone.
+    TextMf {
+        /// Factor dimension.
+        dim: usize,
+        /// Standard deviation of the normal initialisation of user factors (free item rows
+        /// and the projection start at zero).
+        init_std: f64,
+    },
+    /// Two MLP towers with dropout: a user tower over a user ID embedding and an item tower
+    /// over an item ID embedding concatenated with the item's text embedding; the score is
+    /// the dot product of their outputs plus biases.
+    TwoTower {
+        /// Length of the ID embeddings and of each tower's output vector.
+        dim: usize,
+        /// Width of each tower's hidden layer.
+        hidden: usize,
+        /// Probability of dropping a hidden unit, in `[0, 1)`.
+        dropout: f64,
+        /// Standard deviation of the normal initialisation of user ID embeddings (item ID
+        /// embeddings start at zero).
+        init_std: f64,
+    },
+}
+
+impl ModelKind {
+    /// The model family's name, as in the pipeline YAML.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelKind::Mf { .. } => "mf",
+            ModelKind::TextMf { .. } => "text_mf",
+            ModelKind::TwoTower { .. } => "two_tower",
+        }
+    }
 }
 
 /// Which rows a round's training pass visits.
@@ -126,6 +160,12 @@ pub enum UncertaintyParams {
         /// Number of members (1 means no uncertainty).
         members: usize,
     },
+    /// Monte Carlo dropout: `passes` forward passes of one model, each with its own fixed
+    /// dropout masks (needs a model with dropout).
+    McDropout {
+        /// Number of passes.
+        passes: usize,
+    },
 }
 
 impl UncertaintyParams {
@@ -133,6 +173,7 @@ impl UncertaintyParams {
     pub fn members(&self) -> usize {
         match self {
             UncertaintyParams::Ensemble { members } => *members,
+            UncertaintyParams::McDropout { passes } => *passes,
         }
     }
 }

@@ -4,11 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use candle_core::DType;
 use rand::Rng;
 
 use super::*;
 use crate::model::bootstrap::bootstrap_weights;
-use crate::plan::params::{DeviceChoice, RefitPolicy, UncertaintyParams};
+use crate::plan::params::{DeviceChoice, OptimizerParams, RefitPolicy, UncertaintyParams};
 
 fn params(
     dim: usize,

@@ -1,0 +1,367 @@
+//! Text MF (`text_mf`): biased matrix factorisation whose item rows add a learned linear
+//! projection of the item's text embedding, so an item without ratings is scored from its
+//! text.
+//!
+//! Member `m` predicts `offset + b_u + <[1, p_u], [b_i, q_i] + W_m e_i>`, where `e_i` is the
+//! item's text vector and `W_m` (`(1 + dim) x text_dim`, one per member) maps it to a bias
+//! and a factor vector. The scoring row of an item is therefore `[b_i, q_i] + W_m e_i` per
+//! member (the layout of [`crate::scoring`]), and the incremental scoring works unchanged.
+//! The user rows are MF's.
+//!
+//! **Cold items.** The free rows `[b_i, q_i]` start at zero, so an item never trained on has
+//! the row `W_m e_i` exactly: its bias and factors both come from its text. (Projecting the
+//! bias too is what lets text lower the error on cold items; with the bias left free, a
+//! cold item would get the global mean plus `b_u`, as in MF.) `W` starts at zero, so the
+//! untrained model predicts `offset + b_u + b_i` like MF; the random user factors break the
+//! symmetry. An item without text has a zero vector and behaves as in MF.
+//!
+//! **Training.** The objective is MF's per-sample one, `Σ w · (ℓ + λ/2 (|p_row|² +
+//! |[b_i, q_i]|² + |W e_i|²))`: the free item row is regularised like an MF row and the
+//! projection by what it adds to the item. User and free item rows take MF's sparse steps
+//! ([`super::optim`], gradients in closed form); `W` takes a dense Adam step per batch
+//! ([`super::training::dense_adam`]) on the closed-form gradient
+//! `Σ_k e_k ⊗ (w·∂ℓ/∂raw · [1, p_u] + λ w W e_k)`.
+//!
+//! **What a fit changes.** A step on `W` changes the row of every item with text, so a fit
+//! reports every item with text (plus the items it trained) in
+//! [`FitReport::changed_items`], and `shared_changed` stays false: the head did not change,
+//! the rows did, and the engine needs their new values to re-score, which is exactly the
+//! re-scoring of every sample of those items (the honest cost of a shared parameter). Users
+//! are reported as in MF.
+
+use candle_core::{Device, Tensor, Var};
+use candle_nn::Optimizer;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use super::bootstrap::stable_hash;
+use super::host_rows::HostLinear;
+use super::init::{TableTag, init_rows};
+use super::mf::{Forward, SHUFFLE_DOMAIN, mc_dropout_needs_dropout};
+use super::optim::{RowGradients, RowTable, SparseOptimizer, block_rows, blocks};
+use super::text_table::TextTable;
+use super::training::{
+    Batch, EpochLoop, check_params, check_rows, dense_adam, label_offset, lr_and_decay, marked,
+};
+use super::{FitReport, ModelError, Recommender, candle_device};
+use crate::data::{Interaction, ItemEmbeddings, ItemIdx, LabelKind, UserIdx};
+use crate::plan::params::{ModelKind, TrainParams, UncertaintyParams};
+use crate::scoring::{RowLayout, ScoringHead};
+
+/// The projection's Adam learning rate, relative to the row optimiser's.
+const PROJECTION_LR_FACTOR: f64 = 0.1;
+
+/// Biased MF with text-projected item rows, `members` bootstrap members side by side.
+#[derive(Debug)]
+pub struct TextMf {
+    layout: RowLayout,
+    label_kind: LabelKind,
+    offsets: Vec<f32>,
+    init_std: f64,
+    seed: u64,
+    batch_size: usize,
+    weight_decay: f64,
+    device: Device,
+    optimizer: SparseOptimizer,
+    users: RowTable,
+    /// Free item rows `[b_i, q_i]` per member; zero until trained.
+    items: RowTable,
+    /// `W` of every member stacked: `[members * (1 + dim), text_dim]` (this layout made
+    /// the gradient's product 1.7x faster than `[text_dim, members * (1 + dim)]`).
+    projection: Var,
+    projection_optimizer: candle_nn::AdamW,
+    text: TextTable,
+    /// The offsets as `[1, members]`.
+    offset_row: Tensor,
+    /// Shuffles the samples of each epoch; advances across `fit` calls.
+    shuffle: StdRng,
+}
+
+impl TextMf {
+    /// A model with `n_users` x `n_items` rows reading the item vectors `text`, initialised
+    /// from `params.seed`, on `params.device`. `global_mean` is as for
+    /// [`super::BiasedMf::new`].
+    pub fn new(
+        params: &TrainParams,
+        n_users: usize,
+        n_items: usize,
+        global_mean: f32,
+        label_kind: LabelKind,
+        text: &ItemEmbeddings,
+    ) -> Result<Self, ModelError> {
+        let ModelKind::TextMf { dim, init_std } = params.model else {
+            return Err(ModelError::Input(format!(
+                "TextMf trains `text_mf` models, not `{}`; build models with \
+                 model::build_recommender",
+                params.model.name()
+            )));
+        };
+        if let UncertaintyParams::McDropout { .. } = params.uncertainty {
+            return Err(mc_dropout_needs_dropout("text_mf"));
+        }
+        let members = params.uncertainty.members();
+        check_params("text_mf", params, init_std, global_mean, label_kind)?;
+        let device = candle_device(params.device)?;
+        let layout = RowLayout { members, dim };
+        let offsets = vec![label_offset(global_mean, label_kind); members];
+        let optimizer = SparseOptimizer::from(params.optimizer);
+        let width = 1 + dim;
+        let users = init_rows(
+            params.seed,
+            TableTag::Users,
+            0..n_users,
+            members,
+            dim,
+            init_std,
+        );
+        let users = Tensor::from_vec(users, (n_users, members * width), &device)?;
+        let users = RowTable::new(users, members, width, &optimizer)?;
+        let items = Tensor::zeros((n_items, members * width), candle_core::DType::F32, &device)?;
+        let items = RowTable::new(items, members, width, &optimizer)?;
+        let text = TextTable::new(text, n_items, &device)?;
+        let projection = Var::zeros(
+            (members * width, text.dim()),
+            candle_core::DType::F32,
+            &device,
+        )?;
+        let (lr, weight_decay) = lr_and_decay(params.optimizer);
+        let projection_optimizer = dense_adam(
+            vec![projection.clone()],
+            params.optimizer,
+            lr * PROJECTION_LR_FACTOR,
+            0.0,
+        )?;
+        let offset_row = Tensor::from_vec(offsets.clone(), (1, members), &device)?;
+        Ok(Self {
+            layout,
+            label_kind,
+            offsets,
+            init_std,
+            seed: params.seed,
+            batch_size: params.batch_size,
+            weight_decay,
+            device,
+            optimizer,
+            users,
+            items,
+            projection,
+            projection_optimizer,
+            text,
+            offset_row,
+            shuffle: StdRng::seed_from_u64(stable_hash(&[params.seed, SHUFFLE_DOMAIN])),
+        })
+    }
+
+    /// `W e` of the text vectors `e` (`[n, text_dim]`) as `[n, members, 1 + dim]`.
+    fn project(&self, e: &Tensor) -> candle_core::Result<Tensor> {
+        let n = e.dims2()?.0;
+        e.matmul(&self.projection.as_tensor().t()?)?.reshape((
+            n,
+            self.layout.members,
+            1 + self.layout.dim,
+        ))
+    }
+
+    /// One gradient step on a batch; returns the batch's summed weighted loss when asked.
+    fn step(&mut self, batch: &Batch, want_loss: bool) -> Result<Option<Tensor>, ModelError> {
+        let n = batch.len();
+        let members = self.layout.members;
+        let row_len = self.layout.row_len();
+        let device = &self.device;
+        let user_index = Tensor::from_slice(&batch.users, n, device)?;
+        let item_index = Tensor::from_slice(&batch.items, n, device)?;
+        let labels = Tensor::from_slice(&batch.labels, (n, 1), device)?;
+        let weights = Tensor::from_slice(&batch.weights, (n, members), device)?;
+        let p = self.users.gather(&user_index)?; // [n, members, 1 + dim]
+        let q = self.items.gather(&item_index)?;
+        let e = self.text.gather(&item_index)?; // [n, text_dim]
+
+        let mut user_grads = Vec::new();
+        let mut item_grads = Vec::new();
+        let mut projection_grad: Option<Tensor> = None;
+        let mut loss: Option<Tensor> = None;
+        for (start, len) in blocks(n, block_rows(device, row_len)) {
+            let p = p.narrow(0, start, len)?;
+            let q = q.narrow(0, start, len)?;
+            let e = e.narrow(0, start, len)?;
+            let labels = labels.narrow(0, start, len)?;
+            let weights = weights.narrow(0, start, len)?;
+            let projected = self.project(&e)?;
+            let forward = Forward::new(&p, &(&q + &projected)?, &self.offset_row)?;
+            let residual = forward.residual(&labels, self.label_kind)?;
+            let scale = (&residual * &weights)?.unsqueeze(2)?; // [len, members, 1]
+            if want_loss {
+                let block_loss =
+                    forward.weighted_loss(&residual, &labels, &weights, self.label_kind)?;
+                loss = Some(match loss {
+                    Some(sum) => (sum + block_loss)?,
+                    None => block_loss,
+                });
+            }
+            // ∂/∂(W e_k) of the sample's regularised loss, then Σ_k e_k ⊗ that.
+            let mut upstream = scale.broadcast_mul(&forward.p_unit_bias)?;
+            if self.weight_decay != 0.0 {
+                let decay = weights.affine(self.weight_decay, 0.0)?.unsqueeze(2)?;
+                upstream = (upstream + projected.broadcast_mul(&decay)?)?;
+            }
+            let block_grad = upstream.reshape((len, row_len))?.t()?.matmul(&e)?;
+            projection_grad = Some(match projection_grad {
+                Some(sum) => (sum + block_grad)?,
+                None => block_grad,
+            });
+            let rows = start..start + len;
+            user_grads.push(RowGradients {
+                rows: &batch.users[rows.clone()],
+                values: p,
+                scale: scale.clone(),
+                direction: forward.q_unit_bias,
+                weights: weights.clone(),
+            });
+            item_grads.push(RowGradients {
+                rows: &batch.items[rows],
+                values: q,
+                scale,
+                direction: forward.p_unit_bias,
+                weights,
+            });
+        }
+        self.optimizer.step(&mut self.users, &user_grads)?;
+        self.optimizer.step(&mut self.items, &item_grads)?;
+        if let Some(grad) = projection_grad {
+            let mut grads = candle_core::backprop::GradStore::default();
+            grads.insert(self.projection.as_tensor(), grad);
+            self.projection_optimizer.step(&grads)?;
+        }
+        Ok(loss)
+    }
+
+    fn export_users(&self, rows: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let index = Tensor::from_slice(rows, rows.len(), &self.device)?;
+        Ok(self
+            .users
+            .values()
+            .index_select(&index, 0)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
+    }
+
+    /// Free rows plus projections, each row computed alone on the host (see
+    /// [`super::host_rows`]), so a row does not depend on what is exported with it.
+    fn export_items(&self, rows: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let index = Tensor::from_slice(rows, rows.len(), &self.device)?;
+        let free = self
+            .items
+            .values()
+            .index_select(&index, 0)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let projection = HostLinear::new(self.projection.as_tensor(), None)?;
+        let row_len = projection.outputs();
+        let mut out = Vec::with_capacity(rows.len() * row_len);
+        let mut projected = Vec::with_capacity(row_len);
+        for (free, &item) in free.chunks_exact(row_len).zip(rows) {
+            projected.clear();
+            projection.apply(self.text.host_vector(item), &mut projected);
+            out.extend(free.iter().zip(&projected).map(|(q, w_e)| q + w_e));
+        }
+        Ok(out)
+    }
+}
+
+impl Recommender for TextMf {
+    fn kind(&self) -> &'static str {
+        "text_mf"
+    }
+
+    fn head(&self) -> ScoringHead {
+        ScoringHead::new(self.layout, self.offsets.clone(), self.label_kind)
+    }
+
+    fn shape(&self) -> (usize, usize) {
+        (self.users.rows(), self.items.rows())
+    }
+
+    fn grow(&mut self, n_users: usize, n_items: usize) -> Result<(), ModelError> {
+        let (members, dim) = (self.layout.members, self.layout.dim);
+        let row_len = self.layout.row_len();
+        let current = self.users.rows();
+        if n_users > current {
+            let values = init_rows(
+                self.seed,
+                TableTag::Users,
+                current..n_users,
+                members,
+                dim,
+                self.init_std,
+            );
+            let values = Tensor::from_vec(values, (n_users - current, row_len), &self.device)?;
+            self.users.append(&values)?;
+        }
+        let current = self.items.rows();
+        if n_items > current {
+            let values = Tensor::zeros(
+                (n_items - current, row_len),
+                candle_core::DType::F32,
+                &self.device,
+            )?;
+            self.items.append(&values)?;
+            self.text.grow(n_items)?;
+        }
+        Ok(())
+    }
+
+    fn fit(
+        &mut self,
+        samples: &[Interaction],
+        keys: &[u32],
+        epochs: usize,
+    ) -> Result<FitReport, ModelError> {
+        let shape = self.shape();
+        let mut epochs_loop = EpochLoop::new(samples, keys, shape, self.seed, self.layout.members)?;
+        if epochs == 0 || epochs_loop.is_empty() {
+            return Ok(FitReport::default());
+        }
+        let (user_touched, mut item_touched) = epochs_loop.touched(shape.0, shape.1);
+        let mut shuffle = std::mem::replace(&mut self.shuffle, StdRng::seed_from_u64(0));
+        let run = epochs_loop.run(epochs, self.batch_size, &mut shuffle, |batch, want_loss| {
+            self.step(batch, want_loss)
+        });
+        self.shuffle = shuffle;
+        let run = run?;
+        // The projection moved: every item with text has a new row.
+        for (touched, &has_text) in item_touched.iter_mut().zip(self.text.has_text()) {
+            *touched |= has_text;
+        }
+        Ok(FitReport {
+            changed_users: marked(&user_touched),
+            changed_items: marked(&item_touched),
+            shared_changed: false,
+            last_epoch_loss: run.last_epoch_loss,
+            steps: run.steps,
+        })
+    }
+
+    fn user_rows(&self, users: &[UserIdx]) -> Result<Vec<f32>, ModelError> {
+        check_rows("user", users, self.users.rows())?;
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.export_users(users)
+    }
+
+    fn item_rows(&self, items: &[ItemIdx]) -> Result<Vec<f32>, ModelError> {
+        check_rows("item", items, self.items.rows())?;
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.export_items(items)
+    }
+
+    fn set_item_embeddings(&mut self, text: &ItemEmbeddings) -> Result<(), ModelError> {
+        self.text.set(text)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

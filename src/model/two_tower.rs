@@ -1,0 +1,673 @@
+//! The two-tower model (`two_tower`): an MLP over a user ID embedding and an MLP over an
+//! item ID embedding concatenated with the item's text vector, each ending in a bias and a
+//! `dim`-long vector; member `m` predicts `offset + b_u + b_i + <u, v>`.
+//!
+//! Each tower is `Linear(input, hidden) -> ReLU -> dropout -> Linear(hidden, 1 + dim)`, and
+//! its output *is* the scoring row (layout of [`crate::scoring`]), so the incremental
+//! scoring works unchanged: the towers run when rows are exported, not per sample.
+//!
+//! **Uncertainty.**
+//! - `ensemble { members: M }`: `M` independent networks (own ID tables and towers, own
+//!   initialisation), each trained on its own bootstrap weights; rows are exported without
+//!   dropout (each member's deterministic prediction).
+//! - `mc_dropout { passes: P }`: one network trained with dropout; its rows hold `P`
+//!   dropout passes. Pass `p` drops hidden unit `j` of entity `r`'s tower by a fixed hash of
+//!   `(seed, tower, p, r, j)`, so a row is a pure function of the parameters: exporting it
+//!   twice gives the same bits (as retractions in the engine need), whatever else is
+//!   exported with it. Pass `p` of a sample combines pass `p` of its user and of its item.
+//!   `dropout: 0` would make the passes identical and is refused.
+//!
+//! Dropout in training draws fresh masks per step from a seeded stream (candle-nn's dropout
+//! draws from an unseeded generator), so training is deterministic for a seed.
+//!
+//! **Training.** Autograd through the towers; the gradient of `Σ w · ℓ` with respect to the
+//! raw predictions, `w · (prediction - label)`, is fed in as a constant. The ID tables are
+//! row tables updated sparsely by the configured optimiser (per-sample L2 as in MF,
+//! [`super::optim`]); the towers' weights take dense Adam steps
+//! ([`super::training::dense_adam`]) with decoupled weight decay.
+//!
+//! **Cold items.** Item ID embeddings start at zero, so an item never trained on is scored
+//! from its text through the item tower. User ID embeddings start at N(0, `init_std`²).
+//!
+//! **What a fit changes.** Tower weights change every row, so a fit reports every user and
+//! every item as changed (`shared_changed` stays false: the head is unchanged, the rows carry
+//! the change), and the engine re-scores every sample.
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::Optimizer;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+
+use super::bootstrap::{stable_hash, unit_interval};
+use super::host_rows::HostLinear;
+use super::init::{TableTag, init_rows, uniform_values};
+use super::mf::{Forward, SHUFFLE_DOMAIN};
+use super::optim::{RowGradients, RowTable, SparseOptimizer, block_rows, blocks};
+use super::text_table::TextTable;
+use super::training::{
+    Batch, EpochLoop, check_params, check_rows, dense_adam, label_offset, lr_and_decay,
+};
+use super::{FitReport, ModelError, Recommender, candle_device};
+use crate::data::{Interaction, ItemEmbeddings, ItemIdx, LabelKind, UserIdx};
+use crate::plan::params::{ModelKind, TrainParams, UncertaintyParams};
+use crate::scoring::{RowLayout, ScoringHead};
+
+/// Separates the training dropout stream from other uses of the seed.
+const DROPOUT_DOMAIN: u64 = 0xD209_0007_0000_0004;
+/// Separates the MC-dropout pass masks from other uses of the seed.
+const PASS_MASK_DOMAIN: u64 = 0x3C3C_DA55_0000_0005;
+/// The towers' decoupled (AdamW) weight decay, relative to the row optimiser's L2.
+const TOWER_DECAY_FACTOR: f64 = 0.0;
+
+/// The two-tower model with `members` ensemble members or MC-dropout passes.
+#[derive(Debug)]
+pub struct TwoTower {
+    /// Rows: `members` = ensemble members or MC-dropout passes.
+    layout: RowLayout,
+    /// Independent networks: ensemble members, or 1 for MC dropout.
+    networks: usize,
+    /// `Some(P)` for MC dropout with `P` passes.
+    passes: Option<usize>,
+    dropout: f64,
+    label_kind: LabelKind,
+    offsets: Vec<f32>,
+    /// The offset of each network as `[1, networks]`.
+    offset_row: Tensor,
+    init_std: f64,
+    seed: u64,
+    batch_size: usize,
+    device: Device,
+    optimizer: SparseOptimizer,
+    /// User ID embeddings, `networks` blocks of `dim` per row.
+    user_ids: RowTable,
+    /// Item ID embeddings, zero until trained.
+    item_ids: RowTable,
+    user_tower: Tower,
+    item_tower: Tower,
+    dense: candle_nn::AdamW,
+    text: TextTable,
+    /// Shuffles the samples of each epoch; advances across `fit` calls.
+    shuffle: StdRng,
+    /// Training dropout masks; advances across `fit` calls.
+    masks: StdRng,
+}
+
+/// Which tower a parameter or mask belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    User,
+    Item,
+}
+
+impl Side {
+    fn word(self) -> u64 {
+        match self {
+            Side::User => 0x5553_4552,
+            Side::Item => 0x4954_454D,
+        }
+    }
+}
+
+/// One tower of every network: `Linear(input, hidden) -> ReLU -> (dropout) ->
+/// Linear(hidden, out)`, the networks' weights stacked on a leading axis.
+///
+/// The first layer's weights are kept in two parts, one for the ID embedding and one for the
+/// text vector, so the text never has to be concatenated (copied) with the ID embeddings and
+/// back-propagation computes no gradient with respect to it (a third of a step's work).
+#[derive(Debug)]
+struct Tower {
+    /// ID part of the first layer, `[networks, dim, hidden]`.
+    w1: Var,
+    /// Text part of the first layer, `[text_dim, networks * hidden]` (item tower only).
+    w1_text: Option<Var>,
+    /// `[networks, 1, hidden]`.
+    b1: Var,
+    /// `[networks, hidden, out]`.
+    w2: Var,
+    /// `[networks, 1, out]`.
+    b2: Var,
+}
+
+impl Tower {
+    /// PyTorch's default `Linear` initialisation: weights and biases uniform in
+    /// `±1/sqrt(fan_in)`.
+    fn new(
+        seed: u64,
+        side: Side,
+        shape: (usize, usize, usize, usize, usize),
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        let (networks, dim, text_dim, hidden, out) = shape;
+        let input = dim + text_dim;
+        let name = match side {
+            Side::User => "user_tower",
+            Side::Item => "item_tower",
+        };
+        let param = |part: &str, dims: (usize, usize, usize), fan_in: usize| {
+            let n = dims.0 * dims.1 * dims.2;
+            let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+            let values = uniform_values(seed, &format!("{name}.{part}"), n, bound);
+            Var::from_vec(values, dims, device)
+        };
+        Ok(Self {
+            w1: param("w1", (networks, dim, hidden), input)?,
+            w1_text: if text_dim > 0 {
+                Some(param("w1_text", (1, text_dim, networks * hidden), input)?)
+            } else {
+                None
+            },
+            b1: param("b1", (networks, 1, hidden), input)?,
+            w2: param("w2", (networks, hidden, out), hidden)?,
+            b2: param("b2", (networks, 1, out), hidden)?,
+        })
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        let mut vars = vec![self.w1.clone()];
+        vars.extend(self.w1_text.clone());
+        vars.extend([self.b1.clone(), self.w2.clone(), self.b2.clone()]);
+        vars
+    }
+
+    /// Width of the hidden layer.
+    fn hidden_width(&self) -> usize {
+        self.w1.dims()[2]
+    }
+
+    /// `relu([ids, text] W1 + b1)` of ID embeddings `[networks, n, dim]` and, for the item
+    /// tower, text vectors `[n, text_dim]`: `[networks, n, hidden]`.
+    fn hidden(&self, ids: &Tensor, text: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        let mut z = ids.matmul(self.w1.as_tensor())?;
+        if let (Some(w), Some(text)) = (&self.w1_text, text) {
+            let (networks, n, hidden) = z.dims3()?;
+            let from_text = text
+                .matmul(&w.as_tensor().squeeze(0)?)?
+                .reshape((n, networks, hidden))?
+                .transpose(0, 1)?;
+            z = (z + from_text)?;
+        }
+        z.broadcast_add(self.b1.as_tensor())?.relu()
+    }
+
+    /// Network `m`'s two layers on the host, for exporting rows: the first over the
+    /// concatenation `[ID embedding, text vector]`.
+    fn host_layers(&self, m: usize) -> candle_core::Result<(HostLinear, HostLinear)> {
+        let hidden = self.hidden_width();
+        let mut w1 = self.w1.as_tensor().get(m)?; // [dim, hidden]
+        if let Some(w) = &self.w1_text {
+            let text_part = w.as_tensor().get(0)?.narrow(1, m * hidden, hidden)?;
+            w1 = Tensor::cat(&[&w1, &text_part], 0)?;
+        }
+        Ok((
+            HostLinear::new(&w1.t()?, Some(&self.b1.as_tensor().get(m)?))?,
+            HostLinear::new(
+                &self.w2.as_tensor().get(m)?.t()?,
+                Some(&self.b2.as_tensor().get(m)?),
+            )?,
+        ))
+    }
+
+    /// `h W2 + b2` of hidden activations `[networks, n, hidden]`.
+    fn output(&self, h: &Tensor) -> candle_core::Result<Tensor> {
+        h.matmul(self.w2.as_tensor())?
+            .broadcast_add(self.b2.as_tensor())
+    }
+}
+
+impl TwoTower {
+    /// A model with `n_users` x `n_items` rows reading the item vectors `text`, initialised
+    /// from `params.seed`, on `params.device`. `global_mean` is as for
+    /// [`super::BiasedMf::new`].
+    pub fn new(
+        params: &TrainParams,
+        n_users: usize,
+        n_items: usize,
+        global_mean: f32,
+        label_kind: LabelKind,
+        text: &ItemEmbeddings,
+    ) -> Result<Self, ModelError> {
+        let ModelKind::TwoTower {
+            dim,
+            hidden,
+            dropout,
+            init_std,
+        } = params.model
+        else {
+            return Err(ModelError::Input(format!(
+                "TwoTower trains `two_tower` models, not `{}`; build models with \
+                 model::build_recommender",
+                params.model.name()
+            )));
+        };
+        check_params("two_tower", params, init_std, global_mean, label_kind)?;
+        check_shape(dim, hidden, dropout, params.uncertainty)?;
+        let (networks, passes) = match params.uncertainty {
+            UncertaintyParams::Ensemble { members } => (members, None),
+            UncertaintyParams::McDropout { passes } => (1, Some(passes)),
+        };
+        let members = params.uncertainty.members();
+        let device = candle_device(params.device)?;
+        let offset = label_offset(global_mean, label_kind);
+        let optimizer = SparseOptimizer::from(params.optimizer);
+        let user_ids = id_rows(params.seed, n_users, networks, dim, init_std, &device)?;
+        let user_ids = RowTable::new(user_ids, networks, dim, &optimizer)?;
+        let item_ids = Tensor::zeros((n_items, networks * dim), DType::F32, &device)?;
+        let item_ids = RowTable::new(item_ids, networks, dim, &optimizer)?;
+        let text = TextTable::new(text, n_items, &device)?;
+        let out = 1 + dim;
+        let user_tower = Tower::new(
+            params.seed,
+            Side::User,
+            (networks, dim, 0, hidden, out),
+            &device,
+        )?;
+        let item_tower = Tower::new(
+            params.seed,
+            Side::Item,
+            (networks, dim, text.dim(), hidden, out),
+            &device,
+        )?;
+        let (lr, weight_decay) = lr_and_decay(params.optimizer);
+        let mut vars = user_tower.vars();
+        vars.extend(item_tower.vars());
+        let dense = dense_adam(
+            vars,
+            params.optimizer,
+            lr,
+            weight_decay * TOWER_DECAY_FACTOR,
+        )?;
+        Ok(Self {
+            layout: RowLayout { members, dim },
+            networks,
+            passes,
+            dropout,
+            label_kind,
+            offsets: vec![offset; members],
+            offset_row: Tensor::from_vec(vec![offset; networks], (1, networks), &device)?,
+            init_std,
+            seed: params.seed,
+            batch_size: params.batch_size,
+            device,
+            optimizer,
+            user_ids,
+            item_ids,
+            user_tower,
+            item_tower,
+            dense,
+            text,
+            shuffle: StdRng::seed_from_u64(stable_hash(&[params.seed, SHUFFLE_DOMAIN])),
+            masks: StdRng::seed_from_u64(stable_hash(&[params.seed, DROPOUT_DOMAIN])),
+        })
+    }
+
+    /// A training dropout mask `[networks, n, hidden]`: 0 or `1 / (1 - dropout)`. Each
+    /// unit is dropped when a 16-bit draw falls below `dropout * 2^16` (four draws per
+    /// 64-bit word: one word per unit was a tenth of a step).
+    fn training_mask(&mut self, n: usize) -> candle_core::Result<Tensor> {
+        let hidden = self.user_tower.hidden_width();
+        let keep = (1.0 / (1.0 - self.dropout)) as f32;
+        let threshold = (self.dropout * 65536.0).round() as u64;
+        let len = self.networks * n * hidden;
+        let mut values = Vec::with_capacity(len);
+        while values.len() < len {
+            let word = self.masks.next_u64();
+            for k in 0..4.min(len - values.len()) {
+                let draw = (word >> (16 * k)) & 0xFFFF;
+                values.push(if draw < threshold { 0.0 } else { keep });
+            }
+        }
+        Tensor::from_vec(values, (self.networks, n, hidden), &self.device)
+    }
+
+    /// One gradient step on a batch; returns the batch's summed weighted loss when asked.
+    fn step(&mut self, batch: &Batch, want_loss: bool) -> Result<Option<Tensor>, ModelError> {
+        let n = batch.len();
+        let networks = self.networks;
+        let hidden = self.user_tower.hidden_width();
+        let device = self.device.clone();
+        let user_index = Tensor::from_slice(&batch.users, n, &device)?;
+        let item_index = Tensor::from_slice(&batch.items, n, &device)?;
+        let labels = Tensor::from_slice(&batch.labels, (n, 1), &device)?;
+        let weights = Tensor::from_slice(&batch.weights, (n, networks), &device)?;
+        let xu = self.user_ids.gather(&user_index)?; // [n, networks, dim]
+        let xi = self.item_ids.gather(&item_index)?;
+        let e = self.text.gather(&item_index)?; // [n, text_dim]
+        let ones = Tensor::ones((n, networks, 1), DType::F32, &device)?;
+        // The widest elementwise operands are the hidden activations and the outputs.
+        let width = hidden.max(1 + self.layout.dim);
+
+        let dense_vars: Vec<Var> = self
+            .user_tower
+            .vars()
+            .into_iter()
+            .chain(self.item_tower.vars())
+            .collect();
+        let mut dense_sums: Vec<Option<Tensor>> = vec![None; dense_vars.len()];
+        let mut user_grads = Vec::new();
+        let mut item_grads = Vec::new();
+        let mut loss: Option<Tensor> = None;
+        for (start, len) in even_blocks(n, block_rows(&device, networks * width)) {
+            let xu = Var::from_tensor(&xu.narrow(0, start, len)?)?;
+            let xi = Var::from_tensor(&xi.narrow(0, start, len)?)?;
+            let e = e.narrow(0, start, len)?;
+            let labels = labels.narrow(0, start, len)?;
+            let weights = weights.narrow(0, start, len)?;
+            let (mask_u, mask_i) = if self.dropout > 0.0 {
+                (
+                    Some(self.training_mask(len)?),
+                    Some(self.training_mask(len)?),
+                )
+            } else {
+                (None, None)
+            };
+            let drop = |h: Tensor, mask: &Option<Tensor>| match mask {
+                Some(mask) => h * mask,
+                None => Ok(h),
+            };
+            let hu = self
+                .user_tower
+                .hidden(&xu.as_tensor().transpose(0, 1)?.contiguous()?, None)?;
+            let u = self.user_tower.output(&drop(hu, &mask_u)?)?;
+            let hi = self
+                .item_tower
+                .hidden(&xi.as_tensor().transpose(0, 1)?.contiguous()?, Some(&e))?;
+            let v = self.item_tower.output(&drop(hi, &mask_i)?)?;
+            // [networks, len, 1 + dim] -> [len, networks, 1 + dim]
+            let u = u.transpose(0, 1)?.contiguous()?;
+            let v = v.transpose(0, 1)?.contiguous()?;
+            let forward = Forward::new(&u, &v, &self.offset_row)?;
+            let residual = forward.residual(&labels, self.label_kind)?.detach();
+            // ∂(Σ w ℓ)/∂raw is w · residual: back-propagate it as a constant.
+            let upstream = (&residual * &weights)?.detach();
+            let mut grads = (&forward.raw * &upstream)?.sum_all()?.backward()?;
+            if want_loss {
+                let raw = forward.raw.detach();
+                let detached = Forward {
+                    raw,
+                    p_unit_bias: forward.p_unit_bias.detach(),
+                    q_unit_bias: forward.q_unit_bias.detach(),
+                };
+                let block_loss =
+                    detached.weighted_loss(&residual, &labels, &weights, self.label_kind)?;
+                loss = Some(match loss {
+                    Some(sum) => (sum + block_loss)?,
+                    None => block_loss,
+                });
+            }
+            let id_grad = |grads: &mut candle_core::backprop::GradStore, x: &Var| {
+                grads
+                    .remove(x.as_tensor())
+                    .map_or_else(|| x.as_tensor().zeros_like(), Ok)
+            };
+            let gu = id_grad(&mut grads, &xu)?;
+            let gi = id_grad(&mut grads, &xi)?;
+            let rows = start..start + len;
+            user_grads.push(RowGradients {
+                rows: &batch.users[rows.clone()],
+                values: xu.as_tensor().detach(),
+                scale: ones.narrow(0, 0, len)?,
+                direction: gu,
+                weights: weights.clone(),
+            });
+            item_grads.push(RowGradients {
+                rows: &batch.items[rows],
+                values: xi.as_tensor().detach(),
+                scale: ones.narrow(0, 0, len)?,
+                direction: gi,
+                weights,
+            });
+            for (var, sum) in dense_vars.iter().zip(dense_sums.iter_mut()) {
+                if let Some(g) = grads.remove(var.as_tensor()) {
+                    *sum = Some(match sum.take() {
+                        Some(s) => (s + g)?,
+                        None => g,
+                    });
+                }
+            }
+        }
+        self.optimizer.step(&mut self.user_ids, &user_grads)?;
+        self.optimizer.step(&mut self.item_ids, &item_grads)?;
+        let mut grads = candle_core::backprop::GradStore::default();
+        for (var, sum) in dense_vars.iter().zip(dense_sums) {
+            if let Some(g) = sum {
+                grads.insert(var.as_tensor(), g);
+            }
+        }
+        self.dense.step(&grads)?;
+        Ok(loss)
+    }
+
+    /// Scoring rows of `rows` of one side, concatenated. Each row is evaluated alone on the
+    /// host (see [`super::host_rows`]), so it does not depend on what is exported with it.
+    fn export(&self, side: Side, rows: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let (table, tower) = match side {
+            Side::User => (&self.user_ids, &self.user_tower),
+            Side::Item => (&self.item_ids, &self.item_tower),
+        };
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let layers = (0..self.networks)
+            .map(|m| tower.host_layers(m))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let dim = self.layout.dim;
+        let index = Tensor::from_slice(rows, rows.len(), &self.device)?;
+        let ids = table
+            .values()
+            .index_select(&index, 0)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let mut out = Vec::with_capacity(rows.len() * self.layout.row_len());
+        let mut input = Vec::new();
+        let mut hidden = Vec::new();
+        let mut dropped = Vec::new();
+        for (k, &id) in rows.iter().enumerate() {
+            for (m, (first, second)) in layers.iter().enumerate() {
+                input.clear();
+                input.extend_from_slice(&ids[(k * self.networks + m) * dim..][..dim]);
+                if side == Side::Item {
+                    input.extend_from_slice(self.text.host_vector(id));
+                }
+                hidden.clear();
+                first.apply(&input, &mut hidden);
+                for h in &mut hidden {
+                    *h = h.max(0.0);
+                }
+                match self.passes {
+                    None => second.apply(&hidden, &mut out),
+                    Some(passes) => {
+                        for pass in 0..passes {
+                            dropped.clear();
+                            let mask = self.pass_mask(side, pass, id, hidden.len());
+                            dropped.extend(hidden.iter().zip(mask).map(|(h, keep)| h * keep));
+                            second.apply(&dropped, &mut out);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The fixed dropout mask of MC pass `pass` for entity `id` of `side`: `hidden`
+    /// factors, 0 or `1 / (1 - dropout)`.
+    fn pass_mask(
+        &self,
+        side: Side,
+        pass: usize,
+        id: u32,
+        hidden: usize,
+    ) -> impl Iterator<Item = f32> + use<> {
+        let keep = (1.0 / (1.0 - self.dropout)) as f32;
+        let dropout = self.dropout;
+        let row_seed = stable_hash(&[
+            self.seed,
+            PASS_MASK_DOMAIN,
+            side.word(),
+            pass as u64,
+            u64::from(id),
+        ]);
+        (0..hidden as u64).map(move |j| {
+            if unit_interval(stable_hash(&[row_seed, j])) < dropout {
+                0.0
+            } else {
+                keep
+            }
+        })
+    }
+}
+
+/// `(start, len)` of consecutive blocks covering `n`, at most `block` long and of nearly
+/// equal length (1023 + 1 would pay the per-block overhead for one row).
+fn even_blocks(n: usize, block: usize) -> impl Iterator<Item = (usize, usize)> {
+    let count = n.div_ceil(block.max(1)).max(1);
+    blocks(n, n.div_ceil(count))
+}
+
+/// User ID embeddings of rows `0..rows`: `networks` blocks of `dim` normal draws (MF's
+/// initialisation of the factors, without its bias slot).
+fn id_rows(
+    seed: u64,
+    rows: usize,
+    networks: usize,
+    dim: usize,
+    std: f64,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    id_rows_range(seed, 0..rows, networks, dim, std, device)
+}
+
+fn id_rows_range(
+    seed: u64,
+    rows: std::ops::Range<usize>,
+    networks: usize,
+    dim: usize,
+    std: f64,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let len = rows.len();
+    let with_bias = init_rows(seed, TableTag::Users, rows, networks, dim, std);
+    let values: Vec<f32> = with_bias
+        .chunks(1 + dim)
+        .flat_map(|block| block[1..].iter().copied())
+        .collect();
+    Tensor::from_vec(values, (len, networks * dim), device)
+}
+
+/// The model's own shape parameters, and dropout against the uncertainty asked for.
+fn check_shape(
+    dim: usize,
+    hidden: usize,
+    dropout: f64,
+    uncertainty: UncertaintyParams,
+) -> Result<(), ModelError> {
+    let invalid = |msg: String| Err(ModelError::Input(msg));
+    if dim == 0 {
+        return invalid("two_tower dim must be at least 1, got 0".into());
+    }
+    if hidden == 0 {
+        return invalid("two_tower hidden must be at least 1, got 0".into());
+    }
+    if !(0.0..1.0).contains(&dropout) {
+        return invalid(format!(
+            "two_tower dropout must be in [0, 1) (the probability of dropping a hidden \
+             unit), got {dropout}"
+        ));
+    }
+    if let UncertaintyParams::McDropout { .. } = uncertainty
+        && dropout == 0.0
+    {
+        return invalid(
+            "uncertainty `mc_dropout` with two_tower `dropout: 0` gives identical passes; \
+             set `dropout` to e.g. 0.2, or use `ensemble`"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+impl Recommender for TwoTower {
+    fn kind(&self) -> &'static str {
+        "two_tower"
+    }
+
+    fn head(&self) -> ScoringHead {
+        ScoringHead::new(self.layout, self.offsets.clone(), self.label_kind)
+    }
+
+    fn shape(&self) -> (usize, usize) {
+        (self.user_ids.rows(), self.item_ids.rows())
+    }
+
+    fn grow(&mut self, n_users: usize, n_items: usize) -> Result<(), ModelError> {
+        let (networks, dim) = (self.networks, self.layout.dim);
+        let current = self.user_ids.rows();
+        if n_users > current {
+            let values = id_rows_range(
+                self.seed,
+                current..n_users,
+                networks,
+                dim,
+                self.init_std,
+                &self.device,
+            )?;
+            self.user_ids.append(&values)?;
+        }
+        let current = self.item_ids.rows();
+        if n_items > current {
+            let values = Tensor::zeros(
+                (n_items - current, networks * dim),
+                DType::F32,
+                &self.device,
+            )?;
+            self.item_ids.append(&values)?;
+            self.text.grow(n_items)?;
+        }
+        Ok(())
+    }
+
+    fn fit(
+        &mut self,
+        samples: &[Interaction],
+        keys: &[u32],
+        epochs: usize,
+    ) -> Result<FitReport, ModelError> {
+        let shape = self.shape();
+        let mut epochs_loop = EpochLoop::new(samples, keys, shape, self.seed, self.networks)?;
+        if epochs == 0 || epochs_loop.is_empty() {
+            return Ok(FitReport::default());
+        }
+        let mut shuffle = std::mem::replace(&mut self.shuffle, StdRng::seed_from_u64(0));
+        let run = epochs_loop.run(epochs, self.batch_size, &mut shuffle, |batch, want_loss| {
+            self.step(batch, want_loss)
+        });
+        self.shuffle = shuffle;
+        let run = run?;
+        // The towers moved: every row changed.
+        Ok(FitReport {
+            changed_users: (0..shape.0 as u32).collect(),
+            changed_items: (0..shape.1 as u32).collect(),
+            shared_changed: false,
+            last_epoch_loss: run.last_epoch_loss,
+            steps: run.steps,
+        })
+    }
+
+    fn user_rows(&self, users: &[UserIdx]) -> Result<Vec<f32>, ModelError> {
+        check_rows("user", users, self.user_ids.rows())?;
+        self.export(Side::User, users)
+    }
+
+    fn item_rows(&self, items: &[ItemIdx]) -> Result<Vec<f32>, ModelError> {
+        check_rows("item", items, self.item_ids.rows())?;
+        self.export(Side::Item, items)
+    }
+
+    fn set_item_embeddings(&mut self, text: &ItemEmbeddings) -> Result<(), ModelError> {
+        self.text.set(text)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
