@@ -3,11 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::data::{Interaction, LabelKind, SampleIdx};
+use crate::data::{Interaction, ItemEmbeddings, LabelKind, SampleIdx};
 use crate::dataflow::PoolSample;
 use crate::metrics::latency::LatencyRecorder;
-use crate::model::Recommender;
-use crate::model::mf::BiasedMf;
+use crate::model::{Recommender, build_recommender};
 use crate::plan::{EvaluatePlan, Plan};
 use crate::results::{RoundRecord, SelectionRecord};
 use crate::scoring::ScoringHead;
@@ -110,21 +109,24 @@ pub fn test_metrics(
 }
 
 /// The recommender a plan asks for, sized for `n_users` x `n_items`, with the global offset
-/// `global_mean` (the mean label the model starts from).
+/// `global_mean` (the mean label the model starts from) and the item text vectors `text`
+/// (which the text models need).
 pub fn build_model(
     plan: &Plan,
     n_users: usize,
     n_items: usize,
     global_mean: f32,
     label_kind: LabelKind,
+    text: Option<&ItemEmbeddings>,
 ) -> Result<Box<dyn Recommender>, RunError> {
-    Ok(Box::new(BiasedMf::new(
+    Ok(build_recommender(
         &plan.train,
         n_users,
         n_items,
         global_mean,
         label_kind,
-    )?))
+        text,
+    )?)
 }
 
 /// The head of `model`, clipping ratings to the scale of `labels`.

@@ -6,6 +6,7 @@
 //! `latency.json`, plots, and last `summary.json`: a directory without `summary.json` is
 //! an interrupted run, never a complete one.
 
+pub mod embed;
 pub mod experiment;
 pub mod pool;
 pub mod replay;
@@ -17,11 +18,11 @@ pub mod windows;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::data::{IdMap, Interaction, LabelKind};
+use crate::data::{IdMap, Interaction, ItemEmbeddings, LabelKind};
 use crate::dataflow::EngineError;
 use crate::io::IoError;
 use crate::io::events::read_events;
@@ -32,6 +33,7 @@ use crate::plan::{Plan, ProtocolPlan, SplitPlan};
 use crate::report;
 use crate::results::RoundRecord;
 
+use self::embed::ItemEmbedder;
 use self::experiment::Experiment;
 use self::pool::PoolExperiment;
 use self::replay::ReplayExperiment;
@@ -168,10 +170,14 @@ pub struct ExperimentData {
     pub cold_test: Vec<Interaction>,
     /// Raw user ids.
     pub users: IdMap,
-    /// Raw item ids.
+    /// Raw item ids (the events' items first, then items known only from the item file).
     pub items: IdMap,
     /// What labels mean.
     pub label_kind: LabelKind,
+    /// Text vectors of every item with a row in the item file, if the pipeline embeds.
+    pub text: Option<ItemEmbeddings>,
+    /// Time spent producing `text` (cache lookups and encoding).
+    pub embed_time: Duration,
 }
 
 /// Loads and splits the events of a plan whose protocol has a split.
@@ -205,6 +211,15 @@ pub fn load_data(plan: &Plan) -> Result<ExperimentData, RunError> {
             .collect(),
         _ => Vec::new(),
     };
+    let started = Instant::now();
+    let text = match (&plan.embed, &plan.data.items) {
+        (Some(embed), Some(source)) => {
+            let mut embedder = ItemEmbedder::open(embed, source, &mut items, plan.device)?;
+            embedder.ensure(0..embedder.len() as u32)?;
+            Some(embedder.vectors().clone())
+        }
+        _ => None,
+    };
     Ok(ExperimentData {
         train,
         test,
@@ -212,6 +227,8 @@ pub fn load_data(plan: &Plan) -> Result<ExperimentData, RunError> {
         users,
         items,
         label_kind: plan.data.label_kind,
+        text,
+        embed_time: started.elapsed(),
     })
 }
 

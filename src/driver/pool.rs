@@ -66,6 +66,7 @@ impl PoolExperiment {
             data.items.len(),
             global_mean,
             data.label_kind,
+            data.text.as_ref(),
         )?;
         let head = clipped_head(
             model.as_ref(),
@@ -77,6 +78,7 @@ impl PoolExperiment {
             model,
             plan.workers,
             plan.select.as_ref(),
+            data.text.as_ref(),
             plan.seed,
             track_scores,
         )?;
@@ -87,6 +89,9 @@ impl PoolExperiment {
             .is_some_and(|s| s.strategy.def().needs_labels);
 
         let mut clock = RoundClock::default();
+        if data.text.is_some() {
+            clock.add("embed", data.embed_time);
+        }
         let report = clock.time("train", || {
             session
                 .model_mut()

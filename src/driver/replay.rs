@@ -17,6 +17,7 @@ use crate::results::{RoundRecord, SelectionRecord};
 use crate::strategy::unit_hash;
 
 use super::RunError;
+use super::embed::ItemEmbedder;
 use super::experiment::{
     Experiment, ExperimentOutput, RoundClock, RoundCounts, build_model, clipped_head, mean_label,
     pool_sample,
@@ -45,6 +46,10 @@ pub struct ReplayExperiment {
     labelled: Vec<bool>,
     labelled_count: u64,
     session: Session,
+    /// Item text vectors, embedded as items first appear (if the pipeline embeds).
+    embedder: Option<ItemEmbedder>,
+    /// Texts embedded before the first window ran (reported with it).
+    embedded_at_start: usize,
     /// The next window, read ahead so `has_next` is exact.
     next_window: Option<ReplayWindow>,
     /// Running sums of the prequential errors after the first window.
@@ -69,8 +74,17 @@ impl ReplayExperiment {
             .events
             .as_ref()
             .expect("the planner requires events for a replay");
+        // With item text, the item file's ids are interned first, so an item's text is at
+        // hand when its first event arrives.
+        let mut items = IdMap::new();
+        let mut embedder = match (&plan.embed, &plan.data.items) {
+            (Some(embed), Some(text)) => {
+                Some(ItemEmbedder::open(embed, text, &mut items, plan.device)?)
+            }
+            _ => None,
+        };
         let batches =
-            EventBatches::with_batch_rows(source, IdMap::new(), IdMap::new(), replay.batch_rows)?;
+            EventBatches::with_batch_rows(source, IdMap::new(), items, replay.batch_rows)?;
         let mut windows = WindowCutter::new(batches, replay.window);
         let source_name = source.path.display().to_string();
         let Some(first) = next_window(&mut windows, &source_name)? else {
@@ -90,20 +104,35 @@ impl ReplayExperiment {
             windows.source().items().len(),
         );
         let kind = plan.data.label_kind;
-        let model = build_model(plan, users, items, global_mean, kind)?;
+        // The first window's texts are embedded now: the text models are sized by them.
+        let embed_started = Instant::now();
+        let mut embedded_at_start = 0;
+        let text = match &mut embedder {
+            Some(embedder) => {
+                embedded_at_start = embedder
+                    .ensure(first.events.iter().map(|e| e.item))?
+                    .embedded;
+                Some(embedder.vectors())
+            }
+            None => None,
+        };
+        let embed_time = embed_started.elapsed();
+        let model = build_model(plan, users, items, global_mean, kind, text)?;
         let scale = match kind {
             LabelKind::Rating => first.events.iter().map(|e| e.label).collect::<Vec<_>>(),
             LabelKind::Click => Vec::new(),
         };
         let head = clipped_head(model.as_ref(), scale.into_iter(), kind);
-        let session = Session::start(
+        let mut session = Session::start(
             head,
             model,
             plan.workers,
             plan.select.as_ref(),
+            text,
             plan.seed,
             track_scores,
         )?;
+        session.latency.record("embed", embed_time);
         let mut experiment = Self {
             windows,
             source: source_name,
@@ -122,6 +151,8 @@ impl ReplayExperiment {
             labelled: Vec::new(),
             labelled_count: 0,
             session,
+            embedder,
+            embedded_at_start,
             next_window: Some(first),
             errors: ErrorSums::default(),
             selections: Vec::new(),
@@ -144,6 +175,15 @@ impl ReplayExperiment {
             self.windows.source().items().len(),
         );
         self.session.grow(n_users, n_items)?;
+        let mut texts_embedded = None;
+        if let Some(embedder) = &mut self.embedder {
+            let embedded = clock.time("embed", || {
+                embedder.ensure(window.events.iter().map(|e| e.item))
+            })?;
+            self.session
+                .set_item_text(embedder.vectors(), &embedded.added)?;
+            texts_embedded = Some(embedded.embedded + std::mem::take(&mut self.embedded_at_start));
+        }
         self.events.extend_from_slice(&window.events);
         let window_samples: Vec<u32> = (first_sample..self.events.len() as u32).collect();
 
@@ -230,6 +270,9 @@ impl ReplayExperiment {
         })?;
         metrics.push(("train_loss".into(), f64::from(report.last_epoch_loss)));
         metrics.push(("events".into(), window.events.len() as f64));
+        if let Some(n) = texts_embedded {
+            metrics.push(("texts_embedded".into(), n as f64));
+        }
         let counts = RoundCounts {
             labelled: self.labelled_count,
             selected: picked.len() as u64,

@@ -69,6 +69,7 @@ impl SelectionExperiment {
             data.items.len(),
             global_mean,
             data.label_kind,
+            data.text.as_ref(),
         )?;
         let head = clipped_head(
             model.as_ref(),
@@ -80,10 +81,14 @@ impl SelectionExperiment {
             model,
             plan.workers,
             Some(&select),
+            data.text.as_ref(),
             plan.seed,
             track_scores,
         )?;
         let mut clock = RoundClock::default();
+        if data.text.is_some() {
+            clock.add("embed", data.embed_time);
+        }
         let keys: Vec<u32> = (0..data.train.len() as u32).collect();
         let report = clock.time("train", || {
             session

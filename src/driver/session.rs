@@ -8,13 +8,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::data::{Interaction, ItemIdx, SampleIdx, UserIdx};
+use crate::data::{Interaction, ItemEmbeddings, ItemIdx, SampleIdx, UserIdx};
 use crate::dataflow::{EngineUpdate, PoolSample, RoundOutput, ScoreUpdate, ScoringEngine};
 use crate::metrics::latency::LatencyRecorder;
 use crate::metrics::{Scored, evaluate};
 use crate::model::{FitReport, Recommender};
-use crate::plan::{EvaluatePlan, SelectPlan};
+use crate::plan::{DiversityPlan, DiversitySpace, EvaluatePlan, SelectPlan};
 use crate::scoring::{PerSampleScore, ScoringHead};
+use crate::strategy::diverse::{Candidate, TextCoverage, pick_by_factors};
 use crate::strategy::{RankedPool, SampleSignals, Strategy, popularity_stratum};
 
 use super::RunError;
@@ -46,19 +47,34 @@ pub struct Session {
     per_user: bool,
     seed: u64,
     tracked: Option<HashMap<SampleIdx, PerSampleScore>>,
+    /// Items whose text vector changed since the last publish (their rows change).
+    text_changed: Vec<ItemIdx>,
+    diversity: Option<Diversity>,
     /// Per-operator latencies of the run.
     pub latency: LatencyRecorder,
 }
 
+/// What the diversity strategies keep between rounds.
+struct Diversity {
+    plan: DiversityPlan,
+    /// `(user, item)` of every ranked sample.
+    pairs: HashMap<SampleIdx, (UserIdx, ItemIdx)>,
+    /// Every labelled `(user, item)`, in the order labelled (factor space centers).
+    labelled: Vec<(UserIdx, ItemIdx)>,
+    /// Text space: the item coverage and the vectors it reads.
+    text: Option<(TextCoverage, ItemEmbeddings)>,
+}
+
 impl Session {
     /// Starts the engine with `head` on `workers` threads. `select` decides the ranking
-    /// key; `track_scores` keeps every maintained score (for reference checks; costs
-    /// memory on large pools).
+    /// key; `text` holds the item text vectors, if the pipeline embeds; `track_scores`
+    /// keeps every maintained score (for reference checks; costs memory on large pools).
     pub fn start(
         head: ScoringHead,
         model: Box<dyn Recommender>,
         workers: usize,
         select: Option<&SelectPlan>,
+        text: Option<&ItemEmbeddings>,
         seed: u64,
         track_scores: bool,
     ) -> Result<Self, RunError> {
@@ -78,8 +94,39 @@ impl Session {
             strategy: select.map(|s| s.strategy),
             seed,
             tracked: track_scores.then(HashMap::new),
+            text_changed: Vec::new(),
+            diversity: select.and_then(|s| s.diversity).map(|plan| Diversity {
+                plan,
+                pairs: HashMap::new(),
+                labelled: Vec::new(),
+                text: match (plan.space, text) {
+                    (DiversitySpace::Text, Some(text)) => {
+                        Some((TextCoverage::new(text), text.clone()))
+                    }
+                    _ => None,
+                },
+            }),
             latency: LatencyRecorder::new(),
         })
+    }
+
+    /// Hands the model new item text vectors (`changed`: the items whose vector is new);
+    /// their rows are published with the next [`Session::publish`].
+    pub fn set_item_text(
+        &mut self,
+        text: &ItemEmbeddings,
+        changed: &[ItemIdx],
+    ) -> Result<(), RunError> {
+        if changed.is_empty() {
+            return Ok(());
+        }
+        self.model.set_item_embeddings(text)?;
+        self.text_changed.extend_from_slice(changed);
+        if let Some((coverage, vectors)) = self.diversity.as_mut().and_then(|d| d.text.as_mut()) {
+            *vectors = text.clone();
+            coverage.track_new(vectors);
+        }
+        Ok(())
     }
 
     /// The model, for training.
@@ -110,6 +157,19 @@ impl Session {
         let mut users: Vec<UserIdx> = (old_users as u32..n_users as u32).collect();
         let mut items: Vec<ItemIdx> = (old_items as u32..n_items as u32).collect();
         let mut head = None;
+        items.extend(
+            self.text_changed
+                .drain(..)
+                .filter(|&i| (i as usize) < old_items),
+        );
+        if let Some(diversity) = &mut self.diversity {
+            diversity
+                .labelled
+                .extend(changes.labelled.iter().map(|e| (e.user, e.item)));
+            if let Some((coverage, text)) = &mut diversity.text {
+                coverage.label(changes.labelled.iter().map(|e| e.item), text);
+            }
+        }
         if let Some(fit) = changes.fit {
             users.extend(
                 fit.changed_users
@@ -127,6 +187,7 @@ impl Session {
         }
         users.sort_unstable();
         items.sort_unstable();
+        items.dedup();
         let user_rows = self.model.user_rows(&users)?;
         let item_rows = self.model.item_rows(&items)?;
         self.rows.set_users(&users, &user_rows);
@@ -165,6 +226,15 @@ impl Session {
             let Some(strategy) = self.strategy else {
                 continue;
             };
+            if let Some(diversity) = &mut self.diversity {
+                if u.diff < 0 {
+                    diversity.pairs.remove(&u.sample);
+                } else {
+                    diversity
+                        .pairs
+                        .insert(u.sample, (u.state.user, u.state.item));
+                }
+            }
             if u.diff < 0 {
                 self.ranked.remove(u.sample);
             } else {
@@ -191,6 +261,9 @@ impl Session {
     /// The samples the strategy picks now: the `budget` best overall, per user, or spread
     /// evenly over popularity strata.
     pub fn pick(&self, budget: u64) -> Vec<(SampleIdx, f64)> {
+        if let Some(diversity) = &self.diversity {
+            return self.pick_diverse(diversity, budget as usize);
+        }
         if self.per_user {
             self.ranked.top_per_group(budget as usize)
         } else if self.strategy == Some(Strategy::Stratified) {
@@ -198,6 +271,35 @@ impl Session {
         } else {
             self.ranked.top(budget as usize)
         }
+    }
+
+    /// The diversity strategies' batch: k-center among the top candidates of the ranking.
+    fn pick_diverse(&self, diversity: &Diversity, budget: usize) -> Vec<(SampleIdx, f64)> {
+        let candidates: Vec<Candidate> = self
+            .ranked
+            .top(diversity.plan.candidates)
+            .into_iter()
+            .map(|(sample, key)| {
+                let (user, item) = diversity.pairs[&sample];
+                Candidate {
+                    sample,
+                    user,
+                    item,
+                    key,
+                }
+            })
+            .collect();
+        let picked = match &diversity.text {
+            Some((coverage, _)) => coverage.pick(&candidates, budget),
+            None => pick_by_factors(
+                &candidates,
+                &diversity.labelled,
+                |user, item| [self.rows.user(user), self.rows.item(item)].concat(),
+                budget,
+                self.seed,
+            ),
+        };
+        picked.into_iter().map(|c| (c.sample, c.key)).collect()
     }
 
     /// The model's prediction for a user and an item, from the published rows.

@@ -143,7 +143,31 @@ impl EmbeddingCache {
                 reason: format!("model {model_id} was given 0-dimensional vectors"),
             });
         }
-        let mut models = read_models(path)?.unwrap_or_default();
+        let models = read_models(path)?.unwrap_or_default();
+        Self::with_models(path, models, model_id, dim)
+    }
+
+    /// Opens the cache at `path` with the dimension it already records for `model_id`, so
+    /// a run whose texts are all cached need not load the model to learn it; `None` when
+    /// the file does not exist or holds no vectors of that model (then [`open`] it with the
+    /// encoder's dimension).
+    ///
+    /// [`open`]: EmbeddingCache::open
+    pub fn open_recorded(path: &Path, model_id: &str) -> Result<Option<Self>, IoError> {
+        let models = read_models(path)?.unwrap_or_default();
+        match models.iter().find(|m| m.model == model_id).map(|m| m.dim) {
+            Some(dim) => Self::with_models(path, models, model_id, dim).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The cache over `models` (read from `path`) for `model_id` at `dim`.
+    fn with_models(
+        path: &Path,
+        mut models: Vec<ModelRows>,
+        model_id: &str,
+        dim: usize,
+    ) -> Result<Self, IoError> {
         let own = match models.iter().position(|m| m.model == model_id) {
             Some(own) => {
                 let found = models[own].dim;

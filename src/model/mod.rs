@@ -10,8 +10,6 @@ pub mod encoder;
 use candle_core::Device;
 
 pub mod bootstrap;
-#[cfg(test)]
-mod cold_start_check;
 mod host_rows;
 pub mod init;
 pub mod mf;

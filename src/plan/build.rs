@@ -8,8 +8,8 @@ use crate::metrics::Metric;
 use crate::spec::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
 use crate::spec::path::YamlPath;
 use crate::spec::schema::{
-    DataSpec, EvaluateSpec, InitialLabelsSpec, OptimizerSpec, PoolSpec, ReplaySpec, ScoreSpec,
-    SelectSpec, SplitSpec, TrainSpec,
+    DataSpec, EmbedSpec, EvaluateSpec, InitialLabelsSpec, OptimizerSpec, PoolSpec, ReplaySpec,
+    ScoreSpec, SelectSpec, SplitSpec, TrainOptions, TrainSpec,
 };
 use crate::spec::{LoadedSpec, OperatorSpec, PipelineSpec};
 use crate::strategy::{STRATEGIES, Strategy};
@@ -20,9 +20,9 @@ use super::params::{
     TrainParams, UncertaintyParams,
 };
 use super::{
-    DataPlan, EvaluatePlan, InitialLabels, OutputPlan, Plan, PlanNode, PoolPlan, ProtocolPlan,
-    ReplayPlan, ScorePlan, SelectPlan, SelectionProtocolPlan, SplitPlan, UncertaintyMode,
-    WindowPlan,
+    DataPlan, DiversityPlan, DiversitySpace, EmbedPlan, EvaluatePlan, InitialLabels, OutputPlan,
+    Plan, PlanNode, PoolPlan, ProtocolPlan, ReplayPlan, ScorePlan, SelectPlan,
+    SelectionProtocolPlan, SplitPlan, UncertaintyMode, WindowPlan,
 };
 
 /// Seconds in a duration such as `90s`, `30m`, `12h`, `7d` or `2w`.
@@ -207,7 +207,8 @@ impl Resolver {
         let data = self.data(spec.data.as_ref(), &columns, label_kind, protocol.as_ref());
 
         let mut graph = source_nodes(&data);
-        let train = self.train(&roles, seed, device, &mut graph);
+        let embed = self.embed(&roles, data.as_ref(), &mut graph);
+        let train = self.train(&roles, embed.as_ref(), seed, device, &mut graph);
         let score = self.score(&roles, train.as_ref(), &mut graph);
         let rounds = match &protocol {
             Some(ProtocolPlan::Pool(p)) => p.rounds,
@@ -215,7 +216,7 @@ impl Resolver {
             // A replay may run on free labels alone: selecting is optional.
             Some(ProtocolPlan::Replay(_)) | None => 0,
         };
-        let select = self.select(&roles, score.as_ref(), rounds, &mut graph);
+        let select = self.select(&roles, score.as_ref(), embed.as_ref(), rounds, &mut graph);
         let evaluate = self.evaluate(&roles, label_kind, &mut graph);
         let output = self.output(spec, &name);
 
@@ -227,6 +228,7 @@ impl Resolver {
             device: device?,
             data: data?,
             protocol: protocol?,
+            embed,
             train: train?,
             score: score?,
             select: select?,
@@ -552,38 +554,234 @@ impl Resolver {
         }
     }
 
-    fn train(
+    fn embed(
         &mut self,
         roles: &NodeRoles,
-        seed: u64,
-        device: Option<DeviceChoice>,
+        data: Option<&DataPlan>,
         graph: &mut Vec<PlanNode>,
-    ) -> Option<TrainParams> {
-        let node = roles.train.as_ref()?;
-        let OperatorSpec::Train(TrainSpec { mf }) = &node.operator else {
+    ) -> Option<EmbedPlan> {
+        let node = roles.embed.as_ref()?;
+        let OperatorSpec::Embed(spec) = &node.operator else {
             return None;
         };
-        let path = node.path.key("train");
-        self.one_of(&path, "`train`", &[("mf", mf.is_some())])?;
-        let options = mf.clone()?;
-        let path = path.key("mf");
-        let dim = self.value("mf.dim", options.dim, 32);
-        let init_std = self.value("mf.init_std", options.init_std, 0.03);
-        let members = self.value("mf.members", options.members, 1);
-        let epochs = self.value("mf.epochs", options.epochs, 25);
-        let epochs_per_round = self.value("mf.epochs_per_round", options.epochs_per_round, 3);
-        let batch_size = self.value("mf.batch_size", options.batch_size, 1024);
-        let refit_name = self.value("mf.refit", options.refit.clone(), "new_labels".to_string());
+        let EmbedSpec {
+            model,
+            model_dir,
+            cache,
+            batch_size,
+            threads,
+        } = spec;
+        let path = node.path.key("embed");
+        let items = data.and_then(|d| d.items.as_ref());
+        if items.is_none() && !self.failed_to_type(&YamlPath::keys(&["data"])) {
+            self.error(
+                node.path.clone(),
+                format!("`{}` embeds item text, but `data.items` names no item file", node.id),
+                "add e.g. `items: {path: ../data/ml-latest-small/items.parquet, text: \"{title} | {genres}\"}` under `data:`",
+            );
+        }
+        let model = self.value(
+            "model",
+            model.clone(),
+            crate::model::encoder::DEFAULT_MODEL.to_string(),
+        );
+        let model_dir = model_dir.as_ref().map(|written| {
+            self.params.push(("model_dir".into(), written.clone(), true));
+            let resolved = self.base_dir.join(written);
+            if !resolved.is_dir() {
+                self.error(
+                    path.key("model_dir"),
+                    format!("model folder `{written}` not found (looked for {})", resolved.display()),
+                    "point `model_dir` at a folder with config.json, tokenizer.json and model.safetensors, or remove it to look the model up by `model`",
+                );
+            }
+            resolved
+        });
+        let cache = match cache {
+            Some(written) => {
+                self.params.push(("cache".into(), written.clone(), true));
+                self.base_dir.join(written)
+            }
+            None => {
+                let beside = items
+                    .map(|i| default_cache_path(&i.path))
+                    .unwrap_or_default();
+                self.params
+                    .push(("cache".into(), beside.display().to_string(), false));
+                beside
+            }
+        };
+        let batch_size = self.value("batch_size", *batch_size, 32);
+        self.params.push((
+            "threads".into(),
+            threads.map_or_else(|| "all cores".to_string(), |t| t.to_string()),
+            threads.is_some(),
+        ));
         for (key, value) in [
-            ("dim", dim),
-            ("members", members),
             ("batch_size", batch_size),
+            ("threads", threads.unwrap_or(1)),
         ] {
             if value == 0 {
                 self.error(
                     path.key(key),
                     format!("`{key}` must be at least 1"),
                     format!("set `{key}` to a positive integer"),
+                );
+            }
+        }
+        graph.push(PlanNode {
+            id: node.id.clone(),
+            operator: "embed",
+            inputs: node.inputs.clone(),
+            params: self.take_params(),
+        });
+        Some(EmbedPlan {
+            node: node.id.clone(),
+            model,
+            model_dir,
+            cache,
+            batch_size,
+            threads: *threads,
+        })
+    }
+
+    fn train(
+        &mut self,
+        roles: &NodeRoles,
+        embed: Option<&EmbedPlan>,
+        seed: u64,
+        device: Option<DeviceChoice>,
+        graph: &mut Vec<PlanNode>,
+    ) -> Option<TrainParams> {
+        let node = roles.train.as_ref()?;
+        let OperatorSpec::Train(spec) = &node.operator else {
+            return None;
+        };
+        let TrainSpec {
+            mf,
+            text_mf,
+            two_tower,
+        } = spec.as_ref();
+        let path = node.path.key("train");
+        let family = self.one_of(
+            &path,
+            "`train`",
+            &[
+                ("mf", mf.is_some()),
+                ("text_mf", text_mf.is_some()),
+                ("two_tower", two_tower.is_some()),
+            ],
+        )?;
+        let options: TrainOptions = match family {
+            "mf" => mf.clone()?,
+            "text_mf" => text_mf.clone()?,
+            _ => two_tower.clone()?,
+        };
+        let path = path.key(family);
+        let reads_text = embed.is_some_and(|e| node.inputs.contains(&e.node));
+        if family != "mf" && !reads_text && !self.failed_to_type(&YamlPath::keys(&["nodes"])) {
+            let help = match embed {
+                Some(e) => format!("add `{}` to the inputs: `inputs: [labelled, {}]`", e.node, e.node),
+                None => "add an embed node, e.g. `item_text: {embed: {}, input: items}`, and list it in this node's inputs: `inputs: [labelled, item_text]`".to_string(),
+            };
+            self.error(
+                node.path.clone(),
+                format!(
+                    "`{family}` reads item text vectors, but `{}` reads no `embed` node",
+                    node.id
+                ),
+                help,
+            );
+        }
+        let key = |name: &str| format!("{family}.{name}");
+        let dim = self.value(&key("dim"), options.dim, 32);
+        let init_std = self.value(&key("init_std"), options.init_std, 0.03);
+        let members = self.value(&key("members"), options.members, 1);
+        let epochs = self.value(&key("epochs"), options.epochs, 25);
+        let epochs_per_round = self.value(&key("epochs_per_round"), options.epochs_per_round, 3);
+        let batch_size = self.value(&key("batch_size"), options.batch_size, 1024);
+        let refit_name = self.value(
+            &key("refit"),
+            options.refit.clone(),
+            "new_labels".to_string(),
+        );
+        let mut positive = vec![
+            ("dim", dim),
+            ("members", members),
+            ("batch_size", batch_size),
+        ];
+        let model = if family == "two_tower" {
+            let hidden = self.value(&key("hidden"), options.hidden, 64);
+            let dropout = self.value(&key("dropout"), options.dropout, 0.1);
+            positive.push(("hidden", hidden));
+            if !(0.0..1.0).contains(&dropout) {
+                self.error(
+                    path.key("dropout"),
+                    format!("dropout {dropout} is not in [0, 1)"),
+                    "use e.g. `dropout: 0.1`",
+                );
+            }
+            if options.mc_dropout.is_some() && dropout == 0.0 {
+                self.error(
+                    path.key("mc_dropout"),
+                    "Monte Carlo dropout with `dropout: 0` gives identical passes",
+                    "set `dropout` above 0 (e.g. 0.1), or use ensemble `members`",
+                );
+            }
+            ModelKind::TwoTower {
+                dim,
+                hidden,
+                dropout,
+                init_std,
+            }
+        } else {
+            for (name, written) in [
+                ("hidden", options.hidden.is_some()),
+                ("dropout", options.dropout.is_some()),
+                ("mc_dropout", options.mc_dropout.is_some()),
+            ] {
+                if written {
+                    self.error(
+                        path.key(name),
+                        format!("`{name}` is an option of `two_tower`, not of `{family}`"),
+                        "remove it, or train `two_tower`",
+                    );
+                }
+            }
+            if family == "mf" {
+                ModelKind::Mf { dim, init_std }
+            } else {
+                ModelKind::TextMf { dim, init_std }
+            }
+        };
+        let uncertainty = match options.mc_dropout.filter(|_| family == "two_tower") {
+            Some(passes) => {
+                self.params
+                    .push((key("mc_dropout"), passes.to_string(), true));
+                if options.members.is_some_and(|m| m > 1) {
+                    self.error(
+                        path.key("mc_dropout"),
+                        "a model measures uncertainty by ensemble `members` or by `mc_dropout` passes, not both",
+                        "keep one: `members: 4` or `mc_dropout: 8`",
+                    );
+                }
+                if passes < 2 {
+                    self.error(
+                        path.key("mc_dropout"),
+                        format!("`mc_dropout` needs at least 2 passes to measure a variance, got {passes}"),
+                        "use e.g. `mc_dropout: 8`",
+                    );
+                }
+                UncertaintyParams::McDropout { passes }
+            }
+            None => UncertaintyParams::Ensemble { members },
+        };
+        for (name, value) in positive {
+            if value == 0 {
+                self.error(
+                    path.key(name),
+                    format!("`{name}` must be at least 1"),
+                    format!("set `{name}` to a positive integer"),
                 );
             }
         }
@@ -614,8 +812,8 @@ impl Resolver {
             params: self.take_params(),
         });
         Some(TrainParams {
-            model: ModelKind::Mf { dim, init_std },
-            uncertainty: UncertaintyParams::Ensemble { members },
+            model,
+            uncertainty,
             optimizer: optimizer?,
             epochs,
             epochs_per_round,
@@ -690,33 +888,44 @@ impl Resolver {
         let OperatorSpec::Score(ScoreSpec { uncertainty }) = &node.operator else {
             return None;
         };
-        let members = train.map(|t| t.uncertainty.members()).unwrap_or(1);
-        let default = if members > 1 { "ensemble" } else { "none" };
+        let measured = match train.map(|t| t.uncertainty) {
+            Some(UncertaintyParams::McDropout { .. }) => "mc_dropout",
+            Some(UncertaintyParams::Ensemble { members }) if members > 1 => "ensemble",
+            _ => "none",
+        };
         let written = uncertainty.clone();
-        let mode = match self
-            .value("uncertainty", written.clone(), default.to_string())
-            .as_str()
-        {
-            "ensemble" => {
-                if members < 2 && written.is_some() {
-                    self.error(
-                        node.path.key("score").key("uncertainty"),
-                        "ensemble uncertainty needs a model with several members; it has 1",
-                        "set `members: 4` (or more) in the train node's options",
-                    );
-                }
-                UncertaintyMode::Ensemble
-            }
+        let path = node.path.key("score").key("uncertainty");
+        let chosen = self.value("uncertainty", written.clone(), measured.to_string());
+        let mode = match chosen.as_str() {
+            "ensemble" => UncertaintyMode::Ensemble,
+            "mc_dropout" => UncertaintyMode::McDropout,
             "none" => UncertaintyMode::None,
             other => {
                 self.error(
-                    node.path.key("score").key("uncertainty"),
+                    path.clone(),
                     format!("unknown uncertainty `{other}`"),
-                    "use `ensemble` (variance over members) or `none`",
+                    "use `ensemble` (variance over members), `mc_dropout` (variance over dropout passes) or `none`",
                 );
                 UncertaintyMode::None
             }
         };
+        if mode != UncertaintyMode::None && chosen != measured && train.is_some() {
+            let help = match chosen.as_str() {
+                "ensemble" => "set `members: 4` (or more) in the train node's options",
+                _ => "train `two_tower` with `mc_dropout: 8` (passes)",
+            };
+            let has = match measured {
+                "none" => "measures none (1 member)".to_string(),
+                other => format!("measures `{other}`"),
+            };
+            self.error(
+                path,
+                format!(
+                    "`{chosen}` uncertainty needs a model that measures it; the train node {has}"
+                ),
+                help,
+            );
+        }
         graph.push(PlanNode {
             id: node.id.clone(),
             operator: "score",
@@ -730,6 +939,7 @@ impl Resolver {
         &mut self,
         roles: &NodeRoles,
         score: Option<&ScorePlan>,
+        embed: Option<&EmbedPlan>,
         rounds: u32,
         graph: &mut Vec<PlanNode>,
     ) -> Option<Option<SelectPlan>> {
@@ -748,6 +958,8 @@ impl Resolver {
             strategy,
             budget,
             per_user,
+            space,
+            candidates,
         }) = &node.operator
         else {
             return None;
@@ -775,7 +987,7 @@ impl Resolver {
             self.error(
                 path.key("strategy"),
                 format!("strategy `{}` ranks by uncertainty, but the score node measures none", def.name),
-                "train an ensemble (`members: 4` in the train node) so the score node can use `uncertainty: ensemble`",
+                "train an ensemble (`members: 4` in the train node) or a `two_tower` with `mc_dropout: 8`, so the score node measures uncertainty",
             );
         }
         if *budget == 0 {
@@ -789,6 +1001,70 @@ impl Resolver {
         self.params
             .push(("budget".into(), budget.to_string(), true));
         let per_user = self.value("per_user", *per_user, false);
+        let diversity = if def.diverse {
+            let default_space = if embed.is_some() { "text" } else { "factors" };
+            let space = match self
+                .value("space", space.clone(), default_space.to_string())
+                .as_str()
+            {
+                "text" => {
+                    if embed.is_none() {
+                        self.error(
+                            path.key("space"),
+                            "`space: text` measures distances between item text vectors, but the pipeline embeds no text",
+                            "add an embed node (e.g. `item_text: {embed: {}, input: items}`), or use `space: factors`",
+                        );
+                    }
+                    DiversitySpace::Text
+                }
+                "factors" => DiversitySpace::Factors,
+                other => {
+                    self.error(
+                        path.key("space"),
+                        format!("unknown space `{other}`"),
+                        "use `text` (item text vectors) or `factors` (the model's user and item rows)",
+                    );
+                    DiversitySpace::Factors
+                }
+            };
+            let candidates = self.value(
+                "candidates",
+                *candidates,
+                (*budget as usize).saturating_mul(10),
+            );
+            if candidates < *budget as usize {
+                self.error(
+                    path.key("candidates"),
+                    format!("{candidates} candidates cannot fill a budget of {budget}"),
+                    "set `candidates` to at least the budget (default 10 x budget)",
+                );
+            }
+            if per_user {
+                self.error(
+                    path.key("per_user"),
+                    format!(
+                        "`{}` spreads one batch over the whole pool; it has no per-user budget",
+                        def.name
+                    ),
+                    "remove `per_user`",
+                );
+            }
+            Some(DiversityPlan { space, candidates })
+        } else {
+            for (name, written) in [
+                ("space", space.is_some()),
+                ("candidates", candidates.is_some()),
+            ] {
+                if written {
+                    self.error(
+                        path.key(name),
+                        format!("`{name}` is an option of `coreset` and `uncertainty_diversity`, not of `{}`", def.name),
+                        "remove it",
+                    );
+                }
+            }
+            None
+        };
         graph.push(PlanNode {
             id: node.id.clone(),
             operator: "select",
@@ -800,6 +1076,7 @@ impl Resolver {
             strategy: def.strategy,
             budget: *budget,
             per_user,
+            diversity,
         }))
     }
 
@@ -874,6 +1151,15 @@ impl Resolver {
             plots: output.plots.unwrap_or(true),
         }
     }
+}
+
+/// The default embedding cache of an item file: `<stem>.embeddings.parquet` beside it.
+fn default_cache_path(items: &Path) -> PathBuf {
+    let stem = items
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "items".into());
+    items.with_file_name(format!("{stem}.embeddings.parquet"))
 }
 
 /// The built-in sources, shown first in the graph.

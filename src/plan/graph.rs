@@ -3,6 +3,7 @@
 //! A pipeline's graph has the built-in sources [`SOURCES`] and one node per operator role:
 //!
 //! ```text
+//! items ─────> embed ──┐ (optional: text vectors for text models and strategies)
 //! labelled ──> train ──┬──> score ──> select
 //! pool ────────────────┘
 //! test ─────────────────────> evaluate (also reads train)
@@ -17,6 +18,8 @@ pub const SOURCES: &[&str] = &["events", "items", "labelled", "pool", "test"];
 /// The node filling each operator role (at most one each).
 #[derive(Clone, Debug, Default)]
 pub struct NodeRoles {
+    /// The `embed` node.
+    pub embed: Option<NodeSpec>,
     /// The `train` node.
     pub train: Option<NodeSpec>,
     /// The `score` node.
@@ -47,6 +50,7 @@ pub fn check_edges(nodes: &[NodeSpec], nodes_failed: bool, out: &mut Vec<Diagnos
             );
         }
         let slot = match node.operator {
+            OperatorSpec::Embed(_) => &mut roles.embed,
             OperatorSpec::Train(_) => &mut roles.train,
             OperatorSpec::Score(_) => &mut roles.score,
             OperatorSpec::Select(_) => &mut roles.select,
@@ -96,9 +100,18 @@ pub fn check_edges(nodes: &[NodeSpec], nodes_failed: bool, out: &mut Vec<Diagnos
         }
     };
     let id = |node: &Option<NodeSpec>| node.as_ref().map(|n| n.id.clone());
-    let (train, score) = (id(&roles.train), id(&roles.score));
+    let (embed, train, score) = (id(&roles.embed), id(&roles.train), id(&roles.score));
+    if let Some(node) = &roles.embed {
+        expect(node, &[Some("items".into())]);
+    }
     if let Some(node) = &roles.train {
-        expect(node, &[Some("labelled".into())]);
+        // The text vectors are an optional input: text models need them (the planner says
+        // so), a model without text may leave them to the strategies.
+        let mut wanted = vec![Some("labelled".into())];
+        if embed.as_ref().is_some_and(|e| node.inputs.contains(e)) {
+            wanted.push(embed.clone());
+        }
+        expect(node, &wanted);
     }
     if let Some(node) = &roles.score {
         expect(node, &[Some("pool".into()), train.clone()]);

@@ -38,6 +38,8 @@ pub struct Plan {
     pub data: DataPlan,
     /// How events become rounds.
     pub protocol: ProtocolPlan,
+    /// The text encoder, when the pipeline embeds item text.
+    pub embed: Option<EmbedPlan>,
     /// The recommender and how it trains.
     pub train: TrainParams,
     /// Per-sample scoring.
@@ -191,12 +193,42 @@ pub enum InitialLabels {
     PerUser(usize),
 }
 
+/// Resolved `embed:`: which sentence encoder embeds the item text, and where vectors are
+/// cached.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EmbedPlan {
+    /// The embed node's id.
+    pub node: String,
+    /// Hugging Face model id, also the cache's model key.
+    pub model: String,
+    /// A local model folder that overrides the lookup by `model`.
+    pub model_dir: Option<PathBuf>,
+    /// The Parquet cache of vectors keyed by (model, text hash).
+    pub cache: PathBuf,
+    /// Texts per encoder batch.
+    pub batch_size: usize,
+    /// Encoder threads (`None`: one per core).
+    pub threads: Option<usize>,
+}
+
+/// The space `coreset` and `uncertainty_diversity` measure distances in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiversitySpace {
+    /// The item's text vector (samples of one item coincide).
+    Text,
+    /// The concatenation of the model's user and item rows (first member).
+    Factors,
+}
+
 /// How the score node measures uncertainty.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UncertaintyMode {
     /// Variance over ensemble members.
     Ensemble,
+    /// Variance over Monte Carlo dropout passes.
+    McDropout,
     /// No uncertainty (variance is 0).
     None,
 }
@@ -219,6 +251,18 @@ pub struct SelectPlan {
     pub budget: u64,
     /// Whether the budget is per user.
     pub per_user: bool,
+    /// Diversity strategies: the space of their distances and how many candidates they
+    /// choose from.
+    pub diversity: Option<DiversityPlan>,
+}
+
+/// Options of the diversity strategies (`coreset`, `uncertainty_diversity`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct DiversityPlan {
+    /// Where distances are measured.
+    pub space: DiversitySpace,
+    /// Pool samples k-center chooses from per round.
+    pub candidates: usize,
 }
 
 /// Resolved `evaluate:`.

@@ -22,7 +22,7 @@ use self::location::{Location, SourceMap};
 use self::overrides::Override;
 use self::path::YamlPath;
 use self::schema::{
-    DataSpec, EvaluateSpec, OutputSpec, ProtocolSpec, ScoreSpec, SelectSpec, TrainSpec,
+    DataSpec, EmbedSpec, EvaluateSpec, OutputSpec, ProtocolSpec, ScoreSpec, SelectSpec, TrainSpec,
 };
 
 /// Top-level keys of a pipeline file.
@@ -31,13 +31,15 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
 ];
 
 /// Operator keys a node may have (exactly one per node).
-pub const OPERATOR_KEYS: &[&str] = &["train", "score", "select", "evaluate"];
+pub const OPERATOR_KEYS: &[&str] = &["embed", "train", "score", "select", "evaluate"];
 
 /// A node's operator and its options, as written.
 #[derive(Clone, Debug, PartialEq)]
 pub enum OperatorSpec {
-    /// `train:` a recommender.
-    Train(TrainSpec),
+    /// `embed:` item text with a sentence encoder.
+    Embed(EmbedSpec),
+    /// `train:` a recommender (boxed: three optional families make it the largest).
+    Train(Box<TrainSpec>),
     /// `score:` every pool sample.
     Score(ScoreSpec),
     /// `select:` samples to label.
@@ -50,6 +52,7 @@ impl OperatorSpec {
     /// The operator key as written in YAML.
     pub fn key(&self) -> &'static str {
         match self {
+            OperatorSpec::Embed(_) => "embed",
             OperatorSpec::Train(_) => "train",
             OperatorSpec::Score(_) => "score",
             OperatorSpec::Select(_) => "select",
@@ -63,7 +66,8 @@ impl OperatorSpec {
         let empty = Value::Mapping(serde_yaml::Mapping::new());
         let value = if value.is_null() { &empty } else { value };
         match key {
-            "train" => typed(value, path, out).map(OperatorSpec::Train),
+            "embed" => typed(value, path, out).map(OperatorSpec::Embed),
+            "train" => typed(value, path, out).map(|t| OperatorSpec::Train(Box::new(t))),
             "score" => typed(value, path, out).map(OperatorSpec::Score),
             "select" => typed(value, path, out).map(OperatorSpec::Select),
             "evaluate" => typed(value, path, out).map(OperatorSpec::Evaluate),

@@ -169,6 +169,28 @@ pub struct OutputSpec {
 pub struct TrainSpec {
     /// Biased matrix factorisation.
     pub mf: Option<TrainOptions>,
+    /// Biased MF whose item rows add a learned projection of the item's text vector.
+    pub text_mf: Option<TrainOptions>,
+    /// MLP towers over ID embeddings (users) and ID embeddings + text vectors (items).
+    pub two_tower: Option<TrainOptions>,
+}
+
+/// `embed:` — item text to vectors with a sentence encoder, cached on disk.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedSpec {
+    /// Hugging Face model id (default `sentence-transformers/all-MiniLM-L6-v2`).
+    pub model: Option<String>,
+    /// A local model folder (config.json, tokenizer.json, model.safetensors), relative to
+    /// the pipeline file; overrides the lookup by `model`.
+    pub model_dir: Option<String>,
+    /// The embedding cache (Parquet), relative to the pipeline file (default: beside the
+    /// item file, `<items>.embeddings.parquet`).
+    pub cache: Option<String>,
+    /// Texts per encoder batch (default 32).
+    pub batch_size: Option<usize>,
+    /// Encoder threads (default: the machine's cores).
+    pub threads: Option<usize>,
 }
 
 /// Options of a `train:` node.
@@ -191,6 +213,13 @@ pub struct TrainOptions {
     pub refit: Option<String>,
     /// Samples per gradient step.
     pub batch_size: Option<usize>,
+    /// `two_tower`: width of each tower's hidden layer (default 64).
+    pub hidden: Option<usize>,
+    /// `two_tower`: dropout probability of the hidden units (default 0.1).
+    pub dropout: Option<f64>,
+    /// `two_tower`: Monte Carlo dropout passes exported per row; measures uncertainty
+    /// instead of ensemble `members` (default: none).
+    pub mc_dropout: Option<usize>,
 }
 
 /// `optimizer:` — exactly one key.
@@ -233,8 +262,8 @@ pub struct AdamSpec {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreSpec {
-    /// `ensemble` (variance over members) or `none` (default: `ensemble` when the model has
-    /// several members, else `none`).
+    /// `ensemble` (variance over members), `mc_dropout` (variance over dropout passes) or
+    /// `none` (default: what the model measures, else `none`).
     pub uncertainty: Option<String>,
 }
 
@@ -242,13 +271,20 @@ pub struct ScoreSpec {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SelectSpec {
-    /// Strategy name (`random`, `uncertainty`, `max_loss`, `popularity`, `entropy`,
-    /// `log_pop_entropy`).
+    /// Strategy name (see [`crate::strategy::STRATEGIES`]).
     pub strategy: String,
     /// Samples labelled per round (per user with `per_user: true`).
     pub budget: u64,
     /// Spend `budget` for every user instead of globally (default false).
     pub per_user: Option<bool>,
+    /// `coreset`, `uncertainty_diversity`: the space distances are measured in, `text`
+    /// (item text vectors; needs an `embed` node) or `factors` (the model's user and item
+    /// rows) (default `text` when the pipeline embeds, else `factors`).
+    pub space: Option<String>,
+    /// `coreset`, `uncertainty_diversity`: how many pool samples k-center chooses from each
+    /// round: the top of a seeded shuffle (`coreset`) or the most uncertain
+    /// (`uncertainty_diversity`) (default 10 x budget).
+    pub candidates: Option<usize>,
 }
 
 /// `evaluate:` — metrics on the test set after every round.

@@ -9,6 +9,7 @@
 //! validation, `recsift plan` and the README reference.
 
 pub mod coreset;
+pub mod diverse;
 pub mod ranked_pool;
 
 pub use ranked_pool::RankedPool;
@@ -48,6 +49,10 @@ pub enum Strategy {
     LogPopEntropy,
     /// Uniformly random within item-popularity strata, the budget split evenly.
     Stratified,
+    /// Greedy k-center over a seeded random candidate set: the batch covers the space.
+    Coreset,
+    /// The most uncertain candidates, diversified by greedy k-center.
+    UncertaintyDiversity,
 }
 
 /// One registered strategy: its YAML name, what it does, and what it needs.
@@ -63,6 +68,9 @@ pub struct StrategyDef {
     pub needs_labels: bool,
     /// Whether it reads the model's uncertainty (so the model needs several members).
     pub needs_uncertainty: bool,
+    /// Whether it picks a batch by greedy k-center over the candidates its key ranks first
+    /// (see [`coreset`]), rather than simply the top of the key.
+    pub diverse: bool,
 }
 
 /// Every strategy, in the order the README lists them.
@@ -73,6 +81,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
         doc: "uniformly random samples (seeded): the baseline every strategy must beat",
         needs_labels: false,
         needs_uncertainty: false,
+        diverse: false,
     },
     StrategyDef {
         strategy: Strategy::Uncertainty,
@@ -80,6 +89,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
         doc: "largest variance of the ensemble members' predictions",
         needs_labels: false,
         needs_uncertainty: true,
+        diverse: false,
     },
     StrategyDef {
         strategy: Strategy::MaxLoss,
@@ -87,6 +97,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
         doc: "largest loss against the true label (label-aware: for fully logged data)",
         needs_labels: true,
         needs_uncertainty: false,
+        diverse: false,
     },
     StrategyDef {
         strategy: Strategy::Popularity,
@@ -94,6 +105,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
         doc: "items with the most known labels first",
         needs_labels: false,
         needs_uncertainty: false,
+        diverse: false,
     },
     StrategyDef {
         strategy: Strategy::Entropy,
@@ -101,6 +113,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
         doc: "items whose known labels disagree most (Shannon entropy of their distribution)",
         needs_labels: false,
         needs_uncertainty: false,
+        diverse: false,
     },
     StrategyDef {
         strategy: Strategy::LogPopEntropy,
@@ -108,6 +121,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
         doc: "log(1 + popularity) x entropy: popular items whose labels disagree",
         needs_labels: false,
         needs_uncertainty: false,
+        diverse: false,
     },
     StrategyDef {
         strategy: Strategy::Stratified,
@@ -116,6 +130,25 @@ pub static STRATEGIES: &[StrategyDef] = &[
               the budget split evenly across strata: rare items get as many picks as popular ones",
         needs_labels: false,
         needs_uncertainty: false,
+        diverse: false,
+    },
+    StrategyDef {
+        strategy: Strategy::Coreset,
+        name: "coreset",
+        doc: "greedy k-center: among `candidates` seeded-random pool samples, repeatedly the one \
+              farthest from every labelled sample and every pick (`space: text` or `factors`)",
+        needs_labels: false,
+        needs_uncertainty: false,
+        diverse: true,
+    },
+    StrategyDef {
+        strategy: Strategy::UncertaintyDiversity,
+        name: "uncertainty_diversity",
+        doc: "the `candidates` most uncertain samples, then greedy k-center among them so the \
+              batch does not pile onto one region (`space: text` or `factors`)",
+        needs_labels: false,
+        needs_uncertainty: true,
+        diverse: true,
     },
 ];
 
@@ -144,7 +177,8 @@ impl Strategy {
             Strategy::LogPopEntropy => {
                 f64::from(signals.item_labels).ln_1p() * f64::from(signals.item_entropy)
             }
-            Strategy::Stratified => unit_hash(seed, signals.sample),
+            Strategy::Stratified | Strategy::Coreset => unit_hash(seed, signals.sample),
+            Strategy::UncertaintyDiversity => f64::from(signals.variance),
         }
     }
 }

@@ -75,6 +75,31 @@ nodes:
 }
 
 #[test]
+fn text_models_and_strategies_say_what_text_they_lack() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = ratings();
+    let file = pipeline(
+        dir.path(),
+        &format!(
+            "version: 1
+data: {{events: {events}}}
+protocol: {{pool: {{split: {{random: {{test: 0.2}}}}, rounds: 2}}}}
+nodes:
+  item_text: {{embed: {{batch_size: 0}}, input: items}}
+  model:
+    train:
+      text_mf: {{dim: 8, members: 2, mc_dropout: 4}}
+    inputs: [labelled]
+  scores: {{score: {{uncertainty: mc_dropout}}, inputs: [pool, model]}}
+  pick: {{select: {{strategy: coreset, budget: 10, space: text, candidates: 5}}, input: scores}}
+"
+        ),
+    );
+    let err = fails(dir.path(), &["validate", &file]);
+    insta::assert_snapshot!("validate-text-errors", err);
+}
+
+#[test]
 fn a_missing_event_file_names_the_path_it_resolved() {
     let dir = tempfile::tempdir().unwrap();
     let file = pipeline(

@@ -24,13 +24,23 @@ fn run_checked(plan: &Plan) -> ExperimentOutput {
     experiment.finish().unwrap()
 }
 
+/// Biased MF in the pool protocol (the cold-start baseline with a small seed set).
+const MF_POOL: &str = "pipelines/cold-start-mf.yaml";
+
 #[test]
 fn maintained_scores_equal_from_scratch_after_every_round() {
-    let plan = plan_of("pipelines/quickstart.yaml", &["protocol.pool.rounds=4"]);
+    let plan = plan_of(
+        MF_POOL,
+        &[
+            "protocol.pool.rounds=4",
+            "protocol.pool.labelled.fraction=0.05",
+            "select.budget=500",
+        ],
+    );
     let out = run_checked(&plan);
     assert_eq!(out.rounds.len(), 5);
     assert_eq!(out.selections.len(), 4 * 500);
-    // Fine-tuning on new labels touches only their rows: most rounds re-score a strict
+    // Fine-tuning MF on new labels touches only their rows: every round re-scores a strict
     // subset of the pool.
     let pool = out.rounds[0].rescored;
     assert!(
@@ -41,15 +51,47 @@ fn maintained_scores_equal_from_scratch_after_every_round() {
 }
 
 #[test]
+fn text_models_keep_scores_exact_with_text_and_factor_diversity() {
+    // text_mf: every fit moves the shared projection, so every item row changes and the
+    // engine honestly re-scores the whole pool; the scores must still be exact.
+    for (strategy, space) in [("coreset", "text"), ("uncertainty_diversity", "factors")] {
+        let plan = plan_of(
+            "pipelines/quickstart.yaml",
+            &[
+                "protocol.pool.rounds=2",
+                &format!("select.strategy={strategy}"),
+                &format!("select.space={space}"),
+                "select.budget=50",
+            ],
+        );
+        let out = run_checked(&plan);
+        assert_eq!(out.selections.len(), 2 * 50, "{strategy}");
+    }
+    // two_tower with Monte Carlo dropout passes as the uncertainty.
+    let plan = plan_of(
+        "pipelines/quickstart.yaml",
+        &[
+            "protocol.pool.rounds=2",
+            "nodes.model.train={two_tower: {dim: 16, hidden: 32, mc_dropout: 4, epochs: 3, epochs_per_round: 1}}",
+            "nodes.scores.score.uncertainty=mc_dropout",
+            "select.budget=50",
+        ],
+    );
+    let out = run_checked(&plan);
+    assert_eq!(out.selections.len(), 2 * 50);
+}
+
+#[test]
 fn incremental_scores_hold_for_every_strategy_and_refit_policy() {
     for (strategy, refit, per_user) in [
         ("random", "all_labels", "false"),
         ("max_loss", "new_labels", "false"),
         ("log_pop_entropy", "new_labels", "true"),
         ("stratified", "new_labels", "false"),
+        ("coreset", "new_labels", "false"),
     ] {
         let plan = plan_of(
-            "pipelines/quickstart.yaml",
+            MF_POOL,
             &[
                 "protocol.pool.rounds=3",
                 &format!("select.strategy={strategy}"),

@@ -2,6 +2,7 @@
 //! they are kept together), one module per concern.
 
 mod common;
+mod embed;
 mod errors;
 mod experiment;
 mod pipelines;

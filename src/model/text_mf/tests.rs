@@ -134,10 +134,15 @@ impl Reference {
                 let qi = s.item as usize * row + m * w;
                 let proj = self.projected(s.item as usize, m);
                 let eff: Vec<f64> = (0..w).map(|j| self.items[qi + j] + proj[j]).collect();
-                let mut raw = self.offset + self.users[pu] + eff[0];
-                for j in 1..w {
-                    raw += self.users[pu + j] * eff[j];
-                }
+                let user = &self.users[pu..pu + w];
+                let raw = self.offset
+                    + user[0]
+                    + eff[0]
+                    + user[1..]
+                        .iter()
+                        .zip(&eff[1..])
+                        .map(|(u, e)| u * e)
+                        .sum::<f64>();
                 let g = weight * (raw - f64::from(s.label));
                 // d raw / d user row = [1, eff factors]; d raw / d item row = [1, p].
                 let unit_p: Vec<f64> = (0..w)
@@ -165,12 +170,13 @@ impl Reference {
         }
         self.t += 1;
         let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8);
-        for e in 0..self.w.len() {
-            self.m[e] = b1 * self.m[e] + (1.0 - b1) * gw[e];
-            self.v[e] = b2 * self.v[e] + (1.0 - b2) * gw[e] * gw[e];
-            let m_hat = self.m[e] / (1.0 - b1.powi(self.t));
-            let v_hat = self.v[e] / (1.0 - b2.powi(self.t));
-            self.w[e] -= self.w_lr * m_hat / (v_hat.sqrt() + eps);
+        let moments = self.m.iter_mut().zip(self.v.iter_mut());
+        for ((w, (m, v)), g) in self.w.iter_mut().zip(moments).zip(&gw) {
+            *m = b1 * *m + (1.0 - b1) * g;
+            *v = b2 * *v + (1.0 - b2) * g * g;
+            let m_hat = *m / (1.0 - b1.powi(self.t));
+            let v_hat = *v / (1.0 - b2.powi(self.t));
+            *w -= self.w_lr * m_hat / (v_hat.sqrt() + eps);
         }
     }
 }

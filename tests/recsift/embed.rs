@@ -1,0 +1,164 @@
+//! Item text vectors: the shipped cache is what the encoder computes, a replay embeds each
+//! text once as its item first appears, a second run embeds nothing, and text models beat
+//! MF on items never trained on.
+
+use candle_core::Device;
+use recsift::data::IdMap;
+use recsift::driver::experiment::check_against_scratch;
+use recsift::driver::start_experiment;
+use recsift::io::embedding_cache::EmbeddingCache;
+use recsift::io::items::read_item_texts;
+use recsift::model::encoder::TextEncoder;
+
+use crate::common::{plan_of, shared};
+
+fn model_dir() -> std::path::PathBuf {
+    shared().join("models/all-MiniLM-L6-v2")
+}
+
+#[test]
+fn the_shipped_embedding_cache_equals_what_the_encoder_computes() {
+    let plan = plan_of("pipelines/quickstart.yaml", &[]);
+    let embed = plan.embed.expect("the quickstart embeds item text");
+    let source = plan.data.items.expect("the quickstart names its item file");
+    let texts: Vec<String> = read_item_texts(&source, &mut IdMap::new())
+        .unwrap()
+        .texts
+        .into_iter()
+        .flatten()
+        .collect();
+    assert!(texts.len() > 9_000, "{} item texts", texts.len());
+    let cache = EmbeddingCache::open_recorded(&embed.cache, &embed.model)
+        .unwrap()
+        .expect("data/ml-latest-small ships its embedding cache");
+    let encoder = TextEncoder::load(&model_dir(), &Device::Cpu)
+        .unwrap()
+        .with_threads(2);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let computed = encoder.encode(&refs).unwrap();
+    let dim = encoder.dim();
+    let mut worst = 0.0f32;
+    for (text, vector) in refs.iter().zip(computed.chunks_exact(dim)) {
+        let cached = cache
+            .lookup(text)
+            .unwrap_or_else(|| panic!("`{text}` is not in the shipped cache"));
+        for (a, b) in cached.iter().zip(vector) {
+            worst = worst.max((a - b).abs());
+        }
+    }
+    // The same encoder; batches may be cut differently, so allow rounding differences.
+    assert!(worst <= 1e-5, "max abs difference {worst}");
+}
+
+#[test]
+fn a_replay_embeds_each_text_once_as_its_item_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache.parquet");
+    let model_dir = model_dir();
+    let set = [
+        "protocol.replay.max_windows=12".to_string(),
+        "data.items={path: ../data/ml-latest-small/items.parquet}".to_string(),
+        format!(
+            "nodes.item_text={{embed: {{cache: {}, model_dir: {}}}, input: items}}",
+            cache.display(),
+            model_dir.display()
+        ),
+        "nodes.model.train={text_mf: {dim: 16, members: 2, epochs: 3, epochs_per_round: 1}}"
+            .to_string(),
+        "nodes.model.inputs=[labelled, item_text]".to_string(),
+    ];
+    let set: Vec<&str> = set.iter().map(String::as_str).collect();
+    let plan = plan_of("pipelines/replay-ml-latest-small.yaml", &set);
+    let run = || {
+        let mut experiment = start_experiment(&plan, true).unwrap();
+        loop {
+            if let Err(difference) = check_against_scratch(experiment.as_ref(), 1e-6) {
+                panic!("after window {}: {difference}", experiment.history().len());
+            }
+            if !experiment.has_next() {
+                break;
+            }
+            experiment.next_round().unwrap();
+        }
+        experiment.finish().unwrap().rounds
+    };
+    let embedded = |rounds: &[recsift::results::RoundRecord]| -> Vec<f64> {
+        rounds
+            .iter()
+            .map(|r| {
+                r.metrics
+                    .iter()
+                    .find(|(name, _)| name == "texts_embedded")
+                    .expect("a replay with text reports texts_embedded")
+                    .1
+            })
+            .collect()
+    };
+    let first = run();
+    let per_window = embedded(&first);
+    // The cache started empty and each text is embedded once: the windows' counts add up
+    // to the distinct texts the cache now holds.
+    let distinct_items = EmbeddingCache::open_recorded(&cache, &plan.embed.as_ref().unwrap().model)
+        .unwrap()
+        .expect("the run wrote its cache")
+        .len();
+    assert!(per_window[0] > 0.0);
+    assert_eq!(per_window.iter().sum::<f64>() as usize, distinct_items);
+    // New films keep arriving after the first week, never more than the week's events.
+    assert!(per_window[1..].iter().any(|&n| n > 0.0), "{per_window:?}");
+    for (record, &n) in first.iter().zip(&per_window) {
+        let events = record
+            .metrics
+            .iter()
+            .find(|(m, _)| m == "events")
+            .unwrap()
+            .1;
+        assert!(
+            n <= events,
+            "window {}: {n} texts for {events} events",
+            record.round
+        );
+    }
+    // Everything is cached now: the same replay embeds nothing and gives the same results.
+    let second = run();
+    assert!(embedded(&second).iter().all(|&n| n == 0.0));
+    let metrics = |rounds: &[recsift::results::RoundRecord]| -> Vec<Vec<(String, f64)>> {
+        rounds
+            .iter()
+            .map(|r| {
+                r.metrics
+                    .iter()
+                    .filter(|(name, _)| name != "texts_embedded")
+                    .cloned()
+                    .collect()
+            })
+            .collect()
+    };
+    assert_eq!(
+        format!("{:?}", metrics(&first)),
+        format!("{:?}", metrics(&second))
+    );
+}
+
+#[test]
+fn text_mf_beats_mf_on_cold_items() {
+    let cold_rmse = |pipeline: &str| {
+        let mut experiment =
+            start_experiment(&plan_of(pipeline, &["protocol.pool.rounds=1"]), false).unwrap();
+        while experiment.has_next() {
+            experiment.next_round().unwrap();
+        }
+        let rounds = experiment.finish().unwrap().rounds;
+        rounds
+            .last()
+            .unwrap()
+            .metrics
+            .iter()
+            .find(|(name, _)| name == "cold_rmse")
+            .expect("the cold-start split reports cold_rmse")
+            .1
+    };
+    let text = cold_rmse("pipelines/cold-start.yaml");
+    let mf = cold_rmse("pipelines/cold-start-mf.yaml");
+    assert!(text < mf - 0.01, "text_mf cold RMSE {text}, MF {mf}");
+}
