@@ -178,6 +178,8 @@ pub struct ExperimentData {
     pub text: Option<ItemEmbeddings>,
     /// Time spent producing `text` (cache lookups and encoding).
     pub embed_time: Duration,
+    /// Time spent reading and splitting the events.
+    pub load_time: Duration,
 }
 
 /// Loads and splits the events of a plan whose protocol has a split.
@@ -185,6 +187,7 @@ pub struct ExperimentData {
 /// # Panics
 /// For a replay, which streams its events instead.
 pub fn load_data(plan: &Plan) -> Result<ExperimentData, RunError> {
+    let load_started = Instant::now();
     let mut users = IdMap::new();
     let mut items = IdMap::new();
     let split = plan.protocol.split().expect("a replay streams its events");
@@ -211,6 +214,7 @@ pub fn load_data(plan: &Plan) -> Result<ExperimentData, RunError> {
             .collect(),
         _ => Vec::new(),
     };
+    let load_time = load_started.elapsed();
     let started = Instant::now();
     let text = match (&plan.embed, &plan.data.items) {
         (Some(embed), Some(source)) => {
@@ -229,6 +233,7 @@ pub fn load_data(plan: &Plan) -> Result<ExperimentData, RunError> {
         label_kind: plan.data.label_kind,
         text,
         embed_time: started.elapsed(),
+        load_time,
     })
 }
 

@@ -89,6 +89,7 @@ impl PoolExperiment {
             .is_some_and(|s| s.strategy.def().needs_labels);
 
         let mut clock = RoundClock::default();
+        clock.add("io", data.load_time);
         if data.text.is_some() {
             clock.add("embed", data.embed_time);
         }

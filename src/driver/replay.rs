@@ -6,7 +6,7 @@
 //! The log is streamed in row-group batches: only the current window and the events seen so
 //! far (24 bytes each, for the pool) are held in memory.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::data::{IdMap, Interaction, LabelKind};
 use crate::dataflow::PoolSample;
@@ -50,6 +50,8 @@ pub struct ReplayExperiment {
     embedder: Option<ItemEmbedder>,
     /// Texts embedded before the first window ran (reported with it).
     embedded_at_start: usize,
+    /// Time spent reading the next window from the log (reported with it as `io`).
+    next_read: Duration,
     /// The next window, read ahead so `has_next` is exact.
     next_window: Option<ReplayWindow>,
     /// Running sums of the prequential errors after the first window.
@@ -87,7 +89,10 @@ impl ReplayExperiment {
             EventBatches::with_batch_rows(source, IdMap::new(), items, replay.batch_rows)?;
         let mut windows = WindowCutter::new(batches, replay.window);
         let source_name = source.path.display().to_string();
-        let Some(first) = next_window(&mut windows, &source_name)? else {
+        let read_started = Instant::now();
+        let first = next_window(&mut windows, &source_name)?;
+        let next_read = read_started.elapsed();
+        let Some(first) = first else {
             return Err(RunError::Experiment {
                 field: "data.events".into(),
                 message: format!(
@@ -132,7 +137,9 @@ impl ReplayExperiment {
             plan.seed,
             track_scores,
         )?;
-        session.latency.record("embed", embed_time);
+        if embedder.is_some() {
+            session.latency.record("embed", embed_time);
+        }
         let mut experiment = Self {
             windows,
             source: source_name,
@@ -153,6 +160,7 @@ impl ReplayExperiment {
             session,
             embedder,
             embedded_at_start,
+            next_read,
             next_window: Some(first),
             errors: ErrorSums::default(),
             selections: Vec::new(),
@@ -168,6 +176,7 @@ impl ReplayExperiment {
     /// Runs one window: evaluate, insert, label, select, train.
     fn run_window(&mut self, window: ReplayWindow) -> Result<RoundRecord, RunError> {
         let mut clock = RoundClock::default();
+        clock.add("io", std::mem::take(&mut self.next_read));
         let warmup = window.index < self.replay.warmup_windows.max(1);
         let first_sample = self.events.len() as u32;
         let (n_users, n_items) = (
@@ -366,7 +375,9 @@ impl Experiment for ReplayExperiment {
     fn next_round(&mut self) -> Result<&RoundRecord, RunError> {
         let window = self.next_window.take().expect("has_next was checked");
         let record = self.run_window(window)?;
+        let read_started = Instant::now();
         self.next_window = next_window(&mut self.windows, &self.source)?;
+        self.next_read = read_started.elapsed();
         self.history.push(record);
         Ok(self.history.last().expect("just pushed"))
     }

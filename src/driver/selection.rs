@@ -86,6 +86,7 @@ impl SelectionExperiment {
             track_scores,
         )?;
         let mut clock = RoundClock::default();
+        clock.add("io", data.load_time);
         if data.text.is_some() {
             clock.add("embed", data.embed_time);
         }
