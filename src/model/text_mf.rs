@@ -153,9 +153,13 @@ impl TextMf {
     }
 
     /// `W e` of the text vectors `e` (`[n, text_dim]`) as `[n, members, 1 + dim]`.
+    ///
+    /// The result is detached from the projection `Var`: its gradient is computed in
+    /// closed form, and a tracked result would chain every row table written from it to
+    /// the whole history of training steps (memory growing with every step).
     fn project(&self, e: &Tensor) -> candle_core::Result<Tensor> {
         let n = e.dims2()?.0;
-        e.matmul(&self.projection.as_tensor().t()?)?.reshape((
+        e.matmul(&self.projection.as_tensor().detach().t()?)?.reshape((
             n,
             self.layout.members,
             1 + self.layout.dim,
