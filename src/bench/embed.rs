@@ -177,7 +177,7 @@ pub fn vector_diff(a: &[f32], b: &[f32], dim: usize) -> VectorDiff {
         "vector_diff needs runs of the same length"
     );
     assert!(
-        dim > 0 && a.len() % dim == 0,
+        dim > 0 && a.len().is_multiple_of(dim),
         "vector_diff needs whole vectors"
     );
     let mut max_abs_diff = 0f32;
