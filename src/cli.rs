@@ -7,12 +7,13 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use recsift::bench::embed::bench_embed;
+use recsift::bench::embed::{EmbedBenchOptions, VectorDiff, bench_embed};
 use recsift::bench::rescore::{self, RescoreBenchConfig};
 use recsift::data::LabelKind;
 use recsift::driver::{self, RunOptions};
 use recsift::io::movielens::import_movielens;
 use recsift::model::encoder::resolve_model_dir;
+use recsift::plan::params::DeviceChoice;
 use recsift::plan::{self, Plan};
 use recsift::spec::LoadedSpec;
 use recsift::synth::{self, SynthConfig};
@@ -134,6 +135,8 @@ enum ImportCommand {
 enum BenchCommand {
     /// Encode a file of texts (one per line) with the sentence encoder: texts/s and peak
     /// memory. Compare with ../shared/tools/torch-encoder-speed.sh on the same file.
+    /// With --check-reference and --compare-cpu it also says how far the vectors are from
+    /// reference vectors and from the CPU's (the GPU check, see docs/gpu.md).
     Embed {
         /// The texts, one per line.
         #[arg(long)]
@@ -152,6 +155,18 @@ enum BenchCommand {
         /// Texts per forward batch.
         #[arg(long, default_value_t = 32)]
         batch: usize,
+        /// Where the encoder runs: `cpu`, `cuda` or `cuda:N` (needs a build with
+        /// `--features cuda`).
+        #[arg(long, default_value = "cpu", value_parser = parse_device)]
+        device: DeviceChoice,
+        /// A reference_embeddings.json (`sentences` and their `embeddings`): encode its
+        /// sentences and print the largest absolute difference from its vectors.
+        #[arg(long, value_name = "FILE")]
+        check_reference: Option<PathBuf>,
+        /// Also encode the texts on the CPU and print the largest absolute difference
+        /// between the --device vectors and the CPU's.
+        #[arg(long)]
+        compare_cpu: bool,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -375,13 +390,29 @@ fn run_bench(bench: BenchCommand) -> Result<(), Failure> {
             model_dir,
             threads,
             batch,
+            device,
+            check_reference,
+            compare_cpu,
             json,
         } => {
             if threads == 0 || batch == 0 {
                 return Err(Failure::user("--threads and --batch must be at least 1"));
             }
+            if compare_cpu && device == DeviceChoice::Cpu {
+                return Err(Failure::user(
+                    "--compare-cpu compares another device's vectors with the CPU's: \
+                     add --device cuda (or cuda:N)",
+                ));
+            }
             let dir = resolve_model_dir(&model, model_dir.as_deref()).map_err(Failure::user)?;
-            let report = bench_embed(&texts, &dir, threads, batch).map_err(Failure::user)?;
+            let options = EmbedBenchOptions {
+                device,
+                threads,
+                batch,
+                reference: check_reference,
+                compare_cpu,
+            };
+            let report = bench_embed(&texts, &dir, &options).map_err(Failure::user)?;
             if json {
                 println!(
                     "{}",
@@ -396,16 +427,37 @@ fn run_bench(bench: BenchCommand) -> Result<(), Failure> {
                     .map(|m| format!("{m:.0} MiB"))
                     .unwrap_or_else(|| "n/a".into());
                 println!("model        {}", report.model);
+                println!("device       {}", report.device);
                 println!("texts        {} ({} tokens)", report.texts, report.tokens);
                 println!("threads      {}, batch {}", report.threads, report.batch);
                 println!("time         {:.2} s", report.seconds);
                 println!("throughput   {:.1} texts/s", report.texts_per_s);
                 println!("peak memory  {peak}");
+                if let Some(diff) = report.reference {
+                    println!("vs reference {}", show_diff(&diff));
+                }
+                if let Some(diff) = report.cpu {
+                    println!("vs cpu       {}", show_diff(&diff));
+                }
             }
             Ok(())
         }
         BenchCommand::Rescore(args) => bench_rescore(args),
     }
+}
+
+/// `--device`'s value.
+fn parse_device(text: &str) -> Result<DeviceChoice, String> {
+    DeviceChoice::parse(text)
+        .ok_or_else(|| format!("unknown device `{text}`: use `cpu`, `cuda` or `cuda:N`"))
+}
+
+/// One line of `bench embed`'s table for a [`VectorDiff`].
+fn show_diff(diff: &VectorDiff) -> String {
+    format!(
+        "max abs diff {:.2e}, min cosine {:.6} over {} vectors",
+        diff.max_abs_diff, diff.min_cosine, diff.vectors
+    )
 }
 
 fn bench_rescore(args: RescoreArgs) -> Result<(), Failure> {

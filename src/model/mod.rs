@@ -182,8 +182,19 @@ pub fn candle_device(choice: DeviceChoice) -> Result<Device, ModelError> {
                         .into(),
                 ));
             }
-            Device::new_cuda(ordinal)
-                .map_err(|e| ModelError::Device(format!("cannot open CUDA device {ordinal}: {e}")))
+            Device::new_cuda(ordinal).map_err(|e| {
+                // The driver's message, without the backtrace candle attaches under
+                // RUST_BACKTRACE.
+                let e = match e {
+                    candle_core::Error::WithBacktrace { inner, .. } => *inner,
+                    e => e,
+                };
+                ModelError::Device(format!(
+                    "cannot open CUDA device {ordinal}: {e}; check that `nvidia-smi` lists a \
+                     GPU with index {ordinal} and that the NVIDIA driver works, or use \
+                     `device: cpu`"
+                ))
+            })
         }
     }
 }

@@ -239,21 +239,16 @@ impl Resolver {
     }
 
     fn device(&mut self, written: Option<&str>) -> Option<DeviceChoice> {
-        match written.unwrap_or("cpu") {
-            "cpu" => Some(DeviceChoice::Cpu),
-            "cuda" => Some(DeviceChoice::Cuda(0)),
-            other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-                Some(ordinal) => Some(DeviceChoice::Cuda(ordinal)),
-                None => {
-                    self.error(
-                        YamlPath::keys(&["device"]),
-                        format!("unknown device `{other}`"),
-                        "use `cpu`, `cuda` or `cuda:N`",
-                    );
-                    None
-                }
-            },
+        let written = written.unwrap_or("cpu");
+        let choice = DeviceChoice::parse(written);
+        if choice.is_none() {
+            self.error(
+                YamlPath::keys(&["device"]),
+                format!("unknown device `{written}`"),
+                "use `cpu`, `cuda` or `cuda:N`",
+            );
         }
+        choice
     }
 
     fn label_kind(&mut self, data: Option<&DataSpec>) -> LabelKind {

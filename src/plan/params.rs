@@ -66,6 +66,30 @@ pub enum DeviceChoice {
     Cuda(usize),
 }
 
+impl DeviceChoice {
+    /// The device a pipeline's `device:` or a `--device` flag names: `cpu`, `cuda` (the
+    /// first GPU) or `cuda:N`; `None` for anything else.
+    pub fn parse(text: &str) -> Option<DeviceChoice> {
+        match text {
+            "cpu" => Some(DeviceChoice::Cpu),
+            "cuda" => Some(DeviceChoice::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceChoice::Cuda),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceChoice::Cpu => write!(f, "cpu"),
+            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
 /// Gradient-descent optimiser and its hyper-parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -199,4 +223,27 @@ pub struct TrainParams {
     pub device: DeviceChoice,
     /// Seed for initialisation, shuffling and bootstrap weights.
     pub seed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeviceChoice;
+
+    #[test]
+    fn devices_parse_from_their_names_and_print_back() {
+        assert_eq!(DeviceChoice::parse("cpu"), Some(DeviceChoice::Cpu));
+        assert_eq!(DeviceChoice::parse("cuda"), Some(DeviceChoice::Cuda(0)));
+        assert_eq!(DeviceChoice::parse("cuda:3"), Some(DeviceChoice::Cuda(3)));
+        for bad in ["gpu", "CUDA", "cuda:", "cuda:-1", "cuda:x", " cpu"] {
+            assert_eq!(DeviceChoice::parse(bad), None, "{bad}");
+        }
+        assert_eq!(DeviceChoice::Cpu.to_string(), "cpu");
+        assert_eq!(DeviceChoice::Cuda(0).to_string(), "cuda:0");
+        assert_eq!(
+            DeviceChoice::parse("cuda:2")
+                .map(|d| d.to_string())
+                .as_deref(),
+            Some("cuda:2")
+        );
+    }
 }

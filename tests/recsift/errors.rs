@@ -262,3 +262,53 @@ fn malformed_set_arguments_and_bad_yaml_are_explained() {
     let err = fails(dir.path(), &["validate", "pipelines/does-not-exist.yaml"]);
     assert!(err.contains("cannot read the pipeline file"), "{err}");
 }
+
+/// Without `--features cuda`, asking for a GPU names the feature and the build command,
+/// exits 2 and writes no results, for a pipeline run and for `bench embed`.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_in_a_cpu_build_is_refused_with_the_build_command() {
+    let refusal = "`device: cuda` needs a recsift built with `--features cuda` (cargo build \
+                   --release --features cuda); this build has CPU support only";
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out").display().to_string();
+    let err = fails(
+        dir.path(),
+        &[
+            "run",
+            "pipelines/quickstart.yaml",
+            "--set",
+            "device=cuda",
+            "--out",
+            &out,
+            "--quiet",
+        ],
+    );
+    assert!(err.contains(refusal), "{err}");
+    assert!(!dir.path().join("out/summary.json").exists());
+
+    let texts = dir.path().join("texts.txt");
+    fs::write(&texts, "Toy Story (1995)\n").unwrap();
+    let texts = texts.display().to_string();
+    let model = crate::common::shared()
+        .join("models/all-MiniLM-L6-v2")
+        .display()
+        .to_string();
+    let bench = |extra: &[&str]| {
+        let mut args = vec!["bench", "embed", "--texts", &texts, "--model-dir", &model];
+        args.extend_from_slice(extra);
+        fails(dir.path(), &args)
+    };
+    let err = bench(&["--device", "cuda:1"]);
+    assert!(err.contains(refusal), "{err}");
+    let err = bench(&["--device", "gpu"]);
+    assert!(
+        err.contains("invalid value 'gpu' for '--device <DEVICE>': unknown device `gpu`: use `cpu`, `cuda` or `cuda:N`"),
+        "{err}"
+    );
+    let err = bench(&["--compare-cpu"]);
+    assert!(
+        err.contains("--compare-cpu compares another device's vectors with the CPU's: add --device cuda (or cuda:N)"),
+        "{err}"
+    );
+}
