@@ -159,11 +159,8 @@ impl TextMf {
     /// the whole history of training steps (memory growing with every step).
     fn project(&self, e: &Tensor) -> candle_core::Result<Tensor> {
         let n = e.dims2()?.0;
-        e.matmul(&self.projection.as_tensor().detach().t()?)?.reshape((
-            n,
-            self.layout.members,
-            1 + self.layout.dim,
-        ))
+        e.matmul(&self.projection.as_tensor().detach().t()?)?
+            .reshape((n, self.layout.members, 1 + self.layout.dim))
     }
 
     /// One gradient step on a batch; returns the batch's summed weighted loss when asked.
