@@ -6,7 +6,7 @@
 //! The log is streamed in row-group batches: only the current window and the events seen so
 //! far (24 bytes each, for the pool) are held in memory.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::data::{IdMap, Interaction, LabelKind};
 use crate::dataflow::PoolSample;
@@ -47,6 +47,8 @@ pub struct ReplayExperiment {
     session: Session,
     /// The next window, read ahead so `has_next` is exact.
     next_window: Option<ReplayWindow>,
+    /// How long reading `next_window` took (its round's `read` stage).
+    next_read: Duration,
     /// Running sums of the prequential errors after the first window.
     errors: ErrorSums,
     selections: Vec<SelectionRecord>,
@@ -73,7 +75,10 @@ impl ReplayExperiment {
             EventBatches::with_batch_rows(source, IdMap::new(), IdMap::new(), replay.batch_rows)?;
         let mut windows = WindowCutter::new(batches, replay.window);
         let source_name = source.path.display().to_string();
-        let Some(first) = next_window(&mut windows, &source_name)? else {
+        let reading = Instant::now();
+        let first = next_window(&mut windows, &source_name)?;
+        let next_read = reading.elapsed();
+        let Some(first) = first else {
             return Err(RunError::Experiment {
                 field: "data.events".into(),
                 message: format!(
@@ -123,6 +128,7 @@ impl ReplayExperiment {
             labelled_count: 0,
             session,
             next_window: Some(first),
+            next_read,
             errors: ErrorSums::default(),
             selections: Vec::new(),
             history: Vec::new(),
@@ -135,8 +141,13 @@ impl ReplayExperiment {
     }
 
     /// Runs one window: evaluate, insert, label, select, train.
-    fn run_window(&mut self, window: ReplayWindow) -> Result<RoundRecord, RunError> {
+    fn run_window(
+        &mut self,
+        window: ReplayWindow,
+        read: Duration,
+    ) -> Result<RoundRecord, RunError> {
         let mut clock = RoundClock::default();
+        clock.add("read", read);
         let warmup = window.index < self.replay.warmup_windows.max(1);
         let first_sample = self.events.len() as u32;
         let (n_users, n_items) = (
@@ -322,8 +333,10 @@ impl Experiment for ReplayExperiment {
 
     fn next_round(&mut self) -> Result<&RoundRecord, RunError> {
         let window = self.next_window.take().expect("has_next was checked");
-        let record = self.run_window(window)?;
+        let record = self.run_window(window, self.next_read)?;
+        let reading = Instant::now();
         self.next_window = next_window(&mut self.windows, &self.source)?;
+        self.next_read = reading.elapsed();
         self.history.push(record);
         Ok(self.history.last().expect("just pushed"))
     }
