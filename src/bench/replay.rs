@@ -486,11 +486,14 @@ mod tests {
             set: vec!["select.budget=10".into()],
             ..ReplayBenchConfig::new(1_000)
         };
-        let set = config.overrides(Path::new("/tmp/x/ratings.parquet"));
+        let dir = tempfile::tempdir().expect("tmp");
+        let log = dir.path().join("ratings.parquet");
+        std::fs::write(&log, b"").expect("write");
+        let set = config.overrides(&log);
         assert_eq!(
             set,
             [
-                "data.events=/tmp/x/ratings.parquet",
+                format!("data.events={}", log.display()).as_str(),
                 "seed=42",
                 "workers=2",
                 "protocol.replay.window=7d",
@@ -504,7 +507,7 @@ mod tests {
         assert_eq!(plan.workers, 2);
         assert_eq!(
             plan.data.events.as_ref().map(|e| e.path.clone()),
-            Some(PathBuf::from("/tmp/x/ratings.parquet"))
+            Some(log)
         );
     }
 }
