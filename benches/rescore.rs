@@ -15,10 +15,7 @@ fn pool() -> SyntheticPool {
         samples: 200_000,
         users: 20_000,
         items: 2_000,
-        layout: RowLayout {
-            members: 1,
-            dim: 32,
-        },
+        layout: RowLayout { members: 1, dim: 32 },
         item_skew: 1.0,
     };
     SyntheticPool::generate(shape, 42)
@@ -46,13 +43,7 @@ fn rescore(c: &mut Criterion) {
                     user_rows: stream.next_changes().users,
                     ..EngineUpdate::default()
                 },
-                |update| {
-                    engine
-                        .apply(update)
-                        .expect("an update applies")
-                        .updates
-                        .len()
-                },
+                |update| engine.apply(update).expect("an update applies").updates.len(),
                 BatchSize::SmallInput,
             )
         });

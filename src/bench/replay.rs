@@ -27,9 +27,6 @@ use crate::synth::{self, SynthConfig, SynthError};
 pub const PIPELINE_FILE: &str = "pipelines/bench-replay.yaml";
 const PIPELINE_TEXT: &str = include_str!("../../pipelines/bench-replay.yaml");
 
-/// The file `recsift gen` writes last: a log folder holding it is complete.
-const LOG_COMPLETE_MARKER: &str = "README.txt";
-
 /// Operators whose times the report lists, in pipeline order (others follow).
 const OPERATOR_ORDER: [&str; 5] = ["read", "score", "select", "train", "evaluate"];
 
@@ -63,7 +60,8 @@ pub struct ReplayBenchConfig {
     pub window: BenchWindow,
     /// Seed of the log and of the run (`--seed`).
     pub seed: u64,
-    /// The log folder (`--log`): reused when it holds a complete log, else generated there.
+    /// The log folder (`--log`): reused when it holds a `ratings.parquet`, else generated
+    /// there (it must then be new or empty).
     /// `None`: a folder keyed by events and seed under the system's temporary folder.
     pub log: Option<PathBuf>,
     /// Further `key.path=value` overrides of the pipeline (`--set`), applied last.
@@ -326,21 +324,24 @@ fn check_config(config: &ReplayBenchConfig) -> Result<(), ReplayBenchError> {
     Ok(())
 }
 
-/// Generates the log into `dir` unless a complete one is there; the events generated and
-/// the seconds it took, or `None`s when reused.
+/// Generates the log into `dir` unless it already holds one (`ratings.parquet`, which
+/// `recsift gen` writes atomically); the events generated and the seconds it took, or
+/// `None`s when reused. A folder named by `--log` must be new or empty, as for `recsift gen
+/// --out` without `--force`; the default folder is the benchmark's own and is written over
+/// (what an interrupted generation left there).
 fn ensure_log(
     config: &ReplayBenchConfig,
     dir: &Path,
 ) -> Result<(Option<u64>, Option<f64>), ReplayBenchError> {
-    if dir.join(LOG_COMPLETE_MARKER).is_file() && dir.join(synth::EVENTS_FILE).is_file() {
+    if dir.join(synth::EVENTS_FILE).is_file() {
         return Ok((None, None));
     }
     let synth = SynthConfig {
         seed: config.seed,
         ..SynthConfig::new(config.events)
     };
-    // An incomplete folder (an interrupted generation) is written over.
-    let summary = synth::generate(&synth, dir, true)?;
+    let own_folder = config.log.is_none();
+    let summary = synth::generate(&synth, dir, own_folder)?;
     Ok((Some(summary.events), Some(summary.seconds)))
 }
 
@@ -467,6 +468,24 @@ mod tests {
     }
 
     #[test]
+    fn a_foreign_non_empty_log_folder_is_not_written_over() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("notes.txt"), b"mine").expect("write");
+        let err = bench_replay(ReplayBenchConfig {
+            log: Some(dir.path().to_path_buf()),
+            ..ReplayBenchConfig::new(1_000)
+        })
+        .expect_err("non-empty folder");
+        assert!(matches!(err, ReplayBenchError::Generate(_)), "{err}");
+        assert!(err.is_user_error());
+        assert!(!dir.path().join(synth::EVENTS_FILE).exists());
+        assert_eq!(
+            std::fs::read(dir.path().join("notes.txt")).expect("read"),
+            b"mine"
+        );
+    }
+
+    #[test]
     fn bad_flags_are_refused() {
         let err = bench_replay(ReplayBenchConfig {
             workers: 0,
@@ -505,9 +524,6 @@ mod tests {
             LoadedSpec::from_text(Path::new(PIPELINE_FILE), PIPELINE_TEXT, &set).expect("loads");
         let plan = plan::build(&loaded).expect("plans");
         assert_eq!(plan.workers, 2);
-        assert_eq!(
-            plan.data.events.as_ref().map(|e| e.path.clone()),
-            Some(log)
-        );
+        assert_eq!(plan.data.events.as_ref().map(|e| e.path.clone()), Some(log));
     }
 }
