@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use recsift::bench::embed::{EmbedBenchOptions, VectorDiff, bench_embed};
+use recsift::bench::replay::{self, BenchWindow, ReplayBenchConfig};
 use recsift::bench::rescore::{self, RescoreBenchConfig};
 use recsift::data::LabelKind;
 use recsift::driver::{self, RunOptions};
@@ -174,6 +175,38 @@ enum BenchCommand {
     /// Incremental re-scoring (the engine) against a full re-score loop and a hand-written
     /// user/item -> samples index, per update, in the same run.
     Rescore(RescoreArgs),
+    /// A whole replay (read, score, select, train) of a synthetic log of N events, through
+    /// `recsift run` with pipelines/bench-replay.yaml: events/s and time per operator.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+struct ReplayArgs {
+    /// Events of the synthetic log.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// The engine's worker threads.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Events per window [default: events / 10].
+    #[arg(long, conflicts_with = "window")]
+    window_events: Option<u64>,
+    /// Windows of a span of time instead (`7d`, `12h`).
+    #[arg(long)]
+    window: Option<String>,
+    /// Seed of the log and the run.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Log folder: reused if it holds a log, else generated there [default: a folder keyed
+    /// by events and seed in the system's temporary folder].
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// Further pipeline overrides, as for `recsift run --set`. Repeatable.
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+    set: Vec<String>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `recsift gen`: every flag is a field of `SynthConfig` (see its docs for the model).
@@ -443,6 +476,7 @@ fn run_bench(bench: BenchCommand) -> Result<(), Failure> {
             Ok(())
         }
         BenchCommand::Rescore(args) => bench_rescore(args),
+        BenchCommand::Replay(args) => bench_replay(args),
     }
 }
 
@@ -458,6 +492,33 @@ fn show_diff(diff: &VectorDiff) -> String {
         "max abs diff {:.2e}, min cosine {:.6} over {} vectors",
         diff.max_abs_diff, diff.min_cosine, diff.vectors
     )
+}
+
+fn bench_replay(args: ReplayArgs) -> Result<(), Failure> {
+    let mut config = ReplayBenchConfig::new(args.events);
+    config.workers = args.workers;
+    config.seed = args.seed;
+    config.log = args.log;
+    config.set = args.set;
+    if let Some(span) = args.window {
+        config.window = BenchWindow::Duration(span);
+    } else if let Some(events) = args.window_events {
+        config.window = BenchWindow::Events(events);
+    }
+    let report = replay::bench_replay(config).map_err(|e| Failure {
+        code: if e.is_user_error() { 2 } else { 1 },
+        message: e.to_string(),
+    })?;
+    if args.json {
+        let json = serde_json::to_string(&report).map_err(|e| Failure {
+            code: 1,
+            message: format!("could not write the report as JSON: {e}"),
+        })?;
+        println!("{json}");
+    } else {
+        println!("{report}");
+    }
+    Ok(())
 }
 
 fn bench_rescore(args: RescoreArgs) -> Result<(), Failure> {

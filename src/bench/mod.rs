@@ -3,4 +3,5 @@
 //! prints as a table or as JSON.
 
 pub mod embed;
+pub mod replay;
 pub mod rescore;

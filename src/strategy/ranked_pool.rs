@@ -1,5 +1,12 @@
-//! An ordered index of the pool by strategy key, updated by score changes: the top `budget`
-//! samples are read off in `O(budget)` instead of re-sorting the pool every round.
+//! The pool's strategy keys, updated by score changes, and the top `budget` samples read off
+//! them when the strategy picks.
+//!
+//! A replay or a pool round changes far more keys than it picks (every re-scored sample
+//! changes its key; a pick takes a budget of a few thousand), so updates are O(1) writes into
+//! a table indexed by sample, and a pick is one pass over the table keeping the best `budget`
+//! in a bounded heap. An ordered tree (`BTreeSet` of keys plus a position map) made picks
+//! O(budget) but cost two tree operations per re-scored sample: 43% of a whole replay's CPU
+//! time at 1M events (`docs/benchmarks-scale.md`).
 //!
 //! ```
 //! use recsift::strategy::RankedPool;
@@ -13,7 +20,7 @@
 //! ```
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BinaryHeap, HashMap};
 
 use super::unit_hash;
 
@@ -35,67 +42,152 @@ impl PartialOrd for Key {
     }
 }
 
-/// Position of a sample in the order: key descending, then a seeded tie-break, then id.
+/// Position of a sample in the order (smaller is better): key descending, then a seeded
+/// tie-break, then id.
 type Entry = (Reverse<Key>, u64, u32);
 
-/// Pool samples ordered by strategy key, globally and (optionally) within each group.
+/// Marks an absent sample in the key table (stored keys are never NaN).
+const ABSENT: f64 = f64::NAN;
+
+/// Pool samples with their strategy keys, and (optionally) their groups.
+///
+/// Samples are indices into the experiment's event table: the table grows to the largest
+/// sample seen (16 bytes per index with groups, 8 without).
 #[derive(Clone, Debug)]
 pub struct RankedPool {
     seed: u64,
-    order: BTreeSet<Entry>,
-    groups: Option<BTreeMap<u32, BTreeSet<Entry>>>,
-    position: HashMap<u32, (Entry, u32)>,
+    /// Key per sample; [`ABSENT`] for samples not in the pool.
+    keys: Vec<f64>,
+    /// Group per sample, when the pool keeps groups.
+    groups: Option<Vec<u32>>,
+    len: usize,
+}
+
+/// The best `n` entries seen, in a max-heap whose top is the worst kept.
+struct BestN {
+    n: usize,
+    heap: BinaryHeap<Entry>,
+}
+
+impl BestN {
+    fn new(n: usize) -> Self {
+        Self {
+            n,
+            heap: BinaryHeap::with_capacity(n.min(1 << 16)),
+        }
+    }
+
+    /// Offers `sample` with `key`; the tie-break is computed only when the key could enter.
+    fn offer(&mut self, seed: u64, sample: u32, key: f64) {
+        if self.n == 0 {
+            return;
+        }
+        if self.heap.len() == self.n {
+            let worst = self.heap.peek().expect("full heap").0.0.0;
+            if key.total_cmp(&worst) == Ordering::Less {
+                return;
+            }
+        }
+        let entry = (Reverse(Key(key)), tie_break(seed, sample), sample);
+        if self.heap.len() < self.n {
+            self.heap.push(entry);
+        } else if let Some(mut worst) = self.heap.peek_mut()
+            && entry < *worst
+        {
+            *worst = entry;
+        }
+    }
+
+    /// The kept entries as `(sample, key)`, best first.
+    fn into_sorted(self) -> Vec<(u32, f64)> {
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|(Reverse(Key(k)), _, s)| (s, k))
+            .collect()
+    }
+}
+
+fn tie_break(seed: u64, sample: u32) -> u64 {
+    (unit_hash(seed, sample) * (1u64 << 53) as f64) as u64
 }
 
 impl RankedPool {
-    /// An empty index; `per_group` also keeps an order within each group (for per-user
-    /// budgets). `seed` decides the tie-break among equal keys.
+    /// An empty index; `per_group` also keeps each sample's group (for per-user budgets and
+    /// strata). `seed` decides the tie-break among equal keys.
     pub fn new(seed: u64, per_group: bool) -> Self {
         Self {
             seed,
-            order: BTreeSet::new(),
-            groups: per_group.then(BTreeMap::new),
-            position: HashMap::new(),
+            keys: Vec::new(),
+            groups: per_group.then(Vec::new),
+            len: 0,
         }
     }
 
     /// Sets `sample`'s key (inserting it, or moving it if it was present) in `group`.
     pub fn upsert(&mut self, sample: u32, group: u32, key: f64) {
-        self.remove(sample);
         let key = if key.is_nan() { f64::NEG_INFINITY } else { key };
-        let tie = (unit_hash(self.seed, sample) * (1u64 << 53) as f64) as u64;
-        let entry = (Reverse(Key(key)), tie, sample);
-        self.order.insert(entry);
-        if let Some(groups) = &mut self.groups {
-            groups.entry(group).or_default().insert(entry);
+        let at = sample as usize;
+        if at >= self.keys.len() {
+            self.keys.resize(at + 1, ABSENT);
         }
-        self.position.insert(sample, (entry, group));
+        if self.keys[at].is_nan() {
+            self.len += 1;
+        }
+        self.keys[at] = key;
+        if let Some(groups) = &mut self.groups {
+            if at >= groups.len() {
+                groups.resize(at + 1, 0);
+            }
+            groups[at] = group;
+        }
     }
 
     /// Removes `sample`; returns whether it was present.
     pub fn remove(&mut self, sample: u32) -> bool {
-        let Some((entry, group)) = self.position.remove(&sample) else {
-            return false;
-        };
-        self.order.remove(&entry);
-        if let Some(groups) = &mut self.groups
-            && let Some(set) = groups.get_mut(&group)
-        {
-            set.remove(&entry);
-            if set.is_empty() {
-                groups.remove(&group);
+        match self.keys.get_mut(sample as usize) {
+            Some(key) if !key.is_nan() => {
+                *key = ABSENT;
+                self.len -= 1;
+                true
             }
+            _ => false,
         }
-        true
+    }
+
+    /// Present samples with their keys, in sample order.
+    fn present(&self) -> impl Iterator<Item = (u32, f64)> + '_ {
+        self.keys
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| !k.is_nan())
+            .map(|(s, &k)| (s as u32, k))
     }
 
     /// The `n` highest-keyed samples with their keys, best first.
     pub fn top(&self, n: usize) -> Vec<(u32, f64)> {
-        self.order
-            .iter()
-            .take(n)
-            .map(|(Reverse(Key(k)), _, s)| (*s, *k))
-            .collect()
+        let mut best = BestN::new(n.min(self.len));
+        for (sample, key) in self.present() {
+            best.offer(self.seed, sample, key);
+        }
+        best.into_sorted()
+    }
+
+    /// The best `n` of each group, groups in ascending id order, each best first.
+    fn top_of_groups(&self, n: usize) -> Vec<Vec<(u32, f64)>> {
+        let groups = self
+            .groups
+            .as_ref()
+            .expect("RankedPool built with per_group");
+        let mut best: HashMap<u32, BestN> = HashMap::new();
+        for (sample, key) in self.present() {
+            best.entry(groups[sample as usize])
+                .or_insert_with(|| BestN::new(n))
+                .offer(self.seed, sample, key);
+        }
+        let mut best: Vec<(u32, BestN)> = best.into_iter().collect();
+        best.sort_unstable_by_key(|(group, _)| *group);
+        best.into_iter().map(|(_, b)| b.into_sorted()).collect()
     }
 
     /// The `n` highest-keyed samples of every group, groups in ascending id order.
@@ -103,14 +195,7 @@ impl RankedPool {
     /// # Panics
     /// If the index was built without `per_group`.
     pub fn top_per_group(&self, n: usize) -> Vec<(u32, f64)> {
-        let groups = self
-            .groups
-            .as_ref()
-            .expect("RankedPool built with per_group");
-        groups
-            .values()
-            .flat_map(|set| set.iter().take(n).map(|(Reverse(Key(k)), _, s)| (*s, *k)))
-            .collect()
+        self.top_of_groups(n).into_iter().flatten().collect()
     }
 
     /// `n` samples spread evenly over the groups: the best of every group, then the
@@ -120,16 +205,16 @@ impl RankedPool {
     /// # Panics
     /// If the index was built without `per_group`.
     pub fn top_balanced(&self, n: usize) -> Vec<(u32, f64)> {
-        let groups = self
-            .groups
-            .as_ref()
-            .expect("RankedPool built with per_group");
-        let mut cursors: Vec<_> = groups.values().map(|set| set.iter()).collect();
+        let mut cursors: Vec<_> = self
+            .top_of_groups(n)
+            .into_iter()
+            .map(Vec::into_iter)
+            .collect();
         let mut picked = Vec::with_capacity(n);
         while picked.len() < n && !cursors.is_empty() {
             cursors.retain_mut(|cursor| match cursor.next() {
-                Some((Reverse(Key(k)), _, s)) if picked.len() < n => {
-                    picked.push((*s, *k));
+                Some(pick) if picked.len() < n => {
+                    picked.push(pick);
                     true
                 }
                 Some(_) => true,
@@ -141,19 +226,20 @@ impl RankedPool {
 
     /// The current key of `sample`.
     pub fn key(&self, sample: u32) -> Option<f64> {
-        self.position
-            .get(&sample)
-            .map(|((Reverse(Key(k)), _, _), _)| *k)
+        self.keys
+            .get(sample as usize)
+            .copied()
+            .filter(|k| !k.is_nan())
     }
 
     /// Samples in the index.
     pub fn len(&self) -> usize {
-        self.position.len()
+        self.len
     }
 
     /// Whether the index is empty.
     pub fn is_empty(&self) -> bool {
-        self.position.is_empty()
+        self.len == 0
     }
 }
 
@@ -229,6 +315,21 @@ mod tests {
         let picked: Vec<u32> = pool.top_balanced(5).iter().map(|p| p.0).collect();
         assert_eq!(picked, [1, 4, 5, 2, 6]);
         assert_eq!(pool.top_balanced(100).len(), 6);
+    }
+
+    #[test]
+    fn a_sample_moves_to_its_new_group_and_removal_is_counted() {
+        let mut pool = RankedPool::new(3, true);
+        pool.upsert(7, 0, 0.5);
+        pool.upsert(7, 3, 0.25);
+        pool.upsert(2, 0, 0.125);
+        assert_eq!(pool.top_per_group(5), vec![(2, 0.125), (7, 0.25)]);
+        assert_eq!(pool.key(7), Some(0.25));
+        assert!(pool.remove(7));
+        assert!(!pool.remove(7));
+        assert!(!pool.remove(1_000));
+        assert_eq!((pool.len(), pool.key(7)), (1, None));
+        assert_eq!(pool.top(5), vec![(2, 0.125)]);
     }
 
     #[test]
