@@ -8,7 +8,7 @@
 //! that in one sequential pass (sorting a buffer only if it is not), then walks the workers'
 //! buffers side by side, like the merge step of a merge sort, so every record is read once,
 //! in order. Ordering by sample instead cost a sort of ~200k 48-byte records, most of it
-//! spent waiting for memory (10% of a 10M-sample update); see `docs/benchmarks-rescore.md`.
+//! spent waiting for memory (10% of a 10M-sample update); see `docs/benchmarks.md (scale section)`.
 //! Only a sample with several updates (usually one retraction and one insertion) is
 //! consolidated among its own.
 //!

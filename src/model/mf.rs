@@ -20,11 +20,11 @@
 //! same for both, and SGD with batch size 1 is exactly Surprise's SVD update. The closed form
 //! gives the same gradients as candle autograd on a leaf `Var` of the gathered rows (a test
 //! checks it) and was 3.8-4.2x faster per batch on the CPU, because it builds no graph
-//! (`gradient_timing_closed_form_vs_autograd`, `docs/benchmarks-mf.md`).
+//! (`gradient_timing_closed_form_vs_autograd`, `docs/benchmarks.md`).
 //!
 //! Recommended defaults, measured on MovieLens 100K (u1: test RMSE 0.923 in 0.25 s on 2
 //! shared cores): `dim` 32, `init_std` 0.03, SGD with `lr` 0.02 and `weight_decay` 0.1,
-//! `batch_size` 1024, 25 epochs (`docs/benchmarks-mf.md`).
+//! `batch_size` 1024, 25 epochs (`docs/benchmarks.md`).
 
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;

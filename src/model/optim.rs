@@ -20,7 +20,7 @@
 //!   and moments unchanged (no decay of untouched state). The L2 term is coupled (in the
 //!   gradient), not decoupled as in AdamW: on MovieLens u1, decoupled decay could not
 //!   regularise the rarely seen rows (best test RMSE 0.944 against 0.929 coupled, see
-//!   `docs/benchmarks-mf.md`). Bias correction uses a **per-(row, member) step counter**,
+//!   `docs/benchmarks.md`). Bias correction uses a **per-(row, member) step counter**,
 //!   not the global step: a row first seen late in training (a new item in a replay) then
 //!   takes a full-size first step, where a global counter would treat its fresh moments as
 //!   long-averaged. A block counts as touched when its member's summed bootstrap weight over

@@ -6,7 +6,7 @@
 //! a table indexed by sample, and a pick is one pass over the table keeping the best `budget`
 //! in a bounded heap. An ordered tree (`BTreeSet` of keys plus a position map) made picks
 //! O(budget) but cost two tree operations per re-scored sample: 43% of a whole replay's CPU
-//! time at 1M events (`docs/benchmarks-scale.md`).
+//! time at 1M events (`docs/benchmarks.md`).
 //!
 //! ```
 //! use recsift::strategy::RankedPool;

@@ -14,7 +14,7 @@
 //! value's multiplicities over those times as it walks the cursor, keeps the (rare) later
 //! times apart, and multiplies out with the fresh batch's few updates of the key. This cut
 //! the join's share of an update by about half at 10M samples (see
-//! `docs/benchmarks-rescore.md`). The output is the same multiset of `(data, time, diff)`.
+//! `docs/benchmarks.md (scale section)`). The output is the same multiset of `(data, time, diff)`.
 
 use std::cell::RefCell;
 use std::rc::Rc;

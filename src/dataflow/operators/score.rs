@@ -6,7 +6,7 @@
 //! chunks of [`CHUNK`]: first every task's rows are looked up and touched, then scored.
 //! The rows of a large pool are mostly not in cache, and looking up a chunk's rows back to
 //! back lets their memory loads overlap instead of waiting for one row at a time (this cut
-//! the operator's time by a third at 10M samples, see `docs/benchmarks-rescore.md`).
+//! the operator's time by a third at 10M samples, see `docs/benchmarks.md (scale section)`).
 //!
 //! A task whose row
 //! version is missing from the side tables is an internal invariant violation (the driver

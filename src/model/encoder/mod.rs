@@ -13,7 +13,7 @@
 //!
 //! Two implementations sit behind [`TextEncoder`]:
 //! - on the CPU, our own forward pass on packed `f32` weights (`cpu`), several times faster
-//!   than a general tensor library on this model size (see `docs/benchmarks-encoder.md`);
+//!   than a general tensor library on this model size (see `docs/benchmarks.md`);
 //! - on any other candle device (`device: cuda` with `--features cuda`),
 //!   candle-transformers' `BertModel` (`candle_path`).
 //!

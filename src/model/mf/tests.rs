@@ -745,7 +745,7 @@ fn rmse(model: &BiasedMf, test: &[Interaction]) -> f64 {
 }
 
 /// The defaults this module recommends for MovieLens-scale ratings (see
-/// docs/benchmarks-mf.md for how they were chosen).
+/// docs/benchmarks.md for how they were chosen).
 fn u1_params(members: usize) -> (TrainParams, usize) {
     let p = TrainParams {
         model: ModelKind::Mf {
@@ -876,7 +876,7 @@ fn gradient_timing_closed_form_vs_autograd() {
     }
 }
 
-/// recsift's side of docs/benchmarks-mf.md: u1 RMSE and fit time (best and median of 3)
+/// recsift's side of docs/benchmarks.md: u1 RMSE and fit time (best and median of 3)
 /// with the recommended defaults, single model and ensemble.
 #[test]
 #[ignore = "benchmark; run by hand"]

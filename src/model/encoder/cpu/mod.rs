@@ -1,7 +1,7 @@
 //! The CPU path of the encoder: a BERT forward pass written for throughput on a few cores.
 //!
 //! What it does differently from a general tensor library, and why (measured in
-//! `docs/benchmarks-encoder.md`):
+//! `docs/benchmarks.md`):
 //! - **No padding.** A batch is a ragged list of sequences laid end to end: the dense
 //!   layers see only real tokens and attention runs per sequence, so no mask is needed and
 //!   no work is spent on pad tokens.
@@ -387,7 +387,7 @@ impl CpuBert {
     }
 }
 
-/// Throughput of the CPU kernels on MiniLM's shapes, for `docs/benchmarks-encoder.md`:
+/// Throughput of the CPU kernels on MiniLM's shapes, for `docs/benchmarks.md`:
 /// `cargo test --release --lib encoder_kernel_throughput -- --ignored --nocapture`.
 #[cfg(test)]
 mod kernel_bench {
