@@ -260,9 +260,9 @@ impl Session {
 
     /// The samples the strategy picks now: the `budget` best overall, per user, or spread
     /// evenly over popularity strata.
-    pub fn pick(&self, budget: u64) -> Vec<(SampleIdx, f64)> {
-        if let Some(diversity) = &self.diversity {
-            return self.pick_diverse(diversity, budget as usize);
+    pub fn pick(&mut self, budget: u64) -> Vec<(SampleIdx, f64)> {
+        if self.diversity.is_some() {
+            return self.pick_diverse(budget as usize);
         }
         if self.per_user {
             self.ranked.top_per_group(budget as usize)
@@ -274,10 +274,12 @@ impl Session {
     }
 
     /// The diversity strategies' batch: k-center among the top candidates of the ranking.
-    fn pick_diverse(&self, diversity: &Diversity, budget: usize) -> Vec<(SampleIdx, f64)> {
-        let candidates: Vec<Candidate> = self
-            .ranked
-            .top(diversity.plan.candidates)
+    fn pick_diverse(&mut self, budget: usize) -> Vec<(SampleIdx, f64)> {
+        let Some(diversity) = &self.diversity else {
+            return Vec::new();
+        };
+        let top = self.ranked.top(diversity.plan.candidates);
+        let candidates: Vec<Candidate> = top
             .into_iter()
             .map(|(sample, key)| {
                 let (user, item) = diversity.pairs[&sample];

@@ -2,11 +2,16 @@
 //! them when the strategy picks.
 //!
 //! A replay or a pool round changes far more keys than it picks (every re-scored sample
-//! changes its key; a pick takes a budget of a few thousand), so updates are O(1) writes into
-//! a table indexed by sample, and a pick is one pass over the table keeping the best `budget`
-//! in a bounded heap. An ordered tree (`BTreeSet` of keys plus a position map) made picks
-//! O(budget) but cost two tree operations per re-scored sample: 43% of a whole replay's CPU
-//! time at 1M events (`docs/benchmarks.md`).
+//! changes its key; a pick takes a budget of a few thousand). An ordered tree over the whole
+//! pool made picks O(budget) but cost two tree operations per re-scored sample: 43% of a
+//! whole replay's CPU time at 1M events (`docs/benchmarks.md`). So keys live in a table
+//! indexed by sample (an O(1) write per change), and the top is maintained as a **band**: an
+//! ordered set of exactly the samples at or above a floor entry. A key change touches the
+//! band only when the sample's old or new position is at or above the floor, which for a
+//! band a few times the budget is a small fraction of the changes; a pick of `n <= band`
+//! reads the band's first `n`. When picks and key changes have thinned the band below `n`,
+//! one pass over the table (keeping the best in a bounded heap) rebuilds it with a new floor.
+//! Per-group picks (per-user budgets, strata) always take that one pass.
 //!
 //! ```
 //! use recsift::strategy::RankedPool;
@@ -20,7 +25,7 @@
 //! ```
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
 use super::unit_hash;
 
@@ -61,6 +66,21 @@ pub struct RankedPool {
     /// Group per sample, when the pool keeps groups.
     groups: Option<Vec<u32>>,
     len: usize,
+    /// The maintained top, once a pick has built it.
+    band: Option<Band>,
+}
+
+/// Exactly the present samples whose entry is at or above `floor`, in order.
+#[derive(Clone, Debug)]
+struct Band {
+    floor: Entry,
+    entries: BTreeSet<Entry>,
+}
+
+/// Entries a rebuilt band keeps for a pick of `n`: room for a few rounds of picks and key
+/// changes before the next rebuild.
+fn band_size(n: usize) -> usize {
+    n.saturating_mul(4).max(n + 1024)
 }
 
 /// The best `n` entries seen, in a max-heap whose top is the worst kept.
@@ -112,6 +132,15 @@ fn tie_break(seed: u64, sample: u32) -> u64 {
     (unit_hash(seed, sample) * (1u64 << 53) as f64) as u64
 }
 
+/// Whether `(key, sample)` is at or above `floor` (the tie-break only computed on equal keys).
+fn at_or_above(floor: &Entry, seed: u64, sample: u32, key: f64) -> bool {
+    match key.total_cmp(&floor.0.0.0) {
+        Ordering::Greater => true,
+        Ordering::Less => false,
+        Ordering::Equal => (tie_break(seed, sample), sample) <= (floor.1, floor.2),
+    }
+}
+
 impl RankedPool {
     /// An empty index; `per_group` also keeps each sample's group (for per-user budgets and
     /// strata). `seed` decides the tie-break among equal keys.
@@ -121,6 +150,7 @@ impl RankedPool {
             keys: Vec::new(),
             groups: per_group.then(Vec::new),
             len: 0,
+            band: None,
         }
     }
 
@@ -131,10 +161,21 @@ impl RankedPool {
         if at >= self.keys.len() {
             self.keys.resize(at + 1, ABSENT);
         }
-        if self.keys[at].is_nan() {
+        let old = self.keys[at];
+        if old.is_nan() {
             self.len += 1;
         }
         self.keys[at] = key;
+        if let Some(band) = &mut self.band {
+            if !old.is_nan() && at_or_above(&band.floor, self.seed, sample, old) {
+                band.entries
+                    .remove(&(Reverse(Key(old)), tie_break(self.seed, sample), sample));
+            }
+            if at_or_above(&band.floor, self.seed, sample, key) {
+                band.entries
+                    .insert((Reverse(Key(key)), tie_break(self.seed, sample), sample));
+            }
+        }
         if let Some(groups) = &mut self.groups {
             if at >= groups.len() {
                 groups.resize(at + 1, 0);
@@ -147,8 +188,14 @@ impl RankedPool {
     pub fn remove(&mut self, sample: u32) -> bool {
         match self.keys.get_mut(sample as usize) {
             Some(key) if !key.is_nan() => {
-                *key = ABSENT;
+                let old = std::mem::replace(key, ABSENT);
                 self.len -= 1;
+                if let Some(band) = &mut self.band
+                    && at_or_above(&band.floor, self.seed, sample, old)
+                {
+                    band.entries
+                        .remove(&(Reverse(Key(old)), tie_break(self.seed, sample), sample));
+                }
                 true
             }
             _ => false,
@@ -164,13 +211,42 @@ impl RankedPool {
             .map(|(s, &k)| (s as u32, k))
     }
 
-    /// The `n` highest-keyed samples with their keys, best first.
-    pub fn top(&self, n: usize) -> Vec<(u32, f64)> {
-        let mut best = BestN::new(n.min(self.len));
+    /// The `n` highest-keyed samples with their keys, best first: the first `n` of the
+    /// band, rebuilt by one pass over the pool when it holds fewer than `n` samples above
+    /// its floor (or has not been built yet).
+    pub fn top(&mut self, n: usize) -> Vec<(u32, f64)> {
+        let n = n.min(self.len);
+        let size = band_size(n);
+        let stale = self.band.as_ref().is_none_or(|band| {
+            let held = band.entries.len();
+            (held < n && held < self.len) || held > size.saturating_mul(2)
+        });
+        if stale {
+            self.rebuild_band(size);
+        }
+        let band = self.band.as_ref().expect("built above");
+        band.entries
+            .iter()
+            .take(n)
+            .map(|&(Reverse(Key(k)), _, s)| (s, k))
+            .collect()
+    }
+
+    /// Keeps the best `size` present samples as the band, its floor the worst of them.
+    fn rebuild_band(&mut self, size: usize) {
+        let mut best = BestN::new(size.min(self.len));
         for (sample, key) in self.present() {
             best.offer(self.seed, sample, key);
         }
-        best.into_sorted()
+        let entries: BTreeSet<Entry> = best.heap.into_iter().collect();
+        // An empty pool gets the lowest possible floor: every later sample enters the band
+        // until a pick finds it oversized and rebuilds it.
+        let floor = entries.last().copied().unwrap_or((
+            Reverse(Key(f64::NEG_INFINITY)),
+            u64::MAX,
+            u32::MAX,
+        ));
+        self.band = Some(Band { floor, entries });
     }
 
     /// The best `n` of each group, groups in ascending id order, each best first.
@@ -279,7 +355,9 @@ mod tests {
                 live.insert(sample, (group, key));
             }
             if step % 97 == 0 {
-                assert_eq!(pool.top(25), reference(&live, seed, 25));
+                // Vary the pick so the band is used, outgrown and rebuilt.
+                let n = [25, 3, 60, 1_100][(step / 97) as usize % 4];
+                assert_eq!(pool.top(n), reference(&live, seed, n), "step {step}, n {n}");
                 assert_eq!(pool.len(), live.len());
                 for group in 0..13 {
                     let of_group: HashMap<u32, (u32, f64)> = live
@@ -294,6 +372,41 @@ mod tests {
                         .filter(|(s, _)| s % 13 == group)
                         .collect();
                     assert_eq!(got, expected);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_band_stays_exact_in_a_pool_larger_than_it() {
+        // 5,000 samples against bands of ~1,000: keys move across the floor both ways,
+        // picks remove samples, and every pick must equal a full sort.
+        let seed = 11;
+        let mut pool = RankedPool::new(seed, false);
+        let mut live = HashMap::new();
+        let mut x = 7u64;
+        for sample in 0..5_000u32 {
+            x = super::super::mix64(x);
+            let key = (x >> 11) as f64 / (1u64 << 53) as f64;
+            pool.upsert(sample, 0, key);
+            live.insert(sample, (0, key));
+        }
+        for round in 0..40usize {
+            let n = [10, 200, 900][round % 3];
+            let picked = pool.top(n);
+            assert_eq!(picked, reference(&live, seed, n), "round {round}");
+            // Label half the picks (they leave the pool) and re-score a tenth of the pool.
+            for &(sample, _) in picked.iter().step_by(2) {
+                pool.remove(sample);
+                live.remove(&sample);
+            }
+            for _ in 0..500 {
+                x = super::super::mix64(x);
+                let sample = (x % 5_000) as u32;
+                if live.contains_key(&sample) {
+                    let key = ((x >> 11) % 1_000) as f64 / 1_000.0;
+                    pool.upsert(sample, 0, key);
+                    live.insert(sample, (0, key));
                 }
             }
         }
