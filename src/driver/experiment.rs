@@ -7,7 +7,7 @@ use crate::data::{Interaction, ItemEmbeddings, LabelKind, SampleIdx};
 use crate::dataflow::PoolSample;
 use crate::metrics::latency::LatencyRecorder;
 use crate::model::{Recommender, build_recommender};
-use crate::plan::{EvaluatePlan, Plan};
+use crate::plan::{EvaluatePlan, Plan, SelectPlan};
 use crate::results::{RoundRecord, SelectionRecord};
 use crate::scoring::ScoringHead;
 
@@ -127,6 +127,69 @@ pub fn build_model(
         label_kind,
         text,
     )?)
+}
+
+/// The model of a split experiment (sized for its users and items, reading its text
+/// vectors), its head clipped to the training labels, in a started session.
+pub fn start_session(
+    plan: &Plan,
+    data: &ExperimentData,
+    global_mean: f32,
+    select: Option<&SelectPlan>,
+    track_scores: bool,
+) -> Result<Session, RunError> {
+    let model = build_model(
+        plan,
+        data.users.len(),
+        data.items.len(),
+        global_mean,
+        data.label_kind,
+        data.text.as_ref(),
+    )?;
+    let head = clipped_head(
+        model.as_ref(),
+        data.train.iter().map(|e| e.label),
+        data.label_kind,
+    );
+    Session::start(
+        head,
+        model,
+        plan.workers,
+        select,
+        data.text.as_ref(),
+        plan.seed,
+        track_scores,
+    )
+}
+
+/// Round 0's clock of a split experiment, holding the time spent loading the events and
+/// (when the pipeline embeds) the item text.
+pub fn round_zero_clock(data: &ExperimentData) -> RoundClock {
+    let mut clock = RoundClock::default();
+    clock.add("io", data.load_time);
+    if data.text.is_some() {
+        clock.add("embed", data.embed_time);
+    }
+    clock
+}
+
+/// The record of a split experiment's round: the test metrics (timed as `evaluate`) and
+/// the training loss.
+pub fn split_round_record(
+    mut clock: RoundClock,
+    session: &mut Session,
+    data: &ExperimentData,
+    evaluate: Option<&EvaluatePlan>,
+    round: u32,
+    counts: RoundCounts,
+    train_loss: f32,
+) -> RoundRecord {
+    let mut metrics = match evaluate {
+        Some(plan) => clock.time("evaluate", || test_metrics(session, data, plan)),
+        None => Vec::new(),
+    };
+    metrics.push(("train_loss".into(), f64::from(train_loss)));
+    clock.record(&mut session.latency, round, counts, metrics)
 }
 
 /// The head of `model`, clipping ratings to the scale of `labels`.

@@ -9,8 +9,8 @@ use crate::plan::{EvaluatePlan, Plan, PoolPlan, SelectPlan};
 use crate::results::{RoundRecord, SelectionRecord};
 
 use super::experiment::{
-    Experiment, ExperimentOutput, RoundClock, RoundCounts, build_model, clipped_head, mean_label,
-    pool_sample, test_metrics,
+    Experiment, ExperimentOutput, RoundClock, RoundCounts, mean_label, pool_sample,
+    round_zero_clock, split_round_record, start_session,
 };
 use super::session::{PoolChanges, Session};
 use super::split::initial_labels;
@@ -60,39 +60,15 @@ impl PoolExperiment {
                 help: "raise `labelled: {fraction: ...}` or use `labelled: {per_user: 1}`".into(),
             });
         };
-        let model = build_model(
-            plan,
-            data.users.len(),
-            data.items.len(),
-            global_mean,
-            data.label_kind,
-            data.text.as_ref(),
-        )?;
-        let head = clipped_head(
-            model.as_ref(),
-            data.train.iter().map(|e| e.label),
-            data.label_kind,
-        );
-        let mut session = Session::start(
-            head,
-            model,
-            plan.workers,
-            plan.select.as_ref(),
-            data.text.as_ref(),
-            plan.seed,
-            track_scores,
-        )?;
+        let mut session =
+            start_session(plan, &data, global_mean, plan.select.as_ref(), track_scores)?;
         // A label-aware strategy reads the pool's hidden labels: an oracle upper bound.
         let oracle = plan
             .select
             .as_ref()
             .is_some_and(|s| s.strategy.def().needs_labels);
 
-        let mut clock = RoundClock::default();
-        clock.add("io", data.load_time);
-        if data.text.is_some() {
-            clock.add("embed", data.embed_time);
-        }
+        let mut clock = round_zero_clock(&data);
         let report = clock.time("train", || {
             session
                 .model_mut()
@@ -136,16 +112,19 @@ impl PoolExperiment {
 
     fn finish_round(
         &mut self,
-        mut clock: RoundClock,
+        clock: RoundClock,
         counts: RoundCounts,
         train_loss: f32,
     ) -> RoundRecord {
-        let mut metrics = match &self.evaluate {
-            Some(plan) => clock.time("evaluate", || test_metrics(&self.session, &self.data, plan)),
-            None => Vec::new(),
-        };
-        metrics.push(("train_loss".into(), f64::from(train_loss)));
-        clock.record(&mut self.session.latency, self.round, counts, metrics)
+        split_round_record(
+            clock,
+            &mut self.session,
+            &self.data,
+            self.evaluate.as_ref(),
+            self.round,
+            counts,
+            train_loss,
+        )
     }
 }
 

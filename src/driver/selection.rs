@@ -9,8 +9,8 @@ use crate::plan::{EvaluatePlan, Plan, SelectPlan, SelectionProtocolPlan};
 use crate::results::{RoundRecord, SelectionRecord};
 
 use super::experiment::{
-    Experiment, ExperimentOutput, RoundClock, RoundCounts, build_model, clipped_head, mean_label,
-    pool_sample, test_metrics,
+    Experiment, ExperimentOutput, RoundClock, RoundCounts, mean_label, pool_sample,
+    round_zero_clock, split_round_record, start_session,
 };
 use super::session::{PoolChanges, Session};
 use super::{ExperimentData, RunError};
@@ -63,33 +63,8 @@ impl SelectionExperiment {
                 help: format!("lower `budget` to at most {}", data.train.len()),
             });
         }
-        let model = build_model(
-            plan,
-            data.users.len(),
-            data.items.len(),
-            global_mean,
-            data.label_kind,
-            data.text.as_ref(),
-        )?;
-        let head = clipped_head(
-            model.as_ref(),
-            data.train.iter().map(|e| e.label),
-            data.label_kind,
-        );
-        let mut session = Session::start(
-            head,
-            model,
-            plan.workers,
-            Some(&select),
-            data.text.as_ref(),
-            plan.seed,
-            track_scores,
-        )?;
-        let mut clock = RoundClock::default();
-        clock.add("io", data.load_time);
-        if data.text.is_some() {
-            clock.add("embed", data.embed_time);
-        }
+        let mut session = start_session(plan, &data, global_mean, Some(&select), track_scores)?;
+        let mut clock = round_zero_clock(&data);
         let keys: Vec<u32> = (0..data.train.len() as u32).collect();
         let report = clock.time("train", || {
             session
@@ -131,16 +106,19 @@ impl SelectionExperiment {
 
     fn finish_round(
         &mut self,
-        mut clock: RoundClock,
+        clock: RoundClock,
         counts: RoundCounts,
         train_loss: f32,
     ) -> RoundRecord {
-        let mut metrics = match &self.evaluate {
-            Some(plan) => clock.time("evaluate", || test_metrics(&self.session, &self.data, plan)),
-            None => Vec::new(),
-        };
-        metrics.push(("train_loss".into(), f64::from(train_loss)));
-        clock.record(&mut self.session.latency, self.round, counts, metrics)
+        split_round_record(
+            clock,
+            &mut self.session,
+            &self.data,
+            self.evaluate.as_ref(),
+            self.round,
+            counts,
+            train_loss,
+        )
     }
 }
 
