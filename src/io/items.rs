@@ -14,18 +14,63 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, GenericListArray, StringArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, GenericListArray, Int64Builder, ListBuilder,
+    RecordBatch, StringArray, StringBuilder,
+};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Int64Type, UInt64Type};
+use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Int64Type, Schema, UInt64Type};
 use arrow::error::ArrowError;
 use parquet::arrow::ProjectionMask;
 
 use super::IoError;
 use super::columns::{self, ColumnContext, is_string};
-use super::parquet_file::{find_column, open_parquet};
+use super::parquet_file::{find_column, open_parquet, write_parquet_atomic};
 use super::template::Template;
 use crate::data::{IdMap, ItemTexts};
 use crate::plan::params::ItemSource;
+
+/// Writes recsift's item table, `item_id: Int64, title: Utf8, genres: List<Utf8>`, one row
+/// per `(id, title, genres)` in order, atomically (what `recsift import` and `recsift gen`
+/// write, and the default text template reads).
+pub fn write_item_table<T, G>(
+    path: &std::path::Path,
+    rows: impl IntoIterator<Item = (i64, T, G)>,
+) -> Result<(), IoError>
+where
+    T: AsRef<str>,
+    G: IntoIterator,
+    G::Item: AsRef<str>,
+{
+    let mut ids = Int64Builder::new();
+    let mut titles = StringBuilder::new();
+    let mut genres = ListBuilder::new(StringBuilder::new());
+    for (id, title, names) in rows {
+        ids.append_value(id);
+        titles.append_value(title);
+        for name in names {
+            genres.values().append_value(name);
+        }
+        genres.append(true);
+    }
+    let genres = genres.finish();
+    let schema = Schema::new(vec![
+        Field::new("item_id", DataType::Int64, false),
+        Field::new("title", DataType::Utf8, false),
+        Field::new("genres", genres.data_type().clone(), false),
+    ]);
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(ids.finish()),
+        Arc::new(titles.finish()),
+        Arc::new(genres),
+    ];
+    let batch =
+        RecordBatch::try_new(Arc::new(schema), columns).map_err(|source| IoError::Arrow {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    write_parquet_atomic(path, &batch)
+}
 
 /// What the file is called in messages.
 const WHAT: &str = "items file";

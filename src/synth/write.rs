@@ -9,9 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::sync_channel;
 
-use arrow::array::{
-    Array, ArrayRef, Float32Array, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
-};
+use arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use super::catalog::{Items, Users};
@@ -20,7 +18,8 @@ use super::timeline::Timeline;
 use super::{CLICK_COLUMN, RATING_COLUMN, SynthConfig};
 use crate::data::LabelKind;
 use crate::io::IoError;
-use crate::io::parquet_file::{ParquetSink, write_parquet_atomic};
+use crate::io::items::write_item_table;
+use crate::io::parquet_file::ParquetSink;
 
 /// Slices generated ahead of the writer (bounds memory to a few slices).
 const SLICES_IN_FLIGHT: usize = 2;
@@ -133,28 +132,8 @@ fn slice_batch(
 
 /// `item_id: Int64, title: Utf8, genres: List<Utf8>`, one row per item, by id.
 pub(crate) fn write_items(path: &Path, items: &Items) -> Result<(), IoError> {
-    let ids = Int64Array::from_iter_values((1..=items.len()).map(|i| i as i64));
-    let titles = StringArray::from_iter_values(items.titles.iter());
-    let mut genres = ListBuilder::new(StringBuilder::new());
-    for i in 0..items.len() {
-        for name in items.genre_names(i) {
-            genres.values().append_value(name);
-        }
-        genres.append(true);
-    }
-    let genres = genres.finish();
-    let schema = Schema::new(vec![
-        Field::new("item_id", DataType::Int64, false),
-        Field::new("title", DataType::Utf8, false),
-        Field::new("genres", genres.data_type().clone(), false),
-    ]);
-    let batch = RecordBatch::try_new(
-        Arc::new(schema),
-        vec![Arc::new(ids), Arc::new(titles), Arc::new(genres)],
+    write_item_table(
+        path,
+        (0..items.len()).map(|i| (i as i64 + 1, items.titles[i].as_str(), items.genre_names(i))),
     )
-    .map_err(|source| IoError::Arrow {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    write_parquet_atomic(path, &batch)
 }

@@ -3,14 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, Float32Array, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
-};
+use arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use super::parse::{MovieRow, RatingRow};
 use crate::io::IoError;
-use crate::io::parquet_file::{ParquetSink, ROW_GROUP_ROWS, write_parquet_atomic};
+use crate::io::items::write_item_table;
+use crate::io::parquet_file::{ParquetSink, ROW_GROUP_ROWS};
 
 /// `user_id: Int64, item_id: Int64, rating: Float32, timestamp: Int64`, none nullable.
 pub(super) fn ratings_schema() -> SchemaRef {
@@ -87,28 +86,10 @@ impl RatingsWriter {
 
 /// `item_id: Int64, title: Utf8, genres: List<Utf8>` from `movies`, in their order.
 pub(super) fn write_items(path: &Path, movies: &[MovieRow]) -> Result<(), IoError> {
-    let ids = Int64Array::from_iter_values(movies.iter().map(|m| m.id));
-    let titles = StringArray::from_iter_values(movies.iter().map(|m| m.title.as_str()));
-    let mut genres = ListBuilder::new(StringBuilder::new());
-    for movie in movies {
-        for genre in &movie.genres {
-            genres.values().append_value(genre);
-        }
-        genres.append(true);
-    }
-    let genres = genres.finish();
-    let schema = Schema::new(vec![
-        Field::new("item_id", DataType::Int64, false),
-        Field::new("title", DataType::Utf8, false),
-        Field::new("genres", genres.data_type().clone(), false),
-    ]);
-    let batch = RecordBatch::try_new(
-        Arc::new(schema),
-        vec![Arc::new(ids), Arc::new(titles), Arc::new(genres)],
+    write_item_table(
+        path,
+        movies
+            .iter()
+            .map(|m| (m.id, m.title.as_str(), m.genres.iter().map(String::as_str))),
     )
-    .map_err(|source| IoError::Arrow {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    write_parquet_atomic(path, &batch)
 }
