@@ -100,6 +100,91 @@ nodes:
 }
 
 #[test]
+fn two_tower_and_diversity_options_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = ratings();
+    let file = pipeline(
+        dir.path(),
+        &format!(
+            "version: 1
+data: {{events: {events}}}
+protocol: {{pool: {{split: {{random: {{test: 0.2}}}}, rounds: 2}}}}
+nodes:
+  model:
+    train:
+      two_tower: {{dim: 8, hidden: 0, dropout: 1.5, mc_dropout: 1}}
+    inputs: [labelled]
+  scores: {{score: {{uncertainty: bayes}}, inputs: [pool, model]}}
+  pick: {{select: {{strategy: coreset, budget: 10, space: text, per_user: true}}, input: scores}}
+"
+        ),
+    );
+    let err = fails(dir.path(), &["validate", &file]);
+    insta::assert_snapshot!("validate-two-tower-errors", err);
+
+    let file = pipeline(
+        dir.path(),
+        &format!(
+            "version: 1
+data: {{events: {events}}}
+protocol: {{pool: {{split: {{random: {{test: 0.2}}}}, rounds: 2}}}}
+nodes:
+  model: {{train: {{two_tower: {{dim: 8, dropout: 0, mc_dropout: 4, members: 3}}}}, inputs: [labelled]}}
+  scores: {{score: {{}}, inputs: [pool, model]}}
+  pick: {{select: {{strategy: random, budget: 10, space: factors, candidates: 50}}, input: scores}}
+"
+        ),
+    );
+    let err = fails(dir.path(), &["validate", &file]);
+    insta::assert_snapshot!("validate-mc-dropout-errors", err);
+}
+
+#[test]
+fn an_embedding_cache_of_another_dimension_is_refused_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache.parquet");
+    let mut stale = recsift::io::embedding_cache::EmbeddingCache::open(
+        &cache,
+        "sentence-transformers/all-MiniLM-L6-v2",
+        3,
+    )
+    .unwrap();
+    stale.insert("an old text", &[1.0, 2.0, 3.0]).unwrap();
+    stale.save().unwrap();
+    let before = fs::read(&cache).unwrap();
+    let model = crate::common::shared().join("models/all-MiniLM-L6-v2");
+    let out = dir.path().join("out").display().to_string();
+    let err = fails(
+        dir.path(),
+        &[
+            "run",
+            "pipelines/quickstart.yaml",
+            "--set",
+            &format!("nodes.item_text.embed.cache={}", cache.display()),
+            "--set",
+            &format!("nodes.item_text.embed.model_dir={}", model.display()),
+            "--out",
+            &out,
+            "--quiet",
+        ],
+    );
+    assert!(
+        err.contains(
+            "the embedding cache <tmp>/cache.parquet holds 3-d vectors of \
+             `sentence-transformers/all-MiniLM-L6-v2`, but the model found computes 384-d \
+             vectors: delete the cache or point `cache:` elsewhere"
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read(&cache).unwrap(),
+        before,
+        "the user's cache is untouched"
+    );
+    assert!(!dir.path().join("out/summary.json").exists());
+}
+
+#[test]
 fn a_missing_event_file_names_the_path_it_resolved() {
     let dir = tempfile::tempdir().unwrap();
     let file = pipeline(
