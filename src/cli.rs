@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use recsift::bench::embed::{EmbedBenchOptions, VectorDiff, bench_embed};
+use recsift::bench::rank::{self, RankBenchConfig};
 use recsift::bench::replay::{self, BenchWindow, ReplayBenchConfig};
 use recsift::bench::rescore::{self, RescoreBenchConfig};
 use recsift::data::LabelKind;
@@ -175,9 +176,50 @@ enum BenchCommand {
     /// Incremental re-scoring (the engine) against a full re-score loop and a hand-written
     /// user/item -> samples index, per update, in the same run.
     Rescore(RescoreArgs),
+    /// Full-catalogue top-K (the kernel of every ranking metric and of
+    /// recommendations.parquet) against a NumPy reference (benches/rank_reference.py) on
+    /// the same vectors, in the same run: users/s, GFLOP/s, peak memory, identical lists.
+    Rank(RankArgs),
     /// A whole replay (read, score, select, train) of a synthetic log of N events, through
     /// `recsift run` with pipelines/bench-replay.yaml: events/s and time per operator.
     Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+struct RankArgs {
+    /// Users ranked.
+    #[arg(long, default_value_t = 100_000)]
+    users: usize,
+    /// Items in the catalogue.
+    #[arg(long, default_value_t = 50_000)]
+    items: usize,
+    /// Vector length.
+    #[arg(long, default_value_t = 64)]
+    dim: usize,
+    /// List length.
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// recsift's threads [default: the machine's cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Users per block of the reference's `U_b @ V.T`.
+    #[arg(long, default_value_t = 1024)]
+    block: usize,
+    /// Seed of the vectors.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// The reference script.
+    #[arg(long, default_value = "benches/rank_reference.py")]
+    reference: PathBuf,
+    /// Rank with recsift alone.
+    #[arg(long)]
+    no_reference: bool,
+    /// The Python interpreter that runs the reference.
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -477,6 +519,7 @@ fn run_bench(bench: BenchCommand) -> Result<(), Failure> {
         }
         BenchCommand::Rescore(args) => bench_rescore(args),
         BenchCommand::Replay(args) => bench_replay(args),
+        BenchCommand::Rank(args) => bench_rank(args),
     }
 }
 
@@ -494,6 +537,44 @@ fn show_diff(diff: &VectorDiff) -> String {
     )
 }
 
+fn bench_rank(args: RankArgs) -> Result<(), Failure> {
+    let config = RankBenchConfig {
+        users: args.users,
+        items: args.items,
+        dim: args.dim,
+        k: args.k,
+        threads: args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        block: args.block,
+        seed: args.seed,
+        reference: (!args.no_reference).then_some(args.reference),
+        python: args.python,
+    };
+    let report = rank::bench_rank(&config).map_err(|e| Failure {
+        code: if e.is_user_error() { 2 } else { 1 },
+        message: e.to_string(),
+    })?;
+    print_report(&report, args.json)
+}
+
+/// Prints a bench report as its table, or as one JSON object.
+fn print_report<R: serde::Serialize + std::fmt::Display>(
+    report: &R,
+    json: bool,
+) -> Result<(), Failure> {
+    if json {
+        let json = serde_json::to_string(report).map_err(|e| Failure {
+            code: 1,
+            message: format!("could not write the report as JSON: {e}"),
+        })?;
+        println!("{json}");
+    } else {
+        println!("{report}");
+    }
+    Ok(())
+}
+
 fn bench_replay(args: ReplayArgs) -> Result<(), Failure> {
     let mut config = ReplayBenchConfig::new(args.events);
     config.workers = args.workers;
@@ -509,16 +590,7 @@ fn bench_replay(args: ReplayArgs) -> Result<(), Failure> {
         code: if e.is_user_error() { 2 } else { 1 },
         message: e.to_string(),
     })?;
-    if args.json {
-        let json = serde_json::to_string(&report).map_err(|e| Failure {
-            code: 1,
-            message: format!("could not write the report as JSON: {e}"),
-        })?;
-        println!("{json}");
-    } else {
-        println!("{report}");
-    }
-    Ok(())
+    print_report(&report, args.json)
 }
 
 fn bench_rescore(args: RescoreArgs) -> Result<(), Failure> {
@@ -541,16 +613,7 @@ fn bench_rescore(args: RescoreArgs) -> Result<(), Failure> {
         code: if e.is_user_error() { 2 } else { 1 },
         message: e.to_string(),
     })?;
-    if args.json {
-        let json = serde_json::to_string(&report).map_err(|e| Failure {
-            code: 1,
-            message: format!("could not write the report as JSON: {e}"),
-        })?;
-        println!("{json}");
-    } else {
-        println!("{report}");
-    }
-    Ok(())
+    print_report(&report, args.json)
 }
 
 fn load_plan(args: &PipelineArgs) -> Result<Plan, Failure> {

@@ -28,4 +28,5 @@ pub mod results;
 pub mod scoring;
 pub mod spec;
 pub mod strategy;
+pub mod study;
 pub mod synth;

@@ -21,6 +21,17 @@ pub struct RoundRecord {
     pub timings_ms: Vec<(String, f64)>,
 }
 
+impl RoundRecord {
+    /// Records the passes early stopping chose for the initial fit (as the metric
+    /// `early_stopping_epochs`), when it ran.
+    pub fn note_early_stopping(&mut self, epochs: Option<usize>) {
+        if let Some(epochs) = epochs {
+            self.metrics
+                .push(("early_stopping_epochs".into(), epochs as f64));
+        }
+    }
+}
+
 /// One sample a strategy selected.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SelectionRecord {
@@ -34,4 +45,19 @@ pub struct SelectionRecord {
     pub item_id: RawId,
     /// The strategy's score for it (higher was picked first).
     pub score: f64,
+}
+
+/// One entry of a user's top-K list (`recommendations.parquet`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recommendation {
+    /// The round whose model made the list.
+    pub round: u32,
+    /// The user, as the source file wrote it.
+    pub user_id: RawId,
+    /// Position in the list, from 1.
+    pub rank: u32,
+    /// The item, as the source file wrote it.
+    pub item_id: RawId,
+    /// The ranking score (the members' mean raw score; see `driver::evaluation`).
+    pub score: f32,
 }

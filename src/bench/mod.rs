@@ -3,5 +3,6 @@
 //! prints as a table or as JSON.
 
 pub mod embed;
+pub mod rank;
 pub mod replay;
 pub mod rescore;

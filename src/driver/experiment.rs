@@ -3,14 +3,16 @@
 
 use std::time::{Duration, Instant};
 
-use crate::data::{Interaction, ItemEmbeddings, LabelKind, SampleIdx};
+use crate::data::{IdMap, Interaction, ItemEmbeddings, LabelKind, SampleIdx, UserIdx};
 use crate::dataflow::PoolSample;
 use crate::metrics::latency::LatencyRecorder;
-use crate::model::{Recommender, build_recommender};
+use crate::model::{FitReport, Recommender, build_recommender};
 use crate::plan::{EvaluatePlan, Plan, SelectPlan};
-use crate::results::{RoundRecord, SelectionRecord};
+use crate::results::{Recommendation, RoundRecord, SelectionRecord};
 use crate::scoring::ScoringHead;
 
+use super::evaluation::{EvalTarget, ItemsPerUser, ModelView, evaluate};
+use super::rows::RowMirror;
 use super::session::Session;
 use super::{ExperimentData, RunError};
 
@@ -34,6 +36,12 @@ pub trait Experiment {
     /// The current pool, as inserted into the engine (for reference checks).
     fn pool(&self) -> Vec<PoolSample>;
 
+    /// Raw user and item ids, for outputs.
+    fn ids(&self) -> (&IdMap, &IdMap);
+
+    /// The users the protocol tests: those with test events, or the last window's.
+    fn test_users(&self) -> Vec<UserIdx>;
+
     /// Stops the engine and hands back what was recorded.
     fn finish(self: Box<Self>) -> Result<ExperimentOutput, RunError>;
 }
@@ -46,6 +54,43 @@ pub struct ExperimentOutput {
     pub selections: Vec<SelectionRecord>,
     /// Per-operator latencies.
     pub latency: LatencyRecorder,
+}
+
+/// The top-`k` lists of `users` under the session's current model (items with a known
+/// label excluded), as records of `round`.
+pub fn recommend(
+    experiment: &dyn Experiment,
+    users: &[UserIdx],
+    k: usize,
+    round: u32,
+) -> Vec<Recommendation> {
+    let session = experiment.session();
+    let (user_ids, item_ids) = experiment.ids();
+    let view = ModelView::new(session.head(), session.rows());
+    let lists = view.top_k(users, k, session.labelled_items());
+    users
+        .iter()
+        .zip(lists)
+        .flat_map(|(&user, list)| {
+            list.into_iter()
+                .enumerate()
+                .map(move |(rank, entry)| Recommendation {
+                    round,
+                    user_id: user_ids.raw(user).clone(),
+                    rank: rank as u32 + 1,
+                    item_id: item_ids.raw(entry.item).clone(),
+                    score: entry.score,
+                })
+        })
+        .collect()
+}
+
+/// The sorted, distinct users of `events`.
+pub fn users_of(events: &[Interaction]) -> Vec<UserIdx> {
+    let mut users: Vec<UserIdx> = events.iter().map(|e| e.user).collect();
+    users.sort_unstable();
+    users.dedup();
+    users
 }
 
 /// Checks the engine-maintained scores against a from-scratch computation: `Ok(samples
@@ -90,22 +135,136 @@ pub fn check_against_scratch(experiment: &dyn Experiment, tolerance: f32) -> Res
     Ok(scratch.len())
 }
 
-/// Metrics of the session's model on the test set, and on its cold items alone (named
-/// `cold_<metric>`) when the split holds items out.
-pub fn test_metrics(
+/// Metrics of the session's model on the test set, on the validation set (named
+/// `val_<metric>`) when the split has one, and on the cold items alone (`cold_<metric>`)
+/// when the split holds items out.
+pub fn split_metrics(
     session: &Session,
     data: &ExperimentData,
     plan: &EvaluatePlan,
+    seed: u64,
 ) -> Vec<(String, f64)> {
-    let mut metrics = session.evaluate(&data.test, plan);
+    let view = ModelView::new(session.head(), session.rows());
+    let labelled = session.labelled_items();
+    let test_excluded;
+    let test_excluded = if data.validation.is_empty() {
+        labelled
+    } else {
+        test_excluded = labelled.union(&data.validation_items);
+        &test_excluded
+    };
+    let target = |events, excluded, prefix| EvalTarget {
+        events,
+        excluded,
+        user_events: &data.user_events,
+        prefix,
+    };
+    let mut metrics = evaluate(&view, plan, &target(&data.test, test_excluded, ""), seed);
+    if !data.validation.is_empty() {
+        metrics.extend(evaluate(
+            &view,
+            plan,
+            &target(&data.validation, labelled, "val_"),
+            seed,
+        ));
+    }
     if !data.cold_test.is_empty() {
-        let cold = session.evaluate(&data.cold_test, plan);
-        metrics.extend(
-            cold.into_iter()
-                .map(|(name, value)| (format!("cold_{name}"), value)),
-        );
+        metrics.extend(evaluate(
+            &view,
+            plan,
+            &target(&data.cold_test, test_excluded, "cold_"),
+            seed,
+        ));
     }
     metrics
+}
+
+/// What the initial fit trains on.
+pub struct InitialFit<'a> {
+    /// The labelled events.
+    pub events: &'a [Interaction],
+    /// Their sample keys.
+    pub keys: &'a [u32],
+    /// Passes without early stopping.
+    pub epochs: usize,
+    /// The global mean the session's model was built with (its twin gets the same).
+    pub global_mean: f32,
+}
+
+/// The initial fit of a split experiment on `fit.events`: `fit.epochs` passes,
+/// or, with early stopping, the number of passes after which the validation metric was
+/// best. The search trains a twin of the session's model (same parameters and seed, so
+/// the same initialisation) one pass at a time, evaluating after each, and stops after
+/// `patience` passes without improvement; the session's model then trains exactly the best
+/// number of passes, one call per pass as in the search, so it equals the twin at its best
+/// epoch. Returns the fit's report and, with early stopping, the passes chosen.
+pub fn fit_initial(
+    session: &mut Session,
+    plan: &Plan,
+    data: &ExperimentData,
+    fit: InitialFit<'_>,
+) -> Result<(FitReport, Option<usize>), RunError> {
+    let InitialFit {
+        events,
+        keys,
+        epochs,
+        global_mean,
+    } = fit;
+    let (Some(stopping), Some(evaluate_plan)) = (plan.early_stopping, plan.evaluate.as_ref())
+    else {
+        return Ok((session.model_mut().fit(events, keys, epochs)?, None));
+    };
+    let mut twin = build_model(
+        plan,
+        data.users.len(),
+        data.items.len(),
+        global_mean,
+        data.label_kind,
+        data.text.as_ref(),
+    )?;
+    let watched = EvaluatePlan {
+        metrics: vec![stopping.metric],
+        ..evaluate_plan.clone()
+    };
+    let labelled = ItemsPerUser::of(events);
+    let lower_is_better = !stopping.metric.is_ranking();
+    let mut best: Option<(usize, f64)> = None;
+    for epoch in 1..=stopping.max_epochs {
+        twin.fit(events, keys, 1)?;
+        let (n_users, n_items) = twin.shape();
+        let rows = RowMirror::new(
+            session.head().layout.row_len(),
+            twin.user_rows(&(0..n_users as u32).collect::<Vec<_>>())?,
+            twin.item_rows(&(0..n_items as u32).collect::<Vec<_>>())?,
+        );
+        let view = ModelView::new(session.head(), &rows);
+        let target = EvalTarget {
+            events: &data.validation,
+            excluded: &labelled,
+            user_events: &data.user_events,
+            prefix: "",
+        };
+        let value = evaluate(&view, &watched, &target, plan.seed)[0].1;
+        let improved = best.is_none_or(|(_, b)| {
+            value.is_finite()
+                && if lower_is_better {
+                    value < b
+                } else {
+                    value > b
+                }
+        });
+        if improved {
+            best = Some((epoch, value));
+        } else if best.is_some_and(|(e, _)| epoch - e >= stopping.patience) {
+            break;
+        }
+    }
+    let chosen = best.map_or(stopping.max_epochs, |(epoch, _)| epoch);
+    let mut report = FitReport::default();
+    for _ in 0..chosen {
+        report.merge(session.model_mut().fit(events, keys, 1)?);
+    }
+    Ok((report, Some(chosen)))
 }
 
 /// The recommender a plan asks for, sized for `n_users` x `n_items`, with the global offset
@@ -185,7 +344,9 @@ pub fn split_round_record(
     train_loss: f32,
 ) -> RoundRecord {
     let mut metrics = match evaluate {
-        Some(plan) => clock.time("evaluate", || test_metrics(session, data, plan)),
+        Some(plan) => clock.time("evaluate", || {
+            split_metrics(session, data, plan, session.seed())
+        }),
         None => Vec::new(),
     };
     metrics.push(("train_loss".into(), f64::from(train_loss)));

@@ -7,6 +7,7 @@
 //! an interrupted run, never a complete one.
 
 pub mod embed;
+pub mod evaluation;
 pub mod experiment;
 pub mod pool;
 pub mod replay;
@@ -20,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::data::{IdMap, Interaction, ItemEmbeddings, LabelKind};
 use crate::dataflow::EngineError;
@@ -29,16 +30,17 @@ use crate::io::events::read_events;
 use crate::io::results::OutputDir;
 use crate::metrics::latency::LatencySummary;
 use crate::model::ModelError;
-use crate::plan::{Plan, ProtocolPlan, SplitPlan};
+use crate::plan::{CandidateSet, Plan, ProtocolPlan, RecommendedUsers, SplitPlan};
 use crate::report;
 use crate::results::RoundRecord;
 
 use self::embed::ItemEmbedder;
-use self::experiment::Experiment;
+use self::evaluation::ItemsPerUser;
+use self::experiment::{Experiment, recommend};
 use self::pool::PoolExperiment;
 use self::replay::ReplayExperiment;
 use self::selection::SelectionExperiment;
-use self::split::{is_cold_item, split_events};
+use self::split::{SplitEvents, is_cold_item, split_events};
 
 /// Why a run stopped.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +118,7 @@ pub struct Summary {
 }
 
 /// One round in `summary.json`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RoundSummary {
     /// Round number.
     pub round: u32,
@@ -130,6 +132,24 @@ pub struct RoundSummary {
     pub metrics: BTreeMap<String, Option<f64>>,
     /// Stage timings in milliseconds.
     pub timings_ms: BTreeMap<String, f64>,
+}
+
+impl RoundSummary {
+    /// The round as a record (metrics in name order; a null metric is `NaN`).
+    pub fn into_record(self) -> RoundRecord {
+        RoundRecord {
+            round: self.round,
+            labelled: self.labelled,
+            selected: self.selected,
+            rescored: self.rescored,
+            metrics: self
+                .metrics
+                .into_iter()
+                .map(|(k, v)| (k, v.unwrap_or(f64::NAN)))
+                .collect(),
+            timings_ms: self.timings_ms.into_iter().collect(),
+        }
+    }
 }
 
 impl From<&RoundRecord> for RoundSummary {
@@ -163,8 +183,14 @@ struct LatencyFile {
 pub struct ExperimentData {
     /// Training events; sample `k` is `train[k]`.
     pub train: Vec<Interaction>,
+    /// Validation events (empty when the split has none).
+    pub validation: Vec<Interaction>,
     /// Test events.
     pub test: Vec<Interaction>,
+    /// Each user's validation items (excluded from the candidates when ranking for test).
+    pub validation_items: ItemsPerUser,
+    /// Each user's items over train, validation and test (sampled negatives avoid them).
+    pub user_events: ItemsPerUser,
     /// The test events of cold items (items held out of training entirely), if the split
     /// has any.
     pub cold_test: Vec<Interaction>,
@@ -191,11 +217,23 @@ pub fn load_data(plan: &Plan) -> Result<ExperimentData, RunError> {
     let mut users = IdMap::new();
     let mut items = IdMap::new();
     let split = plan.protocol.split().expect("a replay streams its events");
-    let (train, test) = match split {
-        SplitPlan::Files { train, test } => (
-            read_events(train, &mut users, &mut items)?,
-            read_events(test, &mut users, &mut items)?,
-        ),
+    let SplitEvents {
+        train,
+        validation,
+        test,
+    } = match split {
+        SplitPlan::Files {
+            train,
+            test,
+            validation,
+        } => SplitEvents {
+            train: read_events(train, &mut users, &mut items)?,
+            validation: match validation {
+                Some(source) => read_events(source, &mut users, &mut items)?,
+                None => Vec::new(),
+            },
+            test: read_events(test, &mut users, &mut items)?,
+        },
         split => {
             let source = plan
                 .data
@@ -224,9 +262,17 @@ pub fn load_data(plan: &Plan) -> Result<ExperimentData, RunError> {
         }
         _ => None,
     };
+    check_sampled_negatives(plan, items.len())?;
+    let validation_items = ItemsPerUser::of(&validation);
+    let user_events = ItemsPerUser::of(&train)
+        .union(&validation_items)
+        .union(&ItemsPerUser::of(&test));
     Ok(ExperimentData {
         train,
+        validation,
         test,
+        validation_items,
+        user_events,
         cold_test,
         users,
         items,
@@ -235,6 +281,31 @@ pub fn load_data(plan: &Plan) -> Result<ExperimentData, RunError> {
         embed_time: started.elapsed(),
         load_time,
     })
+}
+
+/// Sampled candidates need more items than the negatives asked for: a catalogue of
+/// `catalogue` items cannot supply `negatives` items a user has no event with.
+fn check_sampled_negatives(plan: &Plan, catalogue: usize) -> Result<(), RunError> {
+    let Some(evaluate) = &plan.evaluate else {
+        return Ok(());
+    };
+    match evaluate.candidates {
+        CandidateSet::Sampled { negatives } if negatives >= catalogue => {
+            Err(RunError::Experiment {
+                field: format!(
+                    "nodes.{}.evaluate.candidates.sampled.negatives",
+                    evaluate.node
+                ),
+                message: format!(
+                    "{negatives} sampled negatives per user, but the catalogue has only {catalogue} items"
+                ),
+                help: format!(
+                    "use fewer negatives (at most a fraction of {catalogue}, e.g. 100), or `candidates: all`, which ranks the whole catalogue"
+                ),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Starts the experiment a plan describes (round 0 and any warm-up run here).
@@ -270,13 +341,30 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<Summary, RunError> {
             print_progress(planned, record);
         }
     }
+    let mut recommendations = Vec::new();
+    let exports = plan.output.recommendations;
+    let mut export = |experiment: &dyn Experiment, last: bool| {
+        if let Some(export) = exports.filter(|e| last || e.every_round) {
+            let users = match export.users {
+                RecommendedUsers::Test => experiment.test_users(),
+                RecommendedUsers::All => (0..experiment.ids().0.len() as u32).collect(),
+            };
+            let round = experiment.history().last().map_or(0, |r| r.round);
+            recommendations.extend(recommend(experiment, &users, export.k, round));
+        }
+    };
     while experiment.has_next() {
+        export(experiment.as_ref(), false);
         let record = experiment.next_round()?;
         if options.progress {
             print_progress(planned, record);
         }
     }
+    export(experiment.as_ref(), true);
     let output = experiment.finish()?;
+    if exports.is_some() {
+        out.write_recommendations("recommendations.parquet", &recommendations)?;
+    }
     out.write_rounds("rounds.parquet", &output.rounds)?;
     out.write_selections("selections.parquet", &output.selections)?;
     out.write_json(

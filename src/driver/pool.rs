@@ -2,15 +2,15 @@
 //! round the strategy picks `budget` pool samples, their labels are revealed, the model
 //! trains, and the engine re-scores the samples whose rows changed.
 
-use crate::data::Interaction;
+use crate::data::{IdMap, Interaction, UserIdx};
 use crate::dataflow::PoolSample;
 use crate::plan::params::RefitPolicy;
 use crate::plan::{EvaluatePlan, Plan, PoolPlan, SelectPlan};
 use crate::results::{RoundRecord, SelectionRecord};
 
 use super::experiment::{
-    Experiment, ExperimentOutput, RoundClock, RoundCounts, mean_label, pool_sample,
-    round_zero_clock, split_round_record, start_session,
+    Experiment, ExperimentOutput, InitialFit, RoundClock, RoundCounts, fit_initial, mean_label,
+    pool_sample, round_zero_clock, split_round_record, start_session, users_of,
 };
 use super::session::{PoolChanges, Session};
 use super::split::initial_labels;
@@ -69,10 +69,14 @@ impl PoolExperiment {
             .is_some_and(|s| s.strategy.def().needs_labels);
 
         let mut clock = round_zero_clock(&data);
-        let report = clock.time("train", || {
-            session
-                .model_mut()
-                .fit(&seed_events, &seed_samples, plan.train.epochs)
+        let (report, stopped_at) = clock.time("train", || {
+            let fit = InitialFit {
+                events: &seed_events,
+                keys: &seed_samples,
+                epochs: plan.train.epochs,
+                global_mean,
+            };
+            fit_initial(&mut session, plan, &data, fit)
         })?;
         let insert: Vec<PoolSample> = (0..data.train.len() as u32)
             .filter(|&k| !labelled[k as usize])
@@ -105,7 +109,8 @@ impl PoolExperiment {
             selected: 0,
             rescored: output.rescored,
         };
-        let record = experiment.finish_round(clock, counts, report.last_epoch_loss);
+        let mut record = experiment.finish_round(clock, counts, report.last_epoch_loss);
+        record.note_early_stopping(stopped_at);
         experiment.history.push(record);
         Ok(experiment)
     }
@@ -150,6 +155,14 @@ impl Experiment for PoolExperiment {
             .filter(|&k| !self.labelled[k as usize])
             .map(|k| pool_sample(&self.data.train, k, self.oracle))
             .collect()
+    }
+
+    fn ids(&self) -> (&IdMap, &IdMap) {
+        (&self.data.users, &self.data.items)
+    }
+
+    fn test_users(&self) -> Vec<UserIdx> {
+        users_of(&self.data.test)
     }
 
     fn next_round(&mut self) -> Result<&RoundRecord, RunError> {

@@ -8,19 +8,20 @@
 
 use std::time::{Duration, Instant};
 
-use crate::data::{IdMap, Interaction, LabelKind};
+use crate::data::{IdMap, Interaction, LabelKind, UserIdx};
 use crate::dataflow::PoolSample;
 use crate::io::events::EventBatches;
 use crate::plan::params::RefitPolicy;
-use crate::plan::{EvaluatePlan, Plan, ReplayPlan, SelectPlan};
+use crate::plan::{CandidateSet, EvaluatePlan, Plan, ReplayPlan, SelectPlan};
 use crate::results::{RoundRecord, SelectionRecord};
 use crate::strategy::unit_hash;
 
 use super::RunError;
 use super::embed::ItemEmbedder;
+use super::evaluation::{EvalTarget, ItemsPerUser, ModelView, evaluate};
 use super::experiment::{
     Experiment, ExperimentOutput, RoundClock, RoundCounts, build_model, clipped_head, mean_label,
-    pool_sample,
+    pool_sample, users_of,
 };
 use super::session::{PoolChanges, Session};
 use super::windows::{ReplayWindow, WindowCutter, WindowError};
@@ -58,6 +59,8 @@ pub struct ReplayExperiment {
     errors: ErrorSums,
     selections: Vec<SelectionRecord>,
     history: Vec<RoundRecord>,
+    /// The users of the last window run (the users a replay's recommendations are for).
+    last_window_users: Vec<UserIdx>,
 }
 
 /// Running sums for cumulative prequential RMSE and MAE.
@@ -165,6 +168,7 @@ impl ReplayExperiment {
             errors: ErrorSums::default(),
             selections: Vec::new(),
             history: Vec::new(),
+            last_window_users: Vec::new(),
         };
         experiment.next_round()?;
         while experiment.has_next() && (experiment.history.len() as u32) < replay.warmup_windows {
@@ -194,6 +198,7 @@ impl ReplayExperiment {
             texts_embedded = Some(embedded.embedded + std::mem::take(&mut self.embedded_at_start));
         }
         self.events.extend_from_slice(&window.events);
+        self.last_window_users = users_of(&window.events);
         let window_samples: Vec<u32> = (first_sample..self.events.len() as u32).collect();
 
         // Labels that arrive with the window: all of a warm-up window, else a seeded fraction.
@@ -299,9 +304,9 @@ impl ReplayExperiment {
         };
         if window.index == 0 {
             let mut metrics: Vec<(String, f64)> = plan
-                .metrics
-                .iter()
-                .map(|m| (m.to_string(), f64::NAN))
+                .metric_names()
+                .into_iter()
+                .map(|name| (name, f64::NAN))
                 .collect();
             metrics.extend([
                 ("cumulative_rmse".to_string(), f64::NAN),
@@ -316,7 +321,21 @@ impl ReplayExperiment {
             self.errors.absolute += error.abs();
             self.errors.count += 1;
         }
-        let mut metrics = self.session.evaluate(&window.events, &plan);
+        let labelled = self.session.labelled_items();
+        let view = ModelView::new(self.session.head(), self.session.rows());
+        // Sampled negatives avoid the user's labelled and tested items; other candidate
+        // sets do not read them.
+        let user_events = match plan.candidates {
+            CandidateSet::Sampled { .. } => labelled.union(&ItemsPerUser::of(&window.events)),
+            CandidateSet::All | CandidateSet::TestItems => ItemsPerUser::default(),
+        };
+        let target = EvalTarget {
+            events: &window.events,
+            excluded: labelled,
+            user_events: &user_events,
+            prefix: "",
+        };
+        let mut metrics = evaluate(&view, &plan, &target, self.session.seed());
         let n = self.errors.count as f64;
         metrics.push(("cumulative_rmse".into(), (self.errors.squared / n).sqrt()));
         metrics.push(("cumulative_mae".into(), self.errors.absolute / n));
@@ -370,6 +389,15 @@ impl Experiment for ReplayExperiment {
             .filter(|&k| !self.labelled[k as usize])
             .map(|k| pool_sample(&self.events, k, self.oracle))
             .collect()
+    }
+
+    fn ids(&self) -> (&IdMap, &IdMap) {
+        let source = self.windows.source();
+        (source.users(), source.items())
+    }
+
+    fn test_users(&self) -> Vec<UserIdx> {
+        self.last_window_users.clone()
     }
 
     fn next_round(&mut self) -> Result<&RoundRecord, RunError> {

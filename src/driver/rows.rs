@@ -21,6 +21,16 @@ impl RowMirror {
         }
     }
 
+    /// Users with a row.
+    pub fn n_users(&self) -> usize {
+        self.users.len() / self.row_len
+    }
+
+    /// Items with a row.
+    pub fn n_items(&self) -> usize {
+        self.items.len() / self.row_len
+    }
+
     /// The row of `user`.
     pub fn user(&self, user: UserIdx) -> &[f32] {
         let start = user as usize * self.row_len;

@@ -3,14 +3,14 @@
 //! each round the strategy picks the `budget` samples to train on next. Samples stay in the
 //! pool: a sample whose loss stays high can be picked again.
 
-use crate::data::Interaction;
+use crate::data::{IdMap, Interaction, UserIdx};
 use crate::dataflow::PoolSample;
 use crate::plan::{EvaluatePlan, Plan, SelectPlan, SelectionProtocolPlan};
 use crate::results::{RoundRecord, SelectionRecord};
 
 use super::experiment::{
-    Experiment, ExperimentOutput, RoundClock, RoundCounts, mean_label, pool_sample,
-    round_zero_clock, split_round_record, start_session,
+    Experiment, ExperimentOutput, InitialFit, RoundClock, RoundCounts, fit_initial, mean_label,
+    pool_sample, round_zero_clock, split_round_record, start_session, users_of,
 };
 use super::session::{PoolChanges, Session};
 use super::{ExperimentData, RunError};
@@ -66,10 +66,14 @@ impl SelectionExperiment {
         let mut session = start_session(plan, &data, global_mean, Some(&select), track_scores)?;
         let mut clock = round_zero_clock(&data);
         let keys: Vec<u32> = (0..data.train.len() as u32).collect();
-        let report = clock.time("train", || {
-            session
-                .model_mut()
-                .fit(&data.train, &keys, protocol.warmup_epochs)
+        let (report, stopped_at) = clock.time("train", || {
+            let fit = InitialFit {
+                events: &data.train,
+                keys: &keys,
+                epochs: protocol.warmup_epochs,
+                global_mean,
+            };
+            fit_initial(&mut session, plan, &data, fit)
         })?;
         let insert: Vec<PoolSample> = keys
             .iter()
@@ -99,7 +103,8 @@ impl SelectionExperiment {
             selected: 0,
             rescored: output.rescored,
         };
-        let record = experiment.finish_round(clock, counts, report.last_epoch_loss);
+        let mut record = experiment.finish_round(clock, counts, report.last_epoch_loss);
+        record.note_early_stopping(stopped_at);
         experiment.history.push(record);
         Ok(experiment)
     }
@@ -143,6 +148,14 @@ impl Experiment for SelectionExperiment {
         (0..self.data.train.len() as u32)
             .map(|k| pool_sample(&self.data.train, k, true))
             .collect()
+    }
+
+    fn ids(&self) -> (&IdMap, &IdMap) {
+        (&self.data.users, &self.data.items)
+    }
+
+    fn test_users(&self) -> Vec<UserIdx> {
+        users_of(&self.data.test)
     }
 
     fn next_round(&mut self) -> Result<&RoundRecord, RunError> {

@@ -11,14 +11,14 @@ use std::collections::{BTreeMap, HashMap};
 use crate::data::{Interaction, ItemEmbeddings, ItemIdx, SampleIdx, UserIdx};
 use crate::dataflow::{EngineUpdate, PoolSample, RoundOutput, ScoreUpdate, ScoringEngine};
 use crate::metrics::latency::LatencyRecorder;
-use crate::metrics::{Scored, evaluate};
 use crate::model::{FitReport, Recommender};
-use crate::plan::{DiversityPlan, DiversitySpace, EvaluatePlan, SelectPlan};
+use crate::plan::{DiversityPlan, DiversitySpace, SelectPlan};
 use crate::scoring::{PerSampleScore, ScoringHead};
 use crate::strategy::diverse::{Candidate, TextCoverage, pick_by_factors};
 use crate::strategy::{RankedPool, SampleSignals, Strategy, popularity_stratum};
 
 use super::RunError;
+use super::evaluation::ItemsPerUser;
 use super::rows::RowMirror;
 
 /// Changes a protocol makes to the pool in one engine round.
@@ -50,6 +50,8 @@ pub struct Session {
     /// Items whose text vector changed since the last publish (their rows change).
     text_changed: Vec<ItemIdx>,
     diversity: Option<Diversity>,
+    /// Every item each user has a known label for (what evaluation must not recommend).
+    labelled_items: ItemsPerUser,
     /// Per-operator latencies of the run.
     pub latency: LatencyRecorder,
 }
@@ -106,6 +108,7 @@ impl Session {
                     _ => None,
                 },
             }),
+            labelled_items: ItemsPerUser::default(),
             latency: LatencyRecorder::new(),
         })
     }
@@ -162,6 +165,7 @@ impl Session {
                 .drain(..)
                 .filter(|&i| (i as usize) < old_items),
         );
+        self.labelled_items.add(changes.labelled);
         if let Some(diversity) = &mut self.diversity {
             diversity
                 .labelled
@@ -311,17 +315,19 @@ impl Session {
             .prediction
     }
 
-    /// Metrics of the current model on `events`.
-    pub fn evaluate(&self, events: &[Interaction], plan: &EvaluatePlan) -> Vec<(String, f64)> {
-        let scored: Vec<Scored> = events
-            .iter()
-            .map(|e| Scored {
-                user: e.user,
-                prediction: self.predict(e.user, e.item),
-                label: e.label,
-            })
-            .collect();
-        evaluate(&plan.metrics, &scored, plan.relevant)
+    /// The experiment's seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The published scoring rows (what evaluation reads).
+    pub fn rows(&self) -> &RowMirror {
+        &self.rows
+    }
+
+    /// Every item each user has a known label for.
+    pub fn labelled_items(&self) -> &ItemsPerUser {
+        &self.labelled_items
     }
 
     /// The engine-maintained score of every pool sample (when tracking was asked for).

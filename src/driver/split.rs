@@ -18,52 +18,93 @@ pub fn is_cold_item(item: u32, cold_items: f64, seed: u64) -> bool {
     cold_items > 0.0 && unit_hash(seed ^ COLD_SALT, item) < cold_items
 }
 
-/// Splits `events` by a `random` or `temporal` plan into (train, test), each in input order.
-/// Every event of a cold item goes to test.
-///
-/// # Panics
-/// For a `files` split, whose events come already split.
-pub fn split_events(
-    events: &[Interaction],
-    split: &SplitPlan,
-    seed: u64,
-) -> (Vec<Interaction>, Vec<Interaction>) {
-    let in_test: Vec<bool> = match split {
-        SplitPlan::Random { test, cold_items } => (0..events.len())
-            .map(|k| {
-                is_cold_item(events[k].item, *cold_items, seed)
-                    || unit_hash(seed ^ TEST_SALT, k as u32) < *test
-            })
-            .collect(),
-        SplitPlan::Temporal { leave_last } => last_per_user(events, *leave_last),
-        SplitPlan::Files { .. } => panic!("a files split is read already split"),
-    };
-    let mut train = Vec::new();
-    let mut test = Vec::new();
-    for (event, to_test) in events.iter().zip(in_test) {
-        if to_test { &mut test } else { &mut train }.push(*event);
-    }
-    (train, test)
+/// Events split three ways, each in input order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SplitEvents {
+    /// Training events (labelled seed and pool).
+    pub train: Vec<Interaction>,
+    /// Validation events (empty when the split has none).
+    pub validation: Vec<Interaction>,
+    /// Test events.
+    pub test: Vec<Interaction>,
 }
 
-/// Marks each user's last `n` events by time (ties by position); users with `n` or fewer
-/// events stay entirely in train, so every test user has training history.
-fn last_per_user(events: &[Interaction], n: usize) -> Vec<bool> {
+/// Where one event goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    Train,
+    Validation,
+    Test,
+}
+
+/// Splits `events` by a `random` or `temporal` plan. Every event of a cold item goes to
+/// test. A random split draws one seeded number per event: below `test` it is a test event,
+/// below `test + validation` a validation event (so adding a validation set leaves the test
+/// set unchanged).
+///
+/// A `files` split arrives already split: its events are returned as training events
+/// (the caller reads the other files).
+pub fn split_events(events: &[Interaction], split: &SplitPlan, seed: u64) -> SplitEvents {
+    let parts: Vec<Part> = match split {
+        SplitPlan::Random {
+            test,
+            validation,
+            cold_items,
+        } => (0..events.len())
+            .map(|k| {
+                let draw = unit_hash(seed ^ TEST_SALT, k as u32);
+                if is_cold_item(events[k].item, *cold_items, seed) || draw < *test {
+                    Part::Test
+                } else if draw < test + validation {
+                    Part::Validation
+                } else {
+                    Part::Train
+                }
+            })
+            .collect(),
+        SplitPlan::Temporal {
+            leave_last,
+            validation_last,
+        } => last_per_user(events, *leave_last, *validation_last),
+        SplitPlan::Files { .. } => vec![Part::Train; events.len()],
+    };
+    let mut split = SplitEvents::default();
+    for (event, part) in events.iter().zip(parts) {
+        match part {
+            Part::Train => &mut split.train,
+            Part::Validation => &mut split.validation,
+            Part::Test => &mut split.test,
+        }
+        .push(*event);
+    }
+    split
+}
+
+/// Each user's last `test` events by time (ties by position) go to test and the
+/// `validation` before them to validation; users with `test + validation` or fewer events
+/// stay entirely in train, so every evaluated user has training history.
+fn last_per_user(events: &[Interaction], test: usize, validation: usize) -> Vec<Part> {
     let mut by_user: HashMap<u32, Vec<usize>> = HashMap::new();
     for (k, event) in events.iter().enumerate() {
         by_user.entry(event.user).or_default().push(k);
     }
-    let mut marked = vec![false; events.len()];
+    let mut parts = vec![Part::Train; events.len()];
+    let held = test + validation;
     for positions in by_user.values_mut() {
-        if positions.len() <= n {
+        if positions.len() <= held {
             continue;
         }
         positions.sort_by_key(|&k| (events[k].time, k));
-        for &k in &positions[positions.len() - n..] {
-            marked[k] = true;
+        let n = positions.len();
+        for (rank, &k) in positions[n - held..].iter().enumerate() {
+            parts[k] = if rank < validation {
+                Part::Validation
+            } else {
+                Part::Test
+            };
         }
     }
-    marked
+    parts
 }
 
 /// Which training samples start labelled: `labelled[k]` for sample `k`.
@@ -109,13 +150,39 @@ mod tests {
         let e = events(20_000);
         let plan = SplitPlan::Random {
             test: 0.2,
+            validation: 0.0,
             cold_items: 0.0,
         };
-        let (train, test) = split_events(&e, &plan, 1);
+        let SplitEvents {
+            train,
+            validation,
+            test,
+        } = split_events(&e, &plan, 1);
         assert_eq!(train.len() + test.len(), e.len());
+        assert!(validation.is_empty());
         assert!((test.len() as f64 / e.len() as f64 - 0.2).abs() < 0.01);
-        assert_eq!(split_events(&e, &plan, 1).1, test);
-        assert_ne!(split_events(&e, &plan, 2).1, test);
+        assert_eq!(split_events(&e, &plan, 1).test, test);
+        assert_ne!(split_events(&e, &plan, 2).test, test);
+    }
+
+    #[test]
+    fn a_validation_set_leaves_the_test_set_unchanged() {
+        let e = events(20_000);
+        let without = SplitPlan::Random {
+            test: 0.1,
+            validation: 0.0,
+            cold_items: 0.0,
+        };
+        let with = SplitPlan::Random {
+            test: 0.1,
+            validation: 0.15,
+            cold_items: 0.0,
+        };
+        let a = split_events(&e, &without, 5);
+        let b = split_events(&e, &with, 5);
+        assert_eq!(a.test, b.test);
+        assert!((b.validation.len() as f64 / e.len() as f64 - 0.15).abs() < 0.01);
+        assert_eq!(b.train.len() + b.validation.len(), a.train.len());
     }
 
     #[test]
@@ -130,9 +197,10 @@ mod tests {
             .collect();
         let plan = SplitPlan::Random {
             test: 0.2,
+            validation: 0.0,
             cold_items: 0.1,
         };
-        let (train, test) = split_events(&e, &plan, 3);
+        let SplitEvents { train, test, .. } = split_events(&e, &plan, 3);
         let cold: Vec<u32> = (0..500).filter(|&i| is_cold_item(i, 0.1, 3)).collect();
         assert!((30..70).contains(&cold.len()), "{}", cold.len());
         assert!(train.iter().all(|x| !cold.contains(&x.item)));
@@ -143,8 +211,28 @@ mod tests {
     #[test]
     fn temporal_split_holds_out_each_users_latest_events() {
         let e = events(70); // 10 events per user; time decreases with position
-        let (train, test) = split_events(&e, &SplitPlan::Temporal { leave_last: 2 }, 0);
+        let plan = SplitPlan::Temporal {
+            leave_last: 2,
+            validation_last: 1,
+        };
+        let SplitEvents {
+            train,
+            validation,
+            test,
+        } = split_events(&e, &plan, 0);
         assert_eq!(test.len(), 14);
+        assert_eq!(validation.len(), 7);
+        for v in &validation {
+            let before_test = test
+                .iter()
+                .filter(|t| t.user == v.user)
+                .all(|t| t.time > v.time);
+            let after_train = train
+                .iter()
+                .filter(|t| t.user == v.user)
+                .all(|t| t.time < v.time);
+            assert!(before_test && after_train);
+        }
         for user in 0..7 {
             let latest_train = train
                 .iter()
@@ -165,8 +253,12 @@ mod tests {
     #[test]
     fn users_with_too_few_events_stay_in_train() {
         let e = events(7); // one event per user
-        let (train, test) = split_events(&e, &SplitPlan::Temporal { leave_last: 1 }, 0);
-        assert_eq!((train.len(), test.len()), (7, 0));
+        let plan = SplitPlan::Temporal {
+            leave_last: 1,
+            validation_last: 0,
+        };
+        let split = split_events(&e, &plan, 0);
+        assert_eq!((split.train.len(), split.test.len()), (7, 0));
     }
 
     #[test]

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Float64Array, Float64Builder, Int64Array, RecordBatch, StringArray, UInt32Array,
-    UInt64Array,
+    ArrayRef, Float32Array, Float64Array, Float64Builder, Int64Array, RecordBatch, StringArray,
+    UInt32Array, UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Schema};
 use serde::Serialize;
@@ -27,7 +27,7 @@ use super::IoError;
 use super::atomic::write_bytes_atomic;
 use super::parquet_file::write_parquet_atomic;
 use crate::data::RawId;
-use crate::results::{RoundRecord, SelectionRecord};
+use crate::results::{Recommendation, RoundRecord, SelectionRecord};
 
 /// Written last by the driver; its presence marks a completed run.
 pub const SUMMARY_FILE: &str = "summary.json";
@@ -132,6 +132,22 @@ impl OutputDir {
     ) -> Result<PathBuf, IoError> {
         let path = self.file(name)?;
         let batch = selections_batch(selections).map_err(|source| IoError::Arrow {
+            path: path.clone(),
+            source,
+        })?;
+        write_parquet_atomic(&path, &batch)?;
+        Ok(path)
+    }
+
+    /// Writes `recommendations` as a Parquet table (round, user_id, rank, item_id, score;
+    /// ids in their source type); returns the file's path.
+    pub fn write_recommendations(
+        &self,
+        name: &str,
+        recommendations: &[Recommendation],
+    ) -> Result<PathBuf, IoError> {
+        let path = self.file(name)?;
+        let batch = recommendations_batch(recommendations).map_err(|source| IoError::Arrow {
             path: path.clone(),
             source,
         })?;
@@ -258,6 +274,36 @@ fn selections_batch(
             items,
             Arc::new(Float64Array::from_iter_values(
                 selections.iter().map(|s| s.score),
+            )),
+        ],
+    )
+}
+
+fn recommendations_batch(
+    recommendations: &[Recommendation],
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let users = id_column(recommendations.iter().map(|r| &r.user_id));
+    let items = id_column(recommendations.iter().map(|r| &r.item_id));
+    let schema = Schema::new(vec![
+        Field::new("round", DataType::UInt32, false),
+        Field::new("user_id", users.data_type().clone(), false),
+        Field::new("rank", DataType::UInt32, false),
+        Field::new("item_id", items.data_type().clone(), false),
+        Field::new("score", DataType::Float32, false),
+    ]);
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(UInt32Array::from_iter_values(
+                recommendations.iter().map(|r| r.round),
+            )),
+            users,
+            Arc::new(UInt32Array::from_iter_values(
+                recommendations.iter().map(|r| r.rank),
+            )),
+            items,
+            Arc::new(Float32Array::from_iter_values(
+                recommendations.iter().map(|r| r.score),
             )),
         ],
     )

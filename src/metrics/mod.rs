@@ -1,15 +1,26 @@
-//! Test-set metrics: pure functions of (user, prediction, label) triples.
+//! Test-set metrics.
 //!
-//! Rating metrics (`rmse`, `mae`) average over every test event. Ranking metrics
-//! (`ndcg@K`, `recall@K`, `precision@K`) rank each user's test items by prediction, call an
-//! item relevant when its label is at least the `relevant` threshold, and average over the
-//! users that have at least one relevant test item. NDCG uses binary gains and the log2
-//! discount. `auc` and `logloss` are for click labels.
+//! Rating metrics (`rmse`, `mae`) and click metrics (`auc`, `logloss`) are pure functions of
+//! (prediction, label) pairs over every test event ([`pointwise`]).
+//!
+//! Ranking metrics (`ndcg@K`, `recall@K`, `precision@K`, `hit@K`, `mrr@K`, `map@K`) read each
+//! test user's ranked list of candidates, best first ([`RankedUser`]); which items are
+//! candidates (the whole catalogue, the user's test items, or sampled negatives) is decided
+//! by the caller (`driver::evaluation`). An item is relevant when it is one of the user's
+//! test items with a label of at least the `relevant` threshold; users without a relevant
+//! test item are not averaged over. Gains are binary with the log2 discount; `recall@K`
+//! divides by the user's relevant items, `map@K` by `min(K, relevant)` (as RecBole does).
+//! The catalogue metrics `coverage@K` (share of the catalogue in any top-K list) and
+//! `gini@K` (Gini index of how often each item appears in the top-K lists; 0 is perfectly
+//! even exposure) describe the lists of the same users.
 
 pub mod latency;
+pub mod ranking;
+pub mod topk;
 
-use std::collections::BTreeMap;
 use std::fmt;
+
+pub use ranking::{RankedUser, ranking_metrics};
 
 /// A metric a pipeline can ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -24,30 +35,61 @@ pub enum Metric {
     Recall(usize),
     /// Share of the top K that is relevant.
     Precision(usize),
+    /// Whether any relevant item is in the top K.
+    Hit(usize),
+    /// Reciprocal rank of the first relevant item in the top K (0 when none is).
+    Mrr(usize),
+    /// Mean of the precision at each relevant position of the top K, over `min(K, relevant)`.
+    Map(usize),
+    /// Share of the catalogue that appears in at least one user's top K.
+    Coverage(usize),
+    /// Gini index of the items' appearances in the users' top-K lists.
+    Gini(usize),
     /// Area under the ROC curve over all test events (clicks).
     Auc,
     /// Mean binary cross-entropy (clicks).
     LogLoss,
 }
 
-/// Metric names with their documentation, for validation messages and the README.
+/// Metric names with their documentation (the README's metric table and the planner's
+/// messages list them).
 pub static METRIC_DOCS: &[(&str, &str)] = &[
     ("rmse", "root mean squared error over test events"),
     ("mae", "mean absolute error over test events"),
+    ("auc", "ROC AUC over all test events (click labels)"),
+    ("logloss", "mean binary cross-entropy (click labels)"),
     (
         "ndcg@K",
-        "NDCG of each user's top K test items (binary relevance), mean over users",
+        "NDCG of each user's top K (binary relevance, log2 discount), mean over test users",
     ),
     (
         "recall@K",
-        "relevant items in the top K / the user's relevant test items, mean over users",
+        "relevant items in the top K / the user's relevant test items, mean over test users",
     ),
     (
         "precision@K",
-        "relevant items in the top K / K, mean over users",
+        "relevant items in the top K / K, mean over test users",
     ),
-    ("auc", "ROC AUC over all test events (click labels)"),
-    ("logloss", "mean binary cross-entropy (click labels)"),
+    (
+        "hit@K",
+        "1 when the top K holds a relevant item, else 0; mean over test users",
+    ),
+    (
+        "mrr@K",
+        "1 / rank of the first relevant item in the top K (0 if none), mean over test users",
+    ),
+    (
+        "map@K",
+        "sum of precision@i at each relevant rank i <= K / min(K, relevant), mean over test users",
+    ),
+    (
+        "coverage@K",
+        "distinct items in the test users' top-K lists / catalogue size",
+    ),
+    (
+        "gini@K",
+        "Gini index of item appearances in the test users' top-K lists (0 = even)",
+    ),
 ];
 
 impl Metric {
@@ -70,15 +112,41 @@ impl Metric {
             Some(("ndcg", k)) => ranked(k, Metric::Ndcg),
             Some(("recall", k)) => ranked(k, Metric::Recall),
             Some(("precision", k)) => ranked(k, Metric::Precision),
+            Some(("hit", k)) => ranked(k, Metric::Hit),
+            Some(("mrr", k)) => ranked(k, Metric::Mrr),
+            Some(("map", k)) => ranked(k, Metric::Map),
+            Some(("coverage", k)) => ranked(k, Metric::Coverage),
+            Some(("gini", k)) => ranked(k, Metric::Gini),
             Some(_) => Err(format!("unknown metric `{name}`")),
         }
     }
 
-    /// Whether the metric ranks items per user.
+    /// The cut-off of a metric computed from ranked lists (per-user or catalogue-level).
+    pub fn cutoff(&self) -> Option<usize> {
+        match *self {
+            Metric::Ndcg(k)
+            | Metric::Recall(k)
+            | Metric::Precision(k)
+            | Metric::Hit(k)
+            | Metric::Mrr(k)
+            | Metric::Map(k)
+            | Metric::Coverage(k)
+            | Metric::Gini(k) => Some(k),
+            Metric::Rmse | Metric::Mae | Metric::Auc | Metric::LogLoss => None,
+        }
+    }
+
+    /// Whether the metric is computed from ranked lists.
     pub fn is_ranking(&self) -> bool {
+        self.cutoff().is_some()
+    }
+
+    /// Whether the metric compares predictions with label values (and so needs a model that
+    /// predicts labels, not only a ranking score).
+    pub fn compares_labels(&self) -> bool {
         matches!(
             self,
-            Metric::Ndcg(_) | Metric::Recall(_) | Metric::Precision(_)
+            Metric::Rmse | Metric::Mae | Metric::Auc | Metric::LogLoss
         )
     }
 }
@@ -91,6 +159,11 @@ impl fmt::Display for Metric {
             Metric::Ndcg(k) => write!(f, "ndcg@{k}"),
             Metric::Recall(k) => write!(f, "recall@{k}"),
             Metric::Precision(k) => write!(f, "precision@{k}"),
+            Metric::Hit(k) => write!(f, "hit@{k}"),
+            Metric::Mrr(k) => write!(f, "mrr@{k}"),
+            Metric::Map(k) => write!(f, "map@{k}"),
+            Metric::Coverage(k) => write!(f, "coverage@{k}"),
+            Metric::Gini(k) => write!(f, "gini@{k}"),
             Metric::Auc => f.write_str("auc"),
             Metric::LogLoss => f.write_str("logloss"),
         }
@@ -100,105 +173,40 @@ impl fmt::Display for Metric {
 /// One test event's prediction.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Scored {
-    /// The user (ranking metrics group by it).
-    pub user: u32,
     /// The model's prediction.
     pub prediction: f32,
     /// The true label.
     pub label: f32,
 }
 
-/// Computes `metrics` over `scored`; a metric without a defined value (no events, no user
-/// with a relevant item) is `NaN`.
-pub fn evaluate(metrics: &[Metric], scored: &[Scored], relevant: f32) -> Vec<(String, f64)> {
-    let per_user = metrics
-        .iter()
-        .any(Metric::is_ranking)
-        .then(|| group_by_user(scored));
-    metrics
-        .iter()
-        .map(|metric| {
-            let value = match metric {
-                Metric::Rmse => mean(scored.iter().map(|s| sq(s.prediction - s.label))).sqrt(),
-                Metric::Mae => mean(
-                    scored
-                        .iter()
-                        .map(|s| f64::from((s.prediction - s.label).abs())),
-                ),
-                Metric::Ndcg(k) => {
-                    ranking_mean(per_user.as_ref(), relevant, |ranked, r| ndcg(ranked, r, *k))
-                }
-                Metric::Recall(k) => ranking_mean(per_user.as_ref(), relevant, |ranked, r| {
-                    hits(ranked, *k) / r as f64
-                }),
-                Metric::Precision(k) => ranking_mean(per_user.as_ref(), relevant, |ranked, _| {
-                    hits(ranked, *k) / *k as f64
-                }),
-                Metric::Auc => auc(scored),
-                Metric::LogLoss => mean(scored.iter().map(|s| {
-                    let p = f64::from(s.prediction).clamp(1e-7, 1.0 - 1e-7);
-                    let y = f64::from(s.label);
-                    -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
-                })),
-            };
-            (metric.to_string(), value)
-        })
-        .collect()
+/// The value of a pointwise metric (`rmse`, `mae`, `auc`, `logloss`) over `scored`; `NaN`
+/// when it has no value (no events, one class only) or `metric` ranks.
+pub fn pointwise(metric: Metric, scored: &[Scored]) -> f64 {
+    match metric {
+        Metric::Rmse => mean(scored.iter().map(|s| sq(s.prediction - s.label))).sqrt(),
+        Metric::Mae => mean(
+            scored
+                .iter()
+                .map(|s| f64::from((s.prediction - s.label).abs())),
+        ),
+        Metric::Auc => auc(scored),
+        Metric::LogLoss => mean(scored.iter().map(|s| {
+            let p = f64::from(s.prediction).clamp(1e-7, 1.0 - 1e-7);
+            let y = f64::from(s.label);
+            -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
+        })),
+        _ => f64::NAN,
+    }
 }
 
 fn sq(x: f32) -> f64 {
     f64::from(x) * f64::from(x)
 }
 
-fn mean(values: impl Iterator<Item = f64>) -> f64 {
+/// The mean of `values`, `NaN` when there are none.
+pub(crate) fn mean(values: impl Iterator<Item = f64>) -> f64 {
     let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
     if n == 0 { f64::NAN } else { sum / n as f64 }
-}
-
-/// Each user's (prediction, label) pairs, in input order.
-fn group_by_user(scored: &[Scored]) -> BTreeMap<u32, Vec<(f32, f32)>> {
-    let mut users: BTreeMap<u32, Vec<(f32, f32)>> = BTreeMap::new();
-    for s in scored {
-        users
-            .entry(s.user)
-            .or_default()
-            .push((s.prediction, s.label));
-    }
-    users
-}
-
-/// Mean over users with at least one relevant item of `f(relevance in ranked order, R)`.
-fn ranking_mean(
-    per_user: Option<&BTreeMap<u32, Vec<(f32, f32)>>>,
-    relevant: f32,
-    f: impl Fn(&[bool], usize) -> f64,
-) -> f64 {
-    let users = per_user.expect("grouped when a ranking metric is asked for");
-    mean(users.values().filter_map(|items| {
-        let mut ranked: Vec<&(f32, f32)> = items.iter().collect();
-        // Stable: ties keep input order, so results are deterministic.
-        ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let relevance: Vec<bool> = ranked.iter().map(|(_, label)| *label >= relevant).collect();
-        let r = relevance.iter().filter(|&&x| x).count();
-        (r > 0).then(|| f(&relevance, r))
-    }))
-}
-
-fn hits(ranked: &[bool], k: usize) -> f64 {
-    ranked.iter().take(k).filter(|&&x| x).count() as f64
-}
-
-fn ndcg(ranked: &[bool], relevant: usize, k: usize) -> f64 {
-    let discount = |i: usize| 1.0 / ((i + 2) as f64).log2();
-    let dcg: f64 = ranked
-        .iter()
-        .take(k)
-        .enumerate()
-        .filter(|(_, r)| **r)
-        .map(|(i, _)| discount(i))
-        .sum();
-    let ideal: f64 = (0..relevant.min(k)).map(discount).sum();
-    dcg / ideal
 }
 
 /// ROC AUC by the rank-sum formula, ties counted half.
@@ -228,56 +236,25 @@ fn auc(scored: &[Scored]) -> f64 {
 mod tests {
     use super::*;
 
-    fn s(user: u32, prediction: f32, label: f32) -> Scored {
-        Scored {
-            user,
-            prediction,
-            label,
-        }
+    fn s(prediction: f32, label: f32) -> Scored {
+        Scored { prediction, label }
     }
 
     fn value(metric: &str, scored: &[Scored]) -> f64 {
-        evaluate(&[Metric::parse(metric).unwrap()], scored, 4.0)[0].1
+        pointwise(Metric::parse(metric).unwrap(), scored)
     }
 
     #[test]
     fn rating_errors() {
-        let data = [s(0, 3.0, 4.0), s(0, 5.0, 4.0), s(1, 2.0, 2.0)];
+        let data = [s(3.0, 4.0), s(5.0, 4.0), s(2.0, 2.0)];
         assert!((value("rmse", &data) - (2.0f64 / 3.0).sqrt()).abs() < 1e-12);
         assert!((value("mae", &data) - 2.0 / 3.0).abs() < 1e-12);
-    }
-
-    #[test]
-    fn ndcg_and_recall_by_hand() {
-        // User 0 ranks: 0.9 (irrelevant), 0.8 (relevant), 0.1 (relevant).
-        let data = [
-            s(0, 0.1, 5.0),
-            s(0, 0.9, 1.0),
-            s(0, 0.8, 4.0),
-            s(1, 1.0, 1.0),
-        ];
-        let dcg = 1.0 / 3f64.log2();
-        let idcg = 1.0 + 1.0 / 3f64.log2();
-        assert!((value("ndcg@2", &data) - dcg / idcg).abs() < 1e-12);
-        assert!((value("recall@2", &data) - 0.5).abs() < 1e-12);
-        assert!((value("precision@2", &data) - 0.5).abs() < 1e-12);
-        assert!((value("ndcg@3", &data) - (dcg + 0.5) / idcg).abs() < 1e-12);
-    }
-
-    #[test]
-    fn users_without_relevant_items_are_skipped_and_empty_is_nan() {
-        assert!(value("ndcg@10", &[s(0, 1.0, 1.0)]).is_nan());
         assert!(value("rmse", &[]).is_nan());
     }
 
     #[test]
     fn auc_counts_ties_half() {
-        let data = [
-            s(0, 0.2, 0.0),
-            s(0, 0.8, 1.0),
-            s(0, 0.5, 1.0),
-            s(0, 0.5, 0.0),
-        ];
+        let data = [s(0.2, 0.0), s(0.8, 1.0), s(0.5, 1.0), s(0.5, 0.0)];
         assert!((value("auc", &data) - 3.5 / 4.0).abs() < 1e-12);
     }
 
@@ -289,6 +266,11 @@ mod tests {
             "ndcg@10",
             "recall@5",
             "precision@3",
+            "hit@1",
+            "mrr@20",
+            "map@10",
+            "coverage@10",
+            "gini@10",
             "auc",
             "logloss",
         ] {
@@ -300,5 +282,8 @@ mod tests {
                 .contains("positive integer")
         );
         assert!(Metric::parse("rsme").is_err());
+        for (name, _) in METRIC_DOCS {
+            assert!(Metric::parse(&name.replace('K', "10")).is_ok(), "{name}");
+        }
     }
 }

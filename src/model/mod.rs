@@ -76,6 +76,23 @@ pub struct FitReport {
     pub steps: usize,
 }
 
+impl FitReport {
+    /// Folds the report of a later training call into this one: the changed rows of
+    /// both, the later loss, the steps of both.
+    pub fn merge(&mut self, later: FitReport) {
+        let union = |a: &mut Vec<u32>, b: Vec<u32>| {
+            a.extend(b);
+            a.sort_unstable();
+            a.dedup();
+        };
+        union(&mut self.changed_users, later.changed_users);
+        union(&mut self.changed_items, later.changed_items);
+        self.shared_changed |= later.shared_changed;
+        self.last_epoch_loss = later.last_epoch_loss;
+        self.steps += later.steps;
+    }
+}
+
 /// A trainable recommender whose parameters export as scoring rows.
 pub trait Recommender: Send {
     /// The model family's name, as in the pipeline YAML (`mf`, ...).

@@ -4,25 +4,26 @@
 use std::path::{Path, PathBuf};
 
 use crate::data::LabelKind;
-use crate::metrics::Metric;
+use crate::metrics::{METRIC_DOCS, Metric};
 use crate::spec::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
 use crate::spec::path::YamlPath;
 use crate::spec::schema::{
-    DataSpec, EmbedSpec, EvaluateSpec, InitialLabelsSpec, OptimizerSpec, PoolSpec, ReplaySpec,
-    ScoreSpec, SelectSpec, SplitSpec, TrainOptions, TrainSpec,
+    CandidatesSpec, DataSpec, EmbedSpec, EvaluateSpec, InitialLabelsSpec, OptimizerSpec, PoolSpec,
+    ReplaySpec, ScoreSpec, SelectSpec, SplitSpec, TrainOptions, TrainSpec,
 };
 use crate::spec::{LoadedSpec, OperatorSpec, PipelineSpec};
 use crate::strategy::{STRATEGIES, Strategy};
 
 use super::graph::{NodeRoles, check_edges};
 use super::params::{
-    DeviceChoice, EventColumns, EventSource, ItemSource, ModelKind, OptimizerParams, RefitPolicy,
-    TrainParams, UncertaintyParams,
+    DeviceChoice, EarlyStopping, EventColumns, EventSource, ItemSource, ModelKind, OptimizerParams,
+    RefitPolicy, TrainParams, UncertaintyParams,
 };
 use super::{
-    DataPlan, DiversityPlan, DiversitySpace, EmbedPlan, EvaluatePlan, InitialLabels, OutputPlan,
-    Plan, PlanNode, PoolPlan, ProtocolPlan, ReplayPlan, ScorePlan, SelectPlan,
-    SelectionProtocolPlan, SplitPlan, UncertaintyMode, WindowPlan,
+    CandidateSet, DataPlan, DiversityPlan, DiversitySpace, EmbedPlan, EvaluatePlan, InitialLabels,
+    OutputPlan, Plan, PlanNode, PoolPlan, ProtocolPlan, RecommendationsPlan, RecommendedUsers,
+    ReplayPlan, ScorePlan, SelectPlan, SelectionProtocolPlan, SplitPlan, UncertaintyMode,
+    WindowPlan,
 };
 
 /// Seconds in a duration such as `90s`, `30m`, `12h`, `7d` or `2w`.
@@ -218,6 +219,8 @@ impl Resolver {
         };
         let select = self.select(&roles, score.as_ref(), embed.as_ref(), rounds, &mut graph);
         let evaluate = self.evaluate(&roles, label_kind, &mut graph);
+        let early_stopping =
+            self.early_stopping(&roles, protocol.as_ref(), evaluate.as_ref(), &mut graph);
         let output = self.output(spec, &name);
 
         Some(Plan {
@@ -230,6 +233,7 @@ impl Resolver {
             protocol: protocol?,
             embed,
             train: train?,
+            early_stopping,
             score: score?,
             select: select?,
             evaluate,
@@ -488,10 +492,29 @@ impl Resolver {
                         "use e.g. `cold_items: 0.1` (a tenth of the items are never trained on)",
                     );
                 }
-                Some(SplitPlan::Random { test, cold_items })
+                let validation = random.validation.unwrap_or(0.0);
+                if !(0.0..1.0).contains(&validation) {
+                    self.error(
+                        path.key("random").key("validation"),
+                        format!("validation fraction {validation} is not in [0, 1)"),
+                        "use e.g. `validation: 0.1`",
+                    );
+                } else if test > 0.0 && test < 1.0 && test + validation >= 1.0 {
+                    self.error(
+                        path.key("random").key("validation"),
+                        format!("test {test} + validation {validation} leave no training events"),
+                        "keep `test + validation` below 1, e.g. `{test: 0.1, validation: 0.1}`",
+                    );
+                }
+                Some(SplitPlan::Random {
+                    test,
+                    validation,
+                    cold_items,
+                })
             }
             "temporal" => {
-                let leave_last = split.temporal.as_ref()?.leave_last.unwrap_or(1);
+                let temporal = split.temporal.as_ref()?;
+                let leave_last = temporal.leave_last.unwrap_or(1);
                 if leave_last == 0 {
                     self.error(
                         path.key("temporal").key("leave_last"),
@@ -499,7 +522,10 @@ impl Resolver {
                         "use e.g. `leave_last: 1`",
                     );
                 }
-                Some(SplitPlan::Temporal { leave_last })
+                Some(SplitPlan::Temporal {
+                    leave_last,
+                    validation_last: temporal.validation_last.unwrap_or(0),
+                })
             }
             _ => {
                 let files = split.files.as_ref()?;
@@ -510,9 +536,14 @@ impl Resolver {
                 };
                 let train = source(self, "train", &files.train);
                 let test = source(self, "test", &files.test);
+                let validation = files
+                    .validation
+                    .as_ref()
+                    .map(|written| Box::new(source(self, "validation", written)));
                 Some(SplitPlan::Files {
                     train: Box::new(train),
                     test: Box::new(test),
+                    validation,
                 })
             }
         }
@@ -1082,7 +1113,12 @@ impl Resolver {
         graph: &mut Vec<PlanNode>,
     ) -> Option<EvaluatePlan> {
         let node = roles.evaluate.as_ref()?;
-        let OperatorSpec::Evaluate(EvaluateSpec { metrics, relevant }) = &node.operator else {
+        let OperatorSpec::Evaluate(EvaluateSpec {
+            metrics,
+            relevant,
+            candidates,
+        }) = &node.operator
+        else {
             return None;
         };
         let path = node.path.key("evaluate");
@@ -1100,21 +1136,7 @@ impl Resolver {
             match Metric::parse(name) {
                 Ok(metric) => parsed.push(metric),
                 Err(message) => {
-                    let known = [
-                        "rmse",
-                        "mae",
-                        "ndcg@10",
-                        "recall@10",
-                        "precision@10",
-                        "auc",
-                        "logloss",
-                    ];
-                    let help = match did_you_mean(name, known) {
-                        Some(best) => format!("did you mean `{best}`?"),
-                        None => "accepted: rmse, mae, ndcg@K, recall@K, precision@K, auc, logloss"
-                            .into(),
-                    };
-                    self.error(path.key("metrics").index(n), message, help);
+                    self.error(path.key("metrics").index(n), message, metric_help(name));
                 }
             }
         }
@@ -1123,6 +1145,26 @@ impl Resolver {
             LabelKind::Click => 1.0,
         };
         let relevant = self.value("relevant", *relevant, default_relevant);
+        let candidates_written = candidates.is_some();
+        let candidates = match candidates.unwrap_or(CandidatesSpec::All) {
+            CandidatesSpec::All => CandidateSet::All,
+            CandidatesSpec::TestItems => CandidateSet::TestItems,
+            CandidatesSpec::Sampled { negatives } => {
+                if negatives == 0 {
+                    self.error(
+                        path.key("candidates").key("sampled").key("negatives"),
+                        "`negatives` must be at least 1",
+                        "use e.g. `{sampled: {negatives: 100}}`, or `candidates: all`",
+                    );
+                }
+                CandidateSet::Sampled { negatives }
+            }
+        };
+        self.params.push((
+            "candidates".into(),
+            candidates.to_string(),
+            candidates_written,
+        ));
         graph.push(PlanNode {
             id: node.id.clone(),
             operator: "evaluate",
@@ -1130,8 +1172,10 @@ impl Resolver {
             params: self.take_params(),
         });
         Some(EvaluatePlan {
+            node: node.id.clone(),
             metrics: parsed,
             relevant,
+            candidates,
         })
     }
 
@@ -1141,9 +1185,144 @@ impl Resolver {
             Some(dir) => self.base_dir.join(dir),
             None => PathBuf::from("results").join(name),
         };
+        let path = YamlPath::keys(&["output", "recommendations"]);
+        let recommendations = output.recommendations.map(|written| {
+            let k = written.k.unwrap_or(20);
+            if k == 0 {
+                self.error(path.key("k"), "`k` must be at least 1", "use e.g. `k: 20`");
+            }
+            let users = match written.users.as_deref().unwrap_or("test") {
+                "test" => RecommendedUsers::Test,
+                "all" => RecommendedUsers::All,
+                other => {
+                    self.error(
+                        path.key("users"),
+                        format!("unknown user set `{other}`"),
+                        "use `test` (users with test events) or `all` (every user)",
+                    );
+                    RecommendedUsers::Test
+                }
+            };
+            RecommendationsPlan {
+                k,
+                users,
+                every_round: written.every_round.unwrap_or(false),
+            }
+        });
         OutputPlan {
             dir,
             plots: output.plots.unwrap_or(true),
+            recommendations,
+        }
+    }
+
+    /// The train node's `early_stopping:`, checked against the split (it reads validation
+    /// metrics) and the evaluate node (which computes them).
+    fn early_stopping(
+        &mut self,
+        roles: &NodeRoles,
+        protocol: Option<&ProtocolPlan>,
+        evaluate: Option<&EvaluatePlan>,
+        graph: &mut [PlanNode],
+    ) -> Option<EarlyStopping> {
+        let node = roles.train.as_ref()?;
+        let OperatorSpec::Train(spec) = &node.operator else {
+            return None;
+        };
+        let (family, options) = [
+            ("mf", &spec.mf),
+            ("text_mf", &spec.text_mf),
+            ("two_tower", &spec.two_tower),
+        ]
+        .into_iter()
+        .find_map(|(family, options)| options.as_ref().map(|o| (family, o)))?;
+        let written = options.early_stopping.as_ref()?;
+        let path = node.path.key("train").key(family).key("early_stopping");
+        let patience = written.patience.unwrap_or(3);
+        let max_epochs = written.max_epochs.unwrap_or(100);
+        for (name, value) in [("patience", patience), ("max_epochs", max_epochs)] {
+            if value == 0 {
+                self.error(
+                    path.key(name),
+                    format!("`{name}` must be at least 1"),
+                    format!("set `{name}` to a positive integer"),
+                );
+            }
+        }
+        let metric = match Metric::parse(&written.metric) {
+            Ok(metric) => Some(metric),
+            Err(message) => {
+                self.error(path.key("metric"), message, metric_help(&written.metric));
+                None
+            }
+        };
+        match protocol {
+            Some(ProtocolPlan::Replay(_)) => self.error(
+                path.clone(),
+                "a replay has no validation split to stop on",
+                "remove `early_stopping`, or use the `pool` or `selection` protocol",
+            ),
+            Some(p) if p.split().is_some_and(|s| !s.has_validation()) => self.error(
+                path.clone(),
+                "early stopping reads validation metrics, but the split has no validation set",
+                "add one, e.g. `split: {random: {test: 0.1, validation: 0.1}}` or \
+                 `{temporal: {leave_last: 1, validation_last: 1}}`",
+            ),
+            _ => {}
+        }
+        match (evaluate, metric) {
+            (None, _) => self.error(
+                path.key("metric"),
+                "early stopping reads a metric of the `evaluate` node, but there is none",
+                "add e.g. `report: {evaluate: {metrics: [ndcg@10]}, inputs: [test, model]}`",
+            ),
+            (Some(plan), Some(metric)) if !plan.metrics.contains(&metric) => self.error(
+                path.key("metric"),
+                format!("`{metric}` is not among the evaluate node's metrics"),
+                format!("add `{metric}` to `evaluate.metrics`, or watch one of them"),
+            ),
+            _ => {}
+        }
+        let stopping = EarlyStopping {
+            metric: metric?,
+            patience,
+            max_epochs,
+        };
+        if let Some(train) = graph.iter_mut().find(|n| n.id == node.id) {
+            train.params.extend([
+                (
+                    "early_stopping.metric".into(),
+                    stopping.metric.to_string(),
+                    true,
+                ),
+                (
+                    "early_stopping.patience".into(),
+                    patience.to_string(),
+                    written.patience.is_some(),
+                ),
+                (
+                    "early_stopping.max_epochs".into(),
+                    max_epochs.to_string(),
+                    written.max_epochs.is_some(),
+                ),
+            ]);
+        }
+        Some(stopping)
+    }
+}
+
+/// The help line for a metric name that did not parse: the closest known name, else the
+/// list of every metric.
+fn metric_help(name: &str) -> String {
+    let known: Vec<String> = METRIC_DOCS
+        .iter()
+        .map(|(name, _)| name.replace('K', "10"))
+        .collect();
+    match did_you_mean(name, known.iter().map(String::as_str)) {
+        Some(best) => format!("did you mean `{best}`?"),
+        None => {
+            let names: Vec<&str> = METRIC_DOCS.iter().map(|(name, _)| *name).collect();
+            format!("accepted: {}", names.join(", "))
         }
     }
 }

@@ -82,20 +82,40 @@ impl fmt::Display for Plan {
 }
 
 fn describe_split(split: &SplitPlan) -> String {
-    match split {
-        SplitPlan::Random { test, cold_items } if *cold_items > 0.0 => {
-            format!("random, test fraction {test}, cold item fraction {cold_items}")
-        }
+    let mut text = match split {
         SplitPlan::Random { test, .. } => format!("random, test fraction {test}"),
-        SplitPlan::Temporal { leave_last } => {
+        SplitPlan::Temporal { leave_last, .. } => {
             format!("temporal, each user's last {leave_last} to test")
         }
-        SplitPlan::Files { train, test } => format!(
+        SplitPlan::Files { train, test, .. } => format!(
             "files, train {} / test {}",
             train.path.display(),
             test.path.display()
         ),
+    };
+    match split {
+        SplitPlan::Random { validation, .. } if *validation > 0.0 => {
+            text.push_str(&format!(", validation fraction {validation}"));
+        }
+        SplitPlan::Temporal {
+            validation_last, ..
+        } if *validation_last > 0 => {
+            text.push_str(&format!(
+                ", the {validation_last} before them to validation"
+            ));
+        }
+        SplitPlan::Files {
+            validation: Some(v),
+            ..
+        } => text.push_str(&format!(" / validation {}", v.path.display())),
+        _ => {}
     }
+    if let SplitPlan::Random { cold_items, .. } = split
+        && *cold_items > 0.0
+    {
+        text.push_str(&format!(", cold item fraction {cold_items}"));
+    }
+    text
 }
 
 impl Plan {

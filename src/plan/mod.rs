@@ -19,7 +19,7 @@ pub use build::build;
 use crate::data::LabelKind;
 use crate::metrics::Metric;
 use crate::strategy::Strategy;
-use params::{DeviceChoice, EventSource, ItemSource, TrainParams};
+use params::{DeviceChoice, EarlyStopping, EventSource, ItemSource, TrainParams};
 
 /// A validated pipeline, ready to run.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -42,6 +42,8 @@ pub struct Plan {
     pub embed: Option<EmbedPlan>,
     /// The recommender and how it trains.
     pub train: TrainParams,
+    /// Early stopping of the initial fit on a validation metric.
+    pub early_stopping: Option<EarlyStopping>,
     /// Per-sample scoring.
     pub score: ScorePlan,
     /// The selection strategy (absent when there are no rounds).
@@ -166,13 +168,17 @@ pub enum SplitPlan {
     Random {
         /// Test fraction (of the events of items that are not cold).
         test: f64,
+        /// Validation fraction (0: no validation set).
+        validation: f64,
         /// Fraction of items whose events all go to test (cold items).
         cold_items: f64,
     },
-    /// Each user's last events by time to test.
+    /// Each user's last events by time to test, the ones before them to validation.
     Temporal {
-        /// Events per user held out.
+        /// Events per user held out for test.
         leave_last: usize,
+        /// Events per user held out for validation (0: none).
+        validation_last: usize,
     },
     /// Predefined files, read with the event column mapping.
     Files {
@@ -180,7 +186,22 @@ pub enum SplitPlan {
         train: Box<EventSource>,
         /// Test events.
         test: Box<EventSource>,
+        /// Validation events, if the split has them.
+        validation: Option<Box<EventSource>>,
     },
+}
+
+impl SplitPlan {
+    /// Whether the split sets validation events apart.
+    pub fn has_validation(&self) -> bool {
+        match self {
+            SplitPlan::Random { validation, .. } => *validation > 0.0,
+            SplitPlan::Temporal {
+                validation_last, ..
+            } => *validation_last > 0,
+            SplitPlan::Files { validation, .. } => validation.is_some(),
+        }
+    }
 }
 
 /// Resolved initial labels.
@@ -268,11 +289,72 @@ pub struct DiversityPlan {
 /// Resolved `evaluate:`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct EvaluatePlan {
+    /// The evaluate node's id (for messages that point at its options).
+    pub node: String,
     /// Metrics in the order they are reported.
     #[serde(serialize_with = "serialize_metrics")]
     pub metrics: Vec<Metric>,
     /// Relevance threshold for ranking metrics.
     pub relevant: f32,
+    /// What ranking metrics rank for each test user.
+    pub candidates: CandidateSet,
+}
+
+/// The items a ranking metric ranks for a test user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CandidateSet {
+    /// The whole catalogue except the items whose label the model was given (and, for the
+    /// test set, the user's validation items, as RecBole does): the standard protocol.
+    All,
+    /// Only the user's own test items, ranked by the predicted label (for rating-prediction
+    /// papers that rank rated items; far easier than ranking the catalogue).
+    TestItems,
+    /// The user's test items and `negatives` items drawn, seeded, from those the user has
+    /// no event with. Known to disagree with full ranking, even in the order of models
+    /// (Krichene and Rendle, "On Sampled Metrics for Item Recommendation", KDD 2020).
+    Sampled {
+        /// Sampled items per test user.
+        negatives: usize,
+    },
+}
+
+impl CandidateSet {
+    /// The name a ranking metric carries in outputs under this candidate set: `ndcg@10`
+    /// for the catalogue, `ndcg@10[test_items]`, `ndcg@10[sampled=100]`.
+    pub fn metric_name(&self, metric: &Metric) -> String {
+        match self {
+            CandidateSet::All => metric.to_string(),
+            CandidateSet::TestItems => format!("{metric}[test_items]"),
+            CandidateSet::Sampled { negatives } => format!("{metric}[sampled={negatives}]"),
+        }
+    }
+}
+
+impl std::fmt::Display for CandidateSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CandidateSet::All => f.write_str("all"),
+            CandidateSet::TestItems => f.write_str("test_items"),
+            CandidateSet::Sampled { negatives } => write!(f, "sampled (negatives {negatives})"),
+        }
+    }
+}
+
+impl EvaluatePlan {
+    /// The name each metric carries in outputs, in order.
+    pub fn metric_names(&self) -> Vec<String> {
+        self.metrics
+            .iter()
+            .map(|m| {
+                if m.is_ranking() {
+                    self.candidates.metric_name(m)
+                } else {
+                    m.to_string()
+                }
+            })
+            .collect()
+    }
 }
 
 fn serialize_metrics<S: serde::Serializer>(metrics: &[Metric], s: S) -> Result<S::Ok, S::Error> {
@@ -286,6 +368,29 @@ pub struct OutputPlan {
     pub dir: PathBuf,
     /// Whether to draw plots.
     pub plots: bool,
+    /// Top-K exports, when asked for.
+    pub recommendations: Option<RecommendationsPlan>,
+}
+
+/// Resolved `output.recommendations:`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct RecommendationsPlan {
+    /// Items per user.
+    pub k: usize,
+    /// Whose lists are written.
+    pub users: RecommendedUsers,
+    /// Whether every round's lists are written, not only the final model's.
+    pub every_round: bool,
+}
+
+/// Whose top-K lists `recommendations.parquet` holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecommendedUsers {
+    /// Users with at least one test event.
+    Test,
+    /// Every user.
+    All,
 }
 
 /// One node of the displayed graph.

@@ -225,6 +225,26 @@ pub struct TrainParams {
     pub seed: u64,
 }
 
+/// Early stopping of the initial fit (written under the train node; the driver runs it, the
+/// model only trains the epochs it is asked for).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct EarlyStopping {
+    /// The validation metric watched (its name without the `val_` prefix).
+    #[serde(serialize_with = "serialize_display")]
+    pub metric: crate::metrics::Metric,
+    /// Epochs without improvement before stopping.
+    pub patience: usize,
+    /// Most epochs to run.
+    pub max_epochs: usize,
+}
+
+fn serialize_display<S: serde::Serializer>(
+    value: &impl std::fmt::Display,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::DeviceChoice;

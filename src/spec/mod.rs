@@ -22,12 +22,13 @@ use self::location::{Location, SourceMap};
 use self::overrides::Override;
 use self::path::YamlPath;
 use self::schema::{
-    DataSpec, EmbedSpec, EvaluateSpec, OutputSpec, ProtocolSpec, ScoreSpec, SelectSpec, TrainSpec,
+    DataSpec, EmbedSpec, EvaluateSpec, OutputSpec, ProtocolSpec, ScoreSpec, SelectSpec, StudySpec,
+    TrainSpec,
 };
 
 /// Top-level keys of a pipeline file.
 pub const TOP_LEVEL_KEYS: &[&str] = &[
-    "version", "name", "seed", "workers", "device", "data", "protocol", "nodes", "output",
+    "version", "name", "seed", "workers", "device", "data", "protocol", "nodes", "output", "study",
 ];
 
 /// Operator keys a node may have (exactly one per node).
@@ -113,6 +114,8 @@ pub struct PipelineSpec {
     pub nodes: Vec<NodeSpec>,
     /// `output:`.
     pub output: Option<OutputSpec>,
+    /// `study:` (several arms x seeds of this pipeline; see `crate::study`).
+    pub study: Option<StudySpec>,
 }
 
 /// A pipeline file read from disk, with what is needed to report problems precisely.
@@ -232,6 +235,7 @@ fn type_document(document: &Value, out: &mut Vec<Diagnostic>) -> PipelineSpec {
             "data" => spec.data = typed(value, &path, out),
             "protocol" => spec.protocol = typed(value, &path, out),
             "output" => spec.output = typed(value, &path, out),
+            "study" => spec.study = typed(value, &path, out),
             "nodes" => spec.nodes = type_nodes(value, &path, out),
             other => out.push(unknown_key(&path, other, TOP_LEVEL_KEYS)),
         }

@@ -122,6 +122,9 @@ pub struct RandomSplitSpec {
     /// Fraction of items held out entirely (cold start): all their events go to test, and
     /// metrics are also reported on them alone (`cold_rmse`, ...). Default 0.
     pub cold_items: Option<f64>,
+    /// Fraction of events in the validation set (default 0: none). Validation metrics are
+    /// reported beside the test metrics (`val_<metric>`) and are what early stopping reads.
+    pub validation: Option<f64>,
 }
 
 /// `split.temporal:`.
@@ -130,6 +133,8 @@ pub struct RandomSplitSpec {
 pub struct TemporalSplitSpec {
     /// Events per user held out for test (default 1).
     pub leave_last: Option<usize>,
+    /// Events per user, just before the test events, held out for validation (default 0).
+    pub validation_last: Option<usize>,
 }
 
 /// `split.files:`.
@@ -140,6 +145,8 @@ pub struct FilesSplitSpec {
     pub train: String,
     /// Test events, relative to the pipeline file.
     pub test: String,
+    /// Validation events, relative to the pipeline file (optional).
+    pub validation: Option<String>,
 }
 
 /// `labelled:` — the initially labelled seed set. Exactly one key.
@@ -161,6 +168,21 @@ pub struct OutputSpec {
     pub dir: Option<String>,
     /// Whether to draw the learning-curve plots (default true).
     pub plots: Option<bool>,
+    /// Write each user's top-K recommendations of the final model (and, if asked, of every
+    /// round) to `recommendations.parquet`.
+    pub recommendations: Option<RecommendationsSpec>,
+}
+
+/// `output.recommendations:`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RecommendationsSpec {
+    /// Items per user (default 20).
+    pub k: Option<usize>,
+    /// `test` (users with test events, default) or `all` (every user).
+    pub users: Option<String>,
+    /// Also write the lists after every round, not only the final one (default false).
+    pub every_round: Option<bool>,
 }
 
 /// `train:` — the recommender family as the only key, its options as the value.
@@ -220,6 +242,21 @@ pub struct TrainOptions {
     /// `two_tower`: Monte Carlo dropout passes exported per row; measures uncertainty
     /// instead of ensemble `members` (default: none).
     pub mc_dropout: Option<usize>,
+    /// Stop the initial fit when a validation metric stops improving (needs a validation
+    /// split and an `evaluate` node).
+    pub early_stopping: Option<EarlyStoppingSpec>,
+}
+
+/// `early_stopping:` — the initial fit runs epoch by epoch, reading a validation metric.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStoppingSpec {
+    /// The validation metric to watch, e.g. `ndcg@10` or `rmse` (its direction is known).
+    pub metric: String,
+    /// Epochs without improvement before stopping (default 3).
+    pub patience: Option<usize>,
+    /// Most epochs to run (default 100).
+    pub max_epochs: Option<usize>,
 }
 
 /// `optimizer:` — exactly one key.
@@ -296,4 +333,103 @@ pub struct EvaluateSpec {
     /// A test event is relevant for ranking metrics when its label is at least this
     /// (default 4 for ratings, 1 for clicks).
     pub relevant: Option<f32>,
+    /// What ranking metrics rank for each test user: `all` (every item except those whose
+    /// label the model was given; default), `test_items` (only the user's test items) or
+    /// `{sampled: {negatives: N}}` (the user's test items and N sampled items the user has
+    /// no event with).
+    pub candidates: Option<CandidatesSpec>,
+}
+
+/// `evaluate.candidates:` — a name, or `{sampled: {negatives: N}}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CandidatesSpec {
+    /// `all`.
+    All,
+    /// `test_items`.
+    TestItems,
+    /// `{sampled: {negatives: N}}`.
+    Sampled {
+        /// Sampled negatives per test user.
+        negatives: usize,
+    },
+}
+
+impl<'de> Deserialize<'de> for CandidatesSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Sampled {
+            negatives: usize,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct SampledKey {
+            sampled: Sampled,
+        }
+        let expected = "expected `all`, `test_items` or `{sampled: {negatives: N}}`";
+        let value = serde_yaml::Value::deserialize(deserializer)?;
+        match &value {
+            serde_yaml::Value::String(name) => match name.as_str() {
+                "all" => Ok(CandidatesSpec::All),
+                "test_items" => Ok(CandidatesSpec::TestItems),
+                "sampled" => Err(D::Error::custom(
+                    "`sampled` needs its number of negatives: `{sampled: {negatives: 100}}`",
+                )),
+                other => Err(D::Error::custom(format!(
+                    "unknown candidate set `{other}`: {expected}"
+                ))),
+            },
+            serde_yaml::Value::Mapping(_) => serde_yaml::from_value::<SampledKey>(value)
+                .map(|s| CandidatesSpec::Sampled {
+                    negatives: s.sampled.negatives,
+                })
+                .map_err(|e| D::Error::custom(format!("{e}; {expected}"))),
+            _ => Err(D::Error::custom(expected)),
+        }
+    }
+}
+
+/// `study:` — run the pipeline as a grid of arms, each over several seeds, and compare the
+/// arms (see `crate::study`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StudySpec {
+    /// A count (`5`: the pipeline's seed and the next four) or a list of seeds (default 3).
+    pub seeds: Option<SeedsSpec>,
+    /// The grid: a `--set` path and its values per key, e.g.
+    /// `nodes.pick.select.strategy: [random, uncertainty]`. Arms are every combination.
+    pub vary: Option<serde_yaml::Mapping>,
+    /// The arm the others are compared with (default: the arm whose strategy is `random`
+    /// when the strategy is varied, else the first arm).
+    pub baseline: Option<String>,
+    /// Runs at once (default: the machine's cores).
+    pub parallel: Option<usize>,
+}
+
+/// `study.seeds:` — a count or a list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SeedsSpec {
+    /// This many seeds, counting up from the pipeline's seed.
+    Count(u64),
+    /// These seeds.
+    List(Vec<u64>),
+}
+
+impl<'de> Deserialize<'de> for SeedsSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let expected =
+            "expected a number of seeds (e.g. `5`) or a list of seeds (e.g. `[1, 2, 3]`)";
+        match serde_yaml::Value::deserialize(deserializer)? {
+            serde_yaml::Value::Number(n) => n
+                .as_u64()
+                .map(SeedsSpec::Count)
+                .ok_or_else(|| D::Error::custom(expected)),
+            value @ serde_yaml::Value::Sequence(_) => serde_yaml::from_value(value)
+                .map(SeedsSpec::List)
+                .map_err(|_| D::Error::custom(expected)),
+            _ => Err(D::Error::custom(expected)),
+        }
+    }
 }

@@ -4,5 +4,6 @@
 mod common;
 mod embed;
 mod errors;
+mod evaluation;
 mod experiment;
 mod pipelines;

@@ -1,0 +1,224 @@
+//! Running a study: every arm x seed as an ordinary run in its own folder, several at once,
+//! skipping runs that finished before (a run is finished when its `summary.json` exists,
+//! which `recsift run` writes last), then reading every run's rounds back for the analysis.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Deserialize;
+
+use super::plan::{StudyPlan, StudyRun};
+use crate::driver::{self, RoundSummary, RunError, RunOptions};
+use crate::results::RoundRecord;
+
+/// Why a study stopped without results.
+#[derive(Debug, thiserror::Error)]
+pub enum StudyError {
+    /// Some runs failed; the others finished and are kept (a re-run resumes).
+    #[error(
+        "{} of {} runs failed (the finished ones are kept; run the study again to retry only the failed ones):\n{}",
+        .failed.len(), .total,
+        .failed.iter().map(|(run, e)| format!("  {run}: {e}")).collect::<Vec<_>>().join("\n")
+    )]
+    RunsFailed {
+        /// `(arm/seed, error)` of each failed run.
+        failed: Vec<(String, String)>,
+        /// Runs in the study.
+        total: usize,
+        /// Whether every failure was the user's to fix.
+        user_errors: bool,
+    },
+    /// A finished run's `summary.json` could not be read back.
+    #[error("cannot read {path}: {reason}; delete the run's folder to run it again")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The study's folder could not be prepared.
+    #[error("cannot prepare the study folder {path}: {source}")]
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl StudyError {
+    /// Whether the user can fix this (exit code 2) rather than an internal failure (1).
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            StudyError::RunsFailed { user_errors, .. } => *user_errors,
+            StudyError::Unreadable { .. } | StudyError::Folder { .. } => true,
+        }
+    }
+}
+
+/// One finished run's rounds.
+#[derive(Clone, Debug)]
+pub struct FinishedRun {
+    /// Its arm's index in the plan.
+    pub arm: usize,
+    /// Its seed.
+    pub seed: u64,
+    /// Its rounds, round 0 first.
+    pub rounds: Vec<RoundRecord>,
+}
+
+/// What [`run_study`] did.
+#[derive(Clone, Debug)]
+pub struct StudyRuns {
+    /// Every run, in plan order.
+    pub runs: Vec<FinishedRun>,
+    /// Runs that had finished before and were skipped.
+    pub skipped: usize,
+    /// Wall time of the runs executed now, in seconds.
+    pub wall_s: f64,
+}
+
+/// Runs every unfinished run of `plan`, `plan.parallel` at a time; `progress` shows a bar
+/// and a line per finished run on stderr.
+pub fn run_study(plan: &StudyPlan, progress: bool) -> Result<StudyRuns, StudyError> {
+    std::fs::create_dir_all(&plan.out_dir).map_err(|source| StudyError::Folder {
+        path: plan.out_dir.clone(),
+        source,
+    })?;
+    let pending: Vec<&StudyRun> = plan
+        .runs
+        .iter()
+        .filter(|r| !is_finished(&r.plan.output.dir))
+        .collect();
+    let skipped = plan.runs.len() - pending.len();
+    let bar = progress.then(|| {
+        let bar = ProgressBar::new(plan.runs.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} runs ({elapsed})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(plan.name.clone());
+        bar.set_position(skipped as u64);
+        if skipped > 0 {
+            bar.println(format!("{skipped} runs had finished before: skipped"));
+        }
+        bar
+    });
+    let started = Instant::now();
+    let next = AtomicUsize::new(0);
+    let failed: Mutex<Vec<(String, RunError)>> = Mutex::new(Vec::new());
+    let work = || {
+        loop {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            let Some(run) = pending.get(k) else {
+                return;
+            };
+            let label = format!("{}/seed-{}", plan.arms[run.arm].name, run.seed);
+            let options = RunOptions {
+                out_dir: run.plan.output.dir.clone(),
+                // An unfinished run's folder holds a run that died: start it again.
+                force: true,
+                progress: false,
+            };
+            let run_started = Instant::now();
+            match driver::run(&run.plan, &options) {
+                Ok(summary) => {
+                    if let Some(bar) = &bar {
+                        bar.println(finished_line(&label, &summary, run_started));
+                        bar.inc(1);
+                    }
+                }
+                Err(e) => {
+                    if let Some(bar) = &bar {
+                        bar.println(format!("{label}: failed: {e}"));
+                        bar.inc(1);
+                    }
+                    failed.lock().expect("no run panics").push((label, e));
+                }
+            }
+        }
+    };
+    let threads = plan.parallel.min(pending.len()).max(1);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(work);
+        }
+    });
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let failed = failed.into_inner().expect("no run panics");
+    if !failed.is_empty() {
+        return Err(StudyError::RunsFailed {
+            user_errors: failed.iter().all(|(_, e)| e.is_user_error()),
+            total: plan.runs.len(),
+            failed: failed
+                .into_iter()
+                .map(|(label, e)| (label, e.to_string()))
+                .collect(),
+        });
+    }
+    let runs = plan
+        .runs
+        .iter()
+        .map(|r| {
+            Ok(FinishedRun {
+                arm: r.arm,
+                seed: r.seed,
+                rounds: read_rounds(&r.plan.output.dir)?,
+            })
+        })
+        .collect::<Result<_, StudyError>>()?;
+    Ok(StudyRuns {
+        runs,
+        skipped,
+        wall_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Whether the run in `dir` finished (its summary, written last, exists).
+fn is_finished(dir: &Path) -> bool {
+    dir.join("summary.json").is_file()
+}
+
+fn finished_line(label: &str, summary: &driver::Summary, started: Instant) -> String {
+    let metrics: Vec<String> = summary
+        .metrics
+        .iter()
+        .filter(|(name, _)| name.as_str() != "train_loss")
+        .take(4)
+        .map(|(name, value)| format!("{name} {value:.4}"))
+        .collect();
+    format!(
+        "{label}: {}  ({:.1} s)",
+        metrics.join("  "),
+        started.elapsed().as_secs_f64()
+    )
+}
+
+/// The part of `summary.json` a study reads back.
+#[derive(Deserialize)]
+struct SummaryFile {
+    history: Vec<RoundSummary>,
+}
+
+/// A finished run's rounds, from its `summary.json`.
+pub fn read_rounds(dir: &Path) -> Result<Vec<RoundRecord>, StudyError> {
+    let path = dir.join("summary.json");
+    let unreadable = |reason: String| StudyError::Unreadable {
+        path: path.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| unreadable(e.to_string()))?;
+    let summary: SummaryFile =
+        serde_json::from_str(&text).map_err(|e| unreadable(e.to_string()))?;
+    Ok(summary
+        .history
+        .into_iter()
+        .map(RoundSummary::into_record)
+        .collect())
+}
