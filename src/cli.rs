@@ -2,7 +2,7 @@
 //! message and exit with 2 when the user can fix them (bad YAML, missing file or column,
 //! bad data), 1 for internal failures.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -18,6 +18,7 @@ use recsift::model::encoder::resolve_model_dir;
 use recsift::plan::params::DeviceChoice;
 use recsift::plan::{self, Plan};
 use recsift::spec::LoadedSpec;
+use recsift::study::{self, StudyPlan, plan_study};
 use recsift::synth::{self, SynthConfig};
 
 /// Active learning and sample selection for recommender systems on pretrained language
@@ -47,6 +48,20 @@ enum Command {
         /// No per-round progress lines.
         #[arg(long, short)]
         quiet: bool,
+    },
+    /// Compare finished runs and studies (their folders) in one report: study.parquet,
+    /// arms.parquet, learning_curves.svg, report.html and study.json in --out.
+    Report {
+        /// Run folders (holding summary.json) or study folders (holding runs/).
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where the report goes.
+        #[arg(long, default_value = "results/report")]
+        out: PathBuf,
+        /// The arm the others are compared with [default: an arm named `random` (or
+        /// `<study>/random`), else the first].
+        #[arg(long)]
+        baseline: Option<String>,
     },
     /// Check a pipeline and report every problem at once.
     Validate {
@@ -380,14 +395,23 @@ fn execute(command: Command) -> Result<(), Failure> {
             workers,
             quiet,
         } => {
+            if workers == Some(0) {
+                return Err(Failure::user("--workers must be at least 1"));
+            }
+            if let Some(mut study) = load_study(&pipeline)? {
+                if let Some(out) = out {
+                    study.set_out_dir(out);
+                }
+                if let Some(workers) = workers {
+                    study.runs.iter_mut().for_each(|r| r.plan.workers = workers);
+                }
+                return run_study_command(&study, force, !quiet);
+            }
             let mut plan = load_plan(&pipeline)?;
             if let Some(out) = out {
                 plan.output.dir = out;
             }
             if let Some(workers) = workers {
-                if workers == 0 {
-                    return Err(Failure::user("--workers must be at least 1"));
-                }
                 plan.workers = workers;
             }
             let options = RunOptions {
@@ -417,6 +441,22 @@ fn execute(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Validate { pipeline } => {
+            if let Some(study) = load_study(&pipeline)? {
+                println!(
+                    "{}: ok (a study of {} arms x {} seeds = {} runs: {})",
+                    pipeline.file.display(),
+                    study.arms.len(),
+                    study.seeds.len(),
+                    study.runs.len(),
+                    study
+                        .arms
+                        .iter()
+                        .map(|a| a.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                return Ok(());
+            }
             let plan = load_plan(&pipeline)?;
             println!(
                 "{}: ok ({} nodes)",
@@ -427,6 +467,9 @@ fn execute(command: Command) -> Result<(), Failure> {
         }
         Command::Plan { pipeline, dot } => {
             let plan = load_plan(&pipeline)?;
+            if let Some(study) = load_study(&pipeline)?.filter(|_| !dot) {
+                print!("{study}");
+            }
             if dot {
                 print!("{}", plan.to_dot());
             } else {
@@ -435,6 +478,11 @@ fn execute(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Bench { bench } => run_bench(bench),
+        Command::Report {
+            dirs,
+            out,
+            baseline,
+        } => report_command(&dirs, &out, baseline),
         Command::Gen(args) => {
             let summary =
                 synth::generate(&args.config(), &args.out, args.force).map_err(|e| Failure {
@@ -614,6 +662,67 @@ fn bench_rescore(args: RescoreArgs) -> Result<(), Failure> {
         message: e.to_string(),
     })?;
     print_report(&report, args.json)
+}
+
+/// The study the pipeline describes, if it has a `study:` section (every arm validated).
+fn load_study(args: &PipelineArgs) -> Result<Option<StudyPlan>, Failure> {
+    plan_study(&args.file, &args.set).map_err(Failure::user)
+}
+
+/// `recsift run` of a study: every run, then the analysis and report.
+fn run_study_command(study: &StudyPlan, force: bool, progress: bool) -> Result<(), Failure> {
+    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+    let outcome = study::run_and_report(study, force, progress, &command_line).map_err(|e| {
+        Failure {
+            code: if e.is_user_error() { 2 } else { 1 },
+            message: e.to_string(),
+        }
+    })?;
+    println!("{outcome}");
+    Ok(())
+}
+
+/// `recsift report`: the study files from runs the user chose.
+fn report_command(dirs: &[PathBuf], out: &Path, baseline: Option<String>) -> Result<(), Failure> {
+    let failure = |e: study::run::StudyRunError| Failure {
+        code: if e.is_user_error() { 2 } else { 1 },
+        message: e.to_string(),
+    };
+    let collected = study::collect::collect_runs(dirs).map_err(failure)?;
+    let baseline = baseline.unwrap_or_else(|| {
+        let arms: Vec<&str> = collected.curves.iter().map(|c| c.arm.as_str()).collect();
+        arms.iter()
+            .find(|a| **a == "random" || a.ends_with("/random"))
+            .or(arms.first())
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    });
+    let context = study::ReportContext {
+        title: "recsift report".into(),
+        plan: dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        command_line: std::env::args().collect::<Vec<_>>().join(" "),
+        versions: study::output::versions(),
+    };
+    study::write_study(
+        out,
+        "report",
+        None,
+        &collected.curves,
+        &collected.dirs,
+        &baseline,
+        &context,
+    )
+    .map_err(failure)?;
+    println!(
+        "{} runs compared against `{baseline}` -> {}",
+        collected.curves.len(),
+        out.join("report.html").display()
+    );
+    Ok(())
 }
 
 fn load_plan(args: &PipelineArgs) -> Result<Plan, Failure> {

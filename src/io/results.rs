@@ -155,6 +155,54 @@ impl OutputDir {
         Ok(path)
     }
 
+    /// Writes the rounds of several runs as one table: `arm` and `seed` columns, then the
+    /// columns of `rounds.parquet`; returns the file's path.
+    pub fn write_study_rounds(
+        &self,
+        name: &str,
+        runs: &[(String, u64, &[RoundRecord])],
+    ) -> Result<PathBuf, IoError> {
+        let rounds: Vec<RoundRecord> = runs.iter().flat_map(|(_, _, r)| r.to_vec()).collect();
+        let path = self.file(name)?;
+        let invalid = |reason: String| IoError::InvalidRecords {
+            path: path.clone(),
+            reason,
+        };
+        let batch = rounds_batch(&rounds).map_err(invalid)?;
+        let arms = runs
+            .iter()
+            .flat_map(|(arm, _, r)| std::iter::repeat_n(arm.as_str(), r.len()));
+        let seeds = runs
+            .iter()
+            .flat_map(|(_, seed, r)| std::iter::repeat_n(*seed, r.len()));
+        let mut columns: Vec<(&str, ArrayRef)> = vec![
+            ("arm", Arc::new(StringArray::from_iter_values(arms))),
+            ("seed", Arc::new(UInt64Array::from_iter_values(seeds))),
+        ];
+        let schema = batch.schema();
+        for (field, column) in schema.fields().iter().zip(batch.columns()) {
+            columns.push((field.name().as_str(), column.clone()));
+        }
+        let batch = RecordBatch::try_from_iter(columns).map_err(|e| invalid(e.to_string()))?;
+        write_parquet_atomic(&path, &batch)?;
+        Ok(path)
+    }
+
+    /// Writes named columns of equal length as a Parquet table; returns the file's path.
+    pub fn write_table(
+        &self,
+        name: &str,
+        columns: Vec<(&str, ArrayRef)>,
+    ) -> Result<PathBuf, IoError> {
+        let path = self.file(name)?;
+        let batch = RecordBatch::try_from_iter(columns).map_err(|source| IoError::Arrow {
+            path: path.clone(),
+            source,
+        })?;
+        write_parquet_atomic(&path, &batch)?;
+        Ok(path)
+    }
+
     /// Writes raw bytes (an SVG, a PNG, an HTML report); returns the file's path.
     pub fn write_bytes(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, IoError> {
         let path = self.file(name)?;

@@ -62,6 +62,19 @@ pub struct StudyRun {
 }
 
 impl StudyPlan {
+    /// Moves the study's results to `dir` (each run's folder with it).
+    pub fn set_out_dir(&mut self, dir: PathBuf) {
+        self.out_dir = dir;
+        let dirs: Vec<PathBuf> = self
+            .runs
+            .iter()
+            .map(|r| self.run_dir(r.arm, r.seed))
+            .collect();
+        for (run, dir) in self.runs.iter_mut().zip(dirs) {
+            run.plan.output.dir = dir;
+        }
+    }
+
     /// The folder of one run: `<out>/runs/<arm>/seed-<seed>/`.
     pub fn run_dir(&self, arm: usize, seed: u64) -> PathBuf {
         self.out_dir
@@ -291,6 +304,37 @@ fn choose_baseline(spec: &StudySpec, arms: &[Arm], problems: &mut Vec<Diagnostic
         .or(arms.first())
         .map(|a| a.name.clone())
         .unwrap_or_default()
+}
+
+impl std::fmt::Display for StudyPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "study {}: {} arms x {} seeds = {} runs, {} at once, results in {}",
+            self.name,
+            self.arms.len(),
+            self.seeds.len(),
+            self.runs.len(),
+            self.parallel,
+            self.out_dir.display()
+        )?;
+        let seeds: Vec<String> = self.seeds.iter().map(u64::to_string).collect();
+        writeln!(f, "  seeds: {}", seeds.join(", "))?;
+        for arm in &self.arms {
+            let settings: Vec<String> = arm
+                .settings
+                .iter()
+                .map(|(path, value)| format!("{path}={value}"))
+                .collect();
+            let mark = if arm.name == self.baseline {
+                "  (baseline)"
+            } else {
+                ""
+            };
+            writeln!(f, "  arm {}: {}{mark}", arm.name, settings.join(" "))?;
+        }
+        writeln!(f, "each run's plan (the first arm's, first seed):")
+    }
 }
 
 /// An arm's problems, attributed to the `vary` keys that made it when they came from its

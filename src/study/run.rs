@@ -12,11 +12,12 @@ use serde::Deserialize;
 
 use super::plan::{StudyPlan, StudyRun};
 use crate::driver::{self, RoundSummary, RunError, RunOptions};
+use crate::io::IoError;
 use crate::results::RoundRecord;
 
 /// Why a study stopped without results.
 #[derive(Debug, thiserror::Error)]
-pub enum StudyError {
+pub enum StudyRunError {
     /// Some runs failed; the others finished and are kept (a re-run resumes).
     #[error(
         "{} of {} runs failed (the finished ones are kept; run the study again to retry only the failed ones):\n{}",
@@ -47,14 +48,39 @@ pub enum StudyError {
         /// The cause.
         source: std::io::Error,
     },
+    /// `recsift report` was given runs on different data.
+    #[error(
+        "these runs read different data and cannot be compared:\n  {first}\n  {other}\n    help: report runs and studies of one dataset together"
+    )]
+    MixedData {
+        /// The first run and its data.
+        first: String,
+        /// A run on other data, and its data.
+        other: String,
+    },
+    /// The runs cannot be analysed together.
+    #[error(transparent)]
+    Analysis(super::StudyError),
+    /// Writing a study file failed.
+    #[error(transparent)]
+    Write(Box<IoError>),
 }
 
-impl StudyError {
+impl StudyRunError {
+    /// A write failure.
+    pub fn write(error: IoError) -> Self {
+        StudyRunError::Write(Box::new(error))
+    }
+
     /// Whether the user can fix this (exit code 2) rather than an internal failure (1).
     pub fn is_user_error(&self) -> bool {
         match self {
-            StudyError::RunsFailed { user_errors, .. } => *user_errors,
-            StudyError::Unreadable { .. } | StudyError::Folder { .. } => true,
+            StudyRunError::RunsFailed { user_errors, .. } => *user_errors,
+            StudyRunError::Write(e) => e.is_user_error(),
+            StudyRunError::Unreadable { .. }
+            | StudyRunError::Folder { .. }
+            | StudyRunError::MixedData { .. }
+            | StudyRunError::Analysis(_) => true,
         }
     }
 }
@@ -81,17 +107,26 @@ pub struct StudyRuns {
     pub wall_s: f64,
 }
 
-/// Runs every unfinished run of `plan`, `plan.parallel` at a time; `progress` shows a bar
-/// and a line per finished run on stderr.
-pub fn run_study(plan: &StudyPlan, progress: bool) -> Result<StudyRuns, StudyError> {
-    std::fs::create_dir_all(&plan.out_dir).map_err(|source| StudyError::Folder {
+/// Runs every unfinished run of `plan` (every run with `force`), `plan.parallel` at a time;
+/// `progress` shows a bar and a line per finished run on stderr.
+pub fn run_study(plan: &StudyPlan, force: bool, progress: bool) -> Result<StudyRuns, StudyRunError> {
+    std::fs::create_dir_all(&plan.out_dir).map_err(|source| StudyRunError::Folder {
         path: plan.out_dir.clone(),
         source,
     })?;
+    // The study's summary is written last, from these runs: a stale one must not outlive
+    // a re-run that fails.
+    let summary = plan.out_dir.join("study.json");
+    if summary.exists() {
+        std::fs::remove_file(&summary).map_err(|source| StudyRunError::Folder {
+            path: summary.clone(),
+            source,
+        })?;
+    }
     let pending: Vec<&StudyRun> = plan
         .runs
         .iter()
-        .filter(|r| !is_finished(&r.plan.output.dir))
+        .filter(|r| force || !is_finished(&r.plan.output.dir))
         .collect();
     let skipped = plan.runs.len() - pending.len();
     let bar = progress.then(|| {
@@ -153,7 +188,7 @@ pub fn run_study(plan: &StudyPlan, progress: bool) -> Result<StudyRuns, StudyErr
     }
     let failed = failed.into_inner().expect("no run panics");
     if !failed.is_empty() {
-        return Err(StudyError::RunsFailed {
+        return Err(StudyRunError::RunsFailed {
             user_errors: failed.iter().all(|(_, e)| e.is_user_error()),
             total: plan.runs.len(),
             failed: failed
@@ -172,7 +207,7 @@ pub fn run_study(plan: &StudyPlan, progress: bool) -> Result<StudyRuns, StudyErr
                 rounds: read_rounds(&r.plan.output.dir)?,
             })
         })
-        .collect::<Result<_, StudyError>>()?;
+        .collect::<Result<_, StudyRunError>>()?;
     Ok(StudyRuns {
         runs,
         skipped,
@@ -207,9 +242,9 @@ struct SummaryFile {
 }
 
 /// A finished run's rounds, from its `summary.json`.
-pub fn read_rounds(dir: &Path) -> Result<Vec<RoundRecord>, StudyError> {
+pub fn read_rounds(dir: &Path) -> Result<Vec<RoundRecord>, StudyRunError> {
     let path = dir.join("summary.json");
-    let unreadable = |reason: String| StudyError::Unreadable {
+    let unreadable = |reason: String| StudyRunError::Unreadable {
         path: path.clone(),
         reason,
     };
