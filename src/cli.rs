@@ -672,12 +672,11 @@ fn load_study(args: &PipelineArgs) -> Result<Option<StudyPlan>, Failure> {
 /// `recsift run` of a study: every run, then the analysis and report.
 fn run_study_command(study: &StudyPlan, force: bool, progress: bool) -> Result<(), Failure> {
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");
-    let outcome = study::run_and_report(study, force, progress, &command_line).map_err(|e| {
-        Failure {
+    let outcome =
+        study::run_and_report(study, force, progress, &command_line).map_err(|e| Failure {
             code: if e.is_user_error() { 2 } else { 1 },
             message: e.to_string(),
-        }
-    })?;
+        })?;
     println!("{outcome}");
     Ok(())
 }

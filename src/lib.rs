@@ -12,6 +12,7 @@
 //!     -> io        Parquet in and out, MovieLens import, embedding cache
 //! strategy, metrics, scoring: pure functions, no I/O and no engine types
 //! synth     synthetic interaction logs (`recsift gen`), written through io
+//! study     the statistics and report of a study (arms x seeds), from plain round records
 //! ```
 #![deny(missing_docs)]
 

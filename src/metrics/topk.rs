@@ -55,7 +55,10 @@ impl VectorTable {
     /// # Panics
     /// If `dim` is 0 or does not divide `values.len()`.
     pub fn new(dim: usize, values: Vec<f32>) -> Self {
-        assert!(dim > 0 && values.len().is_multiple_of(dim), "rows of {dim} floats");
+        assert!(
+            dim > 0 && values.len().is_multiple_of(dim),
+            "rows of {dim} floats"
+        );
         Self { dim, values }
     }
 

@@ -28,9 +28,12 @@ pub fn learning_curves(name: &str, rounds: &[RoundRecord]) -> Vec<(String, Vec<u
 /// An SVG with a panel per metric comparing `curves` (metrics against labels used).
 pub fn compare_svg(title: &str, curves: &[Curve<'_>]) -> String {
     let metrics = metric_names(curves);
-    let columns = 2.min(metrics.len().max(1));
-    let rows = metrics.len().div_ceil(columns).max(1);
-    let (width, height) = (520 * columns as u32, 360 * rows as u32 + 40);
+    let PanelGrid {
+        rows,
+        columns,
+        width,
+        height,
+    } = PanelGrid::for_panels(metrics.len());
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
@@ -121,8 +124,35 @@ fn metric_names(curves: &[Curve<'_>]) -> Vec<String> {
     names
 }
 
+/// The layout of a figure with one panel per metric: two columns (one for a single panel),
+/// 520 x 360 pixels a panel and 40 for the title.
+pub(crate) struct PanelGrid {
+    /// Rows of panels.
+    pub rows: usize,
+    /// Columns of panels.
+    pub columns: usize,
+    /// Figure width in pixels.
+    pub width: u32,
+    /// Figure height in pixels.
+    pub height: u32,
+}
+
+impl PanelGrid {
+    /// The grid for `panels` panels (at least one cell).
+    pub fn for_panels(panels: usize) -> Self {
+        let columns = 2.min(panels.max(1));
+        let rows = panels.div_ceil(columns).max(1);
+        Self {
+            rows,
+            columns,
+            width: 520 * columns as u32,
+            height: 360 * rows as u32 + 40,
+        }
+    }
+}
+
 /// A padded, non-degenerate range covering `values`.
-fn axis_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+pub(crate) fn axis_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
     });

@@ -216,7 +216,10 @@ fn arms_columns(analysis: &StudyAnalysis) -> Vec<(&'static str, ArrayRef)> {
         ),
         ("final_mean", float(&|a| a.final_value.mean)),
         ("final_std", float(&|a| a.final_value.std)),
-        ("final_ci95_low", float(&|a| a.final_value.ci95.map(|c| c[0]))),
+        (
+            "final_ci95_low",
+            float(&|a| a.final_value.ci95.map(|c| c[0])),
+        ),
         (
             "final_ci95_high",
             float(&|a| a.final_value.ci95.map(|c| c[1])),
@@ -246,7 +249,8 @@ fn headline_table(analysis: &StudyAnalysis) -> String {
         "saving %",
         "Holm p (W)"
     );
-    let show = |x: Option<f64>, digits: usize| x.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+    let show =
+        |x: Option<f64>, digits: usize| x.map_or("-".to_string(), |v| format!("{v:.digits$}"));
     for arm in &metric.arms {
         let p = arm.versus_baseline.as_ref().and_then(|c| c.wilcoxon_p_holm);
         table.push_str(&format!(

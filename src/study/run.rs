@@ -109,7 +109,11 @@ pub struct StudyRuns {
 
 /// Runs every unfinished run of `plan` (every run with `force`), `plan.parallel` at a time;
 /// `progress` shows a bar and a line per finished run on stderr.
-pub fn run_study(plan: &StudyPlan, force: bool, progress: bool) -> Result<StudyRuns, StudyRunError> {
+pub fn run_study(
+    plan: &StudyPlan,
+    force: bool,
+    progress: bool,
+) -> Result<StudyRuns, StudyRunError> {
     std::fs::create_dir_all(&plan.out_dir).map_err(|source| StudyRunError::Folder {
         path: plan.out_dir.clone(),
         source,
