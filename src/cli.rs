@@ -706,16 +706,15 @@ fn report_command(dirs: &[PathBuf], out: &Path, baseline: Option<String>) -> Res
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
         versions: study::output::versions(),
     };
-    study::write_study(
-        out,
-        "report",
-        None,
-        &collected.curves,
-        &collected.dirs,
-        &baseline,
-        &context,
-    )
-    .map_err(failure)?;
+    let input = study::StudyInput {
+        name: "report",
+        plan: None,
+        curves: &collected.curves,
+        dirs: &collected.dirs,
+        baseline: &baseline,
+        metric_order: &[],
+    };
+    study::write_study(out, &input, &context).map_err(failure)?;
     println!(
         "{} runs compared against `{baseline}` -> {}",
         collected.curves.len(),

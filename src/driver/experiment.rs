@@ -7,9 +7,11 @@ use crate::data::{IdMap, Interaction, ItemEmbeddings, LabelKind, SampleIdx, User
 use crate::dataflow::PoolSample;
 use crate::metrics::latency::LatencyRecorder;
 use crate::model::{FitReport, Recommender, build_recommender};
+use crate::plan::params::RefitPolicy;
 use crate::plan::{EvaluatePlan, Plan, SelectPlan};
 use crate::results::{Recommendation, RoundRecord, SelectionRecord};
 use crate::scoring::ScoringHead;
+use crate::strategy::mix64;
 
 use super::evaluation::{EvalTarget, ItemsPerUser, ModelView, evaluate};
 use super::rows::RowMirror;
@@ -388,6 +390,42 @@ pub fn pool_sample(events: &[Interaction], k: SampleIdx, label_visible: bool) ->
         user: e.user,
         item: e.item,
         label: label_visible.then_some(e.label),
+    }
+}
+
+/// Salt of the rehearsal sample's hash.
+const REHEARSAL_SALT: u64 = 0x5245_4845_4152_5345;
+
+/// The samples a round trains on under `policy`: `new` (this round's labels), every sample
+/// with `labelled[k]`, or `new` plus a seeded sample (by `seed` and `round`) of `ratio` x
+/// as many of the earlier labelled samples.
+pub fn refit_samples(
+    policy: RefitPolicy,
+    new: &[SampleIdx],
+    labelled: &[bool],
+    seed: u64,
+    round: u32,
+) -> Vec<SampleIdx> {
+    let all = || (0..labelled.len() as u32).filter(|&k| labelled[k as usize]);
+    match policy {
+        RefitPolicy::NewLabels => new.to_vec(),
+        RefitPolicy::AllLabels => all().collect(),
+        RefitPolicy::Rehearsal { ratio } => {
+            let mut fresh = new.to_vec();
+            fresh.sort_unstable();
+            let mut earlier: Vec<SampleIdx> =
+                all().filter(|k| fresh.binary_search(k).is_err()).collect();
+            let want = (ratio * new.len()).min(earlier.len());
+            let stream = mix64(seed ^ REHEARSAL_SALT ^ mix64(u64::from(round)));
+            for k in 0..want {
+                let j = k + (mix64(stream ^ k as u64) % (earlier.len() - k) as u64) as usize;
+                earlier.swap(k, j);
+            }
+            earlier.truncate(want);
+            let mut samples = new.to_vec();
+            samples.extend(earlier);
+            samples
+        }
     }
 }
 

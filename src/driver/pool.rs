@@ -10,7 +10,7 @@ use crate::results::{RoundRecord, SelectionRecord};
 
 use super::experiment::{
     Experiment, ExperimentOutput, InitialFit, RoundClock, RoundCounts, fit_initial, mean_label,
-    pool_sample, round_zero_clock, split_round_record, start_session, users_of,
+    pool_sample, refit_samples, round_zero_clock, split_round_record, start_session, users_of,
 };
 use super::session::{PoolChanges, Session};
 use super::split::initial_labels;
@@ -196,12 +196,13 @@ impl Experiment for PoolExperiment {
             });
             new_samples.push(sample);
         }
-        let train_on: Vec<u32> = match self.refit {
-            RefitPolicy::NewLabels => new_samples.clone(),
-            RefitPolicy::AllLabels => (0..self.data.train.len() as u32)
-                .filter(|&k| self.labelled[k as usize])
-                .collect(),
-        };
+        let train_on = refit_samples(
+            self.refit,
+            &new_samples,
+            &self.labelled,
+            self.session.seed(),
+            self.round,
+        );
         let events: Vec<Interaction> = train_on
             .iter()
             .map(|&k| self.data.train[k as usize])

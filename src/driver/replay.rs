@@ -21,7 +21,7 @@ use super::embed::ItemEmbedder;
 use super::evaluation::{EvalTarget, ItemsPerUser, ModelView, evaluate};
 use super::experiment::{
     Experiment, ExperimentOutput, RoundClock, RoundCounts, build_model, clipped_head, mean_label,
-    pool_sample, users_of,
+    pool_sample, refit_samples, users_of,
 };
 use super::session::{PoolChanges, Session};
 use super::windows::{ReplayWindow, WindowCutter, WindowError};
@@ -250,12 +250,13 @@ impl ReplayExperiment {
             });
         }
         self.labelled_count += revealed.len() as u64;
-        let train_on: Vec<u32> = match self.refit {
-            RefitPolicy::NewLabels => revealed.clone(),
-            RefitPolicy::AllLabels => (0..self.events.len() as u32)
-                .filter(|&k| self.labelled[k as usize])
-                .collect(),
-        };
+        let train_on = refit_samples(
+            self.refit,
+            &revealed,
+            &self.labelled,
+            self.seed,
+            window.index,
+        );
         let train_events: Vec<Interaction> =
             train_on.iter().map(|&k| self.events[k as usize]).collect();
         let epochs = if warmup {

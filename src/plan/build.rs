@@ -729,7 +729,7 @@ impl Resolver {
         let refit_name = self.value(
             &key("refit"),
             options.refit.clone(),
-            "new_labels".to_string(),
+            "all_labels".to_string(),
         );
         let mut positive = vec![
             ("dim", dim),
@@ -821,15 +821,25 @@ impl Resolver {
         let refit = match refit_name.as_str() {
             "new_labels" => RefitPolicy::NewLabels,
             "all_labels" => RefitPolicy::AllLabels,
+            "rehearsal" => RefitPolicy::Rehearsal {
+                ratio: self.value(&key("rehearsal"), options.rehearsal, 2),
+            },
             other => {
                 self.error(
                     path.key("refit"),
                     format!("unknown refit policy `{other}`"),
-                    "use `new_labels` (fine-tune on this round's labels) or `all_labels` (train on every label)",
+                    "use `new_labels` (fine-tune on this round's labels), `rehearsal` (this round's labels and `rehearsal` x as many earlier ones) or `all_labels` (train on every label)",
                 );
                 RefitPolicy::NewLabels
             }
         };
+        if options.rehearsal.is_some() && !matches!(refit, RefitPolicy::Rehearsal { .. }) {
+            self.error(
+                path.key("rehearsal"),
+                "`rehearsal` sets how many earlier labels `refit: rehearsal` mixes in",
+                "add `refit: rehearsal`, or remove `rehearsal`",
+            );
+        }
         let optimizer = self.optimizer(options.optimizer.as_ref(), &path.key("optimizer"));
         graph.push(PlanNode {
             id: node.id.clone(),

@@ -173,6 +173,13 @@ pub enum RefitPolicy {
     NewLabels,
     /// Train over every labelled sample: touches most rows.
     AllLabels,
+    /// The round's new labels plus a seeded sample of `ratio` times as many earlier labels
+    /// (rehearsal): rounds stay cheap and incremental, but the model keeps seeing the old
+    /// labels instead of drifting towards whatever the strategy picked last.
+    Rehearsal {
+        /// Earlier labels per new label.
+        ratio: usize,
+    },
 }
 
 /// How the model expresses uncertainty.

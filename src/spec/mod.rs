@@ -235,6 +235,8 @@ fn type_document(document: &Value, out: &mut Vec<Diagnostic>) -> PipelineSpec {
             "data" => spec.data = typed(value, &path, out),
             "protocol" => spec.protocol = typed(value, &path, out),
             "output" => spec.output = typed(value, &path, out),
+            // `study: null` (e.g. `--set study=null`) runs the pipeline as a single run.
+            "study" if value.is_null() => spec.study = None,
             "study" => spec.study = typed(value, &path, out),
             "nodes" => spec.nodes = type_nodes(value, &path, out),
             other => out.push(unknown_key(&path, other, TOP_LEVEL_KEYS)),

@@ -231,8 +231,11 @@ pub struct TrainOptions {
     pub epochs: Option<usize>,
     /// Passes per round after new labels arrive.
     pub epochs_per_round: Option<usize>,
-    /// `new_labels` (fine-tune on this round's labels) or `all_labels` (default `new_labels`).
+    /// `new_labels` (fine-tune on this round's labels), `rehearsal` (this round's labels plus
+    /// `rehearsal` x as many earlier labels, seeded) or `all_labels` (default `all_labels`).
     pub refit: Option<String>,
+    /// With `refit: rehearsal`: earlier labels mixed in per new label (default 2).
+    pub rehearsal: Option<usize>,
     /// Samples per gradient step.
     pub batch_size: Option<usize>,
     /// `two_tower`: width of each tower's hidden layer (default 64).

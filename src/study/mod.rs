@@ -69,7 +69,7 @@ pub mod stats;
 pub use analysis::{
     ArmMetric, Comparison, MetricAnalysis, RunCurve, StudyAnalysis, StudyError, analyse,
 };
-pub use output::{StudyOutcome, run_and_report, write_study};
+pub use output::{StudyInput, StudyOutcome, run_and_report, write_study};
 pub use plan::{StudyPlan, plan_study};
 pub use plot::learning_curves_svg;
 pub use report::{ReportContext, SIGNIFICANCE, report_html};

@@ -101,13 +101,22 @@ pub fn run_and_report(
         command_line: command_line.to_string(),
         versions: versions(),
     };
+    let order = plan
+        .runs
+        .first()
+        .and_then(|r| r.plan.evaluate.as_ref())
+        .map(|e| e.metric_names())
+        .unwrap_or_default();
     let analysis = write_study(
         &plan.out_dir,
-        &plan.name,
-        Some(plan),
-        &curves,
-        &dirs,
-        &plan.baseline,
+        &StudyInput {
+            name: &plan.name,
+            plan: Some(plan),
+            curves: &curves,
+            dirs: &dirs,
+            baseline: &plan.baseline,
+            metric_order: &order,
+        },
         &context,
     )?;
     Ok(StudyOutcome {
@@ -129,18 +138,45 @@ pub fn versions() -> Vec<(String, String)> {
     ]
 }
 
-/// Analyses `curves` (run `k` lives in `dirs[k]`) against `baseline` and writes the study's
-/// files into `out`, `study.json` last.
+/// What a study's files are made from.
+pub struct StudyInput<'a> {
+    /// The study's (or report's) name.
+    pub name: &'a str,
+    /// The study plan, when the runs come from one.
+    pub plan: Option<&'a StudyPlan>,
+    /// Every run's curve.
+    pub curves: &'a [RunCurve],
+    /// Run `k`'s folder is `dirs[k]`.
+    pub dirs: &'a [PathBuf],
+    /// The arm the others are compared with.
+    pub baseline: &'a str,
+    /// Metrics listed here come first, in this order (the pipeline's `evaluate` order);
+    /// the others follow by name.
+    pub metric_order: &'a [String],
+}
+
+/// Analyses the runs against the baseline and writes the study's files into `out`,
+/// `study.json` last.
 pub fn write_study(
     out: &Path,
-    name: &str,
-    plan: Option<&StudyPlan>,
-    curves: &[RunCurve],
-    dirs: &[PathBuf],
-    baseline: &str,
+    input: &StudyInput<'_>,
     context: &ReportContext,
 ) -> Result<StudyAnalysis, StudyRunError> {
-    let analysis = analyse(curves, baseline).map_err(StudyRunError::Analysis)?;
+    let StudyInput {
+        name,
+        plan,
+        curves,
+        dirs,
+        baseline,
+        metric_order,
+    } = *input;
+    let mut analysis = analyse(curves, baseline).map_err(StudyRunError::Analysis)?;
+    analysis.metrics.sort_by_key(|m| {
+        metric_order
+            .iter()
+            .position(|name| *name == m.metric)
+            .unwrap_or(metric_order.len())
+    });
     let dir = OutputDir::prepare(out, true).map_err(StudyRunError::write)?;
     let rounds: Vec<(String, u64, &[crate::results::RoundRecord])> = curves
         .iter()
@@ -247,12 +283,12 @@ fn headline_table(analysis: &StudyAnalysis) -> String {
         "final (mean ± std)",
         "AULC",
         "saving %",
-        "Holm p (W)"
+        "Holm p (t)"
     );
     let show =
         |x: Option<f64>, digits: usize| x.map_or("-".to_string(), |v| format!("{v:.digits$}"));
     for arm in &metric.arms {
-        let p = arm.versus_baseline.as_ref().and_then(|c| c.wilcoxon_p_holm);
+        let p = arm.versus_baseline.as_ref().and_then(|c| c.t_test_p_holm);
         table.push_str(&format!(
             "{:<28} {:>18} {:>10} {:>12} {:>10}\n",
             if arm.is_baseline {

@@ -142,11 +142,18 @@ pub fn run_study(
         );
         bar.set_prefix(plan.name.clone());
         bar.set_position(skipped as u64);
-        if skipped > 0 {
-            bar.println(format!("{skipped} runs had finished before: skipped"));
-        }
         bar
     });
+    // A line per event: above the bar on a terminal, plain lines otherwise (a hidden bar
+    // prints nothing).
+    let say = |line: String| match &bar {
+        Some(bar) if !bar.is_hidden() => bar.println(line),
+        Some(_) => eprintln!("{line}"),
+        None => {}
+    };
+    if skipped > 0 {
+        say(format!("{skipped} runs had finished before: skipped"));
+    }
     let started = Instant::now();
     let next = AtomicUsize::new(0);
     let failed: Mutex<Vec<(String, RunError)>> = Mutex::new(Vec::new());
@@ -165,19 +172,14 @@ pub fn run_study(
             };
             let run_started = Instant::now();
             match driver::run(&run.plan, &options) {
-                Ok(summary) => {
-                    if let Some(bar) = &bar {
-                        bar.println(finished_line(&label, &summary, run_started));
-                        bar.inc(1);
-                    }
-                }
+                Ok(summary) => say(finished_line(&label, &summary, run_started)),
                 Err(e) => {
-                    if let Some(bar) = &bar {
-                        bar.println(format!("{label}: failed: {e}"));
-                        bar.inc(1);
-                    }
+                    say(format!("{label}: failed: {e}"));
                     failed.lock().expect("no run panics").push((label, e));
                 }
+            }
+            if let Some(bar) = &bar {
+                bar.inc(1);
             }
         }
     };

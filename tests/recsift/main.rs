@@ -7,3 +7,4 @@ mod errors;
 mod evaluation;
 mod experiment;
 mod pipelines;
+mod study;
