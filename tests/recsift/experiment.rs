@@ -35,6 +35,7 @@ fn maintained_scores_equal_from_scratch_after_every_round() {
             "protocol.pool.rounds=4",
             "protocol.pool.labelled.fraction=0.05",
             "select.budget=500",
+            "nodes.model.train.mf.refit=new_labels",
         ],
     );
     let out = run_checked(&plan);
