@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::data::LabelKind;
 use crate::metrics::Metric;
+use crate::scoring::Loss;
 use crate::spec::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
 use crate::spec::path::YamlPath;
 use crate::spec::schema::{
@@ -208,7 +209,7 @@ impl Resolver {
 
         let mut graph = source_nodes(&data);
         let embed = self.embed(&roles, data.as_ref(), &mut graph);
-        let train = self.train(&roles, embed.as_ref(), seed, device, &mut graph);
+        let train = self.train(&roles, embed.as_ref(), seed, device, label_kind, &mut graph);
         let score = self.score(&roles, train.as_ref(), &mut graph);
         let rounds = match &protocol {
             Some(ProtocolPlan::Pool(p)) => p.rounds,
@@ -646,6 +647,7 @@ impl Resolver {
         embed: Option<&EmbedPlan>,
         seed: u64,
         device: Option<DeviceChoice>,
+        label_kind: LabelKind,
         graph: &mut Vec<PlanNode>,
     ) -> Option<TrainParams> {
         let node = roles.train.as_ref()?;
@@ -799,6 +801,7 @@ impl Resolver {
                 RefitPolicy::NewLabels
             }
         };
+        let loss = self.loss(&key("loss"), options.loss.clone(), label_kind, &path);
         let optimizer = self.optimizer(options.optimizer.as_ref(), &path.key("optimizer"));
         graph.push(PlanNode {
             id: node.id.clone(),
@@ -809,6 +812,7 @@ impl Resolver {
         Some(TrainParams {
             model,
             uncertainty,
+            loss,
             optimizer: optimizer?,
             epochs,
             epochs_per_round,
@@ -817,6 +821,31 @@ impl Resolver {
             device: device?,
             seed,
         })
+    }
+
+    /// The train node's `loss:` (recorded under `key`), by default the label kind's.
+    /// `squared` on clicks and `cross_entropy` on ratings are the pipeline's choice to make;
+    /// only an unknown name is an error.
+    fn loss(
+        &mut self,
+        key: &str,
+        written: Option<String>,
+        label_kind: LabelKind,
+        path: &YamlPath,
+    ) -> Loss {
+        let default = Loss::default_for(label_kind);
+        let name = self.value(key, written, default.name().to_string());
+        if let Some(loss) = Loss::from_name(&name) {
+            return loss;
+        }
+        let names = Loss::ALL.map(Loss::name);
+        let accepted = names.map(|n| format!("`{n}`")).join(", ");
+        let help = match did_you_mean(&name, names) {
+            Some(best) => format!("did you mean `{best}`? (accepted: {accepted})"),
+            None => format!("accepted: {accepted}"),
+        };
+        self.error(path.key("loss"), format!("unknown loss `{name}`"), help);
+        default
     }
 
     fn optimizer(
