@@ -18,7 +18,8 @@ pub type ItemIdx = u32;
 /// Index of a sample (one logged event) in the experiment's event table.
 pub type SampleIdx = u32;
 
-/// What a label means, which decides the loss and the metrics that apply.
+/// What a label means, which decides the default loss
+/// ([`Loss::default_for`](crate::scoring::Loss::default_for)) and the metrics that apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LabelKind {

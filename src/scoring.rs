@@ -9,25 +9,83 @@
 //! raw_m = offset_m + user_bias_m + item_bias_m + <user_vector_m, item_vector_m>
 //! ```
 //!
-//! (for clicks, the prediction is `sigmoid(raw_m)`). The sample's prediction is the mean over
-//! members, its uncertainty the population variance over members.
+//! and what `raw_m` means depends on the [`Loss`] the model was trained with: a rating under
+//! the squared error (clipped to the rating scale), a click logit under cross-entropy (the
+//! prediction is `sigmoid(raw_m)`), or an unbounded ranking score under BPR (never clipped).
+//! The sample's prediction is the mean over members, its uncertainty the population variance
+//! over members.
 //!
 //! This module is pure arithmetic with a fixed summation order, so the incremental engine,
 //! the from-scratch reference and the metrics all compute bit-identical scores: a retraction
 //! in the dataflow cancels only if the old score is recomputed exactly.
 //!
 //! ```
-//! use recsift::data::LabelKind;
-//! use recsift::scoring::{RowLayout, ScoringHead};
+//! use recsift::scoring::{Loss, RowLayout, ScoringHead};
 //!
-//! let head = ScoringHead::new(RowLayout { members: 2, dim: 2 }, vec![3.5, 3.5], LabelKind::Rating);
+//! let head = ScoringHead::new(RowLayout { members: 2, dim: 2 }, vec![3.5, 3.5], Loss::Squared);
 //! let user = [0.1, 1.0, 0.0, /* member 2 */ 0.0, 0.0, 1.0];
 //! let item = [0.2, 0.5, 0.5, /* member 2 */ -0.1, 0.5, 0.5];
 //! let score = head.score(&user, &item, Some(4.0));
 //! assert!((score.prediction - 4.1).abs() < 1e-6);
 //! ```
 
+use std::fmt;
+
 use crate::data::LabelKind;
+
+/// The objective a model trains on. It fixes what a raw score means, and so how a
+/// [`ScoringHead`] turns raw scores into a prediction and a per-sample loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    /// Half the squared error of the raw score against the label (the default for ratings).
+    /// The prediction is the raw score, clipped to the head's label range when it has one;
+    /// the reported loss is the squared error.
+    Squared,
+    /// Binary cross-entropy of `sigmoid(raw)` against the label (the default for clicks).
+    /// The prediction is the probability `sigmoid(raw)`.
+    CrossEntropy,
+    /// Bayesian personalised ranking (Rendle et al., UAI 2009): every labelled event is a
+    /// positive, whatever its label, trained to score above an item its user has no known
+    /// event with, by `-ln sigmoid(x_ui - x_uj)`. The prediction is the raw score, an
+    /// unbounded ranking score: never clipped, never squashed. The reported per-sample loss
+    /// is the pointwise logistic loss of a positive, `-ln sigmoid(prediction)`.
+    Bpr,
+}
+
+impl Loss {
+    /// Every loss, in the order the documentation lists them.
+    pub const ALL: [Loss; 3] = [Loss::Squared, Loss::CrossEntropy, Loss::Bpr];
+
+    /// The loss a model trains with unless the pipeline says otherwise: the squared error
+    /// for ratings, cross-entropy for clicks.
+    pub fn default_for(kind: LabelKind) -> Loss {
+        match kind {
+            LabelKind::Rating => Loss::Squared,
+            LabelKind::Click => Loss::CrossEntropy,
+        }
+    }
+
+    /// The loss's name, as in the pipeline YAML (`loss: bpr`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Loss::Squared => "squared",
+            Loss::CrossEntropy => "cross_entropy",
+            Loss::Bpr => "bpr",
+        }
+    }
+
+    /// The loss named `name`, as in the pipeline YAML; `None` for any other name.
+    pub fn from_name(name: &str) -> Option<Loss> {
+        Loss::ALL.into_iter().find(|loss| loss.name() == name)
+    }
+}
+
+impl fmt::Display for Loss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// Shape of a model's scoring rows: `members` blocks of `1 + dim` floats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -48,7 +106,8 @@ impl RowLayout {
 /// Prediction, uncertainty and loss of one sample under the current model.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PerSampleScore {
-    /// Mean prediction over members (a rating, or a click probability).
+    /// Mean prediction over members (a rating, a click probability, or a BPR ranking
+    /// score; see [`Loss`]).
     pub prediction: f32,
     /// Population variance of the members' predictions (0 for a single member).
     pub variance: f32,
@@ -63,9 +122,10 @@ pub struct ScoringHead {
     pub layout: RowLayout,
     /// Per-member constant added to every prediction (e.g. the global mean rating).
     pub offsets: Vec<f32>,
-    /// Ratings or clicks.
-    pub label_kind: LabelKind,
-    /// Ratings are clipped into this range before averaging (the scale of the data).
+    /// The loss the model trains with: what a raw score means.
+    pub loss: Loss,
+    /// Under [`Loss::Squared`], member predictions are clipped into this range before
+    /// averaging (the scale of the data); the other losses ignore it.
     pub clip: Option<(f32, f32)>,
 }
 
@@ -74,17 +134,18 @@ impl ScoringHead {
     ///
     /// # Panics
     /// If `offsets` does not have one entry per member.
-    pub fn new(layout: RowLayout, offsets: Vec<f32>, label_kind: LabelKind) -> Self {
+    pub fn new(layout: RowLayout, offsets: Vec<f32>, loss: Loss) -> Self {
         assert_eq!(offsets.len(), layout.members, "one offset per member");
         Self {
             layout,
             offsets,
-            label_kind,
+            loss,
             clip: None,
         }
     }
 
-    /// The same head, clipping rating predictions into `[low, high]`.
+    /// The same head, clipping squared-loss predictions into `[low, high]` (a head of
+    /// another loss ignores the range).
     pub fn with_clip(mut self, low: f32, high: f32) -> Self {
         self.clip = Some((low, high));
         self
@@ -96,12 +157,13 @@ impl ScoringHead {
         let u = &user_row[m * width..(m + 1) * width];
         let i = &item_row[m * width..(m + 1) * width];
         let raw = self.offsets[m] + u[0] + i[0] + dot(&u[1..], &i[1..]);
-        match self.label_kind {
-            LabelKind::Rating => match self.clip {
+        match self.loss {
+            Loss::Squared => match self.clip {
                 Some((low, high)) => raw.clamp(low, high),
                 None => raw,
             },
-            LabelKind::Click => sigmoid(raw),
+            Loss::CrossEntropy => sigmoid(raw),
+            Loss::Bpr => raw,
         }
     }
 
@@ -126,15 +188,18 @@ impl ScoringHead {
         }
     }
 
-    /// Loss of a prediction against a label: squared error for ratings, binary
-    /// cross-entropy for clicks.
+    /// Loss of a prediction against a label: the squared error, the binary cross-entropy,
+    /// or, under BPR, the pointwise logistic loss of a positive, `-ln sigmoid(prediction)`
+    /// (every event is a positive, so the label is not read; the loss is large for the
+    /// samples the model ranks lowest).
     pub fn loss(&self, prediction: f32, label: f32) -> f32 {
-        match self.label_kind {
-            LabelKind::Rating => (prediction - label) * (prediction - label),
-            LabelKind::Click => {
+        match self.loss {
+            Loss::Squared => (prediction - label) * (prediction - label),
+            Loss::CrossEntropy => {
                 let p = prediction.clamp(1e-7, 1.0 - 1e-7);
                 -(label * p.ln() + (1.0 - label) * (1.0 - p).ln())
             }
+            Loss::Bpr => softplus(-prediction),
         }
     }
 }
@@ -162,6 +227,11 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// `ln(1 + e^x)`, computed without overflow as `max(x, 0) + ln(1 + e^-|x|)`.
+fn softplus(x: f32) -> f32 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,11 +248,7 @@ mod tests {
 
     #[test]
     fn single_member_has_zero_variance_and_squared_loss() {
-        let head = ScoringHead::new(
-            RowLayout { members: 1, dim: 3 },
-            vec![3.0],
-            LabelKind::Rating,
-        );
+        let head = ScoringHead::new(RowLayout { members: 1, dim: 3 }, vec![3.0], Loss::Squared);
         let s = head.score(&[0.5, 1.0, 0.0, 0.0], &[-0.25, 0.5, 9.0, 9.0], Some(4.0));
         assert_eq!(s.prediction, 3.75);
         assert_eq!(s.variance, 0.0);
@@ -194,7 +260,7 @@ mod tests {
         let head = ScoringHead::new(
             RowLayout { members: 2, dim: 0 },
             vec![0.0, 0.0],
-            LabelKind::Rating,
+            Loss::Squared,
         );
         let s = head.score(&[1.0, 3.0], &[0.0, 0.0], None);
         assert_eq!(s.prediction, 2.0);
@@ -204,13 +270,34 @@ mod tests {
 
     #[test]
     fn clipping_keeps_predictions_on_the_rating_scale() {
-        let head = ScoringHead::new(
-            RowLayout { members: 1, dim: 0 },
-            vec![4.0],
-            LabelKind::Rating,
-        )
-        .with_clip(0.5, 5.0);
+        let head = ScoringHead::new(RowLayout { members: 1, dim: 0 }, vec![4.0], Loss::Squared)
+            .with_clip(0.5, 5.0);
         assert_eq!(head.score(&[2.0], &[0.0], None).prediction, 5.0);
+    }
+
+    #[test]
+    fn bpr_scores_are_never_clipped_and_lose_like_a_positive() {
+        let head = ScoringHead::new(RowLayout { members: 1, dim: 0 }, vec![0.0], Loss::Bpr)
+            .with_clip(0.5, 5.0);
+        let s = head.score(&[7.0], &[1.0], Some(0.0));
+        assert_eq!(s.prediction, 8.0);
+        // -ln sigmoid(8), whatever the label.
+        let expected = (1.0f64 + (-8.0f64).exp()).ln() as f32;
+        assert!((s.loss.unwrap() - expected).abs() < 1e-7);
+        let low = head.score(&[-30.0], &[0.0], Some(1.0));
+        assert_eq!(low.prediction, -30.0);
+        assert!((low.loss.unwrap() - 30.0).abs() < 1e-5, "{low:?}");
+    }
+
+    #[test]
+    fn losses_round_trip_their_names_and_default_by_label_kind() {
+        for loss in Loss::ALL {
+            assert_eq!(Loss::from_name(loss.name()), Some(loss));
+            assert_eq!(loss.to_string(), loss.name());
+        }
+        assert_eq!(Loss::from_name("BPR"), None);
+        assert_eq!(Loss::default_for(LabelKind::Rating), Loss::Squared);
+        assert_eq!(Loss::default_for(LabelKind::Click), Loss::CrossEntropy);
     }
 
     #[test]
@@ -218,7 +305,7 @@ mod tests {
         let head = ScoringHead::new(
             RowLayout { members: 1, dim: 0 },
             vec![0.0],
-            LabelKind::Click,
+            Loss::CrossEntropy,
         );
         let s = head.score(&[0.0], &[0.0], Some(1.0));
         assert_eq!(s.prediction, 0.5);

@@ -14,12 +14,11 @@
 //! call returns the changes to the per-sample states, as `-old +new` diffs:
 //!
 //! ```
-//! use recsift::data::LabelKind;
 //! use recsift::dataflow::{EngineUpdate, PoolSample, ScoringEngine};
-//! use recsift::scoring::{RowLayout, ScoringHead};
+//! use recsift::scoring::{Loss, RowLayout, ScoringHead};
 //!
 //! let layout = RowLayout { members: 1, dim: 2 };
-//! let head = ScoringHead::new(layout, vec![3.0], LabelKind::Rating);
+//! let head = ScoringHead::new(layout, vec![3.0], Loss::Squared);
 //! let mut engine = ScoringEngine::start(2, head)?;
 //!
 //! let first = engine.apply(EngineUpdate {

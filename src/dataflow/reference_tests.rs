@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use super::worker::WorkerCommand;
 use super::*;
 use crate::data::LabelKind;
-use crate::scoring::ScoringHead;
+use crate::scoring::{Loss, ScoringHead};
 
 /// The experiment a test plays: a fixed event table, the model's current rows and head, the
 /// pool and the labelled events, all kept directly (no engine types).
@@ -28,9 +28,17 @@ struct World {
 }
 
 const LABELS: [f32; 5] = [1.0, 2.0, 3.0, 4.0, 5.0];
+/// Ratings under the squared error.
+const RATINGS: (LabelKind, Loss) = (LabelKind::Rating, Loss::Squared);
 
 impl World {
-    fn new(rng: &mut StdRng, kind: LabelKind, n_users: u32, n_items: u32, n_events: u32) -> Self {
+    fn new(
+        rng: &mut StdRng,
+        (kind, loss): (LabelKind, Loss),
+        n_users: u32,
+        n_items: u32,
+        n_events: u32,
+    ) -> Self {
         let layout = RowLayout { members: 3, dim: 5 };
         let events = (0..n_events)
             .map(|sample| PoolSample {
@@ -43,7 +51,7 @@ impl World {
                 }),
             })
             .collect();
-        let head = random_head(rng, layout, kind);
+        let head = random_head(rng, layout, loss);
         World {
             layout,
             events,
@@ -111,7 +119,7 @@ impl World {
                 .push((item, LABELS[rng.random_range(0..LABELS.len())]));
         }
         if rng.random_bool(0.08) {
-            update.head = Some(random_head(rng, self.layout, self.head.label_kind));
+            update.head = Some(random_head(rng, self.layout, self.head.loss));
         }
         self.apply(&update);
         update
@@ -163,15 +171,13 @@ impl World {
     }
 }
 
-fn random_head(rng: &mut StdRng, layout: RowLayout, kind: LabelKind) -> ScoringHead {
+/// A head with random offsets; every head is given a clip range, which only the squared
+/// loss applies.
+fn random_head(rng: &mut StdRng, layout: RowLayout, loss: Loss) -> ScoringHead {
     let offsets = (0..layout.members)
         .map(|_| rng.random_range(2.0..4.0))
         .collect();
-    let head = ScoringHead::new(layout, offsets, kind);
-    match kind {
-        LabelKind::Rating => head.with_clip(1.0, 5.0),
-        LabelKind::Click => head,
-    }
+    ScoringHead::new(layout, offsets, loss).with_clip(1.0, 5.0)
 }
 
 /// Entropy in bits from a label list, by a route of its own (f64 frequencies over a sorted
@@ -274,10 +280,15 @@ fn output_bits(output: &RoundOutput) -> Vec<UpdateBits> {
 
 /// Plays `rounds` random rounds on an engine with `workers` workers, checking every round
 /// against the reference; returns every round's output bits.
-fn play_random_rounds(seed: u64, kind: LabelKind, workers: usize, rounds: usize) -> Vec<RoundBits> {
+fn play_random_rounds(
+    seed: u64,
+    labels: (LabelKind, Loss),
+    workers: usize,
+    rounds: usize,
+) -> Vec<RoundBits> {
     let (n_users, n_items, n_events) = (25, 10, 300);
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut world = World::new(&mut rng, kind, n_users, n_items, n_events);
+    let mut world = World::new(&mut rng, labels, n_users, n_items, n_events);
     let mut engine = ScoringEngine::start(workers, world.head.clone()).unwrap();
     let mut states = BTreeMap::new();
     let mut outputs = Vec::new();
@@ -323,19 +334,24 @@ fn play_random_rounds(seed: u64, kind: LabelKind, workers: usize, rounds: usize)
 
 #[test]
 fn random_rounds_match_a_from_scratch_computation_ratings() {
-    play_random_rounds(7, LabelKind::Rating, 1, 80);
+    play_random_rounds(7, RATINGS, 1, 80);
 }
 
 #[test]
 fn random_rounds_match_a_from_scratch_computation_clicks() {
-    play_random_rounds(11, LabelKind::Click, 2, 80);
+    play_random_rounds(11, (LabelKind::Click, Loss::CrossEntropy), 2, 80);
+}
+
+#[test]
+fn random_rounds_match_a_from_scratch_computation_bpr_scores() {
+    play_random_rounds(13, (LabelKind::Rating, Loss::Bpr), 2, 80);
 }
 
 #[test]
 fn outputs_are_identical_for_one_two_and_three_workers() {
-    let one = play_random_rounds(23, LabelKind::Rating, 1, 40);
-    let two = play_random_rounds(23, LabelKind::Rating, 2, 40);
-    let three = play_random_rounds(23, LabelKind::Rating, 3, 40);
+    let one = play_random_rounds(23, RATINGS, 1, 40);
+    let two = play_random_rounds(23, RATINGS, 2, 40);
+    let three = play_random_rounds(23, RATINGS, 3, 40);
     assert!(one.iter().map(|o| o.0.len()).sum::<usize>() > 100);
     assert_eq!(one, two);
     assert_eq!(one, three);
@@ -344,7 +360,7 @@ fn outputs_are_identical_for_one_two_and_three_workers() {
 /// A world with every row set and a pool of 240 samples, after its first round.
 fn settled_engine(workers: usize) -> (World, ScoringEngine) {
     let mut rng = StdRng::seed_from_u64(99);
-    let mut world = World::new(&mut rng, LabelKind::Rating, 20, 8, 240);
+    let mut world = World::new(&mut rng, RATINGS, 20, 8, 240);
     let mut engine = ScoringEngine::start(workers, world.head.clone()).unwrap();
     let update = EngineUpdate {
         insert: world.events.clone(),
@@ -425,7 +441,7 @@ fn work_is_proportional_to_the_samples_touched() {
 
     // A head change re-scores every sample.
     let update = EngineUpdate {
-        head: Some(random_head(&mut rng, world.layout, LabelKind::Rating)),
+        head: Some(random_head(&mut rng, world.layout, Loss::Squared)),
         ..EngineUpdate::default()
     };
     world.apply(&update);
@@ -510,7 +526,7 @@ fn invalid_updates_are_refused_with_what_to_fix_and_change_nothing() {
                 head: Some(ScoringHead::new(
                     RowLayout { members: 1, dim: 5 },
                     vec![0.0],
-                    LabelKind::Rating,
+                    Loss::Squared,
                 )),
                 ..EngineUpdate::default()
             },

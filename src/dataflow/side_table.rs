@@ -263,11 +263,10 @@ mod tests {
 
     #[test]
     fn heads_are_versioned_like_rows() {
-        use crate::data::LabelKind;
-        use crate::scoring::RowLayout;
+        use crate::scoring::{Loss, RowLayout};
         let layout = RowLayout { members: 1, dim: 0 };
-        let mut heads = VersionedHeads::new(ScoringHead::new(layout, vec![1.0], LabelKind::Rating));
-        let change = heads.set(ScoringHead::new(layout, vec![2.0], LabelKind::Rating));
+        let mut heads = VersionedHeads::new(ScoringHead::new(layout, vec![1.0], Loss::Squared));
+        let change = heads.set(ScoringHead::new(layout, vec![2.0], Loss::Squared));
         assert_eq!(
             change,
             VersionChange {

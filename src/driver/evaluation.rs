@@ -390,7 +390,7 @@ fn sample_negatives(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::LabelKind;
+    use crate::scoring::Loss;
     use crate::scoring::RowLayout;
 
     fn event(user: u32, item: u32, label: f32) -> Interaction {
@@ -412,7 +412,7 @@ mod tests {
         };
         let user_rows = (0..users * layout.row_len()).map(|_| next()).collect();
         let item_rows = (0..items * layout.row_len()).map(|_| next()).collect();
-        let head = ScoringHead::new(layout, vec![3.0, 3.5], LabelKind::Rating).with_clip(1.0, 5.0);
+        let head = ScoringHead::new(layout, vec![3.0, 3.5], Loss::Squared).with_clip(1.0, 5.0);
         (head, RowMirror::new(layout.row_len(), user_rows, item_rows))
     }
 

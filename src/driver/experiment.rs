@@ -10,7 +10,7 @@ use crate::model::{FitReport, Recommender, build_recommender};
 use crate::plan::params::RefitPolicy;
 use crate::plan::{EvaluatePlan, Plan, SelectPlan};
 use crate::results::{Recommendation, RoundRecord, SelectionRecord};
-use crate::scoring::ScoringHead;
+use crate::scoring::{Loss, ScoringHead};
 use crate::strategy::mix64;
 
 use super::evaluation::{EvalTarget, ItemsPerUser, ModelView, evaluate};
@@ -307,11 +307,7 @@ pub fn start_session(
         data.label_kind,
         data.text.as_ref(),
     )?;
-    let head = clipped_head(
-        model.as_ref(),
-        data.train.iter().map(|e| e.label),
-        data.label_kind,
-    );
+    let head = clipped_head(model.as_ref(), data.train.iter().map(|e| e.label));
     Session::start(
         head,
         model,
@@ -355,14 +351,12 @@ pub fn split_round_record(
     clock.record(&mut session.latency, round, counts, metrics)
 }
 
-/// The head of `model`, clipping ratings to the scale of `labels`.
-pub fn clipped_head(
-    model: &dyn Recommender,
-    labels: impl Iterator<Item = f32>,
-    kind: LabelKind,
-) -> ScoringHead {
+/// The head of `model`, clipping squared-loss predictions to the scale of `labels`. Heads
+/// of the other losses are never clipped: a probability needs no clip, and a BPR score is an
+/// unbounded ranking score, not a label.
+pub fn clipped_head(model: &dyn Recommender, labels: impl Iterator<Item = f32>) -> ScoringHead {
     let head = model.head();
-    if kind == LabelKind::Click {
+    if head.loss != Loss::Squared {
         return head;
     }
     let (low, high) = labels.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), l| {

@@ -130,7 +130,7 @@ impl ReplayExperiment {
             LabelKind::Rating => first.events.iter().map(|e| e.label).collect::<Vec<_>>(),
             LabelKind::Click => Vec::new(),
         };
-        let head = clipped_head(model.as_ref(), scale.into_iter(), kind);
+        let head = clipped_head(model.as_ref(), scale.into_iter());
         let mut session = Session::start(
             head,
             model,

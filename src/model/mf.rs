@@ -14,13 +14,24 @@
 //!
 //! A batch step gathers the batch's rows, computes the gradients of
 //! `Σ_k w_km · ℓ(raw_km, y_k)` with respect to those rows in closed form, and hands them to a
-//! sparse optimiser ([`super::optim`]) that writes back only those rows. `ℓ` is half the
-//! squared error for ratings and binary cross-entropy on the logit for clicks; both have the
-//! gradient `w · (prediction - label)` with respect to `raw`, so a learning rate means the
-//! same for both, and SGD with batch size 1 is exactly Surprise's SVD update. The closed form
-//! gives the same gradients as candle autograd on a leaf `Var` of the gathered rows (a test
-//! checks it) and was 3.8-4.2x faster per batch on the CPU, because it builds no graph
+//! sparse optimiser ([`super::optim`]) that writes back only those rows. `ℓ` is the train
+//! node's [`Loss`]: half the squared error (the default for ratings) or binary cross-entropy
+//! on the logit (the default for clicks); both have the gradient `w · (prediction - label)`
+//! with respect to `raw`, so a learning rate means the same for both, and SGD with batch
+//! size 1 is exactly Surprise's SVD update. The closed form gives the same gradients as
+//! candle autograd on a leaf `Var` of the gathered rows (a test checks it) and was 3.8-4.2x
+//! faster per batch on the CPU, because it builds no graph
 //! (`gradient_timing_closed_form_vs_autograd`, `docs/benchmarks.md`).
+//!
+//! **BPR** (`loss: bpr`, implicit feedback). Every labelled event is a positive, whatever
+//! its label (ratings are treated as "the user met the item"). Each epoch, each positive
+//! `(u, i)` gets a negative `j` drawn uniformly, with a seeded hash, among the items `u` has
+//! no event with in any `fit` so far ([`super::negatives`]), and member `m` minimises
+//! `w · -ln σ(x_ui - x_uj)`. The step then gathers three rows per sample and the gradient
+//! flows into `u`'s, `i`'s and `j`'s rows, in closed form too ([`super::pairwise`]); the
+//! offset (0 under BPR) and the user bias cancel in `x_ui - x_uj` and never train. A fit
+//! reports the negatives' rows as changed as well. The scoring head then reads the raw score
+//! as an unbounded ranking score (see [`Loss::Bpr`]).
 //!
 //! Recommended defaults, measured on MovieLens 100K (u1: test RMSE 0.923 in 0.25 s on 2
 //! shared cores): `dim` 32, `init_std` 0.03, SGD with `lr` 0.02 and `weight_decay` 0.1,
@@ -32,12 +43,16 @@ use rand::rngs::StdRng;
 
 use super::bootstrap::stable_hash;
 use super::init::{TableTag, init_rows};
+use super::negatives::NegativeSampler;
 use super::optim::{RowGradients, RowTable, SparseOptimizer, block_rows, blocks};
-use super::training::{Batch, EpochLoop, check_params, check_rows, label_offset, marked};
+use super::pairwise::PairForward;
+use super::training::{
+    Batch, EpochLoop, check_params, check_rows, label_offset, marked, negative_sampler,
+};
 use super::{FitReport, ModelError, Recommender, candle_device};
 use crate::data::{Interaction, ItemIdx, LabelKind, UserIdx};
 use crate::plan::params::{ModelKind, TrainParams, UncertaintyParams};
-use crate::scoring::{RowLayout, ScoringHead};
+use crate::scoring::{Loss, RowLayout, ScoringHead};
 
 /// Separates the shuffling stream from other uses of the seed.
 pub(super) const SHUFFLE_DOMAIN: u64 = 0x5348_5546_464C_4503;
@@ -46,7 +61,7 @@ pub(super) const SHUFFLE_DOMAIN: u64 = 0x5348_5546_464C_4503;
 #[derive(Debug)]
 pub struct BiasedMf {
     layout: RowLayout,
-    label_kind: LabelKind,
+    loss: Loss,
     offsets: Vec<f32>,
     clip: Option<(f32, f32)>,
     init_std: f64,
@@ -60,14 +75,17 @@ pub struct BiasedMf {
     offset_row: Tensor,
     /// Shuffles the samples of each epoch; advances across `fit` calls.
     shuffle: StdRng,
+    /// Under BPR, every user's known items and the negative draws.
+    negatives: Option<NegativeSampler>,
 }
 
 impl BiasedMf {
     /// A model with `n_users` x `n_items` rows initialised from `params.seed`, on
     /// `params.device`.
     ///
-    /// `global_mean` is the mean training label: the fixed offset of every rating
-    /// prediction, or, for clicks, the base rate whose logit becomes the offset.
+    /// `global_mean` is the mean training label: the fixed offset of every prediction under
+    /// the squared error, or the base rate whose logit becomes the offset under
+    /// cross-entropy (BPR's offset is 0). `label_kind` is what the data's labels are.
     pub fn new(
         params: &TrainParams,
         n_users: usize,
@@ -89,7 +107,7 @@ impl BiasedMf {
         check_params("mf", params, init_std, global_mean, label_kind)?;
         let device = candle_device(params.device)?;
         let layout = RowLayout { members, dim };
-        let offsets = vec![label_offset(global_mean, label_kind); members];
+        let offsets = vec![label_offset(global_mean, params.loss); members];
         let optimizer = SparseOptimizer::from(params.optimizer);
         let width = 1 + dim;
         let table = |tag: TableTag, rows: usize| -> Result<RowTable, ModelError> {
@@ -102,7 +120,7 @@ impl BiasedMf {
         let offset_row = Tensor::from_vec(offsets.clone(), (1, members), &device)?;
         Ok(Self {
             layout,
-            label_kind,
+            loss: params.loss,
             offsets,
             clip: None,
             init_std,
@@ -114,13 +132,15 @@ impl BiasedMf {
             items,
             offset_row,
             shuffle: StdRng::seed_from_u64(stable_hash(&[params.seed, SHUFFLE_DOMAIN])),
+            negatives: negative_sampler(params.loss, params.seed, (n_users, n_items)),
         })
     }
 
-    /// The same model, with its scoring head clipping rating predictions into `[low, high]`
-    /// (the scale of the data). Training is not clipped.
+    /// The same model, with its scoring head clipping squared-loss predictions into
+    /// `[low, high]` (the scale of the data); other losses are never clipped. Training is
+    /// not clipped.
     pub fn with_rating_range(mut self, low: f32, high: f32) -> Self {
-        if self.label_kind == LabelKind::Rating {
+        if self.loss == Loss::Squared {
             self.clip = Some((low, high));
         }
         self
@@ -140,42 +160,75 @@ impl BiasedMf {
         let weights = Tensor::from_slice(&batch.weights, (n, members), device)?;
         let p = self.users.gather(&user_index)?; // [n, members, 1 + dim]
         let q = self.items.gather(&item_index)?;
+        let q_neg = match self.loss {
+            Loss::Bpr => {
+                let index = Tensor::from_slice(&batch.negatives, n, device)?;
+                Some(self.items.gather(&index)?)
+            }
+            Loss::Squared | Loss::CrossEntropy => None,
+        };
 
         let mut user_grads = Vec::new();
         let mut item_grads = Vec::new();
+        let mut negative_grads = Vec::new();
         let mut loss: Option<Tensor> = None;
         for (start, len) in blocks(n, block_rows(device, self.layout.row_len())) {
             let p = p.narrow(0, start, len)?;
             let q = q.narrow(0, start, len)?;
-            let labels = labels.narrow(0, start, len)?;
             let weights = weights.narrow(0, start, len)?;
-            let forward = Forward::new(&p, &q, &self.offset_row)?;
-            let residual = forward.residual(&labels, self.label_kind)?;
-            let scale = (&residual * &weights)?.unsqueeze(2)?; // d(w loss)/d raw: [n, members, 1]
-            if want_loss {
-                let block_loss =
-                    forward.weighted_loss(&residual, &labels, &weights, self.label_kind)?;
+            let rows = start..start + len;
+            // d(w loss)/d raw (or d margin) as [len, members, 1], and the derivatives of raw
+            // with respect to the user row and the item row.
+            let (scale, user_direction, item_direction, block_loss) = match &q_neg {
+                None => {
+                    let labels = labels.narrow(0, start, len)?;
+                    let forward = Forward::new(&p, &q, &self.offset_row)?;
+                    let residual = forward.residual(&labels, self.loss)?;
+                    let block_loss = want_loss
+                        .then(|| forward.weighted_loss(&residual, &labels, &weights, self.loss))
+                        .transpose()?;
+                    let scale = (&residual * &weights)?.unsqueeze(2)?;
+                    (scale, forward.q_unit_bias, forward.p_unit_bias, block_loss)
+                }
+                Some(q_neg) => {
+                    let q_neg = q_neg.narrow(0, start, len)?;
+                    let pair = PairForward::new(&p, &q, &q_neg)?;
+                    let block_loss = want_loss
+                        .then(|| pair.weighted_loss(&weights))
+                        .transpose()?;
+                    let scale = (pair.slope()? * &weights)?.unsqueeze(2)?;
+                    negative_grads.push(RowGradients {
+                        rows: &batch.negatives[rows.clone()],
+                        values: q_neg,
+                        scale: scale.neg()?,
+                        direction: pair.p_unit_bias.clone(),
+                        weights: weights.clone(),
+                    });
+                    (scale, pair.user_direction, pair.p_unit_bias, block_loss)
+                }
+            };
+            if let Some(block_loss) = block_loss {
                 loss = Some(match loss {
                     Some(sum) => (sum + block_loss)?,
                     None => block_loss,
                 });
             }
-            let rows = start..start + len;
             user_grads.push(RowGradients {
                 rows: &batch.users[rows.clone()],
                 values: p,
                 scale: scale.clone(),
-                direction: forward.q_unit_bias.clone(),
+                direction: user_direction,
                 weights: weights.clone(),
             });
             item_grads.push(RowGradients {
                 rows: &batch.items[rows],
                 values: q,
                 scale,
-                direction: forward.p_unit_bias,
+                direction: item_direction,
                 weights,
             });
         }
+        item_grads.append(&mut negative_grads);
         self.optimizer.step(&mut self.users, &user_grads)?;
         self.optimizer.step(&mut self.items, &item_grads)?;
         Ok(loss)
@@ -247,27 +300,30 @@ impl Forward {
         })
     }
 
-    /// `prediction - label` per sample and member (the prediction is `sigmoid(raw)` for
-    /// clicks): the derivative of the per-sample loss with respect to `raw`.
-    pub(super) fn residual(&self, labels: &Tensor, kind: LabelKind) -> candle_core::Result<Tensor> {
-        match kind {
-            LabelKind::Rating => self.raw.broadcast_sub(labels),
-            LabelKind::Click => candle_nn::ops::sigmoid(&self.raw)?.broadcast_sub(labels),
+    /// `prediction - label` per sample and member (the prediction is `sigmoid(raw)` under
+    /// cross-entropy): the derivative of the pointwise per-sample loss with respect to `raw`.
+    /// BPR is pairwise and has none (see [`PairForward`]).
+    pub(super) fn residual(&self, labels: &Tensor, loss: Loss) -> candle_core::Result<Tensor> {
+        match loss {
+            Loss::Squared => self.raw.broadcast_sub(labels),
+            Loss::CrossEntropy => candle_nn::ops::sigmoid(&self.raw)?.broadcast_sub(labels),
+            Loss::Bpr => candle_core::bail!("BPR is pairwise: train it with PairForward"),
         }
     }
 
-    /// `Σ w · loss` over the block: squared error for ratings (the reported loss; training
-    /// uses half of it), binary cross-entropy for clicks.
+    /// `Σ w · loss` over the block: the squared error (the reported loss; training uses half
+    /// of it), or binary cross-entropy. BPR is pairwise and has none (see [`PairForward`]).
     pub(super) fn weighted_loss(
         &self,
         residual: &Tensor,
         labels: &Tensor,
         weights: &Tensor,
-        kind: LabelKind,
+        loss: Loss,
     ) -> candle_core::Result<Tensor> {
-        let per_sample = match kind {
-            LabelKind::Rating => residual.sqr()?,
-            LabelKind::Click => {
+        let per_sample = match loss {
+            Loss::Squared => residual.sqr()?,
+            Loss::Bpr => candle_core::bail!("BPR is pairwise: train it with PairForward"),
+            Loss::CrossEntropy => {
                 // softplus(z) - y z, computed stably as relu(z) + ln(1 + e^-|z|) - y z.
                 let z = &self.raw;
                 let softplus = (z.relu()? + z.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?;
@@ -296,7 +352,7 @@ impl Forward {
 
 /// Rows `[n, members, 1 + dim]` with each member's bias replaced by 1: `[1, v_1 .. v_dim]`.
 /// A concatenation (one copy) rather than a mask multiply and add (two passes).
-fn unit_bias(rows: &Tensor) -> candle_core::Result<Tensor> {
+pub(super) fn unit_bias(rows: &Tensor) -> candle_core::Result<Tensor> {
     let (n, members, width) = rows.dims3()?;
     let ones = Tensor::ones((n, members, 1), rows.dtype(), rows.device())?;
     if width == 1 {
@@ -322,7 +378,7 @@ impl Recommender for BiasedMf {
         ScoringHead {
             layout: self.layout,
             offsets: self.offsets.clone(),
-            label_kind: self.label_kind,
+            loss: self.loss,
             clip: self.clip,
         }
     }
@@ -333,7 +389,11 @@ impl Recommender for BiasedMf {
 
     fn grow(&mut self, n_users: usize, n_items: usize) -> Result<(), ModelError> {
         self.grow_table(TableTag::Users, n_users)?;
-        self.grow_table(TableTag::Items, n_items)
+        self.grow_table(TableTag::Items, n_items)?;
+        if let Some(negatives) = &mut self.negatives {
+            negatives.grow(n_users, n_items);
+        }
+        Ok(())
     }
 
     fn fit(
@@ -345,16 +405,28 @@ impl Recommender for BiasedMf {
         let shape = self.shape();
         let members = self.layout.members;
         let mut epochs_loop = EpochLoop::new(samples, keys, shape, self.seed, members)?;
+        if let Some(negatives) = &mut self.negatives {
+            negatives.learn(samples);
+        }
         if epochs == 0 || epochs_loop.is_empty() {
             return Ok(FitReport::default());
         }
-        let (user_touched, item_touched) = epochs_loop.touched(shape.0, shape.1);
+        let (user_touched, mut item_touched) = epochs_loop.touched(shape.0, shape.1);
         let mut shuffle = std::mem::replace(&mut self.shuffle, StdRng::seed_from_u64(0));
-        let run = epochs_loop.run(epochs, self.batch_size, &mut shuffle, |batch, want_loss| {
-            self.step(batch, want_loss)
-        });
+        let mut negatives = self.negatives.take();
+        let run = epochs_loop.run(
+            epochs,
+            self.batch_size,
+            &mut shuffle,
+            negatives.as_mut(),
+            |batch, want_loss| self.step(batch, want_loss),
+        );
         self.shuffle = shuffle;
+        self.negatives = negatives;
         let run = run?;
+        for &item in &run.negative_items {
+            item_touched[item as usize] = true;
+        }
         Ok(FitReport {
             changed_users: marked(&user_touched),
             changed_items: marked(&item_touched),

@@ -13,7 +13,9 @@ pub mod bootstrap;
 mod host_rows;
 pub mod init;
 pub mod mf;
+mod negatives;
 pub mod optim;
+mod pairwise;
 #[cfg(test)]
 mod synthetic;
 pub mod text_mf;

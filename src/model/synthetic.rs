@@ -5,6 +5,12 @@
 //! Ratings follow `3.5 + β_u + c_i + 0.8 <a_u, z_i> / sqrt(k) + noise`, with user and item
 //! factors `a_u, z_i ~ N(0, I_k)`, biases `β_u ~ N(0, 0.3²)`, `c_i ~ N(0, 0.5²)`. An item's
 //! text vector is a fixed random linear map of `[c_i, z_i]` plus noise, scaled to norm ~1.
+//!
+//! Implicit feedback ([`ImplicitSplit`]) comes from the same latent model: a user's events
+//! are the items of highest noisy affinity (the rating formula), so which items a user met
+//! carries the preference signal that BPR learns.
+
+use std::collections::HashSet;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -14,6 +20,7 @@ use crate::data::{Interaction, ItemEmbeddings, LabelKind};
 use crate::plan::params::{
     DeviceChoice, ModelKind, OptimizerParams, RefitPolicy, TrainParams, UncertaintyParams,
 };
+use crate::scoring::Loss;
 
 /// MF parameters with `members` ensemble members (tests replace `model` as they need).
 pub fn params(
@@ -28,6 +35,7 @@ pub fn params(
             init_std: 0.1,
         },
         uncertainty: UncertaintyParams::Ensemble { members },
+        loss: Loss::Squared,
         optimizer,
         epochs: 1,
         epochs_per_round: 1,
@@ -153,15 +161,69 @@ fn normal(rng: &mut StdRng) -> f64 {
     (-2.0 * (1.0 - u1).ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
+/// The latent factors and biases of a catalogue.
+struct Latent {
+    k: usize,
+    user_factors: Vec<f64>,
+    user_bias: Vec<f64>,
+    item_factors: Vec<f64>,
+    item_bias: Vec<f64>,
+}
+
+impl Latent {
+    fn draw(spec: CatalogueSpec, rng: &mut StdRng) -> Self {
+        let k = spec.latent;
+        let user_factors: Vec<f64> = (0..spec.users * k).map(|_| normal(rng)).collect();
+        let user_bias: Vec<f64> = (0..spec.users).map(|_| 0.3 * normal(rng)).collect();
+        let item_factors: Vec<f64> = (0..spec.items * k).map(|_| normal(rng)).collect();
+        let item_bias: Vec<f64> = (0..spec.items).map(|_| 0.5 * normal(rng)).collect();
+        Self {
+            k,
+            user_factors,
+            user_bias,
+            item_factors,
+            item_bias,
+        }
+    }
+
+    /// The noiseless rating of item `i` by user `u`.
+    fn rating(&self, u: usize, i: usize) -> f64 {
+        let k = self.k;
+        let dot: f64 = (0..k)
+            .map(|j| self.user_factors[u * k + j] * self.item_factors[i * k + j])
+            .sum();
+        3.5 + self.user_bias[u] + self.item_bias[i] + 0.8 * dot / (k as f64).sqrt()
+    }
+
+    /// Text: a fixed random map of [c_i / 0.5, z_i] plus noise, scaled to norm ~1.
+    fn text(&self, spec: CatalogueSpec, rng: &mut StdRng) -> ItemEmbeddings {
+        let k = self.k;
+        let inputs = k + 1;
+        let map: Vec<f64> = (0..spec.text_dim * inputs).map(|_| normal(rng)).collect();
+        let scale = 1.0 / ((spec.text_dim * inputs) as f64).sqrt();
+        let mut vectors = Vec::with_capacity(spec.items * spec.text_dim);
+        for i in 0..spec.items {
+            let latent: Vec<f64> = std::iter::once(self.item_bias[i] / 0.5)
+                .chain((0..k).map(|j| self.item_factors[i * k + j]))
+                .collect();
+            for t in 0..spec.text_dim {
+                let signal: f64 = (0..inputs).map(|j| map[t * inputs + j] * latent[j]).sum();
+                vectors.push(((signal + 0.3 * normal(rng)) * scale) as f32);
+            }
+        }
+        ItemEmbeddings {
+            dim: spec.text_dim,
+            vectors,
+            present: vec![true; spec.items],
+        }
+    }
+}
+
 impl Synthetic {
     /// A catalogue drawn from `seed`.
     pub fn new(spec: CatalogueSpec, seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
-        let k = spec.latent;
-        let user_factors: Vec<f64> = (0..spec.users * k).map(|_| normal(&mut rng)).collect();
-        let user_bias: Vec<f64> = (0..spec.users).map(|_| 0.3 * normal(&mut rng)).collect();
-        let item_factors: Vec<f64> = (0..spec.items * k).map(|_| normal(&mut rng)).collect();
-        let item_bias: Vec<f64> = (0..spec.items).map(|_| 0.5 * normal(&mut rng)).collect();
+        let latent = Latent::draw(spec, &mut rng);
         let mut ratings = Vec::with_capacity(spec.users * spec.per_user);
         for u in 0..spec.users {
             let mut seen = vec![false; spec.items];
@@ -172,14 +234,7 @@ impl Synthetic {
                     continue;
                 }
                 drawn += 1;
-                let dot: f64 = (0..k)
-                    .map(|j| user_factors[u * k + j] * item_factors[i * k + j])
-                    .sum();
-                let label = 3.5
-                    + user_bias[u]
-                    + item_bias[i]
-                    + 0.8 * dot / (k as f64).sqrt()
-                    + spec.noise * normal(&mut rng);
+                let label = latent.rating(u, i) + spec.noise * normal(&mut rng);
                 ratings.push(Interaction {
                     user: u as u32,
                     item: i as u32,
@@ -188,30 +243,134 @@ impl Synthetic {
                 });
             }
         }
-        // Text: a fixed random map of [c_i / 0.5, z_i] plus noise, scaled to norm ~1.
-        let inputs = k + 1;
-        let map: Vec<f64> = (0..spec.text_dim * inputs)
-            .map(|_| normal(&mut rng))
-            .collect();
-        let scale = 1.0 / ((spec.text_dim * inputs) as f64).sqrt();
-        let mut vectors = Vec::with_capacity(spec.items * spec.text_dim);
-        for i in 0..spec.items {
-            let latent: Vec<f64> = std::iter::once(item_bias[i] / 0.5)
-                .chain((0..k).map(|j| item_factors[i * k + j]))
+        let text = latent.text(spec, &mut rng);
+        Self { ratings, text }
+    }
+}
+
+/// Implicit feedback from a synthetic catalogue: each user met the `per_user` items of
+/// highest noisy affinity (labelled with that affinity, a rating the model must read as a
+/// mere event); a fifth of each user's events are held out.
+pub struct ImplicitSplit {
+    /// The catalogue's size.
+    pub spec: CatalogueSpec,
+    /// One informative text vector per item.
+    pub text: ItemEmbeddings,
+    /// The events to train on.
+    pub train: Vec<Interaction>,
+    /// Held-out events: positives the model never saw.
+    pub held_out: Vec<Interaction>,
+}
+
+impl ImplicitSplit {
+    /// The split of a catalogue drawn from `seed`.
+    pub fn new(spec: CatalogueSpec, seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let latent = Latent::draw(spec, &mut rng);
+        let (mut train, mut held_out) = (Vec::new(), Vec::new());
+        for u in 0..spec.users {
+            let mut affinity: Vec<(f64, usize)> = (0..spec.items)
+                .map(|i| (latent.rating(u, i) + spec.noise * normal(&mut rng), i))
                 .collect();
-            for t in 0..spec.text_dim {
-                let signal: f64 = (0..inputs).map(|j| map[t * inputs + j] * latent[j]).sum();
-                vectors.push(((signal + 0.3 * normal(&mut rng)) * scale) as f32);
+            affinity.sort_by(|a, b| b.0.total_cmp(&a.0));
+            for &(label, i) in &affinity[..spec.per_user] {
+                let event = Interaction {
+                    user: u as u32,
+                    item: i as u32,
+                    label: label as f32,
+                    time: 0,
+                };
+                if i % 5 == u % 5 {
+                    held_out.push(event);
+                } else {
+                    train.push(event);
+                }
             }
         }
+        let text = latent.text(spec, &mut rng);
         Self {
-            ratings,
-            text: ItemEmbeddings {
-                dim: spec.text_dim,
-                vectors,
-                present: vec![true; spec.items],
-            },
+            spec,
+            text,
+            train,
+            held_out,
         }
+    }
+
+    /// 4,000 events: BPR quality checks.
+    pub fn spec() -> CatalogueSpec {
+        CatalogueSpec {
+            users: 160,
+            items: 200,
+            per_user: 25,
+            latent: 3,
+            text_dim: 16,
+            noise: 0.3,
+        }
+    }
+
+    /// The probability that the model's head scores a user's held-out positive above an
+    /// item the user never met (ties count half), over every such pair.
+    pub fn held_out_auc(&self, model: &dyn Recommender) -> f64 {
+        let head = model.head();
+        let (u, i) = all_rows(model);
+        let row = head.layout.row_len();
+        let score = |user: u32, item: u32| {
+            let (ur, ir) = (user as usize * row, item as usize * row);
+            head.score(&u[ur..ur + row], &i[ir..ir + row], None)
+                .prediction
+        };
+        let met: HashSet<(u32, u32)> = self
+            .train
+            .iter()
+            .chain(&self.held_out)
+            .map(|e| (e.user, e.item))
+            .collect();
+        let (mut above, mut pairs) = (0.0, 0usize);
+        for e in &self.held_out {
+            let positive = score(e.user, e.item);
+            for j in 0..self.spec.items as u32 {
+                if met.contains(&(e.user, j)) {
+                    continue;
+                }
+                let negative = score(e.user, j);
+                above += match positive.total_cmp(&negative) {
+                    std::cmp::Ordering::Greater => 1.0,
+                    std::cmp::Ordering::Equal => 0.5,
+                    std::cmp::Ordering::Less => 0.0,
+                };
+                pairs += 1;
+            }
+        }
+        above / pairs as f64
+    }
+
+    /// Trains `model` for one epoch and then `epochs` more in a second call, checks that the
+    /// loss fell and that the head ranks held-out positives above unmet items (AUC above
+    /// `min_auc`); returns the AUC.
+    pub fn check_bpr_training(
+        &self,
+        model: &mut dyn Recommender,
+        epochs: usize,
+        min_auc: f64,
+    ) -> f64 {
+        let keys = keys(self.train.len());
+        let untrained = self.held_out_auc(model);
+        let first = model.fit(&self.train, &keys, 1).unwrap();
+        let last = model.fit(&self.train, &keys, epochs).unwrap();
+        assert!(
+            last.last_epoch_loss < 0.8 * first.last_epoch_loss,
+            "{}: BPR loss {} -> {}",
+            model.kind(),
+            first.last_epoch_loss,
+            last.last_epoch_loss
+        );
+        let auc = self.held_out_auc(model);
+        assert!(
+            auc > min_auc,
+            "{}: held-out AUC {auc:.3} (untrained {untrained:.3})",
+            model.kind()
+        );
+        auc
     }
 }
 

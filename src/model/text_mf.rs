@@ -22,9 +22,17 @@
 //! ([`super::training::dense_adam`]) on the closed-form gradient
 //! `Σ_k e_k ⊗ (w·∂ℓ/∂raw · [1, p_u] + λ w W e_k)`.
 //!
+//! **BPR** (`loss: bpr`, implicit feedback: every event is a positive, see
+//! [`super::mf`]'s module docs and [`super::pairwise`]). A sample's negative item `j` is
+//! scored through its effective row `[b_j, q_j] + W e_j` as well: its free row takes the
+//! gradient `-s · [1, p_u]` (with `s = w · (σ(x_ui - x_uj) - 1)`) and its L2 term, and the
+//! projection's gradient adds `e_j ⊗ (-s · [1, p_u] + λ w W e_j)` to the positive's
+//! `e_i ⊗ (s · [1, p_u] + λ w W e_i)`. The offset is 0 and the user bias cancels.
+//!
 //! **What a fit changes.** A step on `W` changes the row of every item with text, so a fit
 //! reports every item with text (plus the items it trained) in
-//! [`FitReport::changed_items`], and `shared_changed` stays false: the head did not change,
+//! [`FitReport::changed_items`] (and, under BPR, the negatives drawn), and `shared_changed`
+//! stays false: the head did not change,
 //! the rows did, and the engine needs their new values to re-score, which is exactly the
 //! re-scoring of every sample of those items (the honest cost of a shared parameter). Users
 //! are reported as in MF.
@@ -38,15 +46,18 @@ use super::bootstrap::stable_hash;
 use super::host_rows::HostLinear;
 use super::init::{TableTag, init_rows};
 use super::mf::{Forward, SHUFFLE_DOMAIN, mc_dropout_needs_dropout};
+use super::negatives::NegativeSampler;
 use super::optim::{RowGradients, RowTable, SparseOptimizer, block_rows, blocks};
+use super::pairwise::PairForward;
 use super::text_table::TextTable;
 use super::training::{
     Batch, EpochLoop, check_params, check_rows, dense_adam, label_offset, lr_and_decay, marked,
+    negative_sampler,
 };
 use super::{FitReport, ModelError, Recommender, candle_device};
 use crate::data::{Interaction, ItemEmbeddings, ItemIdx, LabelKind, UserIdx};
 use crate::plan::params::{ModelKind, TrainParams, UncertaintyParams};
-use crate::scoring::{RowLayout, ScoringHead};
+use crate::scoring::{Loss, RowLayout, ScoringHead};
 
 /// The projection's Adam learning rate, relative to the row optimiser's.
 const PROJECTION_LR_FACTOR: f64 = 0.1;
@@ -55,7 +66,7 @@ const PROJECTION_LR_FACTOR: f64 = 0.1;
 #[derive(Debug)]
 pub struct TextMf {
     layout: RowLayout,
-    label_kind: LabelKind,
+    loss: Loss,
     offsets: Vec<f32>,
     init_std: f64,
     seed: u64,
@@ -75,6 +86,8 @@ pub struct TextMf {
     offset_row: Tensor,
     /// Shuffles the samples of each epoch; advances across `fit` calls.
     shuffle: StdRng,
+    /// Under BPR, every user's known items and the negative draws.
+    negatives: Option<NegativeSampler>,
 }
 
 impl TextMf {
@@ -103,7 +116,7 @@ impl TextMf {
         check_params("text_mf", params, init_std, global_mean, label_kind)?;
         let device = candle_device(params.device)?;
         let layout = RowLayout { members, dim };
-        let offsets = vec![label_offset(global_mean, label_kind); members];
+        let offsets = vec![label_offset(global_mean, params.loss); members];
         let optimizer = SparseOptimizer::from(params.optimizer);
         let width = 1 + dim;
         let users = init_rows(
@@ -134,7 +147,7 @@ impl TextMf {
         let offset_row = Tensor::from_vec(offsets.clone(), (1, members), &device)?;
         Ok(Self {
             layout,
-            label_kind,
+            loss: params.loss,
             offsets,
             init_std,
             seed: params.seed,
@@ -149,6 +162,7 @@ impl TextMf {
             text,
             offset_row,
             shuffle: StdRng::seed_from_u64(stable_hash(&[params.seed, SHUFFLE_DOMAIN])),
+            negatives: negative_sampler(params.loss, params.seed, (n_users, n_items)),
         })
     }
 
@@ -161,6 +175,30 @@ impl TextMf {
         let n = e.dims2()?.0;
         e.matmul(&self.projection.as_tensor().detach().t()?)?
             .reshape((n, self.layout.members, 1 + self.layout.dim))
+    }
+
+    /// `Σ_k e_k ⊗ (s_k · d_k + λ w_k W e_k)`: the gradient with respect to `W` of the
+    /// block's regularised loss through items with text vectors `e` (`[len, text_dim]`),
+    /// projections `projected = W e`, derivative scales `s` (`[len, members, 1]`) and
+    /// directions `d` (the derivative of the score with respect to the item row).
+    fn projection_gradient(
+        &self,
+        scale: &Tensor,
+        direction: &Tensor,
+        projected: &Tensor,
+        weights: &Tensor,
+        e: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let len = e.dims2()?.0;
+        let mut upstream = scale.broadcast_mul(direction)?;
+        if self.weight_decay != 0.0 {
+            let decay = weights.affine(self.weight_decay, 0.0)?.unsqueeze(2)?;
+            upstream = (upstream + projected.broadcast_mul(&decay)?)?;
+        }
+        upstream
+            .reshape((len, self.layout.row_len()))?
+            .t()?
+            .matmul(e)
     }
 
     /// One gradient step on a batch; returns the batch's summed weighted loss when asked.
@@ -176,56 +214,122 @@ impl TextMf {
         let p = self.users.gather(&user_index)?; // [n, members, 1 + dim]
         let q = self.items.gather(&item_index)?;
         let e = self.text.gather(&item_index)?; // [n, text_dim]
+        // Under BPR, the negatives' free rows and text vectors.
+        let negatives = match self.loss {
+            Loss::Bpr => {
+                let index = Tensor::from_slice(&batch.negatives, n, device)?;
+                Some((self.items.gather(&index)?, self.text.gather(&index)?))
+            }
+            Loss::Squared | Loss::CrossEntropy => None,
+        };
 
         let mut user_grads = Vec::new();
         let mut item_grads = Vec::new();
+        let mut negative_grads = Vec::new();
         let mut projection_grad: Option<Tensor> = None;
         let mut loss: Option<Tensor> = None;
         for (start, len) in blocks(n, block_rows(device, row_len)) {
             let p = p.narrow(0, start, len)?;
             let q = q.narrow(0, start, len)?;
             let e = e.narrow(0, start, len)?;
-            let labels = labels.narrow(0, start, len)?;
             let weights = weights.narrow(0, start, len)?;
             let projected = self.project(&e)?;
-            let forward = Forward::new(&p, &(&q + &projected)?, &self.offset_row)?;
-            let residual = forward.residual(&labels, self.label_kind)?;
-            let scale = (&residual * &weights)?.unsqueeze(2)?; // [len, members, 1]
-            if want_loss {
-                let block_loss =
-                    forward.weighted_loss(&residual, &labels, &weights, self.label_kind)?;
+            let rows = start..start + len;
+            // d(w loss)/d raw (or d margin) as [len, members, 1]; the derivatives of raw with
+            // respect to the user row and the item row; the projection's gradient.
+            let (scale, user_direction, item_direction, block_loss, block_grad) = match &negatives {
+                None => {
+                    let labels = labels.narrow(0, start, len)?;
+                    let forward = Forward::new(&p, &(&q + &projected)?, &self.offset_row)?;
+                    let residual = forward.residual(&labels, self.loss)?;
+                    let block_loss = want_loss
+                        .then(|| forward.weighted_loss(&residual, &labels, &weights, self.loss))
+                        .transpose()?;
+                    let scale = (&residual * &weights)?.unsqueeze(2)?;
+                    let block_grad = self.projection_gradient(
+                        &scale,
+                        &forward.p_unit_bias,
+                        &projected,
+                        &weights,
+                        &e,
+                    )?;
+                    let (user_direction, item_direction) =
+                        (forward.q_unit_bias, forward.p_unit_bias);
+                    (
+                        scale,
+                        user_direction,
+                        item_direction,
+                        block_loss,
+                        block_grad,
+                    )
+                }
+                Some((q_neg, e_neg)) => {
+                    let q_neg = q_neg.narrow(0, start, len)?;
+                    let e_neg = e_neg.narrow(0, start, len)?;
+                    let projected_neg = self.project(&e_neg)?;
+                    let pair =
+                        PairForward::new(&p, &(&q + &projected)?, &(&q_neg + &projected_neg)?)?;
+                    let block_loss = want_loss
+                        .then(|| pair.weighted_loss(&weights))
+                        .transpose()?;
+                    let scale = (pair.slope()? * &weights)?.unsqueeze(2)?;
+                    let negative_scale = scale.neg()?;
+                    let block_grad = (self.projection_gradient(
+                        &scale,
+                        &pair.p_unit_bias,
+                        &projected,
+                        &weights,
+                        &e,
+                    )? + self.projection_gradient(
+                        &negative_scale,
+                        &pair.p_unit_bias,
+                        &projected_neg,
+                        &weights,
+                        &e_neg,
+                    )?)?;
+                    negative_grads.push(RowGradients {
+                        rows: &batch.negatives[rows.clone()],
+                        values: q_neg,
+                        scale: negative_scale,
+                        direction: pair.p_unit_bias.clone(),
+                        weights: weights.clone(),
+                    });
+                    let item_direction = pair.p_unit_bias;
+                    (
+                        scale,
+                        pair.user_direction,
+                        item_direction,
+                        block_loss,
+                        block_grad,
+                    )
+                }
+            };
+            if let Some(block_loss) = block_loss {
                 loss = Some(match loss {
                     Some(sum) => (sum + block_loss)?,
                     None => block_loss,
                 });
             }
-            // ∂/∂(W e_k) of the sample's regularised loss, then Σ_k e_k ⊗ that.
-            let mut upstream = scale.broadcast_mul(&forward.p_unit_bias)?;
-            if self.weight_decay != 0.0 {
-                let decay = weights.affine(self.weight_decay, 0.0)?.unsqueeze(2)?;
-                upstream = (upstream + projected.broadcast_mul(&decay)?)?;
-            }
-            let block_grad = upstream.reshape((len, row_len))?.t()?.matmul(&e)?;
             projection_grad = Some(match projection_grad {
                 Some(sum) => (sum + block_grad)?,
                 None => block_grad,
             });
-            let rows = start..start + len;
             user_grads.push(RowGradients {
                 rows: &batch.users[rows.clone()],
                 values: p,
                 scale: scale.clone(),
-                direction: forward.q_unit_bias,
+                direction: user_direction,
                 weights: weights.clone(),
             });
             item_grads.push(RowGradients {
                 rows: &batch.items[rows],
                 values: q,
                 scale,
-                direction: forward.p_unit_bias,
+                direction: item_direction,
                 weights,
             });
         }
+        item_grads.append(&mut negative_grads);
         self.optimizer.step(&mut self.users, &user_grads)?;
         self.optimizer.step(&mut self.items, &item_grads)?;
         if let Some(grad) = projection_grad {
@@ -275,7 +379,7 @@ impl Recommender for TextMf {
     }
 
     fn head(&self) -> ScoringHead {
-        ScoringHead::new(self.layout, self.offsets.clone(), self.label_kind)
+        ScoringHead::new(self.layout, self.offsets.clone(), self.loss)
     }
 
     fn shape(&self) -> (usize, usize) {
@@ -308,6 +412,9 @@ impl Recommender for TextMf {
             self.items.append(&values)?;
             self.text.grow(n_items)?;
         }
+        if let Some(negatives) = &mut self.negatives {
+            negatives.grow(n_users, n_items);
+        }
         Ok(())
     }
 
@@ -319,16 +426,28 @@ impl Recommender for TextMf {
     ) -> Result<FitReport, ModelError> {
         let shape = self.shape();
         let mut epochs_loop = EpochLoop::new(samples, keys, shape, self.seed, self.layout.members)?;
+        if let Some(negatives) = &mut self.negatives {
+            negatives.learn(samples);
+        }
         if epochs == 0 || epochs_loop.is_empty() {
             return Ok(FitReport::default());
         }
         let (user_touched, mut item_touched) = epochs_loop.touched(shape.0, shape.1);
         let mut shuffle = std::mem::replace(&mut self.shuffle, StdRng::seed_from_u64(0));
-        let run = epochs_loop.run(epochs, self.batch_size, &mut shuffle, |batch, want_loss| {
-            self.step(batch, want_loss)
-        });
+        let mut negatives = self.negatives.take();
+        let run = epochs_loop.run(
+            epochs,
+            self.batch_size,
+            &mut shuffle,
+            negatives.as_mut(),
+            |batch, want_loss| self.step(batch, want_loss),
+        );
         self.shuffle = shuffle;
+        self.negatives = negatives;
         let run = run?;
+        for &item in &run.negative_items {
+            item_touched[item as usize] = true;
+        }
         // The projection moved: every item with text has a new row.
         for (touched, &has_text) in item_touched.iter_mut().zip(self.text.has_text()) {
             *touched |= has_text;

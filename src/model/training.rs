@@ -1,9 +1,12 @@
 //! What every recommender's `fit` shares: checking the call's inputs and the resolved
 //! parameters, drawing each sample's bootstrap weights, shuffling the samples any member
-//! draws into batches each epoch, and averaging the last epoch's weighted loss.
+//! draws into batches each epoch, drawing each sample's BPR negative
+//! ([`super::negatives`]) when the model trains with [`Loss::Bpr`], and averaging the last
+//! epoch's weighted loss.
 //!
 //! A model supplies only its gradient step ([`EpochLoop::run`]'s closure), so all models
-//! draw the same bootstrap weights and the same batches for the same seed and samples.
+//! draw the same bootstrap weights, the same batches and the same negatives for the same
+//! seed and samples.
 
 use candle_core::{DType, Tensor};
 use rand::rngs::StdRng;
@@ -11,8 +14,10 @@ use rand::seq::SliceRandom;
 
 use super::ModelError;
 use super::bootstrap::bootstrap_weights;
-use crate::data::{Interaction, LabelKind};
+use super::negatives::NegativeSampler;
+use crate::data::{Interaction, ItemIdx, LabelKind};
 use crate::plan::params::{OptimizerParams, TrainParams, UncertaintyParams};
+use crate::scoring::Loss;
 
 /// One batch's samples as host columns.
 #[derive(Default)]
@@ -25,21 +30,51 @@ pub(super) struct Batch {
     pub(super) labels: Vec<f32>,
     /// Bootstrap weights, sample-major, `members` per sample.
     pub(super) weights: Vec<f32>,
+    /// Under BPR, the negative item of each sample (empty otherwise). A sample whose user
+    /// has an event with every item has its own item here and weight 0 in every member.
+    pub(super) negatives: Vec<u32>,
 }
 
 impl Batch {
-    fn fill(&mut self, chunk: &[usize], samples: &[Interaction], weights: &[f32], members: usize) {
+    fn fill(&mut self, chunk: &[usize], epochs: &EpochLoop<'_>) {
         self.users.clear();
         self.items.clear();
         self.labels.clear();
         self.weights.clear();
+        self.negatives.clear();
+        let members = epochs.members;
         for &k in chunk {
-            let s = &samples[k];
+            let s = &epochs.samples[k];
             self.users.push(s.user);
             self.items.push(s.item);
             self.labels.push(s.label);
             self.weights
-                .extend_from_slice(&weights[k * members..(k + 1) * members]);
+                .extend_from_slice(&epochs.weights[k * members..(k + 1) * members]);
+        }
+    }
+
+    /// Draws the negative of each sample (the `k`-th of `keys` is sample `k`'s) for epoch
+    /// `epoch`, marking each drawn item in `drawn`. A sample without a negative is skipped
+    /// by weighing it 0 in each of the `members` (its weight still counts in the mean loss).
+    fn draw_negatives(
+        &mut self,
+        keys: impl Iterator<Item = u32>,
+        members: usize,
+        sampler: &NegativeSampler,
+        epoch: u64,
+        drawn: &mut [bool],
+    ) {
+        for (k, key) in keys.enumerate() {
+            match sampler.draw(self.users[k], key, epoch) {
+                Some(item) => {
+                    drawn[item as usize] = true;
+                    self.negatives.push(item);
+                }
+                None => {
+                    self.negatives.push(self.items[k]);
+                    self.weights[k * members..(k + 1) * members].fill(0.0);
+                }
+            }
         }
     }
 
@@ -52,6 +87,7 @@ impl Batch {
 /// The samples of one `fit` call that take part in training, with their bootstrap weights.
 pub(super) struct EpochLoop<'a> {
     samples: &'a [Interaction],
+    keys: &'a [u32],
     members: usize,
     /// `weights[k * members + m]`: sample `k`'s weight in member `m`.
     weights: Vec<f32>,
@@ -66,6 +102,8 @@ pub(super) struct EpochsRun {
     pub(super) steps: usize,
     /// Mean weighted loss of the last epoch.
     pub(super) last_epoch_loss: f32,
+    /// Items drawn as BPR negatives, sorted and unique (their rows changed too).
+    pub(super) negative_items: Vec<ItemIdx>,
 }
 
 impl<'a> EpochLoop<'a> {
@@ -73,7 +111,7 @@ impl<'a> EpochLoop<'a> {
     /// draws the weights of `members` bootstrap members (all 1 for a single member).
     pub(super) fn new(
         samples: &'a [Interaction],
-        keys: &[u32],
+        keys: &'a [u32],
         shape: (usize, usize),
         seed: u64,
         members: usize,
@@ -94,6 +132,7 @@ impl<'a> EpochLoop<'a> {
             .sum();
         Ok(Self {
             samples,
+            keys,
             members,
             weights,
             order,
@@ -120,23 +159,32 @@ impl<'a> EpochLoop<'a> {
 
     /// Runs `epochs` shuffled passes in batches of `batch_size`. `step(batch, want_loss)`
     /// takes one gradient step and, when asked (in the last epoch), returns the batch's
-    /// summed weighted loss. Fails with [`ModelError::Diverged`] on a non-finite loss.
+    /// summed weighted loss. With a `negatives` sampler (BPR), which must already know this
+    /// call's samples, every batch carries a negative per sample, drawn afresh each epoch.
+    /// Fails with [`ModelError::Diverged`] on a non-finite loss.
     pub(super) fn run(
         &mut self,
         epochs: usize,
         batch_size: usize,
         shuffle: &mut StdRng,
+        mut negatives: Option<&mut NegativeSampler>,
         mut step: impl FnMut(&Batch, bool) -> Result<Option<Tensor>, ModelError>,
     ) -> Result<EpochsRun, ModelError> {
         let mut batch = Batch::default();
         let mut steps = 0;
         let mut last_epoch_loss = 0.0;
+        let mut drawn = vec![false; negatives.as_ref().map_or(0, |s| s.n_items())];
         for epoch in 0..epochs {
             self.order.shuffle(shuffle);
             let last = epoch + 1 == epochs;
+            let sampler_epoch = negatives.as_mut().map(|s| s.next_epoch());
             let mut loss_sum: Option<Tensor> = None;
             for chunk in self.order.chunks(batch_size) {
-                batch.fill(chunk, self.samples, &self.weights, self.members);
+                batch.fill(chunk, self);
+                if let (Some(sampler), Some(epoch)) = (negatives.as_deref(), sampler_epoch) {
+                    let keys = chunk.iter().map(|&k| self.keys[k]);
+                    batch.draw_negatives(keys, self.members, sampler, epoch, &mut drawn);
+                }
                 if let Some(loss) = step(&batch, last)? {
                     loss_sum = Some(match loss_sum {
                         Some(sum) => (sum + loss)?,
@@ -159,6 +207,7 @@ impl<'a> EpochLoop<'a> {
         Ok(EpochsRun {
             steps,
             last_epoch_loss,
+            negative_items: marked(&drawn),
         })
     }
 }
@@ -250,16 +299,27 @@ pub(super) fn check_params(
     Ok(())
 }
 
-/// The fixed offset of every raw prediction: the mean rating, or the logit of the click
-/// rate.
-pub(super) fn label_offset(global_mean: f32, label_kind: LabelKind) -> f32 {
-    match label_kind {
-        LabelKind::Rating => global_mean,
-        LabelKind::Click => {
+/// The fixed offset of every raw prediction under `loss`: the mean label under the squared
+/// error, the logit of the (clamped) mean under cross-entropy, and 0 under BPR, whose
+/// pairwise margins cancel any offset (the ranking score is then `b_u + b_i + <p_u, q_i>`).
+pub(super) fn label_offset(global_mean: f32, loss: Loss) -> f32 {
+    match loss {
+        Loss::Squared => global_mean,
+        Loss::CrossEntropy => {
             let p = global_mean.clamp(1e-6, 1.0 - 1e-6);
             (p / (1.0 - p)).ln()
         }
+        Loss::Bpr => 0.0,
     }
+}
+
+/// A BPR sampler for a model of `shape` rows when it trains with `loss`.
+pub(super) fn negative_sampler(
+    loss: Loss,
+    seed: u64,
+    (n_users, n_items): (usize, usize),
+) -> Option<NegativeSampler> {
+    (loss == Loss::Bpr).then(|| NegativeSampler::new(seed, n_users, n_items))
 }
 
 /// Each of `rows` checked against a table of `held` rows.

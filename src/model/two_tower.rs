@@ -21,7 +21,12 @@
 //! draws from an unseeded generator), so training is deterministic for a seed.
 //!
 //! **Training.** Autograd through the towers; the gradient of `Σ w · ℓ` with respect to the
-//! raw predictions, `w · (prediction - label)`, is fed in as a constant. The ID tables are
+//! raw predictions, `w · (prediction - label)`, is fed in as a constant. Under BPR
+//! (`loss: bpr`, implicit feedback: every event is a positive, see [`super::mf`]'s module
+//! docs) the item tower also runs on each sample's sampled negative item `j`
+//! ([`super::negatives`]), with its own dropout mask, and the constant fed in is
+//! `w · (σ(d) - 1)` with respect to the margin `d = x_ui - x_uj` ([`super::pairwise`]), so
+//! the gradient reaches `u`'s, `i`'s and `j`'s ID rows and both towers. The ID tables are
 //! row tables updated sparsely by the configured optimiser (per-sample L2 as in MF,
 //! [`super::optim`]); the towers' weights take dense Adam steps
 //! ([`super::training::dense_adam`]) with decoupled weight decay.
@@ -42,15 +47,18 @@ use super::bootstrap::{stable_hash, unit_interval};
 use super::host_rows::HostLinear;
 use super::init::{TableTag, init_rows, uniform_values};
 use super::mf::{Forward, SHUFFLE_DOMAIN};
+use super::negatives::NegativeSampler;
 use super::optim::{RowGradients, RowTable, SparseOptimizer, block_rows, blocks};
+use super::pairwise::PairForward;
 use super::text_table::TextTable;
 use super::training::{
     Batch, EpochLoop, check_params, check_rows, dense_adam, label_offset, lr_and_decay,
+    negative_sampler,
 };
 use super::{FitReport, ModelError, Recommender, candle_device};
 use crate::data::{Interaction, ItemEmbeddings, ItemIdx, LabelKind, UserIdx};
 use crate::plan::params::{ModelKind, TrainParams, UncertaintyParams};
-use crate::scoring::{RowLayout, ScoringHead};
+use crate::scoring::{Loss, RowLayout, ScoringHead};
 
 /// Separates the training dropout stream from other uses of the seed.
 const DROPOUT_DOMAIN: u64 = 0xD209_0007_0000_0004;
@@ -69,7 +77,7 @@ pub struct TwoTower {
     /// `Some(P)` for MC dropout with `P` passes.
     passes: Option<usize>,
     dropout: f64,
-    label_kind: LabelKind,
+    loss: Loss,
     offsets: Vec<f32>,
     /// The offset of each network as `[1, networks]`.
     offset_row: Tensor,
@@ -90,6 +98,8 @@ pub struct TwoTower {
     shuffle: StdRng,
     /// Training dropout masks; advances across `fit` calls.
     masks: StdRng,
+    /// Under BPR, every user's known items and the negative draws.
+    negatives: Option<NegativeSampler>,
 }
 
 /// Which tower a parameter or mask belongs to.
@@ -247,7 +257,7 @@ impl TwoTower {
         };
         let members = params.uncertainty.members();
         let device = candle_device(params.device)?;
-        let offset = label_offset(global_mean, label_kind);
+        let offset = label_offset(global_mean, params.loss);
         let optimizer = SparseOptimizer::from(params.optimizer);
         let user_ids = id_rows(params.seed, n_users, networks, dim, init_std, &device)?;
         let user_ids = RowTable::new(user_ids, networks, dim, &optimizer)?;
@@ -281,7 +291,7 @@ impl TwoTower {
             networks,
             passes,
             dropout,
-            label_kind,
+            loss: params.loss,
             offsets: vec![offset; members],
             offset_row: Tensor::from_vec(vec![offset; networks], (1, networks), &device)?,
             init_std,
@@ -297,6 +307,7 @@ impl TwoTower {
             text,
             shuffle: StdRng::seed_from_u64(stable_hash(&[params.seed, SHUFFLE_DOMAIN])),
             masks: StdRng::seed_from_u64(stable_hash(&[params.seed, DROPOUT_DOMAIN])),
+            negatives: negative_sampler(params.loss, params.seed, (n_users, n_items)),
         })
     }
 
@@ -319,6 +330,33 @@ impl TwoTower {
         Tensor::from_vec(values, (self.networks, n, hidden), &self.device)
     }
 
+    /// A tower's outputs `[len, networks, 1 + dim]` for ID embeddings `ids`
+    /// (`[len, networks, dim]`) and, for the item tower, text vectors, with a fresh training
+    /// dropout mask when the model has dropout.
+    fn tower_output(
+        &mut self,
+        side: Side,
+        ids: &Tensor,
+        text: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let len = ids.dims3()?.0;
+        let mask = if self.dropout > 0.0 {
+            Some(self.training_mask(len)?)
+        } else {
+            None
+        };
+        let tower = match side {
+            Side::User => &self.user_tower,
+            Side::Item => &self.item_tower,
+        };
+        let mut h = tower.hidden(&ids.transpose(0, 1)?.contiguous()?, text)?;
+        if let Some(mask) = mask {
+            h = (h * mask)?;
+        }
+        // [networks, len, 1 + dim] -> [len, networks, 1 + dim]
+        tower.output(&h)?.transpose(0, 1)?.contiguous()
+    }
+
     /// One gradient step on a batch; returns the batch's summed weighted loss when asked.
     fn step(&mut self, batch: &Batch, want_loss: bool) -> Result<Option<Tensor>, ModelError> {
         let n = batch.len();
@@ -332,6 +370,14 @@ impl TwoTower {
         let xu = self.user_ids.gather(&user_index)?; // [n, networks, dim]
         let xi = self.item_ids.gather(&item_index)?;
         let e = self.text.gather(&item_index)?; // [n, text_dim]
+        // Under BPR, the negatives' ID embeddings and text vectors.
+        let negatives = match self.loss {
+            Loss::Bpr => {
+                let index = Tensor::from_slice(&batch.negatives, n, &device)?;
+                Some((self.item_ids.gather(&index)?, self.text.gather(&index)?))
+            }
+            Loss::Squared | Loss::CrossEntropy => None,
+        };
         let ones = Tensor::ones((n, networks, 1), DType::F32, &device)?;
         // The widest elementwise operands are the hidden activations and the outputs.
         let width = hidden.max(1 + self.layout.dim);
@@ -345,63 +391,77 @@ impl TwoTower {
         let mut dense_sums: Vec<Option<Tensor>> = vec![None; dense_vars.len()];
         let mut user_grads = Vec::new();
         let mut item_grads = Vec::new();
+        let mut negative_grads = Vec::new();
         let mut loss: Option<Tensor> = None;
+        let id_grad = |grads: &mut candle_core::backprop::GradStore, x: &Var| {
+            grads
+                .remove(x.as_tensor())
+                .map_or_else(|| x.as_tensor().zeros_like(), Ok)
+        };
         for (start, len) in even_blocks(n, block_rows(&device, networks * width)) {
             let xu = Var::from_tensor(&xu.narrow(0, start, len)?)?;
             let xi = Var::from_tensor(&xi.narrow(0, start, len)?)?;
             let e = e.narrow(0, start, len)?;
-            let labels = labels.narrow(0, start, len)?;
             let weights = weights.narrow(0, start, len)?;
-            let (mask_u, mask_i) = if self.dropout > 0.0 {
-                (
-                    Some(self.training_mask(len)?),
-                    Some(self.training_mask(len)?),
-                )
-            } else {
-                (None, None)
+            let rows = start..start + len;
+            let u = self.tower_output(Side::User, xu.as_tensor(), None)?;
+            let v = self.tower_output(Side::Item, xi.as_tensor(), Some(&e))?;
+            let (mut grads, block_loss) = match &negatives {
+                None => {
+                    let labels = labels.narrow(0, start, len)?;
+                    let forward = Forward::new(&u, &v, &self.offset_row)?;
+                    let residual = forward.residual(&labels, self.loss)?.detach();
+                    // ∂(Σ w ℓ)/∂raw is w · residual: back-propagate it as a constant.
+                    let upstream = (&residual * &weights)?.detach();
+                    let grads = (&forward.raw * &upstream)?.sum_all()?.backward()?;
+                    let block_loss = if want_loss {
+                        let detached = Forward {
+                            raw: forward.raw.detach(),
+                            p_unit_bias: forward.p_unit_bias.detach(),
+                            q_unit_bias: forward.q_unit_bias.detach(),
+                        };
+                        Some(detached.weighted_loss(&residual, &labels, &weights, self.loss)?)
+                    } else {
+                        None
+                    };
+                    (grads, block_loss)
+                }
+                Some((xj, e_neg)) => {
+                    let xj = Var::from_tensor(&xj.narrow(0, start, len)?)?;
+                    let e_neg = e_neg.narrow(0, start, len)?;
+                    let v_neg = self.tower_output(Side::Item, xj.as_tensor(), Some(&e_neg))?;
+                    let pair = PairForward::new(&u, &v, &v_neg)?;
+                    // ∂(Σ w ℓ)/∂margin is w · (σ(d) - 1): back-propagate it as a constant.
+                    let upstream = (pair.slope()? * &weights)?.detach();
+                    let mut grads = (&pair.margin * &upstream)?.sum_all()?.backward()?;
+                    let block_loss = if want_loss {
+                        let detached = PairForward {
+                            margin: pair.margin.detach(),
+                            p_unit_bias: pair.p_unit_bias.detach(),
+                            user_direction: pair.user_direction.detach(),
+                        };
+                        Some(detached.weighted_loss(&weights)?)
+                    } else {
+                        None
+                    };
+                    negative_grads.push(RowGradients {
+                        rows: &batch.negatives[rows.clone()],
+                        values: xj.as_tensor().detach(),
+                        scale: ones.narrow(0, 0, len)?,
+                        direction: id_grad(&mut grads, &xj)?,
+                        weights: weights.clone(),
+                    });
+                    (grads, block_loss)
+                }
             };
-            let drop = |h: Tensor, mask: &Option<Tensor>| match mask {
-                Some(mask) => h * mask,
-                None => Ok(h),
-            };
-            let hu = self
-                .user_tower
-                .hidden(&xu.as_tensor().transpose(0, 1)?.contiguous()?, None)?;
-            let u = self.user_tower.output(&drop(hu, &mask_u)?)?;
-            let hi = self
-                .item_tower
-                .hidden(&xi.as_tensor().transpose(0, 1)?.contiguous()?, Some(&e))?;
-            let v = self.item_tower.output(&drop(hi, &mask_i)?)?;
-            // [networks, len, 1 + dim] -> [len, networks, 1 + dim]
-            let u = u.transpose(0, 1)?.contiguous()?;
-            let v = v.transpose(0, 1)?.contiguous()?;
-            let forward = Forward::new(&u, &v, &self.offset_row)?;
-            let residual = forward.residual(&labels, self.label_kind)?.detach();
-            // ∂(Σ w ℓ)/∂raw is w · residual: back-propagate it as a constant.
-            let upstream = (&residual * &weights)?.detach();
-            let mut grads = (&forward.raw * &upstream)?.sum_all()?.backward()?;
-            if want_loss {
-                let raw = forward.raw.detach();
-                let detached = Forward {
-                    raw,
-                    p_unit_bias: forward.p_unit_bias.detach(),
-                    q_unit_bias: forward.q_unit_bias.detach(),
-                };
-                let block_loss =
-                    detached.weighted_loss(&residual, &labels, &weights, self.label_kind)?;
+            if let Some(block_loss) = block_loss {
                 loss = Some(match loss {
                     Some(sum) => (sum + block_loss)?,
                     None => block_loss,
                 });
             }
-            let id_grad = |grads: &mut candle_core::backprop::GradStore, x: &Var| {
-                grads
-                    .remove(x.as_tensor())
-                    .map_or_else(|| x.as_tensor().zeros_like(), Ok)
-            };
             let gu = id_grad(&mut grads, &xu)?;
             let gi = id_grad(&mut grads, &xi)?;
-            let rows = start..start + len;
             user_grads.push(RowGradients {
                 rows: &batch.users[rows.clone()],
                 values: xu.as_tensor().detach(),
@@ -425,6 +485,7 @@ impl TwoTower {
                 }
             }
         }
+        item_grads.append(&mut negative_grads);
         self.optimizer.step(&mut self.user_ids, &user_grads)?;
         self.optimizer.step(&mut self.item_ids, &item_grads)?;
         let mut grads = candle_core::backprop::GradStore::default();
@@ -592,7 +653,7 @@ impl Recommender for TwoTower {
     }
 
     fn head(&self) -> ScoringHead {
-        ScoringHead::new(self.layout, self.offsets.clone(), self.label_kind)
+        ScoringHead::new(self.layout, self.offsets.clone(), self.loss)
     }
 
     fn shape(&self) -> (usize, usize) {
@@ -623,6 +684,9 @@ impl Recommender for TwoTower {
             self.item_ids.append(&values)?;
             self.text.grow(n_items)?;
         }
+        if let Some(negatives) = &mut self.negatives {
+            negatives.grow(n_users, n_items);
+        }
         Ok(())
     }
 
@@ -634,14 +698,23 @@ impl Recommender for TwoTower {
     ) -> Result<FitReport, ModelError> {
         let shape = self.shape();
         let mut epochs_loop = EpochLoop::new(samples, keys, shape, self.seed, self.networks)?;
+        if let Some(negatives) = &mut self.negatives {
+            negatives.learn(samples);
+        }
         if epochs == 0 || epochs_loop.is_empty() {
             return Ok(FitReport::default());
         }
         let mut shuffle = std::mem::replace(&mut self.shuffle, StdRng::seed_from_u64(0));
-        let run = epochs_loop.run(epochs, self.batch_size, &mut shuffle, |batch, want_loss| {
-            self.step(batch, want_loss)
-        });
+        let mut negatives = self.negatives.take();
+        let run = epochs_loop.run(
+            epochs,
+            self.batch_size,
+            &mut shuffle,
+            negatives.as_mut(),
+            |batch, want_loss| self.step(batch, want_loss),
+        );
         self.shuffle = shuffle;
+        self.negatives = negatives;
         let run = run?;
         // The towers moved: every row changed.
         Ok(FitReport {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::data::LabelKind;
 use crate::metrics::{METRIC_DOCS, Metric};
+use crate::scoring::Loss;
 use crate::spec::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
 use crate::spec::path::YamlPath;
 use crate::spec::schema::{
@@ -209,7 +210,7 @@ impl Resolver {
 
         let mut graph = source_nodes(&data);
         let embed = self.embed(&roles, data.as_ref(), &mut graph);
-        let train = self.train(&roles, embed.as_ref(), seed, device, &mut graph);
+        let train = self.train(&roles, embed.as_ref(), seed, device, label_kind, &mut graph);
         let score = self.score(&roles, train.as_ref(), &mut graph);
         let rounds = match &protocol {
             Some(ProtocolPlan::Pool(p)) => p.rounds,
@@ -218,7 +219,8 @@ impl Resolver {
             Some(ProtocolPlan::Replay(_)) | None => 0,
         };
         let select = self.select(&roles, score.as_ref(), embed.as_ref(), rounds, &mut graph);
-        let evaluate = self.evaluate(&roles, label_kind, &mut graph);
+        let loss = train.as_ref().map(|t| t.loss);
+        let evaluate = self.evaluate(&roles, label_kind, loss, &mut graph);
         let early_stopping =
             self.early_stopping(&roles, protocol.as_ref(), evaluate.as_ref(), &mut graph);
         let output = self.output(spec, &name);
@@ -677,6 +679,7 @@ impl Resolver {
         embed: Option<&EmbedPlan>,
         seed: u64,
         device: Option<DeviceChoice>,
+        label_kind: LabelKind,
         graph: &mut Vec<PlanNode>,
     ) -> Option<TrainParams> {
         let node = roles.train.as_ref()?;
@@ -840,6 +843,7 @@ impl Resolver {
                 "add `refit: rehearsal`, or remove `rehearsal`",
             );
         }
+        let loss = self.loss(&key("loss"), options.loss.clone(), label_kind, &path);
         let optimizer = self.optimizer(options.optimizer.as_ref(), &path.key("optimizer"));
         graph.push(PlanNode {
             id: node.id.clone(),
@@ -850,6 +854,7 @@ impl Resolver {
         Some(TrainParams {
             model,
             uncertainty,
+            loss,
             optimizer: optimizer?,
             epochs,
             epochs_per_round,
@@ -858,6 +863,31 @@ impl Resolver {
             device: device?,
             seed,
         })
+    }
+
+    /// The train node's `loss:` (recorded under `key`), by default the label kind's.
+    /// `squared` on clicks and `cross_entropy` on ratings are the pipeline's choice to make;
+    /// only an unknown name is an error.
+    fn loss(
+        &mut self,
+        key: &str,
+        written: Option<String>,
+        label_kind: LabelKind,
+        path: &YamlPath,
+    ) -> Loss {
+        let default = Loss::default_for(label_kind);
+        let name = self.value(key, written, default.name().to_string());
+        if let Some(loss) = Loss::from_name(&name) {
+            return loss;
+        }
+        let names = Loss::ALL.map(Loss::name);
+        let accepted = names.map(|n| format!("`{n}`")).join(", ");
+        let help = match did_you_mean(&name, names) {
+            Some(best) => format!("did you mean `{best}`? (accepted: {accepted})"),
+            None => format!("accepted: {accepted}"),
+        };
+        self.error(path.key("loss"), format!("unknown loss `{name}`"), help);
+        default
     }
 
     fn optimizer(
@@ -1120,6 +1150,7 @@ impl Resolver {
         &mut self,
         roles: &NodeRoles,
         label_kind: LabelKind,
+        loss: Option<Loss>,
         graph: &mut Vec<PlanNode>,
     ) -> Option<EvaluatePlan> {
         let node = roles.evaluate.as_ref()?;
@@ -1132,7 +1163,11 @@ impl Resolver {
             return None;
         };
         let path = node.path.key("evaluate");
+        // A BPR model's scores rank items; they do not predict labels, so only ranking
+        // metrics describe it.
+        let ranks_only = loss == Some(Loss::Bpr);
         let default_names = match label_kind {
+            _ if ranks_only => vec!["ndcg@10", "recall@10", "mrr@10", "hit@10"],
             LabelKind::Rating => vec!["rmse", "mae", "ndcg@10", "recall@10"],
             LabelKind::Click => vec!["auc", "logloss", "ndcg@10", "recall@10"],
         };
@@ -1144,6 +1179,15 @@ impl Resolver {
         let mut parsed = Vec::new();
         for (n, name) in names.iter().enumerate() {
             match Metric::parse(name) {
+                Ok(metric) if ranks_only && metric.compares_labels() => self.error(
+                    path.key("metrics").index(n),
+                    format!(
+                        "`{name}` compares predictions with labels, but `loss: bpr` trains \
+                         ranking scores that predict no label"
+                    ),
+                    "use ranking metrics (ndcg@10, recall@10, mrr@10, hit@10, ...), or train \
+                     with `loss: squared` / `cross_entropy` to predict labels",
+                ),
                 Ok(metric) => parsed.push(metric),
                 Err(message) => {
                     self.error(path.key("metrics").index(n), message, metric_help(name));

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::data::LabelKind;
+use crate::scoring::Loss;
 
 /// Where the logged events live and how their columns map onto recsift's fields.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -216,6 +217,8 @@ pub struct TrainParams {
     pub model: ModelKind,
     /// How uncertainty is obtained.
     pub uncertainty: UncertaintyParams,
+    /// The objective (default: [`Loss::default_for`] the label kind).
+    pub loss: Loss,
     /// The optimiser.
     pub optimizer: OptimizerParams,
     /// Passes over the initially labelled set before round 1.

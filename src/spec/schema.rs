@@ -238,6 +238,11 @@ pub struct TrainOptions {
     pub rehearsal: Option<usize>,
     /// Samples per gradient step.
     pub batch_size: Option<usize>,
+    /// The objective: `squared` (half squared error; default for ratings), `cross_entropy`
+    /// (binary cross-entropy on a logit; default for clicks) or `bpr` (Bayesian personalised
+    /// ranking: every event is a positive, ranked above a sampled item its user has no event
+    /// with; predictions become unbounded ranking scores).
+    pub loss: Option<String>,
     /// `two_tower`: width of each tower's hidden layer (default 64).
     pub hidden: Option<usize>,
     /// `two_tower`: dropout probability of the hidden units (default 0.1).

@@ -140,6 +140,43 @@ nodes:
 }
 
 #[test]
+fn an_unknown_loss_gets_a_suggestion_and_bpr_refuses_label_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = ratings();
+    let file = pipeline(
+        dir.path(),
+        &format!(
+            "version: 1
+data: {{events: {events}}}
+protocol: {{pool: {{split: {{random: {{test: 0.2}}}}, rounds: 2}}}}
+nodes:
+  model: {{train: {{mf: {{dim: 8, loss: bpr_loss}}}}, inputs: [labelled]}}
+  scores: {{score: {{}}, inputs: [pool, model]}}
+  pick: {{select: {{strategy: max_loss, budget: 10}}, input: scores}}
+"
+        ),
+    );
+    let unknown = fails(dir.path(), &["validate", &file]);
+    // A BPR model ranks; asking it for rmse is refused at the metric, not at run time.
+    let file = pipeline(
+        dir.path(),
+        &format!(
+            "version: 1
+data: {{events: {events}}}
+protocol: {{pool: {{split: {{random: {{test: 0.2}}}}, rounds: 2}}}}
+nodes:
+  model: {{train: {{mf: {{dim: 8, members: 2, loss: bpr}}}}, inputs: [labelled]}}
+  scores: {{score: {{}}, inputs: [pool, model]}}
+  pick: {{select: {{strategy: uncertainty, budget: 10}}, input: scores}}
+  report: {{evaluate: {{metrics: [ndcg@10, rmse]}}, inputs: [test, model]}}
+"
+        ),
+    );
+    let label_metric = fails(dir.path(), &["validate", &file]);
+    insta::assert_snapshot!("validate-loss-errors", format!("{unknown}\n{label_metric}"));
+}
+
+#[test]
 fn an_embedding_cache_of_another_dimension_is_refused_and_kept() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache.parquet");

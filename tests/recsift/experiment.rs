@@ -4,6 +4,7 @@
 use recsift::driver::experiment::{ExperimentOutput, check_against_scratch};
 use recsift::driver::start_experiment;
 use recsift::plan::Plan;
+use recsift::scoring::Loss;
 
 use crate::common::{import_ml100k, plan_of};
 
@@ -103,6 +104,48 @@ fn incremental_scores_hold_for_every_strategy_and_refit_policy() {
         );
         let out = run_checked(&plan);
         assert!(!out.selections.is_empty(), "{strategy}");
+    }
+}
+
+#[test]
+fn bpr_scores_stay_exact_unclipped_and_fine_tune_incrementally() {
+    // BPR fine-tuning moves the rows of each round's negatives too: the engine must learn of
+    // them to stay exact. `max_loss` ranks by a positive's logistic loss, -ln σ(score).
+    for (strategy, refit) in [("max_loss", "new_labels"), ("uncertainty", "all_labels")] {
+        let plan = plan_of(
+            MF_POOL,
+            &[
+                "protocol.pool.rounds=3",
+                "protocol.pool.labelled.fraction=0.05",
+                &format!("select.strategy={strategy}"),
+                "select.budget=300",
+                "nodes.model.train.mf.loss=bpr",
+                &format!("nodes.model.train.mf.refit={refit}"),
+            ],
+        );
+        assert_eq!(plan.train.loss, Loss::Bpr);
+        let mut experiment = start_experiment(&plan, true).unwrap();
+        let head = experiment.session().head().clone();
+        assert_eq!((head.loss, head.clip), (Loss::Bpr, None), "never clipped");
+        while experiment.has_next() {
+            experiment.next_round().unwrap();
+            if let Err(difference) = check_against_scratch(experiment.as_ref(), 1e-6) {
+                panic!("{strategy}: {difference}");
+            }
+        }
+        let scores = experiment.session().maintained_scores().unwrap();
+        for score in scores.values() {
+            if let Some(loss) = score.loss {
+                let expected = (1.0 + f64::from(-score.prediction).exp()).ln();
+                let loss = f64::from(loss);
+                assert!(
+                    (loss - expected).abs() < 1e-4 * (1.0 + expected),
+                    "{score:?}"
+                );
+            }
+        }
+        let out = experiment.finish().unwrap();
+        assert_eq!(out.selections.len(), 3 * 300, "{strategy}");
     }
 }
 

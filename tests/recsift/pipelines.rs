@@ -21,23 +21,22 @@ fn every_shipped_pipeline_has_a_stable_plan() {
     for file in files {
         let name = file.file_stem().unwrap().to_string_lossy().into_owned();
         let relative = format!("pipelines/{name}.yaml");
-        // MovieLens 100K is not shipped: point its pipeline at the copy imported above.
-        let set = if name.starts_with("ml100k") {
-            vec![
-                "--set".to_string(),
-                format!(
-                    "protocol.pool.split.files.train={}",
-                    ml100k.join("u1.train.parquet").display()
-                ),
-                "--set".to_string(),
-                format!(
-                    "protocol.pool.split.files.test={}",
-                    ml100k.join("u1.test.parquet").display()
-                ),
-            ]
-        } else {
-            Vec::new()
+        // MovieLens 100K is not shipped: point its pipelines at the copy imported above.
+        let overrides = match name.as_str() {
+            "ml100k-u1-mf" => vec![
+                ("protocol.pool.split.files.train", "u1.train.parquet"),
+                ("protocol.pool.split.files.test", "u1.test.parquet"),
+            ],
+            _ if name.starts_with("ml100k") => vec![("data.events", "ratings.parquet")],
+            _ => Vec::new(),
         };
+        let set: Vec<String> = overrides
+            .iter()
+            .flat_map(|(key, file)| {
+                let value = format!("{key}={}", ml100k.join(file).display());
+                ["--set".to_string(), value]
+            })
+            .collect();
         let mut args = vec!["plan", relative.as_str()];
         args.extend(set.iter().map(String::as_str));
         let output = recsift(&args);

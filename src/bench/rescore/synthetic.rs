@@ -5,9 +5,9 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::data::{ItemIdx, LabelKind, UserIdx};
+use crate::data::{ItemIdx, UserIdx};
 use crate::dataflow::PoolSample;
-use crate::scoring::{RowLayout, ScoringHead};
+use crate::scoring::{Loss, RowLayout, ScoringHead};
 
 /// Rows are drawn uniformly from `[-ROW_RANGE, ROW_RANGE)`, small enough that predictions
 /// stay inside the clip range most of the time.
@@ -75,7 +75,7 @@ impl SyntheticPool {
         let head = ScoringHead::new(
             shape.layout,
             vec![MEAN_RATING; shape.layout.members],
-            LabelKind::Rating,
+            Loss::Squared,
         )
         .with_clip(0.5, 5.0);
         Self {

@@ -1,10 +1,11 @@
 //! Tests of text MF: a step against a dense f64 reference, the row layout, cold rows equal
 //! to the projection, growth with new text, errors, and the cold-start quality against MF
-//! on synthetic data whose text encodes the items' latent factors.
+//! on synthetic data whose text encodes the items' latent factors; BPR on implicit events.
 use super::*;
 use crate::model::bootstrap::bootstrap_weights;
 use crate::model::synthetic::{
-    CatalogueSpec, ExperimentSplit, Synthetic, all_rows, keys, params, rmse_on, sample, sgd,
+    CatalogueSpec, ExperimentSplit, ImplicitSplit, Synthetic, all_rows, keys, params, rmse_on,
+    sample, sgd,
 };
 use crate::model::{BiasedMf, build_recommender};
 use crate::plan::params::OptimizerParams;
@@ -308,8 +309,11 @@ fn rows_have_the_scoring_layout_and_unrated_items_get_the_projection_alone() {
 fn same_seed_gives_identical_rows_and_another_seed_differs() {
     let data = Synthetic::new(CatalogueSpec::small(), 5);
     let spec = CatalogueSpec::small();
-    let train = |seed: u64, optimizer: OptimizerParams| {
-        let p = text_mf_params(4, 2, optimizer, seed);
+    let train = |seed: u64, (optimizer, loss): (OptimizerParams, Loss)| {
+        let p = TrainParams {
+            loss,
+            ..text_mf_params(4, 2, optimizer, seed)
+        };
         let mut m = TextMf::new(
             &p,
             spec.users,
@@ -324,14 +328,17 @@ fn same_seed_gives_identical_rows_and_another_seed_differs() {
         m.fit(&data.ratings[..50], &k[..50], 1).unwrap();
         all_rows(&m)
     };
-    for optimizer in [sgd(0.02, 0.05), crate::model::synthetic::adam(0.01, 0.01)] {
-        let a = train(1, optimizer);
+    let runs = [sgd(0.02, 0.05), crate::model::synthetic::adam(0.01, 0.01)]
+        .into_iter()
+        .flat_map(|optimizer| [(optimizer, Loss::Squared), (optimizer, Loss::Bpr)]);
+    for run in runs {
+        let a = train(1, run);
         assert_eq!(
             a,
-            train(1, optimizer),
-            "same seed must give bit-identical rows"
+            train(1, run),
+            "{run:?}: same seed must give bit-identical rows"
         );
-        let b = train(2, optimizer);
+        let b = train(2, run);
         assert_ne!(a.0, b.0);
         assert_ne!(a.1, b.1);
     }
@@ -372,6 +379,26 @@ fn training_reduces_the_loss_and_reports_every_item_with_text() {
     assert_eq!(report.changed_users, rated.into_iter().collect::<Vec<_>>());
     // Item 3's row stayed the zero row.
     assert!(model.item_rows(&[3]).unwrap().iter().all(|&x| x == 0.0));
+}
+
+#[test]
+fn bpr_ranks_held_out_positives_above_unmet_items() {
+    let split = ImplicitSplit::new(ImplicitSplit::spec(), 32);
+    let spec = split.spec;
+    let p = TrainParams {
+        loss: Loss::Bpr,
+        ..text_mf_params(16, 2, crate::model::synthetic::adam(0.01, 0.01), 4)
+    };
+    let mut model = TextMf::new(
+        &p,
+        spec.users,
+        spec.items,
+        4.0,
+        LabelKind::Rating,
+        &split.text,
+    )
+    .unwrap();
+    split.check_bpr_training(&mut model, 30, 0.8);
 }
 
 #[test]

@@ -1,10 +1,12 @@
 //! Tests of the two-tower model: exported rows against an f64 evaluation of the towers
 //! (ensembles, MC-dropout passes with their fixed masks), the ID-row step against finite
-//! differences, determinism, growth with new text, errors, and cold-start quality.
+//! differences, determinism, growth with new text, errors, cold-start quality, and BPR on
+//! implicit events (ensembles and MC dropout).
 use super::*;
 use crate::model::build_recommender;
 use crate::model::synthetic::{
-    CatalogueSpec, ExperimentSplit, Synthetic, adam, all_rows, keys, params, rmse_on, sample, sgd,
+    CatalogueSpec, ExperimentSplit, ImplicitSplit, Synthetic, adam, all_rows, keys, params,
+    rmse_on, sample, sgd,
 };
 use crate::plan::params::OptimizerParams;
 
@@ -339,18 +341,24 @@ fn id_rows_step_along_the_finite_difference_gradient() {
 
 #[test]
 fn same_seed_gives_identical_rows_and_another_seed_differs() {
-    for uncertainty in [
+    let runs = [
         UncertaintyParams::Ensemble { members: 2 },
         UncertaintyParams::McDropout { passes: 3 },
-    ] {
+    ]
+    .into_iter()
+    .flat_map(|uncertainty| [(uncertainty, Loss::Squared), (uncertainty, Loss::Bpr)]);
+    for (uncertainty, loss) in runs {
         let run = |seed: u64| {
-            let p = tower_params(3, 8, 0.2, uncertainty, sgd(0.02, 0.05), seed);
+            let p = TrainParams {
+                loss,
+                ..tower_params(3, 8, 0.2, uncertainty, sgd(0.02, 0.05), seed)
+            };
             let (mut model, data) = trained(&p, 9, 2);
             model.fit(&data.ratings[..40], &keys(40), 1).unwrap();
             all_rows(&model)
         };
         let a = run(1);
-        assert_eq!(a, run(1), "{uncertainty:?}: same seed, same rows");
+        assert_eq!(a, run(1), "{uncertainty:?}, {loss:?}: same seed, same rows");
         let b = run(2);
         assert_ne!(a.0, b.0);
         assert_ne!(a.1, b.1);
@@ -393,6 +401,43 @@ fn training_reduces_the_loss_and_reports_every_row() {
         30 * data.ratings.len().div_ceil(32),
         "one step per batch of 32"
     );
+}
+
+#[test]
+fn bpr_ranks_held_out_positives_above_unmet_items() {
+    let split = ImplicitSplit::new(ImplicitSplit::spec(), 33);
+    let spec = split.spec;
+    for uncertainty in [
+        UncertaintyParams::Ensemble { members: 2 },
+        UncertaintyParams::McDropout { passes: 4 },
+    ] {
+        let p = TrainParams {
+            loss: Loss::Bpr,
+            batch_size: 64,
+            ..tower_params(16, 32, 0.1, uncertainty, adam(0.005, 0.0), 4)
+        };
+        let mut model = TwoTower::new(
+            &p,
+            spec.users,
+            spec.items,
+            4.0,
+            LabelKind::Rating,
+            &split.text,
+        )
+        .unwrap();
+        split.check_bpr_training(&mut model, 30, 0.8);
+        // Every row changed (the towers moved), the negatives' among them.
+        let report = model.fit(&split.train[..50], &keys(50), 1).unwrap();
+        assert_eq!(report.changed_items, keys(spec.items));
+        // The uncertainty survives: members (or passes) disagree on held-out positives.
+        let head = model.head();
+        let (u, i) = all_rows(&model);
+        let row = head.layout.row_len();
+        let e = split.held_out[0];
+        let (ur, ir) = (e.user as usize * row, e.item as usize * row);
+        let score = head.score(&u[ur..ur + row], &i[ir..ir + row], Some(e.label));
+        assert!(score.variance > 0.0, "{uncertainty:?}: {score:?}");
+    }
 }
 
 #[test]
