@@ -242,10 +242,10 @@ fn bpr_on_movielens_100k_ranks_like_recbole() {
     let summary: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     let metric = |name: &str| summary["metrics"][name].as_f64().unwrap();
-    assert!(metric("val_ndcg@10") > 0.19, "{summary}");
-    assert!(metric("ndcg@10") > 0.22, "{summary}");
-    assert!(metric("recall@10") > 0.18, "{summary}");
-    assert!(metric("hit@10") > 0.65, "{summary}");
+    assert!(metric("val_ndcg@10") > 0.21, "{summary}");
+    assert!(metric("ndcg@10") > 0.26, "{summary}");
+    assert!(metric("recall@10") > 0.21, "{summary}");
+    assert!(metric("hit@10") > 0.72, "{summary}");
     // Label metrics are refused for BPR, so none is reported.
     assert!(summary["metrics"].get("rmse").is_none());
 }
