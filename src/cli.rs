@@ -21,6 +21,17 @@ use recsift::spec::LoadedSpec;
 use recsift::study::{self, StudyPlan, plan_study};
 use recsift::synth::{self, SynthConfig};
 
+/// `print!` to stdout, ending the process quietly when stdout is closed (`recsift plan FILE
+/// | head`) where `print!` would panic.
+macro_rules! out {
+    ($($arg:tt)*) => { write_stdout(format_args!($($arg)*)) };
+}
+
+/// `println!` to stdout, ending the process quietly when stdout is closed.
+macro_rules! outln {
+    ($($arg:tt)*) => { write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 /// Active learning and sample selection for recommender systems on pretrained language
 /// models, as YAML pipelines run as incremental dataflow.
 #[derive(Debug, Parser)]
@@ -429,7 +440,7 @@ fn execute(command: Command) -> Result<(), Failure> {
                 .filter(|(name, _)| *name != "train_loss")
                 .map(|(name, value)| format!("{name} {value:.4}"))
                 .collect();
-            println!(
+            outln!(
                 "{}: {} rounds, {} labels selected, {} in {:.1} s -> {}",
                 summary.name,
                 summary.history.len().saturating_sub(1),
@@ -442,7 +453,7 @@ fn execute(command: Command) -> Result<(), Failure> {
         }
         Command::Validate { pipeline } => {
             if let Some(study) = load_study(&pipeline)? {
-                println!(
+                outln!(
                     "{}: ok (a study of {} arms x {} seeds = {} runs: {})",
                     pipeline.file.display(),
                     study.arms.len(),
@@ -458,7 +469,7 @@ fn execute(command: Command) -> Result<(), Failure> {
                 return Ok(());
             }
             let plan = load_plan(&pipeline)?;
-            println!(
+            outln!(
                 "{}: ok ({} nodes)",
                 pipeline.file.display(),
                 plan.graph.len()
@@ -468,12 +479,12 @@ fn execute(command: Command) -> Result<(), Failure> {
         Command::Plan { pipeline, dot } => {
             let plan = load_plan(&pipeline)?;
             if let Some(study) = load_study(&pipeline)?.filter(|_| !dot) {
-                print!("{study}");
+                out!("{study}");
             }
             if dot {
-                print!("{}", plan.to_dot());
+                out!("{}", plan.to_dot());
             } else {
-                print!("{plan}");
+                out!("{plan}");
             }
             Ok(())
         }
@@ -489,7 +500,7 @@ fn execute(command: Command) -> Result<(), Failure> {
                     code: if e.is_user_error() { 2 } else { 1 },
                     message: e.to_string(),
                 })?;
-            print!("{summary}");
+            out!("{summary}");
             Ok(())
         }
         Command::Import {
@@ -499,7 +510,7 @@ fn execute(command: Command) -> Result<(), Failure> {
                 code: if e.is_user_error() { 2 } else { 1 },
                 message: e.to_string(),
             })?;
-            println!("{summary}");
+            outln!("{summary}");
             Ok(())
         }
     }
@@ -537,7 +548,7 @@ fn run_bench(bench: BenchCommand) -> Result<(), Failure> {
             };
             let report = bench_embed(&texts, &dir, &options).map_err(Failure::user)?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string(&report).map_err(|e| Failure {
                         code: 1,
@@ -549,18 +560,18 @@ fn run_bench(bench: BenchCommand) -> Result<(), Failure> {
                     .peak_rss_mb
                     .map(|m| format!("{m:.0} MiB"))
                     .unwrap_or_else(|| "n/a".into());
-                println!("model        {}", report.model);
-                println!("device       {}", report.device);
-                println!("texts        {} ({} tokens)", report.texts, report.tokens);
-                println!("threads      {}, batch {}", report.threads, report.batch);
-                println!("time         {:.2} s", report.seconds);
-                println!("throughput   {:.1} texts/s", report.texts_per_s);
-                println!("peak memory  {peak}");
+                outln!("model        {}", report.model);
+                outln!("device       {}", report.device);
+                outln!("texts        {} ({} tokens)", report.texts, report.tokens);
+                outln!("threads      {}, batch {}", report.threads, report.batch);
+                outln!("time         {:.2} s", report.seconds);
+                outln!("throughput   {:.1} texts/s", report.texts_per_s);
+                outln!("peak memory  {peak}");
                 if let Some(diff) = report.reference {
-                    println!("vs reference {}", show_diff(&diff));
+                    outln!("vs reference {}", show_diff(&diff));
                 }
                 if let Some(diff) = report.cpu {
-                    println!("vs cpu       {}", show_diff(&diff));
+                    outln!("vs cpu       {}", show_diff(&diff));
                 }
             }
             Ok(())
@@ -616,9 +627,9 @@ fn print_report<R: serde::Serialize + std::fmt::Display>(
             code: 1,
             message: format!("could not write the report as JSON: {e}"),
         })?;
-        println!("{json}");
+        outln!("{json}");
     } else {
-        println!("{report}");
+        outln!("{report}");
     }
     Ok(())
 }
@@ -677,7 +688,7 @@ fn run_study_command(study: &StudyPlan, force: bool, progress: bool) -> Result<(
             code: if e.is_user_error() { 2 } else { 1 },
             message: e.to_string(),
         })?;
-    println!("{outcome}");
+    outln!("{outcome}");
     Ok(())
 }
 
@@ -715,7 +726,7 @@ fn report_command(dirs: &[PathBuf], out: &Path, baseline: Option<String>) -> Res
         metric_order: &[],
     };
     study::write_study(out, &input, &context).map_err(failure)?;
-    println!(
+    outln!(
         "{} runs compared against `{baseline}` -> {}",
         collected.curves.len(),
         out.join("report.html").display()
@@ -726,4 +737,18 @@ fn report_command(dirs: &[PathBuf], out: &Path, baseline: Option<String>) -> Res
 fn load_plan(args: &PipelineArgs) -> Result<Plan, Failure> {
     let loaded = LoadedSpec::load(&args.file, &args.set).map_err(Failure::user)?;
     plan::build(&loaded).map_err(Failure::user)
+}
+
+/// Writes `text` to stdout. A reader that went away (a closed pipe) ends the process with
+/// success, as for other Unix tools; any other write failure ends it with an error.
+fn write_stdout(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
 }
