@@ -217,14 +217,7 @@ pub fn fit_initial(
     else {
         return Ok((model.fit(events, keys, epochs)?, None));
     };
-    let mut twin = build_model(
-        plan,
-        data.users.len(),
-        data.items.len(),
-        global_mean,
-        data.label_kind,
-        data.text.as_ref(),
-    )?;
+    let mut twin = model_for(plan, data, global_mean)?;
     let watched = EvaluatePlan {
         metrics: vec![stopping.metric],
         ..evaluate_plan.clone()
@@ -298,16 +291,25 @@ pub fn model_and_head(
     data: &ExperimentData,
     global_mean: f32,
 ) -> Result<(Box<dyn Recommender>, ScoringHead), RunError> {
-    let model = build_model(
+    let model = model_for(plan, data, global_mean)?;
+    let head = clipped_head(model.as_ref(), data.train.iter().map(|e| e.label));
+    Ok((model, head))
+}
+
+/// A new model of `plan` sized for `data`'s users and items, reading its text vectors.
+fn model_for(
+    plan: &Plan,
+    data: &ExperimentData,
+    global_mean: f32,
+) -> Result<Box<dyn Recommender>, RunError> {
+    build_model(
         plan,
         data.users.len(),
         data.items.len(),
         global_mean,
         data.label_kind,
         data.text.as_ref(),
-    )?;
-    let head = clipped_head(model.as_ref(), data.train.iter().map(|e| e.label));
-    Ok((model, head))
+    )
 }
 
 /// The session of a split experiment over `model` (new or already trained) and its `head`:
