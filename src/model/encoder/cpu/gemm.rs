@@ -10,9 +10,10 @@
 //!
 //! The micro-kernel keeps an `MR × NR` tile of `y` in 28 AVX-512 registers (one fused
 //! multiply-add per register per step of `k`) and adds the bias (and, for the feed-forward
-//! up-projection, applies GELU) on the registers before the single store. CPUs without
-//! AVX-512 (or other architectures) use a portable kernel of the same shape: same results
-//! up to the order of float additions, slower. Everything is `f32`; no reduced precision.
+//! up-projection, applies GELU) on the registers before the single store. CPUs with AVX2
+//! and FMA but no AVX-512 compute the tile as blocks of 6 rows × 16 columns (12
+//! accumulators of AVX2's 16 registers); other CPUs use a portable kernel of the same
+//! shape. All agree up to the order of float additions. Everything is `f32`; no reduced precision.
 //!
 //! Single-threaded on purpose: the encoder runs whole batches on separate threads, which
 //! costs no synchronisation per product (see `super::CpuBert::encode`).
@@ -195,6 +196,9 @@ pub enum Kernel {
     /// 16-lane AVX-512 fused multiply-add.
     #[cfg(target_arch = "x86_64")]
     Avx512,
+    /// 8-lane AVX2 fused multiply-add (most x86-64 CPUs without AVX-512).
+    #[cfg(target_arch = "x86_64")]
+    Avx2Fma,
     /// Plain Rust, whatever the compiler vectorises it to.
     Portable,
 }
@@ -203,8 +207,15 @@ impl Kernel {
     /// The fastest kernel this CPU supports.
     pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return Kernel::Avx512;
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Kernel::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Kernel::Avx2Fma;
+            }
         }
         Kernel::Portable
     }
@@ -232,6 +243,19 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => unsafe {
                 avx512::tile(k, a.as_ptr(), lda, b.as_ptr(), c, ldc, bias, epilogue)
+            },
+            // SAFETY: `detect` saw AVX2 and FMA; the asserts above bound every access.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2Fma => unsafe {
+                avx2::tile(k, a.as_ptr(), lda, b.as_ptr(), c, ldc, bias);
+                if epilogue == Epilogue::BiasGelu {
+                    for r in 0..MR {
+                        kernels::activate(
+                            &mut c[r * ldc..r * ldc + NR],
+                            kernels::Activation::GeluErf,
+                        );
+                    }
+                }
             },
             Kernel::Portable => portable_tile(k, a, lda, b, c, ldc, bias, epilogue),
         }
@@ -333,6 +357,99 @@ mod avx512 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::{
+        __m256, _mm256_add_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_load_ps,
+        _mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    };
+
+    use super::{MR, NR};
+
+    /// Columns per block: two 8-lane vectors, one cache line of a packed panel's row.
+    const COLS: usize = 16;
+    /// Rows per block: `ROWS × 2` accumulators, two weight vectors and the broadcast value
+    /// fill 15 of AVX2's 16 registers.
+    const ROWS: usize = 6;
+
+    /// `c = a · b + bias` for one `MR × NR` tile (the caller applies any activation), as
+    /// `ROWS × COLS` blocks: for each half of the panel, rows 0-5, 6-11 and 12-13.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `a` must hold `(MR - 1) * lda + k` floats, `b`
+    /// `k * NR` (32-byte aligned, as packed panels are), `bias` `NR`, `c`
+    /// `(MR - 1) * ldc + NR` (the caller checks).
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn tile(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: &mut [f32],
+        ldc: usize,
+        bias: &[f32],
+    ) {
+        let cp = c.as_mut_ptr();
+        for col in (0..NR).step_by(COLS) {
+            let mut row = 0;
+            while row < MR {
+                // SAFETY: rows `row..row + ROWS` (or the last `MR - row`) and columns
+                // `col..col + COLS` lie inside the tile the caller bounded.
+                unsafe {
+                    let (a, c) = (a.add(row * lda), cp.add(row * ldc + col));
+                    let (b, bias) = (b.add(col), bias.as_ptr().add(col));
+                    if MR - row >= ROWS {
+                        block::<ROWS>(k, a, lda, b, c, ldc, bias);
+                    } else {
+                        block::<{ MR % ROWS }>(k, a, lda, b, c, ldc, bias);
+                    }
+                }
+                row += ROWS;
+            }
+        }
+    }
+
+    /// `R` rows × [`COLS`] columns of the tile.
+    ///
+    /// # Safety
+    /// As [`tile`], for `R` rows of `a` and `c` and `COLS` columns of `b`, `bias` and `c`.
+    #[inline(always)]
+    unsafe fn block<const R: usize>(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        bias: *const f32,
+    ) {
+        // SAFETY: the caller's bounds; `b` steps by whole panel rows of `NR` floats, each
+        // 32-byte aligned, `k` times.
+        unsafe {
+            let mut acc: [[__m256; 2]; R] = [[_mm256_setzero_ps(); 2]; R];
+            let mut bp = b;
+            for kk in 0..k {
+                let b0 = _mm256_load_ps(bp);
+                let b1 = _mm256_load_ps(bp.add(8));
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let a_r = _mm256_broadcast_ss(&*a.add(r * lda + kk));
+                    acc_r[0] = _mm256_fmadd_ps(a_r, b0, acc_r[0]);
+                    acc_r[1] = _mm256_fmadd_ps(a_r, b1, acc_r[1]);
+                }
+                bp = bp.add(NR);
+            }
+            let z0 = _mm256_loadu_ps(bias);
+            let z1 = _mm256_loadu_ps(bias.add(8));
+            for (r, acc_r) in acc.iter().enumerate() {
+                let row = c.add(r * ldc);
+                _mm256_storeu_ps(row, _mm256_add_ps(acc_r[0], z0));
+                _mm256_storeu_ps(row.add(8), _mm256_add_ps(acc_r[1], z1));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,8 +514,15 @@ mod tests {
     fn every_kernel_matches_naive_product_on_awkward_shapes() {
         let mut kernels = vec![Kernel::Portable];
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            kernels.push(Kernel::Avx512);
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                kernels.push(Kernel::Avx2Fma);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                kernels.push(Kernel::Avx512);
+            }
         }
         assert_eq!(kernels.last(), Some(&Kernel::detect()));
         // Partial row blocks, partial column panels, short and long inner dimensions.
