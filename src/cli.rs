@@ -358,6 +358,10 @@ struct GenArgs {
     /// Logit offset of clicks (lower: fewer clicks).
     #[arg(long, default_value_t = SynthConfig::DEFAULT_CLICK_BIAS, allow_hyphen_values = true)]
     click_bias: f64,
+    /// Write the events in a seeded random order instead of time order, as real logs are
+    /// often stored (holds the whole log in memory, about 40 bytes per event).
+    #[arg(long)]
+    shuffle: bool,
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
@@ -387,6 +391,7 @@ impl GenArgs {
             text_signal: self.text_signal,
             rating_noise: self.rating_noise,
             click_bias: self.click_bias,
+            shuffle: self.shuffle,
         }
     }
 }
