@@ -120,8 +120,8 @@ struct SortArgs {
     /// to --temp-dir and merged.
     #[arg(long, default_value = "1GiB", value_parser = parse_memory_arg)]
     memory: u64,
-    /// Where the runs of a sort on disk go (they need about the log's size, uncompressed)
-    /// [default: the system's temporary folder, TMPDIR].
+    /// Where the runs of a sort on disk go (they take about as much disk as the log) [default:
+    /// the system's temporary folder, TMPDIR].
     #[arg(long, value_name = "DIR")]
     temp_dir: Option<PathBuf>,
     /// Replace an existing output file.

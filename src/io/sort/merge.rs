@@ -23,6 +23,7 @@ use crate::io::parquet_file::open_parquet;
 const WHAT: &str = "sorted run";
 
 /// The time column in the runs: where it is and what it is called.
+#[derive(Clone)]
 pub(super) struct RunTime {
     /// Position of the column in a batch.
     pub index: usize,

@@ -12,8 +12,9 @@
 //! in memory and handed out from there. Otherwise this is an **external merge sort**: each
 //! budget's worth of rows is sorted and spilled as a Parquet file (a *run*) to a fresh
 //! folder `recsift-sort-*` in [`SortOptions::temp_dir`], and the runs are then merged, each
-//! read a slice of the budget at a time. The folder is removed when the sort is dropped
-//! (after an error too). The process's peak memory is above the budget by the Parquet
+//! read a slice of the budget at a time (more than 64 runs, from a log over 64 times the
+//! budget, are first merged 64 at a time into longer runs). The folder is removed when the
+//! sort is dropped (after an error too). The process's peak memory is above the budget by the Parquet
 //! reader's and writer's buffers (a page per column, and one row group of a file being
 //! written) and by one output batch.
 //!
@@ -60,13 +61,21 @@ use super::IoError;
 use super::columns::{self, ColumnContext};
 use super::parquet_file::{ParquetSink, find_column, open_parquet};
 
-/// The memory budget unless asked otherwise: 1 GiB, about 25 million events of four
-/// numeric columns.
+/// The memory budget unless asked otherwise: 1 GiB, about 24 million events of four
+/// numeric columns (28 bytes of columns and 16 of sort index each).
 pub const DEFAULT_SORT_MEMORY: u64 = 1 << 30;
 
 /// Rows per batch read from the input (and from each run while merging, at most): small
 /// enough that the budget is kept closely, large enough to amortise per-batch work.
 pub const READ_ROWS: usize = 8192;
+
+/// Rows per batch written to a run or to a sorted copy: gathering a batch from thousands of
+/// input batches has a cost per input batch, which this many rows amortise.
+const WRITE_ROWS: usize = 1 << 16;
+
+/// Runs merged at once, at most: each holds an open file and a batch. More runs (a log many
+/// times the budget) are first merged in groups of this many.
+const MAX_MERGE_RUNS: usize = 64;
 
 /// Rows per batch read from a run while merging, at least (however small the budget).
 const MIN_MERGE_READ_ROWS: usize = 1024;
@@ -139,6 +148,8 @@ pub(crate) struct TimeColumn<'a> {
 /// folder of spilled runs, if any, until dropped.
 pub(crate) struct SortedBatches {
     source: Sorted,
+    /// The file sorted (for messages).
+    path: PathBuf,
     runs: usize,
     _spill: Option<TempDir>,
 }
@@ -163,7 +174,7 @@ impl Iterator for SortedBatches {
         match &mut self.source {
             Sorted::Memory(run) => run.next().map(|batch| {
                 batch.map_err(|source| IoError::Arrow {
-                    path: PathBuf::from("(sorted rows in memory)"),
+                    path: self.path.clone(),
                     source,
                 })
             }),
@@ -212,6 +223,7 @@ pub(crate) fn sort_batches(
         }
         return Ok(SortedBatches {
             source: Sorted::Memory(sorted),
+            path: time.ctx.path.to_path_buf(),
             runs: 0,
             _spill: None,
         });
@@ -222,23 +234,29 @@ pub(crate) fn sort_batches(
     let runs = spill.runs.len();
     // Each run is read a slice of the budget at a time (rows estimated from the input).
     let bytes_per_row = (spill.bytes / rows.max(1)).max(1);
-    let read_rows = (options.memory / (2 * runs as u64 * bytes_per_row)) as usize;
-    let read_rows = read_rows.clamp(MIN_MERGE_READ_ROWS, READ_ROWS);
-    if options.progress {
-        eprintln!(
-            "sort: merging {runs} runs of {} rows ({:.1} s so far)",
-            thousands(rows),
-            started.elapsed().as_secs_f64()
-        );
-    }
+    let read_rows = |fan_in: usize| {
+        let rows = options.memory / (2 * fan_in as u64 * bytes_per_row);
+        (rows as usize).clamp(MIN_MERGE_READ_ROWS, READ_ROWS)
+    };
     let run_time = RunTime {
         index: time.index,
         name: time.ctx.column.to_string(),
     };
-    let merge = RunMerge::open(&spill.runs, schema, run_time, read_rows, batch_rows)
+    spill.reduce(&run_time, read_rows(MAX_MERGE_RUNS), options)?;
+    if options.progress {
+        eprintln!(
+            "sort: merging {} runs of {} rows ({:.1} s so far)",
+            spill.runs.len(),
+            thousands(rows),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let fan_in = spill.runs.len();
+    let merge = RunMerge::open(&spill.runs, schema, run_time, read_rows(fan_in), batch_rows)
         .map_err(|e| spill.error(e))?;
     Ok(SortedBatches {
         source: Sorted::Merge(merge),
+        path: time.ctx.path.to_path_buf(),
         runs,
         _spill: Some(spill.dir),
     })
@@ -248,7 +266,10 @@ pub(crate) fn sort_batches(
 struct Spill {
     dir: TempDir,
     schema: SchemaRef,
+    /// The runs to merge, in input order.
     runs: Vec<PathBuf>,
+    /// Run files written so far (names them).
+    written: usize,
     /// Memory the spilled rows took (to size the merge's reads).
     bytes: u64,
 }
@@ -267,6 +288,7 @@ impl Spill {
             dir,
             schema: first.schema().clone(),
             runs: Vec::new(),
+            written: 0,
             bytes: 0,
         };
         spill.write(first, options)?;
@@ -276,21 +298,15 @@ impl Spill {
     /// Sorts `buffer` and writes it as the next run.
     fn write(&mut self, buffer: RunBuffer, options: &SortOptions) -> Result<(), IoError> {
         let started = Instant::now();
-        let path = self
-            .dir
-            .path()
-            .join(format!("run-{:05}.parquet", self.runs.len() + 1));
-        let (rows, bytes) = (buffer.rows(), buffer.bytes());
-        let mut sink =
-            ParquetSink::create(&path, self.schema.clone()).map_err(|e| self.error(e))?;
-        for batch in buffer.sort(READ_ROWS) {
-            let batch = batch.map_err(|source| IoError::Arrow {
-                path: path.clone(),
+        let bytes = buffer.bytes();
+        let dir = self.dir.path().to_path_buf();
+        let sorted = buffer.sort(WRITE_ROWS).map(|batch| {
+            batch.map_err(|source| IoError::Arrow {
+                path: dir.clone(),
                 source,
-            })?;
-            sink.write(&batch).map_err(|e| self.error(e))?;
-        }
-        sink.finish().map_err(|e| self.error(e))?;
+            })
+        });
+        let (path, rows) = self.write_run(sorted)?;
         self.runs.push(path);
         self.bytes += bytes;
         if options.progress {
@@ -303,6 +319,69 @@ impl Spill {
             );
         }
         Ok(())
+    }
+
+    /// Merges consecutive groups of [`MAX_MERGE_RUNS`] runs into one run each, until at
+    /// most that many are left. A group holds consecutive stretches of the input, so the
+    /// merged run is still in stable order.
+    fn reduce(
+        &mut self,
+        time: &RunTime,
+        read_rows: usize,
+        options: &SortOptions,
+    ) -> Result<(), IoError> {
+        while self.runs.len() > MAX_MERGE_RUNS {
+            let runs = std::mem::take(&mut self.runs);
+            for group in runs.chunks(MAX_MERGE_RUNS) {
+                if let [only] = group {
+                    self.runs.push(only.clone());
+                    continue;
+                }
+                let started = Instant::now();
+                let merge = RunMerge::open(
+                    group,
+                    self.schema.clone(),
+                    time.clone(),
+                    read_rows,
+                    WRITE_ROWS,
+                )
+                .map_err(|e| self.error(e))?;
+                let (path, rows) = self.write_run(merge)?;
+                for merged in group {
+                    // Frees disk early; the folder goes with the sort in any case.
+                    let _ = std::fs::remove_file(merged);
+                }
+                self.runs.push(path);
+                if options.progress {
+                    eprintln!(
+                        "sort: {} runs merged into one of {} rows ({:.1} s)",
+                        group.len(),
+                        thousands(rows),
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `batches` as a new run file; its path and rows.
+    fn write_run(
+        &mut self,
+        batches: impl Iterator<Item = Result<RecordBatch, IoError>>,
+    ) -> Result<(PathBuf, u64), IoError> {
+        self.written += 1;
+        let path = self
+            .dir
+            .path()
+            .join(format!("run-{:05}.parquet", self.written));
+        let mut sink =
+            ParquetSink::create(&path, self.schema.clone()).map_err(|e| self.error(e))?;
+        for batch in batches {
+            sink.write(&batch?).map_err(|e| self.error(e))?;
+        }
+        let rows = sink.finish().map_err(|e| self.error(e))?;
+        Ok((path, rows))
     }
 
     /// A failure to write or read a run, with the folder and what to do.
@@ -383,7 +462,7 @@ pub fn sort_file(
         })
     });
     let time_column = TimeColumn { ctx, index };
-    let sorted = sort_batches(batches, schema.clone(), &time_column, options, READ_ROWS)?;
+    let sorted = sort_batches(batches, schema.clone(), &time_column, options, WRITE_ROWS)?;
     let runs = sorted.runs();
     let mut sink = ParquetSink::create(output, schema)?;
     for batch in sorted {

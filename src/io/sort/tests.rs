@@ -115,6 +115,17 @@ fn many_spilled_runs_merge_to_the_stable_sort_of_the_whole_input() {
 }
 
 #[test]
+fn more_runs_than_one_merge_takes_are_merged_in_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let times = scrambled_times(20_011, 300);
+    // Every 97-row batch over the budget: 207 runs, merged 64 at a time first.
+    let (positions, runs, _) = sort_positions(&times, false, &options_in(dir.path(), 1), 4096);
+    assert!(runs > 3 * MAX_MERGE_RUNS, "{runs} runs");
+    assert_eq!(positions, reference(&times));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
 fn a_sort_in_memory_is_the_same_and_spills_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let times = scrambled_times(5_003, 40);
