@@ -195,13 +195,14 @@ pub struct InitialFit<'a> {
 
 /// The initial fit of a split experiment on `fit.events`: `fit.epochs` passes,
 /// or, with early stopping, the number of passes after which the validation metric was
-/// best. The search trains a twin of the session's model (same parameters and seed, so
+/// best. The search trains a twin of `model` (same parameters and seed, so
 /// the same initialisation) one pass at a time, evaluating after each, and stops after
-/// `patience` passes without improvement; the session's model then trains exactly the best
+/// `patience` passes without improvement; `model` then trains exactly the best
 /// number of passes, one call per pass as in the search, so it equals the twin at its best
 /// epoch. Returns the fit's report and, with early stopping, the passes chosen.
 pub fn fit_initial(
-    session: &mut Session,
+    model: &mut dyn Recommender,
+    head: &ScoringHead,
     plan: &Plan,
     data: &ExperimentData,
     fit: InitialFit<'_>,
@@ -214,16 +215,9 @@ pub fn fit_initial(
     } = fit;
     let (Some(stopping), Some(evaluate_plan)) = (plan.early_stopping, plan.evaluate.as_ref())
     else {
-        return Ok((session.model_mut().fit(events, keys, epochs)?, None));
+        return Ok((model.fit(events, keys, epochs)?, None));
     };
-    let mut twin = build_model(
-        plan,
-        data.users.len(),
-        data.items.len(),
-        global_mean,
-        data.label_kind,
-        data.text.as_ref(),
-    )?;
+    let mut twin = model_for(plan, data, global_mean)?;
     let watched = EvaluatePlan {
         metrics: vec![stopping.metric],
         ..evaluate_plan.clone()
@@ -235,11 +229,11 @@ pub fn fit_initial(
         twin.fit(events, keys, 1)?;
         let (n_users, n_items) = twin.shape();
         let rows = RowMirror::new(
-            session.head().layout.row_len(),
+            head.layout.row_len(),
             twin.user_rows(&(0..n_users as u32).collect::<Vec<_>>())?,
             twin.item_rows(&(0..n_items as u32).collect::<Vec<_>>())?,
         );
-        let view = ModelView::new(session.head(), &rows);
+        let view = ModelView::new(head, &rows);
         let target = EvalTarget {
             events: &data.validation,
             excluded: &labelled,
@@ -264,7 +258,7 @@ pub fn fit_initial(
     let chosen = best.map_or(stopping.max_epochs, |(epoch, _)| epoch);
     let mut report = FitReport::default();
     for _ in 0..chosen {
-        report.merge(session.model_mut().fit(events, keys, 1)?);
+        report.merge(model.fit(events, keys, 1)?);
     }
     Ok((report, Some(chosen)))
 }
@@ -290,24 +284,43 @@ pub fn build_model(
     )?)
 }
 
-/// The model of a split experiment (sized for its users and items, reading its text
-/// vectors), its head clipped to the training labels, in a started session.
-pub fn start_session(
+/// A new model of `plan`, sized for `data`, starting from `global_mean` (see
+/// [`build_model`]), with its scoring head (clipped to the training labels' scale).
+pub fn model_and_head(
     plan: &Plan,
     data: &ExperimentData,
     global_mean: f32,
-    select: Option<&SelectPlan>,
-    track_scores: bool,
-) -> Result<Session, RunError> {
-    let model = build_model(
+) -> Result<(Box<dyn Recommender>, ScoringHead), RunError> {
+    let model = model_for(plan, data, global_mean)?;
+    let head = clipped_head(model.as_ref(), data.train.iter().map(|e| e.label));
+    Ok((model, head))
+}
+
+/// A new model of `plan` sized for `data`'s users and items, reading its text vectors.
+fn model_for(
+    plan: &Plan,
+    data: &ExperimentData,
+    global_mean: f32,
+) -> Result<Box<dyn Recommender>, RunError> {
+    build_model(
         plan,
         data.users.len(),
         data.items.len(),
         global_mean,
         data.label_kind,
         data.text.as_ref(),
-    )?;
-    let head = clipped_head(model.as_ref(), data.train.iter().map(|e| e.label));
+    )
+}
+
+/// The session of a split experiment over `model` (new or already trained) and its `head`:
+/// the incremental engine and the ranking state `select` needs.
+pub fn start_session(
+    plan: &Plan,
+    data: &ExperimentData,
+    (model, head): (Box<dyn Recommender>, ScoringHead),
+    select: Option<&SelectPlan>,
+    track_scores: bool,
+) -> Result<Session, RunError> {
     Session::start(
         head,
         model,
@@ -424,7 +437,7 @@ pub fn refit_samples(
 }
 
 /// Stage timings of one round, in the order they ran.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct RoundClock {
     stages: Vec<(&'static str, Duration)>,
 }

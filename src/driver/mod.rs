@@ -37,7 +37,7 @@ use crate::results::RoundRecord;
 use self::embed::ItemEmbedder;
 use self::evaluation::ItemsPerUser;
 use self::experiment::{Experiment, recommend};
-use self::pool::PoolExperiment;
+use self::pool::{PoolExperiment, PoolStart};
 use self::replay::ReplayExperiment;
 use self::selection::SelectionExperiment;
 use self::split::{SplitEvents, is_cold_item, split_events};
@@ -320,7 +320,7 @@ pub fn start_experiment(
         ProtocolPlan::Pool(pool) => Box::new(PoolExperiment::start(
             plan,
             pool,
-            load_data(plan)?,
+            PoolStart::train(plan, pool)?,
             track_scores,
         )?),
         ProtocolPlan::Selection(selection) => Box::new(SelectionExperiment::start(
@@ -340,9 +340,30 @@ pub fn start_experiment(
 
 /// Runs `plan` to completion and writes its results; returns the summary written.
 pub fn run(plan: &Plan, options: &RunOptions) -> Result<Summary, RunError> {
+    execute(plan, options, None)
+}
+
+/// As [`run`], continuing from `start`: a pool experiment's round 0 trained for a plan
+/// that [`PoolStart::serves`] `plan` (a study's arms of one seed share it). The results
+/// equal those of [`run`]; only round 0's loading, embedding and training are not repeated
+/// (round 0's timings are those of the shared computation).
+pub fn run_from(plan: &Plan, options: &RunOptions, start: PoolStart) -> Result<Summary, RunError> {
+    execute(plan, options, Some(start))
+}
+
+fn execute(
+    plan: &Plan,
+    options: &RunOptions,
+    start: Option<PoolStart>,
+) -> Result<Summary, RunError> {
     let started = Instant::now();
     let out = OutputDir::prepare(&options.out_dir, options.force)?;
-    let mut experiment = start_experiment(plan, false, options.progress)?;
+    let mut experiment: Box<dyn Experiment> = match (start, &plan.protocol) {
+        (Some(start), ProtocolPlan::Pool(pool)) => {
+            Box::new(PoolExperiment::start(plan, pool, start, false)?)
+        }
+        _ => start_experiment(plan, false, options.progress)?,
+    };
     let planned = experiment.planned_rounds();
     if options.progress {
         for record in experiment.history() {

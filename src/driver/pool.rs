@@ -4,17 +4,129 @@
 
 use crate::data::{IdMap, Interaction, UserIdx};
 use crate::dataflow::PoolSample;
-use crate::plan::params::RefitPolicy;
-use crate::plan::{EvaluatePlan, Plan, PoolPlan, SelectPlan};
+use crate::model::{FitReport, Recommender};
+use crate::plan::params::{RefitPolicy, TrainParams};
+use crate::plan::{EvaluatePlan, Plan, PoolPlan, ProtocolPlan, SelectPlan};
 use crate::results::{RoundRecord, SelectionRecord};
+use crate::scoring::ScoringHead;
 
 use super::experiment::{
     Experiment, ExperimentOutput, InitialFit, RoundClock, RoundCounts, fit_initial, mean_label,
-    pool_sample, refit_samples, round_zero_clock, split_round_record, start_session, users_of,
+    model_and_head, pool_sample, refit_samples, round_zero_clock, split_round_record,
+    start_session, users_of,
 };
 use super::session::{PoolChanges, Session};
 use super::split::initial_labels;
-use super::{ExperimentData, RunError};
+use super::{ExperimentData, RunError, load_data};
+
+/// Round 0 of a pool experiment up to its trained model: the loaded and split data, the
+/// initially labelled samples and the initial fit. Arms of a study that differ only after
+/// round 0 (see [`PoolStart::serves`]) start from copies of one `PoolStart`, so round 0 is
+/// computed once per seed.
+pub struct PoolStart {
+    data: ExperimentData,
+    labelled: Vec<bool>,
+    seed_samples: Vec<u32>,
+    seed_events: Vec<Interaction>,
+    model: Box<dyn Recommender>,
+    head: ScoringHead,
+    report: FitReport,
+    stopped_at: Option<usize>,
+    /// Round 0's stages so far: loading, embedding, training.
+    clock: RoundClock,
+}
+
+impl PoolStart {
+    /// Loads the data of `plan`, labels its initial samples and trains the initial model.
+    pub fn train(plan: &Plan, pool: &PoolPlan) -> Result<Self, RunError> {
+        let data = load_data(plan)?;
+        let labelled = initial_labels(&data.train, pool.initial, plan.seed);
+        check_budget(plan, pool, &labelled, &data)?;
+        let seed_samples: Vec<u32> = (0..data.train.len() as u32)
+            .filter(|&k| labelled[k as usize])
+            .collect();
+        let seed_events: Vec<Interaction> = seed_samples
+            .iter()
+            .map(|&k| data.train[k as usize])
+            .collect();
+        let Some(global_mean) = mean_label(seed_events.iter().map(|e| e.label)) else {
+            return Err(RunError::Experiment {
+                field: "protocol.pool.labelled".into(),
+                message: format!(
+                    "no training event is labelled at the start ({} training events): the model has nothing to learn from",
+                    data.train.len()
+                ),
+                help: "raise `labelled: {fraction: ...}` or use `labelled: {per_user: 1}`".into(),
+            });
+        };
+        let (mut model, head) = model_and_head(plan, &data, global_mean)?;
+        let mut clock = round_zero_clock(&data);
+        let (report, stopped_at) = clock.time("train", || {
+            let fit = InitialFit {
+                events: &seed_events,
+                keys: &seed_samples,
+                epochs: plan.train.epochs,
+                global_mean,
+            };
+            fit_initial(model.as_mut(), &head, plan, &data, fit)
+        })?;
+        Ok(Self {
+            data,
+            labelled,
+            seed_samples,
+            seed_events,
+            model,
+            head,
+            report,
+            stopped_at,
+            clock,
+        })
+    }
+
+    /// Whether a start trained for `trained` serves `plan` exactly as one trained for
+    /// `plan` would: both are pool experiments whose plans differ only in what acts after
+    /// round 0 (the select node, the number of rounds, the retraining protocol and its
+    /// passes) and in their names and output folders.
+    pub fn serves(trained: &Plan, plan: &Plan) -> bool {
+        let round_zero = |p: &Plan| {
+            let ProtocolPlan::Pool(pool) = &p.protocol else {
+                return None;
+            };
+            Some(Plan {
+                name: trained.name.clone(),
+                output: trained.output.clone(),
+                protocol: ProtocolPlan::Pool(PoolPlan {
+                    rounds: 0,
+                    ..pool.clone()
+                }),
+                select: None,
+                graph: Vec::new(),
+                train: TrainParams {
+                    refit: RefitPolicy::AllLabels,
+                    epochs_per_round: 0,
+                    ..p.train.clone()
+                },
+                ..p.clone()
+            })
+        };
+        round_zero(trained).is_some_and(|t| Some(t) == round_zero(plan))
+    }
+
+    /// An independent copy (the model deep-copied, with its optimiser and random state).
+    pub fn duplicate(&self) -> Result<Self, RunError> {
+        Ok(Self {
+            data: self.data.clone(),
+            labelled: self.labelled.clone(),
+            seed_samples: self.seed_samples.clone(),
+            seed_events: self.seed_events.clone(),
+            model: self.model.duplicate()?,
+            head: self.head.clone(),
+            report: self.report.clone(),
+            stopped_at: self.stopped_at,
+            clock: self.clock.clone(),
+        })
+    }
+}
 
 /// A running pool-protocol experiment.
 pub struct PoolExperiment {
@@ -33,51 +145,38 @@ pub struct PoolExperiment {
 }
 
 impl PoolExperiment {
-    /// Trains the initial model, loads the pool into the engine and records round 0.
+    /// Continues `start` (trained for `plan`, or for a plan it [`PoolStart::serves`]):
+    /// loads the pool into the engine and records round 0.
     pub fn start(
         plan: &Plan,
         pool: &PoolPlan,
-        data: ExperimentData,
+        start: PoolStart,
         track_scores: bool,
     ) -> Result<Self, RunError> {
-        let labelled = initial_labels(&data.train, pool.initial, plan.seed);
-        let pool_size = labelled.iter().filter(|&&l| !l).count();
-        check_budget(plan, pool, pool_size, &data)?;
-        let seed_samples: Vec<u32> = (0..data.train.len() as u32)
-            .filter(|&k| labelled[k as usize])
-            .collect();
-        let seed_events: Vec<Interaction> = seed_samples
-            .iter()
-            .map(|&k| data.train[k as usize])
-            .collect();
-        let Some(global_mean) = mean_label(seed_events.iter().map(|e| e.label)) else {
-            return Err(RunError::Experiment {
-                field: "protocol.pool.labelled".into(),
-                message: format!(
-                    "no training event is labelled at the start ({} training events): the model has nothing to learn from",
-                    data.train.len()
-                ),
-                help: "raise `labelled: {fraction: ...}` or use `labelled: {per_user: 1}`".into(),
-            });
-        };
-        let mut session =
-            start_session(plan, &data, global_mean, plan.select.as_ref(), track_scores)?;
+        let PoolStart {
+            data,
+            labelled,
+            seed_samples,
+            seed_events,
+            model,
+            head,
+            report,
+            stopped_at,
+            mut clock,
+        } = start;
+        check_budget(plan, pool, &labelled, &data)?;
+        let mut session = start_session(
+            plan,
+            &data,
+            (model, head),
+            plan.select.as_ref(),
+            track_scores,
+        )?;
         // A label-aware strategy reads the pool's hidden labels: an oracle upper bound.
         let oracle = plan
             .select
             .as_ref()
             .is_some_and(|s| s.strategy.def().needs_labels);
-
-        let mut clock = round_zero_clock(&data);
-        let (report, stopped_at) = clock.time("train", || {
-            let fit = InitialFit {
-                events: &seed_events,
-                keys: &seed_samples,
-                epochs: plan.train.epochs,
-                global_mean,
-            };
-            fit_initial(&mut session, plan, &data, fit)
-        })?;
         let insert: Vec<PoolSample> = (0..data.train.len() as u32)
             .filter(|&k| !labelled[k as usize])
             .map(|k| pool_sample(&data.train, k, oracle))
@@ -251,12 +350,13 @@ impl Experiment for PoolExperiment {
 fn check_budget(
     plan: &Plan,
     pool: &PoolPlan,
-    pool_size: usize,
+    labelled: &[bool],
     data: &ExperimentData,
 ) -> Result<(), RunError> {
     let (Some(select), true) = (&plan.select, pool.rounds > 0) else {
         return Ok(());
     };
+    let pool_size = labelled.iter().filter(|&&l| !l).count();
     if data.train.is_empty() {
         return Err(RunError::Experiment {
             field: "data.events".into(),

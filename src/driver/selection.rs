@@ -10,7 +10,7 @@ use crate::results::{RoundRecord, SelectionRecord};
 
 use super::experiment::{
     Experiment, ExperimentOutput, InitialFit, RoundClock, RoundCounts, fit_initial, mean_label,
-    pool_sample, round_zero_clock, split_round_record, start_session, users_of,
+    model_and_head, pool_sample, round_zero_clock, split_round_record, start_session, users_of,
 };
 use super::session::{PoolChanges, Session};
 use super::{ExperimentData, RunError};
@@ -63,7 +63,7 @@ impl SelectionExperiment {
                 help: format!("lower `budget` to at most {}", data.train.len()),
             });
         }
-        let mut session = start_session(plan, &data, global_mean, Some(&select), track_scores)?;
+        let (mut model, head) = model_and_head(plan, &data, global_mean)?;
         let mut clock = round_zero_clock(&data);
         let keys: Vec<u32> = (0..data.train.len() as u32).collect();
         let (report, stopped_at) = clock.time("train", || {
@@ -73,8 +73,9 @@ impl SelectionExperiment {
                 epochs: protocol.warmup_epochs,
                 global_mean,
             };
-            fit_initial(&mut session, plan, &data, fit)
+            fit_initial(model.as_mut(), &head, plan, &data, fit)
         })?;
+        let mut session = start_session(plan, &data, (model, head), Some(&select), track_scores)?;
         let insert: Vec<PoolSample> = keys
             .iter()
             .map(|&k| pool_sample(&data.train, k, true))

@@ -445,6 +445,26 @@ impl Recommender for BiasedMf {
         check_rows("item", items, self.items.rows())?;
         self.export(&self.items, items)
     }
+
+    fn duplicate(&self) -> Result<Box<dyn Recommender>, ModelError> {
+        Ok(Box::new(Self {
+            layout: self.layout,
+            loss: self.loss,
+            offsets: self.offsets.clone(),
+            clip: self.clip,
+            init_std: self.init_std,
+            seed: self.seed,
+            batch_size: self.batch_size,
+            device: self.device.clone(),
+            optimizer: self.optimizer,
+            users: self.users.duplicate()?,
+            items: self.items.duplicate()?,
+            // Never written in place: sharing it is safe.
+            offset_row: self.offset_row.clone(),
+            shuffle: self.shuffle.clone(),
+            negatives: self.negatives.clone(),
+        }))
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod encoder;
 use candle_core::Device;
 
 pub mod bootstrap;
+mod dense_adam;
 mod host_rows;
 pub mod init;
 pub mod mf;
@@ -134,6 +135,13 @@ pub trait Recommender: Send {
         let _ = text;
         Ok(())
     }
+
+    /// An independent copy of this model in its current state: parameters, optimiser
+    /// state (moments and step counters), random generators (shuffle, dropout masks) and
+    /// BPR negative sampler positions. Training the copy and the original on the same
+    /// samples gives bit-identical rows; training one never changes the other. (A study
+    /// trains round 0 once and hands each arm its own copy.)
+    fn duplicate(&self) -> Result<Box<dyn Recommender>, ModelError>;
 }
 
 /// The recommender `params.model` asks for, with `n_users` x `n_items` rows.

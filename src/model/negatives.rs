@@ -30,7 +30,7 @@ const NEGATIVE_DOMAIN: u64 = 0xB9B9_0E6A_0000_0006;
 pub(super) const MAX_TRIES: u64 = 32;
 
 /// Every user's known items and the epoch counter that seeds the draws.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct NegativeSampler {
     seed: u64,
     n_items: usize,

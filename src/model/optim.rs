@@ -101,6 +101,27 @@ impl RowTable {
             .reshape((n, self.members, self.width))
     }
 
+    /// An independent copy of the table and its optimiser state, in new storage: steps
+    /// write into tables in place, so a table sharing storage (a clone of its tensors) would
+    /// follow the original's steps.
+    pub fn duplicate(&self) -> candle_core::Result<Self> {
+        let moments = match &self.moments {
+            Some(m) => Some(Moments {
+                first: m.first.copy()?,
+                second: m.second.copy()?,
+                steps: m.steps.copy()?,
+            }),
+            None => None,
+        };
+        Ok(Self {
+            values: self.values.copy()?,
+            moments,
+            members: self.members,
+            width: self.width,
+            slots: self.slots.clone(),
+        })
+    }
+
     /// Append rows (`[n, members * width]`) with zeroed optimiser state; existing rows and
     /// their state are unchanged.
     pub fn append(&mut self, rows: &Tensor) -> candle_core::Result<()> {

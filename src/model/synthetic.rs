@@ -104,6 +104,48 @@ pub fn rmse_on(model: &dyn Recommender, test: &[Interaction]) -> f64 {
     (sum / test.len() as f64).sqrt()
 }
 
+/// Checks [`Recommender::duplicate`] on a trained `model`: copies start with its rows; a
+/// copy and the original, each trained one more epoch on `samples` (keys `0..n`), report
+/// the same and end with bit-identical rows; training either leaves the other alone, and a
+/// copy nobody trains keeps the rows of the moment it was made.
+pub fn check_duplicate(model: &mut dyn Recommender, samples: &[Interaction]) {
+    let kind = model.kind();
+    let keys = keys(samples.len());
+    let before = all_rows(model);
+    let mut twin = model.duplicate().unwrap();
+    let untrained = model.duplicate().unwrap();
+    assert_eq!(
+        all_rows(&*twin),
+        before,
+        "{kind}: a copy starts with the rows"
+    );
+
+    let twin_report = twin.fit(samples, &keys, 1).unwrap();
+    assert_ne!(all_rows(&*twin), before, "{kind}: the epoch moved the rows");
+    assert_eq!(
+        all_rows(model),
+        before,
+        "{kind}: training a copy moved the original"
+    );
+
+    let report = model.fit(samples, &keys, 1).unwrap();
+    assert_eq!(
+        report, twin_report,
+        "{kind}: the same epoch, reported differently"
+    );
+    let after = all_rows(model);
+    assert_eq!(
+        all_rows(&*twin),
+        after,
+        "{kind}: the same epoch, other rows"
+    );
+    assert_eq!(
+        all_rows(&*untrained),
+        before,
+        "{kind}: training moved a copy"
+    );
+}
+
 /// Size of a synthetic catalogue.
 #[derive(Clone, Copy, Debug)]
 pub struct CatalogueSpec {

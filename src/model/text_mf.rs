@@ -19,7 +19,7 @@
 //! |[b_i, q_i]|² + |W e_i|²))`: the free item row is regularised like an MF row and the
 //! projection by what it adds to the item. User and free item rows take MF's sparse steps
 //! ([`super::optim`], gradients in closed form); `W` takes a dense Adam step per batch
-//! ([`super::training::dense_adam`]) on the closed-form gradient
+//! ([`super::dense_adam`]) on the closed-form gradient
 //! `Σ_k e_k ⊗ (w·∂ℓ/∂raw · [1, p_u] + λ w W e_k)`.
 //!
 //! **BPR** (`loss: bpr`, implicit feedback: every event is a positive, see
@@ -38,11 +38,11 @@
 //! are reported as in MF.
 
 use candle_core::{Device, Tensor, Var};
-use candle_nn::Optimizer;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::bootstrap::stable_hash;
+use super::dense_adam::{DenseAdamW, duplicate_var};
 use super::host_rows::HostLinear;
 use super::init::{TableTag, init_rows};
 use super::mf::{Forward, SHUFFLE_DOMAIN, mc_dropout_needs_dropout};
@@ -51,7 +51,7 @@ use super::optim::{RowGradients, RowTable, SparseOptimizer, block_rows, blocks};
 use super::pairwise::PairForward;
 use super::text_table::TextTable;
 use super::training::{
-    Batch, EpochLoop, check_params, check_rows, dense_adam, label_offset, lr_and_decay, marked,
+    Batch, EpochLoop, check_params, check_rows, label_offset, lr_and_decay, marked,
     negative_sampler,
 };
 use super::{FitReport, ModelError, Recommender, candle_device};
@@ -80,7 +80,7 @@ pub struct TextMf {
     /// `W` of every member stacked: `[members * (1 + dim), text_dim]` (this layout made
     /// the gradient's product 1.7x faster than `[text_dim, members * (1 + dim)]`).
     projection: Var,
-    projection_optimizer: candle_nn::AdamW,
+    projection_optimizer: DenseAdamW,
     text: TextTable,
     /// The offsets as `[1, members]`.
     offset_row: Tensor,
@@ -138,7 +138,7 @@ impl TextMf {
             &device,
         )?;
         let (lr, weight_decay) = lr_and_decay(params.optimizer);
-        let projection_optimizer = dense_adam(
+        let projection_optimizer = DenseAdamW::new(
             vec![projection.clone()],
             params.optimizer,
             lr * PROJECTION_LR_FACTOR,
@@ -480,6 +480,33 @@ impl Recommender for TextMf {
     fn set_item_embeddings(&mut self, text: &ItemEmbeddings) -> Result<(), ModelError> {
         self.text.set(text)?;
         Ok(())
+    }
+
+    fn duplicate(&self) -> Result<Box<dyn Recommender>, ModelError> {
+        let projection = duplicate_var(&self.projection)?;
+        let projection_optimizer = self
+            .projection_optimizer
+            .duplicate(vec![projection.clone()])?;
+        Ok(Box::new(Self {
+            layout: self.layout,
+            loss: self.loss,
+            offsets: self.offsets.clone(),
+            init_std: self.init_std,
+            seed: self.seed,
+            batch_size: self.batch_size,
+            weight_decay: self.weight_decay,
+            device: self.device.clone(),
+            optimizer: self.optimizer,
+            users: self.users.duplicate()?,
+            items: self.items.duplicate()?,
+            projection,
+            projection_optimizer,
+            // Neither is written in place: sharing them is safe.
+            text: self.text.clone(),
+            offset_row: self.offset_row.clone(),
+            shuffle: self.shuffle.clone(),
+            negatives: self.negatives.clone(),
+        }))
     }
 }
 

@@ -11,7 +11,10 @@ use super::ModelError;
 use crate::data::ItemEmbeddings;
 
 /// Item text vectors on the device, `[rows, dim]`, and which rows have text.
-#[derive(Debug)]
+///
+/// A clone shares the device tensor, which is safe: the table is never written in place
+/// (setting and growing it replace the tensor).
+#[derive(Clone, Debug)]
 pub(super) struct TextTable {
     dim: usize,
     /// The embeddings last handed over (rows for items the model may not hold yet).

@@ -332,38 +332,6 @@ pub(super) fn check_rows(what: &str, rows: &[u32], held: usize) -> Result<(), Mo
     }
 }
 
-/// Dense Adam for the parameters every sample reads (a text projection, MLP weights): one
-/// step updates them whole, so the sparse row optimisers do not apply. Adam rather than
-/// SGD whatever the row optimiser is, because a step on the summed loss of a batch would be
-/// batch-size times larger for a shared parameter than for a row, and Adam's step does not
-/// scale with the gradient. Betas and epsilon come from the row optimiser when it is Adam
-/// (PyTorch's defaults otherwise); `decoupled_decay` is AdamW's weight decay (0 when the
-/// model puts its L2 term in the gradient).
-pub(super) fn dense_adam(
-    vars: Vec<candle_core::Var>,
-    optimizer: OptimizerParams,
-    lr: f64,
-    decoupled_decay: f64,
-) -> candle_core::Result<candle_nn::AdamW> {
-    use candle_nn::Optimizer;
-    let (beta1, beta2, eps) = match optimizer {
-        OptimizerParams::Adam {
-            beta1, beta2, eps, ..
-        } => (beta1, beta2, eps),
-        OptimizerParams::Sgd { .. } => (0.9, 0.999, 1e-8),
-    };
-    candle_nn::AdamW::new(
-        vars,
-        candle_nn::ParamsAdamW {
-            lr,
-            beta1,
-            beta2,
-            eps,
-            weight_decay: decoupled_decay,
-        },
-    )
-}
-
 /// The row optimiser's learning rate and L2 coefficient.
 pub(super) fn lr_and_decay(optimizer: OptimizerParams) -> (f64, f64) {
     match optimizer {

@@ -29,7 +29,7 @@
 //! the gradient reaches `u`'s, `i`'s and `j`'s ID rows and both towers. The ID tables are
 //! row tables updated sparsely by the configured optimiser (per-sample L2 as in MF,
 //! [`super::optim`]); the towers' weights take dense Adam steps
-//! ([`super::training::dense_adam`]) with decoupled weight decay.
+//! ([`super::dense_adam`]) with decoupled weight decay.
 //!
 //! **Cold items.** Item ID embeddings start at zero, so an item never trained on is scored
 //! from its text through the item tower. User ID embeddings start at N(0, `init_std`²).
@@ -39,11 +39,11 @@
 //! the change), and the engine re-scores every sample.
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::Optimizer;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
 use super::bootstrap::{stable_hash, unit_interval};
+use super::dense_adam::{DenseAdamW, duplicate_var};
 use super::host_rows::HostLinear;
 use super::init::{TableTag, init_rows, uniform_values};
 use super::mf::{Forward, SHUFFLE_DOMAIN};
@@ -52,8 +52,7 @@ use super::optim::{RowGradients, RowTable, SparseOptimizer, block_rows, blocks};
 use super::pairwise::PairForward;
 use super::text_table::TextTable;
 use super::training::{
-    Batch, EpochLoop, check_params, check_rows, dense_adam, label_offset, lr_and_decay,
-    negative_sampler,
+    Batch, EpochLoop, check_params, check_rows, label_offset, lr_and_decay, negative_sampler,
 };
 use super::{FitReport, ModelError, Recommender, candle_device};
 use crate::data::{Interaction, ItemEmbeddings, ItemIdx, LabelKind, UserIdx};
@@ -92,7 +91,7 @@ pub struct TwoTower {
     item_ids: RowTable,
     user_tower: Tower,
     item_tower: Tower,
-    dense: candle_nn::AdamW,
+    dense: DenseAdamW,
     text: TextTable,
     /// Shuffles the samples of each epoch; advances across `fit` calls.
     shuffle: StdRng,
@@ -177,6 +176,17 @@ impl Tower {
         vars.extend(self.w1_text.clone());
         vars.extend([self.b1.clone(), self.w2.clone(), self.b2.clone()]);
         vars
+    }
+
+    /// The same tower with its weights copied into new storage.
+    fn duplicate(&self) -> candle_core::Result<Self> {
+        Ok(Self {
+            w1: duplicate_var(&self.w1)?,
+            w1_text: self.w1_text.as_ref().map(duplicate_var).transpose()?,
+            b1: duplicate_var(&self.b1)?,
+            w2: duplicate_var(&self.w2)?,
+            b2: duplicate_var(&self.b2)?,
+        })
     }
 
     /// Width of the hidden layer.
@@ -278,10 +288,8 @@ impl TwoTower {
             &device,
         )?;
         let (lr, weight_decay) = lr_and_decay(params.optimizer);
-        let mut vars = user_tower.vars();
-        vars.extend(item_tower.vars());
-        let dense = dense_adam(
-            vars,
+        let dense = DenseAdamW::new(
+            dense_vars(&user_tower, &item_tower),
             params.optimizer,
             lr,
             weight_decay * TOWER_DECAY_FACTOR,
@@ -382,12 +390,7 @@ impl TwoTower {
         // The widest elementwise operands are the hidden activations and the outputs.
         let width = hidden.max(1 + self.layout.dim);
 
-        let dense_vars: Vec<Var> = self
-            .user_tower
-            .vars()
-            .into_iter()
-            .chain(self.item_tower.vars())
-            .collect();
+        let dense_vars = dense_vars(&self.user_tower, &self.item_tower);
         let mut dense_sums: Vec<Option<Tensor>> = vec![None; dense_vars.len()];
         let mut user_grads = Vec::new();
         let mut item_grads = Vec::new();
@@ -578,6 +581,14 @@ impl TwoTower {
     }
 }
 
+/// The towers' parameters, as the dense optimiser holds them: the user tower's, then the
+/// item tower's.
+fn dense_vars(user_tower: &Tower, item_tower: &Tower) -> Vec<Var> {
+    let mut vars = user_tower.vars();
+    vars.extend(item_tower.vars());
+    vars
+}
+
 /// `(start, len)` of consecutive blocks covering `n`, at most `block` long and of nearly
 /// equal length (1023 + 1 would pay the per-block overhead for one row).
 fn even_blocks(n: usize, block: usize) -> impl Iterator<Item = (usize, usize)> {
@@ -739,6 +750,36 @@ impl Recommender for TwoTower {
     fn set_item_embeddings(&mut self, text: &ItemEmbeddings) -> Result<(), ModelError> {
         self.text.set(text)?;
         Ok(())
+    }
+
+    fn duplicate(&self) -> Result<Box<dyn Recommender>, ModelError> {
+        let user_tower = self.user_tower.duplicate()?;
+        let item_tower = self.item_tower.duplicate()?;
+        let dense = self.dense.duplicate(dense_vars(&user_tower, &item_tower))?;
+        Ok(Box::new(Self {
+            layout: self.layout,
+            networks: self.networks,
+            passes: self.passes,
+            dropout: self.dropout,
+            loss: self.loss,
+            offsets: self.offsets.clone(),
+            // Neither is written in place: sharing them is safe.
+            offset_row: self.offset_row.clone(),
+            text: self.text.clone(),
+            init_std: self.init_std,
+            seed: self.seed,
+            batch_size: self.batch_size,
+            device: self.device.clone(),
+            optimizer: self.optimizer,
+            user_ids: self.user_ids.duplicate()?,
+            item_ids: self.item_ids.duplicate()?,
+            user_tower,
+            item_tower,
+            dense,
+            shuffle: self.shuffle.clone(),
+            masks: self.masks.clone(),
+            negatives: self.negatives.clone(),
+        }))
     }
 }
 

@@ -409,13 +409,18 @@ pub struct StudySpec {
     /// A count (`5`: the pipeline's seed and the next four) or a list of seeds (default 3).
     pub seeds: Option<SeedsSpec>,
     /// The grid: a `--set` path and its values per key, e.g.
-    /// `nodes.pick.select.strategy: [random, uncertainty]`. Arms are every combination.
+    /// `nodes.pick.select.strategy: [random, uncertainty]`, or a mapping from arm names to
+    /// values (`nodes.model.train: {text: {text_mf: {...}}, ids: {mf: {...}}}`). Arms are
+    /// every combination.
     pub vary: Option<serde_yaml::Mapping>,
     /// The arm the others are compared with (default: the arm whose strategy is `random`
     /// when the strategy is varied, else the first arm).
     pub baseline: Option<String>,
     /// Runs at once (default: the machine's cores).
     pub parallel: Option<usize>,
+    /// Train round 0 once per seed for the arms that differ only after it (default true;
+    /// `false` runs every arm from scratch, with the same results).
+    pub share_round_zero: Option<bool>,
 }
 
 /// `study.seeds:` — a count or a list.

@@ -45,6 +45,8 @@ pub struct StudyOutcome {
     pub runs: usize,
     /// Runs skipped because they had finished before.
     pub skipped: usize,
+    /// Runs that continued a round 0 shared with other arms of their seed.
+    pub shared_round_zero: usize,
     /// Wall time of the runs executed now, in seconds.
     pub wall_s: f64,
     /// Where the results are.
@@ -58,10 +60,11 @@ impl fmt::Display for StudyOutcome {
         write!(f, "{}", self.table)?;
         write!(
             f,
-            "{}: {} runs ({} skipped, finished before) in {:.1} s -> {} (report.html)",
+            "{}: {} runs ({} skipped, finished before; {} continued a shared round 0) in {:.1} s -> {} (report.html)",
             self.name,
             self.runs,
             self.skipped,
+            self.shared_round_zero,
             self.wall_s,
             self.out_dir.display()
         )
@@ -123,6 +126,7 @@ pub fn run_and_report(
         name: plan.name.clone(),
         runs: plan.runs.len(),
         skipped: finished.skipped,
+        shared_round_zero: finished.shared_round_zero,
         wall_s: finished.wall_s,
         out_dir: plan.out_dir.clone(),
         table: headline_table(&analysis),

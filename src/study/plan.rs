@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::driver::pool::PoolStart;
 use crate::plan::{self, Plan};
 use crate::spec::LoadedSpec;
 use crate::spec::diagnostic::{Diagnostic, Diagnostics, LocatedDiagnostic, Origin};
@@ -34,6 +35,8 @@ pub struct StudyPlan {
     pub baseline: String,
     /// Runs at once.
     pub parallel: usize,
+    /// Whether runs of one seed whose plans differ only after round 0 share it.
+    pub share_round_zero: bool,
     /// The study's results directory.
     pub out_dir: PathBuf,
     /// Every run: arm x seed, arms outer.
@@ -59,6 +62,10 @@ pub struct StudyRun {
     pub seed: u64,
     /// The validated plan (output directory already set to the run's folder).
     pub plan: Plan,
+    /// Its round-0 group: runs of one group train the same round-0 model (same seed, plans
+    /// that differ only after round 0; see [`PoolStart::serves`]). Every run has a group,
+    /// alone in it when nothing can share its round 0.
+    pub round_zero: usize,
 }
 
 impl StudyPlan {
@@ -119,7 +126,12 @@ pub fn plan_study(file: &Path, set: &[String]) -> Result<Option<StudyPlan>, Diag
             arguments.push(format!("seed={seed}"));
             let planned = LoadedSpec::load(file, &arguments).and_then(|l| plan::build(&l));
             match planned {
-                Ok(plan) => runs.push(StudyRun { arm: a, seed, plan }),
+                Ok(plan) => runs.push(StudyRun {
+                    arm: a,
+                    seed,
+                    plan,
+                    round_zero: 0,
+                }),
                 Err(diagnostics) => {
                     located.extend(in_arm(&loaded, arm, diagnostics));
                     // The other seeds of this arm fail the same way.
@@ -142,14 +154,31 @@ pub fn plan_study(file: &Path, set: &[String]) -> Result<Option<StudyPlan>, Diag
         arms,
         baseline,
         parallel,
+        share_round_zero: spec.share_round_zero.unwrap_or(true),
         out_dir,
         runs: Vec::new(),
     };
     for run in &mut runs {
         run.plan.output.dir = plan.run_dir(run.arm, run.seed);
     }
+    group_round_zero(&mut runs);
     plan.runs = runs;
     Ok(Some(plan))
+}
+
+/// Numbers the runs' round-0 groups: a run joins the group of the first earlier run whose
+/// round 0 serves it.
+fn group_round_zero(runs: &mut [StudyRun]) {
+    let mut representatives: Vec<usize> = Vec::new();
+    for k in 0..runs.len() {
+        let found = representatives
+            .iter()
+            .position(|&r| PoolStart::serves(&runs[r].plan, &runs[k].plan));
+        runs[k].round_zero = found.unwrap_or_else(|| {
+            representatives.push(k);
+            representatives.len() - 1
+        });
+    }
 }
 
 /// Seeds, arms and parallelism from the `study:` section.
@@ -191,17 +220,32 @@ fn study_shape(
             }
         };
         let here = YamlPath::root().key("study").key("vary").key(&path);
-        let Some(list) = values.as_sequence().filter(|l| !l.is_empty()) else {
+        // A list of values, each named by itself, or a mapping from arm names to values
+        // (for values too long to name an arm, such as a whole model section).
+        let rendered: Vec<(String, String)> = match values {
+            serde_yaml::Value::Sequence(list) => list
+                .iter()
+                .map(|v| (value_label(v), value_yaml(v)))
+                .collect(),
+            serde_yaml::Value::Mapping(named) => named
+                .iter()
+                .map(|(name, v)| (value_label(name), value_yaml(v)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        if rendered.is_empty() {
             problems.push(
-                Diagnostic::new(here, "each varied key takes a non-empty list of values")
-                    .with_help("e.g. `nodes.pick.select.strategy: [random, uncertainty]`"),
+                Diagnostic::new(
+                    here,
+                    "each varied key takes a non-empty list of values, or a mapping from arm names to values",
+                )
+                .with_help(
+                    "e.g. `nodes.pick.select.strategy: [random, uncertainty]`, or \
+                     `nodes.model.train: {small: {mf: {dim: 8}}, large: {mf: {dim: 64}}}`",
+                ),
             );
             continue;
-        };
-        let rendered = list
-            .iter()
-            .map(|v| (value_label(v), value_yaml(v)))
-            .collect();
+        }
         axes.push((path, rendered));
     }
     let arms = grid(&axes);
@@ -332,6 +376,19 @@ impl std::fmt::Display for StudyPlan {
                 ""
             };
             writeln!(f, "  arm {}: {}{mark}", arm.name, settings.join(" "))?;
+        }
+        let groups = self
+            .runs
+            .iter()
+            .map(|r| r.round_zero + 1)
+            .max()
+            .unwrap_or(0);
+        if self.share_round_zero && groups < self.runs.len() {
+            writeln!(
+                f,
+                "  round 0: trained {groups} times for {} runs (arms of a seed share it)",
+                self.runs.len()
+            )?;
         }
         writeln!(f, "each run's plan (the first arm's, first seed):")
     }

@@ -120,6 +120,8 @@ fn bpr_scores_stay_exact_unclipped_and_fine_tune_incrementally() {
                 &format!("select.strategy={strategy}"),
                 "select.budget=300",
                 "nodes.model.train.mf.loss=bpr",
+                // BPR predicts no rating: only ranking metrics describe it.
+                "nodes.report.evaluate.metrics=[ndcg@10, recall@10]",
                 &format!("nodes.model.train.mf.refit={refit}"),
             ],
         );

@@ -4,6 +4,8 @@
 use std::fs;
 use std::path::Path;
 
+use recsift::io::parquet_file::read_parquet;
+
 use crate::common::{recsift, root, stderr};
 
 /// A small `mf` study on the shipped ml-latest-small: 2 strategies x 2 seeds, 2 rounds.
@@ -140,6 +142,92 @@ fn a_study_runs_every_arm_and_seed_resumes_and_reports() {
         "{}",
         stderr(&mixed)
     );
+}
+
+/// Arms of one seed share round 0 (trained once, then copied with its optimiser and random
+/// state) and still give exactly the results of separate runs: `text_mf` with Adam, whose
+/// dense projection carries optimiser moments, over strategies and retraining protocols.
+#[test]
+fn arms_sharing_round_zero_equal_separate_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = root().join("data/ml-latest-small");
+    let yaml = format!(
+        "version: 1
+name: shared
+seed: 5
+data:
+  events: {data}/ratings.parquet
+  items: {{path: {data}/items.parquet, text: \"{{title}} | {{genres}}\"}}
+protocol: {{pool: {{split: {{random: {{test: 0.2}}}}, labelled: {{fraction: 0.05}}, rounds: 2}}}}
+nodes:
+  vectors: {{embed: {{model: sentence-transformers/all-MiniLM-L6-v2}}, input: items}}
+  model:
+    train: {{text_mf: {{dim: 8, members: 2, epochs: 3, epochs_per_round: 1, optimizer: {{adam: {{lr: 0.01}}}}}}}}
+    inputs: [labelled, vectors]
+  scores: {{score: {{uncertainty: ensemble}}, inputs: [pool, model]}}
+  pick: {{select: {{strategy: random, budget: 200}}, input: scores}}
+  report: {{evaluate: {{metrics: [rmse, ndcg@10]}}, inputs: [test, model]}}
+study:
+  seeds: 1
+  vary:
+    nodes.pick.select.strategy: [uncertainty, max_loss]
+    nodes.model.train.text_mf.refit: [all_labels, new_labels]
+  parallel: 2
+",
+        data = data.display()
+    );
+    let file = dir.path().join("study.yaml");
+    fs::write(&file, yaml).unwrap();
+    let file = file.display().to_string();
+    let plan = recsift(&["plan", &file]);
+    assert!(
+        String::from_utf8_lossy(&plan.stdout).contains("round 0: trained 1 times for 4 runs"),
+        "{}",
+        String::from_utf8_lossy(&plan.stdout)
+    );
+    let run = |out: &Path, share: &str, continued: usize| {
+        let ran = recsift(&[
+            "run",
+            &file,
+            "--set",
+            &format!("study.share_round_zero={share}"),
+            "--out",
+            &out.display().to_string(),
+        ]);
+        assert!(ran.status.success(), "{}", stderr(&ran));
+        let said = String::from_utf8_lossy(&ran.stdout);
+        let expected = format!("{continued} continued a shared round 0");
+        assert!(said.contains(&expected), "{said}");
+    };
+    let shared = dir.path().join("shared");
+    let separate = dir.path().join("separate");
+    run(&shared, "true", 4);
+    run(&separate, "false", 0);
+    let metrics = |p: &Path| -> serde_json::Value {
+        let summary: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(p.join("summary.json")).unwrap()).unwrap();
+        summary["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|round| round["metrics"].clone())
+            .collect()
+    };
+    for arm in [
+        "uncertainty+all_labels",
+        "uncertainty+new_labels",
+        "max_loss+all_labels",
+        "max_loss+new_labels",
+    ] {
+        let a = shared.join(format!("runs/{arm}/seed-5"));
+        let b = separate.join(format!("runs/{arm}/seed-5"));
+        assert_eq!(metrics(&a), metrics(&b), "{arm}");
+        assert_eq!(
+            read_parquet(&a.join("selections.parquet")).unwrap(),
+            read_parquet(&b.join("selections.parquet")).unwrap(),
+            "{arm}"
+        );
+    }
 }
 
 #[test]

@@ -10,7 +10,7 @@ use rand::Rng;
 use super::*;
 use crate::model::bootstrap::bootstrap_weights;
 use crate::model::negatives::NegativeSampler;
-use crate::model::synthetic::ImplicitSplit;
+use crate::model::synthetic::{ImplicitSplit, check_duplicate};
 use crate::plan::params::{DeviceChoice, OptimizerParams, RefitPolicy, UncertaintyParams};
 
 fn params(
@@ -599,6 +599,25 @@ fn bpr_ranks_held_out_positives_above_unmet_items() {
         let mut model = BiasedMf::new(&p, spec.users, spec.items, 4.0, LabelKind::Rating).unwrap();
         split.check_bpr_training(&mut model, 30, 0.8);
         assert_eq!(model.head().loss, Loss::Bpr);
+    }
+}
+
+#[test]
+fn a_duplicate_trains_like_the_original_and_apart_from_it() {
+    let samples = random_samples(300, 20, 30, 9);
+    // Batches of 8 on 20 x 30 rows take SGD's in-place scatter path; Adam always writes in
+    // place.
+    let runs = [sgd(0.02, 0.05), adam(0.01, 0.01)]
+        .into_iter()
+        .flat_map(|optimizer| [(optimizer, Loss::Squared), (optimizer, Loss::Bpr)]);
+    for (optimizer, loss) in runs {
+        let p = TrainParams {
+            loss,
+            ..params(4, 2, optimizer, 8, 5)
+        };
+        let mut model = BiasedMf::new(&p, 20, 30, 3.0, LabelKind::Rating).unwrap();
+        model.fit(&samples, &keys(samples.len()), 3).unwrap();
+        check_duplicate(&mut model, &samples);
     }
 }
 

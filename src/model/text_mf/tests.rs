@@ -4,8 +4,8 @@
 use super::*;
 use crate::model::bootstrap::bootstrap_weights;
 use crate::model::synthetic::{
-    CatalogueSpec, ExperimentSplit, ImplicitSplit, Synthetic, all_rows, keys, params, rmse_on,
-    sample, sgd,
+    CatalogueSpec, ExperimentSplit, ImplicitSplit, Synthetic, adam, all_rows, check_duplicate,
+    keys, params, rmse_on, sample, sgd,
 };
 use crate::model::{BiasedMf, build_recommender};
 use crate::plan::params::OptimizerParams;
@@ -328,7 +328,7 @@ fn same_seed_gives_identical_rows_and_another_seed_differs() {
         m.fit(&data.ratings[..50], &k[..50], 1).unwrap();
         all_rows(&m)
     };
-    let runs = [sgd(0.02, 0.05), crate::model::synthetic::adam(0.01, 0.01)]
+    let runs = [sgd(0.02, 0.05), adam(0.01, 0.01)]
         .into_iter()
         .flat_map(|optimizer| [(optimizer, Loss::Squared), (optimizer, Loss::Bpr)]);
     for run in runs {
@@ -341,6 +341,31 @@ fn same_seed_gives_identical_rows_and_another_seed_differs() {
         let b = train(2, run);
         assert_ne!(a.0, b.0);
         assert_ne!(a.1, b.1);
+    }
+}
+
+#[test]
+fn a_duplicate_trains_like_the_original_and_apart_from_it() {
+    let spec = CatalogueSpec::small();
+    let data = Synthetic::new(spec, 11);
+    for loss in [Loss::Squared, Loss::Bpr] {
+        let p = TrainParams {
+            loss,
+            ..text_mf_params(4, 2, adam(0.01, 0.01), 6)
+        };
+        let mut model = TextMf::new(
+            &p,
+            spec.users,
+            spec.items,
+            3.5,
+            LabelKind::Rating,
+            &data.text,
+        )
+        .unwrap();
+        model
+            .fit(&data.ratings, &keys(data.ratings.len()), 2)
+            .unwrap();
+        check_duplicate(&mut model, &data.ratings);
     }
 }
 
@@ -387,7 +412,7 @@ fn bpr_ranks_held_out_positives_above_unmet_items() {
     let spec = split.spec;
     let p = TrainParams {
         loss: Loss::Bpr,
-        ..text_mf_params(16, 2, crate::model::synthetic::adam(0.01, 0.01), 4)
+        ..text_mf_params(16, 2, adam(0.01, 0.01), 4)
     };
     let mut model = TextMf::new(
         &p,

@@ -5,8 +5,8 @@
 use super::*;
 use crate::model::build_recommender;
 use crate::model::synthetic::{
-    CatalogueSpec, ExperimentSplit, ImplicitSplit, Synthetic, adam, all_rows, keys, params,
-    rmse_on, sample, sgd,
+    CatalogueSpec, ExperimentSplit, ImplicitSplit, Synthetic, adam, all_rows, check_duplicate,
+    keys, params, rmse_on, sample, sgd,
 };
 use crate::plan::params::OptimizerParams;
 
@@ -362,6 +362,20 @@ fn same_seed_gives_identical_rows_and_another_seed_differs() {
         let b = run(2);
         assert_ne!(a.0, b.0);
         assert_ne!(a.1, b.1);
+    }
+}
+
+#[test]
+fn a_duplicate_trains_like_the_original_and_apart_from_it() {
+    let runs = [
+        (UncertaintyParams::McDropout { passes: 4 }, adam(0.01, 0.01)),
+        (UncertaintyParams::Ensemble { members: 2 }, sgd(0.02, 0.01)),
+    ];
+    for (uncertainty, optimizer) in runs {
+        // Dropout in training draws masks in both cases.
+        let p = tower_params(3, 8, 0.25, uncertainty, optimizer, 7);
+        let (mut model, data) = trained(&p, 2, 2);
+        check_duplicate(&mut model, &data.ratings);
     }
 }
 
