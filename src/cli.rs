@@ -14,6 +14,7 @@ use recsift::bench::rescore::{self, RescoreBenchConfig};
 use recsift::data::LabelKind;
 use recsift::driver::{self, RunOptions};
 use recsift::io::movielens::import_movielens;
+use recsift::io::sort::{SortOptions, parse_memory, sort_file};
 use recsift::model::encoder::resolve_model_dir;
 use recsift::plan::params::DeviceChoice;
 use recsift::plan::{self, Plan};
@@ -99,6 +100,36 @@ enum Command {
         #[command(subcommand)]
         dataset: ImportCommand,
     },
+    /// Write a copy of a Parquet log sorted by its time column (stable: equal times keep
+    /// their order), every column kept. Within --memory it sorts in memory, beyond it on
+    /// disk (an external merge sort). A replay sorts an out-of-order log itself, on every
+    /// run; sorting once saves that.
+    Sort(SortArgs),
+}
+
+#[derive(Debug, Args)]
+struct SortArgs {
+    /// The log (Parquet).
+    input: PathBuf,
+    /// The sorted copy (Parquet); never the input.
+    output: PathBuf,
+    /// The time column: integer seconds (any integer type) or a Timestamp.
+    #[arg(long, default_value = "timestamp", value_name = "COLUMN")]
+    time: String,
+    /// Memory the rows may take (`512MiB`, `4GiB`); a larger log is sorted in runs spilled
+    /// to --temp-dir and merged.
+    #[arg(long, default_value = "1GiB", value_parser = parse_memory_arg)]
+    memory: u64,
+    /// Where the runs of a sort on disk go (they take about as much disk as the log) [default:
+    /// the system's temporary folder, TMPDIR].
+    #[arg(long, value_name = "DIR")]
+    temp_dir: Option<PathBuf>,
+    /// Replace an existing output file.
+    #[arg(long)]
+    force: bool,
+    /// No progress lines on stderr.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -327,6 +358,10 @@ struct GenArgs {
     /// Logit offset of clicks (lower: fewer clicks).
     #[arg(long, default_value_t = SynthConfig::DEFAULT_CLICK_BIAS, allow_hyphen_values = true)]
     click_bias: f64,
+    /// Write the events in a seeded random order instead of time order, as real logs are
+    /// often stored (holds the whole log in memory, about 40 bytes per event).
+    #[arg(long)]
+    shuffle: bool,
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
@@ -356,6 +391,7 @@ impl GenArgs {
             text_signal: self.text_signal,
             rating_noise: self.rating_noise,
             click_bias: self.click_bias,
+            shuffle: self.shuffle,
         }
     }
 }
@@ -503,6 +539,20 @@ fn execute(command: Command) -> Result<(), Failure> {
             out!("{summary}");
             Ok(())
         }
+        Command::Sort(args) => {
+            let mut options = SortOptions::new(args.memory);
+            options.progress = !args.quiet;
+            if let Some(dir) = args.temp_dir {
+                options.temp_dir = dir;
+            }
+            let summary = sort_file(&args.input, &args.output, &args.time, args.force, &options)
+                .map_err(|e| Failure {
+                    code: if e.is_user_error() { 2 } else { 1 },
+                    message: e.to_string(),
+                })?;
+            outln!("{summary}");
+            Ok(())
+        }
         Command::Import {
             dataset: ImportCommand::Movielens { src, dest },
         } => {
@@ -579,6 +629,17 @@ fn run_bench(bench: BenchCommand) -> Result<(), Failure> {
         BenchCommand::Rescore(args) => bench_rescore(args),
         BenchCommand::Replay(args) => bench_replay(args),
         BenchCommand::Rank(args) => bench_rank(args),
+    }
+}
+
+/// `--memory`'s value.
+fn parse_memory_arg(text: &str) -> Result<u64, String> {
+    match parse_memory(text) {
+        Some(bytes) if bytes > 0 => Ok(bytes),
+        _ => Err(format!(
+            "`{text}` is not a memory size: write a positive whole number and a unit, `B`, \
+             `KiB`, `MiB`, `GiB` or `TiB` (e.g. `512MiB`)"
+        )),
     }
 }
 

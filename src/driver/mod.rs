@@ -309,8 +309,13 @@ fn check_sampled_negatives(plan: &Plan, catalogue: usize) -> Result<(), RunError
 }
 
 /// Starts the experiment a plan describes (round 0 and any warm-up run here).
-/// `track_scores` keeps every maintained score for reference checks.
-pub fn start_experiment(plan: &Plan, track_scores: bool) -> Result<Box<dyn Experiment>, RunError> {
+/// `track_scores` keeps every maintained score for reference checks; `progress` prints
+/// what takes time before round 0 (sorting an out-of-order replay log) on stderr.
+pub fn start_experiment(
+    plan: &Plan,
+    track_scores: bool,
+    progress: bool,
+) -> Result<Box<dyn Experiment>, RunError> {
     Ok(match &plan.protocol {
         ProtocolPlan::Pool(pool) => Box::new(PoolExperiment::start(
             plan,
@@ -324,9 +329,12 @@ pub fn start_experiment(plan: &Plan, track_scores: bool) -> Result<Box<dyn Exper
             load_data(plan)?,
             track_scores,
         )?),
-        ProtocolPlan::Replay(replay) => {
-            Box::new(ReplayExperiment::start(plan, replay, track_scores)?)
-        }
+        ProtocolPlan::Replay(replay) => Box::new(ReplayExperiment::start(
+            plan,
+            replay,
+            track_scores,
+            progress,
+        )?),
     })
 }
 
@@ -354,7 +362,7 @@ fn execute(
         (Some(start), ProtocolPlan::Pool(pool)) => {
             Box::new(PoolExperiment::start(plan, pool, start, false)?)
         }
-        _ => start_experiment(plan, false)?,
+        _ => start_experiment(plan, false, options.progress)?,
     };
     let planned = experiment.planned_rounds();
     if options.progress {

@@ -4,13 +4,15 @@
 //! strategy spends the window's budget on the pool, and the model trains on the new labels.
 //!
 //! The log is streamed in row-group batches: only the current window and the events seen so
-//! far (24 bytes each, for the pool) are held in memory.
+//! far (24 bytes each, for the pool) are held in memory. A log stored out of time order is
+//! sorted first, within the replay's `sort_memory` (see [`EventBatches::in_time_order`]).
 
 use std::time::{Duration, Instant};
 
 use crate::data::{IdMap, Interaction, LabelKind, UserIdx};
 use crate::dataflow::PoolSample;
 use crate::io::events::EventBatches;
+use crate::io::sort::SortOptions;
 use crate::plan::params::RefitPolicy;
 use crate::plan::{CandidateSet, EvaluatePlan, Plan, ReplayPlan, SelectPlan};
 use crate::results::{RoundRecord, SelectionRecord};
@@ -72,8 +74,14 @@ struct ErrorSums {
 }
 
 impl ReplayExperiment {
-    /// Opens the log, trains on the warm-up windows and records them.
-    pub fn start(plan: &Plan, replay: &ReplayPlan, track_scores: bool) -> Result<Self, RunError> {
+    /// Opens the log (sorting it if it is out of time order, with a line per step on stderr
+    /// when `progress`), trains on the warm-up windows and records them.
+    pub fn start(
+        plan: &Plan,
+        replay: &ReplayPlan,
+        track_scores: bool,
+        progress: bool,
+    ) -> Result<Self, RunError> {
         let source = plan
             .data
             .events
@@ -88,11 +96,16 @@ impl ReplayExperiment {
             }
             _ => None,
         };
+        let sort = SortOptions {
+            progress,
+            ..SortOptions::new(replay.sort_memory)
+        };
+        // Checking the time order (and sorting) counts as round 0's reading.
+        let read_started = Instant::now();
         let batches =
-            EventBatches::with_batch_rows(source, IdMap::new(), items, replay.batch_rows)?;
+            EventBatches::in_time_order(source, IdMap::new(), items, replay.batch_rows, &sort)?;
         let mut windows = WindowCutter::new(batches, replay.window);
         let source_name = source.path.display().to_string();
-        let read_started = Instant::now();
         let first = next_window(&mut windows, &source_name)?;
         let next_read = read_started.elapsed();
         let Some(first) = first else {
@@ -354,12 +367,13 @@ fn next_window(
         None => Ok(None),
         Some(Ok(window)) => Ok(Some(window)),
         Some(Err(WindowError::Source(e))) => Err(e.into()),
+        // The log was checked (or sorted) before the replay began: it changed since.
         Some(Err(e @ WindowError::OutOfOrder { .. })) => Err(RunError::Experiment {
             field: "data.events".into(),
             message: format!("{source}: {e}"),
-            help:
-                "sort the log by time, or use the `pool` protocol, which does not need time order"
-                    .into(),
+            help: "the file changed while it was replayed; write a sorted copy once with \
+                   `recsift sort` and replay that"
+                .into(),
         }),
     }
 }

@@ -24,8 +24,7 @@ pub enum WindowError<E> {
     /// An event is earlier than the one before it.
     #[error(
         "event {position} (time {time}) is earlier than the event before it (time {previous}): \
-         a replay reads events in time order; write the log sorted by its timestamp column \
-         (`recsift import movielens` and `recsift gen` do)"
+         a replay reads events in time order"
     )]
     OutOfOrder {
         /// 0-based position of the event in the stream.

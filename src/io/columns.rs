@@ -182,8 +182,10 @@ pub(crate) fn labels(
     Ok(wide.as_primitive::<Float64Type>().values().to_vec())
 }
 
-/// One batch of a time column as seconds since the epoch (timestamps rounded down).
-pub(crate) fn times(
+/// One batch of a time column at its own precision: integer columns as they are, timestamps
+/// as `i64` in their unit. This is the order logs are sorted by ([`crate::io::sort`]); it
+/// agrees with [`times`], which only rounds it down to seconds.
+pub(crate) fn time_values(
     ctx: &ColumnContext<'_>,
     array: &ArrayRef,
     first_row: u64,
@@ -193,22 +195,48 @@ pub(crate) fn times(
     if dt.is_integer() {
         return integers(ctx, array, first_row);
     }
-    let DataType::Timestamp(unit, _) = dt else {
+    if !matches!(dt, DataType::Timestamp(_, _)) {
         return Err(ctx.type_error(dt, TIME_TYPES));
-    };
-    let per_second: i64 = match unit {
-        TimeUnit::Second => 1,
-        TimeUnit::Millisecond => 1_000,
-        TimeUnit::Microsecond => 1_000_000,
-        TimeUnit::Nanosecond => 1_000_000_000,
-    };
+    }
     let raw = cast(array, &DataType::Int64).map_err(|e| ctx.decode_error(e))?;
-    Ok(raw
-        .as_primitive::<Int64Type>()
-        .values()
-        .iter()
-        .map(|v| v.div_euclid(per_second))
-        .collect())
+    Ok(raw.as_primitive::<Int64Type>().values().to_vec())
+}
+
+/// One batch of a time column as seconds since the epoch (timestamps rounded down).
+pub(crate) fn times(
+    ctx: &ColumnContext<'_>,
+    array: &ArrayRef,
+    first_row: u64,
+) -> Result<Vec<i64>, IoError> {
+    let mut values = time_values(ctx, array, first_row)?;
+    let per_second: i64 = match array.data_type() {
+        DataType::Timestamp(TimeUnit::Millisecond, _) => 1_000,
+        DataType::Timestamp(TimeUnit::Microsecond, _) => 1_000_000,
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => 1_000_000_000,
+        _ => 1,
+    };
+    if per_second > 1 {
+        values
+            .iter_mut()
+            .for_each(|v| *v = v.div_euclid(per_second));
+    }
+    Ok(values)
+}
+
+/// Checks one batch of an id column without interning it: no nulls, and every integer
+/// fits a signed 64-bit id (what [`intern_ids`] would refuse, at the same row).
+pub(crate) fn check_ids(
+    ctx: &ColumnContext<'_>,
+    array: &ArrayRef,
+    first_row: u64,
+) -> Result<(), IoError> {
+    check_no_nulls(ctx, array.as_ref(), first_row)?;
+    let dt = array.data_type();
+    if *dt == DataType::UInt64 {
+        integers(ctx, array, first_row)?;
+        return Ok(());
+    }
+    check_id_type(ctx, dt)
 }
 
 #[cfg(test)]

@@ -2,22 +2,26 @@
 //!
 //! Only the four mapped columns are read (a projection), batch by batch. [`read_events`]
 //! collects every event; [`EventBatches`] hands them out one record batch at a time, so a
-//! replay over tens of millions of events never holds the whole log in memory. Both check the
-//! same things: the columns exist and have usable types (see [`crate::io`] for the type
-//! mapping), no value is null, labels are finite, and click labels are 0 or 1.
+//! replay over tens of millions of events never holds the whole log in memory
+//! ([`EventBatches::in_time_order`] first sorts a log stored out of time order, within a
+//! memory budget). Both check the same things: the columns exist and have usable types
+//! (see [`crate::io`] for the type mapping), no value is null, labels are finite, and click
+//! labels are 0 or 1.
 //!
 //! Ids are interned into the [`IdMap`]s given, so several files (a train and a test file,
 //! or the events and the item table) share one dense index space.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
 
 use super::IoError;
 use super::columns::{self, ColumnContext};
 use super::parquet_file::{find_column, open_parquet};
+use super::sort::{self, SortOptions, TimeColumn};
 use crate::data::{IdMap, Interaction, LabelKind};
 use crate::plan::params::EventSource;
 
@@ -85,6 +89,29 @@ impl EventBatches {
         })
     }
 
+    /// Like [`EventBatches::with_batch_rows`], but hands the events out in time order, as a
+    /// replay needs them. One pass over the time column alone (a Parquet projection: a
+    /// fraction of the cost of reading the log) checks the order first. A log in time order
+    /// (by the time in seconds, which is all a replay reads) is then read as it is; any
+    /// other is sorted by [`crate::io::sort`] within `sort`'s budget, in memory or by an
+    /// external merge sort, stably (equal times keep their order in the file). Values are
+    /// checked while the log is read for sorting, so an error names the row in the file.
+    pub fn in_time_order(
+        source: &EventSource,
+        users: IdMap,
+        items: IdMap,
+        batch_rows: usize,
+        sort: &SortOptions,
+    ) -> Result<Self, IoError> {
+        let batch_rows = batch_rows.max(1);
+        Ok(Self {
+            reader: EventReader::open(source, batch_rows)?.in_time_order(batch_rows, sort)?,
+            users,
+            items,
+            failed: false,
+        })
+    }
+
     /// Rows in the file (from its metadata, before any is read).
     pub fn total_rows(&self) -> u64 {
         self.reader.total_rows
@@ -119,21 +146,38 @@ impl Iterator for EventBatches {
     }
 }
 
-/// The mapped columns of an open events file, and where reading stands.
+/// Record batches of the mapped columns, in the order they are served.
+type Batches = Box<dyn Iterator<Item = Result<RecordBatch, IoError>>>;
+
+/// An open events file: its column mapping and where reading stands.
 struct EventReader {
-    path: PathBuf,
-    reader: ParquetRecordBatchReader,
-    /// Column names, by role.
-    names: [String; 4],
-    /// Position of each role's column within a (projected) batch.
-    positions: [usize; 4],
-    label_kind: LabelKind,
-    /// File row of the next batch's first row.
+    layout: EventLayout,
+    batches: Batches,
+    /// Row (in the order served) of the next batch's first row.
     next_row: u64,
     total_rows: u64,
 }
 
-/// Roles in the order of [`EventReader::names`].
+/// Where the mapped columns are in an events file, and what their values must be.
+struct EventLayout {
+    path: PathBuf,
+    /// Column names, by role.
+    names: [String; 4],
+    /// Index of each role's column in the file.
+    indices: [usize; 4],
+    /// Position of each role's column within a batch of the mapped columns.
+    positions: [usize; 4],
+    label_kind: LabelKind,
+}
+
+/// The first event of a file earlier than the one before it.
+struct Disorder {
+    row: u64,
+    time: i64,
+    previous: i64,
+}
+
+/// Roles in the order of [`EventLayout::names`].
 const ROLES: [&str; 4] = ["user id", "item id", "label", "time"];
 const USER: usize = 0;
 const ITEM: usize = 1;
@@ -141,7 +185,79 @@ const LABEL: usize = 2;
 const TIME: usize = 3;
 
 impl EventReader {
+    /// Checks the mapped columns of `source` and reads them in file order.
     fn open(source: &EventSource, batch_rows: usize) -> Result<Self, IoError> {
+        let (layout, total_rows) = EventLayout::open(source)?;
+        let batches = Box::new(layout.read(&layout.indices, batch_rows)?);
+        Ok(Self {
+            layout,
+            batches,
+            next_row: 0,
+            total_rows,
+        })
+    }
+
+    /// The events in time order: read as they are if the file is in time order, else
+    /// sorted (see [`EventBatches::in_time_order`]).
+    fn in_time_order(self, batch_rows: usize, options: &SortOptions) -> Result<Self, IoError> {
+        let Some(disorder) = self.layout.first_out_of_order()? else {
+            return Ok(self);
+        };
+        let layout = &self.layout;
+        if options.progress {
+            eprintln!(
+                "{}: not in time order (row {} at time {} follows time {}); sorting its {} \
+                 events by `{}` with a memory budget of {} (`recsift sort` writes a sorted \
+                 copy once)",
+                layout.path.display(),
+                disorder.row,
+                disorder.time,
+                disorder.previous,
+                sort::thousands(self.total_rows),
+                layout.names[TIME],
+                sort::format_memory(options.memory)
+            );
+        }
+        // Values are checked as the file is read for sorting, so errors name file rows.
+        let input = layout.read(&layout.indices, sort::READ_ROWS)?;
+        let mut row = 0u64;
+        let checked = input.map(|batch| {
+            let batch = batch?;
+            layout.check(&batch, row)?;
+            row += batch.num_rows() as u64;
+            Ok(batch)
+        });
+        let time = TimeColumn {
+            ctx: layout.context(TIME),
+            index: layout.positions[TIME],
+        };
+        let schema = layout.schema()?;
+        let sorted = sort::sort_batches(checked, schema, &time, options, batch_rows)?;
+        Ok(Self {
+            batches: Box::new(sorted),
+            next_row: 0,
+            ..self
+        })
+    }
+
+    fn next_batch(
+        &mut self,
+        users: &mut IdMap,
+        items: &mut IdMap,
+    ) -> Option<Result<Vec<Interaction>, IoError>> {
+        let batch = match self.batches.next()? {
+            Ok(batch) => batch,
+            Err(e) => return Some(Err(e)),
+        };
+        let first_row = self.next_row;
+        self.next_row += batch.num_rows() as u64;
+        Some(self.layout.convert(&batch, first_row, users, items))
+    }
+}
+
+impl EventLayout {
+    /// Finds and type-checks the mapped columns; also returns the file's row count.
+    fn open(source: &EventSource) -> Result<(Self, u64), IoError> {
         let path = source.path.as_path();
         let builder = open_parquet(path, WHAT)?;
         let total_rows = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
@@ -173,50 +289,126 @@ impl EventReader {
                 path: path.to_path_buf(),
             });
         }
-
         // A projected batch holds the selected columns in file order.
-        let mut selected = indices.to_vec();
-        selected.sort_unstable();
-        selected.dedup();
+        let selected = projection(&indices);
         let positions = indices.map(|i| selected.iter().filter(|&&s| s < i).count());
-        let mask = ProjectionMask::roots(builder.parquet_schema(), selected);
+        let layout = Self {
+            path: path.to_path_buf(),
+            names,
+            indices,
+            positions,
+            label_kind: source.label_kind,
+        };
+        Ok((layout, total_rows))
+    }
+
+    /// The file's columns at `indices`, in batches of `batch_rows`.
+    fn read(
+        &self,
+        indices: &[usize],
+        batch_rows: usize,
+    ) -> Result<impl Iterator<Item = Result<RecordBatch, IoError>> + use<>, IoError> {
+        let builder = open_parquet(&self.path, WHAT)?;
+        let mask = ProjectionMask::roots(builder.parquet_schema(), projection(indices));
         let reader = builder
             .with_projection(mask)
-            .with_batch_size(batch_rows)
+            .with_batch_size(batch_rows.max(1))
             .build()
             .map_err(|source| IoError::NotParquet {
                 what: WHAT,
-                path: path.to_path_buf(),
+                path: self.path.clone(),
                 source,
             })?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            reader,
-            names,
-            positions,
-            label_kind: source.label_kind,
-            next_row: 0,
-            total_rows,
+        let path = self.path.clone();
+        Ok(reader.map(move |batch| {
+            batch.map_err(|source| IoError::Decode {
+                path: path.clone(),
+                source,
+            })
+        }))
+    }
+
+    /// The schema of a batch of the mapped columns.
+    fn schema(&self) -> Result<SchemaRef, IoError> {
+        let builder = open_parquet(&self.path, WHAT)?;
+        let schema = builder.schema().project(&projection(&self.indices));
+        schema.map(Arc::new).map_err(|source| IoError::Decode {
+            path: self.path.clone(),
+            source,
         })
     }
 
-    fn next_batch(
-        &mut self,
-        users: &mut IdMap,
-        items: &mut IdMap,
-    ) -> Option<Result<Vec<Interaction>, IoError>> {
-        let batch = match self.reader.next()? {
-            Ok(batch) => batch,
-            Err(source) => {
-                return Some(Err(IoError::Decode {
-                    path: self.path.clone(),
-                    source,
-                }));
+    /// The first event earlier than the one before it, by a pass over the time column
+    /// alone; None if the file is in time order.
+    fn first_out_of_order(&self) -> Result<Option<Disorder>, IoError> {
+        let ctx = self.context(TIME);
+        let mut previous: Option<i64> = None;
+        let mut row = 0u64;
+        for batch in self.read(&[self.indices[TIME]], DEFAULT_BATCH_ROWS)? {
+            let times = columns::times(&ctx, batch?.column(0), row)?;
+            for (i, &time) in times.iter().enumerate() {
+                if let Some(previous) = previous
+                    && time < previous
+                {
+                    return Ok(Some(Disorder {
+                        row: row + i as u64,
+                        time,
+                        previous,
+                    }));
+                }
+                previous = Some(time);
             }
-        };
-        let first_row = self.next_row;
-        self.next_row += batch.num_rows() as u64;
-        Some(self.convert(&batch, first_row, users, items))
+            row += times.len() as u64;
+        }
+        Ok(None)
+    }
+
+    fn context(&self, role: usize) -> ColumnContext<'_> {
+        context(&self.path, &self.names[role], role)
+    }
+
+    /// The labels of a batch, checked: finite, and 0 or 1 for clicks.
+    fn labels(&self, batch: &RecordBatch, first_row: u64) -> Result<Vec<f32>, IoError> {
+        let labels = columns::labels(
+            &self.context(LABEL),
+            batch.column(self.positions[LABEL]),
+            first_row,
+        )?;
+        labels
+            .iter()
+            .enumerate()
+            .map(|(i, &label)| {
+                let row = first_row + i as u64;
+                let narrow = label as f32;
+                if !narrow.is_finite() {
+                    return Err(IoError::NonFiniteLabel {
+                        path: self.path.clone(),
+                        column: self.names[LABEL].clone(),
+                        row,
+                        value: label,
+                    });
+                }
+                if self.label_kind == LabelKind::Click && label != 0.0 && label != 1.0 {
+                    return Err(IoError::NotBinaryClick {
+                        path: self.path.clone(),
+                        column: self.names[LABEL].clone(),
+                        row,
+                        value: label,
+                    });
+                }
+                Ok(narrow)
+            })
+            .collect()
+    }
+
+    /// Checks a batch's values as [`EventLayout::convert`] would, without interning ids
+    /// (times are checked by the sort, which reads them).
+    fn check(&self, batch: &RecordBatch, first_row: u64) -> Result<(), IoError> {
+        let column = |role: usize| batch.column(self.positions[role]);
+        columns::check_ids(&self.context(USER), column(USER), first_row)?;
+        columns::check_ids(&self.context(ITEM), column(ITEM), first_row)?;
+        self.labels(batch, first_row)?;
+        Ok(())
     }
 
     fn convert(
@@ -226,44 +418,28 @@ impl EventReader {
         users: &mut IdMap,
         items: &mut IdMap,
     ) -> Result<Vec<Interaction>, IoError> {
-        let path = self.path.as_path();
-        let ctx = |role: usize| context(path, &self.names[role], role);
         let column = |role: usize| batch.column(self.positions[role]);
-
-        let user = columns::intern_ids(&ctx(USER), column(USER), first_row, users)?;
-        let item = columns::intern_ids(&ctx(ITEM), column(ITEM), first_row, items)?;
-        let labels = columns::labels(&ctx(LABEL), column(LABEL), first_row)?;
-        let times = columns::times(&ctx(TIME), column(TIME), first_row)?;
-
-        let mut events = Vec::with_capacity(batch.num_rows());
-        for (i, &label) in labels.iter().enumerate() {
-            let row = first_row + i as u64;
-            let narrow = label as f32;
-            if !narrow.is_finite() {
-                return Err(IoError::NonFiniteLabel {
-                    path: path.to_path_buf(),
-                    column: self.names[LABEL].clone(),
-                    row,
-                    value: label,
-                });
-            }
-            if self.label_kind == LabelKind::Click && label != 0.0 && label != 1.0 {
-                return Err(IoError::NotBinaryClick {
-                    path: path.to_path_buf(),
-                    column: self.names[LABEL].clone(),
-                    row,
-                    value: label,
-                });
-            }
-            events.push(Interaction {
+        let user = columns::intern_ids(&self.context(USER), column(USER), first_row, users)?;
+        let item = columns::intern_ids(&self.context(ITEM), column(ITEM), first_row, items)?;
+        let labels = self.labels(batch, first_row)?;
+        let times = columns::times(&self.context(TIME), column(TIME), first_row)?;
+        Ok((0..batch.num_rows())
+            .map(|i| Interaction {
                 user: user[i],
                 item: item[i],
-                label: narrow,
+                label: labels[i],
                 time: times[i],
-            });
-        }
-        Ok(events)
+            })
+            .collect())
     }
+}
+
+/// The distinct file columns of `indices`, in file order (as a projected batch holds them).
+fn projection(indices: &[usize]) -> Vec<usize> {
+    let mut selected = indices.to_vec();
+    selected.sort_unstable();
+    selected.dedup();
+    selected
 }
 
 fn context<'a>(path: &'a Path, column: &'a str, role: usize) -> ColumnContext<'a> {
@@ -286,6 +462,7 @@ mod tests {
     use super::*;
     use crate::data::RawId;
     use crate::io::parquet_file::{ParquetSink, write_parquet_atomic};
+    use crate::io::sort::SortOptions;
     use crate::plan::params::EventColumns;
 
     fn source(path: &Path, label_kind: LabelKind) -> EventSource {
@@ -566,6 +743,119 @@ mod tests {
         assert!(
             batches.next().is_none(),
             "the iterator stops after an error"
+        );
+    }
+
+    /// An event with its raw ids: (user, item, label, time).
+    type RawEvent = (RawId, RawId, f32, i64);
+
+    /// Every event of `batches` with its raw ids, and the users in interning order.
+    fn raw_events(mut batches: EventBatches) -> (Vec<RawEvent>, Vec<RawId>) {
+        let mut events = Vec::new();
+        for batch in &mut batches {
+            events.extend(batch.unwrap());
+        }
+        let (users, items) = batches.into_id_maps();
+        let raw = events
+            .iter()
+            .map(|e| {
+                let (u, i) = (users.raw(e.user).clone(), items.raw(e.item).clone());
+                (u, i, e.label, e.time)
+            })
+            .collect();
+        (
+            raw,
+            (0..users.len() as u32)
+                .map(|u| users.raw(u).clone())
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn in_time_order_sorts_an_unsorted_log_as_if_it_had_been_written_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        // Several read batches (of 8,192 rows), so a small budget spills runs.
+        let n = 30_000i64;
+        // Time-sorted rows (with ties), then the same rows in a scrambled order.
+        let rows: Vec<(i64, i64, f64, i64)> = (0..n)
+            .map(|i| (i % 97, 1000 + i % 31, (i % 9) as f64 / 2.0, i / 3))
+            .collect();
+        let scrambled: Vec<usize> = (0..n as usize).map(|i| (i * 7919) % n as usize).collect();
+        let write_rows = |name: &str, order: &[usize]| {
+            let path = dir.path().join(name);
+            let column = |f: &dyn Fn(usize) -> i64| {
+                Int64Array::from_iter_values(order.iter().map(|&r| f(r)))
+            };
+            let batch = RecordBatch::try_from_iter([
+                ("user_id", Arc::new(column(&|r| rows[r].0)) as ArrayRef),
+                ("item_id", Arc::new(column(&|r| rows[r].1))),
+                (
+                    "rating",
+                    Arc::new(Float64Array::from_iter_values(
+                        order.iter().map(|&r| rows[r].2),
+                    )),
+                ),
+                ("timestamp", Arc::new(column(&|r| rows[r].3))),
+            ])
+            .unwrap();
+            write_parquet_atomic(&path, &batch).unwrap();
+            source(&path, LabelKind::Rating)
+        };
+        // Stable: among equal times, the scrambled file's order.
+        let mut stable = scrambled.clone();
+        stable.sort_by_key(|&r| rows[r].3);
+        let sorted_file = write_rows("sorted.parquet", &stable);
+        let unsorted_file = write_rows("unsorted.parquet", &scrambled);
+        let expected = raw_events(
+            EventBatches::with_batch_rows(&sorted_file, IdMap::new(), IdMap::new(), 700).unwrap(),
+        );
+        for memory in [1 << 30, 8 << 10] {
+            let options = SortOptions {
+                temp_dir: dir.path().to_path_buf(),
+                ..SortOptions::new(memory)
+            };
+            for file in [&sorted_file, &unsorted_file] {
+                let batches =
+                    EventBatches::in_time_order(file, IdMap::new(), IdMap::new(), 700, &options)
+                        .unwrap();
+                assert_eq!(
+                    raw_events(batches),
+                    expected,
+                    "{memory} {}",
+                    file.path.display()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn errors_in_an_unsorted_log_name_the_row_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut labels = vec![1.0; 40];
+        labels[29] = f64::NAN;
+        let path = write(
+            dir.path(),
+            vec![
+                (
+                    "user_id",
+                    Arc::new(Int64Array::from_iter_values(0..40)) as ArrayRef,
+                ),
+                ("item_id", Arc::new(Int64Array::from_iter_values(0..40))),
+                ("rating", Arc::new(Float64Array::from(labels))),
+                (
+                    "timestamp",
+                    Arc::new(Int64Array::from_iter_values((0..40).rev())),
+                ),
+            ],
+        );
+        let src = source(&path, LabelKind::Rating);
+        let options = SortOptions::new(1 << 30);
+        let err = EventBatches::in_time_order(&src, IdMap::new(), IdMap::new(), 16, &options)
+            .err()
+            .expect("a NaN label is refused");
+        assert!(
+            matches!(err, IoError::NonFiniteLabel { row: 29, .. }),
+            "{err}"
         );
     }
 

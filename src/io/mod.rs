@@ -5,7 +5,8 @@
 //! | module | job |
 //! |---|---|
 //! | [`parquet_file`] | the one Parquet writer configuration (zstd, ~1M-row row groups), atomic writes, opening files for reading with precise errors |
-//! | [`events`] | logged events `(user, item, label, time)` from any Parquet file through a column mapping, whole or streamed in batches |
+//! | [`events`] | logged events `(user, item, label, time)` from any Parquet file through a column mapping, whole or streamed in batches (in time order for a replay) |
+//! | [`sort`] | a log sorted by its time column, stably, in memory or by an external merge sort within a memory budget |
 //! | [`items`] | item text rendered from a template over an item file's columns |
 //! | [`template`] | the text template language itself (pure, no file I/O, used by the planner too) |
 //! | [`results`] | an experiment's output directory: JSON, rounds and selections as Parquet, plots |
@@ -86,6 +87,7 @@ pub mod items;
 pub mod movielens;
 pub mod parquet_file;
 pub mod results;
+pub mod sort;
 pub mod template;
 
 pub use template::TemplateError;
@@ -354,6 +356,36 @@ pub enum IoError {
     OutputNotEmpty {
         /// The directory.
         dir: PathBuf,
+    },
+    /// The output file exists and replacing it was not asked for.
+    #[error("{} exists; pass --force to replace it, or choose another output file", .path.display())]
+    OutputExists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The output file is the input file.
+    #[error(
+        "the output {} is the input file; write the sorted copy to another file (the input is \
+         never overwritten)",
+        .path.display()
+    )]
+    OutputIsInput {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A sort that exceeds its memory budget cannot write its sorted runs to disk.
+    #[error(
+        "the log does not fit the sort's memory budget, and sorted runs cannot be written to \
+         {}: {reason}; point TMPDIR (for a replay) or `recsift sort --temp-dir` at a \
+         writable folder with room for a copy of the log, or raise the budget \
+         (`protocol.replay.sort_memory`, `recsift sort --memory`)",
+        .dir.display()
+    )]
+    Spill {
+        /// The folder the runs were to go to.
+        dir: PathBuf,
+        /// What failed.
+        reason: String,
     },
     /// The output path exists and is not a directory.
     #[error("output path {} exists and is not a directory; choose another --out", .path.display())]

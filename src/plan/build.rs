@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::data::LabelKind;
+use crate::io::sort::{DEFAULT_SORT_MEMORY, parse_memory};
 use crate::metrics::{METRIC_DOCS, Metric};
 use crate::scoring::Loss;
 use crate::spec::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
@@ -433,12 +434,28 @@ impl Resolver {
                 "leave it out for the default",
             );
         }
+        let sort_memory = match replay.sort_memory.as_deref() {
+            None => DEFAULT_SORT_MEMORY,
+            Some(written) => match parse_memory(written) {
+                Some(bytes) if bytes > 0 => bytes,
+                _ => {
+                    self.error(
+                        path.key("sort_memory"),
+                        format!("`{written}` is not a memory size"),
+                        "write a positive whole number and a unit: `B`, `KiB`, `MiB`, `GiB` or \
+                         `TiB` (e.g. `512MiB`)",
+                    );
+                    return None;
+                }
+            },
+        };
         Some(ReplayPlan {
             window,
             warmup_windows: replay.warmup_windows.unwrap_or(1),
             free_labels,
             max_windows: replay.max_windows,
             batch_rows,
+            sort_memory,
         })
     }
 

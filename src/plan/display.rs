@@ -5,6 +5,7 @@ use std::fmt::{self, Write};
 use super::params::DeviceChoice;
 use super::{InitialLabels, Plan, ProtocolPlan, SplitPlan, WindowPlan};
 use crate::data::LabelKind;
+use crate::io::sort::format_memory;
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -46,8 +47,11 @@ impl fmt::Display for Plan {
                     .map(|n| format!(", at most {n} windows"))
                     .unwrap_or_default();
                 format!(
-                    "replay: {window}{limit}; {} warm-up windows; free labels {}; read {} events per batch",
-                    replay.warmup_windows, replay.free_labels, replay.batch_rows
+                    "replay: {window}{limit}; {} warm-up windows; free labels {}; read {} events per batch; sort out-of-order logs in {}",
+                    replay.warmup_windows,
+                    replay.free_labels,
+                    replay.batch_rows,
+                    format_memory(replay.sort_memory)
                 )
             }
         };

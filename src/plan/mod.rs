@@ -136,6 +136,8 @@ pub struct ReplayPlan {
     pub max_windows: Option<u32>,
     /// Events read from the file per batch.
     pub batch_rows: usize,
+    /// Bytes a log stored out of time order may be sorted in before runs spill to disk.
+    pub sort_memory: u64,
 }
 
 /// Resolved `protocol.selection:`.

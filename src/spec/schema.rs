@@ -75,6 +75,9 @@ pub struct ReplaySpec {
     pub max_windows: Option<u32>,
     /// Events read from the file per batch (default 1,048,576).
     pub batch_rows: Option<usize>,
+    /// Memory a log stored out of time order may be sorted in (`512MiB`, `4GiB`; default
+    /// 1 GiB); a larger log is sorted on disk (an external merge sort).
+    pub sort_memory: Option<String>,
 }
 
 /// `protocol.selection:`.

@@ -7,6 +7,8 @@
 //! - `ratings.parquet`: `user_id: Int64, item_id: Int64, rating: Float32, timestamp: Int64`
 //!   (with `label: click`, a 0/1 `click: Float32` column instead of `rating`), in
 //!   timestamp order, row groups of [`ROW_GROUP_ROWS`](crate::io::parquet_file::ROW_GROUP_ROWS);
+//!   with `shuffle`, the same rows in a seeded random order, as real logs are often stored
+//!   (this holds the whole log in memory, about 40 bytes per event);
 //! - `items.parquet`: `item_id: Int64, title: Utf8, genres: List<Utf8>`, every item;
 //! - `README.txt`: the command and every parameter that produced the files.
 //!
@@ -153,6 +155,8 @@ pub struct SynthConfig {
     pub rating_noise: f64,
     /// Logit offset of clicks: lower gives fewer clicks (`--click-bias`).
     pub click_bias: f64,
+    /// Write the events in a seeded random order instead of time order (`--shuffle`).
+    pub shuffle: bool,
 }
 
 impl SynthConfig {
@@ -194,6 +198,7 @@ impl SynthConfig {
             text_signal: Self::DEFAULT_TEXT_SIGNAL,
             rating_noise: Self::DEFAULT_RATING_NOISE,
             click_bias: Self::DEFAULT_CLICK_BIAS,
+            shuffle: false,
         }
     }
 
@@ -309,6 +314,9 @@ impl SynthConfig {
             self.click_bias,
             out.display()
         );
+        if self.shuffle {
+            command += " --shuffle";
+        }
         command
     }
 }
@@ -492,7 +500,7 @@ fn readme(config: &SynthConfig, dest_dir: &Path, summary: &SynthSummary) -> Stri
          \n\
          Files:\n\
          - {events_file}: user_id: Int64, item_id: Int64, {label_column}, timestamp: Int64 \
-         (Unix seconds), in timestamp order\n\
+         (Unix seconds), {order}\n\
          - {items_file}: item_id: Int64, title: Utf8, genres: List<Utf8>\n\
          \n\
          Users and items are synthetic: item popularity follows Zipf's law, user activity is \
@@ -521,6 +529,11 @@ fn readme(config: &SynthConfig, dest_dir: &Path, summary: &SynthSummary) -> Stri
             String::new()
         },
         events_file = EVENTS_FILE,
+        order = if config.shuffle {
+            "in a random order drawn from the seed (--shuffle)"
+        } else {
+            "in timestamp order"
+        },
         items_file = ITEMS_FILE,
     )
 }

@@ -23,6 +23,8 @@ pub(crate) enum Purpose {
     Directions = 3,
     /// The events of one time slice (index = slice).
     Events = 4,
+    /// The file order of a shuffled log (`--shuffle`).
+    Shuffle = 5,
 }
 
 /// One step of SplitMix64: a bijective mix of a 64-bit state.

@@ -336,6 +336,56 @@ fn the_same_seed_writes_identical_files_and_another_seed_does_not() {
 }
 
 #[test]
+fn a_shuffled_log_holds_the_same_events_in_a_seeded_random_order() {
+    let config = SynthConfig {
+        users: Some(300),
+        items: Some(200),
+        ..SynthConfig::new(20_000)
+    };
+    let shuffled = SynthConfig {
+        shuffle: true,
+        ..config.clone()
+    };
+    let (a, b, c) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    generate(&config, a.path(), false).unwrap();
+    let summary = generate(&shuffled, b.path(), false).unwrap();
+    generate(&shuffled, c.path(), false).unwrap();
+    assert_eq!(summary.events, 20_000);
+    let bytes = |dir: &tempfile::TempDir| std::fs::read(dir.path().join(EVENTS_FILE)).unwrap();
+    assert_eq!(bytes(&b), bytes(&c), "the same seed, the same order");
+    let rows = |dir: &tempfile::TempDir| {
+        let log = read_log(&dir.path().join(EVENTS_FILE));
+        (0..log.time.len())
+            .map(|i| {
+                (
+                    log.time[i],
+                    log.user[i],
+                    log.item[i],
+                    log.label[i].to_bits(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let (sorted, mut unsorted) = (rows(&a), rows(&b));
+    assert!(unsorted.windows(2).filter(|w| w[1].0 < w[0].0).count() > 5_000);
+    unsorted.sort_unstable();
+    let mut expected = sorted.clone();
+    expected.sort_unstable();
+    assert_eq!(unsorted, expected);
+    let readme = std::fs::read_to_string(b.path().join(README_FILE)).unwrap();
+    assert!(readme.contains("--click-bias -1.2 --out"), "{readme}");
+    assert!(readme.contains(" --shuffle\n"), "{readme}");
+    assert!(
+        readme.contains("in a random order drawn from the seed (--shuffle)"),
+        "{readme}"
+    );
+}
+
+#[test]
 fn a_click_log_has_binary_labels_that_read_as_clicks() {
     let dir = tempfile::tempdir().unwrap();
     let config = SynthConfig {

@@ -1,5 +1,6 @@
 //! Writing the log: events streamed slice by slice into one Parquet file while the next
-//! slice is generated on another thread, then the items file.
+//! slice is generated on another thread, then the items file. A shuffled log (`--shuffle`)
+//! is held whole instead, and written in a seeded random order.
 //!
 //! The files use the MovieLens importer's schemas (see [`crate::io`]), through the same
 //! Parquet writer ([`ParquetSink`]), so a pipeline reads a synthetic log as it reads an
@@ -10,16 +11,18 @@ use std::sync::Arc;
 use std::sync::mpsc::sync_channel;
 
 use arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch};
+use arrow::compute::interleave_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use super::catalog::{Items, Users};
 use super::events::{SliceDraws, SliceEvents, SliceGenerator};
+use super::rng::{Purpose, Rng};
 use super::timeline::Timeline;
 use super::{CLICK_COLUMN, RATING_COLUMN, SynthConfig};
 use crate::data::LabelKind;
 use crate::io::IoError;
 use crate::io::items::write_item_table;
-use crate::io::parquet_file::ParquetSink;
+use crate::io::parquet_file::{ParquetSink, ROW_GROUP_ROWS};
 
 /// Slices generated ahead of the writer (bounds memory to a few slices).
 const SLICES_IN_FLIGHT: usize = 2;
@@ -66,6 +69,8 @@ pub(crate) fn write_events(
     let mut label_sum = 0.0f64;
     let mut repeats = 0u64;
     let mut time_range: Option<(i64, i64)> = None;
+    // With `shuffle`, every slice is held until the end.
+    let mut held: Option<Vec<RecordBatch>> = config.shuffle.then(Vec::new);
 
     std::thread::scope(|scope| -> Result<(), IoError> {
         let (sender, receiver) = sync_channel::<SliceDraws>(SLICES_IN_FLIGHT);
@@ -96,10 +101,16 @@ pub(crate) fn write_events(
                 time_range = Some((time_range.map_or(first, |r| r.0), last));
             }
             let batch = slice_batch(&schema, slice, path)?;
-            sink.write(&batch)?;
+            match &mut held {
+                Some(held) => held.push(batch),
+                None => sink.write(&batch)?,
+            }
         }
         Ok(())
     })?;
+    if let Some(held) = held {
+        write_shuffled(&mut sink, &held, config.seed, path)?;
+    }
     let rows = sink.finish()?;
     let count = |seen: &[bool]| seen.iter().filter(|s| **s).count() as u32;
     Ok(EventStats {
@@ -110,6 +121,39 @@ pub(crate) fn write_events(
         repeats,
         time_range,
     })
+}
+
+/// Writes every row of `batches` in a random order drawn from `seed` (Fisher-Yates).
+fn write_shuffled(
+    sink: &mut ParquetSink,
+    batches: &[RecordBatch],
+    seed: u64,
+    path: &Path,
+) -> Result<(), IoError> {
+    let mut rows: Vec<(u32, u32)> = batches
+        .iter()
+        .enumerate()
+        .flat_map(|(b, batch)| (0..batch.num_rows() as u32).map(move |r| (b as u32, r)))
+        .collect();
+    let mut rng = Rng::stream(seed, Purpose::Shuffle, 0);
+    for i in (1..rows.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        rows.swap(i, j);
+    }
+    let batches: Vec<&RecordBatch> = batches.iter().collect();
+    for chunk in rows.chunks(ROW_GROUP_ROWS) {
+        let indices: Vec<(usize, usize)> = chunk
+            .iter()
+            .map(|&(b, r)| (b as usize, r as usize))
+            .collect();
+        let batch =
+            interleave_record_batch(&batches, &indices).map_err(|source| IoError::Arrow {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        sink.write(&batch)?;
+    }
+    Ok(())
 }
 
 /// A slice's columns as a record batch (no copy).

@@ -70,7 +70,7 @@ fn a_replay_embeds_each_text_once_as_its_item_appears() {
     let set: Vec<&str> = set.iter().map(String::as_str).collect();
     let plan = plan_of("pipelines/replay-ml-latest-small.yaml", &set);
     let run = || {
-        let mut experiment = start_experiment(&plan, true).unwrap();
+        let mut experiment = start_experiment(&plan, true, false).unwrap();
         loop {
             if let Err(difference) = check_against_scratch(experiment.as_ref(), 1e-6) {
                 panic!("after window {}: {difference}", experiment.history().len());
@@ -143,8 +143,12 @@ fn a_replay_embeds_each_text_once_as_its_item_appears() {
 #[test]
 fn text_mf_beats_mf_on_cold_items() {
     let cold_rmse = |pipeline: &str| {
-        let mut experiment =
-            start_experiment(&plan_of(pipeline, &["protocol.pool.rounds=1"]), false).unwrap();
+        let mut experiment = start_experiment(
+            &plan_of(pipeline, &["protocol.pool.rounds=1"]),
+            false,
+            false,
+        )
+        .unwrap();
         while experiment.has_next() {
             experiment.next_round().unwrap();
         }

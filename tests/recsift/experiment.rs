@@ -11,7 +11,7 @@ use crate::common::{import_ml100k, plan_of};
 /// Runs every round, asserting after each (and after round 0) that the engine-maintained
 /// score of every pool sample equals the from-scratch score within 1e-6.
 fn run_checked(plan: &Plan) -> ExperimentOutput {
-    let mut experiment = start_experiment(plan, true).unwrap();
+    let mut experiment = start_experiment(plan, true, false).unwrap();
     loop {
         let round = experiment.history().len();
         if let Err(difference) = check_against_scratch(experiment.as_ref(), 1e-6) {
@@ -126,7 +126,7 @@ fn bpr_scores_stay_exact_unclipped_and_fine_tune_incrementally() {
             ],
         );
         assert_eq!(plan.train.loss, Loss::Bpr);
-        let mut experiment = start_experiment(&plan, true).unwrap();
+        let mut experiment = start_experiment(&plan, true, false).unwrap();
         let head = experiment.session().head().clone();
         assert_eq!((head.loss, head.clip), (Loss::Bpr, None), "never clipped");
         while experiment.has_next() {
@@ -197,7 +197,7 @@ fn the_seed_decides_the_results() {
 #[test]
 fn uncertainty_sampling_picks_the_highest_variance_samples() {
     let plan = plan_of("pipelines/quickstart.yaml", &["protocol.pool.rounds=1"]);
-    let mut experiment = start_experiment(&plan, true).unwrap();
+    let mut experiment = start_experiment(&plan, true, false).unwrap();
     let before = experiment.session().maintained_scores().unwrap();
     experiment.next_round().unwrap();
     let out = experiment.finish().unwrap();
@@ -275,40 +275,12 @@ fn a_replay_keeps_scores_exact_as_users_and_items_appear() {
 }
 
 #[test]
-fn a_replay_of_an_unsorted_log_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = import_ml100k(dir.path());
-    // u1.base is time-sorted by the importer, so build an out-of-order file by
-    // concatenating two sorted halves: the test split after the train split.
-    let events = dir.path().join("unsorted.parquet");
-    let mut batches =
-        recsift::io::parquet_file::read_parquet(&data.join("u1.train.parquet")).unwrap();
-    batches.extend(recsift::io::parquet_file::read_parquet(&data.join("u1.test.parquet")).unwrap());
-    let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
-    recsift::io::parquet_file::write_parquet_atomic(&events, &batch).unwrap();
-    let plan = plan_of(
-        "pipelines/replay-ml-latest-small.yaml",
-        &[&format!("data.events={}", events.display())],
-    );
-    let run = || -> Result<(), recsift::driver::RunError> {
-        let mut experiment = start_experiment(&plan, false)?;
-        while experiment.has_next() {
-            experiment.next_round()?;
-        }
-        Ok(())
-    };
-    let err = run().expect_err("an unsorted log is refused").to_string();
-    assert!(err.contains("is earlier than the event before it"), "{err}");
-    assert!(err.contains("sort the log by time"), "{err}");
-}
-
-#[test]
 fn selection_keeps_every_loss_exact_and_trains_on_the_hardest_samples() {
     let plan = plan_of(
         "pipelines/selection-max-loss.yaml",
         &["protocol.selection.rounds=3", "select.budget=500"],
     );
-    let mut experiment = start_experiment(&plan, true).unwrap();
+    let mut experiment = start_experiment(&plan, true, false).unwrap();
     let before = experiment.session().maintained_scores().unwrap();
     let mut hardest: Vec<f64> = before
         .values()

@@ -7,4 +7,5 @@ mod errors;
 mod evaluation;
 mod experiment;
 mod pipelines;
+mod sort;
 mod study;
