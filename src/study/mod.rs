@@ -2,9 +2,9 @@
 //! comparison of the arms with a baseline arm: the product's main output for
 //! active-learning papers.
 //!
-//! Running ([`plan`], [`run`], [`output`], [`collect`]): a pipeline's `study:` section
-//! becomes one validated plan per arm x seed, each run as an ordinary `recsift run` in its
-//! own folder, then analysed. Analysing (the rest) is plain data in, plain data and text
+//! Running ([`plan`], [`run`], `schedule`, [`output`], [`collect`]): a pipeline's `study:`
+//! section becomes one validated plan per arm x seed, each run as an ordinary `recsift run`
+//! in its own folder (arms of a seed sharing round 0), then analysed. Analysing (the rest) is plain data in, plain data and text
 //! out, and knows nothing of how the runs were made.
 //!
 //! ```text
@@ -64,6 +64,7 @@ pub mod plan;
 mod plot;
 mod report;
 pub mod run;
+mod schedule;
 pub mod stats;
 
 pub use analysis::{

@@ -11,10 +11,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 
 use super::plan::{StudyPlan, StudyRun};
+use super::schedule::{Schedule, Work};
 use crate::driver::pool::PoolStart;
 use crate::driver::{self, RoundSummary, RunError, RunOptions};
 use crate::io::IoError;
-use crate::plan::{Plan, ProtocolPlan};
+use crate::plan::ProtocolPlan;
 use crate::results::RoundRecord;
 
 /// Why a study stopped without results.
@@ -131,23 +132,10 @@ pub fn run_study(
             source,
         })?;
     }
-    let mut pending: Vec<&StudyRun> = plan
+    let pending: Vec<&StudyRun> = plan
         .runs
         .iter()
         .filter(|r| force || !is_finished(&r.plan.output.dir))
-        .collect();
-    // One round-0 group after another, so that few groups' shared starts live at once.
-    pending.sort_by_key(|r| r.round_zero);
-    let starts: Vec<SharedStart> = (0..plan
-        .runs
-        .iter()
-        .map(|r| r.round_zero + 1)
-        .max()
-        .unwrap_or(0))
-        .map(|group| {
-            let runs = pending.iter().filter(|r| r.round_zero == group).count();
-            SharedStart::new(if plan.share_round_zero { runs } else { 0 })
-        })
         .collect();
     let skipped = plan.runs.len() - pending.len();
     let bar = progress.then(|| {
@@ -172,14 +160,20 @@ pub fn run_study(
         say(format!("{skipped} runs had finished before: skipped"));
     }
     let started = Instant::now();
-    let next = AtomicUsize::new(0);
+    let schedule = Schedule::new(&pending, plan.share_round_zero);
     let shared = AtomicUsize::new(0);
     let failed: Mutex<Vec<(String, RunError)>> = Mutex::new(Vec::new());
     let work = || {
-        loop {
-            let k = next.fetch_add(1, Ordering::Relaxed);
-            let Some(run) = pending.get(k) else {
-                return;
+        while let Some(work) = schedule.next() {
+            let (run, start) = match work {
+                Work::TrainRoundZero { group, run } => {
+                    schedule.train_round_zero(group, || match &run.plan.protocol {
+                        ProtocolPlan::Pool(pool) => PoolStart::train(&run.plan, pool).ok(),
+                        _ => None,
+                    });
+                    continue;
+                }
+                Work::Run { run, start } => (run, start),
             };
             let label = format!("{}/seed-{}", plan.arms[run.arm].name, run.seed);
             let options = RunOptions {
@@ -189,10 +183,10 @@ pub fn run_study(
                 progress: false,
             };
             let run_started = Instant::now();
-            let result = match starts[run.round_zero].take(&run.plan) {
+            let result = match start {
                 Some(start) => {
                     shared.fetch_add(1, Ordering::Relaxed);
-                    driver::run_from(&run.plan, &options, start)
+                    driver::run_from(&run.plan, &options, *start)
                 }
                 None => driver::run(&run.plan, &options),
             };
@@ -245,57 +239,6 @@ pub fn run_study(
         shared_round_zero: shared.into_inner(),
         wall_s: started.elapsed().as_secs_f64(),
     })
-}
-
-/// The round 0 of one group of runs (see [`StudyRun::round_zero`]): trained by the first
-/// run of the group that starts, while the others of the group wait for it; each run takes
-/// a copy, the last one the original.
-struct SharedStart {
-    slot: Mutex<SharedSlot>,
-}
-
-struct SharedSlot {
-    /// Runs of the group that have not taken their start yet.
-    waiting: usize,
-    /// Whether round 0 was trained (or its training failed).
-    trained: bool,
-    start: Option<PoolStart>,
-}
-
-impl SharedStart {
-    /// A group of `runs` runs sharing round 0 (fewer than 2: nothing to share).
-    fn new(runs: usize) -> Self {
-        Self {
-            slot: Mutex::new(SharedSlot {
-                waiting: runs,
-                trained: false,
-                start: None,
-            }),
-        }
-    }
-
-    /// The shared round 0 for `plan`, or `None` when the run starts on its own: its group
-    /// shares nothing, or training or copying round 0 failed (the run then starts afresh
-    /// and reports its own error, if any).
-    fn take(&self, plan: &Plan) -> Option<PoolStart> {
-        let ProtocolPlan::Pool(pool) = &plan.protocol else {
-            return None;
-        };
-        let mut slot = self.slot.lock().expect("no run panics");
-        if slot.waiting < 2 && !slot.trained {
-            return None;
-        }
-        if !slot.trained {
-            slot.trained = true;
-            slot.start = PoolStart::train(plan, pool).ok();
-        }
-        slot.waiting -= 1;
-        if slot.waiting == 0 {
-            slot.start.take()
-        } else {
-            slot.start.as_ref()?.duplicate().ok()
-        }
-    }
 }
 
 /// Whether the run in `dir` finished (its summary, written last, exists).
