@@ -588,6 +588,7 @@ fn run_bench(bench: BenchCommand) -> Result<(), Failure> {
                      add --device cuda (or cuda:N)",
                 ));
             }
+            recsift::model::require_support(device).map_err(Failure::user)?;
             let dir = resolve_model_dir(&model, model_dir.as_deref()).map_err(Failure::user)?;
             let options = EmbedBenchOptions {
                 device,

@@ -13,6 +13,7 @@
 //! strategy, metrics, scoring: pure functions, no I/O and no engine types
 //! synth     synthetic interaction logs (`recsift gen`), written through io
 //! study     the statistics and report of a study (arms x seeds), from plain round records
+//! fixtures  where tests find data the repository cannot hold (MovieLens 100K, MiniLM weights)
 //! ```
 #![deny(missing_docs)]
 
@@ -20,6 +21,7 @@ pub mod bench;
 pub mod data;
 pub mod dataflow;
 pub mod driver;
+pub mod fixtures;
 pub mod io;
 pub mod metrics;
 pub mod model;

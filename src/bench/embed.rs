@@ -297,6 +297,7 @@ fn parse_vm_hwm_kib(status: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::{Fixture, find};
 
     #[test]
     fn vm_hwm_is_read_in_kib() {
@@ -394,12 +395,17 @@ mod tests {
         );
     }
 
-    /// The CPU forward pass against the sentence-transformers vectors shipped beside the
-    /// shared MiniLM weights, through the same code as `bench embed --check-reference`.
+    /// The CPU forward pass against sentence-transformers' reference vectors, through the
+    /// same code as `bench embed --check-reference` (skipped without the real weights).
     #[test]
     fn bench_reports_minilm_within_1e4_of_the_reference_vectors() {
-        let shared =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/all-MiniLM-L6-v2");
+        let test = "bench_reports_minilm_within_1e4_of_the_reference_vectors";
+        let (Some(model), Some(reference)) = (
+            find(Fixture::MiniLm, test),
+            find(Fixture::MiniLmReference, test),
+        ) else {
+            return;
+        };
         let dir = tempfile::tempdir().expect("tmp");
         let texts = dir.path().join("texts.txt");
         std::fs::write(
@@ -408,10 +414,10 @@ mod tests {
         )
         .expect("write");
         let options = EmbedBenchOptions {
-            reference: Some(shared.join("reference_embeddings.json")),
+            reference: Some(reference),
             ..EmbedBenchOptions::default()
         };
-        let report = bench_embed(&texts, &shared, &options).expect("bench");
+        let report = bench_embed(&texts, &model, &options).expect("bench");
         assert_eq!(report.device, "cpu");
         assert_eq!(report.texts, 2);
         assert!(report.cpu.is_none());

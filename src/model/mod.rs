@@ -196,19 +196,28 @@ pub fn build_recommender(
     })
 }
 
+/// Whether this build supports `choice` at all (a CUDA device needs the `cuda` feature),
+/// without opening the device: a cheap check to make before slower work.
+pub fn require_support(choice: DeviceChoice) -> Result<(), ModelError> {
+    match choice {
+        DeviceChoice::Cuda(_) if !candle_core::utils::cuda_is_available() => {
+            Err(ModelError::Device(
+                "`device: cuda` needs a recsift built with `--features cuda` \
+                 (cargo build --release --features cuda); this build has CPU support only"
+                    .into(),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The candle device for a pipeline's `device:` choice, or a clear error when it cannot be
 /// had in this build or on this machine.
 pub fn candle_device(choice: DeviceChoice) -> Result<Device, ModelError> {
+    require_support(choice)?;
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
         DeviceChoice::Cuda(ordinal) => {
-            if !candle_core::utils::cuda_is_available() {
-                return Err(ModelError::Device(
-                    "`device: cuda` needs a recsift built with `--features cuda` \
-                     (cargo build --release --features cuda); this build has CPU support only"
-                        .into(),
-                ));
-            }
             Device::new_cuda(ordinal).map_err(|e| {
                 // The driver's message, without the backtrace candle attaches under
                 // RUST_BACKTRACE.

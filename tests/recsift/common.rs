@@ -3,17 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use recsift::fixtures::{Fixture, find};
 use recsift::plan::{self, Plan};
 use recsift::spec::LoadedSpec;
 
 /// The crate root (tests run with it as the current directory).
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Read-only datasets and models beside the checkout.
-pub fn shared() -> PathBuf {
-    root().join("../shared")
 }
 
 /// A plan from a pipeline file (relative to the crate root) with `--set` overrides.
@@ -37,10 +33,16 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// MovieLens 100K imported into `dir` (from ../shared; never into the repository).
-pub fn import_ml100k(dir: &Path) -> PathBuf {
+/// MovieLens 100K imported into `dir` (never into the repository), or `None` when the
+/// release is not found (`test` is then skipped; see `recsift::fixtures`).
+pub fn import_ml100k(dir: &Path, test: &str) -> Option<PathBuf> {
+    let release = find(Fixture::Ml100k, test)?;
     let dest = dir.join("ml-100k");
-    recsift::io::movielens::import_movielens(&shared().join("data/ml-100k"), &dest)
-        .unwrap_or_else(|e| panic!("{e}"));
-    dest
+    recsift::io::movielens::import_movielens(&release, &dest).unwrap_or_else(|e| panic!("{e}"));
+    Some(dest)
+}
+
+/// The all-MiniLM-L6-v2 folder, or `None` when it is not found (`test` is then skipped).
+pub fn minilm(test: &str) -> Option<PathBuf> {
+    find(Fixture::MiniLm, test)
 }

@@ -10,14 +10,14 @@ use recsift::io::embedding_cache::EmbeddingCache;
 use recsift::io::items::read_item_texts;
 use recsift::model::encoder::TextEncoder;
 
-use crate::common::{plan_of, shared};
-
-fn model_dir() -> std::path::PathBuf {
-    shared().join("models/all-MiniLM-L6-v2")
-}
+use crate::common::{minilm, plan_of};
 
 #[test]
 fn the_shipped_embedding_cache_equals_what_the_encoder_computes() {
+    let Some(model_dir) = minilm("the_shipped_embedding_cache_equals_what_the_encoder_computes")
+    else {
+        return;
+    };
     let plan = plan_of("pipelines/quickstart.yaml", &[]);
     let embed = plan.embed.expect("the quickstart embeds item text");
     let source = plan.data.items.expect("the quickstart names its item file");
@@ -31,7 +31,7 @@ fn the_shipped_embedding_cache_equals_what_the_encoder_computes() {
     let cache = EmbeddingCache::open_recorded(&embed.cache, &embed.model)
         .unwrap()
         .expect("data/ml-latest-small ships its embedding cache");
-    let encoder = TextEncoder::load(&model_dir(), &Device::Cpu)
+    let encoder = TextEncoder::load(&model_dir, &Device::Cpu)
         .unwrap()
         .with_threads(2);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -54,7 +54,9 @@ fn the_shipped_embedding_cache_equals_what_the_encoder_computes() {
 fn a_replay_embeds_each_text_once_as_its_item_appears() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache.parquet");
-    let model_dir = model_dir();
+    let Some(model_dir) = minilm("a_replay_embeds_each_text_once_as_its_item_appears") else {
+        return;
+    };
     let set = [
         "protocol.replay.max_windows=12".to_string(),
         "data.items={path: ../data/ml-latest-small/items.parquet}".to_string(),

@@ -1,5 +1,5 @@
-//! Import tests: tiny inline releases of each format, then the real releases in
-//! `../shared/data`, then the embedded `data/ml-latest-small` against a fresh import.
+//! Import tests: tiny inline releases of each format, then the real releases (found by
+//! `crate::fixtures`; skipped when absent), then the embedded `data/ml-latest-small` against a fresh import.
 
 use std::collections::HashSet;
 
@@ -7,6 +7,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float32Type, Int64Type};
 
 use super::*;
+use crate::fixtures::{Fixture, find};
 use crate::io::parquet_file::read_parquet;
 
 type Rating = (i64, i64, f32, i64);
@@ -421,13 +422,7 @@ fn reimport_overwrites_own_files_and_keeps_others() {
 }
 
 // ---------------------------------------------------------------------------------------
-// The real releases (read-only, beside the repository).
-
-fn shared(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
-        .join(name)
-}
+// The real releases (read-only, outside the repository).
 
 /// Counts of a tab-separated ratings file computed independently of the importer.
 fn tab_counts(path: &Path) -> (usize, usize, usize) {
@@ -440,8 +435,11 @@ fn tab_counts(path: &Path) -> (usize, usize, usize) {
 
 #[test]
 fn real_ml100k() {
+    let Some(release) = find(Fixture::Ml100k, "real_ml100k") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let summary = import_movielens(&shared("ml-100k"), dir.path()).unwrap();
+    let summary = import_movielens(&release, dir.path()).unwrap();
     assert_eq!(summary.release, Release::Ml100k);
     assert_eq!(
         (
@@ -452,7 +450,7 @@ fn real_ml100k() {
         ),
         (100_000, 943, 1_682, 1_682)
     );
-    let (rows, users, items) = tab_counts(&shared("ml-100k/u.data"));
+    let (rows, users, items) = tab_counts(&release.join("u.data"));
     assert_eq!((rows, users, items), (100_000, 943, 1_682));
     let split_rows: Vec<(&str, u64)> = summary
         .splits
@@ -466,7 +464,7 @@ fn real_ml100k() {
     assert_eq!(split_rows[13], ("ub.test", 9_430));
 
     // Every rating matches the text file (written in time order).
-    let text = fs::read_to_string(shared("ml-100k/u1.test")).unwrap();
+    let text = fs::read_to_string(release.join("u1.test")).unwrap();
     let expected: Vec<Rating> = text
         .lines()
         .map(|l| {
@@ -497,8 +495,11 @@ fn real_ml100k() {
 
 #[test]
 fn real_ml_latest_small() {
+    let Some(release) = find(Fixture::MlLatestSmall, "real_ml_latest_small") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let summary = import_movielens(&shared("ml-latest-small"), dir.path()).unwrap();
+    let summary = import_movielens(&release, dir.path()).unwrap();
     assert_eq!(summary.release, Release::Csv);
     assert_eq!(
         (
@@ -546,9 +547,15 @@ fn real_ml_latest_small() {
 /// `recsift import movielens ../shared/data/ml-latest-small data/ml-latest-small`.
 #[test]
 fn embedded_ml_latest_small_is_current() {
+    let Some(release) = find(
+        Fixture::MlLatestSmall,
+        "embedded_ml_latest_small_is_current",
+    ) else {
+        return;
+    };
     let embedded = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/ml-latest-small");
     let dir = tempfile::tempdir().unwrap();
-    import_movielens(&shared("ml-latest-small"), dir.path()).unwrap();
+    import_movielens(&release, dir.path()).unwrap();
     for file in ["ratings.parquet", "items.parquet"] {
         assert_eq!(
             read_table(&embedded.join(file)),
@@ -558,6 +565,6 @@ fn embedded_ml_latest_small_is_current() {
     }
     assert_eq!(
         fs::read(embedded.join("README.txt")).unwrap(),
-        fs::read(shared("ml-latest-small/README.txt")).unwrap()
+        fs::read(release.join("README.txt")).unwrap()
     );
 }

@@ -55,7 +55,7 @@ pub use self::error::EncoderError;
 use self::folder::ModelFolder;
 pub use self::folder::{DEFAULT_MAX_TOKENS, REQUIRED_FILES};
 pub use self::profile::{StageTimes, process_cpu_seconds};
-pub use self::resolve::{MODEL_DIR_VAR, resolve_model_dir};
+pub use self::resolve::{MODEL_DIR_VAR, SearchEnv, resolve_in, resolve_model_dir};
 use crate::model::ModelError;
 
 /// The model used when a pipeline names none.

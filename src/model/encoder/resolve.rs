@@ -96,12 +96,20 @@ pub type Downloader<'a> = &'a dyn Fn(&str) -> Result<PathBuf, String>;
 /// `sentence-transformers/all-MiniLM-L6-v2`), found in the order the module documents;
 /// `explicit` is the pipeline's `model_dir:`.
 pub fn resolve_model_dir(model: &str, explicit: Option<&Path>) -> Result<PathBuf, ModelError> {
-    let env = SearchEnv::from_process();
+    resolve_in(model, explicit, &SearchEnv::from_process())
+}
+
+/// [`resolve_model_dir`] with the environment values given.
+pub fn resolve_in(
+    model: &str,
+    explicit: Option<&Path>,
+    env: &SearchEnv,
+) -> Result<PathBuf, ModelError> {
     #[cfg(feature = "hf-download")]
     let download: Option<Downloader> = Some(&super::hub::download);
     #[cfg(not(feature = "hf-download"))]
     let download: Option<Downloader> = None;
-    Ok(resolve_with(model, explicit, &env, download)?)
+    Ok(resolve_with(model, explicit, env, download)?)
 }
 
 /// A model id split into its organisation (if any) and name.

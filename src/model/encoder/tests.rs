@@ -1,5 +1,6 @@
 //! Tests of the whole encoder: the real MiniLM weights against the Python reference
-//! vectors, and a tiny random BERT against candle-transformers' implementation.
+//! vectors (skipped where `crate::fixtures` finds no weights), and a tiny random BERT
+//! against candle-transformers' implementation (always).
 
 use std::path::{Path, PathBuf};
 
@@ -9,19 +10,22 @@ use candle_transformers::models::bert::{BertModel, Config};
 use serde_json::json;
 
 use super::*;
-
-fn shared_model_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/all-MiniLM-L6-v2")
-}
+use crate::fixtures::{Fixture, find};
 
 struct Reference {
     sentences: Vec<String>,
     embeddings: Vec<Vec<f32>>,
 }
 
-fn reference() -> Reference {
-    let path = shared_model_dir().join("reference_embeddings.json");
-    let text = std::fs::read_to_string(&path).expect("reference_embeddings.json is readable");
+/// The MiniLM weights and the reference vectors, or `None` (the test is skipped).
+fn minilm_and_reference(test: &str) -> Option<(PathBuf, Reference)> {
+    let model = find(Fixture::MiniLm, test)?;
+    let reference = find(Fixture::MiniLmReference, test)?;
+    Some((model, read_reference(&reference)))
+}
+
+fn read_reference(path: &Path) -> Reference {
+    let text = std::fs::read_to_string(path).expect("reference_embeddings.json is readable");
     let value: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     let sentences = value["sentences"]
         .as_array()
@@ -57,9 +61,13 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn minilm_matches_sentence_transformers_reference_vectors() {
-    let reference = reference();
+    let Some((model, reference)) =
+        minilm_and_reference("minilm_matches_sentence_transformers_reference_vectors")
+    else {
+        return;
+    };
     assert_eq!(reference.sentences.len(), 32);
-    let encoder = TextEncoder::load(&shared_model_dir(), &Device::Cpu).expect("load MiniLM");
+    let encoder = TextEncoder::load(&model, &Device::Cpu).expect("load MiniLM");
     assert_eq!(encoder.dim(), 384);
     assert_eq!(encoder.max_tokens(), 256);
     assert_eq!(encoder.model_id(), "all-MiniLM-L6-v2");
@@ -99,9 +107,13 @@ fn minilm_matches_sentence_transformers_reference_vectors() {
 
 #[test]
 fn minilm_vectors_do_not_depend_on_batching_or_order() {
-    let reference = reference();
+    let Some((model, reference)) =
+        minilm_and_reference("minilm_vectors_do_not_depend_on_batching_or_order")
+    else {
+        return;
+    };
     let texts: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
-    let encoder = TextEncoder::load(&shared_model_dir(), &Device::Cpu).expect("load");
+    let encoder = TextEncoder::load(&model, &Device::Cpu).expect("load");
     let base = encoder
         .clone_settings(1, 32)
         .encode(&texts)
@@ -128,9 +140,12 @@ fn minilm_vectors_do_not_depend_on_batching_or_order() {
 
 #[test]
 fn minilm_candle_path_agrees_with_cpu_path() {
-    let reference = reference();
+    let Some((model, reference)) = minilm_and_reference("minilm_candle_path_agrees_with_cpu_path")
+    else {
+        return;
+    };
     let texts: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
-    let candle = TextEncoder::load_on(&shared_model_dir(), &Device::Cpu, false)
+    let candle = TextEncoder::load_on(&model, &Device::Cpu, false)
         .expect("load")
         .with_batch_size(8);
     let vectors = candle.encode(&texts).expect("encode");
@@ -374,8 +389,12 @@ fn cuda_device_is_refused_with_instructions_in_a_cpu_build() {
 #[test]
 #[ignore = "a benchmark: run explicitly"]
 fn bench_candle_path_minilm() {
-    let dir = shared_model_dir();
-    let text = std::fs::read_to_string(dir.join("ml-latest-small-item-texts.txt")).expect("texts");
+    let Some(dir) = find(Fixture::MiniLm, "bench_candle_path_minilm") else {
+        return;
+    };
+    let texts_file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/models/all-MiniLM-L6-v2/ml-latest-small-item-texts.txt");
+    let text = std::fs::read_to_string(texts_file).expect("texts");
     let texts: Vec<&str> = text.lines().collect();
     let encoder = TextEncoder::load_on(&dir, &Device::Cpu, false)
         .expect("load")

@@ -1,13 +1,14 @@
 //! Tests of biased MF: the sparse steps against a dense f64 reference (squared error,
 //! cross-entropy and BPR), determinism, ensembles, growth, clicks, implicit feedback, and the MovieLens 100K u1 quality bar (plus benchmarks run by
 //! hand with `--ignored`).
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use candle_core::DType;
 use rand::Rng;
 
 use super::*;
+use crate::fixtures::{Fixture, find};
 use crate::model::bootstrap::bootstrap_weights;
 use crate::model::negatives::NegativeSampler;
 use crate::model::synthetic::{ImplicitSplit, check_duplicate};
@@ -967,10 +968,6 @@ fn out_of_range_inputs_are_refused_with_a_message() {
 
 // ---- MovieLens 100K, split u1 ----
 
-fn shared_data() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
-}
-
 /// `user \t item \t rating \t timestamp` lines with 1-based ids, as dense 0-based indices.
 fn read_u_split(path: &Path) -> Vec<Interaction> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -1018,8 +1015,9 @@ fn u1_params(members: usize) -> (TrainParams, usize) {
     (p, 25)
 }
 
-fn train_u1(p: &TrainParams, epochs: usize) -> (BiasedMf, Vec<Interaction>, f64) {
-    let dir = shared_data().join("ml-100k");
+/// Trains on u1.base of the MovieLens 100K release in `dir`; returns the model, u1.test and
+/// the training time.
+fn train_u1(dir: &Path, p: &TrainParams, epochs: usize) -> (BiasedMf, Vec<Interaction>, f64) {
     let train = read_u_split(&dir.join("u1.base"));
     let test = read_u_split(&dir.join("u1.test"));
     let n_users = train.iter().chain(&test).map(|s| s.user).max().unwrap() as usize + 1;
@@ -1036,8 +1034,11 @@ fn train_u1(p: &TrainParams, epochs: usize) -> (BiasedMf, Vec<Interaction>, f64)
 
 #[test]
 fn u1_rmse_is_at_most_0_930() {
+    let Some(dir) = find(Fixture::Ml100k, "u1_rmse_is_at_most_0_930") else {
+        return;
+    };
     let (p, epochs) = u1_params(1);
-    let (model, test, _) = train_u1(&p, epochs);
+    let (model, test, _) = train_u1(&dir, &p, epochs);
     let rmse = rmse(&model, &test);
     assert!(rmse <= 0.930, "u1 RMSE {rmse}");
 }
@@ -1053,6 +1054,9 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
 #[test]
 #[ignore = "exploration; run by hand"]
 fn u1_sweep() {
+    let Some(dir) = find(Fixture::Ml100k, "u1_sweep") else {
+        return;
+    };
     let dim = env("SWEEP_DIM", 32usize);
     let lr = env("SWEEP_LR", 0.01f64);
     let wd = env("SWEEP_WD", 0.05f64);
@@ -1070,8 +1074,8 @@ fn u1_sweep() {
         model: ModelKind::Mf { dim, init_std: std },
         ..params(dim, members, optimizer, batch, env("SWEEP_SEED", 42u64))
     };
-    let (mut model, test, mut secs) = train_u1(&p, every);
-    let train = read_u_split(&shared_data().join("ml-100k/u1.base"));
+    let (mut model, test, mut secs) = train_u1(&dir, &p, every);
+    let train = read_u_split(&dir.join("u1.base"));
     let mut done = every;
     loop {
         println!(
@@ -1142,12 +1146,15 @@ fn gradient_timing_closed_form_vs_autograd() {
 #[test]
 #[ignore = "benchmark; run by hand"]
 fn u1_benchmark() {
+    let Some(dir) = find(Fixture::Ml100k, "u1_benchmark") else {
+        return;
+    };
     for members in [1, 5] {
         let (p, epochs) = u1_params(members);
         let mut times = Vec::new();
         let mut first_rmse = None;
         for _ in 0..3 {
-            let (model, test, seconds) = train_u1(&p, epochs);
+            let (model, test, seconds) = train_u1(&dir, &p, epochs);
             times.push(seconds);
             first_rmse.get_or_insert_with(|| rmse(&model, &test));
         }
@@ -1188,8 +1195,10 @@ fn read_latest_small(path: &Path) -> (Vec<Interaction>, usize, usize) {
 #[test]
 #[ignore = "benchmark; run by hand"]
 fn latest_small_ensemble_benchmark() {
-    let (all, n_users, n_items) =
-        read_latest_small(&shared_data().join("ml-latest-small/ratings.csv"));
+    let Some(release) = find(Fixture::MlLatestSmall, "latest_small_ensemble_benchmark") else {
+        return;
+    };
+    let (all, n_users, n_items) = read_latest_small(&release.join("ratings.csv"));
     let (test, train): (Vec<_>, Vec<_>) =
         all.into_iter().enumerate().partition(|(k, _)| k % 5 == 0);
     let train_keys: Vec<u32> = train.iter().map(|(k, _)| *k as u32).collect();

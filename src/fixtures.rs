@@ -1,0 +1,134 @@
+//! Test data that cannot ship with the repository, and how a test finds it.
+//!
+//! MovieLens 100K's licence forbids redistribution, the raw MovieLens latest-small release
+//! is only needed to check the importer against the embedded copy, and the
+//! all-MiniLM-L6-v2 weights are 90 MB. A test that needs one asks [`find`], which looks in
+//! the fixture's environment variable, then at its place in `../shared` beside the
+//! checkout (this project's machines keep everything there), and for MiniLM also wherever
+//! `recsift run` finds models (`RECSIFT_MODEL_DIR`, the Hugging Face cache, a download).
+//! When none has it, the test prints one line on stderr saying what it skipped and how to
+//! enable it, and passes; with `RECSIFT_REQUIRE_FIXTURES=1` (which `.ci/run` sets) a
+//! missing fixture fails the test instead.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::model::encoder::{SearchEnv, resolve_in};
+
+/// Set to `1` to make a missing fixture fail its test instead of skipping it.
+pub const REQUIRE_VAR: &str = "RECSIFT_REQUIRE_FIXTURES";
+
+/// The Hugging Face id of the sentence encoder the tests use.
+pub const MINILM: &str = "sentence-transformers/all-MiniLM-L6-v2";
+
+/// Something a test needs that the repository does not hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fixture {
+    /// The MovieLens 100K release folder (`u.data`, `u.item`, `u1.base`, ...).
+    Ml100k,
+    /// The raw MovieLens latest-small release folder (`ratings.csv`, `movies.csv`, ...).
+    MlLatestSmall,
+    /// The all-MiniLM-L6-v2 model folder (`config.json`, `tokenizer.json`,
+    /// `model.safetensors`).
+    MiniLm,
+    /// sentence-transformers' vectors of some sentences under all-MiniLM-L6-v2
+    /// (`reference_embeddings.json`: `sentences` and `embeddings`).
+    MiniLmReference,
+}
+
+impl Fixture {
+    /// The environment variable that names it.
+    pub fn var(self) -> &'static str {
+        match self {
+            Fixture::Ml100k => "RECSIFT_ML100K",
+            Fixture::MlLatestSmall => "RECSIFT_ML_LATEST_SMALL",
+            Fixture::MiniLm => crate::model::encoder::MODEL_DIR_VAR,
+            Fixture::MiniLmReference => "RECSIFT_MINILM_REFERENCE",
+        }
+    }
+
+    /// What it is, for the skip line.
+    fn what(self) -> &'static str {
+        match self {
+            Fixture::Ml100k => "MovieLens 100K (the ml-100k release folder)",
+            Fixture::MlLatestSmall => "the raw MovieLens latest-small release folder",
+            Fixture::MiniLm => "the all-MiniLM-L6-v2 weights",
+            Fixture::MiniLmReference => "MiniLM reference vectors (reference_embeddings.json)",
+        }
+    }
+
+    /// Its place under `../shared`.
+    fn in_shared(self) -> &'static str {
+        match self {
+            Fixture::Ml100k => "data/ml-100k",
+            Fixture::MlLatestSmall => "data/ml-latest-small",
+            Fixture::MiniLm => "models/all-MiniLM-L6-v2",
+            Fixture::MiniLmReference => "models/all-MiniLM-L6-v2/reference_embeddings.json",
+        }
+    }
+
+    /// How a user provides it.
+    fn how(self) -> String {
+        match self {
+            Fixture::MiniLm => format!(
+                "set {} to a folder holding it, put it in the Hugging Face cache, or allow a \
+                 download",
+                self.var()
+            ),
+            _ => format!("set {} to its path", self.var()),
+        }
+    }
+}
+
+/// `../shared` beside the checkout.
+fn shared() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
+}
+
+/// Where `fixture` is, or `None` after printing one line saying that `test` is skipped and
+/// how to enable it.
+///
+/// # Panics
+/// When the fixture is missing and `RECSIFT_REQUIRE_FIXTURES` is `1`, or its environment
+/// variable names a path that does not exist (a typo must not pass as a skip).
+pub fn find(fixture: Fixture, test: &str) -> Option<PathBuf> {
+    let found = match fixture {
+        Fixture::MiniLm => find_model(),
+        _ => match std::env::var_os(fixture.var()).filter(|v| !v.is_empty()) {
+            Some(path) => {
+                let path = PathBuf::from(path);
+                assert!(
+                    path.exists(),
+                    "{}={} does not exist",
+                    fixture.var(),
+                    path.display()
+                );
+                Some(path)
+            }
+            None => Some(shared().join(fixture.in_shared())).filter(|p| p.exists()),
+        },
+    };
+    if found.is_none() {
+        let line = format!("{} not found: {}", fixture.what(), fixture.how());
+        let required = std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1");
+        assert!(!required, "{test}: {line} ({REQUIRE_VAR}=1)");
+        // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+        let _ = writeln!(std::io::stderr(), "skipped {test}: {line}");
+    }
+    found
+}
+
+/// MiniLM where `recsift run` would find it, with `../shared/models` standing in for an
+/// unset `RECSIFT_MODEL_DIR`.
+fn find_model() -> Option<PathBuf> {
+    let mut env = SearchEnv::from_process();
+    if env.recsift_model_dir.is_none() {
+        env.recsift_model_dir = Some(shared().join("models")).filter(|p| p.is_dir());
+    }
+    match resolve_in(MINILM, None, &env) {
+        Ok(dir) => Some(dir),
+        // A folder named on purpose that does not hold the model is a mistake, not a skip.
+        Err(e) if std::env::var_os(Fixture::MiniLm.var()).is_some() => panic!("{e}"),
+        Err(_) => None,
+    }
+}
