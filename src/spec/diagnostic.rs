@@ -64,7 +64,8 @@ pub struct Diagnostics {
 
 impl Diagnostics {
     /// Locates `diagnostics` in `file` using its source map; a diagnostic under a path set by
-    /// a `--set` argument is attributed to that argument.
+    /// a `--set` argument, or about a key on that path that the file does not hold (the
+    /// argument created it), is attributed to that argument.
     pub fn locate(
         file: &Path,
         map: &SourceMap,
@@ -74,11 +75,10 @@ impl Diagnostics {
         let mut items: Vec<LocatedDiagnostic> = diagnostics
             .into_iter()
             .map(|diagnostic| {
-                let origin = match overrides
-                    .iter()
-                    .rev()
-                    .find(|(path, _)| diagnostic.path.starts_with(path))
-                {
+                let origin = match overrides.iter().rev().find(|(path, _)| {
+                    diagnostic.path.starts_with(path)
+                        || (path.starts_with(&diagnostic.path) && !map.written(&diagnostic.path))
+                }) {
                     Some((_, argument)) => Origin::SetArgument(argument.clone()),
                     None => Origin::File(map.locate(&diagnostic.path)),
                 };

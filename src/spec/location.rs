@@ -128,6 +128,11 @@ impl SourceMap {
         }
     }
 
+    /// Whether the file wrote `path` itself (as a key or a value).
+    pub fn written(&self, path: &YamlPath) -> bool {
+        self.keys.contains_key(path) || self.values.contains_key(path)
+    }
+
     /// The location of the value at `path`, if it was written.
     pub fn value(&self, path: &YamlPath) -> Option<Location> {
         self.values.get(path).copied()

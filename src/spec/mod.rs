@@ -467,4 +467,28 @@ mod tests {
             "{rendered}"
         );
     }
+
+    #[test]
+    fn an_unknown_key_made_by_an_override_is_attributed_to_it_not_to_the_file() {
+        let loaded = LoadedSpec::from_text(
+            Path::new("p.yaml"),
+            "version: 1\nseed: 1\n",
+            &["pick.select.strategy=random".to_string()],
+        )
+        .unwrap();
+        let rendered = loaded.locate(loaded.diagnostics.clone()).to_string();
+        assert!(
+            rendered.starts_with("--set pick.select.strategy=random: `pick`: unknown key `pick`"),
+            "{rendered}"
+        );
+        // A key the file wrote stays in the file, even when an override sets below it.
+        let loaded = LoadedSpec::from_text(
+            Path::new("p.yaml"),
+            "version: 1\nsed: {a: 1}\n",
+            &["sed.x=2".to_string()],
+        )
+        .unwrap();
+        let rendered = loaded.locate(loaded.diagnostics.clone()).to_string();
+        assert!(rendered.starts_with("p.yaml:2:1: `sed`"), "{rendered}");
+    }
 }
