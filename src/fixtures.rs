@@ -9,9 +9,17 @@
 //! When none has it, the test prints one line on stderr saying what it skipped and how to
 //! enable it, and passes; with `RECSIFT_REQUIRE_FIXTURES=1` (which `.ci/run` sets) a
 //! missing fixture fails the test instead.
+//!
+//! Where real weights are not the point, a test writes a tiny random BERT instead
+//! ([`write_tiny_bert`]), so the encoder's plumbing is covered everywhere.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use candle_transformers::models::bert::{BertModel, Config};
+use serde_json::json;
 
 use crate::model::encoder::{SearchEnv, resolve_in};
 
@@ -71,8 +79,8 @@ impl Fixture {
     fn how(self) -> String {
         match self {
             Fixture::MiniLm => format!(
-                "set {} to a folder holding it, put it in the Hugging Face cache, or allow a \
-                 download",
+                "set {} to a folder holding them, put them in the Hugging Face cache, or \
+                 allow a download",
                 self.var()
             ),
             _ => format!("set {} to its path", self.var()),
@@ -131,4 +139,89 @@ fn find_model() -> Option<PathBuf> {
         Err(e) if std::env::var_os(Fixture::MiniLm.var()).is_some() => panic!("{e}"),
         Err(_) => None,
     }
+}
+
+/// Words of the tiny BERT's vocabulary (after the four special tokens).
+pub const TINY_WORDS: [&str; 14] = [
+    "the", "cat", "sat", "on", "mat", "dog", "ran", "(", ")", "|", "1995", "##s", "a", "b",
+];
+
+/// The `config.json` of [`write_tiny_bert`]'s model: hidden size 32, 2 layers, 4 heads,
+/// activation `hidden_act`.
+pub fn tiny_bert_config(hidden_act: &str) -> serde_json::Value {
+    json!({
+        "vocab_size": 4 + TINY_WORDS.len(), "hidden_size": 32, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "intermediate_size": 64, "hidden_act": hidden_act,
+        "hidden_dropout_prob": 0.1, "max_position_embeddings": 24, "type_vocab_size": 2,
+        "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0,
+        "model_type": "bert"
+    })
+}
+
+/// A BERT WordPiece tokenizer over [`TINY_WORDS`], stored (like MiniLM's) with fixed
+/// padding and truncation at 128 that the encoder must override.
+fn tiny_tokenizer() -> serde_json::Value {
+    let special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"];
+    let mut vocab = serde_json::Map::new();
+    for (id, token) in special.iter().chain(TINY_WORDS.iter()).enumerate() {
+        vocab.insert(token.to_string(), json!(id));
+    }
+    let added: Vec<_> = special
+        .iter()
+        .enumerate()
+        .map(|(id, t)| {
+            json!({"id": id, "content": t, "single_word": false, "lstrip": false,
+                   "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    json!({
+        "version": "1.0",
+        "truncation": {"max_length": 128, "strategy": "LongestFirst", "stride": 0},
+        "padding": {"strategy": {"Fixed": 128}, "direction": "Right", "pad_to_multiple_of": null,
+                    "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"},
+        "added_tokens": added,
+        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                       "strip_accents": null, "lowercase": true},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": 100, "vocab": vocab}
+    })
+}
+
+/// Writes into `dir` a model folder (`config.json`, `tokenizer.json`, `model.safetensors`,
+/// `sentence_bert_config.json`) of a randomly initialised tiny BERT: every weight random,
+/// layer-norm scales around 1, 32-d vectors, `max_seq_length` 16, a vocabulary of
+/// [`TINY_WORDS`] (other words become `[UNK]`), weight names under `weight_prefix` if given.
+/// It exercises everything real weights would, in milliseconds.
+///
+/// # Panics
+/// When `dir` cannot be written.
+pub fn write_tiny_bert(dir: &Path, hidden_act: &str, weight_prefix: Option<&str>) {
+    let config = tiny_bert_config(hidden_act);
+    let cfg: Config = serde_json::from_value(config.clone()).expect("config");
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let vb = match weight_prefix {
+        Some(prefix) => vb.pp(prefix),
+        None => vb,
+    };
+    BertModel::load(vb, &cfg).expect("create variables");
+    for (name, var) in varmap.data().lock().expect("lock").iter() {
+        let noise = Tensor::randn(0f32, 0.3, var.shape(), &Device::Cpu).expect("randn");
+        let value = if name.ends_with("LayerNorm.weight") {
+            (noise + 1.0).expect("shift")
+        } else {
+            noise
+        };
+        var.set(&value).expect("set");
+    }
+    varmap.save(dir.join("model.safetensors")).expect("save");
+    let write = |name: &str, value: serde_json::Value| {
+        std::fs::write(dir.join(name), value.to_string()).expect("write");
+    };
+    write("config.json", config);
+    write("tokenizer.json", tiny_tokenizer());
+    write("sentence_bert_config.json", json!({"max_seq_length": 16}));
 }

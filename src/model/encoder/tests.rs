@@ -4,13 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_core::Device;
 use serde_json::json;
 
 use super::*;
-use crate::fixtures::{Fixture, find};
+use crate::fixtures::{Fixture, find, tiny_bert_config, write_tiny_bert};
 
 struct Reference {
     sentences: Vec<String>,
@@ -188,84 +186,10 @@ impl TextEncoderView<'_> {
     }
 }
 
-/// Words of the tiny model's vocabulary (after the four special tokens).
-const TINY_WORDS: [&str; 14] = [
-    "the", "cat", "sat", "on", "mat", "dog", "ran", "(", ")", "|", "1995", "##s", "a", "b",
-];
-
-fn tiny_config(hidden_act: &str) -> serde_json::Value {
-    json!({
-        "vocab_size": 4 + TINY_WORDS.len(), "hidden_size": 32, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "intermediate_size": 64, "hidden_act": hidden_act,
-        "hidden_dropout_prob": 0.1, "max_position_embeddings": 24, "type_vocab_size": 2,
-        "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0,
-        "model_type": "bert"
-    })
-}
-
-/// A BERT WordPiece tokenizer over [`TINY_WORDS`], stored (like MiniLM's) with fixed
-/// padding and truncation at 128 that the encoder must override.
-fn tiny_tokenizer() -> serde_json::Value {
-    let special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"];
-    let mut vocab = serde_json::Map::new();
-    for (id, token) in special.iter().chain(TINY_WORDS.iter()).enumerate() {
-        vocab.insert(token.to_string(), json!(id));
-    }
-    let added: Vec<_> = special
-        .iter()
-        .enumerate()
-        .map(|(id, t)| {
-            json!({"id": id, "content": t, "single_word": false, "lstrip": false,
-                   "rstrip": false, "normalized": false, "special": true})
-        })
-        .collect();
-    json!({
-        "version": "1.0",
-        "truncation": {"max_length": 128, "strategy": "LongestFirst", "stride": 0},
-        "padding": {"strategy": {"Fixed": 128}, "direction": "Right", "pad_to_multiple_of": null,
-                    "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"},
-        "added_tokens": added,
-        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
-                       "strip_accents": null, "lowercase": true},
-        "pre_tokenizer": {"type": "BertPreTokenizer"},
-        "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
-        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
-        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
-                  "max_input_chars_per_word": 100, "vocab": vocab}
-    })
-}
-
-/// A model folder with a randomly initialised tiny BERT (every weight random, layer-norm
-/// scales around 1), `max_seq_length` 16.
+/// A folder holding a tiny random BERT (see [`write_tiny_bert`]).
 fn tiny_model(hidden_act: &str, weight_prefix: Option<&str>) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = tiny_config(hidden_act);
-    let cfg: Config = serde_json::from_value(config.clone()).expect("config");
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let vb = match weight_prefix {
-        Some(prefix) => vb.pp(prefix),
-        None => vb,
-    };
-    BertModel::load(vb, &cfg).expect("create variables");
-    for (name, var) in varmap.data().lock().expect("lock").iter() {
-        let noise = Tensor::randn(0f32, 0.3, var.shape(), &Device::Cpu).expect("randn");
-        let value = if name.ends_with("LayerNorm.weight") {
-            (noise + 1.0).expect("shift")
-        } else {
-            noise
-        };
-        var.set(&value).expect("set");
-    }
-    varmap
-        .save(dir.path().join("model.safetensors"))
-        .expect("save");
-    let write = |name: &str, value: serde_json::Value| {
-        std::fs::write(dir.path().join(name), value.to_string()).expect("write");
-    };
-    write("config.json", config);
-    write("tokenizer.json", tiny_tokenizer());
-    write("sentence_bert_config.json", json!({"max_seq_length": 16}));
+    write_tiny_bert(dir.path(), hidden_act, weight_prefix);
     dir
 }
 
@@ -338,7 +262,7 @@ fn tiny_random_bert_is_batch_and_order_invariant() {
 #[test]
 fn weights_that_do_not_fit_the_config_are_reported_with_the_file() {
     let dir = tiny_model("gelu", None);
-    let mut config = tiny_config("gelu");
+    let mut config = tiny_bert_config("gelu");
     config["intermediate_size"] = json!(48);
     std::fs::write(dir.path().join("config.json"), config.to_string()).expect("write");
     let err = TextEncoder::load(dir.path(), &Device::Cpu).expect_err("shape mismatch");
