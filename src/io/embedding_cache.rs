@@ -58,7 +58,7 @@ use sha2::{Digest, Sha256};
 
 use super::IoError;
 use super::columns::{is_string, to_utf8};
-use super::parquet_file::{ParquetSink, open_parquet};
+use super::parquet_file::{ParquetSink, guard_decoding, open_parquet};
 
 /// SHA-256 of a text's UTF-8 bytes: the cache key of the text.
 pub type TextHash = [u8; 32];
@@ -388,6 +388,10 @@ fn rows_batch(
 
 /// Every model's rows in the file at `path`; `None` if there is no file.
 fn read_models(path: &Path) -> Result<Option<Vec<ModelRows>>, IoError> {
+    guard_decoding(path, || read_models_unguarded(path))
+}
+
+fn read_models_unguarded(path: &Path) -> Result<Option<Vec<ModelRows>>, IoError> {
     let bad = |problem: String| IoError::BadEmbeddingCache {
         path: path.to_path_buf(),
         problem,

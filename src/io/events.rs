@@ -20,7 +20,7 @@ use parquet::arrow::ProjectionMask;
 
 use super::IoError;
 use super::columns::{self, ColumnContext};
-use super::parquet_file::{find_column, open_parquet};
+use super::parquet_file::{find_column, guard_batches, open_parquet};
 use super::sort::{self, SortOptions, TimeColumn};
 use crate::data::{IdMap, Interaction, LabelKind};
 use crate::plan::params::EventSource;
@@ -320,12 +320,13 @@ impl EventLayout {
                 source,
             })?;
         let path = self.path.clone();
-        Ok(reader.map(move |batch| {
+        let batches = reader.map(move |batch| {
             batch.map_err(|source| IoError::Decode {
                 path: path.clone(),
                 source,
             })
-        }))
+        });
+        Ok(guard_batches(&self.path, batches))
     }
 
     /// The schema of a batch of the mapped columns.

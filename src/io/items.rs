@@ -25,7 +25,7 @@ use parquet::arrow::ProjectionMask;
 
 use super::IoError;
 use super::columns::{self, ColumnContext, is_string};
-use super::parquet_file::{find_column, open_parquet, write_parquet_atomic};
+use super::parquet_file::{find_column, guard_decoding, open_parquet, write_parquet_atomic};
 use super::template::Template;
 use crate::data::{IdMap, ItemTexts};
 use crate::plan::params::ItemSource;
@@ -84,6 +84,10 @@ const BATCH_ROWS: usize = 16_384;
 /// Reads the item file of `source`, renders each row's text, and interns its item ids into
 /// `items` (which may already hold the items of the events).
 pub fn read_item_texts(source: &ItemSource, items: &mut IdMap) -> Result<ItemTexts, IoError> {
+    guard_decoding(&source.path, || read_unguarded(source, items))
+}
+
+fn read_unguarded(source: &ItemSource, items: &mut IdMap) -> Result<ItemTexts, IoError> {
     let path = source.path.as_path();
     let template_error = |source_error| IoError::Template {
         path: path.to_path_buf(),

@@ -135,6 +135,18 @@ pub enum IoError {
         /// The Parquet reader's reason.
         source: ParquetError,
     },
+    /// The Parquet decoder broke down on a malformed file (it panicked; see
+    /// [`parquet_file::guard_decoding`]).
+    #[error(
+        "{} is damaged: the Parquet decoder failed on it ({reason}); write or download the file again",
+        .path.display()
+    )]
+    DamagedParquet {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's message.
+        reason: String,
+    },
     /// A Parquet file failed while its data was decoded.
     #[error("decoding {} failed: {source}; the file may be truncated or corrupt", .path.display())]
     Decode {

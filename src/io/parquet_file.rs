@@ -146,16 +146,108 @@ pub fn open_parquet(
             }
         }
     })?;
-    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| IoError::NotParquet {
-        what,
-        path: path.to_path_buf(),
-        source,
+    guard_decoding(path, || {
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| IoError::NotParquet {
+            what,
+            path: path.to_path_buf(),
+            source,
+        })
     })
+}
+
+/// Runs `read`, a reading of the Parquet file `path`, and turns a panic inside it into
+/// [`IoError::DamagedParquet`]: the parquet crate panics on some malformed files (a page whose
+/// lengths lie, found by fuzzing) instead of returning an error. The panic's message goes
+/// into the error and is not printed.
+pub fn guard_decoding<T>(
+    path: &Path,
+    read: impl FnOnce() -> Result<T, IoError>,
+) -> Result<T, IoError> {
+    quiet_panics::run(read).unwrap_or_else(|reason| {
+        Err(IoError::DamagedParquet {
+            path: path.to_path_buf(),
+            reason,
+        })
+    })
+}
+
+/// [`guard_decoding`] for each step of an iterator over the batches of `path`; after an
+/// error it ends.
+pub fn guard_batches<I>(path: &Path, batches: I) -> GuardedBatches<I>
+where
+    I: Iterator<Item = Result<RecordBatch, IoError>>,
+{
+    GuardedBatches {
+        path: path.to_path_buf(),
+        batches,
+        ended: false,
+    }
+}
+
+/// See [`guard_batches`].
+pub struct GuardedBatches<I> {
+    path: PathBuf,
+    batches: I,
+    ended: bool,
+}
+
+impl<I: Iterator<Item = Result<RecordBatch, IoError>>> Iterator for GuardedBatches<I> {
+    type Item = Result<RecordBatch, IoError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.ended {
+            return None;
+        }
+        let batches = &mut self.batches;
+        let next =
+            guard_decoding(&self.path, || Ok(batches.next())).unwrap_or_else(|e| Some(Err(e)));
+        self.ended = !matches!(next, Some(Ok(_)));
+        next
+    }
+}
+
+/// Panics caught by [`guard_decoding`], kept off stderr.
+mod quiet_panics {
+    use std::cell::Cell;
+    use std::panic::{self, AssertUnwindSafe};
+    use std::sync::Once;
+
+    thread_local! {
+        /// Guarded calls running on this thread.
+        static GUARDED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// `f`, or the message of its panic.
+    pub(super) fn run<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+        static HOOK: Once = Once::new();
+        HOOK.call_once(|| {
+            let previous = panic::take_hook();
+            panic::set_hook(Box::new(move |info| {
+                if GUARDED.with(Cell::get) == 0 {
+                    previous(info);
+                }
+            }));
+        });
+        GUARDED.with(|g| g.set(g.get() + 1));
+        let result = panic::catch_unwind(AssertUnwindSafe(f));
+        GUARDED.with(|g| g.set(g.get() - 1));
+        result.map_err(|payload| {
+            payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the decoder panicked".to_string())
+        })
+    }
 }
 
 /// Reads a whole (small) Parquet file into memory: summaries, test fixtures, caches.
 /// Event logs go through [`crate::io::events`], which reads only the mapped columns.
 pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, IoError> {
+    guard_decoding(path, || read_parquet_unguarded(path))
+}
+
+fn read_parquet_unguarded(path: &Path) -> Result<Vec<RecordBatch>, IoError> {
     let reader = open_parquet(path, "Parquet file")?
         .build()
         .map_err(|source| IoError::NotParquet {
@@ -289,5 +381,30 @@ mod tests {
             err.to_string(),
             "r.parquet: no column `label` for the label; columns present: userId, movieId"
         );
+    }
+    #[test]
+    fn a_panic_while_decoding_becomes_an_error_naming_the_file() {
+        let path = Path::new("damaged.parquet");
+        let err = guard_decoding(path, || -> Result<(), IoError> {
+            panic!("range start index 928 out of range for slice of length 640")
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "damaged.parquet is damaged: the Parquet decoder failed on it (range start index \
+             928 out of range for slice of length 640); write or download the file again"
+        );
+        // Errors and values pass through; a panicking step ends an iterator.
+        assert_eq!(guard_decoding(path, || Ok(7)).unwrap(), 7);
+        let mut calls = 0;
+        let steps = std::iter::from_fn(|| {
+            calls += 1;
+            if calls == 2 {
+                panic!("bad page");
+            }
+            Some(Ok(RecordBatch::new_empty(Arc::new(Schema::empty()))))
+        });
+        let results: Vec<bool> = guard_batches(path, steps).map(|r| r.is_ok()).collect();
+        assert_eq!(results, [true, false]);
     }
 }

@@ -6,6 +6,7 @@ mod embed;
 mod errors;
 mod evaluation;
 mod experiment;
+mod fuzz;
 mod pipelines;
 mod sort;
 mod study;
