@@ -15,7 +15,6 @@ use super::schedule::{Schedule, Work};
 use crate::driver::pool::PoolStart;
 use crate::driver::{self, RoundSummary, RunError, RunOptions};
 use crate::io::IoError;
-use crate::plan::ProtocolPlan;
 use crate::results::RoundRecord;
 
 /// Why a study stopped without results.
@@ -166,11 +165,8 @@ pub fn run_study(
     let work = || {
         while let Some(work) = schedule.next() {
             let (run, start) = match work {
-                Work::TrainRoundZero { group, run } => {
-                    schedule.train_round_zero(group, || match &run.plan.protocol {
-                        ProtocolPlan::Pool(pool) => PoolStart::train(&run.plan, pool).ok(),
-                        _ => None,
-                    });
+                Work::TrainRoundZero { group, run, pool } => {
+                    schedule.train_round_zero(group, || PoolStart::train(&run.plan, pool).ok());
                     continue;
                 }
                 Work::Run { run, start } => (run, start),

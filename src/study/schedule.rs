@@ -14,7 +14,7 @@ use std::sync::{Condvar, Mutex};
 
 use super::plan::StudyRun;
 use crate::driver::pool::PoolStart;
-use crate::plan::ProtocolPlan;
+use crate::plan::{PoolPlan, ProtocolPlan};
 
 /// One piece of a study's work.
 pub enum Work<'a> {
@@ -31,6 +31,8 @@ pub enum Work<'a> {
         group: usize,
         /// The group's first run: round 0 is trained for its plan.
         run: &'a StudyRun,
+        /// That plan's pool protocol (only pool experiments share round 0).
+        pool: &'a PoolPlan,
     },
 }
 
@@ -41,8 +43,8 @@ pub struct Schedule<'a> {
 }
 
 struct State<'a> {
-    /// Groups nobody has started to train, in order.
-    untrained: VecDeque<usize>,
+    /// Groups nobody has started to train, in order, with their first run's pool protocol.
+    untrained: VecDeque<(usize, &'a PoolPlan)>,
     /// Runs of every group (a group's runs leave when their start is taken).
     runs: Vec<Vec<&'a StudyRun>>,
     /// Groups whose runs can start now.
@@ -67,12 +69,12 @@ impl<'a> Schedule<'a> {
         for (group, members) in by_group.iter_mut().enumerate() {
             // Runs are taken from the back: keep the given order.
             members.reverse();
-            let sharable = matches!(members[..], [first, _, ..]
-                if matches!(first.plan.protocol, ProtocolPlan::Pool(_)));
-            if share && sharable {
-                untrained.push_back(group);
-            } else if !members.is_empty() {
-                ready.push_back(group);
+            match (share, &members[..]) {
+                (true, [.., _, first]) if let ProtocolPlan::Pool(pool) = &first.plan.protocol => {
+                    untrained.push_back((group, pool));
+                }
+                (_, []) => {}
+                _ => ready.push_back(group),
             }
         }
         Self {
@@ -106,10 +108,10 @@ impl<'a> Schedule<'a> {
                 };
                 return Some(Work::Run { run, start });
             }
-            if let Some(group) = state.untrained.pop_front() {
+            if let Some((group, pool)) = state.untrained.pop_front() {
                 state.training += 1;
                 let run = *state.runs[group].last().expect("a group has runs");
-                return Some(Work::TrainRoundZero { group, run });
+                return Some(Work::TrainRoundZero { group, run, pool });
             }
             if state.training == 0 {
                 return None;
