@@ -126,12 +126,13 @@ pub fn find(fixture: Fixture, test: &str) -> Option<PathBuf> {
     found
 }
 
-/// MiniLM where `recsift run` would find it, with `../shared/models` standing in for an
-/// unset `RECSIFT_MODEL_DIR`.
+/// MiniLM where `recsift run` would find it, with its place in `../shared` standing in
+/// for an unset `RECSIFT_MODEL_DIR` (the search accepts a folder named like the model).
 fn find_model() -> Option<PathBuf> {
     let mut env = SearchEnv::from_process();
     if env.recsift_model_dir.is_none() {
-        env.recsift_model_dir = Some(shared().join("models")).filter(|p| p.is_dir());
+        env.recsift_model_dir =
+            Some(shared().join(Fixture::MiniLm.in_shared())).filter(|p| p.is_dir());
     }
     match resolve_in(MINILM, None, &env) {
         Ok(dir) => Some(dir),

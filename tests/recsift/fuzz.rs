@@ -185,7 +185,7 @@ fn check_file(name: &str, bytes: &[u8], read: impl FnOnce(&Path) -> Result<(), S
     }
 }
 
-fn fixtures() -> &'static (Vec<u8>, Vec<u8>, Vec<u8>) {
+fn small_files() -> &'static (Vec<u8>, Vec<u8>, Vec<u8>) {
     static FILES: std::sync::OnceLock<(Vec<u8>, Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
     FILES.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
@@ -201,7 +201,7 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
-    fn mutated_event_files_are_refused_with_their_path(bytes in mutated_file(fixtures().0.clone())) {
+    fn mutated_event_files_are_refused_with_their_path(bytes in mutated_file(small_files().0.clone())) {
         check_file("events.parquet", &bytes, |path| {
             let plan = plan_of(
                 "pipelines/quickstart.yaml",
@@ -215,7 +215,7 @@ proptest! {
     }
 
     #[test]
-    fn mutated_item_files_are_refused_with_their_path(bytes in mutated_file(fixtures().1.clone())) {
+    fn mutated_item_files_are_refused_with_their_path(bytes in mutated_file(small_files().1.clone())) {
         check_file("items.parquet", &bytes, |path| {
             let plan = plan_of(
                 "pipelines/quickstart.yaml",
@@ -229,7 +229,7 @@ proptest! {
     }
 
     #[test]
-    fn mutated_embedding_caches_are_refused_with_their_path(bytes in mutated_file(fixtures().2.clone())) {
+    fn mutated_embedding_caches_are_refused_with_their_path(bytes in mutated_file(small_files().2.clone())) {
         check_file("cache.parquet", &bytes, |path| {
             EmbeddingCache::open_recorded(path, MODEL)
                 .map(drop)
