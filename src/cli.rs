@@ -17,7 +17,7 @@ use recsift::io::movielens::import_movielens;
 use recsift::io::sort::{SortOptions, parse_memory, sort_file};
 use recsift::model::encoder::resolve_model_dir;
 use recsift::plan::params::DeviceChoice;
-use recsift::plan::{self, Plan};
+use recsift::plan::{self, ClusterHosts, ClusterPlan, Plan};
 use recsift::spec::LoadedSpec;
 use recsift::study::{self, StudyPlan, plan_study};
 use recsift::synth::{self, SynthConfig};
@@ -54,9 +54,11 @@ enum Command {
         /// Overwrite results in a non-empty output directory.
         #[arg(long)]
         force: bool,
-        /// Timely worker threads (overrides `workers:`).
+        /// Timely worker threads (overrides `workers:`), per process.
         #[arg(long)]
         workers: Option<usize>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
         /// No per-round progress lines.
         #[arg(long, short)]
         quiet: bool,
@@ -406,6 +408,46 @@ struct PipelineArgs {
     set: Vec<String>,
 }
 
+/// `recsift run`'s cluster options (see docs/cluster.md); each wins over its `cluster:` key.
+#[derive(Debug, Args)]
+struct ClusterArgs {
+    /// Run as one of N processes (timely's cluster mode; start every one of them).
+    #[arg(long, value_name = "N")]
+    processes: Option<usize>,
+    /// This process's index, 0 to N-1; process 0 writes the results.
+    #[arg(long, value_name = "I")]
+    process: Option<usize>,
+    /// A file of `host:port` lines, process 0 first [default: 127.0.0.1, ports 2101 + I].
+    #[arg(long, value_name = "FILE")]
+    hostfile: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    fn given(&self) -> bool {
+        self.processes.is_some() || self.process.is_some() || self.hostfile.is_some()
+    }
+
+    /// Applies the options to `cluster`, checking the result.
+    fn apply(&self, cluster: &mut ClusterPlan) -> Result<(), Failure> {
+        if let Some(processes) = self.processes {
+            cluster.processes = processes;
+        }
+        if let Some(process) = self.process {
+            cluster.process = process;
+        }
+        if let Some(file) = &self.hostfile {
+            cluster.hosts = ClusterHosts::File(file.clone());
+        }
+        match cluster.problem() {
+            Some(problem) => Err(Failure::user(format!(
+                "{problem}\n    help: --processes N and --process I (0 to N-1) override \
+                 `cluster:`; start one process per index"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A failed command: its message and exit code.
 struct Failure {
     code: u8,
@@ -440,12 +482,22 @@ fn execute(command: Command) -> Result<(), Failure> {
             out,
             force,
             workers,
+            cluster,
             quiet,
         } => {
             if workers == Some(0) {
                 return Err(Failure::user("--workers must be at least 1"));
             }
             if let Some(mut study) = load_study(&pipeline)? {
+                let clustered = study.runs.iter().any(|r| r.plan.cluster.processes > 1);
+                if cluster.given() || clustered {
+                    return Err(Failure::user(
+                        "a study runs in one process: --processes, --process, --hostfile and \
+                         `cluster:` are for single runs\n    help: drop them (a study shares \
+                         work between its runs on this machine), or run single runs of the \
+                         study on several machines with `--set study=null`",
+                    ));
+                }
                 if let Some(out) = out {
                     study.set_out_dir(out);
                 }
@@ -461,6 +513,7 @@ fn execute(command: Command) -> Result<(), Failure> {
             if let Some(workers) = workers {
                 plan.workers = workers;
             }
+            cluster.apply(&mut plan.cluster)?;
             let options = RunOptions {
                 out_dir: plan.output.dir.clone(),
                 force,
@@ -476,14 +529,21 @@ fn execute(command: Command) -> Result<(), Failure> {
                 .filter(|(name, _)| *name != "train_loss")
                 .map(|(name, value)| format!("{name} {value:.4}"))
                 .collect();
+            let written = if plan.cluster.writes_results() {
+                options.out_dir.display().to_string()
+            } else {
+                format!(
+                    "process {} of {} done; process 0 writes the results",
+                    plan.cluster.process, plan.cluster.processes
+                )
+            };
             outln!(
-                "{}: {} rounds, {} labels selected, {} in {:.1} s -> {}",
+                "{}: {} rounds, {} labels selected, {} in {:.1} s -> {written}",
                 summary.name,
                 summary.history.len().saturating_sub(1),
                 summary.selected,
                 metrics.join(", "),
                 summary.wall_s,
-                options.out_dir.display()
             );
             Ok(())
         }

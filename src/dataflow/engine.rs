@@ -5,8 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
+use timely::WorkerConfig;
 use timely::communication::WorkerGuards;
 
+use super::cluster::{self, Topology};
+use super::graph::Placement;
 use super::merge::UpdateMerger;
 use super::records::{ItemFact, LabelBits, PoolRecord, RoundTime};
 use super::side_table::{SharedTables, SideTables, VersionChange, VersionedHeads, VersionedRows};
@@ -20,7 +23,7 @@ use crate::scoring::{RowLayout, ScoringHead};
 /// The incremental scoring engine: timely workers in their own threads, driven round by
 /// round through [`ScoringEngine::apply`]. See the [module documentation](super).
 pub struct ScoringEngine {
-    workers: usize,
+    topology: Topology,
     layout: RowLayout,
     time: RoundTime,
     tables: SharedTables,
@@ -38,8 +41,19 @@ pub struct ScoringEngine {
 }
 
 impl ScoringEngine {
-    /// Starts `workers` timely worker threads scoring with `head`.
+    /// Starts `workers` timely worker threads in this process, scoring with `head`.
     pub fn start(workers: usize, head: ScoringHead) -> Result<Self, EngineError> {
+        Self::start_on(&Topology::threads(workers), head)
+    }
+
+    /// Starts this process's part of an engine spread as `topology` says, scoring with
+    /// `head`.
+    ///
+    /// In a cluster, every process must make the same calls with the same updates (the
+    /// drivers are replicas): each feeds only its own workers' shares, and every process gets
+    /// every round's full output. It returns once every peer has connected.
+    pub fn start_on(topology: &Topology, head: ScoringHead) -> Result<Self, EngineError> {
+        let workers = topology.workers;
         if workers == 0 {
             return Err(EngineError::NoWorkers);
         }
@@ -66,14 +80,24 @@ impl ScoringEngine {
         let abort = Arc::new(AtomicBool::new(false));
         let context = Arc::new(WorkerContext {
             links: Mutex::new(links),
+            placement: Placement {
+                process: topology.process(),
+                processes: topology.processes(),
+                workers,
+            },
             tables: tables.clone(),
             abort: Arc::clone(&abort),
         });
-        let config = timely::Config::process(workers);
-        let guards = timely::execute(config, move |worker| run_worker(worker, &context))
-            .map_err(EngineError::Start)?;
+        let (builders, communication) = cluster::communication(topology)?;
+        let guards = timely::execute::execute_from(
+            builders,
+            communication,
+            WorkerConfig::default(),
+            move |worker| run_worker(worker, &context),
+        )
+        .map_err(EngineError::Start)?;
         Ok(Self {
-            workers,
+            topology: topology.clone(),
             layout,
             time: 0,
             tables,
@@ -88,9 +112,9 @@ impl ScoringEngine {
         })
     }
 
-    /// Number of worker threads.
+    /// Number of worker threads in this process.
     pub fn workers(&self) -> usize {
-        self.workers
+        self.topology.workers
     }
 
     /// Rounds completed so far.
@@ -186,26 +210,35 @@ impl ScoringEngine {
     }
 
     /// Versions the update's rows and head in the side tables and splits every input
-    /// round-robin over the workers.
+    /// round-robin over the workers of every process, keeping this process's shares (every
+    /// process versions every row: the side tables are replicas).
     fn version_and_share(
         &mut self,
         update: EngineUpdate,
         pool: Vec<(PoolSample, isize)>,
     ) -> Vec<RoundShare> {
-        let workers = self.workers;
+        let workers = self.topology.workers;
+        let peers = self.topology.peers();
+        let first = self.topology.process() * workers;
+        // The local worker that feeds the `k`th record, if it is this process's.
+        let local = |k: usize| (k % peers).checked_sub(first).filter(|&w| w < workers);
         let mut shares: Vec<RoundShare> = (0..workers).map(|_| RoundShare::default()).collect();
         for (k, (sample, m)) in pool.into_iter().enumerate() {
-            let record = PoolRecord {
-                sample: sample.sample,
-                user: sample.user,
-                label: LabelBits::encode(sample.label),
-            };
-            shares[k % workers].pool.push(((sample.item, record), m));
+            if let Some(w) = local(k) {
+                let record = PoolRecord {
+                    sample: sample.sample,
+                    user: sample.user,
+                    label: LabelBits::encode(sample.label),
+                };
+                shares[w].pool.push(((sample.item, record), m));
+            }
         }
         for (k, &(item, label)) in update.labels.iter().enumerate() {
-            shares[k % workers]
-                .item_facts
-                .push(((item, ItemFact::label(label)), 1));
+            if let Some(w) = local(k) {
+                shares[w]
+                    .item_facts
+                    .push(((item, ItemFact::label(label)), 1));
+            }
         }
 
         let mut tables = self.tables.write();
@@ -221,7 +254,9 @@ impl ScoringEngine {
             let user = *user;
             let change = tables.users.set(user, row);
             for (version, m) in version_updates(change) {
-                shares[k % workers].user_rows.push(((user, version), m));
+                if let Some(w) = local(k) {
+                    shares[w].user_rows.push(((user, version), m));
+                }
                 k += 1;
             }
         }
@@ -229,9 +264,11 @@ impl ScoringEngine {
             let item = *item;
             let change = tables.items.set(item, row);
             for (version, m) in version_updates(change) {
-                shares[k % workers]
-                    .item_facts
-                    .push(((item, ItemFact::Row(version)), m));
+                if let Some(w) = local(k) {
+                    shares[w]
+                        .item_facts
+                        .push(((item, ItemFact::Row(version)), m));
+                }
                 k += 1;
             }
         }
@@ -239,7 +276,11 @@ impl ScoringEngine {
             self.pending_head
                 .extend(version_updates(tables.heads.set(head)));
         }
-        shares[0].head = std::mem::take(&mut self.pending_head);
+        // The head enters once, through the first worker of the first process.
+        let head = std::mem::take(&mut self.pending_head);
+        if let Some(w) = local(0) {
+            shares[w].head = head;
+        }
         for share in &mut shares {
             share.spare = self.merger.spare();
         }
@@ -257,9 +298,9 @@ impl ScoringEngine {
                 return Err(EngineError::WorkerExited { worker });
             }
         }
-        let mut results = Vec::with_capacity(self.workers);
+        let mut results = Vec::with_capacity(self.topology.workers);
         let mut failures = Vec::new();
-        for _ in 0..self.workers {
+        for _ in 0..self.topology.workers {
             match self.replies.recv() {
                 Ok(WorkerReply::Round { result }) => results.push(result),
                 Ok(WorkerReply::Failed { worker, failure }) => failures.push((worker, failure)),
@@ -271,7 +312,14 @@ impl ScoringEngine {
             }
         }
         if !failures.is_empty() {
-            return Err(root_cause(failures));
+            let cause = root_cause(failures);
+            if let EngineError::WorkerPanicked { message, .. } = &cause
+                && self.topology.cluster.is_some()
+                && let Some(lost) = cluster::network_failure(message)
+            {
+                return Err(lost);
+            }
+            return Err(cause);
         }
         Ok(self.merger.merge(results))
     }
@@ -284,6 +332,18 @@ impl ScoringEngine {
         for commands in &self.commands {
             // A worker that is gone already cannot be told; joining below reports it.
             let _ = commands.send(WorkerCommand::Shutdown);
+        }
+        if self.failure.is_some() && self.topology.cluster.is_some() {
+            // The network threads may have panicked (a peer went away), and joining them
+            // would panic again; the workers are aborting. Leave the threads behind.
+            std::mem::forget(guards);
+            return Err(EngineError::Failed {
+                cause: self
+                    .failure
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            });
         }
         let joined = guards.join();
         if let Some(failure) = &self.failure {

@@ -8,20 +8,28 @@
 //! user_rows (user, version) ----------join on user-----> score tasks --score--> (sample, state)
 //! ```
 //!
+//! In a cluster of several processes, every score update is also sent to the first worker
+//! of every other process (`gather`), so that each process's driver sees all of them and
+//! makes the same selections; within a process, each worker hands its own updates over.
+//!
 //! The pool is joined with the item side first and with the user rows last, so that the most
 //! frequent change, a few user rows after a training step, passes through one join only. A
 //! new label changes one item's statistics and re-keys that item's samples; a head change
 //! changes every item's headed side and so re-scores every sample (honestly: every score
 //! changes).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use differential_dataflow::input::InputSession;
 use timely::dataflow::Scope;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 
-use super::operators::{JoinNamed, Score, ScoreTally};
+use timely::dataflow::operators::core::{Concat, Exchange};
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Inspect, Probe};
+
+use super::operators::{JoinNamed, Score};
 use super::records::{
     HeadVersion, HeadedItemSide, ItemFact, ItemSide, Multiplicity, PendingScore, PoolRecord,
     RoundTime, RowVersion, ScoreTask, StateRecord, entropy_bits,
@@ -70,10 +78,45 @@ pub(crate) struct ScoringDataflow {
     pub tally: Rc<ScoreTally>,
 }
 
+/// Where a worker sits: its process, and how many processes and threads per process exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Placement {
+    /// This worker's process.
+    pub process: usize,
+    /// Processes in the engine.
+    pub processes: usize,
+    /// Worker threads per process.
+    pub workers: usize,
+}
+
+/// New scores and old scores recomputed to retract them, counted as a worker collects them.
+#[derive(Debug, Default)]
+pub(crate) struct ScoreTally {
+    inserted: Cell<u64>,
+    retracted: Cell<u64>,
+}
+
+impl ScoreTally {
+    /// `(inserted, retracted)` since the last take.
+    pub(crate) fn take(&self) -> (u64, u64) {
+        (self.inserted.take(), self.retracted.take())
+    }
+
+    fn count(&self, multiplicity: Multiplicity) {
+        let counter = if multiplicity > 0 {
+            &self.inserted
+        } else {
+            &self.retracted
+        };
+        counter.set(counter.get() + 1);
+    }
+}
+
 /// Builds the scoring dataflow in `scope`.
 pub(crate) fn build_scoring_dataflow(
     scope: Scope<'_, RoundTime>,
     tables: SharedTables,
+    placement: Placement,
 ) -> ScoringDataflow {
     let mut inputs = ScoringInputs {
         pool: InputSession::new(),
@@ -135,16 +178,40 @@ pub(crate) fn build_scoring_dataflow(
         },
     );
 
+    let scored = tasks
+        .score_named("score: head over versioned rows", tables)
+        .inner;
+    let scored = if placement.processes > 1 {
+        let Placement {
+            process,
+            processes,
+            workers,
+        } = placement;
+        let copies = scored
+            .clone()
+            .flat_map(move |update| {
+                (0..processes)
+                    .filter(move |&p| p != process)
+                    .map(move |p| ((p * workers) as u64, update))
+            })
+            .exchange(|(receiver, _)| *receiver)
+            .map(|(_, update)| update);
+        scored.concat(copies)
+    } else {
+        scored
+    };
     let sink = Rc::clone(&collected);
-    let (probe, _) = tasks
-        .score_named("score: head over versioned rows", tables, Rc::clone(&tally))
-        .inspect_batch(move |_, updates| {
+    let counts = Rc::clone(&tally);
+    let (probe, _) = scored
+        .inspect_core(move |event| {
+            let Ok((_, updates)) = event else {
+                return;
+            };
             let mut sink = sink.borrow_mut();
-            sink.extend(
-                updates
-                    .iter()
-                    .map(|&((sample, state), _, m)| (sample, state, m)),
-            );
+            sink.extend(updates.iter().map(|&((sample, state), _, m)| {
+                counts.count(m);
+                (sample, state, m)
+            }));
         })
         .probe();
 

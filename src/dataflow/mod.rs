@@ -98,6 +98,7 @@
 //!
 //! The first round (loading everything) takes about 1 s per million samples on one worker.
 
+mod cluster;
 mod engine;
 mod graph;
 mod merge;
@@ -109,6 +110,7 @@ mod worker;
 #[cfg(test)]
 mod reference_tests;
 
+pub use cluster::{Cluster, Topology};
 pub use engine::ScoringEngine;
 
 use crate::data::{ItemIdx, SampleIdx, UserIdx};
@@ -320,6 +322,57 @@ pub enum EngineError {
     WorkerExited {
         /// The worker's index.
         worker: usize,
+    },
+    /// This process cannot listen on its cluster address.
+    #[error(
+        "cannot listen on {address} for the other processes of the cluster: {reason}; \
+         is another program (or an earlier run) using that port? choose another with \
+         `cluster: {{port: ...}}` or a hostfile"
+    )]
+    Listen {
+        /// This process's address.
+        address: String,
+        /// The operating system's reason.
+        reason: String,
+    },
+    /// A peer process did not connect in time.
+    #[error(
+        "process {process} could not reach process {peer} at {address} within {} s ({reason}); \
+         start every process with the same pipeline, the same --processes and its own \
+         --process, check the address (hostfile) and the firewall, or wait longer with \
+         `cluster: {{timeout_s: ...}}`",
+        waited.as_secs_f64()
+    )]
+    PeerUnreachable {
+        /// This process's index.
+        process: usize,
+        /// The peer's index.
+        peer: usize,
+        /// The peer's address.
+        address: String,
+        /// How long this process waited.
+        waited: std::time::Duration,
+        /// The last connection error.
+        reason: String,
+    },
+    /// A peer belongs to another run.
+    #[error("refusing process {peer} at {address}: {what}")]
+    PeerMismatch {
+        /// The peer's index (as it says).
+        peer: usize,
+        /// Where it connected from or to.
+        address: String,
+        /// What differs.
+        what: String,
+    },
+    /// The connection to another process broke during the run.
+    #[error(
+        "lost the connection to another process of the cluster (it stopped, or the network \
+         failed): {message}; the run stopped (see that process's error), nothing was written"
+    )]
+    PeerLost {
+        /// What the network layer said.
+        message: String,
     },
     /// A round was asked of an engine that failed earlier.
     #[error("the scoring engine failed earlier and cannot continue ({cause}); start a new engine")]

@@ -278,18 +278,28 @@ fn output_bits(output: &RoundOutput) -> Vec<UpdateBits> {
         .collect()
 }
 
-/// Plays `rounds` random rounds on an engine with `workers` workers, checking every round
-/// against the reference; returns every round's output bits.
+/// Plays `rounds` random rounds on an engine with `workers` worker threads, checking every
+/// round against the reference; returns every round's output bits.
 fn play_random_rounds(
     seed: u64,
     labels: (LabelKind, Loss),
     workers: usize,
     rounds: usize,
 ) -> Vec<RoundBits> {
+    play_random_rounds_on(seed, labels, &Topology::threads(workers), rounds)
+}
+
+/// As [`play_random_rounds`], on this process's part of `topology`.
+fn play_random_rounds_on(
+    seed: u64,
+    labels: (LabelKind, Loss),
+    topology: &Topology,
+    rounds: usize,
+) -> Vec<RoundBits> {
     let (n_users, n_items, n_events) = (25, 10, 300);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut world = World::new(&mut rng, labels, n_users, n_items, n_events);
-    let mut engine = ScoringEngine::start(workers, world.head.clone()).unwrap();
+    let mut engine = ScoringEngine::start_on(topology, world.head.clone()).unwrap();
     let mut states = BTreeMap::new();
     let mut outputs = Vec::new();
     let mut saw = [0usize; 4]; // rounds with: retractions, head change, labels, re-entry
@@ -355,6 +365,34 @@ fn outputs_are_identical_for_one_two_and_three_workers() {
     assert!(one.iter().map(|o| o.0.len()).sum::<usize>() > 100);
     assert_eq!(one, two);
     assert_eq!(one, three);
+}
+
+#[test]
+fn outputs_are_identical_on_two_processes_of_two_workers() {
+    let addresses: Vec<String> = (0..2)
+        .map(|_| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().to_string()
+        })
+        .collect();
+    let processes: Vec<_> = (0..2)
+        .map(|process| {
+            let topology = Topology {
+                workers: 2,
+                cluster: Some(Cluster {
+                    process,
+                    addresses: addresses.clone(),
+                    timeout: Duration::from_secs(30),
+                    fingerprint: 1,
+                }),
+            };
+            std::thread::spawn(move || play_random_rounds_on(23, RATINGS, &topology, 40))
+        })
+        .collect();
+    let outputs: Vec<Vec<RoundBits>> = processes.into_iter().map(|p| p.join().unwrap()).collect();
+    let single = play_random_rounds(23, RATINGS, 1, 40);
+    assert_eq!(outputs[0], single);
+    assert_eq!(outputs[1], single);
 }
 
 /// A world with every row set and a pool of 240 samples, after its first round.

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use timely::worker::Worker;
 
-use super::graph::{CollectedUpdate, build_scoring_dataflow};
+use super::graph::{CollectedUpdate, Placement, build_scoring_dataflow};
 use super::records::{HeadVersion, ItemFact, Multiplicity, PoolRecord, RoundTime, RowVersion};
 use super::side_table::SharedTables;
 use crate::data::{ItemIdx, UserIdx};
@@ -108,10 +108,12 @@ pub(crate) struct WorkerLink {
     pub replies: Sender<WorkerReply>,
 }
 
-/// What every worker thread shares.
+/// What every worker thread of this process shares.
 pub(crate) struct WorkerContext {
-    /// One link per worker, taken by the worker with that index.
+    /// One link per worker of this process, taken by the worker with that local index.
     pub links: Mutex<Vec<Option<WorkerLink>>>,
+    /// Where this process's workers sit among all processes.
+    pub placement: Placement,
     /// The rows, read while scoring.
     pub tables: SharedTables,
     /// Set when any worker fails, so that the others stop waiting for it.
@@ -129,12 +131,15 @@ enum Exit {
 /// The body of worker thread `worker.index()`.
 pub(crate) fn run_worker(worker: &mut Worker, context: &WorkerContext) {
     let index = worker.index();
-    let link = context
-        .links
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get_mut(index)
-        .and_then(Option::take);
+    let local = index.checked_sub(context.placement.process * context.placement.workers);
+    let link = local.and_then(|local| {
+        context
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(local)
+            .and_then(Option::take)
+    });
     let Some(link) = link else {
         // No link: the driver set up fewer links than workers. Nothing to serve; leave the
         // others a way out.
@@ -177,8 +182,9 @@ pub(crate) fn run_worker(worker: &mut Worker, context: &WorkerContext) {
 /// Serves commands until shutdown or failure.
 fn serve(worker: &mut Worker, link: WorkerLink, context: &WorkerContext) -> Result<Exit, Failure> {
     let tables = context.tables.clone();
+    let placement = context.placement;
     let mut dataflow = worker.dataflow_named::<RoundTime, _, _>("recsift scoring", move |scope| {
-        build_scoring_dataflow(scope, tables)
+        build_scoring_dataflow(scope, tables, placement)
     });
     loop {
         let Ok(command) = link.commands.recv() else {

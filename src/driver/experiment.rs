@@ -13,6 +13,7 @@ use crate::results::{Recommendation, RoundRecord, SelectionRecord};
 use crate::scoring::{Loss, ScoringHead};
 use crate::strategy::mix64;
 
+use super::cluster::topology;
 use super::evaluation::{EvalTarget, ItemsPerUser, ModelView, evaluate};
 use super::rows::RowMirror;
 use super::session::Session;
@@ -324,7 +325,7 @@ pub fn start_session(
     Session::start(
         head,
         model,
-        plan.workers,
+        &topology(plan)?,
         select,
         data.text.as_ref(),
         plan.seed,

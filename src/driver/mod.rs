@@ -6,6 +6,7 @@
 //! `latency.json`, plots, and last `summary.json`: a directory without `summary.json` is
 //! an interrupted run, never a complete one.
 
+pub mod cluster;
 pub mod embed;
 pub mod evaluation;
 pub mod experiment;
@@ -103,8 +104,10 @@ pub struct Summary {
     pub recsift_version: &'static str,
     /// The seed used.
     pub seed: u64,
-    /// Timely workers used.
+    /// Timely workers used, per process.
     pub workers: usize,
+    /// Processes the run was spread over (see `docs/cluster.md`).
+    pub processes: usize,
     /// The resolved plan.
     pub config: Plan,
     /// Metrics of the final round (`rmse`, `mae`, `ndcg@10`, `recall@10`, ...).
@@ -357,15 +360,20 @@ fn execute(
     start: Option<PoolStart>,
 ) -> Result<Summary, RunError> {
     let started = Instant::now();
-    let out = OutputDir::prepare(&options.out_dir, options.force)?;
+    // In a cluster, process 0 alone writes; the others run the same rounds silently.
+    let writes = plan.cluster.writes_results();
+    let out = writes
+        .then(|| OutputDir::prepare(&options.out_dir, options.force))
+        .transpose()?;
+    let progress = options.progress && writes;
     let mut experiment: Box<dyn Experiment> = match (start, &plan.protocol) {
         (Some(start), ProtocolPlan::Pool(pool)) => {
             Box::new(PoolExperiment::start(plan, pool, start, false)?)
         }
-        _ => start_experiment(plan, false, options.progress)?,
+        _ => start_experiment(plan, false, progress)?,
     };
     let planned = experiment.planned_rounds();
-    if options.progress {
+    if progress {
         for record in experiment.history() {
             print_progress(planned, record);
         }
@@ -385,12 +393,29 @@ fn execute(
     while experiment.has_next() {
         export(experiment.as_ref(), false);
         let record = experiment.next_round()?;
-        if options.progress {
+        if progress {
             print_progress(planned, record);
         }
     }
     export(experiment.as_ref(), true);
     let output = experiment.finish()?;
+    let last = output.rounds.last().expect("round 0 is recorded");
+    let mut summary = Summary {
+        name: plan.name.clone(),
+        recsift_version: env!("CARGO_PKG_VERSION"),
+        seed: plan.seed,
+        workers: plan.workers,
+        processes: plan.cluster.processes,
+        config: plan.clone(),
+        metrics: last.metrics.iter().cloned().collect(),
+        history: output.rounds.iter().map(RoundSummary::from).collect(),
+        selected: output.selections.len() as u64,
+        wall_s: 0.0,
+    };
+    let Some(out) = out else {
+        summary.wall_s = started.elapsed().as_secs_f64();
+        return Ok(summary);
+    };
     if exports.is_some() {
         out.write_recommendations("recommendations.parquet", &recommendations)?;
     }
@@ -412,18 +437,7 @@ fn execute(
             out.write_bytes(&name, &bytes)?;
         }
     }
-    let last = output.rounds.last().expect("round 0 is recorded");
-    let summary = Summary {
-        name: plan.name.clone(),
-        recsift_version: env!("CARGO_PKG_VERSION"),
-        seed: plan.seed,
-        workers: plan.workers,
-        config: plan.clone(),
-        metrics: last.metrics.iter().cloned().collect(),
-        history: output.rounds.iter().map(RoundSummary::from).collect(),
-        selected: output.selections.len() as u64,
-        wall_s: started.elapsed().as_secs_f64(),
-    };
+    summary.wall_s = started.elapsed().as_secs_f64();
     out.write_json("summary.json", &summary)?;
     Ok(summary)
 }

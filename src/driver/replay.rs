@@ -19,6 +19,7 @@ use crate::results::{RoundRecord, SelectionRecord};
 use crate::strategy::unit_hash;
 
 use super::RunError;
+use super::cluster::topology;
 use super::embed::ItemEmbedder;
 use super::evaluation::{EvalTarget, ItemsPerUser, ModelView, evaluate};
 use super::experiment::{
@@ -147,7 +148,7 @@ impl ReplayExperiment {
         let mut session = Session::start(
             head,
             model,
-            plan.workers,
+            &topology(plan)?,
             plan.select.as_ref(),
             text,
             plan.seed,

@@ -22,10 +22,10 @@ use super::params::{
     RefitPolicy, TrainParams, UncertaintyParams,
 };
 use super::{
-    CandidateSet, DataPlan, DiversityPlan, DiversitySpace, EmbedPlan, EvaluatePlan, InitialLabels,
-    OutputPlan, Plan, PlanNode, PoolPlan, ProtocolPlan, RecommendationsPlan, RecommendedUsers,
-    ReplayPlan, ScorePlan, SelectPlan, SelectionProtocolPlan, SplitPlan, UncertaintyMode,
-    WindowPlan,
+    CandidateSet, ClusterHosts, ClusterPlan, DataPlan, DiversityPlan, DiversitySpace, EmbedPlan,
+    EvaluatePlan, InitialLabels, OutputPlan, Plan, PlanNode, PoolPlan, ProtocolPlan,
+    RecommendationsPlan, RecommendedUsers, ReplayPlan, ScorePlan, SelectPlan,
+    SelectionProtocolPlan, SplitPlan, UncertaintyMode, WindowPlan,
 };
 
 /// Seconds in a duration such as `90s`, `30m`, `12h`, `7d` or `2w`.
@@ -200,6 +200,7 @@ impl Resolver {
                 "use `workers: 1` (or the number of cores)",
             );
         }
+        let cluster = self.cluster(spec);
         let device = self.device(spec.device.as_deref());
         let label_kind = self.label_kind(spec.data.as_ref());
         let columns = self.columns(spec.data.as_ref());
@@ -231,6 +232,7 @@ impl Resolver {
             source: file.to_path_buf(),
             seed,
             workers,
+            cluster,
             device: device?,
             data: data?,
             protocol: protocol?,
@@ -1248,6 +1250,34 @@ impl Resolver {
             relevant,
             candidates,
         })
+    }
+
+    /// `cluster:`, with its defaults (one process).
+    fn cluster(&mut self, spec: &PipelineSpec) -> ClusterPlan {
+        let single = ClusterPlan::single();
+        let Some(written) = spec.cluster.clone() else {
+            return single;
+        };
+        let cluster = ClusterPlan {
+            processes: written.processes.unwrap_or(single.processes),
+            process: written.process.unwrap_or(single.process),
+            hosts: match written.hostfile {
+                Some(file) => ClusterHosts::File(self.base_dir.join(file)),
+                None => ClusterHosts::Local {
+                    port: written.port.unwrap_or(ClusterPlan::DEFAULT_PORT),
+                },
+            },
+            timeout_s: written.timeout_s.unwrap_or(single.timeout_s),
+        };
+        if let Some(problem) = cluster.problem() {
+            self.error(
+                YamlPath::keys(&["cluster"]),
+                problem,
+                "e.g. `cluster: {processes: 2, process: 0}` (process indices start at 0; \
+                 --processes and --process on the command line win)",
+            );
+        }
+        cluster
     }
 
     fn output(&mut self, spec: &PipelineSpec, name: &str) -> OutputPlan {

@@ -3,7 +3,7 @@
 use std::fmt::{self, Write};
 
 use super::params::DeviceChoice;
-use super::{InitialLabels, Plan, ProtocolPlan, SplitPlan, WindowPlan};
+use super::{ClusterHosts, InitialLabels, Plan, ProtocolPlan, SplitPlan, WindowPlan};
 use crate::data::LabelKind;
 use crate::io::sort::format_memory;
 
@@ -19,6 +19,23 @@ impl fmt::Display for Plan {
             "  seed {}, workers {}, device {device}",
             self.seed, self.workers
         )?;
+        let cluster = &self.cluster;
+        if cluster.processes > 1 {
+            let hosts = match &cluster.hosts {
+                ClusterHosts::Local { port } => {
+                    format!(
+                        "127.0.0.1 ports {port}..={}",
+                        usize::from(*port) + cluster.processes - 1
+                    )
+                }
+                ClusterHosts::File(file) => format!("hosts from {}", file.display()),
+            };
+            writeln!(
+                f,
+                "  cluster: process {} of {} ({hosts}; wait {} s for peers)",
+                cluster.process, cluster.processes, cluster.timeout_s
+            )?;
+        }
         let protocol = match &self.protocol {
             ProtocolPlan::Pool(pool) => {
                 let initial = match pool.initial {

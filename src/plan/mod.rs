@@ -30,8 +30,10 @@ pub struct Plan {
     pub source: PathBuf,
     /// Seed for every random choice (splits, initialisation, shuffles, strategies).
     pub seed: u64,
-    /// Timely worker threads of the incremental engine.
+    /// Timely worker threads of the incremental engine, per process.
     pub workers: usize,
+    /// The processes of the run (one unless `cluster:` or `--processes` says more).
+    pub cluster: ClusterPlan,
     /// Where candle runs.
     pub device: DeviceChoice,
     /// Input data.
@@ -55,6 +57,89 @@ pub struct Plan {
     /// The node graph, for display: sources first, then nodes in dependency order.
     #[serde(skip)]
     pub graph: Vec<PlanNode>,
+}
+
+/// Resolved `cluster:`: the processes of a run and this one's place among them. Every
+/// process runs the whole driver (training is replicated, so every process holds the same
+/// model); the engine's pool and scoring are split over all processes' workers; process 0
+/// alone writes results.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClusterPlan {
+    /// Processes in the run.
+    pub processes: usize,
+    /// This process's index, `0..processes`.
+    pub process: usize,
+    /// Where the processes listen.
+    pub hosts: ClusterHosts,
+    /// Seconds to wait for every process to connect.
+    pub timeout_s: f64,
+}
+
+impl ClusterPlan {
+    /// Default first port of processes on one machine (timely's examples use it too).
+    pub const DEFAULT_PORT: u16 = 2101;
+    /// Default wait for peers, in seconds.
+    pub const DEFAULT_TIMEOUT_S: f64 = 60.0;
+
+    /// One process: no networking.
+    pub fn single() -> Self {
+        Self {
+            processes: 1,
+            process: 0,
+            hosts: ClusterHosts::Local {
+                port: Self::DEFAULT_PORT,
+            },
+            timeout_s: Self::DEFAULT_TIMEOUT_S,
+        }
+    }
+
+    /// Whether this process writes the results (process 0 does).
+    pub fn writes_results(&self) -> bool {
+        self.process == 0
+    }
+
+    /// Why this cluster cannot run (`processes`, `process` or `port` out of range), if so.
+    pub fn problem(&self) -> Option<String> {
+        if self.processes == 0 {
+            return Some("a run needs at least 1 process".into());
+        }
+        if self.process >= self.processes {
+            return Some(format!(
+                "process index {} is out of range for {} processes (use 0 to {})",
+                self.process,
+                self.processes,
+                self.processes - 1
+            ));
+        }
+        if let ClusterHosts::Local { port } = self.hosts
+            && usize::from(port) + self.processes - 1 > usize::from(u16::MAX)
+        {
+            return Some(format!(
+                "ports {port} to {} do not exist; choose a lower port",
+                usize::from(port) + self.processes - 1
+            ));
+        }
+        if !(self.timeout_s.is_finite() && self.timeout_s > 0.0) {
+            return Some(format!(
+                "the timeout must be a positive number of seconds, not {}",
+                self.timeout_s
+            ));
+        }
+        None
+    }
+}
+
+/// Where the processes of a run listen.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterHosts {
+    /// All on 127.0.0.1, process `i` at `port + i`.
+    Local {
+        /// Process 0's port.
+        port: u16,
+    },
+    /// `host:port` lines of a file, process 0 first.
+    File(PathBuf),
 }
 
 /// Resolved `data:`.

@@ -22,13 +22,14 @@ use self::location::{Location, SourceMap};
 use self::overrides::Override;
 use self::path::YamlPath;
 use self::schema::{
-    DataSpec, EmbedSpec, EvaluateSpec, OutputSpec, ProtocolSpec, ScoreSpec, SelectSpec, StudySpec,
-    TrainSpec,
+    ClusterSpec, DataSpec, EmbedSpec, EvaluateSpec, OutputSpec, ProtocolSpec, ScoreSpec,
+    SelectSpec, StudySpec, TrainSpec,
 };
 
 /// Top-level keys of a pipeline file.
 pub const TOP_LEVEL_KEYS: &[&str] = &[
-    "version", "name", "seed", "workers", "device", "data", "protocol", "nodes", "output", "study",
+    "version", "name", "seed", "workers", "cluster", "device", "data", "protocol", "nodes",
+    "output", "study",
 ];
 
 /// Operator keys a node may have (exactly one per node).
@@ -102,8 +103,10 @@ pub struct PipelineSpec {
     pub name: Option<String>,
     /// `seed:`.
     pub seed: Option<u64>,
-    /// `workers:` timely worker threads.
+    /// `workers:` timely worker threads (per process).
     pub workers: Option<usize>,
+    /// `cluster:` processes of the run.
+    pub cluster: Option<ClusterSpec>,
     /// `device:` `cpu`, `cuda` or `cuda:N`.
     pub device: Option<String>,
     /// `data:`.
@@ -231,6 +234,7 @@ fn type_document(document: &Value, out: &mut Vec<Diagnostic>) -> PipelineSpec {
             "name" => spec.name = typed(value, &path, out),
             "seed" => spec.seed = typed(value, &path, out),
             "workers" => spec.workers = typed(value, &path, out),
+            "cluster" => spec.cluster = typed(value, &path, out),
             "device" => spec.device = typed(value, &path, out),
             "data" => spec.data = typed(value, &path, out),
             "protocol" => spec.protocol = typed(value, &path, out),

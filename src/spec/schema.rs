@@ -176,6 +176,24 @@ pub struct OutputSpec {
     pub recommendations: Option<RecommendationsSpec>,
 }
 
+/// `cluster:` — the run as one of several processes (timely's cluster mode); the command
+/// line's `--processes`, `--process` and `--hostfile` win over these.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    /// Processes in the run (default 1).
+    pub processes: Option<usize>,
+    /// This process's index, `0..processes` (default 0).
+    pub process: Option<usize>,
+    /// A file with one `host:port` per line, process 0 first, relative to the pipeline file
+    /// (default: every process on 127.0.0.1).
+    pub hostfile: Option<String>,
+    /// Without a hostfile, process `i` listens on 127.0.0.1 at `port + i` (default 2101).
+    pub port: Option<u16>,
+    /// Seconds to wait for every process to connect (default 60).
+    pub timeout_s: Option<f64>,
+}
+
 /// `output.recommendations:`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -1,6 +1,7 @@
 //! recsift's integration tests: one binary (each test binary links candle and arrow, so
 //! they are kept together), one module per concern.
 
+mod cluster;
 mod common;
 mod embed;
 mod errors;

@@ -5,4 +5,4 @@ mod join_named;
 mod score;
 
 pub(crate) use join_named::JoinNamed;
-pub(crate) use score::{Score, ScoreTally};
+pub(crate) use score::Score;

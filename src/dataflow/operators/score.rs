@@ -15,9 +15,6 @@
 //!
 //! [`ScoringHead::score`]: crate::scoring::ScoringHead::score
 
-use std::cell::Cell;
-use std::rc::Rc;
-
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
@@ -30,42 +27,17 @@ use crate::scoring::ScoringHead;
 /// Tasks whose rows are looked up together before they are scored.
 const CHUNK: usize = 16;
 
-/// Scores computed by one worker's score operator since the last [`ScoreTally::take`].
-#[derive(Debug, Default)]
-pub(crate) struct ScoreTally {
-    inserted: Cell<u64>,
-    retracted: Cell<u64>,
-}
-
-impl ScoreTally {
-    /// `(new scores computed, old scores recomputed to retract them)`, resetting both.
-    pub(crate) fn take(&self) -> (u64, u64) {
-        (self.inserted.take(), self.retracted.take())
-    }
-
-    fn count(&self, multiplicity: Multiplicity) {
-        let counter = if multiplicity > 0 {
-            &self.inserted
-        } else {
-            &self.retracted
-        };
-        counter.set(counter.get() + 1);
-    }
-}
-
-/// Extension trait: score a collection of tasks.
+/// Scoring of score tasks.
 pub(crate) trait Score<'scope> {
-    /// Computes the state of every task's sample, in an operator called `name`, counting the
-    /// scores it computes in `tally`.
+    /// Computes the state of every task's sample, in an operator called `name`.
     ///
     /// ```text
-    /// tasks.score_named("score: head over versioned rows", tables, tally) // -> (sample, state)
+    /// tasks.score_named("score: head over versioned rows", tables) // -> (sample, state)
     /// ```
     fn score_named(
         self,
         name: &str,
         tables: SharedTables,
-        tally: Rc<ScoreTally>,
     ) -> VecCollection<'scope, RoundTime, (SampleIdx, StateRecord), Multiplicity>;
 }
 
@@ -74,7 +46,6 @@ impl<'scope> Score<'scope> for VecCollection<'scope, RoundTime, ScoreTask, Multi
         self,
         name: &str,
         tables: SharedTables,
-        tally: Rc<ScoreTally>,
     ) -> VecCollection<'scope, RoundTime, (SampleIdx, StateRecord), Multiplicity> {
         self.inner
             .unary(Pipeline, name, move |_, _| {
@@ -92,7 +63,6 @@ impl<'scope> Score<'scope> for VecCollection<'scope, RoundTime, ScoreTask, Multi
                                 touch(&rows);
                                 for ((task, time, multiplicity), rows) in chunk.iter().zip(&rows) {
                                     let state = score_with(rows, task);
-                                    tally.count(*multiplicity);
                                     session.give(((task.sample, state), *time, *multiplicity));
                                 }
                             }

@@ -1,0 +1,261 @@
+//! Cluster runs: the same pipeline on 2 processes (timely's cluster mode, on 127.0.0.1)
+//! gives the results of 1 process, for the pool and the replay protocols; a missing or
+//! vanished peer stops a process with an error naming it, never a hang.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::{recsift, root, stderr};
+
+/// A short pool run: 3 rounds of the quickstart with little training.
+const POOL: &[&str] = &[
+    "pipelines/quickstart.yaml",
+    "--set",
+    "protocol.pool.rounds=3",
+    "--set",
+    "nodes.model.train.text_mf.epochs=5",
+    "--set",
+    "nodes.model.train.text_mf.epochs_per_round=1",
+];
+
+/// A short replay: MovieLens latest-small in 60-day windows (137 rounds).
+const REPLAY: &[&str] = &[
+    "pipelines/replay-ml-latest-small.yaml",
+    "--set",
+    "protocol.replay.window=60d",
+];
+
+/// Ports that were free a moment ago (the listeners are closed before returning).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// A hostfile for `processes` processes on 127.0.0.1, in `dir`.
+fn hostfile(dir: &Path, processes: usize) -> String {
+    let lines: Vec<String> = free_ports(processes)
+        .into_iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect();
+    let file = dir.join("hosts");
+    std::fs::write(&file, format!("# test cluster\n{}\n", lines.join("\n"))).unwrap();
+    file.display().to_string()
+}
+
+/// `recsift run PIPELINE... --out OUT EXTRA...` as process `process`, started, not awaited.
+fn start(pipeline: &[&str], out: &Path, extra: &[String]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_recsift"))
+        .arg("run")
+        .args(pipeline)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the recsift binary starts")
+}
+
+/// Runs `pipeline` as `processes` processes of `workers` threads each; their outputs, in
+/// process order.
+fn run_cluster(pipeline: &[&str], out: &Path, processes: usize, workers: usize) -> Vec<Output> {
+    let hosts = hostfile(out.parent().unwrap(), processes);
+    let children: Vec<Child> = (0..processes)
+        .map(|process| {
+            let extra: Vec<String> = [
+                "-q".to_string(),
+                "--workers".into(),
+                workers.to_string(),
+                "--processes".into(),
+                processes.to_string(),
+                "--process".into(),
+                process.to_string(),
+                "--hostfile".into(),
+                hosts.clone(),
+            ]
+            .into();
+            start(pipeline, &out_of(out, process), &extra)
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|child| child.wait_with_output().unwrap())
+        .collect()
+}
+
+/// Where process `process` is told to write: `out` for process 0, a folder of its own for
+/// the others (which must not write at all).
+fn out_of(out: &Path, process: usize) -> std::path::PathBuf {
+    match process {
+        0 => out.to_path_buf(),
+        p => out.with_extension(format!("process{p}")),
+    }
+}
+
+fn run_single(pipeline: &[&str], out: &Path, workers: usize) -> Output {
+    let out = out.display().to_string();
+    let workers = workers.to_string();
+    let mut args = vec!["run"];
+    args.extend_from_slice(pipeline);
+    args.extend(["--out", &out, "-q", "--workers", &workers]);
+    recsift(&args)
+}
+
+fn summary(dir: &Path) -> Value {
+    let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json written");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// What must not depend on the layout: every round's metrics and counts, the final metrics.
+fn results_of(summary: &Value) -> Value {
+    let rounds: Vec<Value> = summary["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            serde_json::json!([
+                r["round"],
+                r["labelled"],
+                r["selected"],
+                r["rescored"],
+                r["metrics"]
+            ])
+        })
+        .collect();
+    serde_json::json!({"metrics": summary["metrics"], "rounds": rounds, "selected": summary["selected"]})
+}
+
+fn assert_same_results(pipeline: &[&str], single_workers: usize, workers: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let alone = dir.path().join("alone");
+    let output = run_single(pipeline, &alone, single_workers);
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let spread = dir.path().join("spread");
+    let outputs = run_cluster(pipeline, &spread, 2, workers);
+    for (process, output) in outputs.iter().enumerate() {
+        assert!(
+            output.status.success(),
+            "process {process}: {}",
+            stderr(output)
+        );
+    }
+    let last_line = String::from_utf8_lossy(&outputs[1].stdout).into_owned();
+    assert!(
+        last_line.contains("process 1 of 2 done; process 0 writes the results"),
+        "{last_line}"
+    );
+
+    let (one, two) = (summary(&alone), summary(&spread));
+    assert_eq!(two["processes"], 2);
+    assert_eq!(results_of(&one), results_of(&two));
+    let selections = |dir: &Path| std::fs::read(dir.join("selections.parquet")).unwrap();
+    assert!(
+        selections(&alone) == selections(&spread),
+        "selections.parquet differs between 1 and 2 processes"
+    );
+    // Process 0 alone writes: process 1 did not even create its results folder.
+    assert!(!out_of(&spread, 1).exists());
+}
+
+#[test]
+fn a_pool_run_on_two_processes_equals_one_process() {
+    // 1 process x 1 worker against 2 processes x 2 workers.
+    assert_same_results(POOL, 1, 2);
+}
+
+#[test]
+fn a_replay_on_two_processes_equals_one_process() {
+    // 1 process x 2 workers against 2 processes x 1 worker.
+    assert_same_results(REPLAY, 2, 1);
+}
+
+#[test]
+fn a_process_whose_peer_never_comes_names_it_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let port = free_ports(1)[0];
+    let started = Instant::now();
+    let output = recsift(&[
+        "run",
+        "pipelines/quickstart.yaml",
+        "--out",
+        &out.display().to_string(),
+        "-q",
+        "--processes",
+        "2",
+        "--process",
+        "1",
+        "--set",
+        &format!("cluster.port={}", port - 1),
+        "--set",
+        "cluster.timeout_s=1",
+    ]);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains(&format!(
+            "process 1 could not reach process 0 at 127.0.0.1:{} within 1 s",
+            port - 1
+        )),
+        "{message}"
+    );
+    assert!(!out.join("summary.json").exists());
+}
+
+#[test]
+fn a_killed_process_stops_the_other_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let hosts = hostfile(dir.path(), 2);
+    let cluster = |process: usize, quiet: bool| -> Vec<String> {
+        let mut args: Vec<String> = ["--processes", "2", "--process", &process.to_string()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(["--hostfile".to_string(), hosts.clone()]);
+        if quiet {
+            args.push("-q".into());
+        }
+        args
+    };
+    // The full replay (1,084 windows): long enough to be killed in the middle.
+    let replay = &REPLAY[..1];
+    let mut writer = start(replay, &out, &cluster(0, false));
+    let mut other = start(replay, &out, &cluster(1, true));
+    // Process 0 prints a line per window; once windows run, kill process 1.
+    let mut lines = BufReader::new(writer.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let running = line.starts_with("round") && !line.contains("round   0/");
+        seen.push(line);
+        if running {
+            break;
+        }
+    }
+    other.kill().unwrap();
+    other.wait().unwrap();
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = writer.wait().unwrap();
+    let message = rest.join("\n");
+    assert_eq!(status.code(), Some(1), "{}\n{message}", seen.join("\n"));
+    assert!(
+        message.contains("lost the connection to another process of the cluster"),
+        "{message}"
+    );
+    assert!(!message.contains("panicked"), "{message}");
+    assert!(!out.join("summary.json").exists());
+}
