@@ -286,9 +286,13 @@ struct ReplayArgs {
     /// Events of the synthetic log.
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
-    /// The engine's worker threads.
+    /// The engine's worker threads (per process with --processes).
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Also replay on this many `recsift run` processes on 127.0.0.1, beside one process
+    /// of processes x workers threads (what the network layer costs; docs/cluster.md).
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
     /// Events per window [default: events / 10].
     #[arg(long, conflicts_with = "window")]
     window_events: Option<u64>,
@@ -759,6 +763,7 @@ fn print_report<R: serde::Serialize + std::fmt::Display>(
 fn bench_replay(args: ReplayArgs) -> Result<(), Failure> {
     let mut config = ReplayBenchConfig::new(args.events);
     config.workers = args.workers;
+    config.processes = args.processes;
     config.seed = args.seed;
     config.log = args.log;
     config.set = args.set;

@@ -23,6 +23,10 @@ use crate::plan;
 use crate::spec::LoadedSpec;
 use crate::synth::{self, SynthConfig, SynthError};
 
+mod cluster;
+
+pub use cluster::ClusterReplay;
+
 /// The pipeline the benchmark runs, as shipped in `pipelines/`.
 pub const PIPELINE_FILE: &str = "pipelines/bench-replay.yaml";
 const PIPELINE_TEXT: &str = include_str!("../../pipelines/bench-replay.yaml");
@@ -54,8 +58,12 @@ impl fmt::Display for BenchWindow {
 pub struct ReplayBenchConfig {
     /// Events of the generated log (`--events`).
     pub events: u64,
-    /// Timely worker threads of the engine (`--workers`).
+    /// Timely worker threads of the engine (`--workers`), per process.
     pub workers: usize,
+    /// Processes (`--processes`): above 1, the replay also runs as that many `recsift run`
+    /// processes of `workers` threads each, beside one process of `processes * workers`
+    /// threads.
+    pub processes: usize,
     /// The windows (`--window-events` or `--window`).
     pub window: BenchWindow,
     /// Seed of the log and of the run (`--seed`).
@@ -74,6 +82,7 @@ impl ReplayBenchConfig {
         Self {
             events,
             workers: 1,
+            processes: 1,
             window: BenchWindow::Events(events.div_ceil(10).max(1)),
             seed: SynthConfig::DEFAULT_SEED,
             log: None,
@@ -94,7 +103,7 @@ impl ReplayBenchConfig {
         let mut set = vec![
             format!("data.events={}", log_file.display()),
             format!("seed={}", self.seed),
-            format!("workers={}", self.workers),
+            format!("workers={}", self.workers * self.processes),
         ];
         match &self.window {
             BenchWindow::Events(n) => set.push(format!("protocol.replay.window_events={n}")),
@@ -205,6 +214,8 @@ pub struct ReplayBenchReport {
     pub peak_rss_mb: Option<f64>,
     /// The equivalent `recsift run` command.
     pub command: String,
+    /// The same replay on several processes (`--processes`), when asked for.
+    pub cluster: Option<ClusterReplay>,
 }
 
 /// One operator in `latency.json` (the fields the report uses).
@@ -252,10 +263,12 @@ pub fn bench_replay(config: ReplayBenchConfig) -> Result<ReplayBenchReport, Repl
     let summary = driver::run(&plan, &options);
     let seconds = started.elapsed().as_secs_f64();
     let latency = summary.as_ref().ok().map(|_| read_latency(&out_dir));
+    let selections = std::fs::read(out_dir.join("selections.parquet"));
     // The results are scratch: the figures are in the report.
     let _ = std::fs::remove_dir_all(&out_dir);
     let summary = summary?;
     let latency = latency.expect("read after a successful run")?;
+    let rescored = summary.history.iter().map(|r| r.rescored).sum();
 
     let events: u64 = summary
         .history
@@ -281,6 +294,31 @@ pub fn bench_replay(config: ReplayBenchConfig) -> Result<ReplayBenchReport, Repl
     for o in &overrides {
         command.push_str(&format!(" --set {o}"));
     }
+    let cluster = if config.processes > 1 {
+        let failed = |path: PathBuf, message: String| ReplayBenchError::Results { path, message };
+        let exe = std::env::current_exe()
+            .map_err(|e| failed("recsift".into(), format!("cannot find this binary: {e}")))?;
+        let selections =
+            selections.map_err(|e| failed(out_dir.join("selections.parquet"), e.to_string()))?;
+        let baseline = cluster::Baseline {
+            selections: &selections,
+            rescored,
+            events,
+        };
+        let scratch = out_dir.with_extension("cluster");
+        let run = cluster::replay_on_processes(
+            &exe,
+            &overrides,
+            config.processes,
+            config.workers,
+            &scratch,
+            &baseline,
+        );
+        let _ = std::fs::remove_dir_all(&scratch);
+        Some(run?)
+    } else {
+        None
+    };
     Ok(ReplayBenchReport {
         log: log_dir,
         events_generated,
@@ -290,7 +328,7 @@ pub fn bench_replay(config: ReplayBenchConfig) -> Result<ReplayBenchReport, Repl
         seconds,
         events_per_s: events as f64 / seconds.max(1e-9),
         operators,
-        rescored: summary.history.iter().map(|r| r.rescored).sum(),
+        rescored,
         labelled: summary.history.last().map_or(0, |r| r.labelled),
         selected: summary.selected,
         cumulative_rmse: summary
@@ -300,6 +338,7 @@ pub fn bench_replay(config: ReplayBenchConfig) -> Result<ReplayBenchReport, Repl
             .unwrap_or(f64::NAN),
         peak_rss_mb: peak_rss_mb(),
         command,
+        cluster,
         config,
     })
 }
@@ -317,6 +356,9 @@ fn check_config(config: &ReplayBenchConfig) -> Result<(), ReplayBenchError> {
     }
     if config.workers == 0 {
         return bad("workers", "at least 1", config.workers.to_string());
+    }
+    if config.processes == 0 {
+        return bad("processes", "at least 1", config.processes.to_string());
     }
     if config.window == BenchWindow::Events(0) {
         return bad("window-events", "at least 1", "0".into());
@@ -363,7 +405,11 @@ impl fmt::Display for ReplayBenchReport {
         writeln!(
             f,
             "replay: {} events in {} windows ({} each), engine on {} worker(s), seed {}",
-            self.events, self.windows, c.window, c.workers, c.seed
+            self.events,
+            self.windows,
+            c.window,
+            c.workers * c.processes,
+            c.seed
         )?;
         match (self.events_generated, self.generation_s) {
             (Some(n), Some(s)) => writeln!(
@@ -422,7 +468,27 @@ impl fmt::Display for ReplayBenchReport {
             .map(|m| format!("{m:.0} MiB"))
             .unwrap_or_else(|| "n/a".into());
         writeln!(f, "peak memory {peak}")?;
-        write!(f, "same run: {}", self.command)
+        write!(f, "same run: {}", self.command)?;
+        if let Some(cluster) = &self.cluster {
+            write!(
+                f,
+                "\n\n{} processes x {} worker(s) on 127.0.0.1: {:.2} s, {:.0} events/s \
+                 ({:.2}x the one process's events/s; {}); the processes' wall time includes \
+                 starting and connecting them\nprocess 0: {}",
+                cluster.processes,
+                cluster.workers,
+                cluster.seconds,
+                cluster.events_per_s,
+                cluster.events_per_s / self.events_per_s.max(1e-9),
+                if cluster.same_results {
+                    "same selections and scores"
+                } else {
+                    "DIFFERENT results: please report this"
+                },
+                cluster.command
+            )?;
+        }
+        Ok(())
     }
 }
 
