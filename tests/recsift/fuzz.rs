@@ -1,5 +1,5 @@
 //! Fuzzed inputs: random and mutated pipeline YAML, `--set` arguments, events and item
-//! Parquet files and embedding caches. Whatever the input, loading and planning it returns
+//! Parquet files, embedding caches and the text files of `recsift import movielens`. Whatever the input, loading and planning it returns
 //! a result (never a panic; an abort would end the test binary), and every error names the
 //! input it is about.
 //!
@@ -16,6 +16,7 @@ use recsift::data::IdMap;
 use recsift::io::embedding_cache::EmbeddingCache;
 use recsift::io::events::read_events;
 use recsift::io::items::read_item_texts;
+use recsift::io::movielens::import_movielens;
 use recsift::plan;
 use recsift::spec::LoadedSpec;
 
@@ -235,5 +236,63 @@ proptest! {
                 .map(drop)
                 .map_err(|e| e.to_string())
         });
+    }
+}
+
+/// Small releases in the three MovieLens layouts (written for these tests, not MovieLens
+/// data): ml-100k, ml-1m and a CSV release.
+const RELEASES: [&[(&str, &[u8])]; 3] = [
+    &[
+        ("u.data", b"1\t10\t5\t881250949\n2\t10\t3\t881250950\n1\t20\t4\t881250951\n"),
+        ("u.item", b"10|Caf\xe9 (1995)|01-Jan-1995||http://x|0|1|1\n20|unknown||||1|0|0\n"),
+        ("u.genre", b"unknown|0\nAction|1\nComedy|2\n\n"),
+        ("u1.base", b"1\t10\t5\t881250949\n2\t10\t3\t881250950\n"),
+        ("u1.test", b"1\t20\t4\t881250951\n"),
+    ],
+    &[
+        ("ratings.dat", b"1::1::5::978300760\r\n1::2::3::978302109\r\n2::1::4::978302110\r\n"),
+        ("movies.dat", b"1::Toy Story (1995)::Animation|Children's\r\n2::Mis\xe9rables (1995)::Drama\r\n"),
+        ("users.dat", b"1::F::1::10::48067\n2::M::25::7::55117\n"),
+    ],
+    &[
+        ("ratings.csv", b"userId,movieId,rating,timestamp\r\n1,11,4.0,964982703\r\n2,12,0.5,964981247\r\n"),
+        ("movies.csv", b"movieId,title,genres\r\n11,\"President, The (1995)\",Comedy|Drama\r\n12,\"\"\"Cats\"\" (1998)\",Musical\r\n"),
+    ],
+];
+
+/// A release, one of its files and that file's mutated bytes.
+fn mutated_release() -> impl Strategy<Value = (usize, usize, Vec<u8>)> {
+    (0..RELEASES.len())
+        .prop_flat_map(|release| (Just(release), 0..RELEASES[release].len()))
+        .prop_flat_map(|(release, file)| {
+            let bytes = RELEASES[release][file].1.to_vec();
+            (Just(release), Just(file), mutated(bytes))
+        })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn mutated_movielens_releases_import_or_are_refused_with_their_path(
+        (release, file, bytes) in mutated_release()
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("release");
+        std::fs::create_dir(&src).unwrap();
+        for (k, (name, original)) in RELEASES[release].iter().enumerate() {
+            let written: &[u8] = if k == file { &bytes } else { original };
+            std::fs::write(src.join(name), written).unwrap();
+        }
+        let dest = dir.path().join("out");
+        let outcome = no_panic("importing a mutated release", || import_movielens(&src, &dest));
+        if let Err(error) = outcome {
+            let message = error.to_string();
+            prop_assert!(
+                message.contains(&src.display().to_string()),
+                "the error does not name the release's file or folder:\n{}",
+                message
+            );
+        }
     }
 }
