@@ -13,6 +13,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -84,7 +85,10 @@ pub(crate) fn communication(topology: &Topology) -> Result<Communication, Engine
             .map_err(EngineError::Start);
     };
     network_panics::quieten();
-    let sockets = connect(cluster, topology.workers)?;
+    let sockets = match take_connected(topology) {
+        Some(sockets) => sockets,
+        None => connect(cluster, topology.workers)?,
+    };
     let hooks = Hooks::default();
     let local = ProcessBuilder::new_typed_vector(topology.workers, hooks.refill.clone(), None);
     let (builders, guard) = initialize_networking_from_sockets(
@@ -99,6 +103,36 @@ pub(crate) fn communication(topology: &Topology) -> Result<Communication, Engine
         builders.into_iter().map(AllocatorBuilder::Tcp).collect(),
         Box::new(guard),
     ))
+}
+
+/// Sockets connected by [`connect_early`], waiting for the engine of their topology.
+type Connected = (Topology, Vec<Option<TcpStream>>);
+
+static CONNECTED: Mutex<Option<Connected>> = Mutex::new(None);
+
+/// Connects this process to its peers now, for the engine that will start on `topology`
+/// later: a run connects before it loads its data and trains round 0, so that the timeout
+/// counts from the processes' start, and a peer that fails while loading is noticed at the
+/// latest when the engine starts (its socket is closed), not after a timeout.
+pub fn connect_early(topology: &Topology) -> Result<(), EngineError> {
+    let Some(cluster) = &topology.cluster else {
+        return Ok(());
+    };
+    let sockets = connect(cluster, topology.workers)?;
+    *CONNECTED.lock().unwrap_or_else(PoisonError::into_inner) = Some((topology.clone(), sockets));
+    Ok(())
+}
+
+/// The sockets [`connect_early`] connected for `topology`, if any.
+fn take_connected(topology: &Topology) -> Option<Vec<Option<TcpStream>>> {
+    let mut slot = CONNECTED.lock().unwrap_or_else(PoisonError::into_inner);
+    match slot.take() {
+        Some((connected, sockets)) if connected == *topology => Some(sockets),
+        other => {
+            *slot = other;
+            None
+        }
+    }
 }
 
 /// One socket per process (`None` for this one), after the handshake with each.

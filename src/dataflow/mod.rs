@@ -110,7 +110,7 @@ mod worker;
 #[cfg(test)]
 mod reference_tests;
 
-pub use cluster::{Cluster, Topology};
+pub use cluster::{Cluster, Topology, connect_early};
 pub use engine::ScoringEngine;
 
 use crate::data::{ItemIdx, SampleIdx, UserIdx};

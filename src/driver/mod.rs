@@ -365,6 +365,7 @@ fn execute(
     let out = writes
         .then(|| OutputDir::prepare(&options.out_dir, options.force))
         .transpose()?;
+    crate::dataflow::connect_early(&cluster::topology(plan)?)?;
     let progress = options.progress && writes;
     let mut experiment: Box<dyn Experiment> = match (start, &plan.protocol) {
         (Some(start), ProtocolPlan::Pool(pool)) => {

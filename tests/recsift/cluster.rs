@@ -259,3 +259,92 @@ fn a_killed_process_stops_the_other_with_an_error() {
     assert!(!message.contains("panicked"), "{message}");
     assert!(!out.join("summary.json").exists());
 }
+
+#[test]
+fn cluster_settings_out_of_range_are_refused_before_anything_runs() {
+    let plan_error = recsift(&[
+        "validate",
+        "pipelines/quickstart.yaml",
+        "--set",
+        "cluster.processes=2",
+        "--set",
+        "cluster.process=2",
+    ]);
+    assert_eq!(plan_error.status.code(), Some(2));
+    let message = stderr(&plan_error);
+    assert!(
+        message.contains("process index 2 is out of range for 2 processes (use 0 to 1)")
+            && message.contains("cluster"),
+        "{message}"
+    );
+
+    let typo = recsift(&[
+        "validate",
+        "pipelines/quickstart.yaml",
+        "--set",
+        "cluster.procesess=2",
+    ]);
+    assert_eq!(typo.status.code(), Some(2));
+    assert!(stderr(&typo).contains("processes"), "{}", stderr(&typo));
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out").display().to_string();
+    let flags = recsift(&[
+        "run",
+        "pipelines/quickstart.yaml",
+        "--out",
+        &out,
+        "--processes",
+        "2",
+        "--process",
+        "5",
+    ]);
+    assert_eq!(flags.status.code(), Some(2));
+    assert!(
+        stderr(&flags).contains("process index 5 is out of range for 2 processes"),
+        "{}",
+        stderr(&flags)
+    );
+
+    let study = recsift(&[
+        "run",
+        "pipelines/study-quickstart.yaml",
+        "--out",
+        &out,
+        "--processes",
+        "2",
+    ]);
+    assert_eq!(study.status.code(), Some(2));
+    assert!(
+        stderr(&study).contains("a study runs in one process"),
+        "{}",
+        stderr(&study)
+    );
+    assert!(!dir.path().join("out").exists());
+}
+
+#[test]
+fn a_bad_hostfile_line_is_named_before_anything_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1:2101\nnode-b\n").unwrap();
+    let out = dir.path().join("out").display().to_string();
+    let output = recsift(&[
+        "run",
+        "pipelines/quickstart.yaml",
+        "--out",
+        &out,
+        "--processes",
+        "2",
+        "--process",
+        "1",
+        "--hostfile",
+        &hosts.display().to_string(),
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(&format!("{}:2: `node-b` is not host:port", hosts.display())),
+        "{}",
+        stderr(&output)
+    );
+}
