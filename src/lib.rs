@@ -29,6 +29,7 @@ pub mod plan;
 pub mod report;
 pub mod results;
 pub mod scoring;
+pub mod seeding;
 pub mod spec;
 pub mod strategy;
 pub mod study;

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::embed::peak_rss_mb;
 use crate::metrics::topk::{VectorTable, top_k};
-use crate::strategy::mix64;
+use crate::seeding::mix64;
 
 /// What to rank.
 #[derive(Clone, Debug)]

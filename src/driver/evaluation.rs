@@ -25,7 +25,7 @@ use crate::metrics::topk::{Ranked, VectorTable, top_k};
 use crate::metrics::{Metric, RankedUser, Scored, pointwise, ranking_metrics};
 use crate::plan::{CandidateSet, EvaluatePlan};
 use crate::scoring::ScoringHead;
-use crate::strategy::mix64;
+use crate::seeding::mix64;
 
 use super::rows::RowMirror;
 

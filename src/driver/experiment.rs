@@ -11,7 +11,7 @@ use crate::plan::params::RefitPolicy;
 use crate::plan::{EvaluatePlan, Plan, SelectPlan};
 use crate::results::{Recommendation, RoundRecord, SelectionRecord};
 use crate::scoring::{Loss, ScoringHead};
-use crate::strategy::mix64;
+use crate::seeding::mix64;
 
 use super::cluster::topology;
 use super::evaluation::{EvalTarget, ItemsPerUser, ModelView, evaluate};

@@ -16,7 +16,7 @@ use crate::io::sort::SortOptions;
 use crate::plan::params::RefitPolicy;
 use crate::plan::{CandidateSet, EvaluatePlan, Plan, ReplayPlan, SelectPlan};
 use crate::results::{RoundRecord, SelectionRecord};
-use crate::strategy::unit_hash;
+use crate::seeding::unit_hash;
 
 use super::RunError;
 use super::cluster::topology;

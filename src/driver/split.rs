@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::data::Interaction;
 use crate::plan::{InitialLabels, SplitPlan};
-use crate::strategy::unit_hash;
+use crate::seeding::unit_hash;
 
 /// Salts so that the test split and the seed labels draw independent hashes.
 const TEST_SALT: u64 = 0x7E57_5A17;

@@ -1,10 +1,12 @@
 //! Online bagging for ensembles: each sample's Poisson(1) bootstrap weight in each member,
-//! and the stable hash that derives it (and the row initialisations) from the seed.
+//! derived from the seed by [`stable_hash`].
 //!
 //! A weight is a pure function of `(seed, key, member)`: it does not depend on the order or
 //! the round in which a sample was labelled, nor on how many samples came before it. That is
 //! what makes an incrementally grown labelled set train the same members as the same set
 //! given all at once (Oza and Russell's online bagging, with the randomness made stable).
+
+use crate::seeding::{stable_hash, unit_interval};
 
 /// Bootstrap weight of sample `key` in `member` of an ensemble of `members`: a Poisson(1)
 /// draw, or exactly 1 when `members == 1` (a single model is trained on every sample once).
@@ -27,31 +29,8 @@ pub fn bootstrap_weights(seed: u64, keys: &[u32], members: usize) -> Vec<f32> {
     weights
 }
 
-/// A 64-bit hash of a few words, stable across runs, platforms and versions of recsift
-/// (SplitMix64's finaliser applied word by word).
-pub fn stable_hash(words: &[u64]) -> u64 {
-    let mut h = 0x243F_6A88_85A3_08D3u64; // digits of pi: an arbitrary non-zero start
-    for &w in words {
-        h = splitmix64(h ^ w);
-    }
-    h
-}
-
 /// Separates bootstrap draws from other uses of [`stable_hash`] with the same seed.
 const BOOTSTRAP_DOMAIN: u64 = 0xB007_57A9_0000_0001;
-
-/// SplitMix64's output function of `x`, a bijection on 64-bit words with good avalanche.
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// The top 53 bits of `h` as a float in `[0, 1)`.
-pub(crate) fn unit_interval(h: u64) -> f64 {
-    (h >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-}
 
 /// Inverse CDF of Poisson(1) at `u` in `[0, 1)` (capped at 30, whose tail is below 1e-30).
 fn poisson1(u: f64) -> u32 {

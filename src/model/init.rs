@@ -7,7 +7,7 @@
 
 use std::ops::Range;
 
-use super::bootstrap::{stable_hash, unit_interval};
+use crate::seeding::{stable_hash, unit_interval};
 
 /// Which table a row belongs to, so user and item rows draw different values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

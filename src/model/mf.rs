@@ -41,7 +41,6 @@ use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::bootstrap::stable_hash;
 use super::init::{TableTag, init_rows};
 use super::negatives::NegativeSampler;
 use super::optim::{RowGradients, RowTable, SparseOptimizer, block_rows, blocks};
@@ -53,6 +52,7 @@ use super::{FitReport, ModelError, Recommender, candle_device};
 use crate::data::{Interaction, ItemIdx, LabelKind, UserIdx};
 use crate::plan::params::{ModelKind, TrainParams, UncertaintyParams};
 use crate::scoring::{Loss, RowLayout, ScoringHead};
+use crate::seeding::stable_hash;
 
 /// Separates the shuffling stream from other uses of the seed.
 pub(super) const SHUFFLE_DOMAIN: u64 = 0x5348_5546_464C_4503;

@@ -20,8 +20,8 @@
 
 use std::collections::HashSet;
 
-use super::bootstrap::stable_hash;
 use crate::data::{Interaction, ItemIdx, UserIdx};
+use crate::seeding::stable_hash;
 
 /// Separates negative draws from other uses of the seed.
 const NEGATIVE_DOMAIN: u64 = 0xB9B9_0E6A_0000_0006;

@@ -41,7 +41,6 @@ use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::bootstrap::stable_hash;
 use super::dense_adam::{DenseAdamW, duplicate_var};
 use super::host_rows::HostLinear;
 use super::init::{TableTag, init_rows};
@@ -58,6 +57,7 @@ use super::{FitReport, ModelError, Recommender, candle_device};
 use crate::data::{Interaction, ItemEmbeddings, ItemIdx, LabelKind, UserIdx};
 use crate::plan::params::{ModelKind, TrainParams, UncertaintyParams};
 use crate::scoring::{Loss, RowLayout, ScoringHead};
+use crate::seeding::stable_hash;
 
 /// The projection's Adam learning rate, relative to the row optimiser's.
 const PROJECTION_LR_FACTOR: f64 = 0.1;

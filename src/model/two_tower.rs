@@ -42,7 +42,6 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
-use super::bootstrap::{stable_hash, unit_interval};
 use super::dense_adam::{DenseAdamW, duplicate_var};
 use super::host_rows::HostLinear;
 use super::init::{TableTag, init_rows, uniform_values};
@@ -58,6 +57,7 @@ use super::{FitReport, ModelError, Recommender, candle_device};
 use crate::data::{Interaction, ItemEmbeddings, ItemIdx, LabelKind, UserIdx};
 use crate::plan::params::{ModelKind, TrainParams, UncertaintyParams};
 use crate::scoring::{Loss, RowLayout, ScoringHead};
+use crate::seeding::{stable_hash, unit_interval};
 
 /// Separates the training dropout stream from other uses of the seed.
 const DROPOUT_DOMAIN: u64 = 0xD209_0007_0000_0004;

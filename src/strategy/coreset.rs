@@ -178,7 +178,7 @@ mod tests {
     fn incremental_coverage_matches_brute_force() {
         let mut x = 7u64;
         let mut next = || {
-            x = crate::strategy::mix64(x);
+            x = crate::seeding::mix64(x);
             (x >> 11) as f32 / (1u64 << 53) as f32 * 10.0 - 5.0
         };
         let points: Vec<(u64, Vec<f32>)> = (0..300)

@@ -18,8 +18,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::coreset::Coverage;
-use super::unit_hash;
 use crate::data::{ItemEmbeddings, ItemIdx, SampleIdx, UserIdx};
+use crate::seeding::unit_hash;
 
 /// A pool sample k-center may pick, with the key its strategy ranked it by.
 #[derive(Clone, Copy, Debug, PartialEq)]

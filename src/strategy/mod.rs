@@ -14,6 +14,8 @@ pub mod ranked_pool;
 
 pub use ranked_pool::RankedPool;
 
+use crate::seeding::unit_hash;
+
 /// What a strategy may look at for one pool sample.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SampleSignals {
@@ -187,20 +189,6 @@ impl Strategy {
 /// `1 + floor(log2(labels))` (1, 2-3, 4-7, ...).
 pub fn popularity_stratum(labels: u32) -> u32 {
     32 - labels.leading_zeros()
-}
-
-/// A seeded hash of a sample, uniform in [0, 1): the random strategy's key and every
-/// strategy's tie-break. Stable across rounds, runs and worker counts.
-pub fn unit_hash(seed: u64, sample: u32) -> f64 {
-    (mix64(seed ^ mix64(u64::from(sample))) >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// SplitMix64's finaliser: a cheap, well-distributed 64-bit mix.
-pub fn mix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
-use super::unit_hash;
+use crate::seeding::unit_hash;
 
 /// A key ordered by `total_cmp`, NaN ranked last.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -342,7 +342,7 @@ mod tests {
         let mut live = HashMap::new();
         let mut x = 1u64;
         for step in 0..5_000u32 {
-            x = super::super::mix64(x);
+            x = crate::seeding::mix64(x);
             let sample = (x % 300) as u32;
             if x.is_multiple_of(7) {
                 pool.remove(sample);
@@ -386,7 +386,7 @@ mod tests {
         let mut live = HashMap::new();
         let mut x = 7u64;
         for sample in 0..5_000u32 {
-            x = super::super::mix64(x);
+            x = crate::seeding::mix64(x);
             let key = (x >> 11) as f64 / (1u64 << 53) as f64;
             pool.upsert(sample, 0, key);
             live.insert(sample, (0, key));
@@ -401,7 +401,7 @@ mod tests {
                 live.remove(&sample);
             }
             for _ in 0..500 {
-                x = super::super::mix64(x);
+                x = crate::seeding::mix64(x);
                 let sample = (x % 5_000) as u32;
                 if live.contains_key(&sample) {
                     let key = ((x >> 11) % 1_000) as f64 / 1_000.0;

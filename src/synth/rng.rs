@@ -27,13 +27,13 @@ pub(crate) enum Purpose {
     Shuffle = 5,
 }
 
-/// One step of SplitMix64: a bijective mix of a 64-bit state.
+use crate::seeding::{GOLDEN_GAMMA, mix64};
+
+/// One step of SplitMix64: the output of the state, which then advances.
 fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    let out = mix64(*state);
+    *state = state.wrapping_add(GOLDEN_GAMMA);
+    out
 }
 
 /// A stream of random numbers (xoshiro256++).
