@@ -10,7 +10,7 @@
 //!     -> dataflow  the incremental engine (the only module that imports timely/differential)
 //!     -> model     candle recommenders and the text encoder (the only module that imports candle)
 //!     -> io        Parquet in and out, MovieLens import, embedding cache
-//! strategy, metrics, scoring: pure functions, no I/O and no engine types
+//! strategy, metrics, scoring, seeding: pure functions, no I/O and no engine types
 //! synth     synthetic interaction logs (`recsift gen`), written through io
 //! study     the statistics and report of a study (arms x seeds), from plain round records
 //! fixtures  where tests find data the repository cannot hold (MovieLens 100K, MiniLM weights)
