@@ -427,10 +427,6 @@ struct ClusterArgs {
 }
 
 impl ClusterArgs {
-    fn given(&self) -> bool {
-        self.processes.is_some() || self.process.is_some() || self.hostfile.is_some()
-    }
-
     /// Applies the options to `cluster`, checking the result.
     fn apply(&self, cluster: &mut ClusterPlan) -> Result<(), Failure> {
         if let Some(processes) = self.processes {
@@ -493,15 +489,15 @@ fn execute(command: Command) -> Result<(), Failure> {
                 return Err(Failure::user("--workers must be at least 1"));
             }
             if let Some(mut study) = load_study(&pipeline)? {
-                let clustered = study.runs.iter().any(|r| r.plan.cluster.processes > 1);
-                if cluster.given() || clustered {
+                if cluster.hostfile.is_some() {
                     return Err(Failure::user(
-                        "a study runs in one process: --processes, --process, --hostfile and \
-                         `cluster:` are for single runs\n    help: drop them (a study shares \
-                         work between its runs on this machine), or run single runs of the \
-                         study on several machines with `--set study=null`",
+                        "--hostfile: the processes of a study do not connect to each other; \
+                         they share the study folder (docs/cluster.md)\n    help: drop \
+                         --hostfile and put the study's output folder on a filesystem every \
+                         process shares",
                     ));
                 }
+                cluster.apply(&mut study.cluster)?;
                 if let Some(out) = out {
                     study.set_out_dir(out);
                 }

@@ -59,6 +59,7 @@
 mod analysis;
 pub mod collect;
 pub mod curves;
+mod distribute;
 pub mod output;
 pub mod plan;
 mod plot;

@@ -51,12 +51,26 @@ pub struct StudyOutcome {
     pub wall_s: f64,
     /// Where the results are.
     pub out_dir: PathBuf,
-    /// A compact table of the first metric's arms.
+    /// A compact table of the first metric's arms (empty on a process other than 0).
     pub table: String,
+    /// `(process, processes)` when the study was shared out to several processes.
+    pub cluster: Option<(usize, usize)>,
 }
 
 impl fmt::Display for StudyOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((process, processes)) = self.cluster.filter(|(p, _)| *p > 0) {
+            return write!(
+                f,
+                "{}: process {process} of {processes} ran its {} runs ({} skipped, finished \
+                 before) in {:.1} s; process 0 writes the report into {}",
+                self.name,
+                self.runs,
+                self.skipped,
+                self.wall_s,
+                self.out_dir.display()
+            );
+        }
         write!(f, "{}", self.table)?;
         write!(
             f,
@@ -79,6 +93,20 @@ pub fn run_and_report(
     command_line: &str,
 ) -> Result<StudyOutcome, StudyRunError> {
     let finished = run_study(plan, force, progress)?;
+    let cluster =
+        (plan.cluster.processes > 1).then_some((plan.cluster.process, plan.cluster.processes));
+    if !plan.cluster.writes_results() {
+        return Ok(StudyOutcome {
+            name: plan.name.clone(),
+            runs: finished.mine,
+            skipped: finished.skipped,
+            shared_round_zero: finished.shared_round_zero,
+            wall_s: finished.wall_s,
+            out_dir: plan.out_dir.clone(),
+            table: String::new(),
+            cluster,
+        });
+    }
     let curves: Vec<RunCurve> = finished
         .runs
         .iter()
@@ -130,6 +158,7 @@ pub fn run_and_report(
         wall_s: finished.wall_s,
         out_dir: plan.out_dir.clone(),
         table: headline_table(&analysis),
+        cluster,
     })
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::driver::pool::PoolStart;
-use crate::plan::{self, Plan};
+use crate::plan::{self, ClusterPlan, Plan};
 use crate::spec::LoadedSpec;
 use crate::spec::diagnostic::{Diagnostic, Diagnostics, LocatedDiagnostic, Origin};
 use crate::spec::path::YamlPath;
@@ -39,6 +39,9 @@ pub struct StudyPlan {
     pub share_round_zero: bool,
     /// The study's results directory.
     pub out_dir: PathBuf,
+    /// The processes the study's runs are shared out to (`cluster:`, `--processes`); each
+    /// run itself runs in one process.
+    pub cluster: ClusterPlan,
     /// Every run: arm x seed, arms outer.
     #[serde(skip)]
     pub runs: Vec<StudyRun>,
@@ -156,10 +159,12 @@ pub fn plan_study(file: &Path, set: &[String]) -> Result<Option<StudyPlan>, Diag
         parallel,
         share_round_zero: spec.share_round_zero.unwrap_or(true),
         out_dir,
+        cluster: base.cluster.clone(),
         runs: Vec::new(),
     };
     for run in &mut runs {
         run.plan.output.dir = plan.run_dir(run.arm, run.seed);
+        run.plan.cluster = ClusterPlan::single();
     }
     group_round_zero(&mut runs);
     plan.runs = runs;

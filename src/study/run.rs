@@ -10,6 +10,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 
+use super::distribute::{self, Heartbeat};
 use super::plan::{StudyPlan, StudyRun};
 use super::schedule::{Schedule, Work};
 use crate::driver::pool::PoolStart;
@@ -66,6 +67,33 @@ pub enum StudyRunError {
     /// Writing a study file failed.
     #[error(transparent)]
     Write(Box<IoError>),
+    /// Another process of a study on several processes reported failed runs.
+    #[error("process {process} of the study failed: {reason}")]
+    PeerFailed {
+        /// The process.
+        process: usize,
+        /// What it reported.
+        reason: String,
+    },
+    /// Another process of a study on several processes stopped reporting (or never began).
+    #[error(
+        "process {process} of the study {} {waited_s} s (its status file {} did not change); \
+         start it (same study, same --processes, its own --process), check that the study \
+         folder is on a filesystem every process shares, or wait longer with \
+         `cluster: {{timeout_s: ...}}`; the finished runs are kept",
+        if *.started { "stopped reporting for" } else { "did not start within" },
+        .file.display()
+    )]
+    PeerSilent {
+        /// The process.
+        process: usize,
+        /// Its status file.
+        file: PathBuf,
+        /// How long process 0 waited for a change.
+        waited_s: f64,
+        /// Whether it had written a status at all.
+        started: bool,
+    },
 }
 
 impl StudyRunError {
@@ -82,7 +110,9 @@ impl StudyRunError {
             StudyRunError::Unreadable { .. }
             | StudyRunError::Folder { .. }
             | StudyRunError::MixedData { .. }
-            | StudyRunError::Analysis(_) => true,
+            | StudyRunError::Analysis(_)
+            | StudyRunError::PeerFailed { .. }
+            | StudyRunError::PeerSilent { .. } => true,
         }
     }
 }
@@ -101,8 +131,10 @@ pub struct FinishedRun {
 /// What [`run_study`] did.
 #[derive(Clone, Debug)]
 pub struct StudyRuns {
-    /// Every run, in plan order.
+    /// Every run, in plan order (none on a process other than 0 of several).
     pub runs: Vec<FinishedRun>,
+    /// Runs in this process's share (all of them on one process).
+    pub mine: usize,
     /// Runs that had finished before and were skipped.
     pub skipped: usize,
     /// Runs that continued a round 0 shared with other arms of their seed.
@@ -113,6 +145,10 @@ pub struct StudyRuns {
 
 /// Runs every unfinished run of `plan` (every run with `force`), `plan.parallel` at a time;
 /// `progress` shows a bar and a line per finished run on stderr.
+///
+/// On several processes (`plan.cluster`), this process runs its share only (see
+/// `distribute.rs`); process 0 then waits for the others and returns every run, the others
+/// return no runs (they write no report).
 pub fn run_study(
     plan: &StudyPlan,
     force: bool,
@@ -122,23 +158,28 @@ pub fn run_study(
         path: plan.out_dir.clone(),
         source,
     })?;
+    let cluster = &plan.cluster;
     // The study's summary is written last, from these runs: a stale one must not outlive
     // a re-run that fails.
     let summary = plan.out_dir.join("study.json");
-    if summary.exists() {
+    if cluster.writes_results() && summary.exists() {
         std::fs::remove_file(&summary).map_err(|source| StudyRunError::Folder {
             path: summary.clone(),
             source,
         })?;
     }
-    let pending: Vec<&StudyRun> = plan
-        .runs
+    let mine = distribute::my_runs(plan, cluster);
+    let pending: Vec<&StudyRun> = mine
         .iter()
+        .copied()
         .filter(|r| force || !is_finished(&r.plan.output.dir))
         .collect();
-    let skipped = plan.runs.len() - pending.len();
+    let skipped = mine.len() - pending.len();
+    let heartbeat = (cluster.processes > 1)
+        .then(|| Heartbeat::start(&plan.out_dir, cluster.process))
+        .transpose()?;
     let bar = progress.then(|| {
-        let bar = ProgressBar::new(plan.runs.len() as u64);
+        let bar = ProgressBar::new(mine.len() as u64);
         bar.set_style(
             ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} runs ({elapsed})")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -208,18 +249,32 @@ pub fn run_study(
         bar.finish_and_clear();
     }
     let failed = failed.into_inner().expect("no run panics");
-    if !failed.is_empty() {
-        return Err(StudyRunError::RunsFailed {
+    let outcome = if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(StudyRunError::RunsFailed {
             user_errors: failed.iter().all(|(_, e)| e.is_user_error()),
-            total: plan.runs.len(),
+            total: mine.len(),
             failed: failed
                 .into_iter()
                 .map(|(label, e)| (label, e.to_string()))
                 .collect(),
-        });
+        })
+    };
+    if let Some(heartbeat) = heartbeat {
+        heartbeat.finish(&outcome.as_ref().map(|_| ()).map_err(ToString::to_string))?;
     }
-    let runs = plan
-        .runs
+    outcome?;
+    if cluster.processes > 1 && cluster.writes_results() {
+        distribute::wait_for_peers(&plan.out_dir, cluster, &say)?;
+        distribute::clear_statuses(&plan.out_dir);
+    }
+    let all_runs: &[StudyRun] = if cluster.writes_results() {
+        &plan.runs
+    } else {
+        &[]
+    };
+    let runs = all_runs
         .iter()
         .map(|r| {
             Ok(FinishedRun {
@@ -231,6 +286,7 @@ pub fn run_study(
         .collect::<Result<_, StudyRunError>>()?;
     Ok(StudyRuns {
         runs,
+        mine: mine.len(),
         skipped,
         shared_round_zero: shared.into_inner(),
         wall_s: started.elapsed().as_secs_f64(),

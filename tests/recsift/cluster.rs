@@ -1,6 +1,7 @@
 //! Cluster runs: the same pipeline on 2 processes (timely's cluster mode, on 127.0.0.1)
 //! gives the results of 1 process, for the pool and the replay protocols; a missing or
-//! vanished peer stops a process with an error naming it, never a hang.
+//! vanished peer stops a process with an error naming it, never a hang. A study shared out
+//! to 2 processes gives the report of 1.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -261,7 +262,7 @@ fn a_killed_process_stops_the_other_with_an_error() {
 }
 
 #[test]
-fn cluster_settings_out_of_range_are_refused_before_anything_runs() {
+fn cluster_settings_out_of_range_or_misplaced_are_refused_before_anything_runs() {
     let plan_error = recsift(&[
         "validate",
         "pipelines/quickstart.yaml",
@@ -313,10 +314,12 @@ fn cluster_settings_out_of_range_are_refused_before_anything_runs() {
         &out,
         "--processes",
         "2",
+        "--hostfile",
+        "hosts",
     ]);
     assert_eq!(study.status.code(), Some(2));
     assert!(
-        stderr(&study).contains("a study runs in one process"),
+        stderr(&study).contains("the processes of a study do not connect to each other"),
         "{}",
         stderr(&study)
     );
@@ -347,4 +350,96 @@ fn a_bad_hostfile_line_is_named_before_anything_loads() {
         "{}",
         stderr(&output)
     );
+}
+
+/// A small study: 2 arms x 2 seeds of a short quickstart, one run at a time.
+const STUDY: &[&str] = &[
+    "pipelines/study-quickstart.yaml",
+    "--set",
+    "study.seeds=2",
+    "--set",
+    "study.parallel=1",
+    "--set",
+    "study.vary={nodes.pick.select.strategy: [random, uncertainty]}",
+    "--set",
+    "protocol.pool.rounds=2",
+    "--set",
+    "nodes.model.train.text_mf.epochs=3",
+    "--set",
+    "nodes.model.train.text_mf.epochs_per_round=1",
+];
+
+#[test]
+fn a_study_shared_out_to_two_processes_equals_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let alone = dir.path().join("alone");
+    let output = run_single(STUDY, &alone, 1);
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    // Both processes write into one study folder (here: one machine's filesystem).
+    let shared = dir.path().join("shared");
+    let extra = |process: usize| -> Vec<String> {
+        ["-q", "--processes", "2", "--process", &process.to_string()]
+            .map(String::from)
+            .to_vec()
+    };
+    let other = start(STUDY, &shared, &extra(1));
+    let writer = start(STUDY, &shared, &extra(0));
+    let (writer, other) = (
+        writer.wait_with_output().unwrap(),
+        other.wait_with_output().unwrap(),
+    );
+    assert!(writer.status.success(), "{}", stderr(&writer));
+    assert!(other.status.success(), "{}", stderr(&other));
+    let line = String::from_utf8_lossy(&other.stdout).into_owned();
+    assert!(
+        line.contains("process 1 of 2 ran its 2 runs") && line.contains("process 0 writes"),
+        "{line}"
+    );
+
+    let read = |path: &Path| std::fs::read(path).unwrap();
+    assert!(read(&alone.join("arms.parquet")) == read(&shared.join("arms.parquet")));
+    for arm in ["random", "uncertainty"] {
+        for seed in [42, 43] {
+            let run = Path::new("runs").join(arm).join(format!("seed-{seed}"));
+            assert!(
+                read(&alone.join(&run).join("selections.parquet"))
+                    == read(&shared.join(&run).join("selections.parquet")),
+                "{}",
+                run.display()
+            );
+        }
+    }
+    // The processes' statuses are cleared once the report is written.
+    assert!(!shared.join(".processes").exists());
+}
+
+#[test]
+fn a_study_process_waiting_for_a_peer_that_never_starts_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("study");
+    let mut args = vec!["run"];
+    args.extend_from_slice(STUDY);
+    let out_text = out.display().to_string();
+    args.extend([
+        "--out",
+        &out_text,
+        "-q",
+        "--processes",
+        "2",
+        "--process",
+        "0",
+        "--set",
+        "cluster.timeout_s=1",
+    ]);
+    let output = recsift(&args);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("process 1 of the study did not start within 1 s"),
+        "{message}"
+    );
+    // Process 0's own runs are finished and kept; there is no report.
+    assert!(out.join("runs/random/seed-42/summary.json").exists());
+    assert!(!out.join("study.json").exists());
 }
