@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ProjectionMask;
 
 use super::IoError;
@@ -28,6 +28,26 @@ use crate::plan::params::EventSource;
 /// Rows per batch unless asked otherwise: large enough to amortise per-batch work, small
 /// enough (about 2 MiB of interactions) to stream.
 pub const DEFAULT_BATCH_ROWS: usize = 65_536;
+
+/// The label column of a ratings log that recsift writes.
+pub const RATING_COLUMN: &str = "rating";
+/// The label column of a clicks log that recsift writes.
+pub const CLICK_COLUMN: &str = "click";
+
+/// The schema of every event log recsift writes (`recsift gen`, `recsift import`):
+/// `user_id: Int64, item_id: Int64, rating|click: Float32, timestamp: Int64`, none nullable.
+pub fn events_schema(label: LabelKind) -> SchemaRef {
+    let label_column = match label {
+        LabelKind::Rating => RATING_COLUMN,
+        LabelKind::Click => CLICK_COLUMN,
+    };
+    Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Int64, false),
+        Field::new("item_id", DataType::Int64, false),
+        Field::new(label_column, DataType::Float32, false),
+        Field::new("timestamp", DataType::Int64, false),
+    ]))
+}
 
 /// What the file calls it.
 const WHAT: &str = "events file";

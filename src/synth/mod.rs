@@ -93,10 +93,6 @@ pub const EVENTS_FILE: &str = "ratings.parquet";
 pub const ITEMS_FILE: &str = "items.parquet";
 /// How the files were made.
 pub const README_FILE: &str = "README.txt";
-/// The label column of a ratings log.
-pub const RATING_COLUMN: &str = "rating";
-/// The label column of a clicks log.
-pub const CLICK_COLUMN: &str = "click";
 
 /// Mean of the raw rating before noise and rounding (MovieLens' mean rating is about 3.5).
 const GLOBAL_MEAN: f64 = 3.55;

@@ -12,34 +12,20 @@ use std::sync::mpsc::sync_channel;
 
 use arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch};
 use arrow::compute::interleave_record_batch;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 
+use super::SynthConfig;
 use super::catalog::{Items, Users};
 use super::events::{SliceDraws, SliceEvents, SliceGenerator};
 use super::rng::{Purpose, Rng};
 use super::timeline::Timeline;
-use super::{CLICK_COLUMN, RATING_COLUMN, SynthConfig};
-use crate::data::LabelKind;
 use crate::io::IoError;
+use crate::io::events::events_schema;
 use crate::io::items::write_item_table;
 use crate::io::parquet_file::{ParquetSink, ROW_GROUP_ROWS};
 
 /// Slices generated ahead of the writer (bounds memory to a few slices).
 const SLICES_IN_FLIGHT: usize = 2;
-
-/// `user_id: Int64, item_id: Int64, rating|click: Float32, timestamp: Int64`.
-pub(crate) fn events_schema(label: LabelKind) -> SchemaRef {
-    let label_column = match label {
-        LabelKind::Rating => RATING_COLUMN,
-        LabelKind::Click => CLICK_COLUMN,
-    };
-    Arc::new(Schema::new(vec![
-        Field::new("user_id", DataType::Int64, false),
-        Field::new("item_id", DataType::Int64, false),
-        Field::new(label_column, DataType::Float32, false),
-        Field::new("timestamp", DataType::Int64, false),
-    ]))
-}
 
 /// What the events file holds, counted while it was written.
 #[derive(Debug)]

@@ -4,22 +4,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 
 use super::parse::{MovieRow, RatingRow};
+use crate::data::LabelKind;
 use crate::io::IoError;
+use crate::io::events::events_schema;
 use crate::io::items::write_item_table;
 use crate::io::parquet_file::{ParquetSink, ROW_GROUP_ROWS};
-
-/// `user_id: Int64, item_id: Int64, rating: Float32, timestamp: Int64`, none nullable.
-pub(super) fn ratings_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("user_id", DataType::Int64, false),
-        Field::new("item_id", DataType::Int64, false),
-        Field::new("rating", DataType::Float32, false),
-        Field::new("timestamp", DataType::Int64, false),
-    ]))
-}
 
 /// A ratings file written one row group at a time, so a 25M-rating release never sits in
 /// memory whole.
@@ -35,7 +27,7 @@ pub(super) struct RatingsWriter {
 
 impl RatingsWriter {
     pub(super) fn create(path: &Path) -> Result<Self, IoError> {
-        let schema = ratings_schema();
+        let schema = events_schema(LabelKind::Rating);
         Ok(Self {
             path: path.to_path_buf(),
             sink: ParquetSink::create(path, Arc::clone(&schema))?,
