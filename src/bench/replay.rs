@@ -559,6 +559,12 @@ mod tests {
         })
         .expect_err("0 workers");
         assert_eq!(err.to_string(), "--workers must be at least 1 (got 0)");
+        let err = bench_replay(ReplayBenchConfig {
+            processes: 0,
+            ..ReplayBenchConfig::new(10)
+        })
+        .expect_err("0 processes");
+        assert_eq!(err.to_string(), "--processes must be at least 1 (got 0)");
         let err = bench_replay(ReplayBenchConfig::new(0)).expect_err("0 events");
         assert_eq!(err.to_string(), "--events must be at least 1 (got 0)");
     }

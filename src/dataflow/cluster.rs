@@ -466,6 +466,19 @@ mod tests {
     }
 
     #[test]
+    fn a_taken_address_is_named() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let error = connect(&layout(0, &[port, free_port()], 7, 300), 1).unwrap_err();
+        assert!(
+            error.to_string().starts_with(&format!(
+                "cannot listen on 127.0.0.1:{port} for the other processes"
+            )),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn a_peer_of_another_pipeline_or_shape_is_refused() {
         let ports = [free_port(), free_port()];
         let zero = layout(0, &ports, 7, 5_000);

@@ -126,5 +126,11 @@ mod tests {
         std::fs::write(&file, "10.0.0.5:2101\n10.0.0.6\n").unwrap();
         let error = read_hostfile(&file, 2).unwrap_err().to_string();
         assert!(error.contains(":2: `10.0.0.6` is not host:port"), "{error}");
+        let missing = dir.path().join("nowhere");
+        let error = read_hostfile(&missing, 2).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("cannot read the hostfile {}", missing.display())),
+            "{error}"
+        );
     }
 }

@@ -79,7 +79,7 @@ use arrow::datatypes::DataType;
 use arrow::error::ArrowError;
 use parquet::errors::ParquetError;
 
-mod atomic;
+pub(crate) mod atomic;
 mod columns;
 pub mod embedding_cache;
 pub mod events;

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::plan::{StudyPlan, StudyRun};
 use super::run::StudyRunError;
+use crate::io::atomic::write_bytes_atomic;
 use crate::plan::ClusterPlan;
 
 /// How often a running process rewrites its status, and process 0 reads the others'.
@@ -116,13 +117,7 @@ impl Drop for Heartbeat {
 
 /// Writes `text` to `file` atomically (a reader never sees half of it).
 fn write_status(file: &Path, text: &str) -> Result<(), StudyRunError> {
-    let temporary = file.with_extension("writing");
-    std::fs::write(&temporary, text)
-        .and_then(|()| std::fs::rename(&temporary, file))
-        .map_err(|source| StudyRunError::Folder {
-            path: file.to_path_buf(),
-            source,
-        })
+    write_bytes_atomic(file, text.as_bytes()).map_err(StudyRunError::write)
 }
 
 /// Waits until every process but this one (process 0) says `done`; `say` reports progress.

@@ -279,6 +279,32 @@ fn cluster_settings_out_of_range_or_misplaced_are_refused_before_anything_runs()
         "{message}"
     );
 
+    for (set, expected) in [
+        (
+            ["cluster.processes=3", "cluster.port=65534"],
+            "ports 65534 to 65536 do not exist; choose a lower port",
+        ),
+        (
+            ["cluster.processes=2", "cluster.timeout_s=0"],
+            "the timeout must be a positive number of seconds, not 0",
+        ),
+        (
+            ["cluster.processes=0", "cluster.process=0"],
+            "a run needs at least 1 process",
+        ),
+    ] {
+        let output = recsift(&[
+            "validate",
+            "pipelines/quickstart.yaml",
+            "--set",
+            set[0],
+            "--set",
+            set[1],
+        ]);
+        assert_eq!(output.status.code(), Some(2));
+        assert!(stderr(&output).contains(expected), "{}", stderr(&output));
+    }
+
     let typo = recsift(&[
         "validate",
         "pipelines/quickstart.yaml",

@@ -10,6 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::{PIPELINE_FILE, PIPELINE_TEXT, ReplayBenchError};
+use crate::study::run::read_rounds;
 
 /// The replay on several processes, and whether it gave the one-process results.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -115,14 +116,11 @@ pub(super) fn replay_on_processes(
 
     let selections = std::fs::read(out.join("selections.parquet"))
         .map_err(|e| failed(format!("selections.parquet: {e}")))?;
-    let summary: serde_json::Value = std::fs::read_to_string(out.join("summary.json"))
-        .map_err(|e| e.to_string())
-        .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
-        .map_err(|e| failed(format!("summary.json: {e}")))?;
-    let rescored: u64 = summary["history"]
-        .as_array()
-        .map(|rounds| rounds.iter().filter_map(|r| r["rescored"].as_u64()).sum())
-        .unwrap_or_default();
+    let rescored: u64 = read_rounds(&out)
+        .map_err(|e| failed(e.to_string()))?
+        .iter()
+        .map(|r| r.rescored)
+        .sum();
     Ok(ClusterReplay {
         processes,
         workers,
