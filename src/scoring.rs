@@ -16,8 +16,8 @@
 //! over members.
 //!
 //! This module is pure arithmetic with a fixed summation order, so the incremental engine,
-//! the from-scratch reference and the metrics all compute bit-identical scores: a retraction
-//! in the dataflow cancels only if the old score is recomputed exactly.
+//! the from-scratch reference and the metrics all compute bit-identical scores, whichever
+//! worker computes them.
 //!
 //! ```
 //! use recsift::scoring::{Loss, RowLayout, ScoringHead};

@@ -12,7 +12,7 @@ use super::cluster::{self, Topology};
 use super::graph::Placement;
 use super::merge::UpdateMerger;
 use super::records::{ItemFact, LabelBits, PoolRecord, RoundTime};
-use super::side_table::{SharedTables, SideTables, VersionChange, VersionedHeads, VersionedRows};
+use super::side_table::{SharedTables, SideTables, VersionChange, VersionedRows};
 use super::worker::{
     Failure, RoundShare, WorkerCommand, WorkerContext, WorkerLink, WorkerReply, run_worker,
 };
@@ -28,8 +28,6 @@ pub struct ScoringEngine {
     time: RoundTime,
     tables: SharedTables,
     pool: PoolRegistry,
-    /// Head versions to feed in the next round (the first head, then changes).
-    pending_head: Vec<(u32, isize)>,
     commands: Vec<Sender<WorkerCommand>>,
     replies: Receiver<WorkerReply>,
     abort: Arc<AtomicBool>,
@@ -62,7 +60,8 @@ impl ScoringEngine {
         let tables = SharedTables::new(SideTables {
             users: VersionedRows::new(layout.row_len()),
             items: VersionedRows::new(layout.row_len()),
-            heads: VersionedHeads::new(head),
+            head,
+            full_pass: 0,
         });
         let (reply_sender, replies) = mpsc::channel();
         let mut commands = Vec::with_capacity(workers);
@@ -102,7 +101,6 @@ impl ScoringEngine {
             time: 0,
             tables,
             pool: PoolRegistry::default(),
-            pending_head: vec![(0, 1)],
             commands,
             replies,
             abort,
@@ -136,10 +134,10 @@ impl ScoringEngine {
         }
         self.check(&update)?;
         let pool_changes = self.pool.change(&update.remove, &update.insert)?;
-        let shares = self.version_and_share(update, pool_changes);
-        match self.run_round(shares) {
+        let full_pass = self.needs_full_pass(&update);
+        let shares = self.version_and_share(update, pool_changes, full_pass);
+        match self.run_round(shares, full_pass) {
             Ok(output) => {
-                self.tables.write().retire();
                 self.time += 1;
                 Ok(output)
             }
@@ -209,13 +207,27 @@ impl ScoringEngine {
         Ok(())
     }
 
+    /// Whether `update` re-scores every sample the cheapest way, in one pass over the held
+    /// states: it brings a new head, or its rows are read by more than
+    /// [`FULL_PASS_SHARE`] of the pool (counting a sample once per changed row it reads).
+    fn needs_full_pass(&self, update: &EngineUpdate) -> bool {
+        let read = self.pool.samples_reading(
+            update.user_rows.iter().map(|(user, _)| *user),
+            update.item_rows.iter().map(|(item, _)| *item),
+        );
+        update.head.is_some() || read as f64 > FULL_PASS_SHARE * self.pool.len as f64
+    }
+
     /// Versions the update's rows and head in the side tables and splits every input
     /// round-robin over the workers of every process, keeping this process's shares (every
-    /// process versions every row: the side tables are replicas).
+    /// process versions every row: the side tables are replicas). In a `full_pass` round,
+    /// rows that exist are replaced in place under their version: the dataflow sees no
+    /// change for them, and the score operator re-scores every sample it holds.
     fn version_and_share(
         &mut self,
         update: EngineUpdate,
         pool: Vec<(PoolSample, isize)>,
+        full_pass: bool,
     ) -> Vec<RoundShare> {
         let workers = self.topology.workers;
         let peers = self.topology.peers();
@@ -252,6 +264,9 @@ impl ScoringEngine {
         let mut k = 0;
         for (user, row) in &update.user_rows {
             let user = *user;
+            if full_pass && tables.users.overwrite(user, row) {
+                continue;
+            }
             let change = tables.users.set(user, row);
             for (version, m) in version_updates(change) {
                 if let Some(w) = local(k) {
@@ -262,6 +277,9 @@ impl ScoringEngine {
         }
         for (item, row) in &update.item_rows {
             let item = *item;
+            if full_pass && tables.items.overwrite(item, row) {
+                continue;
+            }
             let change = tables.items.set(item, row);
             for (version, m) in version_updates(change) {
                 if let Some(w) = local(k) {
@@ -273,13 +291,11 @@ impl ScoringEngine {
             }
         }
         if let Some(head) = update.head {
-            self.pending_head
-                .extend(version_updates(tables.heads.set(head)));
+            // Not an input of the dataflow: the full pass scores with it.
+            tables.head = head;
         }
-        // The head enters once, through the first worker of the first process.
-        let head = std::mem::take(&mut self.pending_head);
-        if let Some(w) = local(0) {
-            shares[w].head = head;
+        if full_pass {
+            tables.full_pass = tables.full_pass.wrapping_add(1);
         }
         for share in &mut shares {
             share.spare = self.merger.spare();
@@ -288,7 +304,11 @@ impl ScoringEngine {
     }
 
     /// Sends the shares, waits for one reply per worker, and merges the results.
-    fn run_round(&mut self, shares: Vec<RoundShare>) -> Result<RoundOutput, EngineError> {
+    fn run_round(
+        &mut self,
+        shares: Vec<RoundShare>,
+        full_pass: bool,
+    ) -> Result<RoundOutput, EngineError> {
         for (worker, (share, commands)) in shares.into_iter().zip(&self.commands).enumerate() {
             let command = WorkerCommand::Round {
                 time: self.time,
@@ -321,7 +341,7 @@ impl ScoringEngine {
             }
             return Err(cause);
         }
-        Ok(self.merger.merge(results))
+        Ok(self.merger.merge(results, full_pass))
     }
 
     /// Stops the workers: an orderly shutdown when healthy, an abort after a failure.
@@ -396,7 +416,7 @@ fn check_head_offsets(head: &ScoringHead) -> Result<(), EngineError> {
 }
 
 /// The `-old +new` updates of a version change.
-fn version_updates(change: VersionChange<u32>) -> impl Iterator<Item = (u32, isize)> {
+fn version_updates(change: VersionChange) -> impl Iterator<Item = (u32, isize)> {
     change
         .old
         .map(|old| (old, -1))
@@ -420,11 +440,22 @@ fn root_cause(mut failures: Vec<(usize, Failure)>) -> EngineError {
     }
 }
 
+/// The share of the pool whose samples read changed rows above which a round re-scores
+/// every sample in one pass instead of re-keying those samples through the joins. Measured
+/// with `recsift bench rescore` at 10M samples (`docs/benchmarks.md`, "Dense changes"): a
+/// sample re-keyed through the joins costs about 6x a sample re-scored in a full pass, so
+/// the joins lose above ~16% of the pool.
+const FULL_PASS_SHARE: f64 = 0.15;
+
 /// Which samples are in the pool, as inserted, to validate removals: 12 bytes per sample
-/// index up to the largest one seen.
+/// index up to the largest one seen; and how many samples each user and item has in it.
 #[derive(Debug, Default)]
 struct PoolRegistry {
     slots: Vec<PoolSlot>,
+    per_user: Vec<u32>,
+    per_item: Vec<u32>,
+    /// Samples in the pool.
+    len: u64,
 }
 
 /// A sample's `(user, item, label)`; `item == u32::MAX` means "not in the pool".
@@ -468,7 +499,37 @@ impl PoolRegistry {
         if self.slots.len() <= index {
             self.slots.resize(index + 1, PoolSlot::VACANT);
         }
-        self.slots[index] = slot;
+        let old = std::mem::replace(&mut self.slots[index], slot);
+        if old != PoolSlot::VACANT {
+            self.per_user[old.user as usize] -= 1;
+            self.per_item[old.item as usize] -= 1;
+            self.len -= 1;
+        }
+        if slot != PoolSlot::VACANT {
+            for (counts, id) in [
+                (&mut self.per_user, slot.user),
+                (&mut self.per_item, slot.item),
+            ] {
+                if counts.len() <= id as usize {
+                    counts.resize(id as usize + 1, 0);
+                }
+                counts[id as usize] += 1;
+            }
+            self.len += 1;
+        }
+    }
+
+    /// Samples in the pool that read one of `users`' or `items`' rows, counting a sample
+    /// once per such row.
+    fn samples_reading(
+        &self,
+        users: impl Iterator<Item = UserIdx>,
+        items: impl Iterator<Item = ItemIdx>,
+    ) -> u64 {
+        let count =
+            |counts: &[u32], id: u32| u64::from(counts.get(id as usize).copied().unwrap_or(0));
+        users.map(|u| count(&self.per_user, u)).sum::<u64>()
+            + items.map(|i| count(&self.per_item, i)).sum::<u64>()
     }
 
     /// Applies removals, then insertions, returning the pool's `(sample, ±1)` changes; on

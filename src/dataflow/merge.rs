@@ -1,55 +1,52 @@
-//! The driver's last step of a round: the workers' score updates, consolidated and put in an
-//! order that does not depend on the number of workers, `(user, sample, diff, state)`.
+//! The driver's last step of a round: the workers' score updates, put in an order that does
+//! not depend on the number of workers, `(user, sample)`.
 //!
-//! A round that changes 1% of 10M samples' user rows returns ~200k updates, so this is on
-//! the engine's critical path. The order is chosen to be the one the workers already
-//! produce: each worker's last join emits its matches key by key, and its key is the user, so
-//! a worker's buffer is (almost always) sorted by `(user, sample)` already. The merge checks
-//! that in one sequential pass (sorting a buffer only if it is not), then walks the workers'
-//! buffers side by side, like the merge step of a merge sort, so every record is read once,
-//! in order. Ordering by sample instead cost a sort of ~200k 48-byte records, most of it
-//! spent waiting for memory (10% of a 10M-sample update); see `docs/benchmarks.md (scale section)`.
-//! Only a sample with several updates (usually one retraction and one insertion) is
-//! consolidated among its own.
+//! Every sample is scored by one worker only (the last join is keyed by user), and that
+//! worker hands at most one change per sample, in `(user, sample)` order
+//! (`held_states.rs`). So the merge only interleaves the workers' buffers, like the merge
+//! step of a merge sort, reading every record once, in order; with one worker it is a copy.
+//! A buffer out of order (in a cluster, the first worker of a process also receives the
+//! other processes' changes, interleaved with its own) is sorted first. Ordering by sample instead
+//! cost a sort of ~200k 48-byte records per update, most of it spent waiting for memory
+//! (10% of a 10M-sample update); see `docs/benchmarks.md (scale section)`.
 //!
 //! The emptied buffers are handed back to the workers for later rounds, so collecting
 //! allocates nothing once they have grown, unless a round was so large (a first round, a
 //! head change) that keeping its buffers would pin their memory.
 
-use super::graph::CollectedUpdate;
-use super::records::{Multiplicity, StateRecord};
+use super::records::{StateChange, StateRecord};
 use super::worker::RoundResult;
 use super::{RoundOutput, SampleState, ScoreUpdate};
 use crate::data::{SampleIdx, UserIdx};
 
-/// Buffers with room for more than this many updates (48 bytes each) are not kept.
+/// Buffers with room for more than this many changes (40 bytes each) are not kept.
 const KEEP_CAPACITY_LIMIT: usize = 1 << 19;
 
 /// The order of the output, across samples.
-fn order_key(update: &CollectedUpdate) -> (UserIdx, SampleIdx) {
-    (update.1.user, update.0)
+fn order_key(change: &StateChange) -> (UserIdx, SampleIdx) {
+    (change.user, change.sample)
 }
 
 /// Merges rounds' worker results; holds the emptied buffers between rounds.
 #[derive(Debug, Default)]
 pub(crate) struct UpdateMerger {
-    spares: Vec<Vec<CollectedUpdate>>,
+    spares: Vec<Vec<StateChange>>,
 }
 
 impl UpdateMerger {
     /// An empty buffer for a worker to collect its next round's updates in.
-    pub(crate) fn spare(&mut self) -> Vec<CollectedUpdate> {
+    pub(crate) fn spare(&mut self) -> Vec<StateChange> {
         self.spares.pop().unwrap_or_default()
     }
 
-    /// Consolidates the workers' results into the round's output.
-    pub(crate) fn merge(&mut self, results: Vec<RoundResult>) -> RoundOutput {
+    /// Puts the workers' results together into the round's output.
+    pub(crate) fn merge(&mut self, results: Vec<RoundResult>, full_pass: bool) -> RoundOutput {
         let mut rescored = 0;
-        let mut retracted = 0;
+        let mut removed = 0;
         let mut buffers = Vec::with_capacity(results.len());
         for mut result in results {
-            rescored += result.inserted;
-            retracted += result.retracted;
+            rescored += result.set;
+            removed += result.removed;
             if !result.updates.is_sorted_by_key(order_key) {
                 result.updates.sort_by_key(order_key);
             }
@@ -62,64 +59,50 @@ impl UpdateMerger {
         RoundOutput {
             updates,
             rescored,
-            retracted,
+            removed,
+            full_pass,
         }
     }
 }
 
-/// The output updates of buffers each sorted by [`order_key`]: each sample's updates
-/// consolidated and ordered by `(diff, state)`, retractions first.
-fn merge_sorted(buffers: &[Vec<CollectedUpdate>]) -> Vec<ScoreUpdate> {
+/// The output updates of buffers each sorted by [`order_key`], interleaved in that order.
+fn merge_sorted(buffers: &[Vec<StateChange>]) -> Vec<ScoreUpdate> {
     let mut updates = Vec::with_capacity(buffers.iter().map(Vec::len).sum());
+    if let [only] = buffers {
+        updates.extend(only.iter().map(score_update));
+        return updates;
+    }
     let mut heads = vec![0usize; buffers.len()];
-    let mut group: Vec<(StateRecord, Multiplicity)> = Vec::new();
     loop {
         let next = buffers
             .iter()
             .zip(&heads)
-            .filter_map(|(buffer, &head)| buffer.get(head).map(order_key))
+            .enumerate()
+            .filter_map(|(b, (buffer, &head))| buffer.get(head).map(|u| (order_key(u), b)))
             .min();
-        let Some(key) = next else {
+        let Some((_, b)) = next else {
             return updates;
         };
-        group.clear();
-        for (buffer, head) in buffers.iter().zip(&mut heads) {
-            while let Some(update) = buffer.get(*head).filter(|u| order_key(u) == key) {
-                group.push((update.1, update.2));
-                *head += 1;
-            }
-        }
-        if group.len() > 1 {
-            group.sort_unstable_by_key(|&(state, _)| state);
-            consolidate(&mut group);
-            group.sort_unstable_by_key(|&(state, m)| (m, state));
-        }
-        updates.extend(group.iter().map(|&(state, m)| ScoreUpdate {
-            sample: key.1,
-            state: sample_state(&state),
-            diff: m as i64,
-        }));
+        updates.push(score_update(&buffers[b][heads[b]]));
+        heads[b] += 1;
     }
 }
 
 /// Keeps an emptied buffer for a later round unless it is large.
-fn keep(mut buffer: Vec<CollectedUpdate>, spares: &mut Vec<Vec<CollectedUpdate>>) {
+fn keep(mut buffer: Vec<StateChange>, spares: &mut Vec<Vec<StateChange>>) {
     if buffer.capacity() > 0 && buffer.capacity() <= KEEP_CAPACITY_LIMIT {
         buffer.clear();
         spares.push(buffer);
     }
 }
 
-/// Adds up the multiplicities of equal adjacent states and drops those that cancel.
-fn consolidate(group: &mut Vec<(StateRecord, Multiplicity)>) {
-    group.dedup_by(|later, kept| {
-        let same = later.0 == kept.0;
-        if same {
-            kept.1 += later.1;
-        }
-        same
-    });
-    group.retain(|&(_, m)| m != 0);
+/// The public form of a state change.
+fn score_update(change: &StateChange) -> ScoreUpdate {
+    ScoreUpdate {
+        user: change.user,
+        sample: change.sample,
+        state: change.state.as_ref().map(sample_state),
+    }
 }
 
 /// The public form of a state record.
@@ -137,64 +120,60 @@ fn sample_state(record: &StateRecord) -> SampleState {
 mod tests {
     use super::*;
 
-    fn state(prediction: f32) -> StateRecord {
-        StateRecord {
-            user: 0,
-            item: 0,
-            prediction: prediction.to_bits(),
-            variance: 0,
-            loss: None,
-            item_labels: 0,
-            item_entropy: 0,
+    fn change(user: u32, sample: u32, prediction: Option<f32>) -> StateChange {
+        StateChange {
+            user,
+            sample,
+            state: prediction.map(|p| StateRecord {
+                user,
+                item: 0,
+                prediction: p.to_bits(),
+                variance: 0,
+                loss: None,
+                item_labels: 0,
+                item_entropy: 0,
+            }),
         }
     }
 
+    fn described(output: &RoundOutput) -> Vec<(u32, u32, Option<f32>)> {
+        output
+            .updates
+            .iter()
+            .map(|u| (u.user, u.sample, u.state.map(|s| s.score.prediction)))
+            .collect()
+    }
+
     #[test]
-    fn merge_consolidates_and_orders_retractions_first() {
+    fn merge_interleaves_the_buffers_by_user_and_sample() {
         let results = vec![
             RoundResult {
-                updates: vec![(2, state(1.0), 1), (1, state(5.0), 1), (1, state(3.0), -1)],
-                inserted: 2,
-                retracted: 1,
+                updates: vec![change(0, 1, Some(5.0)), change(2, 0, None)],
+                set: 1,
+                removed: 1,
             },
             RoundResult {
-                updates: vec![(2, state(1.0), -1), (0, state(2.0), 1)],
-                inserted: 1,
-                retracted: 1,
+                updates: vec![change(0, 3, Some(2.0)), change(1, 2, Some(1.0))],
+                set: 2,
+                removed: 0,
             },
         ];
         let mut merger = UpdateMerger::default();
-        let output = merger.merge(results);
-        let got: Vec<(u32, f32, i64)> = output
-            .updates
-            .iter()
-            .map(|u| (u.sample, u.state.score.prediction, u.diff))
-            .collect();
-        assert_eq!(got, vec![(0, 2.0, 1), (1, 3.0, -1), (1, 5.0, 1)]);
-        assert_eq!((output.rescored, output.retracted), (3, 2));
+        let output = merger.merge(results, false);
+        assert_eq!(
+            described(&output),
+            vec![
+                (0, 1, Some(5.0)),
+                (0, 3, Some(2.0)),
+                (1, 2, Some(1.0)),
+                (2, 0, None)
+            ]
+        );
+        assert_eq!((output.rescored, output.removed), (3, 1));
         // Both buffers are kept for later rounds, emptied.
         let spares = [merger.spare(), merger.spare(), merger.spare()];
         assert!(spares[..2].iter().all(|b| b.is_empty() && b.capacity() > 0));
         assert_eq!(spares[2].capacity(), 0);
-    }
-
-    /// A reference order: every update sorted by `(user, sample, state)`, consolidated,
-    /// then by `(user, sample, diff, state)`.
-    fn reference(updates: &[CollectedUpdate]) -> Vec<(u32, u32, u32, i64)> {
-        let mut all = updates.to_vec();
-        all.sort_by_key(|&(sample, state, _)| (state.user, sample, state));
-        let mut out: Vec<CollectedUpdate> = Vec::new();
-        for (sample, state, m) in all {
-            match out.last_mut() {
-                Some(last) if last.0 == sample && last.1 == state => last.2 += m,
-                _ => out.push((sample, state, m)),
-            }
-        }
-        out.retain(|u| u.2 != 0);
-        out.sort_by_key(|&(sample, state, m)| (state.user, sample, m, state));
-        out.iter()
-            .map(|&(sample, state, m)| (state.user, sample, state.prediction, m as i64))
-            .collect()
     }
 
     #[test]
@@ -206,44 +185,36 @@ mod tests {
             seed ^= seed << 17;
             seed % below
         };
-        for (n, keys) in [
-            (3usize, 2u64),
-            (5000, 40),
-            (40_000, 1 << 20),
-            (20_000, 1 << 32),
-        ] {
-            let updates: Vec<CollectedUpdate> = (0..n)
-                .map(|_| {
-                    let m = if next(2) == 0 { -1 } else { 1 };
-                    let mut record = state(next(3) as f32);
-                    record.user = next(keys.min(100)) as u32;
-                    (next(keys) as u32, record, m)
+        for (samples, users) in [(3u32, 2u64), (5000, 40), (40_000, 1 << 20)] {
+            let changes: Vec<StateChange> = (0..samples)
+                .map(|sample| {
+                    let prediction = (next(4) > 0).then(|| next(3) as f32);
+                    change(next(users) as u32, sample, prediction)
                 })
                 .collect();
-            let expected = reference(&updates);
+            let mut expected = changes.clone();
+            expected.sort_by_key(order_key);
             for workers in [1, 3] {
-                // Unsorted buffers, and buffers sorted as workers send them.
-                for presorted in [false, true] {
+                // Buffers in order, as workers send them, and out of order.
+                for presorted in [true, false] {
                     let mut results: Vec<RoundResult> =
                         (0..workers).map(|_| RoundResult::default()).collect();
-                    for (k, update) in updates.iter().enumerate() {
-                        results[k % workers].updates.push(*update);
+                    for change in &changes {
+                        results[change.sample as usize % workers]
+                            .updates
+                            .push(*change);
                     }
                     if presorted {
                         for result in &mut results {
                             result.updates.sort_by_key(order_key);
                         }
                     }
-                    let got: Vec<(u32, u32, u32, i64)> = UpdateMerger::default()
-                        .merge(results)
-                        .updates
-                        .iter()
-                        .map(|u| {
-                            let prediction = u.state.score.prediction.to_bits();
-                            (u.state.user, u.sample, prediction, u.diff)
-                        })
-                        .collect();
-                    assert_eq!(got, expected, "{n} updates over {workers} worker(s)");
+                    let got = UpdateMerger::default().merge(results, false);
+                    let want: Vec<ScoreUpdate> = expected.iter().map(score_update).collect();
+                    assert_eq!(
+                        got.updates, want,
+                        "{samples} samples over {workers} worker(s)"
+                    );
                 }
             }
         }

@@ -11,7 +11,8 @@
 //! [`ScoringHead`](crate::scoring::ScoringHead), then calls [`ScoringEngine::apply`] once per round with what changed:
 //! samples entering or leaving the pool, user and item scoring rows that were (re)set, newly
 //! labelled events, and, when a parameter shared by every sample changed, the new head. Each
-//! call returns the changes to the per-sample states, as `-old +new` diffs:
+//! call returns the changes to the per-sample states: each changed sample's new state, or
+//! `None` for a sample that has no state any more:
 //!
 //! ```
 //! use recsift::dataflow::{EngineUpdate, PoolSample, ScoringEngine};
@@ -28,24 +29,32 @@
 //!     ..EngineUpdate::default()
 //! })?;
 //! assert_eq!(first.updates.len(), 1);
-//! assert_eq!(first.updates[0].state.score.prediction, 4.0); // 3 + 0.5 + 0 + 1 * 0.5
+//! let state = first.updates[0].state.expect("sample 0 has a state");
+//! assert_eq!(state.score.prediction, 4.0); // 3 + 0.5 + 0 + 1 * 0.5
 //!
-//! // A new user row: the sample's old state is retracted, its new one inserted.
+//! // A new user row: the sample's state is replaced.
 //! let second = engine.apply(EngineUpdate {
 //!     user_rows: vec![(0, vec![0.0, 1.0, 0.0])],
 //!     ..EngineUpdate::default()
 //! })?;
-//! let diffs: Vec<(f32, i64)> =
-//!     second.updates.iter().map(|u| (u.state.score.prediction, u.diff)).collect();
-//! assert_eq!(diffs, vec![(4.0, -1), (3.5, 1)]);
-//! assert_eq!((second.rescored, second.retracted), (1, 1));
+//! let predictions: Vec<Option<f32>> =
+//!     second.updates.iter().map(|u| u.state.map(|s| s.score.prediction)).collect();
+//! assert_eq!(predictions, vec![Some(3.5)]);
+//!
+//! // The sample leaves the pool: it has no state any more.
+//! let third = engine.apply(EngineUpdate {
+//!     remove: vec![PoolSample { sample: 0, user: 0, item: 0, label: Some(4.0) }],
+//!     ..EngineUpdate::default()
+//! })?;
+//! assert_eq!(third.updates[0].state, None);
+//! assert_eq!((third.rescored, third.removed), (0, 1));
 //! engine.finish()?;
 //! # Ok::<(), recsift::dataflow::EngineError>(())
 //! ```
 //!
 //! A sample has a state exactly while it is in the pool and both its user row and its item
-//! row exist. Rows are *set*: the engine remembers the previous row of every id and retracts
-//! the scores computed from it.
+//! row exist. Rows are *set*: a new row of an id replaces its previous one, and every sample
+//! scored from it is re-scored.
 //!
 //! # How it works
 //!
@@ -53,12 +62,15 @@
 //! Collections carry ids and *row versions* only, never row floats: the floats live in
 //! versioned side tables (`side_table.rs`) shared by the workers, and the score operator
 //! reads the rows at the versions that the joins brought together. A changed row gets a new
-//! version; its old version stays readable until the round that retracted its scores has
-//! completed, because a retraction cancels only if the old score is recomputed bit for bit.
-//! Item statistics (label count and entropy) are a reduce per item over its labelled
-//! events, joined on the item side, so a new label re-keys only that item's samples. A head
-//! change is a new version of a one-record `head` collection joined with every item side: it
-//! re-scores every sample, honestly.
+//! version, which re-keys exactly the samples that read it. Item statistics (label count and
+//! entropy) are a reduce per item over its labelled events, joined on the item side, so a
+//! new label re-keys only that item's samples.
+//!
+//! The score operator remembers each sample's task and score (`held_states.rs`, about 50
+//! bytes a sample): a changed task is scored anew and its old state is simply replaced,
+//! never recomputed, and a head change, which touches every sample, is no record in the
+//! dataflow at all: the operator sees the head's version move and re-scores every sample it
+//! holds in one pass, the work of a plain loop over the pool.
 //!
 //! The workers run in their own threads (`timely::execute` with a configuration built from
 //! the `workers` argument) and talk to the caller over channels: `apply` hands each worker a
@@ -73,14 +85,12 @@
 //! - The pool meets the item side first and the user rows last: a training step changes a
 //!   few user rows most often, and then only the last join runs.
 //! - The score is computed by an operator right after the last join
-//!   (`operators/score.rs`), not inside the join's closure: it takes the side
-//!   tables' read lock once per batch instead of once per score. The joins do not
-//!   consolidate their output (sorting every round's tasks cost ~15% of an update); the
-//!   arrangements downstream of the first two consolidate anyway, and a score task that
-//!   would have cancelled (rare: a sample's pending record and its user row changing in the
-//!   same round) is scored and then cancelled by the driver's merge.
-//! - [`RoundOutput`] counts new scores (`rescored`) and the old scores recomputed to
-//!   retract them (`retracted`) separately; a changed user row costs one of each per sample.
+//!   (`operators/score.rs`), not inside the join's closure: it gathers the round's task
+//!   changes, consolidates them (they arrive almost sorted, so this is nearly linear; a
+//!   task that cancels is never scored) and takes the side tables' read lock once per
+//!   round.
+//! - The output is one change per changed sample (its new state, or none), not a
+//!   retraction and an insertion: half the records to hand over, merge and apply.
 //! - The driver keeps 12 bytes per sample index (user, item, label) to check that a
 //!   removal repeats its insertion; a wrong removal would otherwise corrupt the pool silently.
 //!
@@ -101,6 +111,7 @@
 mod cluster;
 mod engine;
 mod graph;
+mod held_states;
 mod merge;
 mod operators;
 mod records;
@@ -164,30 +175,33 @@ pub struct EngineUpdate {
     pub head: Option<crate::scoring::ScoringHead>,
 }
 
-/// One change to a sample's state: `diff` is `-1` for a state retracted, `+1` for a state
-/// inserted.
+/// One change to a sample's state.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ScoreUpdate {
+    /// The sample's user.
+    pub user: UserIdx,
     /// The sample.
     pub sample: SampleIdx,
-    /// Its state before (retraction) or after (insertion) the round.
-    pub state: SampleState,
-    /// `-1` or `+1`.
-    pub diff: i64,
+    /// Its state after the round, replacing any it had; `None` when it has no state any
+    /// more (it left the pool).
+    pub state: Option<SampleState>,
 }
 
 /// What one round changed.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RoundOutput {
-    /// The state changes, consolidated (a state that did not change does not appear), sorted
-    /// by `(user, sample, diff)`: a sample's changes are adjacent, its retraction before its
-    /// insertion. (User first because the workers produce their changes in that order, so
-    /// the merge need not sort them; see `merge.rs`.)
+    /// The state changes, at most one per sample (a state that did not change does not
+    /// appear), sorted by `(user, sample)`. (User first because the workers produce their
+    /// changes in that order, so the merge need not sort them; see `merge.rs`.)
     pub updates: Vec<ScoreUpdate>,
-    /// New scores computed this round (each a call of `ScoringHead::score`).
+    /// States set this round (each a new score from `ScoringHead::score`).
     pub rescored: u64,
-    /// Old scores recomputed this round to retract them.
-    pub retracted: u64,
+    /// States removed this round.
+    pub removed: u64,
+    /// Whether the round re-scored every sample in one pass over the held states (a new
+    /// head, or changed rows read by most of the pool) rather than only the samples whose
+    /// rows changed. The output is the same either way; only the cost differs.
+    pub full_pass: bool,
 }
 
 /// Which table a row belongs to, in error messages.

@@ -15,8 +15,8 @@ pub(crate) type RoundTime = u64;
 pub(crate) type Multiplicity = isize;
 /// Version of one user's or one item's scoring row; bumped on every change of that row.
 pub(crate) type RowVersion = u32;
-/// Version of the scoring head (the parameters shared by every sample).
-pub(crate) type HeadVersion = u32;
+/// Counts the rounds in which the score operator re-scored every sample it holds.
+pub(crate) type FullPass = u32;
 
 /// An optional label carried as its bit pattern. Labels are validated to be finite, so the
 /// NaN pattern [`LabelBits::ABSENT`] is free to mean "no label".
@@ -82,15 +82,6 @@ pub(crate) struct ItemSide {
     pub entropy: u32,
 }
 
-/// The item side together with the head version it is scored under.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub(crate) struct HeadedItemSide {
-    /// Row version and label statistics of the item.
-    pub side: ItemSide,
-    /// Version of the scoring head.
-    pub head: HeadVersion,
-}
-
 /// A pool sample joined with its item side, keyed by its user and waiting for the user row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub(crate) struct PendingScore {
@@ -101,11 +92,11 @@ pub(crate) struct PendingScore {
     /// Its label, if known.
     pub label: LabelBits,
     /// The item side the sample was joined with.
-    pub item_side: HeadedItemSide,
+    pub item_side: ItemSide,
 }
 
-/// Everything one score needs, by reference: the sample, and its user row, item row and head
-/// at the versions the join brought together.
+/// Everything one score needs, by reference: the sample, and its user row and item row at the
+/// versions the joins brought together (the head is the live one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub(crate) struct ScoreTask {
     /// The sample's index.
@@ -118,8 +109,8 @@ pub(crate) struct ScoreTask {
     pub item: ItemIdx,
     /// Its label, if known.
     pub label: LabelBits,
-    /// The item side (row version, statistics) and head version.
-    pub item_side: HeadedItemSide,
+    /// The item side (row version, statistics).
+    pub item_side: ItemSide,
 }
 
 /// A sample's maintained state as the dataflow carries it (floats as bits).
@@ -150,8 +141,8 @@ impl StateRecord {
             prediction: score.prediction.to_bits(),
             variance: score.variance.to_bits(),
             loss: score.loss.map(f32::to_bits),
-            item_labels: task.item_side.side.labels,
-            item_entropy: task.item_side.side.entropy,
+            item_labels: task.item_side.labels,
+            item_entropy: task.item_side.entropy,
         }
     }
 
@@ -163,6 +154,18 @@ impl StateRecord {
             loss: self.loss.map(f32::from_bits),
         }
     }
+}
+
+/// A change to one sample's state, as the score operator hands it over: its new state, or
+/// none when it has no state any more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub(crate) struct StateChange {
+    /// The sample's user (first: the output is ordered by user, then sample).
+    pub user: UserIdx,
+    /// The sample.
+    pub sample: SampleIdx,
+    /// Its new state; `None` when it left the pool.
+    pub state: Option<StateRecord>,
 }
 
 /// Shannon entropy, in bits, of a distribution given by positive counts (0 for no counts).

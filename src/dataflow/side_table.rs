@@ -1,37 +1,36 @@
-//! Versioned side tables: the floats of scoring rows and heads, looked up by `(id, version)`.
+//! Versioned side tables: the floats of scoring rows, looked up by `(id, version)`, and the
+//! scoring head.
 //!
 //! The dataflow carries only ids and versions; the scoring operator reads the floats here. A
-//! row that changes in round `t` keeps its previous version (*retiring*) until round `t` has
-//! completed, because the dataflow retracts the old scores in round `t` by recomputing them
-//! from the old row, bit for bit. The driver then drops the retiring versions
-//! ([`SideTables::retire`]).
+//! row that changes gets a new version, so that the joins re-key the samples that read it;
+//! only the live version is kept, because the operator never recomputes an old score (it
+//! remembers each sample's state, `held_states.rs`). In a round that re-scores every sample
+//! anyway (a new head, or rows read by most of the pool), rows are replaced in place under
+//! their version and the `full_pass` counter moves instead.
 //!
 //! Concurrency protocol: only the driver writes, and only between rounds, while every worker
 //! is waiting for its next command; workers read during a round.
 
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::records::{HeadVersion, RowVersion};
+use super::records::{FullPass, RowVersion};
 use crate::scoring::ScoringHead;
 
 /// How a row changed: the version it replaced (if it existed) and its new version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct VersionChange<V> {
+pub(crate) struct VersionChange {
     /// The version whose records the dataflow must retract.
-    pub old: Option<V>,
+    pub old: Option<RowVersion>,
     /// The version the dataflow must insert.
-    pub new: V,
+    pub new: RowVersion,
 }
 
 /// The version of an id that has no row.
 const ABSENT: RowVersion = RowVersion::MAX;
-/// "No retiring version" in [`VersionedRows::retiring_of`].
-const NOT_RETIRING: u32 = u32::MAX;
 
-/// Rows of one side (users or items), indexed by their dense id, in flat tables: the live
-/// rows side by side (`row_len` floats per id) with a version per id, and the versions
-/// replaced this round in a small table of their own. Setting and retiring rows allocates
-/// nothing once the tables have grown, and a lookup is two independent reads.
+/// Rows of one side (users or items), indexed by their dense id, in one flat table
+/// (`row_len` floats per id) with a version per id. Setting rows allocates nothing once the
+/// table has grown, and a lookup is two independent reads.
 #[derive(Debug)]
 pub(crate) struct VersionedRows {
     row_len: usize,
@@ -39,12 +38,6 @@ pub(crate) struct VersionedRows {
     values: Vec<f32>,
     /// Live version per id ([`ABSENT`] for none).
     versions: Vec<RowVersion>,
-    /// Per id, its entry in `retiring` ([`NOT_RETIRING`] for none).
-    retiring_of: Vec<u32>,
-    /// Rows replaced this round: `(id, version)`, the floats of entry `k` at
-    /// `retiring_values[k * row_len..]`.
-    retiring: Vec<(u32, RowVersion)>,
-    retiring_values: Vec<f32>,
 }
 
 impl VersionedRows {
@@ -54,9 +47,6 @@ impl VersionedRows {
             row_len,
             values: Vec::new(),
             versions: Vec::new(),
-            retiring_of: Vec::new(),
-            retiring: Vec::new(),
-            retiring_values: Vec::new(),
         }
     }
 
@@ -65,127 +55,62 @@ impl VersionedRows {
         if self.versions.len() < ids {
             self.values.resize(ids * self.row_len, 0.0);
             self.versions.resize(ids, ABSENT);
-            self.retiring_of.resize(ids, NOT_RETIRING);
         }
     }
 
-    /// Sets the row of `id` to `values` (`row_len` long), keeping the replaced version until
-    /// [`Self::retire`].
+    /// Sets the row of `id` to `values` (`row_len` long) under a new version.
     ///
     /// At most one change per id per round: the driver rejects duplicates before calling.
-    pub(crate) fn set(&mut self, id: u32, values: &[f32]) -> VersionChange<RowVersion> {
+    pub(crate) fn set(&mut self, id: u32, values: &[f32]) -> VersionChange {
         debug_assert_eq!(values.len(), self.row_len);
         let index = id as usize;
         self.reserve_ids(index + 1);
-        debug_assert_eq!(
-            self.retiring_of[index], NOT_RETIRING,
-            "row {id} changed twice in one round"
-        );
         let old = self.versions[index];
-        let at = index * self.row_len;
-        let live = &mut self.values[at..at + self.row_len];
         let change = if old == ABSENT {
             VersionChange { old: None, new: 0 }
         } else {
-            self.retiring_of[index] = self.retiring.len() as u32;
-            self.retiring.push((id, old));
-            self.retiring_values.extend_from_slice(live);
-            // Versions cycle through 0..ABSENT: a retired version is long gone when its
-            // number comes round again.
+            // Versions cycle through 0..ABSENT: an old version is long gone from the
+            // dataflow when its number comes round again.
             let next = old.wrapping_add(1);
             VersionChange {
                 old: Some(old),
                 new: if next == ABSENT { 0 } else { next },
             }
         };
-        live.copy_from_slice(values);
+        let at = index * self.row_len;
+        self.values[at..at + self.row_len].copy_from_slice(values);
         self.versions[index] = change.new;
         change
     }
 
-    /// The floats of `id` at `version`, if that version is live or retiring.
+    /// Replaces the floats of `id`'s live row in place, keeping its version, so that the
+    /// dataflow sees no change (the round re-scores every sample in a full pass instead);
+    /// whether `id` had a row.
+    pub(crate) fn overwrite(&mut self, id: u32, values: &[f32]) -> bool {
+        debug_assert_eq!(values.len(), self.row_len);
+        let index = id as usize;
+        if self.versions.get(index).is_none_or(|&v| v == ABSENT) {
+            return false;
+        }
+        let at = index * self.row_len;
+        self.values[at..at + self.row_len].copy_from_slice(values);
+        true
+    }
+
+    /// The floats of `id`, if its live version is `version`.
     pub(crate) fn get(&self, id: u32, version: RowVersion) -> Option<&[f32]> {
         let index = id as usize;
-        if *self.versions.get(index)? == version {
-            let at = index * self.row_len;
-            return Some(&self.values[at..at + self.row_len]);
-        }
-        let entry = self.retiring_of[index];
-        if entry == NOT_RETIRING || self.retiring[entry as usize].1 != version {
+        if *self.versions.get(index)? != version {
             return None;
         }
-        let at = entry as usize * self.row_len;
-        Some(&self.retiring_values[at..at + self.row_len])
+        let at = index * self.row_len;
+        Some(&self.values[at..at + self.row_len])
     }
 
-    /// Whether `id` has a live row.
-    #[cfg(test)]
-    pub(crate) fn contains(&self, id: u32) -> bool {
-        self.versions.get(id as usize).is_some_and(|&v| v != ABSENT)
-    }
-
-    /// Drops every retiring version: the round that retracted them has completed.
-    pub(crate) fn retire(&mut self) {
-        for &(id, _) in &self.retiring {
-            self.retiring_of[id as usize] = NOT_RETIRING;
-        }
-        self.retiring.clear();
-        self.retiring_values.clear();
-    }
-
-    /// Versions currently held (live and retiring), for tests of the garbage collection.
+    /// Ids with a live row, for tests.
     #[cfg(test)]
     pub(crate) fn held_versions(&self) -> usize {
-        self.versions.iter().filter(|&&v| v != ABSENT).count() + self.retiring.len()
-    }
-}
-
-/// The scoring head with its version, and the version it replaced this round.
-#[derive(Debug)]
-pub(crate) struct VersionedHeads {
-    live: (HeadVersion, ScoringHead),
-    retiring: Option<(HeadVersion, ScoringHead)>,
-}
-
-impl VersionedHeads {
-    /// The first head, at version 0.
-    pub(crate) fn new(head: ScoringHead) -> Self {
-        Self {
-            live: (0, head),
-            retiring: None,
-        }
-    }
-
-    /// The live head.
-    #[cfg(test)]
-    pub(crate) fn live(&self) -> &ScoringHead {
-        &self.live.1
-    }
-
-    /// Replaces the head, keeping the old one until [`Self::retire`].
-    pub(crate) fn set(&mut self, head: ScoringHead) -> VersionChange<HeadVersion> {
-        let new = self.live.0.wrapping_add(1);
-        let old = std::mem::replace(&mut self.live, (new, head));
-        let change = VersionChange {
-            old: Some(old.0),
-            new,
-        };
-        self.retiring = Some(old);
-        change
-    }
-
-    /// The head at `version`, if live or retiring.
-    pub(crate) fn get(&self, version: HeadVersion) -> Option<&ScoringHead> {
-        [Some(&self.live), self.retiring.as_ref()]
-            .into_iter()
-            .flatten()
-            .find(|(v, _)| *v == version)
-            .map(|(_, head)| head)
-    }
-
-    /// Drops the retiring head.
-    pub(crate) fn retire(&mut self) {
-        self.retiring = None;
+        self.versions.iter().filter(|&&v| v != ABSENT).count()
     }
 }
 
@@ -196,17 +121,12 @@ pub(crate) struct SideTables {
     pub users: VersionedRows,
     /// Item rows.
     pub items: VersionedRows,
-    /// Scoring heads.
-    pub heads: VersionedHeads,
-}
-
-impl SideTables {
-    /// Drops every version retracted by the round that just completed.
-    pub(crate) fn retire(&mut self) {
-        self.users.retire();
-        self.items.retire();
-        self.heads.retire();
-    }
+    /// The scoring head.
+    pub head: ScoringHead,
+    /// Moves for every round in which each held sample must be re-scored (a new head, or
+    /// rows replaced in place): the score operator compares it with the pass its scores
+    /// were computed in.
+    pub full_pass: FullPass,
 }
 
 /// The side tables shared by the driver (writer) and the workers (readers).
@@ -238,12 +158,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_changed_row_keeps_its_old_version_until_retired() {
+    fn a_changed_row_gets_a_new_version_and_only_the_live_one_is_read() {
         let mut rows = VersionedRows::new(1);
         let first = rows.set(3, &[1.0]);
         assert_eq!(first, VersionChange { old: None, new: 0 });
-        assert!(!rows.contains(2));
-        rows.retire();
+        assert_eq!(rows.get(2, 0), None);
         let second = rows.set(3, &[2.0]);
         assert_eq!(
             second,
@@ -252,31 +171,31 @@ mod tests {
                 new: 1
             }
         );
-        assert_eq!(rows.get(3, 0), Some(&[1.0][..]));
-        assert_eq!(rows.get(3, 1), Some(&[2.0][..]));
-        assert_eq!(rows.held_versions(), 2);
-        rows.retire();
         assert_eq!(rows.get(3, 0), None);
         assert_eq!(rows.get(3, 1), Some(&[2.0][..]));
         assert_eq!(rows.held_versions(), 1);
     }
 
     #[test]
-    fn heads_are_versioned_like_rows() {
-        use crate::scoring::{Loss, RowLayout};
-        let layout = RowLayout { members: 1, dim: 0 };
-        let mut heads = VersionedHeads::new(ScoringHead::new(layout, vec![1.0], Loss::Squared));
-        let change = heads.set(ScoringHead::new(layout, vec![2.0], Loss::Squared));
+    fn versions_skip_the_absent_marker_when_they_wrap() {
+        let mut rows = VersionedRows::new(1);
+        rows.set(0, &[0.0]);
+        rows.versions[0] = ABSENT - 1;
         assert_eq!(
-            change,
+            rows.set(0, &[1.0]),
             VersionChange {
-                old: Some(0),
-                new: 1
+                old: Some(ABSENT - 1),
+                new: 0
             }
         );
-        assert_eq!(heads.get(0).map(|h| h.offsets[0]), Some(1.0));
-        assert_eq!(heads.live().offsets[0], 2.0);
-        heads.retire();
-        assert!(heads.get(0).is_none());
+    }
+
+    #[test]
+    fn a_row_replaced_in_place_keeps_its_version() {
+        let mut rows = VersionedRows::new(1);
+        assert!(!rows.overwrite(3, &[1.0]));
+        rows.set(3, &[1.0]);
+        assert!(rows.overwrite(3, &[2.0]));
+        assert_eq!(rows.get(3, 0), Some(&[2.0][..]));
     }
 }

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use timely::worker::Worker;
 
-use super::graph::{CollectedUpdate, Placement, build_scoring_dataflow};
-use super::records::{HeadVersion, ItemFact, Multiplicity, PoolRecord, RoundTime, RowVersion};
+use super::graph::{Placement, build_scoring_dataflow};
+use super::records::{ItemFact, Multiplicity, PoolRecord, RoundTime, RowVersion, StateChange};
 use super::side_table::SharedTables;
 use crate::data::{ItemIdx, UserIdx};
 
@@ -34,11 +34,9 @@ pub(crate) struct RoundShare {
     pub item_facts: Vec<((ItemIdx, ItemFact), Multiplicity)>,
     /// User row versions.
     pub user_rows: Vec<((UserIdx, RowVersion), Multiplicity)>,
-    /// Head versions.
-    pub head: Vec<(HeadVersion, Multiplicity)>,
     /// An empty buffer to collect the round's score updates in (recycled from an earlier
     /// round, so that collecting does not grow a fresh vector every round).
-    pub spare: Vec<CollectedUpdate>,
+    pub spare: Vec<StateChange>,
 }
 
 /// What the driver asks of a worker.
@@ -64,12 +62,12 @@ pub(crate) enum WorkerCommand {
 /// A worker's output for one round.
 #[derive(Debug, Default)]
 pub(crate) struct RoundResult {
-    /// Score updates, not yet consolidated across workers.
-    pub updates: Vec<CollectedUpdate>,
-    /// New scores computed.
-    pub inserted: u64,
-    /// Old scores recomputed to retract them.
-    pub retracted: u64,
+    /// State changes, in the order the worker collected them.
+    pub updates: Vec<StateChange>,
+    /// States set.
+    pub set: u64,
+    /// States removed.
+    pub removed: u64,
 }
 
 /// Why a worker stopped answering.
@@ -203,9 +201,6 @@ fn serve(worker: &mut Worker, link: WorkerLink, context: &WorkerContext) -> Resu
                 for (record, m) in share.user_rows {
                     inputs.user_rows.update(record, m);
                 }
-                for (version, m) in share.head {
-                    inputs.head.update(((), version), m);
-                }
                 let next = time + 1;
                 inputs.advance_to(next);
                 while dataflow.probe.less_than(&next) {
@@ -214,11 +209,11 @@ fn serve(worker: &mut Worker, link: WorkerLink, context: &WorkerContext) -> Resu
                     }
                     worker.step_or_park(Some(ABORT_CHECK_INTERVAL));
                 }
-                let (inserted, retracted) = dataflow.tally.take();
+                let (set, removed) = dataflow.tally.take();
                 let result = RoundResult {
                     updates: std::mem::take(&mut *dataflow.collected.borrow_mut()),
-                    inserted,
-                    retracted,
+                    set,
+                    removed,
                 };
                 let reply = WorkerReply::Round { result };
                 if link.replies.send(reply).is_err() {

@@ -129,7 +129,7 @@ pub struct RoundSummary {
     pub labelled: u64,
     /// Samples selected this round.
     pub selected: u64,
-    /// Scores the engine recomputed.
+    /// Samples the engine re-scored (states inserted).
     pub rescored: u64,
     /// Metric values (non-finite values are written as null).
     pub metrics: BTreeMap<String, Option<f64>>,

@@ -219,48 +219,44 @@ impl Session {
         Ok(output)
     }
 
-    /// Applies consolidated score changes to the ranking (and the tracked scores).
+    /// Applies the round's state changes to the ranking (and the tracked scores).
     fn apply_scores(&mut self, updates: &[ScoreUpdate]) {
         for u in updates {
-            if let Some(tracked) = &mut self.tracked {
-                if u.diff < 0 {
+            let Some(state) = &u.state else {
+                if let Some(tracked) = &mut self.tracked {
                     tracked.remove(&u.sample);
-                } else {
-                    tracked.insert(u.sample, u.state.score);
                 }
+                if let Some(diversity) = &mut self.diversity {
+                    diversity.pairs.remove(&u.sample);
+                }
+                self.ranked.remove(u.sample);
+                continue;
+            };
+            if let Some(tracked) = &mut self.tracked {
+                tracked.insert(u.sample, state.score);
             }
             let Some(strategy) = self.strategy else {
                 continue;
             };
             if let Some(diversity) = &mut self.diversity {
-                if u.diff < 0 {
-                    diversity.pairs.remove(&u.sample);
-                } else {
-                    diversity
-                        .pairs
-                        .insert(u.sample, (u.state.user, u.state.item));
-                }
+                diversity.pairs.insert(u.sample, (state.user, state.item));
             }
-            if u.diff < 0 {
-                self.ranked.remove(u.sample);
+            let signals = SampleSignals {
+                sample: u.sample,
+                prediction: state.score.prediction,
+                variance: state.score.variance,
+                loss: state.score.loss,
+                item_labels: state.item_labels,
+                item_entropy: state.item_entropy,
+            };
+            // Groups are users for per-user budgets, popularity strata when stratified.
+            let group = if self.per_user {
+                state.user
             } else {
-                let signals = SampleSignals {
-                    sample: u.sample,
-                    prediction: u.state.score.prediction,
-                    variance: u.state.score.variance,
-                    loss: u.state.score.loss,
-                    item_labels: u.state.item_labels,
-                    item_entropy: u.state.item_entropy,
-                };
-                // Groups are users for per-user budgets, popularity strata when stratified.
-                let group = if self.per_user {
-                    u.state.user
-                } else {
-                    popularity_stratum(u.state.item_labels)
-                };
-                self.ranked
-                    .upsert(u.sample, group, strategy.key(&signals, self.seed));
-            }
+                popularity_stratum(state.item_labels)
+            };
+            self.ranked
+                .upsert(u.sample, group, strategy.key(&signals, self.seed));
         }
     }
 

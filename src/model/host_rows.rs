@@ -6,7 +6,7 @@
 //! other rows in the product (the CPU GEMM picks kernels and blockings by shape: exporting
 //! 5 rows and 40 rows gave rows differing in the last bit). The incremental engine needs a
 //! row to be a pure function of the parameters (the driver compares maintained scores with
-//! rows exported afresh, and a retraction cancels only bit-identical values), so exports
+//! rows exported afresh, and a run must give the same bits however its rows were exported), so exports
 //! evaluate each row alone, here, in the same order on every device. Training keeps the
 //! device's matrix products.
 

@@ -13,7 +13,7 @@
 //! - `mc_dropout { passes: P }`: one network trained with dropout; its rows hold `P`
 //!   dropout passes. Pass `p` drops hidden unit `j` of entity `r`'s tower by a fixed hash of
 //!   `(seed, tower, p, r, j)`, so a row is a pure function of the parameters: exporting it
-//!   twice gives the same bits (as retractions in the engine need), whatever else is
+//!   twice gives the same bits (as the engine's maintained scores need), whatever else is
 //!   exported with it. Pass `p` of a sample combines pass `p` of its user and of its item.
 //!   `dropout: 0` would make the passes identical and is refused.
 //!

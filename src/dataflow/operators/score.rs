@@ -1,44 +1,39 @@
-//! `score_named`: turns score tasks (a sample with its user row, item row and head named by
-//! version) into sample states, computing each score with [`ScoringHead::score`] on rows read
-//! from the shared side tables.
+//! `score_named`: turns changes to the score tasks (a sample with its user row and item row
+//! named by version) into changes to the sample states: a sample's new state, or that it has
+//! none any more.
 //!
-//! The read lock is taken once per batch of tasks, not once per score. Tasks are scored in
-//! chunks of [`CHUNK`]: first every task's rows are looked up and touched, then scored.
-//! The rows of a large pool are mostly not in cache, and looking up a chunk's rows back to
-//! back lets their memory loads overlap instead of waiting for one row at a time (this cut
-//! the operator's time by a third at 10M samples, see `docs/benchmarks.md (scale section)`).
+//! The operator gathers a round's task changes until its input frontier passes the round,
+//! then hands them to the worker's [`HeldStates`], which keeps every sample's task and
+//! score: old states are read from there rather than recomputed, and a new head re-scores
+//! every held sample in one pass. It holds a capability at the round in progress even when
+//! no task changed, so that a round whose only change is the head still produces its output.
 //!
-//! A task whose row
-//! version is missing from the side tables is an internal invariant violation (the driver
-//! keeps every version until the round that retracts it has completed); the operator then
-//! panics with the ids, and the engine reports the worker's failure as an error.
-//!
-//! [`ScoringHead::score`]: crate::scoring::ScoringHead::score
+//! [`HeldStates`]: crate::dataflow::held_states::HeldStates
 
-use differential_dataflow::{AsCollection, VecCollection};
+use std::collections::BTreeMap;
+
+use differential_dataflow::VecCollection;
+use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
 
-use crate::data::SampleIdx;
-use crate::dataflow::records::{Multiplicity, RoundTime, ScoreTask, StateRecord};
-use crate::dataflow::side_table::{SharedTables, SideTables};
-use crate::scoring::ScoringHead;
-
-/// Tasks whose rows are looked up together before they are scored.
-const CHUNK: usize = 16;
+use crate::dataflow::held_states::{HeldStates, TaskChange};
+use crate::dataflow::records::{Multiplicity, RoundTime, ScoreTask, StateChange};
+use crate::dataflow::side_table::SharedTables;
 
 /// Scoring of score tasks.
 pub(crate) trait Score<'scope> {
-    /// Computes the state of every task's sample, in an operator called `name`.
+    /// Maintains the state of every task's sample, in an operator called `name`, and emits
+    /// each round's changes to them at the round's time.
     ///
     /// ```text
-    /// tasks.score_named("score: head over versioned rows", tables) // -> (sample, state)
+    /// tasks.score_named("score: live head over versioned rows", tables) // -> StateChange
     /// ```
     fn score_named(
         self,
         name: &str,
         tables: SharedTables,
-    ) -> VecCollection<'scope, RoundTime, (SampleIdx, StateRecord), Multiplicity>;
+    ) -> Stream<'scope, RoundTime, Vec<StateChange>>;
 }
 
 impl<'scope> Score<'scope> for VecCollection<'scope, RoundTime, ScoreTask, Multiplicity> {
@@ -46,82 +41,41 @@ impl<'scope> Score<'scope> for VecCollection<'scope, RoundTime, ScoreTask, Multi
         self,
         name: &str,
         tables: SharedTables,
-    ) -> VecCollection<'scope, RoundTime, (SampleIdx, StateRecord), Multiplicity> {
+    ) -> Stream<'scope, RoundTime, Vec<StateChange>> {
         self.inner
-            .unary(Pipeline, name, move |_, _| {
-                move |input, output| {
-                    input.for_each_stamp(|capability, batches| {
-                        let tables = tables.read();
-                        let mut session = output.session(&capability);
-                        let mut rows = Vec::with_capacity(CHUNK);
-                        for batch in batches {
-                            for chunk in batch.chunks(CHUNK) {
-                                rows.clear();
-                                rows.extend(
-                                    chunk.iter().map(|(task, _, _)| rows_of(&tables, task)),
-                                );
-                                touch(&rows);
-                                for ((task, time, multiplicity), rows) in chunk.iter().zip(&rows) {
-                                    let state = score_with(rows, task);
-                                    session.give(((task.sample, state), *time, *multiplicity));
-                                }
-                            }
-                            batch.clear();
+            .unary_frontier(Pipeline, name, move |capability, _| {
+                let mut capability = Some(capability);
+                let mut pending: BTreeMap<RoundTime, Vec<TaskChange>> = BTreeMap::new();
+                let mut held = HeldStates::default();
+                move |(input, frontier), output| {
+                    input.for_each(|_, updates| {
+                        for (task, time, multiplicity) in updates.drain(..) {
+                            pending.entry(time).or_default().push((task, multiplicity));
                         }
                     });
+                    // Finish every round the frontier has passed, in order.
+                    while let Some(held_at) = capability.as_mut() {
+                        let time = *held_at.time();
+                        if frontier.less_equal(&time) {
+                            break;
+                        }
+                        let mut changes = pending.remove(&time).unwrap_or_default();
+                        let mut session = output.session(&*held_at);
+                        held.apply_round(&mut changes, &tables.read(), &mut |change| {
+                            session.give(change)
+                        });
+                        drop(session);
+                        let next = frontier
+                            .frontier()
+                            .first()
+                            .copied()
+                            .map(|next| pending.keys().next().map_or(next, |&k| k.min(next)));
+                        match next {
+                            Some(next) => held_at.downgrade(&next),
+                            None => capability = None,
+                        }
+                    }
                 }
             })
-            .as_collection()
     }
-}
-
-/// A task's user row, item row and head, at the task's versions.
-type TaskRows<'t> = (&'t [f32], &'t [f32], &'t ScoringHead);
-
-/// Looks up the rows of `task`.
-fn rows_of<'t>(tables: &'t SideTables, task: &ScoreTask) -> TaskRows<'t> {
-    let missing = |what: &str, id: u32, version: u32| -> ! {
-        panic!(
-            "internal error in the scoring engine: {what} {id} at row version {version} is not \
-             in the side tables while scoring sample {} (please report this bug)",
-            task.sample
-        )
-    };
-    let user_row = tables
-        .users
-        .get(task.user, task.user_version)
-        .unwrap_or_else(|| missing("user", task.user, task.user_version));
-    let item_row = tables
-        .items
-        .get(task.item, task.item_side.side.version)
-        .unwrap_or_else(|| missing("item", task.item, task.item_side.side.version));
-    let head = tables
-        .heads
-        .get(task.item_side.head)
-        .unwrap_or_else(|| missing("head", 0, task.item_side.head));
-    (user_row, item_row, head)
-}
-
-/// Reads one float of every cache line of the rows, so that their loads are under way
-/// together before the first score needs them.
-fn touch(rows: &[TaskRows<'_>]) {
-    const FLOATS_PER_LINE: usize = 16;
-    let mut bits = 0u32;
-    for (user_row, item_row, _) in rows {
-        for row in [user_row, item_row] {
-            for k in (0..row.len()).step_by(FLOATS_PER_LINE) {
-                bits ^= row[k].to_bits();
-            }
-            if let Some(last) = row.last() {
-                bits ^= last.to_bits();
-            }
-        }
-    }
-    std::hint::black_box(bits);
-}
-
-/// The state of `task`'s sample from its rows.
-fn score_with(&(user_row, item_row, head): &TaskRows<'_>, task: &ScoreTask) -> StateRecord {
-    let score = head.score(user_row, item_row, task.label.decode());
-    StateRecord::new(task, score)
 }
