@@ -2,11 +2,15 @@
 //! used to test the current model (prequential evaluation), then its events join the pool
 //! (new users and items appear and get rows), a fraction arrives labelled for free, the
 //! strategy spends the window's budget on the pool, and the model trains on the new labels.
+//! Unlabelled events stay in the pool to the end, or, with `pool_windows: K`, for `K`
+//! windows (their own included), which bounds the pool and the engine's memory.
 //!
 //! The log is streamed in row-group batches: only the current window and the events seen so
 //! far (24 bytes each, for the pool) are held in memory. A log stored out of time order is
 //! sorted first, within the replay's `sort_memory` (see [`EventBatches::in_time_order`]).
 
+use std::collections::VecDeque;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::data::{IdMap, Interaction, LabelKind, UserIdx};
@@ -64,6 +68,9 @@ pub struct ReplayExperiment {
     history: Vec<RoundRecord>,
     /// The users of the last window run (the users a replay's recommendations are for).
     last_window_users: Vec<UserIdx>,
+    /// The samples of the windows whose unlabelled events are still candidates, oldest
+    /// first (kept only with `pool_windows`).
+    candidate_windows: VecDeque<Range<u32>>,
 }
 
 /// Running sums for cumulative prequential RMSE and MAE.
@@ -183,12 +190,33 @@ impl ReplayExperiment {
             selections: Vec::new(),
             history: Vec::new(),
             last_window_users: Vec::new(),
+            candidate_windows: VecDeque::new(),
         };
         experiment.next_round()?;
         while experiment.has_next() && (experiment.history.len() as u32) < replay.warmup_windows {
             experiment.next_round()?;
         }
         Ok(experiment)
+    }
+
+    /// With `pool_windows: K`, records the samples of the window starting now and returns
+    /// the still unlabelled samples of the window `K` windows back, which leave the pool.
+    fn expire_candidates(&mut self, window: Range<u32>) -> Vec<PoolSample> {
+        let Some(horizon) = self.replay.pool_windows else {
+            return Vec::new();
+        };
+        let mut leaving = Vec::new();
+        if self.candidate_windows.len() >= horizon as usize
+            && let Some(expired) = self.candidate_windows.pop_front()
+        {
+            leaving.extend(
+                expired
+                    .filter(|&k| !self.labelled[k as usize])
+                    .map(|k| pool_sample(&self.events, k, self.oracle)),
+            );
+        }
+        self.candidate_windows.push_back(window);
+        leaving
     }
 
     /// Runs one window: evaluate, insert, label, select, train.
@@ -232,11 +260,13 @@ impl ReplayExperiment {
             .filter(|&&k| !self.labelled[k as usize])
             .map(|&k| pool_sample(&self.events, k, self.oracle))
             .collect();
+        let remove = self.expire_candidates(first_sample..self.events.len() as u32);
         // Publish the window's new rows and pool samples (scores them) before testing on it:
         // inserting into the pool does not train, so the test stays prequential.
         let inserted = clock.time("score", || {
             self.session.publish(PoolChanges {
                 insert,
+                remove,
                 ..PoolChanges::default()
             })
         })?;
@@ -401,7 +431,16 @@ impl Experiment for ReplayExperiment {
     }
 
     fn pool(&self) -> Vec<PoolSample> {
-        (0..self.events.len() as u32)
+        let end = self.events.len() as u32;
+        let candidates = match self.replay.pool_windows {
+            None => 0..end,
+            // The candidate windows are consecutive and end with the last one.
+            Some(_) => self
+                .candidate_windows
+                .front()
+                .map_or(end..end, |oldest| oldest.start..end),
+        };
+        candidates
             .filter(|&k| !self.labelled[k as usize])
             .map(|k| pool_sample(&self.events, k, self.oracle))
             .collect()

@@ -428,6 +428,13 @@ impl Resolver {
                 "use e.g. `free_labels: 0.05`",
             );
         }
+        if replay.pool_windows == Some(0) {
+            self.error(
+                path.key("pool_windows"),
+                "`pool_windows` must be at least 1 (an event is a candidate in its own window)",
+                "leave it out to keep every unlabelled event in the pool to the end",
+            );
+        }
         let batch_rows = replay.batch_rows.unwrap_or(1 << 20);
         if batch_rows == 0 {
             self.error(
@@ -456,6 +463,7 @@ impl Resolver {
             warmup_windows: replay.warmup_windows.unwrap_or(1),
             free_labels,
             max_windows: replay.max_windows,
+            pool_windows: replay.pool_windows,
             batch_rows,
             sort_memory,
         })

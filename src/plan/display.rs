@@ -63,8 +63,12 @@ impl fmt::Display for Plan {
                     .max_windows
                     .map(|n| format!(", at most {n} windows"))
                     .unwrap_or_default();
+                let horizon = replay
+                    .pool_windows
+                    .map(|n| format!("; unlabelled events leave the pool after {n} windows"))
+                    .unwrap_or_default();
                 format!(
-                    "replay: {window}{limit}; {} warm-up windows; free labels {}; read {} events per batch; sort out-of-order logs in {}",
+                    "replay: {window}{limit}; {} warm-up windows; free labels {}{horizon}; read {} events per batch; sort out-of-order logs in {}",
                     replay.warmup_windows,
                     replay.free_labels,
                     replay.batch_rows,

@@ -219,6 +219,8 @@ pub struct ReplayPlan {
     pub free_labels: f64,
     /// Stop after this many windows.
     pub max_windows: Option<u32>,
+    /// Windows an unlabelled event stays in the pool, its own included (`None`: to the end).
+    pub pool_windows: Option<u32>,
     /// Events read from the file per batch.
     pub batch_rows: usize,
     /// Bytes a log stored out of time order may be sorted in before runs spill to disk.

@@ -73,6 +73,10 @@ pub struct ReplaySpec {
     pub free_labels: Option<f64>,
     /// Stop after this many windows (default: the whole log).
     pub max_windows: Option<u32>,
+    /// An unlabelled event stays a candidate for this many windows, its own included, then
+    /// leaves the pool (default: it stays until the end). Bounds the pool, and so the
+    /// engine's memory, by the last windows instead of the whole log.
+    pub pool_windows: Option<u32>,
     /// Events read from the file per batch (default 1,048,576).
     pub batch_rows: Option<usize>,
     /// Memory a log stored out of time order may be sorted in (`512MiB`, `4GiB`; default

@@ -436,3 +436,20 @@ fn cuda_in_a_cpu_build_is_refused_with_the_build_command() {
         "{err}"
     );
 }
+
+#[test]
+fn a_replay_pool_horizon_of_zero_windows_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = pipeline(
+        dir.path(),
+        &over(
+            &ratings(),
+            "{replay: {window_events: 1000, pool_windows: 0}}",
+            "{strategy: random, budget: 10}",
+        ),
+    );
+    let err = fails(dir.path(), &["validate", &file]);
+    assert!(err.contains("<tmp>/p.yaml:4"), "{err}");
+    assert!(err.contains("`pool_windows` must be at least 1"), "{err}");
+    assert!(err.contains("leave it out"), "{err}");
+}

@@ -278,6 +278,39 @@ fn a_replay_keeps_scores_exact_as_users_and_items_appear() {
 }
 
 #[test]
+fn a_replay_with_a_pool_horizon_holds_only_the_last_windows_unlabelled_events() {
+    let settings = [
+        "protocol.replay.window=60d",
+        "protocol.replay.max_windows=10",
+        "select.budget=20",
+    ];
+    let mut bounded = settings.to_vec();
+    bounded.push("protocol.replay.pool_windows=2");
+    let plan = plan_of("pipelines/replay-ml-latest-small.yaml", &bounded);
+    let mut horizon = start_experiment(&plan, true, false).unwrap();
+    let unbounded = plan_of("pipelines/replay-ml-latest-small.yaml", &settings);
+    let mut everything = start_experiment(&unbounded, true, false).unwrap();
+    let mut smaller = 0;
+    let mut oldest = Vec::new();
+    while horizon.has_next() {
+        horizon.next_round().unwrap();
+        everything.next_round().unwrap();
+        // The engine's states equal a from-scratch scoring of exactly the horizon's pool.
+        check_against_scratch(horizon.as_ref(), 1e-6).unwrap();
+        let (pool, all) = (horizon.pool(), everything.pool());
+        assert!(pool.len() <= all.len());
+        smaller += usize::from(pool.len() < all.len());
+        oldest.push(pool.iter().map(|s| s.sample).min().unwrap_or(0));
+    }
+    assert!(smaller >= 5, "the horizon never dropped anything");
+    // Old windows leave: the oldest candidate moves forward.
+    assert!(oldest.windows(2).all(|w| w[0] <= w[1]), "{oldest:?}");
+    assert!(oldest.last() > oldest.get(3), "{oldest:?}");
+    let out = horizon.finish().unwrap();
+    assert_eq!(out.rounds.len(), 10);
+}
+
+#[test]
 fn selection_keeps_every_loss_exact_and_trains_on_the_hardest_samples() {
     let plan = plan_of(
         "pipelines/selection-max-loss.yaml",
