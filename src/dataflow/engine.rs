@@ -211,11 +211,14 @@ impl ScoringEngine {
     /// states: it brings a new head, or its rows are read by more than
     /// [`FULL_PASS_SHARE`] of the pool (counting a sample once per changed row it reads).
     fn needs_full_pass(&self, update: &EngineUpdate) -> bool {
+        if update.head.is_some() {
+            return true;
+        }
         let read = self.pool.samples_reading(
             update.user_rows.iter().map(|(user, _)| *user),
             update.item_rows.iter().map(|(item, _)| *item),
         );
-        update.head.is_some() || read as f64 > FULL_PASS_SHARE * self.pool.len as f64
+        read as f64 > FULL_PASS_SHARE * self.pool.len as f64
     }
 
     /// Versions the update's rows and head in the side tables and splits every input

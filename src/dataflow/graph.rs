@@ -15,8 +15,8 @@
 //! frequent change, a few user rows after a training step, passes through one join only. A
 //! new label changes one item's statistics and re-keys that item's samples. The head (the
 //! parameters every sample shares) is not in the dataflow: re-keying every sample through
-//! the joins for it cost 7.6x a plain loop, so the score operator re-scores the samples it
-//! holds in one pass when the head's version moves.
+//! the joins for it cost 7.6x a plain loop, so a new head makes a full pass: the score
+//! operator re-scores every sample it holds at once (`held_states.rs`).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

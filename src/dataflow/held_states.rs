@@ -122,7 +122,6 @@ enum After {
 /// One sample's part in a round.
 #[derive(Clone, Copy, Debug)]
 struct Step {
-    user: UserIdx,
     sample: SampleIdx,
     /// Its index in the user's held samples, if it was held.
     at: Option<usize>,
@@ -131,10 +130,10 @@ struct Step {
 }
 
 impl Step {
-    /// The step of `sample`, held as `before` (at index `at`), under its consolidated task
-    /// changes `changes`; `rescore` when the head changed.
+    /// The step of `sample`, held as `held` (with its index), under its consolidated task
+    /// changes `changes`; `rescore` in a full pass.
     fn new(
-        (user, sample): (UserIdx, SampleIdx),
+        sample: SampleIdx,
         held: Option<(usize, Held)>,
         changes: &[TaskChange],
         rescore: bool,
@@ -174,7 +173,6 @@ impl Step {
             (None, _) => After::Gone,
         };
         Step {
-            user,
             sample,
             at: held.map(|(at, _)| at),
             before,
@@ -241,8 +239,7 @@ fn update_user(
             let before = (held_sample == Some(sample)).then(|| (next, held[next]));
             next += usize::from(before.is_some());
             let group = groups.next_if(|g| g[0].0.sample == sample).unwrap_or(&[]);
-            work.steps
-                .push(Step::new((user, sample), before, group, true));
+            work.steps.push(Step::new(sample, before, group, true));
         }
     } else {
         for group in by_sample {
@@ -251,8 +248,7 @@ fn update_user(
                 .binary_search_by_key(&sample, |h| h.task.sample)
                 .ok()
                 .map(|at| (at, held[at]));
-            work.steps
-                .push(Step::new((user, sample), before, group, false));
+            work.steps.push(Step::new(sample, before, group, false));
         }
     }
 
@@ -266,16 +262,18 @@ fn update_user(
 
     let mut scores = work.scores.iter();
     let mut moved = false;
-    for step in &work.steps {
+    for step in &mut work.steps {
         let after = match step.after {
             After::Gone => None,
             After::Kept(held) => Some(held),
             After::Scored(task) => scores.next().map(|&score| Held { task, score }),
         };
+        // From here on the step says what the sample is now.
+        step.after = after.map_or(After::Gone, After::Kept);
         let (old, new) = (step.before.map(|h| h.state()), after.map(|h| h.state()));
         if old != new {
             emit(StateChange {
-                user: step.user,
+                user,
                 sample: step.sample,
                 state: new,
             });
@@ -286,7 +284,7 @@ fn update_user(
         }
     }
     if moved {
-        rebuild(held, &work.steps, &work.scores, &mut work.rebuilt);
+        rebuild(held, &work.steps, &mut work.rebuilt);
     }
 }
 
@@ -316,29 +314,17 @@ fn rescore_in_place(
 }
 
 /// Rebuilds `held` after samples entered or left: the held samples no step touched, and
-/// every step's outcome, in sample order.
-fn rebuild(
-    held: &mut Vec<Held>,
-    steps: &[Step],
-    scores: &[PerSampleScore],
-    rebuilt: &mut Vec<Held>,
-) {
+/// every step's outcome (scored by now: [`After::Kept`] or [`After::Gone`]), in sample order.
+fn rebuild(held: &mut Vec<Held>, steps: &[Step], rebuilt: &mut Vec<Held>) {
     rebuilt.clear();
-    let mut scores = scores.iter();
     let mut kept = held.iter().peekable();
     for step in steps {
         while let Some(held) = kept.next_if(|h| h.task.sample < step.sample) {
             rebuilt.push(*held);
         }
         kept.next_if(|h| h.task.sample == step.sample);
-        match step.after {
-            After::Gone => {}
-            After::Kept(held) => rebuilt.push(held),
-            After::Scored(task) => {
-                if let Some(&score) = scores.next() {
-                    rebuilt.push(Held { task, score });
-                }
-            }
+        if let After::Kept(held) = step.after {
+            rebuilt.push(held);
         }
     }
     rebuilt.extend(kept);

@@ -68,9 +68,10 @@
 //!
 //! The score operator remembers each sample's task and score (`held_states.rs`, about 50
 //! bytes a sample): a changed task is scored anew and its old state is simply replaced,
-//! never recomputed, and a head change, which touches every sample, is no record in the
-//! dataflow at all: the operator sees the head's version move and re-scores every sample it
-//! holds in one pass, the work of a plain loop over the pool.
+//! never recomputed. A head change, which touches every sample, is no record in the
+//! dataflow at all, and neither are rows read by more than 15% of the pool (replaced in
+//! place under their versions): such a round is a *full pass*, in which the operator
+//! re-scores every sample it holds at once, the work of a plain loop over the pool.
 //!
 //! The workers run in their own threads (`timely::execute` with a configuration built from
 //! the `workers` argument) and talk to the caller over channels: `apply` hands each worker a

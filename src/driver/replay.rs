@@ -205,18 +205,19 @@ impl ReplayExperiment {
         let Some(horizon) = self.replay.pool_windows else {
             return Vec::new();
         };
-        let mut leaving = Vec::new();
-        if self.candidate_windows.len() >= horizon as usize
-            && let Some(expired) = self.candidate_windows.pop_front()
-        {
-            leaving.extend(
-                expired
-                    .filter(|&k| !self.labelled[k as usize])
-                    .map(|k| pool_sample(&self.events, k, self.oracle)),
-            );
-        }
+        let expired = (self.candidate_windows.len() >= horizon as usize)
+            .then(|| self.candidate_windows.pop_front())
+            .flatten();
         self.candidate_windows.push_back(window);
-        leaving
+        expired.map_or_else(Vec::new, |samples| self.unlabelled(samples))
+    }
+
+    /// The pool samples of the unlabelled events among `samples`.
+    fn unlabelled(&self, samples: Range<u32>) -> Vec<PoolSample> {
+        samples
+            .filter(|&k| !self.labelled[k as usize])
+            .map(|k| pool_sample(&self.events, k, self.oracle))
+            .collect()
     }
 
     /// Runs one window: evaluate, insert, label, select, train.
@@ -241,12 +242,11 @@ impl ReplayExperiment {
         }
         self.events.extend_from_slice(&window.events);
         self.last_window_users = users_of(&window.events);
-        let window_samples: Vec<u32> = (first_sample..self.events.len() as u32).collect();
+        let window_samples = first_sample..self.events.len() as u32;
 
         // Labels that arrive with the window: all of a warm-up window, else a seeded fraction.
         let free: Vec<u32> = window_samples
-            .iter()
-            .copied()
+            .clone()
             .filter(|&k| {
                 warmup || unit_hash(self.seed ^ FREE_LABEL_SALT, k) < self.replay.free_labels
             })
@@ -255,12 +255,8 @@ impl ReplayExperiment {
         for &k in &free {
             self.labelled[k as usize] = true;
         }
-        let insert: Vec<PoolSample> = window_samples
-            .iter()
-            .filter(|&&k| !self.labelled[k as usize])
-            .map(|&k| pool_sample(&self.events, k, self.oracle))
-            .collect();
-        let remove = self.expire_candidates(first_sample..self.events.len() as u32);
+        let insert = self.unlabelled(window_samples.clone());
+        let remove = self.expire_candidates(window_samples);
         // Publish the window's new rows and pool samples (scores them) before testing on it:
         // inserting into the pool does not train, so the test stays prequential.
         let inserted = clock.time("score", || {
@@ -440,10 +436,7 @@ impl Experiment for ReplayExperiment {
                 .front()
                 .map_or(end..end, |oldest| oldest.start..end),
         };
-        candidates
-            .filter(|&k| !self.labelled[k as usize])
-            .map(|k| pool_sample(&self.events, k, self.oracle))
-            .collect()
+        self.unlabelled(candidates)
     }
 
     fn ids(&self) -> (&IdMap, &IdMap) {
