@@ -54,6 +54,10 @@ enum Command {
         /// Overwrite results in a non-empty output directory.
         #[arg(long)]
         force: bool,
+        /// Continue an interrupted run from its results folder's checkpoint (with --force:
+        /// start over when the folder holds no usable checkpoint).
+        #[arg(long)]
+        resume: bool,
         /// Timely worker threads (overrides `workers:`), per process.
         #[arg(long)]
         workers: Option<usize>,
@@ -481,6 +485,7 @@ fn execute(command: Command) -> Result<(), Failure> {
             pipeline,
             out,
             force,
+            resume,
             workers,
             cluster,
             quiet,
@@ -518,6 +523,7 @@ fn execute(command: Command) -> Result<(), Failure> {
                 out_dir: plan.output.dir.clone(),
                 force,
                 progress: !quiet,
+                resume,
             };
             let summary = driver::run(&plan, &options).map_err(|e| Failure {
                 code: if e.is_user_error() { 2 } else { 1 },

@@ -150,6 +150,36 @@ pub struct ItemTexts {
     pub texts: Vec<Option<String>>,
 }
 
+/// A tensor held in host memory (a model's state, as a checkpoint stores it): its shape
+/// and its values in row-major order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    /// Extent of each dimension.
+    pub shape: Vec<usize>,
+    /// The values (`shape`'s product of them).
+    pub values: HostValues,
+}
+
+/// The values of a [`HostTensor`], of one element type.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HostValues {
+    /// 32-bit floats (parameters, optimiser moments and counters).
+    F32(Vec<f32>),
+    /// 32-bit unsigned integers (item indices, counts).
+    U32(Vec<u32>),
+}
+
+impl HostTensor {
+    /// Whether the shape's product is the number of values.
+    pub fn is_consistent(&self) -> bool {
+        let len = match &self.values {
+            HostValues::F32(v) => v.len(),
+            HostValues::U32(v) => v.len(),
+        };
+        self.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) == Some(len)
+    }
+}
+
 /// Text embeddings of items, indexed by [`ItemIdx`]: `vectors[item * dim..(item + 1) * dim]`.
 /// An item without text has `present[item] == false` and a zero vector.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -21,6 +21,7 @@ pub mod bench;
 pub mod data;
 pub mod dataflow;
 pub mod driver;
+pub mod failpoint;
 pub mod fixtures;
 pub mod io;
 pub mod metrics;

@@ -258,6 +258,7 @@ pub fn bench_replay(config: ReplayBenchConfig) -> Result<ReplayBenchReport, Repl
         out_dir: out_dir.clone(),
         force: true,
         progress: false,
+        resume: false,
     };
     let started = Instant::now();
     let summary = driver::run(&plan, &options);

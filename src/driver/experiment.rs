@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use crate::data::{IdMap, Interaction, ItemEmbeddings, LabelKind, SampleIdx, UserIdx};
 use crate::dataflow::PoolSample;
 use crate::metrics::latency::LatencyRecorder;
+use crate::model::state::ModelState;
 use crate::model::{FitReport, Recommender, build_recommender};
 use crate::plan::params::RefitPolicy;
 use crate::plan::{EvaluatePlan, Plan, SelectPlan};
@@ -13,10 +14,11 @@ use crate::results::{Recommendation, RoundRecord, SelectionRecord};
 use crate::scoring::{Loss, ScoringHead};
 use crate::seeding::mix64;
 
+use super::checkpoint::Progress;
 use super::cluster::topology;
 use super::evaluation::{EvalTarget, ItemsPerUser, ModelView, evaluate};
 use super::rows::RowMirror;
-use super::session::Session;
+use super::session::{PoolChanges, Session};
 use super::{ExperimentData, RunError};
 
 /// A protocol run one round at a time.
@@ -44,6 +46,9 @@ pub trait Experiment {
 
     /// The users the protocol tests: those with test events, or the last window's.
     fn test_users(&self) -> Vec<UserIdx>;
+
+    /// What a checkpoint saves to resume from here (see [`super::checkpoint`]).
+    fn progress(&self) -> Result<Progress, RunError>;
 
     /// Stops the engine and hands back what was recorded.
     fn finish(self: Box<Self>) -> Result<ExperimentOutput, RunError>;
@@ -331,6 +336,77 @@ pub fn start_session(
         plan.seed,
         track_scores,
     )
+}
+
+/// What a resumed session starts from (see [`resumed_session`]).
+pub struct Resumed<'a> {
+    /// The model's saved state.
+    pub state: &'a ModelState,
+    /// The pool at the checkpoint.
+    pub pool: Vec<PoolSample>,
+    /// Every event whose label was known at the checkpoint, in the order the labels became
+    /// known (the diversity strategies' centers follow it).
+    pub labelled: &'a [Interaction],
+}
+
+/// A session continuing from a checkpoint: the model, built as at the start of the run
+/// with its start head, takes the saved state; the engine scores the pool from the
+/// restored rows, and the known labels are published. The head keeps the start head's
+/// clipping, as [`Session::publish`] does when a fit changes it.
+pub fn resumed_session(
+    plan: &Plan,
+    text: Option<&ItemEmbeddings>,
+    (mut model, head): (Box<dyn Recommender>, ScoringHead),
+    resumed: Resumed<'_>,
+) -> Result<Session, RunError> {
+    model.load_state(resumed.state)?;
+    let head = ScoringHead {
+        clip: head.clip,
+        ..model.head()
+    };
+    let mut session = Session::start(
+        head,
+        model,
+        &topology(plan)?,
+        plan.select.as_ref(),
+        text,
+        plan.seed,
+        false,
+    )?;
+    session.publish(PoolChanges {
+        insert: resumed.pool,
+        remove: Vec::new(),
+        labelled: resumed.labelled,
+        fit: None,
+    })?;
+    // Rebuilding is not a round: its latencies are not the run's.
+    session.latency = LatencyRecorder::new();
+    Ok(session)
+}
+
+/// The number of the last round of `history` (a checkpoint records at least round 0).
+pub fn last_round(history: &[RoundRecord]) -> u32 {
+    history.last().map_or(0, |r| r.round)
+}
+
+/// The event of a saved selection's sample, or an error when the checkpoint names a
+/// sample the data does not have (the data changed since the checkpoint).
+pub fn saved_sample(events: &[Interaction], sample: u32) -> Result<Interaction, RunError> {
+    events.get(sample as usize).copied().ok_or_else(|| {
+        RunError::Resume(format!(
+            "the checkpoint selected sample {sample}, but the data has {} samples: the input \
+             files changed since the run started; start it over without --resume",
+            events.len()
+        ))
+    })
+}
+
+/// Whether the plan's strategy reads the pool's hidden labels (an oracle upper bound), so
+/// pool samples carry their labels into the engine.
+pub fn strategy_reads_labels(plan: &Plan) -> bool {
+    plan.select
+        .as_ref()
+        .is_some_and(|s| s.strategy.def().needs_labels)
 }
 
 /// Round 0's clock of a split experiment, holding the time spent loading the events and

@@ -6,6 +6,7 @@
 //! `latency.json`, plots, and last `summary.json`: a directory without `summary.json` is
 //! an interrupted run, never a complete one.
 
+pub mod checkpoint;
 pub mod cluster;
 pub mod embed;
 pub mod evaluation;
@@ -19,7 +20,7 @@ pub mod split;
 pub mod windows;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -28,7 +29,7 @@ use crate::data::{IdMap, Interaction, ItemEmbeddings, LabelKind};
 use crate::dataflow::EngineError;
 use crate::io::IoError;
 use crate::io::events::read_events;
-use crate::io::results::OutputDir;
+use crate::io::results::{OutputDir, SUMMARY_FILE};
 use crate::metrics::latency::LatencySummary;
 use crate::model::ModelError;
 use crate::plan::{CandidateSet, Plan, ProtocolPlan, RecommendedUsers, SplitPlan};
@@ -65,6 +66,9 @@ pub enum RunError {
         /// How to fix it.
         help: String,
     },
+    /// `--resume` cannot continue from what the results folder holds.
+    #[error("cannot resume: {0}")]
+    Resume(String),
 }
 
 impl From<IoError> for RunError {
@@ -79,7 +83,7 @@ impl RunError {
         match self {
             RunError::Io(e) => e.is_user_error(),
             RunError::Model(ModelError::Candle(_)) | RunError::Engine(_) => false,
-            RunError::Model(_) | RunError::Experiment { .. } => true,
+            RunError::Model(_) | RunError::Experiment { .. } | RunError::Resume(_) => true,
         }
     }
 }
@@ -93,6 +97,8 @@ pub struct RunOptions {
     pub force: bool,
     /// Print a line per round to stderr.
     pub progress: bool,
+    /// Continue from the folder's checkpoint, if it has one (see [`checkpoint`]).
+    pub resume: bool,
 }
 
 /// `summary.json`.
@@ -116,8 +122,11 @@ pub struct Summary {
     pub history: Vec<RoundSummary>,
     /// Selected samples over all rounds.
     pub selected: u64,
-    /// Wall time of the whole run in seconds.
+    /// Wall time of the whole run in seconds (of this process: a resumed run counts from
+    /// its resumption).
     pub wall_s: f64,
+    /// Seconds spent saving checkpoints (included in `wall_s`).
+    pub checkpoint_s: f64,
 }
 
 /// One round in `summary.json`.
@@ -175,10 +184,23 @@ impl From<&RoundRecord> for RoundSummary {
 /// `latency.json`.
 #[derive(Clone, Debug, Serialize)]
 struct LatencyFile {
-    /// Percentiles per operator over the whole run.
+    /// Percentiles per operator over the whole run (of this process, when resumed).
     operators: BTreeMap<String, LatencySummary>,
     /// Stage timings per round, in milliseconds.
     rounds: Vec<BTreeMap<String, f64>>,
+    /// Every checkpoint this process saved.
+    checkpoints: Vec<CheckpointCost>,
+}
+
+/// What saving one checkpoint cost.
+#[derive(Clone, Debug, Serialize)]
+struct CheckpointCost {
+    /// The last round it holds.
+    round: u32,
+    /// Wall time to collect, encode and write it, in milliseconds.
+    ms: f64,
+    /// Its size.
+    bytes: u64,
 }
 
 /// Events of an experiment with a train/test split, after loading and splitting.
@@ -362,45 +384,104 @@ fn execute(
     let started = Instant::now();
     // In a cluster, process 0 alone writes; the others run the same rounds silently.
     let writes = plan.cluster.writes_results();
+    if options.resume && plan.cluster.processes > 1 {
+        return Err(RunError::Resume(
+            "--resume continues single-process runs only (a cluster run's processes would \
+             each need the checkpoint); rerun the cluster without --resume"
+                .into(),
+        ));
+    }
+    let saved = if options.resume {
+        match saved_checkpoint(plan, &options.out_dir) {
+            // With `force`, a folder without a usable checkpoint starts over.
+            Err(RunError::Resume(_)) | Err(RunError::Io(_)) if options.force => None,
+            saved => saved?,
+        }
+    } else {
+        None
+    };
     let out = writes
-        .then(|| OutputDir::prepare(&options.out_dir, options.force))
+        .then(|| OutputDir::prepare(&options.out_dir, options.force || options.resume))
         .transpose()?;
+    if let (Some(out), true) = (&out, options.resume) {
+        // Half-written files of the interrupted run.
+        for file in OutputDir::files(out.path())?.0 {
+            out.remove_file(&file)?;
+        }
+    }
     crate::dataflow::connect_early(&cluster::topology(plan)?)?;
     let progress = options.progress && writes;
-    let mut experiment: Box<dyn Experiment> = match (start, &plan.protocol) {
-        (Some(start), ProtocolPlan::Pool(pool)) => {
-            Box::new(PoolExperiment::start(plan, pool, start, false)?)
+    let resumed = saved.is_some();
+    let (mut experiment, mut recommendations): (Box<dyn Experiment>, _) = match (saved, start) {
+        (Some(saved), _) => {
+            if progress {
+                eprintln!(
+                    "resuming {} after round {} from {}",
+                    plan.name,
+                    saved.progress.history.last().map_or(0, |r| r.round),
+                    checkpoint::checkpoint_path(&options.out_dir).display()
+                );
+            }
+            (
+                resume_experiment(plan, saved.progress, progress)?,
+                saved.recommendations,
+            )
         }
-        _ => start_experiment(plan, false, progress)?,
+        (None, Some(start)) => match &plan.protocol {
+            ProtocolPlan::Pool(pool) => (
+                Box::new(PoolExperiment::start(plan, pool, start, false)?),
+                Vec::new(),
+            ),
+            _ => (start_experiment(plan, false, progress)?, Vec::new()),
+        },
+        (None, None) => (start_experiment(plan, false, progress)?, Vec::new()),
     };
+    let mut checkpoints = Checkpoints {
+        path: out
+            .as_ref()
+            .filter(|_| plan.output.checkpoint_every > 0)
+            .map(|out| checkpoint::checkpoint_path(out.path())),
+        every: plan.output.checkpoint_every,
+        saved_round: resumed
+            .then(|| experiment.history().last().map(|r| r.round))
+            .flatten(),
+        costs: Vec::new(),
+    };
+    checkpoints.after_round(plan, experiment.as_ref(), &recommendations)?;
     let planned = experiment.planned_rounds();
     if progress {
         for record in experiment.history() {
             print_progress(planned, record);
         }
     }
-    let mut recommendations = Vec::new();
     let exports = plan.output.recommendations;
-    let mut export = |experiment: &dyn Experiment, last: bool| {
+    let export = |experiment: &dyn Experiment, last: bool, lists: &mut Vec<_>| {
         if let Some(export) = exports.filter(|e| last || e.every_round) {
             let users = match export.users {
                 RecommendedUsers::Test => experiment.test_users(),
                 RecommendedUsers::All => (0..experiment.ids().0.len() as u32).collect(),
             };
             let round = experiment.history().last().map_or(0, |r| r.round);
-            recommendations.extend(recommend(experiment, &users, export.k, round));
+            lists.extend(recommend(experiment, &users, export.k, round));
         }
     };
     while experiment.has_next() {
-        export(experiment.as_ref(), false);
+        export(experiment.as_ref(), false, &mut recommendations);
         let record = experiment.next_round()?;
         if progress {
             print_progress(planned, record);
         }
+        checkpoints.after_round(plan, experiment.as_ref(), &recommendations)?;
     }
-    export(experiment.as_ref(), true);
-    let output = experiment.finish()?;
+    export(experiment.as_ref(), true, &mut recommendations);
+    let mut output = experiment.finish()?;
+    for cost in &checkpoints.costs {
+        output
+            .latency
+            .record("checkpoint", Duration::from_secs_f64(cost.ms / 1e3));
+    }
     let last = output.rounds.last().expect("round 0 is recorded");
+    let checkpoint_s = checkpoints.costs.iter().map(|c| c.ms).sum::<f64>() / 1e3;
     let mut summary = Summary {
         name: plan.name.clone(),
         recsift_version: env!("CARGO_PKG_VERSION"),
@@ -412,6 +493,7 @@ fn execute(
         history: output.rounds.iter().map(RoundSummary::from).collect(),
         selected: output.selections.len() as u64,
         wall_s: 0.0,
+        checkpoint_s,
     };
     let Some(out) = out else {
         summary.wall_s = started.elapsed().as_secs_f64();
@@ -421,6 +503,7 @@ fn execute(
         out.write_recommendations("recommendations.parquet", &recommendations)?;
     }
     out.write_rounds("rounds.parquet", &output.rounds)?;
+    crate::failpoint::reached("final");
     out.write_selections("selections.parquet", &output.selections)?;
     out.write_json(
         "latency.json",
@@ -431,6 +514,7 @@ fn execute(
                 .iter()
                 .map(|r| r.timings_ms.iter().cloned().collect())
                 .collect(),
+            checkpoints: checkpoints.costs,
         },
     )?;
     if plan.output.plots {
@@ -440,7 +524,104 @@ fn execute(
     }
     summary.wall_s = started.elapsed().as_secs_f64();
     out.write_json("summary.json", &summary)?;
+    // The run is complete: its checkpoint has served.
+    if let Some(path) = checkpoints.path {
+        out.remove_file(&path)?;
+    }
     Ok(summary)
+}
+
+/// The checkpoint `--resume` continues from: `None` to start afresh in a folder that holds
+/// none (absent, empty, or only temporary files of an interrupted write); an error for a
+/// complete run, a folder holding something else, or a checkpoint another
+/// pipeline or version wrote.
+fn saved_checkpoint(
+    plan: &Plan,
+    out_dir: &Path,
+) -> Result<Option<checkpoint::Checkpoint>, RunError> {
+    if out_dir.join(SUMMARY_FILE).exists() {
+        return Err(RunError::Resume(format!(
+            "{} holds a complete run ({SUMMARY_FILE} exists): nothing to resume\n    help: \
+             its results stand; to run again, drop --resume and add --force",
+            out_dir.display()
+        )));
+    }
+    let path = checkpoint::checkpoint_path(out_dir);
+    if path.exists() {
+        return checkpoint::load(&path, plan).map(Some);
+    }
+    let (_, others) = OutputDir::files(out_dir)?;
+    if let Some(file) = others.first() {
+        return Err(RunError::Resume(format!(
+            "{} has no {} to resume from, but holds {} (not this run's checkpoint)\n    \
+             help: start over with --force (replaces the folder's files), or name another \
+             folder with --out",
+            out_dir.display(),
+            checkpoint::CHECKPOINT_FILE,
+            file.display()
+        )));
+    }
+    Ok(None)
+}
+
+/// The experiment a checkpoint's `progress` was saved from, ready for its next round.
+pub fn resume_experiment(
+    plan: &Plan,
+    progress: checkpoint::Progress,
+    show_progress: bool,
+) -> Result<Box<dyn Experiment>, RunError> {
+    Ok(match &plan.protocol {
+        ProtocolPlan::Pool(pool) => Box::new(PoolExperiment::resume(plan, pool, progress)?),
+        ProtocolPlan::Selection(selection) => Box::new(SelectionExperiment::resume(
+            plan,
+            selection,
+            load_data(plan)?,
+            progress,
+        )?),
+        ProtocolPlan::Replay(replay) => Box::new(ReplayExperiment::resume(
+            plan,
+            replay,
+            progress,
+            show_progress,
+        )?),
+    })
+}
+
+/// Saves a checkpoint after every `every`-th round, and what each cost.
+struct Checkpoints {
+    /// Where, when this process saves checkpoints at all.
+    path: Option<PathBuf>,
+    every: u32,
+    /// The last round saved (or resumed from).
+    saved_round: Option<u32>,
+    costs: Vec<CheckpointCost>,
+}
+
+impl Checkpoints {
+    /// Saves the experiment after its last round, if that round is due and not saved.
+    fn after_round(
+        &mut self,
+        plan: &Plan,
+        experiment: &dyn Experiment,
+        recommendations: &[crate::results::Recommendation],
+    ) -> Result<(), RunError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let round = experiment.history().last().map_or(0, |r| r.round);
+        if !round.is_multiple_of(self.every) || self.saved_round == Some(round) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        checkpoint::save(path, plan, &experiment.progress()?, recommendations)?;
+        self.saved_round = Some(round);
+        self.costs.push(CheckpointCost {
+            round,
+            ms: started.elapsed().as_secs_f64() * 1e3,
+            bytes: std::fs::metadata(path).map_or(0, |m| m.len()),
+        });
+        Ok(())
+    }
 }
 
 fn print_progress(planned: Option<u32>, record: &RoundRecord) {

@@ -10,10 +10,12 @@ use crate::plan::{EvaluatePlan, Plan, PoolPlan, ProtocolPlan, SelectPlan};
 use crate::results::{RoundRecord, SelectionRecord};
 use crate::scoring::ScoringHead;
 
+use super::checkpoint::Progress;
 use super::experiment::{
-    Experiment, ExperimentOutput, InitialFit, RoundClock, RoundCounts, fit_initial, mean_label,
-    model_and_head, pool_sample, refit_samples, round_zero_clock, split_round_record,
-    start_session, users_of,
+    Experiment, ExperimentOutput, InitialFit, Resumed, RoundClock, RoundCounts, fit_initial,
+    last_round, mean_label, model_and_head, pool_sample, refit_samples, resumed_session,
+    round_zero_clock, saved_sample, split_round_record, start_session, strategy_reads_labels,
+    users_of,
 };
 use super::session::{PoolChanges, Session};
 use super::split::initial_labels;
@@ -39,26 +41,13 @@ pub struct PoolStart {
 impl PoolStart {
     /// Loads the data of `plan`, labels its initial samples and trains the initial model.
     pub fn train(plan: &Plan, pool: &PoolPlan) -> Result<Self, RunError> {
-        let data = load_data(plan)?;
-        let labelled = initial_labels(&data.train, pool.initial, plan.seed);
-        check_budget(plan, pool, &labelled, &data)?;
-        let seed_samples: Vec<u32> = (0..data.train.len() as u32)
-            .filter(|&k| labelled[k as usize])
-            .collect();
-        let seed_events: Vec<Interaction> = seed_samples
-            .iter()
-            .map(|&k| data.train[k as usize])
-            .collect();
-        let Some(global_mean) = mean_label(seed_events.iter().map(|e| e.label)) else {
-            return Err(RunError::Experiment {
-                field: "protocol.pool.labelled".into(),
-                message: format!(
-                    "no training event is labelled at the start ({} training events): the model has nothing to learn from",
-                    data.train.len()
-                ),
-                help: "raise `labelled: {fraction: ...}` or use `labelled: {per_user: 1}`".into(),
-            });
-        };
+        let RoundZero {
+            data,
+            labelled,
+            seed_samples,
+            seed_events,
+            global_mean,
+        } = RoundZero::label(plan, pool)?;
         let (mut model, head) = model_and_head(plan, &data, global_mean)?;
         let mut clock = round_zero_clock(&data);
         let (report, stopped_at) = clock.time("train", || {
@@ -128,6 +117,49 @@ impl PoolStart {
     }
 }
 
+/// Round 0 before anything trains: the loaded and split data and the initial labels.
+struct RoundZero {
+    data: ExperimentData,
+    labelled: Vec<bool>,
+    seed_samples: Vec<u32>,
+    seed_events: Vec<Interaction>,
+    /// The initial labels' mean (the model's starting offset).
+    global_mean: f32,
+}
+
+impl RoundZero {
+    /// Loads the data of `plan` and labels its initial samples.
+    fn label(plan: &Plan, pool: &PoolPlan) -> Result<Self, RunError> {
+        let data = load_data(plan)?;
+        let labelled = initial_labels(&data.train, pool.initial, plan.seed);
+        check_budget(plan, pool, &labelled, &data)?;
+        let seed_samples: Vec<u32> = (0..data.train.len() as u32)
+            .filter(|&k| labelled[k as usize])
+            .collect();
+        let seed_events: Vec<Interaction> = seed_samples
+            .iter()
+            .map(|&k| data.train[k as usize])
+            .collect();
+        let Some(global_mean) = mean_label(seed_events.iter().map(|e| e.label)) else {
+            return Err(RunError::Experiment {
+                field: "protocol.pool.labelled".into(),
+                message: format!(
+                    "no training event is labelled at the start ({} training events): the model has nothing to learn from",
+                    data.train.len()
+                ),
+                help: "raise `labelled: {fraction: ...}` or use `labelled: {per_user: 1}`".into(),
+            });
+        };
+        Ok(Self {
+            data,
+            labelled,
+            seed_samples,
+            seed_events,
+            global_mean,
+        })
+    }
+}
+
 /// A running pool-protocol experiment.
 pub struct PoolExperiment {
     data: ExperimentData,
@@ -172,11 +204,7 @@ impl PoolExperiment {
             plan.select.as_ref(),
             track_scores,
         )?;
-        // A label-aware strategy reads the pool's hidden labels: an oracle upper bound.
-        let oracle = plan
-            .select
-            .as_ref()
-            .is_some_and(|s| s.strategy.def().needs_labels);
+        let oracle = strategy_reads_labels(plan);
         let insert: Vec<PoolSample> = (0..data.train.len() as u32)
             .filter(|&k| !labelled[k as usize])
             .map(|k| pool_sample(&data.train, k, oracle))
@@ -212,6 +240,51 @@ impl PoolExperiment {
         record.note_early_stopping(stopped_at);
         experiment.history.push(record);
         Ok(experiment)
+    }
+
+    /// Continues the run `progress` was saved from: the data is loaded and labelled again,
+    /// the model built as at the start takes the saved state, and the engine scores the
+    /// pool left after the saved selections.
+    pub fn resume(plan: &Plan, pool: &PoolPlan, progress: Progress) -> Result<Self, RunError> {
+        let RoundZero {
+            data,
+            mut labelled,
+            seed_events,
+            global_mean,
+            ..
+        } = RoundZero::label(plan, pool)?;
+        let start = model_and_head(plan, &data, global_mean)?;
+        let mut known = seed_events;
+        for selection in &progress.selections {
+            let event = saved_sample(&data.train, selection.sample)?;
+            labelled[selection.sample as usize] = true;
+            known.push(event);
+        }
+        let oracle = strategy_reads_labels(plan);
+        let pool_samples = (0..data.train.len() as u32)
+            .filter(|&k| !labelled[k as usize])
+            .map(|k| pool_sample(&data.train, k, oracle))
+            .collect();
+        let resumed = Resumed {
+            state: &progress.model,
+            pool: pool_samples,
+            labelled: &known,
+        };
+        let session = resumed_session(plan, data.text.as_ref(), start, resumed)?;
+        Ok(Self {
+            select: plan.select.clone(),
+            evaluate: plan.evaluate.clone(),
+            refit: plan.train.refit,
+            epochs_per_round: plan.train.epochs_per_round,
+            rounds: pool.rounds,
+            oracle,
+            labelled,
+            session,
+            round: last_round(&progress.history),
+            selections: progress.selections,
+            history: progress.history,
+            data,
+        })
     }
 
     fn finish_round(
@@ -334,6 +407,15 @@ impl Experiment for PoolExperiment {
         let record = self.finish_round(clock, counts, report.last_epoch_loss);
         self.history.push(record);
         Ok(self.history.last().expect("just pushed"))
+    }
+
+    fn progress(&self) -> Result<Progress, RunError> {
+        Ok(Progress {
+            history: self.history.clone(),
+            selections: self.selections.clone(),
+            model: self.session.model().save_state()?,
+            prequential: None,
+        })
     }
 
     fn finish(self: Box<Self>) -> Result<ExperimentOutput, RunError> {

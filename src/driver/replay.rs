@@ -9,7 +9,7 @@
 //! far (24 bytes each, for the pool) are held in memory. A log stored out of time order is
 //! sorted first, within the replay's `sort_memory` (see [`EventBatches::in_time_order`]).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -17,18 +17,22 @@ use crate::data::{IdMap, Interaction, LabelKind, UserIdx};
 use crate::dataflow::PoolSample;
 use crate::io::events::EventBatches;
 use crate::io::sort::SortOptions;
+use crate::model::Recommender;
 use crate::plan::params::RefitPolicy;
 use crate::plan::{CandidateSet, EvaluatePlan, Plan, ReplayPlan, SelectPlan};
 use crate::results::{RoundRecord, SelectionRecord};
+use crate::scoring::ScoringHead;
 use crate::seeding::unit_hash;
 
 use super::RunError;
+use super::checkpoint::Progress;
 use super::cluster::topology;
 use super::embed::ItemEmbedder;
 use super::evaluation::{EvalTarget, ItemsPerUser, ModelView, evaluate};
 use super::experiment::{
-    Experiment, ExperimentOutput, RoundClock, RoundCounts, build_model, clipped_head, mean_label,
-    pool_sample, refit_samples, users_of,
+    Experiment, ExperimentOutput, Resumed, RoundClock, RoundCounts, build_model, clipped_head,
+    mean_label, pool_sample, refit_samples, resumed_session, saved_sample, strategy_reads_labels,
+    users_of,
 };
 use super::session::{PoolChanges, Session};
 use super::windows::{ReplayWindow, WindowCutter, WindowError};
@@ -73,23 +77,29 @@ pub struct ReplayExperiment {
     candidate_windows: VecDeque<Range<u32>>,
 }
 
-/// Running sums for cumulative prequential RMSE and MAE.
-#[derive(Debug, Default)]
-struct ErrorSums {
-    squared: f64,
-    absolute: f64,
-    count: u64,
+/// A replay's log opened and its first window read, with the model built as the first
+/// window sizes it.
+struct Opening {
+    windows: WindowCutter<EventBatches>,
+    /// The log's path, for messages.
+    source: String,
+    first: ReplayWindow,
+    /// Time spent checking the order (and sorting) and reading the first window.
+    next_read: Duration,
+    embedder: Option<ItemEmbedder>,
+    /// Texts the encoder embedded for the first window.
+    embedded_at_start: usize,
+    /// Time spent embedding the first window's texts, when the pipeline embeds.
+    embed_time: Option<Duration>,
+    model: Box<dyn Recommender>,
+    head: ScoringHead,
 }
 
-impl ReplayExperiment {
-    /// Opens the log (sorting it if it is out of time order, with a line per step on stderr
-    /// when `progress`), trains on the warm-up windows and records them.
-    pub fn start(
-        plan: &Plan,
-        replay: &ReplayPlan,
-        track_scores: bool,
-        progress: bool,
-    ) -> Result<Self, RunError> {
+impl Opening {
+    /// Opens the log of `plan` (sorting it if it is out of time order, with a line per step
+    /// on stderr when `progress`), reads the first window, embeds its texts and builds the
+    /// model and its head.
+    fn open(plan: &Plan, replay: &ReplayPlan, progress: bool) -> Result<Self, RunError> {
         let source = plan
             .data
             .events
@@ -135,6 +145,7 @@ impl ReplayExperiment {
         let kind = plan.data.label_kind;
         // The first window's texts are embedded now: the text models are sized by them.
         let embed_started = Instant::now();
+        let embeds = embedder.is_some();
         let mut embedded_at_start = 0;
         let text = match &mut embedder {
             Some(embedder) => {
@@ -145,28 +156,223 @@ impl ReplayExperiment {
             }
             None => None,
         };
-        let embed_time = embed_started.elapsed();
+        let embed_time = embeds.then(|| embed_started.elapsed());
         let model = build_model(plan, users, items, global_mean, kind, text)?;
         let scale = match kind {
             LabelKind::Rating => first.events.iter().map(|e| e.label).collect::<Vec<_>>(),
             LabelKind::Click => Vec::new(),
         };
         let head = clipped_head(model.as_ref(), scale.into_iter());
-        let mut session = Session::start(
-            head,
+        Ok(Self {
+            windows,
+            source: source_name,
+            first,
+            next_read,
+            embedder,
+            embedded_at_start,
+            embed_time,
             model,
+            head,
+        })
+    }
+}
+
+/// The driver's tables after replaying saved windows without running them (see
+/// [`ReplayExperiment::resume`]).
+#[derive(Default)]
+struct Replayed {
+    events: Vec<Interaction>,
+    labelled: Vec<bool>,
+    /// The labelled events, in the order their labels became known.
+    known: Vec<Interaction>,
+    candidate_windows: VecDeque<Range<u32>>,
+    last_window_users: Vec<UserIdx>,
+}
+
+impl Replayed {
+    /// Adds a saved window: its events, its free labels, then the samples the saved run
+    /// picked in it (`picks`, in the order picked).
+    fn add(
+        &mut self,
+        window: ReplayWindow,
+        picks: &[u32],
+        seed: u64,
+        replay: &ReplayPlan,
+    ) -> Result<(), RunError> {
+        let first_sample = self.events.len() as u32;
+        self.events.extend_from_slice(&window.events);
+        self.labelled.resize(self.events.len(), false);
+        self.last_window_users = users_of(&window.events);
+        let samples = first_sample..self.events.len() as u32;
+        let free = free_labels(samples.clone(), window.index, seed, replay);
+        for &k in free.iter().chain(picks) {
+            let event = saved_sample(&self.events, k)?;
+            self.labelled[k as usize] = true;
+            self.known.push(event);
+        }
+        if let Some(horizon) = replay.pool_windows {
+            if self.candidate_windows.len() >= horizon as usize {
+                self.candidate_windows.pop_front();
+            }
+            self.candidate_windows.push_back(samples);
+        }
+        Ok(())
+    }
+
+    /// The pool after the saved windows: their unlabelled events, or those of the last
+    /// `horizon` windows.
+    fn pool(&self, horizon: Option<u32>, oracle: bool) -> Vec<PoolSample> {
+        let end = self.events.len() as u32;
+        let start = match horizon {
+            None => 0,
+            Some(_) => self.candidate_windows.front().map_or(end, |w| w.start),
+        };
+        (start..end)
+            .filter(|&k| !self.labelled[k as usize])
+            .map(|k| pool_sample(&self.events, k, oracle))
+            .collect()
+    }
+}
+
+/// The samples of window `index` whose labels arrive with it: all of a warm-up window,
+/// else a seeded fraction.
+fn free_labels(samples: Range<u32>, index: u32, seed: u64, replay: &ReplayPlan) -> Vec<u32> {
+    let warmup = index < replay.warmup_windows.max(1);
+    samples
+        .filter(|&k| warmup || unit_hash(seed ^ FREE_LABEL_SALT, k) < replay.free_labels)
+        .collect()
+}
+
+/// Running sums for cumulative prequential RMSE and MAE.
+#[derive(Debug, Default)]
+struct ErrorSums {
+    squared: f64,
+    absolute: f64,
+    count: u64,
+}
+
+impl ReplayExperiment {
+    /// Opens the log (sorting it if it is out of time order, with a line per step on stderr
+    /// when `progress`), trains on the warm-up windows and records them.
+    pub fn start(
+        plan: &Plan,
+        replay: &ReplayPlan,
+        track_scores: bool,
+        progress: bool,
+    ) -> Result<Self, RunError> {
+        let opening = Opening::open(plan, replay, progress)?;
+        let text = opening.embedder.as_ref().map(ItemEmbedder::vectors);
+        let mut session = Session::start(
+            opening.head,
+            opening.model,
             &topology(plan)?,
             plan.select.as_ref(),
             text,
             plan.seed,
             track_scores,
         )?;
-        if embedder.is_some() {
+        if let Some(embed_time) = opening.embed_time {
             session.latency.record("embed", embed_time);
         }
-        let mut experiment = Self {
+        let mut experiment = Self::new(plan, replay, opening.windows, opening.source, session);
+        experiment.embedder = opening.embedder;
+        experiment.embedded_at_start = opening.embedded_at_start;
+        experiment.next_read = opening.next_read;
+        experiment.next_window = Some(opening.first);
+        experiment.next_round()?;
+        while experiment.has_next() && (experiment.history.len() as u32) < replay.warmup_windows {
+            experiment.next_round()?;
+        }
+        Ok(experiment)
+    }
+
+    /// Continues the replay `progress` was saved from: the log is read again up to the
+    /// saved windows (their events, free labels, saved selections and candidate windows),
+    /// the model built as at the start takes the saved state, and the engine scores the
+    /// pool as it stood after the last saved window.
+    pub fn resume(
+        plan: &Plan,
+        replay: &ReplayPlan,
+        progress: Progress,
+        show_progress: bool,
+    ) -> Result<Self, RunError> {
+        let Opening {
+            mut windows,
+            source,
+            first,
+            mut embedder,
+            mut model,
+            head,
+            ..
+        } = Opening::open(plan, replay, show_progress)?;
+        let mut picked: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for s in &progress.selections {
+            picked.entry(s.round).or_default().push(s.sample);
+        }
+        let mut replayed = Replayed::default();
+        let mut next = Some(first);
+        for _ in &progress.history {
+            let window = next.take().ok_or_else(|| {
+                RunError::Resume(format!(
+                    "the checkpoint has {} windows, but {source} has fewer: the log changed \
+                     since the run started; start it over without --resume",
+                    progress.history.len()
+                ))
+            })?;
+            if let Some(embedder) = &mut embedder {
+                embedder.ensure(window.events.iter().map(|e| e.item))?;
+            }
+            let picks = picked.remove(&window.index).unwrap_or_default();
+            replayed.add(window, &picks, plan.seed, replay)?;
+            next = next_window(&mut windows, &source)?;
+        }
+        let (n_users, n_items) = (
+            windows.source().users().len(),
+            windows.source().items().len(),
+        );
+        model.grow(n_users, n_items)?;
+        let text = embedder.as_ref().map(ItemEmbedder::vectors);
+        if let Some(text) = text {
+            model.set_item_embeddings(text)?;
+        }
+        let oracle = strategy_reads_labels(plan);
+        let resumed = Resumed {
+            state: &progress.model,
+            pool: replayed.pool(replay.pool_windows, oracle),
+            labelled: &replayed.known,
+        };
+        let session = resumed_session(plan, text, (model, head), resumed)?;
+        let mut experiment = Self::new(plan, replay, windows, source, session);
+        experiment.embedder = embedder;
+        experiment.next_window = next;
+        experiment.labelled_count = replayed.known.len() as u64;
+        experiment.events = replayed.events;
+        experiment.labelled = replayed.labelled;
+        experiment.candidate_windows = replayed.candidate_windows;
+        experiment.last_window_users = replayed.last_window_users;
+        if let Some((squared, absolute, count)) = progress.prequential {
+            experiment.errors = ErrorSums {
+                squared,
+                absolute,
+                count,
+            };
+        }
+        experiment.selections = progress.selections;
+        experiment.history = progress.history;
+        Ok(experiment)
+    }
+
+    /// A replay before its first window, reading `windows` of the log `source`.
+    fn new(
+        plan: &Plan,
+        replay: &ReplayPlan,
+        windows: WindowCutter<EventBatches>,
+        source: String,
+        session: Session,
+    ) -> Self {
+        Self {
             windows,
-            source: source_name,
+            source,
             replay: replay.clone(),
             select: plan.select.clone(),
             evaluate: plan.evaluate.clone(),
@@ -174,29 +380,21 @@ impl ReplayExperiment {
             epochs: plan.train.epochs,
             epochs_per_round: plan.train.epochs_per_round,
             seed: plan.seed,
-            oracle: plan
-                .select
-                .as_ref()
-                .is_some_and(|s| s.strategy.def().needs_labels),
+            oracle: strategy_reads_labels(plan),
             events: Vec::new(),
             labelled: Vec::new(),
             labelled_count: 0,
             session,
-            embedder,
-            embedded_at_start,
-            next_read,
-            next_window: Some(first),
+            embedder: None,
+            embedded_at_start: 0,
+            next_read: Duration::ZERO,
+            next_window: None,
             errors: ErrorSums::default(),
             selections: Vec::new(),
             history: Vec::new(),
             last_window_users: Vec::new(),
             candidate_windows: VecDeque::new(),
-        };
-        experiment.next_round()?;
-        while experiment.has_next() && (experiment.history.len() as u32) < replay.warmup_windows {
-            experiment.next_round()?;
         }
-        Ok(experiment)
     }
 
     /// With `pool_windows: K`, records the samples of the window starting now and returns
@@ -244,13 +442,12 @@ impl ReplayExperiment {
         self.last_window_users = users_of(&window.events);
         let window_samples = first_sample..self.events.len() as u32;
 
-        // Labels that arrive with the window: all of a warm-up window, else a seeded fraction.
-        let free: Vec<u32> = window_samples
-            .clone()
-            .filter(|&k| {
-                warmup || unit_hash(self.seed ^ FREE_LABEL_SALT, k) < self.replay.free_labels
-            })
-            .collect();
+        let free = free_labels(
+            window_samples.clone(),
+            window.index,
+            self.seed,
+            &self.replay,
+        );
         self.labelled.resize(self.events.len(), false);
         for &k in &free {
             self.labelled[k as usize] = true;
@@ -456,6 +653,15 @@ impl Experiment for ReplayExperiment {
         self.next_read = read_started.elapsed();
         self.history.push(record);
         Ok(self.history.last().expect("just pushed"))
+    }
+
+    fn progress(&self) -> Result<Progress, RunError> {
+        Ok(Progress {
+            history: self.history.clone(),
+            selections: self.selections.clone(),
+            model: self.session.model().save_state()?,
+            prequential: Some((self.errors.squared, self.errors.absolute, self.errors.count)),
+        })
     }
 
     fn finish(self: Box<Self>) -> Result<ExperimentOutput, RunError> {

@@ -8,9 +8,11 @@ use crate::dataflow::PoolSample;
 use crate::plan::{EvaluatePlan, Plan, SelectPlan, SelectionProtocolPlan};
 use crate::results::{RoundRecord, SelectionRecord};
 
+use super::checkpoint::Progress;
 use super::experiment::{
-    Experiment, ExperimentOutput, InitialFit, RoundClock, RoundCounts, fit_initial, mean_label,
-    model_and_head, pool_sample, round_zero_clock, split_round_record, start_session, users_of,
+    Experiment, ExperimentOutput, InitialFit, Resumed, RoundClock, RoundCounts, fit_initial,
+    last_round, mean_label, model_and_head, pool_sample, resumed_session, round_zero_clock,
+    saved_sample, split_round_record, start_session, users_of,
 };
 use super::session::{PoolChanges, Session};
 use super::{ExperimentData, RunError};
@@ -37,32 +39,7 @@ impl SelectionExperiment {
         data: ExperimentData,
         track_scores: bool,
     ) -> Result<Self, RunError> {
-        let select = plan.select.clone().ok_or_else(|| RunError::Experiment {
-            field: "nodes".into(),
-            message:
-                "the selection protocol needs a select node: it decides what each round trains on"
-                    .into(),
-            help: "add e.g. `pick: {select: {strategy: max_loss, budget: 1000}, input: scores}`"
-                .into(),
-        })?;
-        let Some(global_mean) = mean_label(data.train.iter().map(|e| e.label)) else {
-            return Err(RunError::Experiment {
-                field: "protocol.selection.split".into(),
-                message: "no training events after the split".into(),
-                help: "check the event file and the split's test fraction".into(),
-            });
-        };
-        if !select.per_user && select.budget > data.train.len() as u64 {
-            return Err(RunError::Experiment {
-                field: format!("nodes.{}.select.budget", select.node),
-                message: format!(
-                    "budget {} is larger than the {} training samples it selects from",
-                    select.budget,
-                    data.train.len()
-                ),
-                help: format!("lower `budget` to at most {}", data.train.len()),
-            });
-        }
+        let (select, global_mean) = checked_select(plan, &data)?;
         let (mut model, head) = model_and_head(plan, &data, global_mean)?;
         let mut clock = round_zero_clock(&data);
         let keys: Vec<u32> = (0..data.train.len() as u32).collect();
@@ -108,6 +85,40 @@ impl SelectionExperiment {
         record.note_early_stopping(stopped_at);
         experiment.history.push(record);
         Ok(experiment)
+    }
+
+    /// Continues the run `progress` was saved from: the data is loaded again, the model
+    /// built as at the start takes the saved state, and the engine scores every sample.
+    pub fn resume(
+        plan: &Plan,
+        protocol: &SelectionProtocolPlan,
+        data: ExperimentData,
+        progress: Progress,
+    ) -> Result<Self, RunError> {
+        let (select, global_mean) = checked_select(plan, &data)?;
+        for selection in &progress.selections {
+            saved_sample(&data.train, selection.sample)?;
+        }
+        let start = model_and_head(plan, &data, global_mean)?;
+        let resumed = Resumed {
+            state: &progress.model,
+            pool: (0..data.train.len() as u32)
+                .map(|k| pool_sample(&data.train, k, true))
+                .collect(),
+            labelled: &data.train,
+        };
+        let session = resumed_session(plan, data.text.as_ref(), start, resumed)?;
+        Ok(Self {
+            select,
+            evaluate: plan.evaluate.clone(),
+            epochs_per_round: plan.train.epochs_per_round,
+            rounds: protocol.rounds,
+            session,
+            round: last_round(&progress.history),
+            selections: progress.selections,
+            history: progress.history,
+            data,
+        })
     }
 
     fn finish_round(
@@ -198,6 +209,15 @@ impl Experiment for SelectionExperiment {
         Ok(self.history.last().expect("just pushed"))
     }
 
+    fn progress(&self) -> Result<Progress, RunError> {
+        Ok(Progress {
+            history: self.history.clone(),
+            selections: self.selections.clone(),
+            model: self.session.model().save_state()?,
+            prequential: None,
+        })
+    }
+
     fn finish(self: Box<Self>) -> Result<ExperimentOutput, RunError> {
         let latency = self.session.finish()?;
         Ok(ExperimentOutput {
@@ -206,4 +226,34 @@ impl Experiment for SelectionExperiment {
             latency,
         })
     }
+}
+
+/// The select node (the protocol needs one: it decides what each round trains on) and the
+/// training labels' mean, checked against the data.
+fn checked_select(plan: &Plan, data: &ExperimentData) -> Result<(SelectPlan, f32), RunError> {
+    let select = plan.select.clone().ok_or_else(|| RunError::Experiment {
+        field: "nodes".into(),
+        message: "the selection protocol needs a select node: it decides what each round trains on"
+            .into(),
+        help: "add e.g. `pick: {select: {strategy: max_loss, budget: 1000}, input: scores}`".into(),
+    })?;
+    let Some(global_mean) = mean_label(data.train.iter().map(|e| e.label)) else {
+        return Err(RunError::Experiment {
+            field: "protocol.selection.split".into(),
+            message: "no training events after the split".into(),
+            help: "check the event file and the split's test fraction".into(),
+        });
+    };
+    if !select.per_user && select.budget > data.train.len() as u64 {
+        return Err(RunError::Experiment {
+            field: format!("nodes.{}.select.budget", select.node),
+            message: format!(
+                "budget {} is larger than the {} training samples it selects from",
+                select.budget,
+                data.train.len()
+            ),
+            help: format!("lower `budget` to at most {}", data.train.len()),
+        });
+    }
+    Ok((select, global_mean))
 }

@@ -134,6 +134,11 @@ impl Session {
         Ok(())
     }
 
+    /// The model.
+    pub fn model(&self) -> &dyn Recommender {
+        self.model.as_ref()
+    }
+
     /// The model, for training.
     pub fn model_mut(&mut self) -> &mut dyn Recommender {
         self.model.as_mut()
@@ -157,6 +162,9 @@ impl Session {
     /// Runs one engine round with `changes`: publishes rows of users and items that are new
     /// or that the trainer changed, and applies the score changes to the ranking.
     pub fn publish(&mut self, changes: PoolChanges<'_>) -> Result<RoundOutput, RunError> {
+        if changes.fit.is_some() {
+            crate::failpoint::reached("round");
+        }
         let (n_users, n_items) = self.model.shape();
         let (old_users, old_items) = self.published;
         let mut users: Vec<UserIdx> = (old_users as u32..n_users as u32).collect();

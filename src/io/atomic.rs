@@ -12,6 +12,12 @@ use super::IoError;
 /// Distinguishes temporary files of concurrent writers within one process.
 static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
 
+/// Whether `name` is that of a temporary file [`PendingFile`] creates (`.<name>.<pid>.<n>.tmp`),
+/// e.g. one left behind by a process killed while writing.
+pub(crate) fn is_temporary_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
+
 /// A temporary file that becomes `dest` on [`PendingFile::commit`], and is removed if
 /// dropped uncommitted (after an error).
 #[derive(Debug)]
@@ -86,10 +92,15 @@ impl Drop for PendingFile {
 /// Replaces `dest` with `bytes`, atomically.
 pub(crate) fn write_bytes_atomic(dest: &Path, bytes: &[u8]) -> Result<(), IoError> {
     let (pending, mut file) = PendingFile::create(dest)?;
-    file.write_all(bytes).map_err(|source| IoError::Write {
+    let write_error = |source| IoError::Write {
         path: dest.to_path_buf(),
         source,
-    })?;
+    };
+    let (first, second) = bytes.split_at(bytes.len() / 2);
+    file.write_all(first).map_err(write_error)?;
+    file.flush().map_err(write_error)?;
+    crate::failpoint::reached("write");
+    file.write_all(second).map_err(write_error)?;
     pending.commit(file)
 }
 

@@ -11,6 +11,7 @@
 //! | [`template`] | the text template language itself (pure, no file I/O, used by the planner too) |
 //! | [`results`] | an experiment's output directory: JSON, rounds and selections as Parquet, plots |
 //! | [`embedding_cache`] | text embeddings keyed by (model id, SHA-256 of the text), so each text is embedded once |
+//! | [`checkpoint`] | a run's checkpoint: named tensors and a JSON document in one safetensors file, replaced atomically |
 //! | [`movielens`] | MovieLens releases (ml-100k, ml-1m, ml-10m, the CSV releases) converted to Parquet |
 //!
 //! # Type mapping
@@ -80,6 +81,7 @@ use arrow::error::ArrowError;
 use parquet::errors::ParquetError;
 
 pub(crate) mod atomic;
+pub mod checkpoint;
 mod columns;
 pub mod embedding_cache;
 pub mod events;
@@ -429,6 +431,18 @@ pub enum IoError {
     )]
     BadEmbeddingCache {
         /// The cache file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A checkpoint file that cannot be read back (damaged, or not written by recsift).
+    #[error(
+        "checkpoint {} is unusable: {problem}; start the run over without --resume (with \
+         --force to replace the folder's files)",
+        .path.display()
+    )]
+    BadCheckpoint {
+        /// The checkpoint file.
         path: PathBuf,
         /// What is wrong with it.
         problem: String,

@@ -24,7 +24,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use serde::Serialize;
 
 use super::IoError;
-use super::atomic::write_bytes_atomic;
+use super::atomic::{is_temporary_name, write_bytes_atomic};
 use super::parquet_file::write_parquet_atomic;
 use crate::data::RawId;
 use crate::results::{Recommendation, RoundRecord, SelectionRecord};
@@ -77,6 +77,47 @@ impl OutputDir {
         Ok(OutputDir {
             path: path.to_path_buf(),
         })
+    }
+
+    /// The files of folder `path`, split into those an interrupted atomic write left behind
+    /// (see [`super::atomic`]) and the others; none when the folder does not exist.
+    pub fn files(path: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), IoError> {
+        let unreadable = |source| IoError::Read {
+            what: "results folder",
+            path: path.to_path_buf(),
+            source,
+        };
+        let entries = match fs::read_dir(path) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((Vec::new(), Vec::new()));
+            }
+            Err(source) => return Err(unreadable(source)),
+        };
+        let (mut temporary, mut others) = (Vec::new(), Vec::new());
+        for entry in entries {
+            let entry = entry.map_err(unreadable)?;
+            if is_temporary_name(&entry.file_name().to_string_lossy()) {
+                temporary.push(entry.path());
+            } else {
+                others.push(entry.path());
+            }
+        }
+        temporary.sort();
+        others.sort();
+        Ok((temporary, others))
+    }
+
+    /// Removes a file of this folder (it is gone either way afterwards).
+    pub fn remove_file(&self, path: &Path) -> Result<(), IoError> {
+        match fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(IoError::Write {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
     }
 
     /// The directory.

@@ -4,11 +4,13 @@
 //! A step computes exactly what candle-nn's `AdamW` computes, operation for operation, so
 //! results are bit-identical to it (a test checks this against candle-nn). We keep our own
 //! because candle-nn's moments and step counter are private: a model holding one could not
-//! be copied with its optimiser state ([`super::Recommender::duplicate`]).
+//! be copied with its optimiser state ([`super::Recommender::duplicate`]), nor save and
+//! restore it ([`super::Recommender::save_state`]).
 
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 
+use super::{ModelError, ModelState};
 use crate::plan::params::OptimizerParams;
 
 /// AdamW over a fixed list of `Var`s, which each step updates in place (the model reads the
@@ -21,9 +23,10 @@ pub(super) struct DenseAdamW {
     hyper: AdamWHyper,
 }
 
-/// A parameter and its moments, shaped like it.
+/// A parameter, its name in a saved state, and its moments, shaped like it.
 #[derive(Debug)]
 struct DenseParameter {
+    name: String,
     var: Var,
     first_moment: Tensor,
     second_moment: Tensor,
@@ -39,7 +42,8 @@ struct AdamWHyper {
 }
 
 impl DenseAdamW {
-    /// Dense Adam over `vars` (f32), with zeroed moments.
+    /// Dense Adam over `vars` (f32, each with its name in a saved state), with zeroed
+    /// moments.
     ///
     /// One step updates the parameters whole, so the sparse row optimisers do not apply.
     /// Adam rather than SGD whatever the row optimiser is, because a step on the summed loss
@@ -48,7 +52,7 @@ impl DenseAdamW {
     /// row optimiser when it is Adam (PyTorch's defaults otherwise); `decoupled_decay` is
     /// AdamW's weight decay (0 when the model puts its L2 term in the gradient).
     pub(super) fn new(
-        vars: Vec<Var>,
+        vars: Vec<(String, Var)>,
         row_optimizer: OptimizerParams,
         lr: f64,
         decoupled_decay: f64,
@@ -61,8 +65,9 @@ impl DenseAdamW {
         };
         let parameters = vars
             .into_iter()
-            .map(|var| {
+            .map(|(name, var)| {
                 Ok(DenseParameter {
+                    name,
                     first_moment: var.as_tensor().zeros_like()?,
                     second_moment: var.as_tensor().zeros_like()?,
                     var,
@@ -133,6 +138,7 @@ impl DenseAdamW {
                     );
                 }
                 Ok(DenseParameter {
+                    name: p.name.clone(),
                     var,
                     first_moment: p.first_moment.copy()?,
                     second_moment: p.second_moment.copy()?,
@@ -144,6 +150,44 @@ impl DenseAdamW {
             steps: self.steps,
             hyper: self.hyper,
         })
+    }
+
+    /// Saves each parameter's value and moments as the tensors `{name}`,
+    /// `{name}.first_moment` and `{name}.second_moment`, and the step counter as the scalar
+    /// `{key}.steps`.
+    pub(super) fn save(&self, key: &str, state: &mut ModelState) -> Result<(), ModelError> {
+        for p in &self.parameters {
+            state.insert_snapshot(&p.name, p.var.as_tensor())?;
+            state.insert_snapshot(&format!("{}.first_moment", p.name), &p.first_moment)?;
+            state.insert_snapshot(&format!("{}.second_moment", p.name), &p.second_moment)?;
+        }
+        state.set_scalar(&format!("{key}.steps"), self.steps)
+    }
+
+    /// Sets the parameters (in place, so the model's `Var`s hold the saved values), the
+    /// moments and the step counter to what [`DenseAdamW::save`] saved under `key`. Every
+    /// part is read and checked before anything changes.
+    pub(super) fn load(&mut self, key: &str, state: &ModelState) -> Result<(), ModelError> {
+        let steps = state.scalar(&format!("{key}.steps"))?;
+        let saved = self
+            .parameters
+            .iter()
+            .map(|p| {
+                let (dims, device) = (p.var.dims(), p.var.device());
+                Ok([
+                    state.tensor_for(&p.name, dims, device)?,
+                    state.tensor_for(&format!("{}.first_moment", p.name), dims, device)?,
+                    state.tensor_for(&format!("{}.second_moment", p.name), dims, device)?,
+                ])
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        for (p, [value, first, second]) in self.parameters.iter_mut().zip(saved) {
+            p.var.set(&value)?;
+            p.first_moment = first;
+            p.second_moment = second;
+        }
+        self.steps = steps;
+        Ok(())
     }
 }
 
@@ -188,6 +232,14 @@ mod tests {
         ]
     }
 
+    /// `vars` named `p0`, `p1`, ...
+    fn named(vars: &[Var]) -> Vec<(String, Var)> {
+        vars.iter()
+            .enumerate()
+            .map(|(k, var)| (format!("p{k}"), var.clone()))
+            .collect()
+    }
+
     fn grads_at(vars: &[Var], step: usize) -> GradStore {
         let mut grads = GradStore::default();
         for (k, var) in vars.iter().enumerate() {
@@ -218,7 +270,7 @@ mod tests {
             let (lr, decay) = (0.02, 0.05);
             let ours_vars = parameters(0.5);
             let theirs_vars = parameters(0.5);
-            let mut ours = DenseAdamW::new(ours_vars.clone(), row_optimizer, lr, decay).unwrap();
+            let mut ours = DenseAdamW::new(named(&ours_vars), row_optimizer, lr, decay).unwrap();
             let (beta1, beta2, eps) = match row_optimizer {
                 OptimizerParams::Adam {
                     beta1, beta2, eps, ..
@@ -261,7 +313,7 @@ mod tests {
             weight_decay: 0.0,
         };
         let vars = parameters(2.0);
-        let mut original = DenseAdamW::new(vars.clone(), row_optimizer, 0.01, 0.01).unwrap();
+        let mut original = DenseAdamW::new(named(&vars), row_optimizer, 0.01, 0.01).unwrap();
         for step in 0..4 {
             original.step(&grads_at(&vars, step)).unwrap();
         }
@@ -288,5 +340,40 @@ mod tests {
 
         let wrong = vec![Var::zeros((2, 2), DType::F32, &Device::Cpu).unwrap()];
         assert!(original.duplicate(wrong).is_err());
+    }
+
+    #[test]
+    fn a_loaded_optimiser_steps_like_the_saved_one() {
+        let row_optimizer = OptimizerParams::Sgd {
+            lr: 0.05,
+            weight_decay: 0.0,
+        };
+        let vars = parameters(1.0);
+        let mut original = DenseAdamW::new(named(&vars), row_optimizer, 0.01, 0.02).unwrap();
+        for step in 0..3 {
+            original.step(&grads_at(&vars, step)).unwrap();
+        }
+        let mut state = ModelState {
+            kind: "test".into(),
+            tensors: Default::default(),
+            scalars: serde_json::json!({}),
+        };
+        original.save("dense", &mut state).unwrap();
+
+        let fresh = parameters(1.0);
+        let mut loaded = DenseAdamW::new(named(&fresh), row_optimizer, 0.01, 0.02).unwrap();
+        loaded.load("dense", &state).unwrap();
+        assert_eq!(loaded.steps, 3);
+        for step in 3..6 {
+            original.step(&grads_at(&vars, step)).unwrap();
+            loaded.step(&grads_at(&fresh, step)).unwrap();
+        }
+        for (a, b) in vars.iter().zip(&fresh) {
+            assert_eq!(host(a), host(b));
+        }
+
+        state.tensors.remove("p1.second_moment");
+        let err = loaded.load("dense", &state).unwrap_err().to_string();
+        assert!(err.contains("no tensor `p1.second_moment`"), "{err}");
     }
 }

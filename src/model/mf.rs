@@ -39,7 +39,7 @@
 
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
-use rand::rngs::StdRng;
+use rand_chacha::ChaCha12Rng;
 
 use super::init::{TableTag, init_rows};
 use super::negatives::NegativeSampler;
@@ -48,7 +48,7 @@ use super::pairwise::PairForward;
 use super::training::{
     Batch, EpochLoop, check_params, check_rows, label_offset, marked, negative_sampler,
 };
-use super::{FitReport, ModelError, Recommender, candle_device};
+use super::{FitReport, ModelError, ModelState, Recommender, candle_device};
 use crate::data::{Interaction, ItemIdx, LabelKind, UserIdx};
 use crate::plan::params::{ModelKind, TrainParams, UncertaintyParams};
 use crate::scoring::{Loss, RowLayout, ScoringHead};
@@ -74,7 +74,7 @@ pub struct BiasedMf {
     /// The offsets as `[1, members]`.
     offset_row: Tensor,
     /// Shuffles the samples of each epoch; advances across `fit` calls.
-    shuffle: StdRng,
+    shuffle: ChaCha12Rng,
     /// Under BPR, every user's known items and the negative draws.
     negatives: Option<NegativeSampler>,
 }
@@ -131,7 +131,7 @@ impl BiasedMf {
             users,
             items,
             offset_row,
-            shuffle: StdRng::seed_from_u64(stable_hash(&[params.seed, SHUFFLE_DOMAIN])),
+            shuffle: ChaCha12Rng::seed_from_u64(stable_hash(&[params.seed, SHUFFLE_DOMAIN])),
             negatives: negative_sampler(params.loss, params.seed, (n_users, n_items)),
         })
     }
@@ -412,7 +412,7 @@ impl Recommender for BiasedMf {
             return Ok(FitReport::default());
         }
         let (user_touched, mut item_touched) = epochs_loop.touched(shape.0, shape.1);
-        let mut shuffle = std::mem::replace(&mut self.shuffle, StdRng::seed_from_u64(0));
+        let mut shuffle = std::mem::replace(&mut self.shuffle, ChaCha12Rng::seed_from_u64(0));
         let mut negatives = self.negatives.take();
         let run = epochs_loop.run(
             epochs,
@@ -464,6 +464,30 @@ impl Recommender for BiasedMf {
             shuffle: self.shuffle.clone(),
             negatives: self.negatives.clone(),
         }))
+    }
+
+    fn save_state(&self) -> Result<ModelState, ModelError> {
+        ModelState::of_tables(
+            self.kind(),
+            &self.users,
+            &self.items,
+            &self.shuffle,
+            self.negatives.as_ref(),
+        )
+    }
+
+    fn load_state(&mut self, state: &ModelState) -> Result<(), ModelError> {
+        let common = state.restore_tables(
+            self.kind(),
+            &self.users,
+            &self.items,
+            self.negatives.as_ref(),
+        )?;
+        self.users = common.users;
+        self.items = common.items;
+        self.shuffle = common.shuffle;
+        self.negatives = common.negatives;
+        Ok(())
     }
 }
 

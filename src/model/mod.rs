@@ -17,6 +17,7 @@ pub mod mf;
 mod negatives;
 pub mod optim;
 mod pairwise;
+pub mod state;
 #[cfg(test)]
 mod synthetic;
 pub mod text_mf;
@@ -25,6 +26,7 @@ mod training;
 pub mod two_tower;
 
 pub use mf::BiasedMf;
+pub use state::ModelState;
 pub use text_mf::TextMf;
 pub use two_tower::TwoTower;
 
@@ -142,6 +144,21 @@ pub trait Recommender: Send {
     /// samples gives bit-identical rows; training one never changes the other. (A study
     /// trains round 0 once and hands each arm its own copy.)
     fn duplicate(&self) -> Result<Box<dyn Recommender>, ModelError>;
+
+    /// Everything this model's future training and rows depend on that construction from the
+    /// plan does not give: parameters, optimiser state (moments, step counters), random
+    /// generator positions, BPR negative-sampler state, table sizes.
+    fn save_state(&self) -> Result<ModelState, ModelError>;
+
+    /// Replaces this model's mutable state with `state` (saved by a model of the same family
+    /// built from the same plan, possibly grown since): afterwards it trains and exports rows
+    /// exactly as the saved model would. A state of another family or with inconsistent
+    /// shapes is an `Err(ModelError::Input(..))` naming what is wrong, never a panic.
+    ///
+    /// Item text vectors are not part of the state: hand the model the vectors of every item
+    /// ([`Recommender::set_item_embeddings`]) before loading. A refused state leaves the
+    /// model unchanged.
+    fn load_state(&mut self, state: &ModelState) -> Result<(), ModelError>;
 }
 
 /// The recommender `params.model` asks for, with `n_users` x `n_items` rows.

@@ -20,6 +20,7 @@
 
 use std::collections::HashSet;
 
+use super::{ModelError, ModelState};
 use crate::data::{Interaction, ItemIdx, UserIdx};
 use crate::seeding::stable_hash;
 
@@ -72,6 +73,73 @@ impl NegativeSampler {
     pub(super) fn next_epoch(&mut self) -> u64 {
         self.epochs += 1;
         self.epochs - 1
+    }
+
+    /// Saves the known items (each user's, sorted, concatenated as the u32 tensor
+    /// `negatives.known_items`, with each user's count in `negatives.known_counts`) and the
+    /// epoch counter (scalar `negatives.epochs`). The seed comes from the plan and the sizes
+    /// from the model's tables.
+    pub(super) fn save(&self, state: &mut ModelState) -> Result<(), ModelError> {
+        let mut counts = Vec::with_capacity(self.known.len());
+        let mut items = Vec::new();
+        for known in &self.known {
+            let start = items.len();
+            items.extend(known.iter().copied());
+            items[start..].sort_unstable();
+            counts.push(known.len() as u32);
+        }
+        state.insert_u32("negatives.known_counts", counts);
+        state.insert_u32("negatives.known_items", items);
+        state.set_scalar("negatives.epochs", self.epochs)
+    }
+
+    /// This sampler (its seed) with the state [`NegativeSampler::save`] saved, for a model
+    /// of `n_users` x `n_items` rows.
+    pub(super) fn restored(
+        &self,
+        state: &ModelState,
+        (n_users, n_items): (usize, usize),
+    ) -> Result<Self, ModelError> {
+        let counts = state.u32_vector("negatives.known_counts")?;
+        let items = state.u32_vector("negatives.known_items")?;
+        let inconsistent = |what: String| {
+            Err(ModelError::Input(format!(
+                "the model state's negative sampler is inconsistent: {what}"
+            )))
+        };
+        if counts.len() != n_users {
+            return inconsistent(format!(
+                "it knows the items of {} users, the model's tables hold {n_users}",
+                counts.len()
+            ));
+        }
+        let total: usize = counts.iter().map(|&c| c as usize).sum();
+        if total != items.len() {
+            return inconsistent(format!(
+                "the users' counts add up to {total} items, `negatives.known_items` holds {}",
+                items.len()
+            ));
+        }
+        if let Some(item) = items.iter().find(|&&item| item as usize >= n_items) {
+            return inconsistent(format!(
+                "it knows item {item}, the model's tables hold {n_items} items"
+            ));
+        }
+        let mut rest = items;
+        let known = counts
+            .iter()
+            .map(|&count| {
+                let (own, after) = rest.split_at(count as usize);
+                rest = after;
+                own.iter().copied().collect()
+            })
+            .collect();
+        Ok(Self {
+            seed: self.seed,
+            n_items,
+            known,
+            epochs: state.scalar("negatives.epochs")?,
+        })
     }
 
     /// Items the draws choose from.

@@ -29,6 +29,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
+use super::{ModelError, ModelState};
 use crate::plan::params::OptimizerParams;
 
 /// A parameter table of `members` blocks of `width` floats per row, with the state its
@@ -119,6 +120,62 @@ impl RowTable {
             members: self.members,
             width: self.width,
             slots: self.slots.clone(),
+        })
+    }
+
+    /// Saves the values as `{prefix}.values` and, under Adam, the moments and step
+    /// counters as `{prefix}.first_moment`, `{prefix}.second_moment` and `{prefix}.steps`.
+    pub(super) fn save(&self, prefix: &str, state: &mut ModelState) -> Result<(), ModelError> {
+        state.insert_snapshot(&format!("{prefix}.values"), &self.values)?;
+        if let Some(m) = &self.moments {
+            state.insert_snapshot(&format!("{prefix}.first_moment"), &m.first)?;
+            state.insert_snapshot(&format!("{prefix}.second_moment"), &m.second)?;
+            state.insert_snapshot(&format!("{prefix}.steps"), &m.steps)?;
+        }
+        Ok(())
+    }
+
+    /// A table like this one (members, width, optimiser, device) holding what
+    /// [`RowTable::save`] saved under `prefix`, with as many rows as were saved.
+    pub(super) fn restored(&self, prefix: &str, state: &ModelState) -> Result<Self, ModelError> {
+        let name = format!("{prefix}.values");
+        let cols = self.members * self.width;
+        let rows = match *state.tensor(&name)?.shape.as_slice() {
+            [rows, c] if c == cols => rows,
+            ref dims => {
+                return Err(ModelError::Input(format!(
+                    "model state tensor `{name}` has shape {dims:?}, but this model's rows \
+                     hold {cols} values"
+                )));
+            }
+        };
+        let device = self.values.device();
+        let moments = match self.moments {
+            Some(_) => Some(Moments {
+                first: state.tensor_for(
+                    &format!("{prefix}.first_moment"),
+                    &[rows, cols],
+                    device,
+                )?,
+                second: state.tensor_for(
+                    &format!("{prefix}.second_moment"),
+                    &[rows, cols],
+                    device,
+                )?,
+                steps: state.tensor_for(
+                    &format!("{prefix}.steps"),
+                    &[rows, self.members],
+                    device,
+                )?,
+            }),
+            None => None,
+        };
+        Ok(Self {
+            values: state.tensor_for(&name, &[rows, cols], device)?,
+            moments,
+            members: self.members,
+            width: self.width,
+            slots: vec![u32::MAX; rows],
         })
     }
 

@@ -39,7 +39,7 @@
 
 use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
-use rand::rngs::StdRng;
+use rand_chacha::ChaCha12Rng;
 
 use super::dense_adam::{DenseAdamW, duplicate_var};
 use super::host_rows::HostLinear;
@@ -53,7 +53,7 @@ use super::training::{
     Batch, EpochLoop, check_params, check_rows, label_offset, lr_and_decay, marked,
     negative_sampler,
 };
-use super::{FitReport, ModelError, Recommender, candle_device};
+use super::{FitReport, ModelError, ModelState, Recommender, candle_device};
 use crate::data::{Interaction, ItemEmbeddings, ItemIdx, LabelKind, UserIdx};
 use crate::plan::params::{ModelKind, TrainParams, UncertaintyParams};
 use crate::scoring::{Loss, RowLayout, ScoringHead};
@@ -85,7 +85,7 @@ pub struct TextMf {
     /// The offsets as `[1, members]`.
     offset_row: Tensor,
     /// Shuffles the samples of each epoch; advances across `fit` calls.
-    shuffle: StdRng,
+    shuffle: ChaCha12Rng,
     /// Under BPR, every user's known items and the negative draws.
     negatives: Option<NegativeSampler>,
 }
@@ -139,7 +139,7 @@ impl TextMf {
         )?;
         let (lr, weight_decay) = lr_and_decay(params.optimizer);
         let projection_optimizer = DenseAdamW::new(
-            vec![projection.clone()],
+            vec![("projection".into(), projection.clone())],
             params.optimizer,
             lr * PROJECTION_LR_FACTOR,
             0.0,
@@ -161,7 +161,7 @@ impl TextMf {
             projection_optimizer,
             text,
             offset_row,
-            shuffle: StdRng::seed_from_u64(stable_hash(&[params.seed, SHUFFLE_DOMAIN])),
+            shuffle: ChaCha12Rng::seed_from_u64(stable_hash(&[params.seed, SHUFFLE_DOMAIN])),
             negatives: negative_sampler(params.loss, params.seed, (n_users, n_items)),
         })
     }
@@ -433,7 +433,7 @@ impl Recommender for TextMf {
             return Ok(FitReport::default());
         }
         let (user_touched, mut item_touched) = epochs_loop.touched(shape.0, shape.1);
-        let mut shuffle = std::mem::replace(&mut self.shuffle, StdRng::seed_from_u64(0));
+        let mut shuffle = std::mem::replace(&mut self.shuffle, ChaCha12Rng::seed_from_u64(0));
         let mut negatives = self.negatives.take();
         let run = epochs_loop.run(
             epochs,
@@ -507,6 +507,36 @@ impl Recommender for TextMf {
             shuffle: self.shuffle.clone(),
             negatives: self.negatives.clone(),
         }))
+    }
+
+    fn save_state(&self) -> Result<ModelState, ModelError> {
+        let mut state = ModelState::of_tables(
+            self.kind(),
+            &self.users,
+            &self.items,
+            &self.shuffle,
+            self.negatives.as_ref(),
+        )?;
+        self.projection_optimizer
+            .save("projection_optimizer", &mut state)?;
+        Ok(state)
+    }
+
+    fn load_state(&mut self, state: &ModelState) -> Result<(), ModelError> {
+        let common = state.restore_tables(
+            self.kind(),
+            &self.users,
+            &self.items,
+            self.negatives.as_ref(),
+        )?;
+        self.projection_optimizer
+            .load("projection_optimizer", state)?;
+        self.text.grow(common.items.rows())?;
+        self.users = common.users;
+        self.items = common.items;
+        self.shuffle = common.shuffle;
+        self.negatives = common.negatives;
+        Ok(())
     }
 }
 

@@ -9,8 +9,8 @@
 //! seed and samples.
 
 use candle_core::{DType, Tensor};
-use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use rand_chacha::ChaCha12Rng;
 
 use super::ModelError;
 use super::bootstrap::bootstrap_weights;
@@ -166,7 +166,7 @@ impl<'a> EpochLoop<'a> {
         &mut self,
         epochs: usize,
         batch_size: usize,
-        shuffle: &mut StdRng,
+        shuffle: &mut ChaCha12Rng,
         mut negatives: Option<&mut NegativeSampler>,
         mut step: impl FnMut(&Batch, bool) -> Result<Option<Tensor>, ModelError>,
     ) -> Result<EpochsRun, ModelError> {

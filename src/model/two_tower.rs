@@ -39,8 +39,8 @@
 //! the change), and the engine re-scores every sample.
 
 use candle_core::{DType, Device, Tensor, Var};
-use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha12Rng;
 
 use super::dense_adam::{DenseAdamW, duplicate_var};
 use super::host_rows::HostLinear;
@@ -53,7 +53,7 @@ use super::text_table::TextTable;
 use super::training::{
     Batch, EpochLoop, check_params, check_rows, label_offset, lr_and_decay, negative_sampler,
 };
-use super::{FitReport, ModelError, Recommender, candle_device};
+use super::{FitReport, ModelError, ModelState, Recommender, candle_device};
 use crate::data::{Interaction, ItemEmbeddings, ItemIdx, LabelKind, UserIdx};
 use crate::plan::params::{ModelKind, TrainParams, UncertaintyParams};
 use crate::scoring::{Loss, RowLayout, ScoringHead};
@@ -94,9 +94,9 @@ pub struct TwoTower {
     dense: DenseAdamW,
     text: TextTable,
     /// Shuffles the samples of each epoch; advances across `fit` calls.
-    shuffle: StdRng,
+    shuffle: ChaCha12Rng,
     /// Training dropout masks; advances across `fit` calls.
-    masks: StdRng,
+    masks: ChaCha12Rng,
     /// Under BPR, every user's known items and the negative draws.
     negatives: Option<NegativeSampler>,
 }
@@ -171,10 +171,15 @@ impl Tower {
         })
     }
 
-    fn vars(&self) -> Vec<Var> {
-        let mut vars = vec![self.w1.clone()];
-        vars.extend(self.w1_text.clone());
-        vars.extend([self.b1.clone(), self.w2.clone(), self.b2.clone()]);
+    /// The parameters with their names in the tower.
+    fn named_vars(&self) -> Vec<(&'static str, Var)> {
+        let mut vars = vec![("w1", self.w1.clone())];
+        vars.extend(self.w1_text.clone().map(|w| ("w1_text", w)));
+        vars.extend([
+            ("b1", self.b1.clone()),
+            ("w2", self.w2.clone()),
+            ("b2", self.b2.clone()),
+        ]);
         vars
     }
 
@@ -289,7 +294,7 @@ impl TwoTower {
         )?;
         let (lr, weight_decay) = lr_and_decay(params.optimizer);
         let dense = DenseAdamW::new(
-            dense_vars(&user_tower, &item_tower),
+            dense_parameters(&user_tower, &item_tower),
             params.optimizer,
             lr,
             weight_decay * TOWER_DECAY_FACTOR,
@@ -313,8 +318,8 @@ impl TwoTower {
             item_tower,
             dense,
             text,
-            shuffle: StdRng::seed_from_u64(stable_hash(&[params.seed, SHUFFLE_DOMAIN])),
-            masks: StdRng::seed_from_u64(stable_hash(&[params.seed, DROPOUT_DOMAIN])),
+            shuffle: ChaCha12Rng::seed_from_u64(stable_hash(&[params.seed, SHUFFLE_DOMAIN])),
+            masks: ChaCha12Rng::seed_from_u64(stable_hash(&[params.seed, DROPOUT_DOMAIN])),
             negatives: negative_sampler(params.loss, params.seed, (n_users, n_items)),
         })
     }
@@ -584,9 +589,21 @@ impl TwoTower {
 /// The towers' parameters, as the dense optimiser holds them: the user tower's, then the
 /// item tower's.
 fn dense_vars(user_tower: &Tower, item_tower: &Tower) -> Vec<Var> {
-    let mut vars = user_tower.vars();
-    vars.extend(item_tower.vars());
-    vars
+    let vars = user_tower.named_vars().into_iter();
+    vars.chain(item_tower.named_vars())
+        .map(|(_, var)| var)
+        .collect()
+}
+
+/// [`dense_vars`] with their names in a saved state (`user_tower.w1`, ...).
+fn dense_parameters(user_tower: &Tower, item_tower: &Tower) -> Vec<(String, Var)> {
+    let named = |tower_name: &'static str, tower: &Tower| {
+        let vars = tower.named_vars().into_iter();
+        vars.map(move |(name, var)| (format!("{tower_name}.{name}"), var))
+    };
+    named("user_tower", user_tower)
+        .chain(named("item_tower", item_tower))
+        .collect()
 }
 
 /// `(start, len)` of consecutive blocks covering `n`, at most `block` long and of nearly
@@ -715,7 +732,7 @@ impl Recommender for TwoTower {
         if epochs == 0 || epochs_loop.is_empty() {
             return Ok(FitReport::default());
         }
-        let mut shuffle = std::mem::replace(&mut self.shuffle, StdRng::seed_from_u64(0));
+        let mut shuffle = std::mem::replace(&mut self.shuffle, ChaCha12Rng::seed_from_u64(0));
         let mut negatives = self.negatives.take();
         let run = epochs_loop.run(
             epochs,
@@ -780,6 +797,37 @@ impl Recommender for TwoTower {
             masks: self.masks.clone(),
             negatives: self.negatives.clone(),
         }))
+    }
+
+    fn save_state(&self) -> Result<ModelState, ModelError> {
+        let mut state = ModelState::of_tables(
+            self.kind(),
+            &self.user_ids,
+            &self.item_ids,
+            &self.shuffle,
+            self.negatives.as_ref(),
+        )?;
+        self.dense.save("tower_optimizer", &mut state)?;
+        state.set_rng("masks", &self.masks)?;
+        Ok(state)
+    }
+
+    fn load_state(&mut self, state: &ModelState) -> Result<(), ModelError> {
+        let common = state.restore_tables(
+            self.kind(),
+            &self.user_ids,
+            &self.item_ids,
+            self.negatives.as_ref(),
+        )?;
+        let masks = state.rng("masks")?;
+        self.dense.load("tower_optimizer", state)?;
+        self.text.grow(common.items.rows())?;
+        self.user_ids = common.users;
+        self.item_ids = common.items;
+        self.shuffle = common.shuffle;
+        self.masks = masks;
+        self.negatives = common.negatives;
+        Ok(())
     }
 }
 

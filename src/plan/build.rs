@@ -1322,6 +1322,7 @@ impl Resolver {
             dir,
             plots: output.plots.unwrap_or(true),
             recommendations,
+            checkpoint_every: spec.checkpoint.as_ref().and_then(|c| c.every).unwrap_or(1),
         }
     }
 

@@ -82,7 +82,12 @@ impl fmt::Display for Plan {
             LabelKind::Click => "click",
         };
         writeln!(f, "  label {label}")?;
-        writeln!(f, "  output {}", self.output.dir.display())?;
+        let checkpoints = match self.output.checkpoint_every {
+            0 => "no checkpoints".to_string(),
+            1 => "checkpoint every round".to_string(),
+            n => format!("checkpoint every {n} rounds"),
+        };
+        writeln!(f, "  output {}; {checkpoints}", self.output.dir.display())?;
         writeln!(f, "nodes (dependency order; `*` = default):")?;
         let width = self.graph.iter().map(|n| n.id.len()).max().unwrap_or(0);
         for node in &self.graph {

@@ -459,6 +459,9 @@ pub struct OutputPlan {
     pub plots: bool,
     /// Top-K exports, when asked for.
     pub recommendations: Option<RecommendationsPlan>,
+    /// A checkpoint (what `recsift run --resume` continues from) is saved after every
+    /// `checkpoint_every`-th round or window; 0 saves none.
+    pub checkpoint_every: u32,
 }
 
 /// Resolved `output.recommendations:`.

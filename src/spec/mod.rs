@@ -22,14 +22,24 @@ use self::location::{Location, SourceMap};
 use self::overrides::Override;
 use self::path::YamlPath;
 use self::schema::{
-    ClusterSpec, DataSpec, EmbedSpec, EvaluateSpec, OutputSpec, ProtocolSpec, ScoreSpec,
-    SelectSpec, StudySpec, TrainSpec,
+    CheckpointSpec, ClusterSpec, DataSpec, EmbedSpec, EvaluateSpec, OutputSpec, ProtocolSpec,
+    ScoreSpec, SelectSpec, StudySpec, TrainSpec,
 };
 
 /// Top-level keys of a pipeline file.
 pub const TOP_LEVEL_KEYS: &[&str] = &[
-    "version", "name", "seed", "workers", "cluster", "device", "data", "protocol", "nodes",
-    "output", "study",
+    "version",
+    "name",
+    "seed",
+    "workers",
+    "cluster",
+    "device",
+    "data",
+    "protocol",
+    "nodes",
+    "output",
+    "checkpoint",
+    "study",
 ];
 
 /// Operator keys a node may have (exactly one per node).
@@ -117,6 +127,8 @@ pub struct PipelineSpec {
     pub nodes: Vec<NodeSpec>,
     /// `output:`.
     pub output: Option<OutputSpec>,
+    /// `checkpoint:`.
+    pub checkpoint: Option<CheckpointSpec>,
     /// `study:` (several arms x seeds of this pipeline; see `crate::study`).
     pub study: Option<StudySpec>,
 }
@@ -239,6 +251,7 @@ fn type_document(document: &Value, out: &mut Vec<Diagnostic>) -> PipelineSpec {
             "data" => spec.data = typed(value, &path, out),
             "protocol" => spec.protocol = typed(value, &path, out),
             "output" => spec.output = typed(value, &path, out),
+            "checkpoint" => spec.checkpoint = typed(value, &path, out),
             // `study: null` (e.g. `--set study=null`) runs the pipeline as a single run.
             "study" if value.is_null() => spec.study = None,
             "study" => spec.study = typed(value, &path, out),

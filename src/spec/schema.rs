@@ -198,6 +198,14 @@ pub struct ClusterSpec {
     pub timeout_s: Option<f64>,
 }
 
+/// `checkpoint:` — how often a run saves what `recsift run --resume` continues from.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSpec {
+    /// Save after every `every`-th round or replay window (default 1; 0 saves none).
+    pub every: Option<u32>,
+}
+
 /// `output.recommendations:`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

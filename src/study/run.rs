@@ -215,9 +215,11 @@ pub fn run_study(
             let label = format!("{}/seed-{}", plan.arms[run.arm].name, run.seed);
             let options = RunOptions {
                 out_dir: run.plan.output.dir.clone(),
-                // An unfinished run's folder holds a run that died: start it again.
+                // An unfinished run's folder holds a run that died: continue it from its
+                // checkpoint when that is this run's, else start it again.
                 force: true,
                 progress: false,
+                resume: true,
             };
             let run_started = Instant::now();
             let result = match start {

@@ -1,5 +1,6 @@
 //! Fuzzed inputs: random and mutated pipeline YAML, `--set` arguments, events and item
-//! Parquet files, embedding caches and the text files of `recsift import movielens`. Whatever the input, loading and planning it returns
+//! Parquet files, embedding caches, run checkpoints and the text files of
+//! `recsift import movielens`. Whatever the input, loading and planning it returns
 //! a result (never a panic; an abort would end the test binary), and every error names the
 //! input it is about.
 //!
@@ -12,12 +13,15 @@ use std::path::{Path, PathBuf};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use proptest::prelude::*;
-use recsift::data::IdMap;
+use recsift::data::{IdMap, Interaction, LabelKind, RawId};
+use recsift::driver::checkpoint::{self, Progress};
 use recsift::io::embedding_cache::EmbeddingCache;
 use recsift::io::events::read_events;
 use recsift::io::items::read_item_texts;
 use recsift::io::movielens::import_movielens;
+use recsift::model::{Recommender, build_recommender};
 use recsift::plan;
+use recsift::results::{RoundRecord, SelectionRecord};
 use recsift::spec::LoadedSpec;
 
 use crate::common::{plan_of, root};
@@ -230,6 +234,18 @@ proptest! {
     }
 
     #[test]
+    fn mutated_checkpoints_are_refused_with_their_path(bytes in mutated_file(small_checkpoint().clone())) {
+        let plan = checkpoint_plan();
+        check_file("checkpoint.safetensors", &bytes, |path| {
+            let saved = checkpoint::load(path, &plan).map_err(|e| e.to_string())?;
+            // A checkpoint that still reads (e.g. changed tensor values) loads into the model
+            // or is refused; never a panic.
+            let _ = checkpoint_model(&plan).load_state(&saved.progress.model);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn mutated_embedding_caches_are_refused_with_their_path(bytes in mutated_file(small_files().2.clone())) {
         check_file("cache.parquet", &bytes, |path| {
             EmbeddingCache::open_recorded(path, MODEL)
@@ -237,6 +253,66 @@ proptest! {
                 .map_err(|e| e.to_string())
         });
     }
+}
+
+/// The plan whose checkpoints the checkpoint target mutates: biased MF with Adam (moments
+/// and step counters in the state) and BPR (the negative sampler's tables).
+fn checkpoint_plan() -> recsift::plan::Plan {
+    plan_of(
+        "pipelines/cold-start-mf.yaml",
+        &[
+            "nodes.model.train.mf.optimizer={adam: {lr: 0.01}}",
+            "nodes.model.train.mf.loss=bpr",
+            "nodes.report.evaluate.metrics=[ndcg@10]",
+        ],
+    )
+}
+
+/// A fresh 20 x 30 model of [`checkpoint_plan`].
+fn checkpoint_model(plan: &recsift::plan::Plan) -> Box<dyn Recommender> {
+    build_recommender(&plan.train, 20, 30, 0.5, LabelKind::Rating, None).unwrap()
+}
+
+/// A checkpoint of a trained [`checkpoint_model`] after round 0, written by recsift.
+fn small_checkpoint() -> &'static Vec<u8> {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTES.get_or_init(|| {
+        let plan = checkpoint_plan();
+        let mut model = checkpoint_model(&plan);
+        let events: Vec<Interaction> = (0..60)
+            .map(|k| Interaction {
+                user: k % 20,
+                item: (k * 7) % 30,
+                label: 4.0,
+                time: i64::from(k),
+            })
+            .collect();
+        let keys: Vec<u32> = (0..60).collect();
+        model.fit(&events, &keys, 2).unwrap();
+        let progress = Progress {
+            history: vec![RoundRecord {
+                round: 0,
+                labelled: 60,
+                selected: 0,
+                rescored: 0,
+                metrics: vec![("ndcg@10".into(), 0.25)],
+                timings_ms: vec![("train".into(), 1.5)],
+            }],
+            selections: vec![SelectionRecord {
+                round: 1,
+                sample: 3,
+                user_id: RawId::Int(7),
+                item_id: RawId::Str("film".into()),
+                score: 0.5,
+            }],
+            model: model.save_state().unwrap(),
+            prequential: None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint.safetensors");
+        checkpoint::save(&path, &plan, &progress, &[]).unwrap();
+        std::fs::read(&path).unwrap()
+    })
 }
 
 /// Small releases in the three MovieLens layouts (written for these tests, not MovieLens

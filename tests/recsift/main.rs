@@ -9,5 +9,6 @@ mod evaluation;
 mod experiment;
 mod fuzz;
 mod pipelines;
+mod resume;
 mod sort;
 mod study;

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use candle_core::DType;
 use rand::Rng;
+use rand::rngs::StdRng;
 
 use super::*;
 use crate::fixtures::{Fixture, find};
