@@ -481,7 +481,7 @@ fn execute(
             .record("checkpoint", Duration::from_secs_f64(cost.ms / 1e3));
     }
     let last = output.rounds.last().expect("round 0 is recorded");
-    let checkpoint_s = checkpoints.costs.iter().map(|c| c.ms).sum::<f64>() / 1e3;
+    let checkpoint_s = checkpoints.costs.iter().fold(0.0, |s, c| s + c.ms) / 1e3;
     let mut summary = Summary {
         name: plan.name.clone(),
         recsift_version: env!("CARGO_PKG_VERSION"),

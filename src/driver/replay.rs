@@ -310,6 +310,9 @@ impl ReplayExperiment {
             picked.entry(s.round).or_default().push(s.sample);
         }
         let mut replayed = Replayed::default();
+        // The ids the model had rows for after the last saved window (the ids of the
+        // window read ahead come later).
+        let mut shape = (0, 0);
         let mut next = Some(first);
         for _ in &progress.history {
             let window = next.take().ok_or_else(|| {
@@ -324,13 +327,13 @@ impl ReplayExperiment {
             }
             let picks = picked.remove(&window.index).unwrap_or_default();
             replayed.add(window, &picks, plan.seed, replay)?;
+            shape = (
+                windows.source().users().len(),
+                windows.source().items().len(),
+            );
             next = next_window(&mut windows, &source)?;
         }
-        let (n_users, n_items) = (
-            windows.source().users().len(),
-            windows.source().items().len(),
-        );
-        model.grow(n_users, n_items)?;
+        model.grow(shape.0, shape.1)?;
         let text = embedder.as_ref().map(ItemEmbedder::vectors);
         if let Some(text) = text {
             model.set_item_embeddings(text)?;

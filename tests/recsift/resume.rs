@@ -24,11 +24,17 @@ const POOL: &[&str] = &[
     "nodes.model.train.text_mf.epochs=5",
 ];
 
-/// 8 two-week windows of the latest-small replay, with a 3-window pool horizon.
+/// 8 windows of 4,000 ratings of the latest-small replay, with a 3-window pool horizon,
+/// read 1,000 rows at a time: ids are interned as the log is read, so each window brings
+/// new users and films and the model grows after every checkpoint.
 const REPLAY: &[&str] = &[
     "pipelines/replay-ml-latest-small.yaml",
     "--set",
-    "protocol.replay.window=14d",
+    "protocol.replay.batch_rows=1000",
+    "--set",
+    "protocol.replay.window=null",
+    "--set",
+    "protocol.replay.window_events=4000",
     "--set",
     "protocol.replay.max_windows=8",
     "--set",
