@@ -384,6 +384,22 @@ pub fn resumed_session(
     Ok(session)
 }
 
+/// What a checkpoint saves of an experiment: its rounds and selections so far, its
+/// session's model state, and (for a replay) the prequential error sums.
+pub fn progress_of(
+    session: &Session,
+    history: &[RoundRecord],
+    selections: &[SelectionRecord],
+    prequential: Option<(f64, f64, u64)>,
+) -> Result<Progress, RunError> {
+    Ok(Progress {
+        history: history.to_vec(),
+        selections: selections.to_vec(),
+        model: session.model().save_state()?,
+        prequential,
+    })
+}
+
 /// The number of the last round of `history` (a checkpoint records at least round 0).
 pub fn last_round(history: &[RoundRecord]) -> u32 {
     history.last().map_or(0, |r| r.round)

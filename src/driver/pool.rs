@@ -13,9 +13,9 @@ use crate::scoring::ScoringHead;
 use super::checkpoint::Progress;
 use super::experiment::{
     Experiment, ExperimentOutput, InitialFit, Resumed, RoundClock, RoundCounts, fit_initial,
-    last_round, mean_label, model_and_head, pool_sample, refit_samples, resumed_session,
-    round_zero_clock, saved_sample, split_round_record, start_session, strategy_reads_labels,
-    users_of,
+    last_round, mean_label, model_and_head, pool_sample, progress_of, refit_samples,
+    resumed_session, round_zero_clock, saved_sample, split_round_record, start_session,
+    strategy_reads_labels, users_of,
 };
 use super::session::{PoolChanges, Session};
 use super::split::initial_labels;
@@ -217,20 +217,7 @@ impl PoolExperiment {
                 fit: Some(&report),
             })
         })?;
-        let mut experiment = Self {
-            select: plan.select.clone(),
-            evaluate: plan.evaluate.clone(),
-            refit: plan.train.refit,
-            epochs_per_round: plan.train.epochs_per_round,
-            rounds: pool.rounds,
-            oracle,
-            labelled,
-            session,
-            round: 0,
-            selections: Vec::new(),
-            history: Vec::new(),
-            data,
-        };
+        let mut experiment = Self::new(plan, pool, data, labelled, session);
         let counts = RoundCounts {
             labelled: seed_samples.len() as u64,
             selected: 0,
@@ -271,20 +258,35 @@ impl PoolExperiment {
             labelled: &known,
         };
         let session = resumed_session(plan, data.text.as_ref(), start, resumed)?;
-        Ok(Self {
+        let mut experiment = Self::new(plan, pool, data, labelled, session);
+        experiment.round = last_round(&progress.history);
+        experiment.selections = progress.selections;
+        experiment.history = progress.history;
+        Ok(experiment)
+    }
+
+    /// An experiment of `plan` at round 0 with nothing recorded yet.
+    fn new(
+        plan: &Plan,
+        pool: &PoolPlan,
+        data: ExperimentData,
+        labelled: Vec<bool>,
+        session: Session,
+    ) -> Self {
+        Self {
             select: plan.select.clone(),
             evaluate: plan.evaluate.clone(),
             refit: plan.train.refit,
             epochs_per_round: plan.train.epochs_per_round,
             rounds: pool.rounds,
-            oracle,
+            oracle: strategy_reads_labels(plan),
             labelled,
             session,
-            round: last_round(&progress.history),
-            selections: progress.selections,
-            history: progress.history,
+            round: 0,
+            selections: Vec::new(),
+            history: Vec::new(),
             data,
-        })
+        }
     }
 
     fn finish_round(
@@ -410,12 +412,7 @@ impl Experiment for PoolExperiment {
     }
 
     fn progress(&self) -> Result<Progress, RunError> {
-        Ok(Progress {
-            history: self.history.clone(),
-            selections: self.selections.clone(),
-            model: self.session.model().save_state()?,
-            prequential: None,
-        })
+        progress_of(&self.session, &self.history, &self.selections, None)
     }
 
     fn finish(self: Box<Self>) -> Result<ExperimentOutput, RunError> {

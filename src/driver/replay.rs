@@ -31,8 +31,8 @@ use super::embed::ItemEmbedder;
 use super::evaluation::{EvalTarget, ItemsPerUser, ModelView, evaluate};
 use super::experiment::{
     Experiment, ExperimentOutput, Resumed, RoundClock, RoundCounts, build_model, clipped_head,
-    mean_label, pool_sample, refit_samples, resumed_session, saved_sample, strategy_reads_labels,
-    users_of,
+    mean_label, pool_sample, progress_of, refit_samples, resumed_session, saved_sample,
+    strategy_reads_labels, users_of,
 };
 use super::session::{PoolChanges, Session};
 use super::windows::{ReplayWindow, WindowCutter, WindowError};
@@ -659,12 +659,9 @@ impl Experiment for ReplayExperiment {
     }
 
     fn progress(&self) -> Result<Progress, RunError> {
-        Ok(Progress {
-            history: self.history.clone(),
-            selections: self.selections.clone(),
-            model: self.session.model().save_state()?,
-            prequential: Some((self.errors.squared, self.errors.absolute, self.errors.count)),
-        })
+        let errors = &self.errors;
+        let sums = (errors.squared, errors.absolute, errors.count);
+        progress_of(&self.session, &self.history, &self.selections, Some(sums))
     }
 
     fn finish(self: Box<Self>) -> Result<ExperimentOutput, RunError> {

@@ -11,8 +11,8 @@ use crate::results::{RoundRecord, SelectionRecord};
 use super::checkpoint::Progress;
 use super::experiment::{
     Experiment, ExperimentOutput, InitialFit, Resumed, RoundClock, RoundCounts, fit_initial,
-    last_round, mean_label, model_and_head, pool_sample, resumed_session, round_zero_clock,
-    saved_sample, split_round_record, start_session, users_of,
+    last_round, mean_label, model_and_head, pool_sample, progress_of, resumed_session,
+    round_zero_clock, saved_sample, split_round_record, start_session, users_of,
 };
 use super::session::{PoolChanges, Session};
 use super::{ExperimentData, RunError};
@@ -210,12 +210,7 @@ impl Experiment for SelectionExperiment {
     }
 
     fn progress(&self) -> Result<Progress, RunError> {
-        Ok(Progress {
-            history: self.history.clone(),
-            selections: self.selections.clone(),
-            model: self.session.model().save_state()?,
-            prequential: None,
-        })
+        progress_of(&self.session, &self.history, &self.selections, None)
     }
 
     fn finish(self: Box<Self>) -> Result<ExperimentOutput, RunError> {
