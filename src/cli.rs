@@ -2,6 +2,7 @@
 //! message and exit with 2 when the user can fix them (bad YAML, missing file or column,
 //! bad data), 1 for internal failures.
 
+use recsift::error::UserFixable;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -459,6 +460,14 @@ struct Failure {
 }
 
 impl Failure {
+    /// The failure an error makes: its message, and the exit code it decides.
+    fn of(error: impl UserFixable) -> Self {
+        Self {
+            code: error.exit_code(),
+            message: error.to_string(),
+        }
+    }
+
     fn user(message: impl ToString) -> Self {
         Self {
             code: 2,
@@ -525,10 +534,7 @@ fn execute(command: Command) -> Result<(), Failure> {
                 progress: !quiet,
                 resume,
             };
-            let summary = driver::run(&plan, &options).map_err(|e| Failure {
-                code: if e.is_user_error() { 2 } else { 1 },
-                message: e.to_string(),
-            })?;
+            let summary = driver::run(&plan, &options).map_err(Failure::of)?;
             let metrics: Vec<String> = summary
                 .metrics
                 .iter()
@@ -598,10 +604,7 @@ fn execute(command: Command) -> Result<(), Failure> {
         } => report_command(&dirs, &out, baseline),
         Command::Gen(args) => {
             let summary =
-                synth::generate(&args.config(), &args.out, args.force).map_err(|e| Failure {
-                    code: if e.is_user_error() { 2 } else { 1 },
-                    message: e.to_string(),
-                })?;
+                synth::generate(&args.config(), &args.out, args.force).map_err(Failure::of)?;
             out!("{summary}");
             Ok(())
         }
@@ -612,20 +615,14 @@ fn execute(command: Command) -> Result<(), Failure> {
                 options.temp_dir = dir;
             }
             let summary = sort_file(&args.input, &args.output, &args.time, args.force, &options)
-                .map_err(|e| Failure {
-                    code: if e.is_user_error() { 2 } else { 1 },
-                    message: e.to_string(),
-                })?;
+                .map_err(Failure::of)?;
             outln!("{summary}");
             Ok(())
         }
         Command::Import {
             dataset: ImportCommand::Movielens { src, dest },
         } => {
-            let summary = import_movielens(&src, &dest).map_err(|e| Failure {
-                code: if e.is_user_error() { 2 } else { 1 },
-                message: e.to_string(),
-            })?;
+            let summary = import_movielens(&src, &dest).map_err(Failure::of)?;
             outln!("{summary}");
             Ok(())
         }
@@ -738,10 +735,7 @@ fn bench_rank(args: RankArgs) -> Result<(), Failure> {
         reference: (!args.no_reference).then_some(args.reference),
         python: args.python,
     };
-    let report = rank::bench_rank(&config).map_err(|e| Failure {
-        code: if e.is_user_error() { 2 } else { 1 },
-        message: e.to_string(),
-    })?;
+    let report = rank::bench_rank(&config).map_err(Failure::of)?;
     print_report(&report, args.json)
 }
 
@@ -774,10 +768,7 @@ fn bench_replay(args: ReplayArgs) -> Result<(), Failure> {
     } else if let Some(events) = args.window_events {
         config.window = BenchWindow::Events(events);
     }
-    let report = replay::bench_replay(config).map_err(|e| Failure {
-        code: if e.is_user_error() { 2 } else { 1 },
-        message: e.to_string(),
-    })?;
+    let report = replay::bench_replay(config).map_err(Failure::of)?;
     print_report(&report, args.json)
 }
 
@@ -797,10 +788,7 @@ fn bench_rescore(args: RescoreArgs) -> Result<(), Failure> {
         item_skew: args.item_skew,
         seed: args.seed,
     };
-    let report = rescore::bench_rescore(config).map_err(|e| Failure {
-        code: if e.is_user_error() { 2 } else { 1 },
-        message: e.to_string(),
-    })?;
+    let report = rescore::bench_rescore(config).map_err(Failure::of)?;
     print_report(&report, args.json)
 }
 
@@ -813,21 +801,14 @@ fn load_study(args: &PipelineArgs) -> Result<Option<StudyPlan>, Failure> {
 fn run_study_command(study: &StudyPlan, force: bool, progress: bool) -> Result<(), Failure> {
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");
     let outcome =
-        study::run_and_report(study, force, progress, &command_line).map_err(|e| Failure {
-            code: if e.is_user_error() { 2 } else { 1 },
-            message: e.to_string(),
-        })?;
+        study::run_and_report(study, force, progress, &command_line).map_err(Failure::of)?;
     outln!("{outcome}");
     Ok(())
 }
 
 /// `recsift report`: the study files from runs the user chose.
 fn report_command(dirs: &[PathBuf], out: &Path, baseline: Option<String>) -> Result<(), Failure> {
-    let failure = |e: study::run::StudyRunError| Failure {
-        code: if e.is_user_error() { 2 } else { 1 },
-        message: e.to_string(),
-    };
-    let collected = study::collect::collect_runs(dirs).map_err(failure)?;
+    let collected = study::collect::collect_runs(dirs).map_err(Failure::of)?;
     let baseline = baseline.unwrap_or_else(|| {
         let arms: Vec<&str> = collected.curves.iter().map(|c| c.arm.as_str()).collect();
         arms.iter()
@@ -854,7 +835,7 @@ fn report_command(dirs: &[PathBuf], out: &Path, baseline: Option<String>) -> Res
         baseline: &baseline,
         metric_order: &[],
     };
-    study::write_study(out, &input, &context).map_err(failure)?;
+    study::write_study(out, &input, &context).map_err(Failure::of)?;
     outln!(
         "{} runs compared against `{baseline}` -> {}",
         collected.curves.len(),

@@ -11,6 +11,9 @@
 //!     -> model     candle recommenders and the text encoder (the only module that imports candle)
 //!     -> io        Parquet in and out, MovieLens import, embedding cache
 //! strategy, metrics, scoring, seeding: pure functions, no I/O and no engine types
+//! error     the one rule from an error to an exit code (2: the user can fix it, 1: internal)
+//! suggest   the one "did you mean" rule, for keys, values, columns and arms
+//! failpoint named points where tests kill the process, to test `--resume`
 //! synth     synthetic interaction logs (`recsift gen`), written through io
 //! study     the statistics and report of a study (arms x seeds), from plain round records
 //! fixtures  where tests find data the repository cannot hold (MovieLens 100K, MiniLM weights)
@@ -21,6 +24,7 @@ pub mod bench;
 pub mod data;
 pub mod dataflow;
 pub mod driver;
+pub mod error;
 pub mod failpoint;
 pub mod fixtures;
 pub mod io;
@@ -34,4 +38,5 @@ pub mod seeding;
 pub mod spec;
 pub mod strategy;
 pub mod study;
+pub mod suggest;
 pub mod synth;

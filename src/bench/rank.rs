@@ -13,6 +13,7 @@
 //! items block: see [`crate::metrics::topk`]. Both report users/s; GFLOP/s counts the
 //! `2 · users · items · dim` multiply-adds of the scores.
 
+use crate::error::UserFixable;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -114,9 +115,9 @@ pub enum RankBenchError {
     },
 }
 
-impl RankBenchError {
+impl UserFixable for RankBenchError {
     /// Whether the user can fix this (exit code 2).
-    pub fn is_user_error(&self) -> bool {
+    fn is_user_error(&self) -> bool {
         matches!(self, RankBenchError::Config(_))
     }
 }

@@ -10,6 +10,7 @@
 //! system's temporary folder (or `--log`), and reused when it is already there, so repeated
 //! measurements do not pay for the generation; `events_per_s` covers the replay only.
 
+use crate::error::UserFixable;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -152,9 +153,9 @@ pub enum ReplayBenchError {
     },
 }
 
-impl ReplayBenchError {
+impl UserFixable for ReplayBenchError {
     /// Whether the user can fix this (exit code 2) rather than an internal failure (1).
-    pub fn is_user_error(&self) -> bool {
+    fn is_user_error(&self) -> bool {
         match self {
             ReplayBenchError::Config { .. } | ReplayBenchError::Pipeline(_) => true,
             ReplayBenchError::Generate(e) => e.is_user_error(),

@@ -40,6 +40,7 @@ mod baselines;
 mod memory;
 mod synthetic;
 
+use crate::error::UserFixable;
 use std::fmt;
 use std::time::Instant;
 
@@ -126,9 +127,9 @@ pub enum RescoreBenchError {
     Engine(#[from] EngineError),
 }
 
-impl RescoreBenchError {
+impl UserFixable for RescoreBenchError {
     /// Whether the user can fix it (a flag), rather than an internal failure.
-    pub fn is_user_error(&self) -> bool {
+    fn is_user_error(&self) -> bool {
         matches!(self, Self::Config { .. })
     }
 }

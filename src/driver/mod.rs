@@ -19,6 +19,7 @@ pub mod session;
 pub mod split;
 pub mod windows;
 
+use crate::error::UserFixable;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -77,9 +78,9 @@ impl From<IoError> for RunError {
     }
 }
 
-impl RunError {
+impl UserFixable for RunError {
     /// Whether the user can fix this (exit code 2) rather than an internal failure (1).
-    pub fn is_user_error(&self) -> bool {
+    fn is_user_error(&self) -> bool {
         match self {
             RunError::Io(e) => e.is_user_error(),
             RunError::Model(ModelError::Candle(_)) | RunError::Engine(_) => false,

@@ -604,6 +604,7 @@ mod tests {
     use arrow::array::{FixedSizeListArray, Int64Array};
 
     use super::*;
+    use crate::error::UserFixable;
     use crate::io::parquet_file::{read_parquet, write_parquet_atomic};
 
     /// A deterministic vector for a text, different for every text: what a fake encoder

@@ -74,6 +74,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use crate::error::UserFixable;
 use std::path::PathBuf;
 
 use arrow::datatypes::DataType;
@@ -458,11 +459,11 @@ pub enum IoError {
     },
 }
 
-impl IoError {
+impl UserFixable for IoError {
     /// Whether the user can fix this (a missing file or column, bad values, an occupied
     /// output directory) rather than an internal failure (building Arrow columns or
     /// serialising JSON from values recsift made itself).
-    pub fn is_user_error(&self) -> bool {
+    fn is_user_error(&self) -> bool {
         !matches!(
             self,
             IoError::Arrow { .. } | IoError::Json { .. } | IoError::InvalidRecords { .. }
@@ -486,31 +487,6 @@ fn suggest_folder(hint: Option<&str>) -> String {
     hint.map_or_else(String::new, |h| format!("; did you mean {h}?"))
 }
 
-/// The candidate closest to `name`, if it is close enough to be a likely typo.
-///
-/// Case and `_`/`-` differences count as near-misses (`userId` for `user_id`).
-pub(crate) fn closest_name<'a>(
-    name: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<String> {
-    fn normalise(s: &str) -> String {
-        s.chars()
-            .filter(|c| *c != '_' && *c != '-' && *c != ' ')
-            .flat_map(char::to_lowercase)
-            .collect()
-    }
-    let target = normalise(name);
-    let mut best: Option<(f64, &str)> = None;
-    for candidate in candidates {
-        let similarity = strsim::jaro_winkler(&target, &normalise(candidate));
-        if best.is_none_or(|(b, _)| similarity > b) {
-            best = Some((similarity, candidate));
-        }
-    }
-    best.filter(|(similarity, _)| *similarity >= 0.8)
-        .map(|(_, candidate)| candidate.to_string())
-}
-
 /// `path` made absolute against the working directory (for messages only).
 pub(crate) fn resolved(path: &std::path::Path) -> PathBuf {
     if path.is_absolute() {
@@ -519,22 +495,4 @@ pub(crate) fn resolved(path: &std::path::Path) -> PathBuf {
     std::env::current_dir()
         .map(|cwd| cwd.join(path))
         .unwrap_or_else(|_| path.to_path_buf())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn closest_name_finds_typos_and_case_variants() {
-        let columns = ["userId", "movieId", "rating", "timestamp"];
-        assert_eq!(closest_name("user_id", columns).as_deref(), Some("userId"));
-        assert_eq!(closest_name("ratings", columns).as_deref(), Some("rating"));
-        assert_eq!(
-            closest_name("time_stamp", columns).as_deref(),
-            Some("timestamp")
-        );
-        assert_eq!(closest_name("price", columns), None);
-        assert_eq!(closest_name("x", []), None);
-    }
 }

@@ -19,6 +19,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use crate::suggest::closest;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -30,7 +31,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use super::atomic::PendingFile;
-use super::{IoError, closest_name, resolved};
+use super::{IoError, resolved};
 
 /// Rows per row group in files recsift writes (also the unit a streaming reader can skip).
 pub const ROW_GROUP_ROWS: usize = 1 << 20;
@@ -277,7 +278,7 @@ pub fn find_column(
             path: path.to_path_buf(),
             role,
             column: name.to_string(),
-            suggestion: closest_name(name, present.iter().map(String::as_str)),
+            suggestion: closest(name, present.iter().map(String::as_str)).map(str::to_string),
             present,
         }
     })

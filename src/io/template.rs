@@ -16,7 +16,7 @@
 //! assert_eq!(text, "Heat {1995}");
 //! ```
 
-use super::closest_name;
+use crate::suggest::closest;
 
 /// What is wrong with a template. Positions count characters from 1.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -139,7 +139,7 @@ impl Template {
             None => Ok(()),
             Some(missing) => Err(TemplateError::UnknownColumn {
                 column: missing.clone(),
-                suggestion: closest_name(missing, present.iter().copied()),
+                suggestion: closest(missing, present.iter().copied()).map(str::to_string),
                 present: present.iter().map(|s| s.to_string()).collect(),
             }),
         }

@@ -1,13 +1,14 @@
 //! From a typed spec to a [`Plan`]: resolve defaults, check values and edges, collect every
 //! problem with its YAML path.
 
+use crate::suggest::closest;
 use std::path::{Path, PathBuf};
 
 use crate::data::LabelKind;
 use crate::io::sort::{DEFAULT_SORT_MEMORY, parse_memory};
 use crate::metrics::{METRIC_DOCS, Metric};
 use crate::scoring::Loss;
-use crate::spec::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
+use crate::spec::diagnostic::{Diagnostic, Diagnostics};
 use crate::spec::path::YamlPath;
 use crate::spec::schema::{
     CandidatesSpec, DataSpec, EmbedSpec, EvaluateSpec, InitialLabelsSpec, OptimizerSpec, PoolSpec,
@@ -214,13 +215,26 @@ impl Resolver {
         let embed = self.embed(&roles, data.as_ref(), &mut graph);
         let train = self.train(&roles, embed.as_ref(), seed, device, label_kind, &mut graph);
         let score = self.score(&roles, train.as_ref(), &mut graph);
-        let rounds = match &protocol {
-            Some(ProtocolPlan::Pool(p)) => p.rounds,
-            Some(ProtocolPlan::Selection(p)) => p.rounds,
-            // A replay may run on free labels alone: selecting is optional.
-            Some(ProtocolPlan::Replay(_)) | None => 0,
+        // Why the protocol needs a select node, if it does (a replay may run on free labels
+        // alone: selecting is optional there).
+        let select_needed = match &protocol {
+            Some(ProtocolPlan::Pool(p)) if p.rounds > 0 => Some(format!(
+                "the protocol runs {} rounds but no node selects samples",
+                p.rounds
+            )),
+            Some(ProtocolPlan::Selection(_)) => Some(
+                "the selection protocol needs a select node: it decides what each round trains on"
+                    .to_string(),
+            ),
+            _ => None,
         };
-        let select = self.select(&roles, score.as_ref(), embed.as_ref(), rounds, &mut graph);
+        let select = self.select(
+            &roles,
+            score.as_ref(),
+            embed.as_ref(),
+            select_needed,
+            &mut graph,
+        );
         let loss = train.as_ref().map(|t| t.loss);
         let evaluate = self.evaluate(&roles, label_kind, loss, &mut graph);
         let early_stopping =
@@ -265,7 +279,7 @@ impl Resolver {
             None | Some("rating") => LabelKind::Rating,
             Some("click") => LabelKind::Click,
             Some(other) => {
-                let help = match did_you_mean(other, ["rating", "click"]) {
+                let help = match closest(other, ["rating", "click"]) {
                     Some(best) => format!("did you mean `{best}`? (accepted: `rating`, `click`)"),
                     None => "accepted: `rating`, `click`".to_string(),
                 };
@@ -909,7 +923,7 @@ impl Resolver {
         }
         let names = Loss::ALL.map(Loss::name);
         let accepted = names.map(|n| format!("`{n}`")).join(", ");
-        let help = match did_you_mean(&name, names) {
+        let help = match closest(&name, names) {
             Some(best) => format!("did you mean `{best}`? (accepted: {accepted})"),
             None => format!("accepted: {accepted}"),
         };
@@ -1033,16 +1047,16 @@ impl Resolver {
         roles: &NodeRoles,
         score: Option<&ScorePlan>,
         embed: Option<&EmbedPlan>,
-        rounds: u32,
+        needed: Option<String>,
         graph: &mut Vec<PlanNode>,
     ) -> Option<Option<SelectPlan>> {
         let Some(node) = roles.select.as_ref() else {
             let nodes_failed = self.failed_to_type(&YamlPath::keys(&["nodes"]));
-            if rounds > 0 && roles.score.is_some() && !nodes_failed {
+            if let (Some(why), Some(_), false) = (needed, &roles.score, nodes_failed) {
                 self.error(
                     YamlPath::keys(&["nodes"]),
-                    format!("the protocol runs {rounds} rounds but no node selects samples"),
-                    "add e.g. `pick: {select: {strategy: uncertainty, budget: 500}, input: scores}`, or set `rounds: 0`",
+                    why,
+                    "add e.g. `pick: {select: {strategy: uncertainty, budget: 500}, input: scores}`, or set `rounds: 0` in a pool protocol",
                 );
             }
             return Some(None);
@@ -1065,7 +1079,7 @@ impl Resolver {
                 .map(|n| format!("`{n}`"))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let help = match did_you_mean(strategy, names.iter().copied()) {
+            let help = match closest(strategy, names.iter().copied()) {
                 Some(best) => format!("did you mean `{best}`? (accepted: {listed})"),
                 None => format!("accepted: {listed}"),
             };
@@ -1428,7 +1442,7 @@ fn metric_help(name: &str) -> String {
         .iter()
         .map(|(name, _)| name.replace('K', "10"))
         .collect();
-    match did_you_mean(name, known.iter().map(String::as_str)) {
+    match closest(name, known.iter().map(String::as_str)) {
         Some(best) => format!("did you mean `{best}`?"),
         None => {
             let names: Vec<&str> = METRIC_DOCS.iter().map(|(name, _)| *name).collect();

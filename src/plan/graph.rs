@@ -9,8 +9,9 @@
 //! test ─────────────────────> evaluate (also reads train)
 //! ```
 
-use crate::spec::diagnostic::{Diagnostic, did_you_mean};
+use crate::spec::diagnostic::Diagnostic;
 use crate::spec::{NodeSpec, OperatorSpec};
+use crate::suggest::closest;
 
 /// Collections the protocol provides, which nodes can read.
 pub const SOURCES: &[&str] = &["events", "items", "labelled", "pool", "test"];
@@ -80,7 +81,7 @@ pub fn check_edges(nodes: &[NodeSpec], nodes_failed: bool, out: &mut Vec<Diagnos
     for node in nodes {
         for (input, path) in node.inputs.iter().zip(&node.input_paths) {
             if !known.contains(&input.as_str()) {
-                let help = match did_you_mean(input, known.iter().copied()) {
+                let help = match closest(input, known.iter().copied()) {
                     Some(best) => format!("did you mean `{best}`?"),
                     None => format!("inputs are node ids or sources: {}", known.join(", ")),
                 };

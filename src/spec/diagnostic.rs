@@ -1,6 +1,7 @@
 //! Diagnostics: what is wrong with a pipeline, where (file:line:column and YAML path), and
 //! how to fix it. Validation collects every diagnostic and reports them all at once.
 
+use crate::suggest::closest;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -135,19 +136,6 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
-/// The candidate closest to `word`, if it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
-    candidates
-        .into_iter()
-        .map(|c| (strsim::jaro_winkler(word, c), c))
-        .filter(|(score, c)| *score >= 0.8 || strsim::levenshtein(word, c) <= 2)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
-}
-
 /// Turns a serde error message into a diagnostic message and, for unknown keys or values, a
 /// "did you mean" help listing the accepted names.
 pub fn from_serde_message(message: &str) -> (String, Option<String>) {
@@ -168,7 +156,7 @@ pub fn from_serde_message(message: &str) -> (String, Option<String>) {
         .map(|c| format!("`{c}`"))
         .collect::<Vec<_>>()
         .join(", ");
-    let help = match did_you_mean(word, expected.iter().copied()) {
+    let help = match closest(word, expected.iter().copied()) {
         Some(best) => format!("did you mean `{best}`? (accepted: {listed})"),
         None if expected.is_empty() => format!("remove `{word}`: no {kind}s are accepted here"),
         None => format!("accepted: {listed}"),
@@ -179,19 +167,6 @@ pub fn from_serde_message(message: &str) -> (String, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn typos_get_a_suggestion() {
-        assert_eq!(
-            did_you_mean("budgt", ["strategy", "budget", "per_user"]),
-            Some("budget")
-        );
-        assert_eq!(
-            did_you_mean("uncertanty", ["random", "uncertainty"]),
-            Some("uncertainty")
-        );
-        assert_eq!(did_you_mean("zzz", ["strategy", "budget"]), None);
-    }
 
     #[test]
     fn serde_unknown_field_messages_become_suggestions() {

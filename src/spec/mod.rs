@@ -12,12 +12,13 @@ pub mod overrides;
 pub mod path;
 pub mod schema;
 
+use crate::suggest::closest;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
-use self::diagnostic::{Diagnostic, Diagnostics, did_you_mean, from_serde_message};
+use self::diagnostic::{Diagnostic, Diagnostics, from_serde_message};
 use self::location::{Location, SourceMap};
 use self::overrides::Override;
 use self::path::YamlPath;
@@ -403,7 +404,7 @@ fn unknown_key(path: &YamlPath, key: &str, accepted: &[&str]) -> Diagnostic {
         .map(|k| format!("`{k}`"))
         .collect::<Vec<_>>()
         .join(", ");
-    let help = match did_you_mean(key, accepted.iter().copied()) {
+    let help = match closest(key, accepted.iter().copied()) {
         Some(best) => format!("did you mean `{best}`? (accepted: {listed})"),
         None => format!("accepted: {listed}"),
     };

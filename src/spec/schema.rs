@@ -252,9 +252,9 @@ pub struct EmbedSpec {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TrainOptions {
-    /// Factor dimension (default 64).
+    /// Factor dimension (default 32).
     pub dim: Option<usize>,
-    /// Standard deviation of the factor initialisation (default 0.1).
+    /// Standard deviation of the factor initialisation (default 0.03).
     pub init_std: Option<f64>,
     /// Ensemble members, each on its own bootstrap of the labels (default 1).
     pub members: Option<usize>,

@@ -2,6 +2,7 @@
 //! the AULC summarised over seeds, the mean curve, the labels needed to reach the baseline's
 //! final value, and the paired tests against the baseline with Holm's correction.
 
+use crate::suggest::closest;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -12,7 +13,6 @@ use super::curves::{
 };
 use super::stats::{Summary, holm, paired_t_test, summarise, wilcoxon_signed_rank};
 use crate::results::RoundRecord;
-use crate::spec::diagnostic::did_you_mean;
 
 /// Metrics left out of the analysis: the training loss measures the fit to each arm's own
 /// labelled set, so it does not compare arms (the run plots leave it out too).
@@ -132,7 +132,7 @@ pub fn analyse(runs: &[RunCurve], baseline: &str) -> Result<StudyAnalysis, Study
             .map(|a| format!("`{a}`"))
             .collect::<Vec<_>>()
             .join(", ");
-        let help = match did_you_mean(baseline, arms.iter().map(String::as_str)) {
+        let help = match closest(baseline, arms.iter().map(String::as_str)) {
             Some(best) => format!("did you mean `{best}`? (arms: {listed})"),
             None => format!("arms: {listed}"),
         };

@@ -2,6 +2,7 @@
 //! skipping runs that finished before (a run is finished when its `summary.json` exists,
 //! which `recsift run` writes last), then reading every run's rounds back for the analysis.
 
+use crate::error::UserFixable;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -101,9 +102,11 @@ impl StudyRunError {
     pub fn write(error: IoError) -> Self {
         StudyRunError::Write(Box::new(error))
     }
+}
 
+impl UserFixable for StudyRunError {
     /// Whether the user can fix this (exit code 2) rather than an internal failure (1).
-    pub fn is_user_error(&self) -> bool {
+    fn is_user_error(&self) -> bool {
         match self {
             StudyRunError::RunsFailed { user_errors, .. } => *user_errors,
             StudyRunError::Write(e) => e.is_user_error(),

@@ -73,6 +73,7 @@ mod write;
 #[cfg(test)]
 mod tests;
 
+use crate::error::UserFixable;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -345,10 +346,10 @@ pub enum SynthError {
     Io(#[from] IoError),
 }
 
-impl SynthError {
+impl UserFixable for SynthError {
     /// Whether the user can fix this (a setting, the output folder) rather than an internal
     /// failure.
-    pub fn is_user_error(&self) -> bool {
+    fn is_user_error(&self) -> bool {
         match self {
             SynthError::InvalidSetting { .. } => true,
             SynthError::Io(e) => e.is_user_error(),

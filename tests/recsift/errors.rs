@@ -453,3 +453,25 @@ fn a_replay_pool_horizon_of_zero_windows_is_refused_with_the_fix() {
     assert!(err.contains("`pool_windows` must be at least 1"), "{err}");
     assert!(err.contains("leave it out"), "{err}");
 }
+
+#[test]
+fn a_selection_protocol_without_a_select_node_is_a_validate_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_select = over(
+        &ratings(),
+        "{selection: {split: {random: {test: 0.2}}, rounds: 0}}",
+        "{strategy: max_loss, budget: 10}",
+    );
+    let without: String = with_select
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("pick:"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let file = pipeline(dir.path(), &without);
+    let err = fails(dir.path(), &["validate", &file]);
+    assert!(
+        err.contains("the selection protocol needs a select node"),
+        "{err}"
+    );
+    assert!(err.contains("p.yaml:"), "the error has a location: {err}");
+}

@@ -9,6 +9,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit, UInt32Type};
 
 use super::*;
+use crate::error::UserFixable;
 use crate::io::parquet_file::{read_parquet, write_parquet_atomic};
 
 /// `n` times in a scrambled order, `distinct` values around 0 (so many ties, and negatives).
