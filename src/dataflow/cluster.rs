@@ -400,7 +400,10 @@ impl Hello {
         }
         if theirs.fingerprint != self.fingerprint {
             return Err(mismatch(
-                "it runs another pipeline, another seed or another recsift version".into(),
+                "it runs another pipeline, another seed or another recsift version, or \
+                 resumes from another checkpoint (every process must read the same \
+                 checkpoint: give them one results folder on a shared filesystem)"
+                    .into(),
             ));
         }
         Ok(())

@@ -84,7 +84,7 @@ fn read_hostfile(file: &Path, processes: usize) -> Result<Vec<String>, RunError>
 }
 
 /// What every process of a run must agree on: the plan (apart from where this process writes
-/// and which process it is) and recsift's version.
+/// and which process it is), the checkpoint it resumes from, and recsift's version.
 fn fingerprint(plan: &Plan) -> u64 {
     let mut shared = plan.clone();
     shared.cluster = ClusterPlan {
@@ -97,6 +97,7 @@ fn fingerprint(plan: &Plan) -> u64 {
     let digest = Sha256::new()
         .chain_update(env!("CARGO_PKG_VERSION"))
         .chain_update(json)
+        .chain_update(format!("{:?}", plan.cluster.resumed_after))
         .finalize();
     u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
 }

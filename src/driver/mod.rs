@@ -33,13 +33,13 @@ use crate::io::events::read_events;
 use crate::io::results::{OutputDir, SUMMARY_FILE};
 use crate::metrics::latency::LatencySummary;
 use crate::model::ModelError;
-use crate::plan::{CandidateSet, Plan, ProtocolPlan, RecommendedUsers, SplitPlan};
+use crate::plan::{CandidateSet, ClusterPlan, Plan, ProtocolPlan, RecommendedUsers, SplitPlan};
 use crate::report;
 use crate::results::RoundRecord;
 
 use self::embed::ItemEmbedder;
 use self::evaluation::ItemsPerUser;
-use self::experiment::{Experiment, recommend};
+use self::experiment::{Experiment, last_round, recommend};
 use self::pool::{PoolExperiment, PoolStart};
 use self::replay::ReplayExperiment;
 use self::selection::SelectionExperiment;
@@ -385,13 +385,6 @@ fn execute(
     let started = Instant::now();
     // In a cluster, process 0 alone writes; the others run the same rounds silently.
     let writes = plan.cluster.writes_results();
-    if options.resume && plan.cluster.processes > 1 {
-        return Err(RunError::Resume(
-            "--resume continues single-process runs only (a cluster run's processes would \
-             each need the checkpoint); rerun the cluster without --resume"
-                .into(),
-        ));
-    }
     let saved = if options.resume {
         match saved_checkpoint(plan, &options.out_dir) {
             // With `force`, a folder without a usable checkpoint starts over.
@@ -400,6 +393,22 @@ fn execute(
         }
     } else {
         None
+    };
+    // The processes of a cluster agree on the round they resume after (their handshake
+    // compares it), so one that found no checkpoint, or another, is refused by its peers.
+    let resumed_plan;
+    let plan = match &saved {
+        Some(saved) => {
+            resumed_plan = Plan {
+                cluster: ClusterPlan {
+                    resumed_after: Some(last_round(&saved.progress.history)),
+                    ..plan.cluster.clone()
+                },
+                ..plan.clone()
+            };
+            &resumed_plan
+        }
+        None => plan,
     };
     let out = writes
         .then(|| OutputDir::prepare(&options.out_dir, options.force || options.resume))
@@ -419,7 +428,7 @@ fn execute(
                 eprintln!(
                     "resuming {} after round {} from {}",
                     plan.name,
-                    saved.progress.history.last().map_or(0, |r| r.round),
+                    last_round(&saved.progress.history),
                     checkpoint::checkpoint_path(&options.out_dir).display()
                 );
             }

@@ -1290,6 +1290,7 @@ impl Resolver {
                 },
             },
             timeout_s: written.timeout_s.unwrap_or(single.timeout_s),
+            resumed_after: None,
         };
         if let Some(problem) = cluster.problem() {
             self.error(

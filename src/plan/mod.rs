@@ -73,6 +73,10 @@ pub struct ClusterPlan {
     pub hosts: ClusterHosts,
     /// Seconds to wait for every process to connect.
     pub timeout_s: f64,
+    /// The round of the checkpoint this process resumes after (`recsift run --resume`),
+    /// which every process of a cluster must agree on; not part of the plan as written.
+    #[serde(skip)]
+    pub resumed_after: Option<u32>,
 }
 
 impl ClusterPlan {
@@ -90,6 +94,7 @@ impl ClusterPlan {
                 port: Self::DEFAULT_PORT,
             },
             timeout_s: Self::DEFAULT_TIMEOUT_S,
+            resumed_after: None,
         }
     }
 

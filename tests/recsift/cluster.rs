@@ -469,3 +469,85 @@ fn a_study_process_waiting_for_a_peer_that_never_starts_names_it() {
     assert!(out.join("runs/random/seed-42/summary.json").exists());
     assert!(!out.join("study.json").exists());
 }
+
+/// Runs `pipeline` as 2 processes of 1 worker writing to `outs[process]`, with `extra`
+/// arguments; process 0 is killed at failpoint `kill_at`, when given.
+fn run_pair(
+    pipeline: &[&str],
+    outs: [&Path; 2],
+    extra: &[&str],
+    kill_at: Option<&str>,
+) -> Vec<Output> {
+    let hosts = hostfile(outs[0].parent().unwrap(), 2);
+    let children: Vec<Child> = (0..2)
+        .map(|process| {
+            let mut args: Vec<String> = ["-q", "--processes", "2", "--hostfile", &hosts]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            args.extend(["--process".to_string(), process.to_string()]);
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let mut command = Command::new(env!("CARGO_BIN_EXE_recsift"));
+            command
+                .arg("run")
+                .args(pipeline)
+                .arg("--out")
+                .arg(outs[process])
+                .args(&args)
+                .current_dir(root())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            if let (0, Some(point)) = (process, kill_at) {
+                command.env(recsift::failpoint::KILL_AT, point);
+            }
+            command.spawn().expect("the recsift binary starts")
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|child| child.wait_with_output().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_killed_cluster_run_resumes_from_the_shared_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let alone = dir.path().join("alone");
+    let output = run_single(POOL, &alone, 1);
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    // Process 0 dies with SIGKILL in round 2; process 1 notices and stops.
+    let shared = dir.path().join("shared");
+    let outputs = run_pair(POOL, [&shared, &shared], &[], Some("round:3"));
+    assert!(!outputs[0].status.success() && !outputs[1].status.success());
+    assert!(shared.join("checkpoint.safetensors").exists());
+    assert!(!shared.join("summary.json").exists());
+
+    // A process that cannot see the checkpoint would start over: its peer refuses it.
+    let elsewhere = dir.path().join("elsewhere");
+    let outputs = run_pair(POOL, [&shared, &elsewhere], &["--resume"], None);
+    assert!(!outputs[0].status.success() && !outputs[1].status.success());
+    let message = stderr(&outputs[0]) + &stderr(&outputs[1]);
+    assert!(
+        message.contains("resumes from another checkpoint"),
+        "{message}"
+    );
+    assert!(
+        shared.join("checkpoint.safetensors").exists(),
+        "nothing is lost"
+    );
+
+    // Both read the shared folder's checkpoint: the results of one uninterrupted process.
+    let outputs = run_pair(POOL, [&shared, &shared], &["--resume"], None);
+    for (process, output) in outputs.iter().enumerate() {
+        assert!(
+            output.status.success(),
+            "process {process}: {}",
+            stderr(output)
+        );
+    }
+    assert_eq!(results_of(&summary(&alone)), results_of(&summary(&shared)));
+    let selections = |dir: &Path| std::fs::read(dir.join("selections.parquet")).unwrap();
+    assert!(selections(&alone) == selections(&shared));
+    assert!(!shared.join("checkpoint.safetensors").exists());
+}
