@@ -41,6 +41,28 @@ const REPLAY: &[&str] = &[
     "protocol.replay.pool_windows=3",
 ];
 
+/// The same replay with `text_mf` (Adam) on the item vectors of the shipped cache: the
+/// model's text table and projection grow with the items.
+const REPLAY_TEXT: &[&str] = &[
+    "pipelines/replay-ml-latest-small.yaml",
+    "--set",
+    "protocol.replay.batch_rows=1000",
+    "--set",
+    "protocol.replay.window=null",
+    "--set",
+    "protocol.replay.window_events=4000",
+    "--set",
+    "protocol.replay.max_windows=8",
+    "--set",
+    "data.items={path: ../data/ml-latest-small/items.parquet, text: \"{title} | {genres}\"}",
+    "--set",
+    "nodes.item_text={embed: {model: sentence-transformers/all-MiniLM-L6-v2}, input: items}",
+    "--set",
+    "nodes.model.train={text_mf: {dim: 16, members: 2, epochs: 3, epochs_per_round: 1, optimizer: {adam: {lr: 0.01}}}}",
+    "--set",
+    "nodes.model.inputs=[labelled, item_text]",
+];
+
 /// 3 rounds of hard-example mining (selection protocol).
 const SELECTION: &[&str] = &[
     "pipelines/selection-max-loss.yaml",
@@ -170,6 +192,11 @@ fn a_pool_run_killed_anywhere_resumes_to_the_same_results() {
 #[test]
 fn a_replay_killed_mid_window_resumes_to_the_same_results() {
     assert_resumes_exactly(REPLAY, &["round:5", "write:4"]);
+}
+
+#[test]
+fn a_text_model_replay_resumes_to_the_same_results() {
+    assert_resumes_exactly(REPLAY_TEXT, &["round:4"]);
 }
 
 #[test]
