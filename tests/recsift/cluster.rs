@@ -11,18 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{recsift, root, stderr};
-
-/// A short pool run: 3 rounds of the quickstart with little training.
-const POOL: &[&str] = &[
-    "pipelines/quickstart.yaml",
-    "--set",
-    "protocol.pool.rounds=3",
-    "--set",
-    "nodes.model.train.text_mf.epochs=5",
-    "--set",
-    "nodes.model.train.text_mf.epochs_per_round=1",
-];
+use crate::common::{QUICK_POOL as POOL, recsift, root, stderr};
 
 /// A short replay: MovieLens latest-small in 60-day windows (137 rounds).
 const REPLAY: &[&str] = &[

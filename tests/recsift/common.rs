@@ -7,6 +7,17 @@ use recsift::fixtures::{Fixture, find};
 use recsift::plan::{self, Plan};
 use recsift::spec::LoadedSpec;
 
+/// A short pool run: 3 rounds of the quickstart (text_mf) with little training.
+pub const QUICK_POOL: &[&str] = &[
+    "pipelines/quickstart.yaml",
+    "--set",
+    "protocol.pool.rounds=3",
+    "--set",
+    "nodes.model.train.text_mf.epochs=5",
+    "--set",
+    "nodes.model.train.text_mf.epochs_per_round=1",
+];
+
 /// The crate root (tests run with it as the current directory).
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

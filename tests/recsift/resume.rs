@@ -13,21 +13,12 @@ use arrow::array::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 
-use crate::common::{recsift, root, stderr};
+use crate::common::{QUICK_POOL as POOL, recsift, root, stderr};
 
-/// 3 rounds of the quickstart (text_mf, pool protocol).
-const POOL: &[&str] = &[
-    "pipelines/quickstart.yaml",
-    "--set",
-    "protocol.pool.rounds=3",
-    "--set",
-    "nodes.model.train.text_mf.epochs=5",
-];
-
-/// 8 windows of 4,000 ratings of the latest-small replay, with a 3-window pool horizon,
-/// read 1,000 rows at a time: ids are interned as the log is read, so each window brings
-/// new users and films and the model grows after every checkpoint.
-const REPLAY: &[&str] = &[
+/// 8 windows of 4,000 ratings of the latest-small replay, read 1,000 rows at a time: ids
+/// are interned as the log is read, so each window brings new users and films and the model
+/// grows after every checkpoint.
+const REPLAY_WINDOWS: &[&str] = &[
     "pipelines/replay-ml-latest-small.yaml",
     "--set",
     "protocol.replay.batch_rows=1000",
@@ -37,31 +28,28 @@ const REPLAY: &[&str] = &[
     "protocol.replay.window_events=4000",
     "--set",
     "protocol.replay.max_windows=8",
-    "--set",
-    "protocol.replay.pool_windows=3",
 ];
 
-/// The same replay with `text_mf` (Adam) on the item vectors of the shipped cache: the
+/// [`REPLAY_WINDOWS`] with mf and a 3-window pool horizon.
+fn replay() -> Vec<&'static str> {
+    [REPLAY_WINDOWS, &["--set", "protocol.replay.pool_windows=3"]].concat()
+}
+
+/// [`REPLAY_WINDOWS`] with `text_mf` (Adam) on the item vectors of the shipped cache: the
 /// model's text table and projection grow with the items.
-const REPLAY_TEXT: &[&str] = &[
-    "pipelines/replay-ml-latest-small.yaml",
-    "--set",
-    "protocol.replay.batch_rows=1000",
-    "--set",
-    "protocol.replay.window=null",
-    "--set",
-    "protocol.replay.window_events=4000",
-    "--set",
-    "protocol.replay.max_windows=8",
-    "--set",
-    "data.items={path: ../data/ml-latest-small/items.parquet, text: \"{title} | {genres}\"}",
-    "--set",
-    "nodes.item_text={embed: {model: sentence-transformers/all-MiniLM-L6-v2}, input: items}",
-    "--set",
-    "nodes.model.train={text_mf: {dim: 16, members: 2, epochs: 3, epochs_per_round: 1, optimizer: {adam: {lr: 0.01}}}}",
-    "--set",
-    "nodes.model.inputs=[labelled, item_text]",
-];
+fn replay_text() -> Vec<&'static str> {
+    let text_model: &[&str] = &[
+        "--set",
+        "data.items={path: ../data/ml-latest-small/items.parquet, text: \"{title} | {genres}\"}",
+        "--set",
+        "nodes.item_text={embed: {model: sentence-transformers/all-MiniLM-L6-v2}, input: items}",
+        "--set",
+        "nodes.model.train={text_mf: {dim: 16, members: 2, epochs: 3, epochs_per_round: 1, optimizer: {adam: {lr: 0.01}}}}",
+        "--set",
+        "nodes.model.inputs=[labelled, item_text]",
+    ];
+    [REPLAY_WINDOWS, text_model].concat()
+}
 
 /// 3 rounds of hard-example mining (selection protocol).
 const SELECTION: &[&str] = &[
@@ -191,12 +179,12 @@ fn a_pool_run_killed_anywhere_resumes_to_the_same_results() {
 
 #[test]
 fn a_replay_killed_mid_window_resumes_to_the_same_results() {
-    assert_resumes_exactly(REPLAY, &["round:5", "write:4"]);
+    assert_resumes_exactly(&replay(), &["round:5", "write:4"]);
 }
 
 #[test]
 fn a_text_model_replay_resumes_to_the_same_results() {
-    assert_resumes_exactly(REPLAY_TEXT, &["round:4"]);
+    assert_resumes_exactly(&replay_text(), &["round:4"]);
 }
 
 #[test]
