@@ -234,15 +234,11 @@ pub struct ExperimentData {
     pub load_time: Duration,
 }
 
-/// Loads and splits the events of a plan whose protocol has a split.
-///
-/// # Panics
-/// For a replay, which streams its events instead.
-pub fn load_data(plan: &Plan) -> Result<ExperimentData, RunError> {
+/// Loads the events of `plan` and splits them with `split` (its protocol's).
+pub fn load_data(plan: &Plan, split: &SplitPlan) -> Result<ExperimentData, RunError> {
     let load_started = Instant::now();
     let mut users = IdMap::new();
     let mut items = IdMap::new();
-    let split = plan.protocol.split().expect("a replay streams its events");
     let SplitEvents {
         train,
         validation,
@@ -352,7 +348,7 @@ pub fn start_experiment(
         ProtocolPlan::Selection(selection) => Box::new(SelectionExperiment::start(
             plan,
             selection,
-            load_data(plan)?,
+            load_data(plan, &selection.split)?,
             track_scores,
         )?),
         ProtocolPlan::Replay(replay) => Box::new(ReplayExperiment::start(
@@ -585,7 +581,7 @@ pub fn resume_experiment(
         ProtocolPlan::Selection(selection) => Box::new(SelectionExperiment::resume(
             plan,
             selection,
-            load_data(plan)?,
+            load_data(plan, &selection.split)?,
             progress,
         )?),
         ProtocolPlan::Replay(replay) => Box::new(ReplayExperiment::resume(

@@ -130,7 +130,7 @@ struct RoundZero {
 impl RoundZero {
     /// Loads the data of `plan` and labels its initial samples.
     fn label(plan: &Plan, pool: &PoolPlan) -> Result<Self, RunError> {
-        let data = load_data(plan)?;
+        let data = load_data(plan, &pool.split)?;
         let labelled = initial_labels(&data.train, pool.initial, plan.seed);
         check_budget(plan, pool, &labelled, &data)?;
         let seed_samples: Vec<u32> = (0..data.train.len() as u32)
