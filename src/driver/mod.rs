@@ -409,10 +409,16 @@ fn execute(
     let out = writes
         .then(|| OutputDir::prepare(&options.out_dir, options.force || options.resume))
         .transpose()?;
-    if let (Some(out), true) = (&out, options.resume) {
-        // Half-written files of the interrupted run.
-        for file in OutputDir::files(out.path())?.0 {
-            out.remove_file(&file)?;
+    if let Some(out) = &out {
+        if options.resume {
+            // Half-written files of the interrupted run.
+            for file in OutputDir::files(out.path())?.0 {
+                out.remove_file(&file)?;
+            }
+        }
+        if saved.is_none() {
+            // A run started afresh must never be resumed from an earlier run's checkpoint.
+            out.remove_file(&checkpoint::checkpoint_path(out.path()))?;
         }
     }
     crate::dataflow::connect_early(&cluster::topology(plan)?)?;
@@ -530,10 +536,8 @@ fn execute(
     }
     summary.wall_s = started.elapsed().as_secs_f64();
     out.write_json("summary.json", &summary)?;
-    // The run is complete: its checkpoint has served.
-    if let Some(path) = checkpoints.path {
-        out.remove_file(&path)?;
-    }
+    // The run is complete: its checkpoint (or the one it resumed from) has served.
+    out.remove_file(&checkpoint::checkpoint_path(out.path()))?;
     Ok(summary)
 }
 
