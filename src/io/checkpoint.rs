@@ -2,9 +2,9 @@
 //! driver's state) in a single [safetensors](https://github.com/huggingface/safetensors)
 //! file, the document stored in the header's metadata under [`DOCUMENT_KEY`].
 //!
-//! The file is replaced atomically (see [`super::atomic`]): a crash while saving leaves the
-//! previous checkpoint whole. Reading checks the header and every tensor's extent; what the
-//! document says is the driver's to check.
+//! The file is replaced atomically (a temporary file renamed over it): a crash while saving
+//! leaves the previous checkpoint whole. Reading checks the header and every tensor's
+//! extent; what the document says is the driver's to check.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};

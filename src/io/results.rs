@@ -80,7 +80,7 @@ impl OutputDir {
     }
 
     /// The files of folder `path`, split into those an interrupted atomic write left behind
-    /// (see [`super::atomic`]) and the others; none when the folder does not exist.
+    /// (their temporary files) and the others; none when the folder does not exist.
     pub fn files(path: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), IoError> {
         let unreadable = |source| IoError::Read {
             what: "results folder",
