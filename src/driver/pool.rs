@@ -340,10 +340,14 @@ impl Experiment for PoolExperiment {
     }
 
     fn next_round(&mut self) -> Result<&RoundRecord, RunError> {
-        let select = self
-            .select
-            .clone()
-            .expect("rounds > 0 imply a select node (checked by the planner)");
+        let select = self.select.clone().ok_or_else(|| RunError::Experiment {
+            field: "nodes".into(),
+            message: format!(
+                "the protocol runs {} rounds but no node selects samples",
+                self.rounds
+            ),
+            help: "add e.g. `pick: {select: {strategy: uncertainty, budget: 500}, input: scores}`, or set `rounds: 0`".into(),
+        })?;
         self.round += 1;
         let mut clock = RoundClock::default();
         let picked = clock.time("select", || self.session.pick(select.budget));

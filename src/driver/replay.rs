@@ -24,7 +24,6 @@ use crate::results::{RoundRecord, SelectionRecord};
 use crate::scoring::ScoringHead;
 use crate::seeding::unit_hash;
 
-use super::RunError;
 use super::checkpoint::Progress;
 use super::cluster::topology;
 use super::embed::ItemEmbedder;
@@ -36,6 +35,7 @@ use super::experiment::{
 };
 use super::session::{PoolChanges, Session};
 use super::windows::{ReplayWindow, WindowCutter, WindowError};
+use super::{RunError, event_log};
 
 /// Salt of the free-label draw, independent of the other seeded draws.
 const FREE_LABEL_SALT: u64 = 0xF8EE_1ABE;
@@ -100,11 +100,7 @@ impl Opening {
     /// on stderr when `progress`), reads the first window, embeds its texts and builds the
     /// model and its head.
     fn open(plan: &Plan, replay: &ReplayPlan, progress: bool) -> Result<Self, RunError> {
-        let source = plan
-            .data
-            .events
-            .as_ref()
-            .expect("the planner requires events for a replay");
+        let source = event_log(plan)?;
         // With item text, the item file's ids are interned first, so an item's text is at
         // hand when its first event arrives.
         let mut items = IdMap::new();
