@@ -463,9 +463,7 @@ fn execute(
             .filter(|_| plan.output.checkpoint_every > 0)
             .map(|out| checkpoint::checkpoint_path(out.path())),
         every: plan.output.checkpoint_every,
-        saved_round: resumed
-            .then(|| experiment.history().last().map(|r| r.round))
-            .flatten(),
+        saved_round: resumed.then(|| last_round(experiment.history())),
         costs: Vec::new(),
     };
     checkpoints.after_round(plan, experiment.as_ref(), &recommendations)?;
@@ -482,7 +480,7 @@ fn execute(
                 RecommendedUsers::Test => experiment.test_users(),
                 RecommendedUsers::All => (0..experiment.ids().0.len() as u32).collect(),
             };
-            let round = experiment.history().last().map_or(0, |r| r.round);
+            let round = last_round(experiment.history());
             lists.extend(recommend(experiment, &users, export.k, round));
         }
     };
@@ -627,7 +625,7 @@ impl Checkpoints {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        let round = experiment.history().last().map_or(0, |r| r.round);
+        let round = last_round(experiment.history());
         if !round.is_multiple_of(self.every) || self.saved_round == Some(round) {
             return Ok(());
         }

@@ -243,6 +243,23 @@ fn a_checkpoint_of_another_pipeline_or_version_is_refused_and_kept() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(out.join("summary.json").exists());
 
+    // A folder holding something other than a checkpoint is not resumed into, and kept.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "mine").unwrap();
+    let output = run(POOL, &other, &["--resume"], None);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("has no checkpoint.safetensors to resume from"),
+        "{message}"
+    );
+    assert!(message.contains("notes.txt"), "{message}");
+    assert_eq!(
+        std::fs::read_to_string(other.join("notes.txt")).unwrap(),
+        "mine"
+    );
+
     // A complete run has nothing to resume.
     let output = run(POOL, &out, &["--resume"], None);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
