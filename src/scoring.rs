@@ -127,6 +127,10 @@ pub struct ScoringHead {
     /// Under [`Loss::Squared`], member predictions are clipped into this range before
     /// averaging (the scale of the data); the other losses ignore it.
     pub clip: Option<(f32, f32)>,
+    /// Per-member weights summing to 1 (a fusion of models, see `model::set`): the
+    /// prediction is the weighted mean of the members' predictions and the variance their
+    /// weighted variance. `None`: every member counts the same.
+    pub weights: Option<Vec<f32>>,
 }
 
 impl ScoringHead {
@@ -141,6 +145,7 @@ impl ScoringHead {
             offsets,
             loss,
             clip: None,
+            weights: None,
         }
     }
 
@@ -172,6 +177,9 @@ impl ScoringHead {
         debug_assert_eq!(user_row.len(), self.layout.row_len());
         debug_assert_eq!(item_row.len(), self.layout.row_len());
         let members = self.layout.members;
+        if let Some(weights) = &self.weights {
+            return self.weighted_score(weights, user_row, item_row, label);
+        }
         let mut sum = 0.0f32;
         let mut sum_sq = 0.0f32;
         for m in 0..members {
@@ -181,6 +189,30 @@ impl ScoringHead {
         }
         let mean = sum / members as f32;
         let variance = (sum_sq / members as f32 - mean * mean).max(0.0);
+        PerSampleScore {
+            prediction: mean,
+            variance,
+            loss: label.map(|y| self.loss(mean, y)),
+        }
+    }
+
+    /// [`ScoringHead::score`] under per-member `weights`.
+    fn weighted_score(
+        &self,
+        weights: &[f32],
+        user_row: &[f32],
+        item_row: &[f32],
+        label: Option<f32>,
+    ) -> PerSampleScore {
+        let predictions: Vec<f32> = (0..self.layout.members)
+            .map(|m| self.member_prediction(m, user_row, item_row))
+            .collect();
+        let mean: f32 = weights.iter().zip(&predictions).map(|(w, p)| w * p).sum();
+        let variance: f32 = weights
+            .iter()
+            .zip(&predictions)
+            .map(|(w, p)| w * (p - mean) * (p - mean))
+            .sum();
         PerSampleScore {
             prediction: mean,
             variance,
@@ -266,6 +298,21 @@ mod tests {
         assert_eq!(s.prediction, 2.0);
         assert_eq!(s.variance, 1.0);
         assert_eq!(s.loss, None);
+    }
+
+    #[test]
+    fn weighted_members_give_the_weighted_mean_and_variance() {
+        let mut head = ScoringHead::new(
+            RowLayout { members: 2, dim: 0 },
+            vec![0.0, 0.0],
+            Loss::Squared,
+        );
+        head.weights = Some(vec![0.75, 0.25]);
+        let s = head.score(&[1.0, 3.0], &[0.0, 0.0], Some(2.0));
+        assert_eq!(s.prediction, 1.5);
+        // 0.75 * 0.25 + 0.25 * 2.25
+        assert_eq!(s.variance, 0.75);
+        assert_eq!(s.loss, Some(0.25));
     }
 
     #[test]

@@ -127,7 +127,10 @@ impl<'a> ModelView<'a> {
                 let mut bias = 0.0f32;
                 for m in 0..layout.members {
                     let member = &row[m * width..(m + 1) * width];
-                    bias += member[0];
+                    bias += match &self.head.weights {
+                        Some(weights) => weights[m] * member[0],
+                        None => member[0],
+                    };
                     values.extend_from_slice(&member[1..]);
                 }
                 values.push(bias);
@@ -149,6 +152,16 @@ impl<'a> ModelView<'a> {
         let row = self.rows.user(user);
         let mut vector = Vec::with_capacity(layout.members * layout.dim + 1);
         let mut constant = 0.0f32;
+        if let Some(weights) = &self.head.weights {
+            // The item table's bias column already carries each member's weight.
+            for (m, w) in weights.iter().enumerate() {
+                let member = &row[m * width..(m + 1) * width];
+                constant += w * (self.head.offsets[m] + member[0]);
+                vector.extend(member[1..].iter().map(|x| x * w));
+            }
+            vector.push(1.0);
+            return (vector, constant);
+        }
         for m in 0..layout.members {
             let member = &row[m * width..(m + 1) * width];
             constant += self.head.offsets[m] + member[0];
@@ -203,8 +216,8 @@ impl<'a> ModelView<'a> {
     }
 }
 
-/// The metrics of `plan` on `target`, named `<prefix><metric>` (ranking metrics carry
-/// their candidate set, see [`CandidateSet::metric_name`]).
+/// The metrics of `plan` on `target`, named as [`EvaluatePlan::named_metrics`] says (ranking
+/// metrics carry their candidate set, see [`CandidateSet::metric_name`]).
 pub fn evaluate(
     model: &ModelView<'_>,
     plan: &EvaluatePlan,
@@ -241,14 +254,14 @@ pub fn evaluate(
     let mut ranked = ranked.into_iter();
     plan.metrics
         .iter()
-        .zip(plan.metric_names())
+        .zip(plan.named_metrics(target.prefix))
         .map(|(metric, name)| {
             let value = if metric.is_ranking() {
                 ranked.next().unwrap_or(f64::NAN)
             } else {
                 pointwise(*metric, &scored)
             };
-            (format!("{}{name}", target.prefix), value)
+            (name, value)
         })
         .collect()
 }
@@ -508,6 +521,8 @@ mod tests {
         .collect();
         let plan = EvaluatePlan {
             node: "report".into(),
+            model: "model".into(),
+            prefix: String::new(),
             metrics,
             relevant: 4.0,
             candidates: CandidateSet::All,
@@ -566,6 +581,8 @@ mod tests {
         ] {
             let plan = EvaluatePlan {
                 node: "report".into(),
+                model: "model".into(),
+                prefix: String::new(),
                 metrics: vec![Metric::Rmse, Metric::Ndcg(5)],
                 relevant: 4.0,
                 candidates,

@@ -7,7 +7,7 @@ use crate::data::{IdMap, Interaction, ItemEmbeddings, LabelKind, SampleIdx, User
 use crate::dataflow::PoolSample;
 use crate::metrics::latency::LatencyRecorder;
 use crate::model::state::ModelState;
-use crate::model::{FitReport, Recommender, build_recommender};
+use crate::model::{FitReport, ModelSet, Recommender, build_recommender};
 use crate::plan::params::RefitPolicy;
 use crate::plan::{EvaluatePlan, Plan, SelectPlan};
 use crate::results::{Recommendation, RoundRecord, SelectionRecord};
@@ -151,8 +151,17 @@ pub fn split_metrics(
     data: &ExperimentData,
     plan: &EvaluatePlan,
     seed: u64,
-) -> Vec<(String, f64)> {
-    let view = ModelView::new(session.head(), session.rows());
+) -> Result<Vec<(String, f64)>, RunError> {
+    // The scored model's rows are the session's; another model's are exported whole.
+    let exported;
+    let view = if plan.model == session.model().scored() {
+        ModelView::new(session.head(), session.rows())
+    } else {
+        let (head, users, items) = session.model().export(&plan.model, session.head().clip)?;
+        let row_len = head.layout.row_len();
+        exported = (head, RowMirror::new(row_len, users, items));
+        ModelView::new(&exported.0, &exported.1)
+    };
     let labelled = session.labelled_items();
     let test_excluded;
     let test_excluded = if data.validation.is_empty() {
@@ -184,7 +193,7 @@ pub fn split_metrics(
             seed,
         ));
     }
-    metrics
+    Ok(metrics)
 }
 
 /// What the initial fit trains on.
@@ -219,8 +228,7 @@ pub fn fit_initial(
         epochs,
         global_mean,
     } = fit;
-    let (Some(stopping), Some(evaluate_plan)) = (plan.early_stopping, plan.evaluate.as_ref())
-    else {
+    let (Some(stopping), Some(evaluate_plan)) = (plan.early_stopping, plan.evaluate.first()) else {
         return Ok((model.fit(events, keys, epochs)?, None));
     };
     let mut twin = model_for(plan, data, global_mean)?;
@@ -279,15 +287,14 @@ pub fn build_model(
     global_mean: f32,
     label_kind: LabelKind,
     text: Option<&ItemEmbeddings>,
-) -> Result<Box<dyn Recommender>, RunError> {
-    Ok(build_recommender(
-        &plan.train,
-        n_users,
-        n_items,
-        global_mean,
-        label_kind,
-        text,
-    )?)
+) -> Result<ModelSet, RunError> {
+    let trained = plan
+        .models
+        .trained
+        .iter()
+        .map(|t| build_recommender(&t.params, n_users, n_items, global_mean, label_kind, text))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ModelSet::new(&plan.models, trained, &plan.score.model))
 }
 
 /// A new model of `plan`, sized for `data`, starting from `global_mean` (see
@@ -296,26 +303,26 @@ pub fn model_and_head(
     plan: &Plan,
     data: &ExperimentData,
     global_mean: f32,
-) -> Result<(Box<dyn Recommender>, ScoringHead), RunError> {
+) -> Result<(ModelSet, ScoringHead), RunError> {
     let model = model_for(plan, data, global_mean)?;
-    let head = clipped_head(model.as_ref(), data.train.iter().map(|e| e.label));
+    let head = clipped_head(&model, data.train.iter().map(|e| e.label));
     Ok((model, head))
 }
 
-/// A new model of `plan` sized for `data`'s users and items, reading its text vectors.
-fn model_for(
-    plan: &Plan,
-    data: &ExperimentData,
-    global_mean: f32,
-) -> Result<Box<dyn Recommender>, RunError> {
-    build_model(
+/// A new model of `plan` sized for `data`'s users and items, reading its text vectors;
+/// learned fusions fit their weights on `data`'s validation events.
+fn model_for(plan: &Plan, data: &ExperimentData, global_mean: f32) -> Result<ModelSet, RunError> {
+    let mut model = build_model(
         plan,
         data.users.len(),
         data.items.len(),
         global_mean,
         data.label_kind,
         data.text.as_ref(),
-    )
+    )?;
+    let clip = clipped_head(&model, data.train.iter().map(|e| e.label)).clip;
+    model.learn_on(data.validation.clone(), clip);
+    Ok(model)
 }
 
 /// The session of a split experiment over `model` (new or already trained) and its `head`:
@@ -323,7 +330,7 @@ fn model_for(
 pub fn start_session(
     plan: &Plan,
     data: &ExperimentData,
-    (model, head): (Box<dyn Recommender>, ScoringHead),
+    (model, head): (ModelSet, ScoringHead),
     select: Option<&SelectPlan>,
     track_scores: bool,
 ) -> Result<Session, RunError> {
@@ -356,7 +363,7 @@ pub struct Resumed<'a> {
 pub fn resumed_session(
     plan: &Plan,
     text: Option<&ItemEmbeddings>,
-    (mut model, head): (Box<dyn Recommender>, ScoringHead),
+    (mut model, head): (ModelSet, ScoringHead),
     resumed: Resumed<'_>,
 ) -> Result<Session, RunError> {
     model.load_state(resumed.state)?;
@@ -442,19 +449,22 @@ pub fn split_round_record(
     mut clock: RoundClock,
     session: &mut Session,
     data: &ExperimentData,
-    evaluate: Option<&EvaluatePlan>,
+    evaluate: &[EvaluatePlan],
     round: u32,
     counts: RoundCounts,
     train_loss: f32,
-) -> RoundRecord {
-    let mut metrics = match evaluate {
-        Some(plan) => clock.time("evaluate", || {
-            split_metrics(session, data, plan, session.seed())
-        }),
-        None => Vec::new(),
-    };
+) -> Result<RoundRecord, RunError> {
+    let mut metrics = Vec::new();
+    if !evaluate.is_empty() {
+        clock.time("evaluate", || -> Result<(), RunError> {
+            for plan in evaluate {
+                metrics.extend(split_metrics(session, data, plan, session.seed())?);
+            }
+            Ok(())
+        })?;
+    }
     metrics.push(("train_loss".into(), f64::from(train_loss)));
-    clock.record(&mut session.latency, round, counts, metrics)
+    Ok(clock.record(&mut session.latency, round, counts, metrics))
 }
 
 /// The head of `model`, clipping squared-loss predictions to the scale of `labels`. Heads

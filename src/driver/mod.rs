@@ -33,6 +33,7 @@ use crate::io::events::read_events;
 use crate::io::results::{OutputDir, SUMMARY_FILE};
 use crate::metrics::latency::LatencySummary;
 use crate::model::ModelError;
+use crate::plan::EvaluatePlan;
 use crate::plan::params::EventSource;
 use crate::plan::{CandidateSet, ClusterPlan, Plan, ProtocolPlan, RecommendedUsers, SplitPlan};
 use crate::report;
@@ -317,9 +318,14 @@ fn event_log(plan: &Plan) -> Result<&EventSource, RunError> {
 /// Sampled candidates need more items than the negatives asked for: a catalogue of
 /// `catalogue` items cannot supply `negatives` items a user has no event with.
 fn check_sampled_negatives(plan: &Plan, catalogue: usize) -> Result<(), RunError> {
-    let Some(evaluate) = &plan.evaluate else {
-        return Ok(());
-    };
+    for evaluate in &plan.evaluate {
+        check_node_negatives(evaluate, catalogue)?;
+    }
+    Ok(())
+}
+
+/// [`check_sampled_negatives`] for one evaluate node.
+fn check_node_negatives(evaluate: &EvaluatePlan, catalogue: usize) -> Result<(), RunError> {
     match evaluate.candidates {
         CandidateSet::Sampled { negatives } if negatives >= catalogue => {
             Err(RunError::Experiment {

@@ -4,9 +4,11 @@
 
 use crate::data::{IdMap, Interaction, UserIdx};
 use crate::dataflow::PoolSample;
-use crate::model::{FitReport, Recommender};
+use crate::model::{FitReport, ModelSet, Recommender};
 use crate::plan::params::{RefitPolicy, TrainParams};
-use crate::plan::{EvaluatePlan, Plan, PoolPlan, ProtocolPlan, SelectPlan};
+use crate::plan::{
+    EvaluatePlan, ModelsPlan, Plan, PoolPlan, ProtocolPlan, SelectPlan, TrainedModel,
+};
 use crate::results::{RoundRecord, SelectionRecord};
 use crate::scoring::ScoringHead;
 
@@ -30,7 +32,7 @@ pub struct PoolStart {
     labelled: Vec<bool>,
     seed_samples: Vec<u32>,
     seed_events: Vec<Interaction>,
-    model: Box<dyn Recommender>,
+    model: ModelSet,
     head: ScoringHead,
     report: FitReport,
     stopped_at: Option<usize>,
@@ -54,10 +56,10 @@ impl PoolStart {
             let fit = InitialFit {
                 events: &seed_events,
                 keys: &seed_samples,
-                epochs: plan.train.epochs,
+                epochs: plan.models.schedule().epochs,
                 global_mean,
             };
-            fit_initial(model.as_mut(), &head, plan, &data, fit)
+            fit_initial(&mut model, &head, plan, &data, fit)
         })?;
         Ok(Self {
             data,
@@ -90,10 +92,21 @@ impl PoolStart {
                 }),
                 select: None,
                 graph: Vec::new(),
-                train: TrainParams {
-                    refit: RefitPolicy::AllLabels,
-                    epochs_per_round: 0,
-                    ..p.train.clone()
+                models: ModelsPlan {
+                    trained: p
+                        .models
+                        .trained
+                        .iter()
+                        .map(|t| TrainedModel {
+                            params: TrainParams {
+                                refit: RefitPolicy::AllLabels,
+                                epochs_per_round: 0,
+                                ..t.params.clone()
+                            },
+                            ..t.clone()
+                        })
+                        .collect(),
+                    ..p.models.clone()
                 },
                 ..p.clone()
             })
@@ -108,7 +121,7 @@ impl PoolStart {
             labelled: self.labelled.clone(),
             seed_samples: self.seed_samples.clone(),
             seed_events: self.seed_events.clone(),
-            model: self.model.duplicate()?,
+            model: self.model.twin()?,
             head: self.head.clone(),
             report: self.report.clone(),
             stopped_at: self.stopped_at,
@@ -164,7 +177,7 @@ impl RoundZero {
 pub struct PoolExperiment {
     data: ExperimentData,
     select: Option<SelectPlan>,
-    evaluate: Option<EvaluatePlan>,
+    evaluate: Vec<EvaluatePlan>,
     refit: RefitPolicy,
     epochs_per_round: usize,
     rounds: u32,
@@ -223,7 +236,7 @@ impl PoolExperiment {
             selected: 0,
             rescored: output.rescored,
         };
-        let mut record = experiment.finish_round(clock, counts, report.last_epoch_loss);
+        let mut record = experiment.finish_round(clock, counts, report.last_epoch_loss)?;
         record.note_early_stopping(stopped_at);
         experiment.history.push(record);
         Ok(experiment)
@@ -276,8 +289,8 @@ impl PoolExperiment {
         Self {
             select: plan.select.clone(),
             evaluate: plan.evaluate.clone(),
-            refit: plan.train.refit,
-            epochs_per_round: plan.train.epochs_per_round,
+            refit: plan.models.schedule().refit,
+            epochs_per_round: plan.models.schedule().epochs_per_round,
             rounds: pool.rounds,
             oracle: strategy_reads_labels(plan),
             labelled,
@@ -294,12 +307,12 @@ impl PoolExperiment {
         clock: RoundClock,
         counts: RoundCounts,
         train_loss: f32,
-    ) -> RoundRecord {
+    ) -> Result<RoundRecord, RunError> {
         split_round_record(
             clock,
             &mut self.session,
             &self.data,
-            self.evaluate.as_ref(),
+            &self.evaluate,
             self.round,
             counts,
             train_loss,
@@ -410,7 +423,7 @@ impl Experiment for PoolExperiment {
             selected: picked.len() as u64,
             rescored: output.rescored,
         };
-        let record = self.finish_round(clock, counts, report.last_epoch_loss);
+        let record = self.finish_round(clock, counts, report.last_epoch_loss)?;
         self.history.push(record);
         Ok(self.history.last().expect("just pushed"))
     }

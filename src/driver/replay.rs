@@ -17,7 +17,7 @@ use crate::data::{IdMap, Interaction, LabelKind, UserIdx};
 use crate::dataflow::PoolSample;
 use crate::io::events::EventBatches;
 use crate::io::sort::SortOptions;
-use crate::model::Recommender;
+use crate::model::{ModelSet, Recommender};
 use crate::plan::params::RefitPolicy;
 use crate::plan::{CandidateSet, EvaluatePlan, Plan, ReplayPlan, SelectPlan};
 use crate::results::{RoundRecord, SelectionRecord};
@@ -91,7 +91,7 @@ struct Opening {
     embedded_at_start: usize,
     /// Time spent embedding the first window's texts, when the pipeline embeds.
     embed_time: Option<Duration>,
-    model: Box<dyn Recommender>,
+    model: ModelSet,
     head: ScoringHead,
 }
 
@@ -158,7 +158,7 @@ impl Opening {
             LabelKind::Rating => first.events.iter().map(|e| e.label).collect::<Vec<_>>(),
             LabelKind::Click => Vec::new(),
         };
-        let head = clipped_head(model.as_ref(), scale.into_iter());
+        let head = clipped_head(&model, scale.into_iter());
         Ok(Self {
             windows,
             source: source_name,
@@ -374,10 +374,10 @@ impl ReplayExperiment {
             source,
             replay: replay.clone(),
             select: plan.select.clone(),
-            evaluate: plan.evaluate.clone(),
-            refit: plan.train.refit,
-            epochs: plan.train.epochs,
-            epochs_per_round: plan.train.epochs_per_round,
+            evaluate: plan.evaluate.first().cloned(),
+            refit: plan.models.schedule().refit,
+            epochs: plan.models.schedule().epochs,
+            epochs_per_round: plan.models.schedule().epochs_per_round,
             seed: plan.seed,
             oracle: strategy_reads_labels(plan),
             events: Vec::new(),

@@ -5,6 +5,7 @@
 
 use crate::data::{IdMap, Interaction, UserIdx};
 use crate::dataflow::PoolSample;
+use crate::model::Recommender;
 use crate::plan::{EvaluatePlan, Plan, SelectPlan, SelectionProtocolPlan};
 use crate::results::{RoundRecord, SelectionRecord};
 
@@ -21,7 +22,7 @@ use super::{ExperimentData, RunError};
 pub struct SelectionExperiment {
     data: ExperimentData,
     select: SelectPlan,
-    evaluate: Option<EvaluatePlan>,
+    evaluate: Vec<EvaluatePlan>,
     epochs_per_round: usize,
     rounds: u32,
     session: Session,
@@ -50,7 +51,7 @@ impl SelectionExperiment {
                 epochs: protocol.warmup_epochs,
                 global_mean,
             };
-            fit_initial(model.as_mut(), &head, plan, &data, fit)
+            fit_initial(&mut model, &head, plan, &data, fit)
         })?;
         let mut session = start_session(plan, &data, (model, head), Some(&select), track_scores)?;
         let insert: Vec<PoolSample> = keys
@@ -68,7 +69,7 @@ impl SelectionExperiment {
         let mut experiment = Self {
             select,
             evaluate: plan.evaluate.clone(),
-            epochs_per_round: plan.train.epochs_per_round,
+            epochs_per_round: plan.models.schedule().epochs_per_round,
             rounds: protocol.rounds,
             session,
             round: 0,
@@ -81,7 +82,7 @@ impl SelectionExperiment {
             selected: 0,
             rescored: output.rescored,
         };
-        let mut record = experiment.finish_round(clock, counts, report.last_epoch_loss);
+        let mut record = experiment.finish_round(clock, counts, report.last_epoch_loss)?;
         record.note_early_stopping(stopped_at);
         experiment.history.push(record);
         Ok(experiment)
@@ -111,7 +112,7 @@ impl SelectionExperiment {
         Ok(Self {
             select,
             evaluate: plan.evaluate.clone(),
-            epochs_per_round: plan.train.epochs_per_round,
+            epochs_per_round: plan.models.schedule().epochs_per_round,
             rounds: protocol.rounds,
             session,
             round: last_round(&progress.history),
@@ -126,12 +127,12 @@ impl SelectionExperiment {
         clock: RoundClock,
         counts: RoundCounts,
         train_loss: f32,
-    ) -> RoundRecord {
+    ) -> Result<RoundRecord, RunError> {
         split_round_record(
             clock,
             &mut self.session,
             &self.data,
-            self.evaluate.as_ref(),
+            &self.evaluate,
             self.round,
             counts,
             train_loss,
@@ -204,7 +205,7 @@ impl Experiment for SelectionExperiment {
             selected: picked.len() as u64,
             rescored: output.rescored,
         };
-        let record = self.finish_round(clock, counts, report.last_epoch_loss);
+        let record = self.finish_round(clock, counts, report.last_epoch_loss)?;
         self.history.push(record);
         Ok(self.history.last().expect("just pushed"))
     }

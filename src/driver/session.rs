@@ -13,7 +13,7 @@ use crate::dataflow::{
     EngineUpdate, PoolSample, RoundOutput, ScoreUpdate, ScoringEngine, Topology,
 };
 use crate::metrics::latency::LatencyRecorder;
-use crate::model::{FitReport, Recommender};
+use crate::model::{FitReport, ModelSet, Recommender};
 use crate::plan::{DiversityPlan, DiversitySpace, SelectPlan};
 use crate::scoring::{PerSampleScore, ScoringHead};
 use crate::strategy::diverse::{Candidate, TextCoverage, pick_by_factors};
@@ -39,7 +39,7 @@ pub struct PoolChanges<'a> {
 /// The model, the engine and the ranking of one experiment.
 pub struct Session {
     head: ScoringHead,
-    model: Box<dyn Recommender>,
+    model: ModelSet,
     engine: ScoringEngine,
     rows: RowMirror,
     published: (usize, usize),
@@ -75,7 +75,7 @@ impl Session {
     /// keeps every maintained score (for reference checks; costs memory on large pools).
     pub fn start(
         head: ScoringHead,
-        model: Box<dyn Recommender>,
+        model: ModelSet,
         topology: &Topology,
         select: Option<&SelectPlan>,
         text: Option<&ItemEmbeddings>,
@@ -134,14 +134,14 @@ impl Session {
         Ok(())
     }
 
-    /// The model.
-    pub fn model(&self) -> &dyn Recommender {
-        self.model.as_ref()
+    /// The models.
+    pub fn model(&self) -> &ModelSet {
+        &self.model
     }
 
-    /// The model, for training.
-    pub fn model_mut(&mut self) -> &mut dyn Recommender {
-        self.model.as_mut()
+    /// The models, for training.
+    pub fn model_mut(&mut self) -> &mut ModelSet {
+        &mut self.model
     }
 
     /// The scoring head (layout, offsets, clipping).

@@ -380,6 +380,7 @@ impl Recommender for BiasedMf {
             offsets: self.offsets.clone(),
             loss: self.loss,
             clip: self.clip,
+            weights: None,
         }
     }
 

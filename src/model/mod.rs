@@ -6,6 +6,8 @@
 //! incremental engine.
 
 pub mod encoder;
+pub mod fusion;
+pub mod set;
 
 use candle_core::Device;
 
@@ -26,6 +28,7 @@ mod training;
 pub mod two_tower;
 
 pub use mf::BiasedMf;
+pub use set::ModelSet;
 pub use state::ModelState;
 pub use text_mf::TextMf;
 pub use two_tower::TwoTower;

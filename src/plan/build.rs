@@ -11,10 +11,11 @@ use crate::scoring::Loss;
 use crate::spec::diagnostic::{Diagnostic, Diagnostics};
 use crate::spec::path::YamlPath;
 use crate::spec::schema::{
-    CandidatesSpec, DataSpec, EmbedSpec, EvaluateSpec, InitialLabelsSpec, OptimizerSpec, PoolSpec,
-    ReplaySpec, ScoreSpec, SelectSpec, SplitSpec, TrainOptions, TrainSpec,
+    CandidatesSpec, DataSpec, EarlyStoppingSpec, EmbedSpec, EvaluateSpec, FuseSpec,
+    InitialLabelsSpec, OptimizerSpec, PoolSpec, ReplaySpec, ScoreSpec, SelectSpec, SplitSpec,
+    TrainOptions, TrainSpec,
 };
-use crate::spec::{LoadedSpec, OperatorSpec, PipelineSpec};
+use crate::spec::{LoadedSpec, NodeSpec, OperatorSpec, PipelineSpec};
 use crate::strategy::{STRATEGIES, Strategy};
 
 use super::graph::{NodeRoles, check_edges};
@@ -24,9 +25,9 @@ use super::params::{
 };
 use super::{
     CandidateSet, ClusterHosts, ClusterPlan, DataPlan, DiversityPlan, DiversitySpace, EmbedPlan,
-    EvaluatePlan, InitialLabels, OutputPlan, Plan, PlanNode, PoolPlan, ProtocolPlan,
-    RecommendationsPlan, RecommendedUsers, ReplayPlan, ScorePlan, SelectPlan,
-    SelectionProtocolPlan, SplitPlan, UncertaintyMode, WindowPlan,
+    EvaluatePlan, FusePlan, FuseWeights, InitialLabels, ModelsPlan, OutputPlan, Plan, PlanNode,
+    PoolPlan, ProtocolPlan, RecommendationsPlan, RecommendedUsers, ReplayPlan, ScorePlan,
+    SelectPlan, SelectionProtocolPlan, SplitPlan, TrainedModel, UncertaintyMode, WindowPlan,
 };
 
 /// Seconds in a duration such as `90s`, `30m`, `12h`, `7d` or `2w`.
@@ -213,8 +214,20 @@ impl Resolver {
 
         let mut graph = source_nodes(&data);
         let embed = self.embed(&roles, data.as_ref(), &mut graph);
-        let train = self.train(&roles, embed.as_ref(), seed, device, label_kind, &mut graph);
-        let score = self.score(&roles, train.as_ref(), &mut graph);
+        let has_validation = protocol
+            .as_ref()
+            .and_then(ProtocolPlan::split)
+            .is_some_and(SplitPlan::has_validation);
+        let models = self.models(
+            &roles,
+            embed.as_ref(),
+            seed,
+            device,
+            label_kind,
+            has_validation,
+            &mut graph,
+        );
+        let score = self.score(&roles, models.as_ref(), &mut graph);
         // Why the protocol needs a select node, if it does (a replay may run on free labels
         // alone: selecting is optional there).
         let select_needed = match &protocol {
@@ -235,10 +248,12 @@ impl Resolver {
             select_needed,
             &mut graph,
         );
-        let loss = train.as_ref().map(|t| t.loss);
-        let evaluate = self.evaluate(&roles, label_kind, loss, &mut graph);
+        let evaluate = self.evaluations(&roles, label_kind, models.as_ref(), &mut graph);
+        if let (Some(ProtocolPlan::Replay(_)), Some(score)) = (&protocol, &score) {
+            self.check_replay_evaluations(&roles, &evaluate, score);
+        }
         let early_stopping =
-            self.early_stopping(&roles, protocol.as_ref(), evaluate.as_ref(), &mut graph);
+            self.early_stopping(&roles, protocol.as_ref(), evaluate.first(), &mut graph);
         let output = self.output(spec, &name);
 
         Some(Plan {
@@ -251,7 +266,7 @@ impl Resolver {
             data: data?,
             protocol: protocol?,
             embed,
-            train: train?,
+            models: models?,
             early_stopping,
             score: score?,
             select: select?,
@@ -714,16 +729,211 @@ impl Resolver {
         })
     }
 
-    fn train(
+    /// Every `train` node and every `fuse` node over them, with the checks that tie them:
+    /// one shared training schedule, fusions of models with one loss, learned weights only
+    /// where the split sets validation events apart.
+    #[allow(clippy::too_many_arguments)]
+    fn models(
         &mut self,
         roles: &NodeRoles,
         embed: Option<&EmbedPlan>,
         seed: u64,
         device: Option<DeviceChoice>,
         label_kind: LabelKind,
+        has_validation: bool,
+        graph: &mut Vec<PlanNode>,
+    ) -> Option<ModelsPlan> {
+        let mut trained = Vec::new();
+        let mut complete = true;
+        for node in &roles.train {
+            match self.train(node, embed, seed, device, label_kind, graph) {
+                Some(params) => trained.push(TrainedModel {
+                    node: node.id.clone(),
+                    params,
+                }),
+                None => complete = false,
+            }
+        }
+        if let [first, rest @ ..] = trained.as_slice() {
+            for other in rest {
+                self.check_shared_schedule(first, other, roles);
+            }
+        }
+        let mut fused = Vec::new();
+        for node in &roles.fuse {
+            match self.fuse(node, &trained, has_validation, graph) {
+                Some(plan) => fused.push(plan),
+                None => complete = false,
+            }
+        }
+        (complete && !trained.is_empty()).then_some(ModelsPlan { trained, fused })
+    }
+
+    /// Reports where `other` trains on another schedule than `first`: the protocols train
+    /// every model on the same samples at the same rounds.
+    fn check_shared_schedule(
+        &mut self,
+        first: &TrainedModel,
+        other: &TrainedModel,
+        roles: &NodeRoles,
+    ) {
+        let Some(node) = roles.train.iter().find(|n| n.id == other.node) else {
+            return;
+        };
+        let (a, b) = (&first.params, &other.params);
+        let differing = [
+            ("epochs", a.epochs.to_string(), b.epochs.to_string()),
+            (
+                "epochs_per_round",
+                a.epochs_per_round.to_string(),
+                b.epochs_per_round.to_string(),
+            ),
+            ("refit", a.refit.to_string(), b.refit.to_string()),
+        ];
+        for (key, wanted, found) in differing {
+            if wanted != found {
+                self.error(
+                    node.path.key("train").key(b.model.name()).key(key),
+                    format!(
+                        "`{}` trains with `{key}: {found}`, `{}` with `{key}: {wanted}`",
+                        other.node, first.node
+                    ),
+                    format!(
+                        "the train nodes of a pipeline share one schedule (every round trains each on the same labels); write `{key}: {wanted}` in both"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// One `fuse` node over the trained models `trained`.
+    fn fuse(
+        &mut self,
+        node: &NodeSpec,
+        trained: &[TrainedModel],
+        has_validation: bool,
+        graph: &mut Vec<PlanNode>,
+    ) -> Option<FusePlan> {
+        let OperatorSpec::Fuse(FuseSpec { weights, learn }) = &node.operator else {
+            return None;
+        };
+        let path = node.path.key("fuse");
+        let parts: Vec<&TrainedModel> = node
+            .inputs
+            .iter()
+            .filter_map(|input| trained.iter().find(|t| &t.node == input))
+            .collect();
+        if parts.len() != node.inputs.len() || parts.len() < 2 {
+            // The edge check reported it.
+            return None;
+        }
+        let losses: Vec<Loss> = parts.iter().map(|p| p.params.loss).collect();
+        if losses.iter().any(|&l| l != losses[0]) {
+            let each: Vec<String> = parts
+                .iter()
+                .map(|p| format!("`{}` {}", p.node, p.params.loss))
+                .collect();
+            self.error(
+                node.path.clone(),
+                format!(
+                    "a fusion averages predictions of one kind, but its parts train with different losses: {}",
+                    each.join(", ")
+                ),
+                "give the fused train nodes the same `loss:`",
+            );
+        }
+        let fused = match (weights, learn.as_deref()) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    path.clone(),
+                    "`weights` and `learn` both set the fusion's weights",
+                    "keep one: `weights: [0.5, 0.5]` or `learn: validation`",
+                );
+                None
+            }
+            (None, Some("validation")) => {
+                if !has_validation {
+                    self.error(
+                        path.key("learn"),
+                        "`learn: validation` fits the weights on validation events, but the split has none",
+                        "add them, e.g. `split: {random: {test: 0.1, validation: 0.1}}`, or give `weights: [0.5, 0.5]`",
+                    );
+                }
+                self.params
+                    .push(("learn".into(), "validation".into(), true));
+                Some(FuseWeights::LearnedOnValidation)
+            }
+            (None, Some(other)) => {
+                self.error(
+                    path.key("learn"),
+                    format!("unknown `learn: {other}`"),
+                    "use `learn: validation` (weights fitted on the validation events after every fit), or give `weights:`",
+                );
+                None
+            }
+            (written, None) => {
+                let weights = written.clone().unwrap_or_else(|| vec![1.0; parts.len()]);
+                let total: f64 = weights.iter().sum();
+                if weights.len() != parts.len() {
+                    self.error(
+                        path.key("weights"),
+                        format!("{} weights for {} inputs", weights.len(), parts.len()),
+                        "give one weight per input, in the order of `inputs:`",
+                    );
+                    None
+                } else if weights.iter().any(|w| !(w.is_finite() && *w >= 0.0))
+                    || total.is_nan()
+                    || total <= 0.0
+                {
+                    self.error(
+                        path.key("weights"),
+                        "fusion weights must be finite, non-negative and not all 0",
+                        "use e.g. `weights: [0.7, 0.3]`",
+                    );
+                    None
+                } else {
+                    let scaled: Vec<f32> = weights.iter().map(|w| (w / total) as f32).collect();
+                    let shown: Vec<String> = scaled.iter().map(|w| format!("{w}")).collect();
+                    self.params.push((
+                        "weights".into(),
+                        format!("[{}]", shown.join(", ")),
+                        written.is_some(),
+                    ));
+                    Some(FuseWeights::Given(scaled))
+                }
+            }
+        };
+        graph.push(PlanNode {
+            id: node.id.clone(),
+            operator: "fuse",
+            inputs: node.inputs.clone(),
+            params: self.take_params(),
+        });
+        Some(FusePlan {
+            node: node.id.clone(),
+            parts: node.inputs.clone(),
+            weights: fused?,
+        })
+    }
+
+    /// The loss of model `name` (a trained model, or a fusion: its parts' loss).
+    fn model_loss(models: &ModelsPlan, name: &str) -> Option<Loss> {
+        let part = match models.fused(name) {
+            Some(fusion) => fusion.parts.first()?,
+            None => name,
+        };
+        models.trained(part).map(|t| t.params.loss)
+    }
+
+    fn train(
+        &mut self,
+        node: &NodeSpec,
+        embed: Option<&EmbedPlan>,
+        seed: u64,
+        device: Option<DeviceChoice>,
+        label_kind: LabelKind,
         graph: &mut Vec<PlanNode>,
     ) -> Option<TrainParams> {
-        let node = roles.train.as_ref()?;
         let OperatorSpec::Train(spec) = &node.operator else {
             return None;
         };
@@ -988,18 +1198,31 @@ impl Resolver {
     fn score(
         &mut self,
         roles: &NodeRoles,
-        train: Option<&TrainParams>,
+        models: Option<&ModelsPlan>,
         graph: &mut Vec<PlanNode>,
     ) -> Option<ScorePlan> {
         let node = roles.score.as_ref()?;
         let OperatorSpec::Score(ScoreSpec { uncertainty }) = &node.operator else {
             return None;
         };
+        let model = roles.model_read_by(node, "pool");
+        // A fusion's members are all its parts' members: their spread is the parts'
+        // disagreement, an ensemble's uncertainty.
+        let train = model
+            .as_deref()
+            .filter(|m| models.is_some_and(|p| p.fused(m).is_none()))
+            .and_then(|m| models?.trained(m))
+            .map(|t| &t.params);
+        let fused = model
+            .as_deref()
+            .is_some_and(|m| models.is_some_and(|p| p.fused(m).is_some()));
         let measured = match train.map(|t| t.uncertainty) {
+            _ if fused => "ensemble",
             Some(UncertaintyParams::McDropout { .. }) => "mc_dropout",
             Some(UncertaintyParams::Ensemble { members }) if members > 1 => "ensemble",
             _ => "none",
         };
+
         let written = uncertainty.clone();
         let path = node.path.key("score").key("uncertainty");
         let chosen = self.value("uncertainty", written.clone(), measured.to_string());
@@ -1016,7 +1239,7 @@ impl Resolver {
                 UncertaintyMode::None
             }
         };
-        if mode != UncertaintyMode::None && chosen != measured && train.is_some() {
+        if mode != UncertaintyMode::None && chosen != measured && (train.is_some() || fused) {
             let help = match chosen.as_str() {
                 "ensemble" => "set `members: 4` (or more) in the train node's options",
                 _ => "train `two_tower` with `mc_dropout: 8` (passes)",
@@ -1039,7 +1262,10 @@ impl Resolver {
             inputs: node.inputs.clone(),
             params: self.take_params(),
         });
-        Some(ScorePlan { uncertainty: mode })
+        Some(ScorePlan {
+            model: model?,
+            uncertainty: mode,
+        })
     }
 
     fn select(
@@ -1187,14 +1413,73 @@ impl Resolver {
         }))
     }
 
-    fn evaluate(
+    /// Every `evaluate` node; their metric names carry the node's id when there are several.
+    fn evaluations(
         &mut self,
         roles: &NodeRoles,
+        label_kind: LabelKind,
+        models: Option<&ModelsPlan>,
+        graph: &mut Vec<PlanNode>,
+    ) -> Vec<EvaluatePlan> {
+        let several = roles.evaluate.len() > 1;
+        roles
+            .evaluate
+            .iter()
+            .filter_map(|node| {
+                let model = roles.model_read_by(node, "test")?;
+                let loss = models.and_then(|m| Self::model_loss(m, &model));
+                let prefix = if several {
+                    format!("{}/", node.id)
+                } else {
+                    String::new()
+                };
+                self.evaluate(node, model, prefix, label_kind, loss, graph)
+            })
+            .collect()
+    }
+
+    /// A replay tests the scored model prequentially, on each window before it trains: one
+    /// evaluate node, reading the scored model.
+    fn check_replay_evaluations(
+        &mut self,
+        roles: &NodeRoles,
+        evaluate: &[EvaluatePlan],
+        score: &ScorePlan,
+    ) {
+        for (plan, node) in evaluate.iter().zip(&roles.evaluate).skip(1) {
+            self.error(
+                node.path.clone(),
+                format!("a second `evaluate` node (`{}`) in a replay", plan.node),
+                format!(
+                    "a replay tests the scored model `{}` on each window before training on \
+                     it; keep one evaluate node",
+                    score.model
+                ),
+            );
+        }
+        if let (Some(plan), Some(node)) = (evaluate.first(), roles.evaluate.first())
+            && plan.model != score.model
+        {
+            self.error(
+                node.path.clone(),
+                format!(
+                    "`{}` evaluates `{}`, but a replay tests the scored model `{}`",
+                    plan.node, plan.model, score.model
+                ),
+                format!("write `inputs: [test, {}]`", score.model),
+            );
+        }
+    }
+
+    fn evaluate(
+        &mut self,
+        node: &NodeSpec,
+        model: String,
+        prefix: String,
         label_kind: LabelKind,
         loss: Option<Loss>,
         graph: &mut Vec<PlanNode>,
     ) -> Option<EvaluatePlan> {
-        let node = roles.evaluate.as_ref()?;
         let OperatorSpec::Evaluate(EvaluateSpec {
             metrics,
             relevant,
@@ -1268,6 +1553,8 @@ impl Resolver {
         });
         Some(EvaluatePlan {
             node: node.id.clone(),
+            model,
+            prefix,
             metrics: parsed,
             relevant,
             candidates,
@@ -1350,18 +1637,22 @@ impl Resolver {
         evaluate: Option<&EvaluatePlan>,
         graph: &mut [PlanNode],
     ) -> Option<EarlyStopping> {
-        let node = roles.train.as_ref()?;
-        let OperatorSpec::Train(spec) = &node.operator else {
+        if roles.train.len() > 1 {
+            for node in &roles.train {
+                if let Some((family, _)) = written_early_stopping(node) {
+                    self.error(
+                        node.path.key("train").key(family).key("early_stopping"),
+                        "early stopping chooses one model's epochs, but the train nodes of a \
+                         pipeline share one schedule",
+                        "remove `early_stopping` and set `epochs:` in every train node, or \
+                         train one model",
+                    );
+                }
+            }
             return None;
-        };
-        let (family, options) = [
-            ("mf", &spec.mf),
-            ("text_mf", &spec.text_mf),
-            ("two_tower", &spec.two_tower),
-        ]
-        .into_iter()
-        .find_map(|(family, options)| options.as_ref().map(|o| (family, o)))?;
-        let written = options.early_stopping.as_ref()?;
+        }
+        let node = roles.train.first()?;
+        let (family, written) = written_early_stopping(node)?;
         let path = node.path.key("train").key(family).key("early_stopping");
         let patience = written.patience.unwrap_or(3);
         let max_epochs = written.max_epochs.unwrap_or(100);
@@ -1434,6 +1725,20 @@ impl Resolver {
         }
         Some(stopping)
     }
+}
+
+/// The family and `early_stopping:` of a train node, when it has one.
+fn written_early_stopping(node: &NodeSpec) -> Option<(&'static str, &EarlyStoppingSpec)> {
+    let OperatorSpec::Train(spec) = &node.operator else {
+        return None;
+    };
+    [
+        ("mf", &spec.mf),
+        ("text_mf", &spec.text_mf),
+        ("two_tower", &spec.two_tower),
+    ]
+    .into_iter()
+    .find_map(|(family, options)| Some((family, options.as_ref()?.early_stopping.as_ref()?)))
 }
 
 /// The help line for a metric name that did not parse: the closest known name, else the

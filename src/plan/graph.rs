@@ -1,13 +1,17 @@
 //! Edge checks: every node reads what its operator needs, from nodes or sources that exist.
 //!
-//! A pipeline's graph has the built-in sources [`SOURCES`] and one node per operator role:
+//! A pipeline's graph has the built-in sources [`SOURCES`] and these nodes:
 //!
 //! ```text
 //! items ─────> embed ──┐ (optional: text vectors for text models and strategies)
-//! labelled ──> train ──┬──> score ──> select
-//! pool ────────────────┘
-//! test ─────────────────────> evaluate (also reads train)
+//! labelled ──> train ──┴─┬──────────┬──> score ──> select
+//!              train ────┴─> fuse ──┤     ^
+//! pool ─────────────────────────────┼─────┘
+//! test ─────────────────────────────┴──> evaluate
 //! ```
+//!
+//! One or more `train` nodes; `fuse` nodes average two or more of them; `score` and each
+//! `evaluate` read one model, a `train` or a `fuse` node.
 
 use crate::spec::diagnostic::Diagnostic;
 use crate::spec::{NodeSpec, OperatorSpec};
@@ -16,19 +20,36 @@ use crate::suggest::closest;
 /// Collections the protocol provides, which nodes can read.
 pub const SOURCES: &[&str] = &["events", "items", "labelled", "pool", "test"];
 
-/// The node filling each operator role (at most one each).
+/// The nodes of each operator.
 #[derive(Clone, Debug, Default)]
 pub struct NodeRoles {
-    /// The `embed` node.
+    /// The `embed` node (at most one).
     pub embed: Option<NodeSpec>,
-    /// The `train` node.
-    pub train: Option<NodeSpec>,
-    /// The `score` node.
+    /// The `train` nodes, in file order.
+    pub train: Vec<NodeSpec>,
+    /// The `fuse` nodes, in file order.
+    pub fuse: Vec<NodeSpec>,
+    /// The `score` node (at most one).
     pub score: Option<NodeSpec>,
-    /// The `select` node.
+    /// The `select` node (at most one).
     pub select: Option<NodeSpec>,
-    /// The `evaluate` node.
-    pub evaluate: Option<NodeSpec>,
+    /// The `evaluate` nodes, in file order.
+    pub evaluate: Vec<NodeSpec>,
+}
+
+impl NodeRoles {
+    /// Whether `id` names a model: a `train` or a `fuse` node.
+    pub fn is_model(&self, id: &str) -> bool {
+        self.train.iter().chain(&self.fuse).any(|n| n.id == id)
+    }
+
+    /// The model a `score` or `evaluate` node reads: its input that is not `source`.
+    pub fn model_read_by(&self, node: &NodeSpec, source: &str) -> Option<String> {
+        node.inputs
+            .iter()
+            .find(|i| i.as_str() != source && self.is_model(i))
+            .cloned()
+    }
 }
 
 /// Assigns nodes to roles and checks their inputs, pushing every problem to `out`.
@@ -50,14 +71,24 @@ pub fn check_edges(nodes: &[NodeSpec], nodes_failed: bool, out: &mut Vec<Diagnos
                 )),
             );
         }
-        let slot = match node.operator {
+        let single = match node.operator {
             OperatorSpec::Embed(_) => &mut roles.embed,
-            OperatorSpec::Train(_) => &mut roles.train,
             OperatorSpec::Score(_) => &mut roles.score,
             OperatorSpec::Select(_) => &mut roles.select,
-            OperatorSpec::Evaluate(_) => &mut roles.evaluate,
+            OperatorSpec::Train(_) => {
+                roles.train.push(node.clone());
+                continue;
+            }
+            OperatorSpec::Fuse(_) => {
+                roles.fuse.push(node.clone());
+                continue;
+            }
+            OperatorSpec::Evaluate(_) => {
+                roles.evaluate.push(node.clone());
+                continue;
+            }
         };
-        match slot {
+        match single {
             Some(first) => out.push(
                 Diagnostic::new(
                     node.path.key(node.operator.key()),
@@ -67,9 +98,12 @@ pub fn check_edges(nodes: &[NodeSpec], nodes_failed: bool, out: &mut Vec<Diagnos
                         first.id
                     ),
                 )
-                .with_help("a pipeline has one node per operator; remove one"),
+                .with_help(format!(
+                    "a pipeline has one `{}` node; remove one",
+                    node.operator.key()
+                )),
             ),
-            None => *slot = Some(node.clone()),
+            None => *single = Some(node.clone()),
         }
     }
     let known: Vec<&str> = SOURCES
@@ -100,12 +134,12 @@ pub fn check_edges(nodes: &[NodeSpec], nodes_failed: bool, out: &mut Vec<Diagnos
             expect_inputs(node, expected, out);
         }
     };
-    let id = |node: &Option<NodeSpec>| node.as_ref().map(|n| n.id.clone());
-    let (embed, train, score) = (id(&roles.embed), id(&roles.train), id(&roles.score));
+    let embed = roles.embed.as_ref().map(|n| n.id.clone());
+    let score = roles.score.as_ref().map(|n| n.id.clone());
     if let Some(node) = &roles.embed {
         expect(node, &[Some("items".into())]);
     }
-    if let Some(node) = &roles.train {
+    for node in &roles.train {
         // The text vectors are an optional input: text models need them (the planner says
         // so), a model without text may leave them to the strategies.
         let mut wanted = vec![Some("labelled".into())];
@@ -114,19 +148,31 @@ pub fn check_edges(nodes: &[NodeSpec], nodes_failed: bool, out: &mut Vec<Diagnos
         }
         expect(node, &wanted);
     }
+    // A model reader names its model among its inputs: the input besides its source that is
+    // a model, or, when none is, the first train node (so the message can show a fix).
+    let model_of = |node: &NodeSpec, source: &str| {
+        roles
+            .model_read_by(node, source)
+            .or_else(|| roles.train.first().map(|t| t.id.clone()))
+    };
     if let Some(node) = &roles.score {
-        expect(node, &[Some("pool".into()), train.clone()]);
+        expect(node, &[Some("pool".into()), model_of(node, "pool")]);
     }
     if let Some(node) = &roles.select {
         expect(node, &[score]);
     }
-    if let Some(node) = &roles.evaluate {
-        expect(node, &[Some("test".into()), train]);
+    for node in &roles.evaluate {
+        expect(node, &[Some("test".into()), model_of(node, "test")]);
+    }
+    for node in &roles.fuse {
+        if !has_unknown_input.contains(&node.id) {
+            check_fuse_inputs(node, &roles, out);
+        }
     }
     // A missing role is only reported when every node could be read: a node that failed
     // to type may well be the one that fills it.
     if !nodes_failed {
-        if roles.train.is_none() {
+        if roles.train.is_empty() {
             out.push(missing_role(
                 "train",
                 "model: {train: {mf: {dim: 32}}, inputs: [labelled]}",
@@ -140,6 +186,42 @@ pub fn check_edges(nodes: &[NodeSpec], nodes_failed: bool, out: &mut Vec<Diagnos
         }
     }
     roles
+}
+
+/// A `fuse` node reads two or more distinct `train` nodes.
+fn check_fuse_inputs(node: &NodeSpec, roles: &NodeRoles, out: &mut Vec<Diagnostic>) {
+    let trained: Vec<&str> = roles.train.iter().map(|t| t.id.as_str()).collect();
+    for (input, path) in node.inputs.iter().zip(&node.input_paths) {
+        if !trained.contains(&input.as_str()) {
+            out.push(
+                Diagnostic::new(
+                    path.clone(),
+                    format!("a `fuse` node reads `train` nodes; `{input}` is not one"),
+                )
+                .with_help(format!("the train nodes are {}", trained.join(", "))),
+            );
+        }
+    }
+    let mut distinct = node.inputs.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < 2 || distinct.len() != node.inputs.len() {
+        out.push(
+            Diagnostic::new(
+                node.path.clone(),
+                format!(
+                    "`{}` fuses {}; a `fuse` node reads two or more different train nodes",
+                    node.id,
+                    if node.inputs.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        node.inputs.join(", ")
+                    }
+                ),
+            )
+            .with_help("write e.g. `inputs: [mf_model, text_model]`"),
+        );
+    }
 }
 
 /// Checks that `node` reads exactly `expected` (in any order); `None` entries are roles

@@ -42,16 +42,16 @@ pub struct Plan {
     pub protocol: ProtocolPlan,
     /// The text encoder, when the pipeline embeds item text.
     pub embed: Option<EmbedPlan>,
-    /// The recommender and how it trains.
-    pub train: TrainParams,
+    /// The recommenders (every `train` node) and their fusions.
+    pub models: ModelsPlan,
     /// Early stopping of the initial fit on a validation metric.
     pub early_stopping: Option<EarlyStopping>,
     /// Per-sample scoring.
     pub score: ScorePlan,
     /// The selection strategy (absent when there are no rounds).
     pub select: Option<SelectPlan>,
-    /// Test metrics (absent: nothing is evaluated).
-    pub evaluate: Option<EvaluatePlan>,
+    /// Test metrics, one entry per `evaluate` node (empty: nothing is evaluated).
+    pub evaluate: Vec<EvaluatePlan>,
     /// Where results go.
     pub output: OutputPlan,
     /// The node graph, for display: sources first, then nodes in dependency order.
@@ -349,10 +349,73 @@ pub enum UncertaintyMode {
 }
 
 /// Resolved `score:`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ScorePlan {
+    /// The model scored (a `train` or `fuse` node): its predictions and uncertainty drive
+    /// the strategy.
+    pub model: String,
     /// Uncertainty measure.
     pub uncertainty: UncertaintyMode,
+}
+
+/// The models of a pipeline: every `train` node, and every `fuse` node over them.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ModelsPlan {
+    /// Every `train` node, in the order of the file (at least one). They share one training
+    /// schedule ([`ModelsPlan::schedule`]): the planner checks it.
+    pub trained: Vec<TrainedModel>,
+    /// Every `fuse` node, in the order of the file.
+    pub fused: Vec<FusePlan>,
+}
+
+impl ModelsPlan {
+    /// The first trained model's parameters, whose `epochs`, `epochs_per_round` and `refit`
+    /// every trained model shares: the protocols train all models on the same samples, for
+    /// the same number of passes, at the same rounds.
+    pub fn schedule(&self) -> &TrainParams {
+        &self.trained[0].params
+    }
+
+    /// The trained model of node `node`.
+    pub fn trained(&self, node: &str) -> Option<&TrainedModel> {
+        self.trained.iter().find(|t| t.node == node)
+    }
+
+    /// The fusion of node `node`.
+    pub fn fused(&self, node: &str) -> Option<&FusePlan> {
+        self.fused.iter().find(|f| f.node == node)
+    }
+}
+
+/// One `train` node.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrainedModel {
+    /// The node's id.
+    pub node: String,
+    /// The recommender and how it trains.
+    pub params: TrainParams,
+}
+
+/// One `fuse` node: a model predicting a weighted average of its parts' predictions.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FusePlan {
+    /// The node's id.
+    pub node: String,
+    /// The `train` nodes it averages, in the order of its `inputs:` (two or more).
+    pub parts: Vec<String>,
+    /// How the parts are weighted.
+    pub weights: FuseWeights,
+}
+
+/// How a fusion weighs its parts.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FuseWeights {
+    /// Fixed weights, one per part, non-negative and summing to 1.
+    Given(Vec<f32>),
+    /// After every fit, the non-negative weights summing to 1 that minimise the squared
+    /// error of the fused prediction on the validation events.
+    LearnedOnValidation,
 }
 
 /// Resolved `select:`.
@@ -385,6 +448,11 @@ pub struct DiversityPlan {
 pub struct EvaluatePlan {
     /// The evaluate node's id (for messages that point at its options).
     pub node: String,
+    /// The model evaluated (a `train` or `fuse` node).
+    pub model: String,
+    /// What every metric name of this node starts with: `""` when the pipeline has one
+    /// evaluate node, `"<node>/"` when it has several.
+    pub prefix: String,
     /// Metrics in the order they are reported.
     #[serde(serialize_with = "serialize_metrics")]
     pub metrics: Vec<Metric>,
@@ -436,16 +504,24 @@ impl std::fmt::Display for CandidateSet {
 }
 
 impl EvaluatePlan {
-    /// The name each metric carries in outputs, in order.
+    /// The name each metric carries in outputs, in order: [`EvaluatePlan::prefix`], then
+    /// the metric (ranking metrics with their candidate set).
     pub fn metric_names(&self) -> Vec<String> {
+        self.named_metrics("")
+    }
+
+    /// The metric names on a target whose names carry `target` (`val_`, `cold_`) after the
+    /// node's prefix: `report/val_rmse`.
+    pub fn named_metrics(&self, target: &str) -> Vec<String> {
         self.metrics
             .iter()
             .map(|m| {
-                if m.is_ranking() {
+                let metric = if m.is_ranking() {
                     self.candidates.metric_name(m)
                 } else {
                     m.to_string()
-                }
+                };
+                format!("{}{target}{metric}", self.prefix)
             })
             .collect()
     }

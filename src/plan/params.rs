@@ -183,6 +183,17 @@ pub enum RefitPolicy {
     },
 }
 
+impl std::fmt::Display for RefitPolicy {
+    /// The policy as written in the pipeline (`rehearsal` with its ratio).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RefitPolicy::NewLabels => f.write_str("new_labels"),
+            RefitPolicy::AllLabels => f.write_str("all_labels"),
+            RefitPolicy::Rehearsal { ratio } => write!(f, "rehearsal (rehearsal: {ratio})"),
+        }
+    }
+}
+
 /// How the model expresses uncertainty.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -23,8 +23,8 @@ use self::location::{Location, SourceMap};
 use self::overrides::Override;
 use self::path::YamlPath;
 use self::schema::{
-    CheckpointSpec, ClusterSpec, DataSpec, EmbedSpec, EvaluateSpec, OutputSpec, ProtocolSpec,
-    ScoreSpec, SelectSpec, StudySpec, TrainSpec,
+    CheckpointSpec, ClusterSpec, DataSpec, EmbedSpec, EvaluateSpec, FuseSpec, OutputSpec,
+    ProtocolSpec, ScoreSpec, SelectSpec, StudySpec, TrainSpec,
 };
 
 /// Top-level keys of a pipeline file.
@@ -44,7 +44,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
 ];
 
 /// Operator keys a node may have (exactly one per node).
-pub const OPERATOR_KEYS: &[&str] = &["embed", "train", "score", "select", "evaluate"];
+pub const OPERATOR_KEYS: &[&str] = &["embed", "train", "fuse", "score", "select", "evaluate"];
 
 /// A node's operator and its options, as written.
 #[derive(Clone, Debug, PartialEq)]
@@ -53,6 +53,8 @@ pub enum OperatorSpec {
     Embed(EmbedSpec),
     /// `train:` a recommender (boxed: three optional families make it the largest).
     Train(Box<TrainSpec>),
+    /// `fuse:` several trained models into one.
+    Fuse(FuseSpec),
     /// `score:` every pool sample.
     Score(ScoreSpec),
     /// `select:` samples to label.
@@ -67,6 +69,7 @@ impl OperatorSpec {
         match self {
             OperatorSpec::Embed(_) => "embed",
             OperatorSpec::Train(_) => "train",
+            OperatorSpec::Fuse(_) => "fuse",
             OperatorSpec::Score(_) => "score",
             OperatorSpec::Select(_) => "select",
             OperatorSpec::Evaluate(_) => "evaluate",
@@ -81,6 +84,7 @@ impl OperatorSpec {
         match key {
             "embed" => typed(value, path, out).map(OperatorSpec::Embed),
             "train" => typed(value, path, out).map(|t| OperatorSpec::Train(Box::new(t))),
+            "fuse" => typed(value, path, out).map(OperatorSpec::Fuse),
             "score" => typed(value, path, out).map(OperatorSpec::Score),
             "select" => typed(value, path, out).map(OperatorSpec::Select),
             "evaluate" => typed(value, path, out).map(OperatorSpec::Evaluate),

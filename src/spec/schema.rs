@@ -336,6 +336,20 @@ pub struct AdamSpec {
     pub weight_decay: Option<f64>,
 }
 
+/// `fuse:` — one model whose prediction is a weighted average of the predictions of the
+/// `train` nodes it reads.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FuseSpec {
+    /// One non-negative weight per input, in the order of `inputs:` (they are scaled to sum
+    /// to 1; default: equal weights).
+    pub weights: Option<Vec<f64>>,
+    /// `validation`: after every fit, the weights that minimise the squared error of the
+    /// fused prediction on the validation events (non-negative, summing to 1), instead of
+    /// given ones.
+    pub learn: Option<String>,
+}
+
 /// `score:` — per-sample prediction, uncertainty and loss.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

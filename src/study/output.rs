@@ -135,8 +135,13 @@ pub fn run_and_report(
     let order = plan
         .runs
         .first()
-        .and_then(|r| r.plan.evaluate.as_ref())
-        .map(|e| e.metric_names())
+        .map(|r| {
+            r.plan
+                .evaluate
+                .iter()
+                .flat_map(|e| e.metric_names())
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
     let analysis = write_study(
         &plan.out_dir,

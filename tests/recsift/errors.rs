@@ -475,3 +475,64 @@ fn a_selection_protocol_without_a_select_node_is_a_validate_error() {
     );
     assert!(err.contains("p.yaml:"), "the error has a location: {err}");
 }
+
+#[test]
+fn graphs_of_several_models_are_checked_before_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = ratings();
+    let models = |fuse: &str, mf: &str, extra: &str| {
+        format!(
+            "version: 1\nseed: 1\ndata: {{events: {events}}}\nprotocol: {{pool: {{split: {{random: {{test: 0.2}}}}, rounds: 0}}}}\nnodes:\n  a: {{train: {{mf: {{dim: 8, epochs: 2}}}}, inputs: [labelled]}}\n  b: {{train: {{mf: {{{mf}}}}}, inputs: [labelled]}}\n  both: {{fuse: {fuse}, inputs: [a, b]}}\n  scores: {{score: {{}}, inputs: [pool, both]}}\n{extra}"
+        )
+    };
+    // Another schedule, and weights learned without validation events.
+    let file = pipeline(
+        dir.path(),
+        &models("{learn: validation}", "dim: 4, epochs: 3", ""),
+    );
+    let err = fails(dir.path(), &["validate", &file]);
+    assert!(
+        err.contains("`b` trains with `epochs: 3`, `a` with `epochs: 2`"),
+        "{err}"
+    );
+    assert!(err.contains("share one schedule"), "{err}");
+    assert!(err.contains("the split has none"), "{err}");
+    assert!(err.contains("p.yaml:"), "{err}");
+    // Weights that do not match the inputs; a fusion of a fusion.
+    let file = pipeline(
+        dir.path(),
+        &models(
+            "{weights: [1, 2, 3]}",
+            "dim: 4, epochs: 2",
+            "  again: {fuse: {}, inputs: [both, a]}\n",
+        ),
+    );
+    let err = fails(dir.path(), &["validate", &file]);
+    assert!(err.contains("3 weights for 2 inputs"), "{err}");
+    assert!(err.contains("`both` is not one"), "{err}");
+    // A fused model is a model: evaluate and score read it; a replay evaluates only the
+    // scored model.
+    let file = pipeline(
+        dir.path(),
+        &models(
+            "{weights: [1, 1]}",
+            "dim: 4, epochs: 2",
+            "  report: {evaluate: {}, inputs: [test, both]}\n",
+        ),
+    );
+    let output = recsift(&["validate", &file]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let replay = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace(
+            "{pool: {split: {random: {test: 0.2}}, rounds: 0}}",
+            "{replay: {window_events: 1000}}",
+        )
+        .replace("inputs: [test, both]", "inputs: [test, a]");
+    let file = pipeline(dir.path(), &replay);
+    let err = fails(dir.path(), &["validate", &file]);
+    assert!(
+        err.contains("`report` evaluates `a`, but a replay tests the scored model `both`"),
+        "{err}"
+    );
+}

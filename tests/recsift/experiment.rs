@@ -125,7 +125,7 @@ fn bpr_scores_stay_exact_unclipped_and_fine_tune_incrementally() {
                 &format!("nodes.model.train.mf.refit={refit}"),
             ],
         );
-        assert_eq!(plan.train.loss, Loss::Bpr);
+        assert_eq!(plan.models.trained[0].params.loss, Loss::Bpr);
         let mut experiment = start_experiment(&plan, true, false).unwrap();
         let head = experiment.session().head().clone();
         assert_eq!((head.loss, head.clip), (Loss::Bpr, None), "never clipped");
@@ -345,4 +345,62 @@ fn selection_keeps_every_loss_exact_and_trains_on_the_hardest_samples() {
         first, hardest,
         "round 1 trains on the 500 largest losses, largest first"
     );
+}
+
+/// pipelines/fusion.yaml, small: 2 rounds of 300 labels, few passes.
+const FUSION: &[&str] = &[
+    "protocol.pool.rounds=2",
+    "select.budget=300",
+    "nodes.mf_model.train.mf.epochs=5",
+    "nodes.mf_model.train.mf.epochs_per_round=1",
+    "nodes.text_model.train.text_mf.epochs=5",
+    "nodes.text_model.train.text_mf.epochs_per_round=1",
+];
+
+fn metric(record: &recsift::results::RoundRecord, name: &str) -> f64 {
+    record
+        .metrics
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no metric {name} in {:?}", record.metrics))
+        .1
+}
+
+#[test]
+fn a_fused_model_is_scored_exactly_and_never_worse_than_its_parts_on_validation() {
+    // The scored model is the fusion: the engine maintains its scores from both models'
+    // rows side by side, and its learned weights change the head after every fit.
+    let out = run_checked(&plan_of("pipelines/fusion.yaml", FUSION));
+    assert_eq!(out.selections.len(), 2 * 300);
+    for record in &out.rounds {
+        let blend = metric(record, "blend_report/val_rmse");
+        let mf = metric(record, "mf_report/val_rmse");
+        let text = metric(record, "text_report/val_rmse");
+        // The weights minimise the validation error over mixtures that include each part
+        // alone (up to the f32 rounding of predictions and weights).
+        assert!(
+            blend <= mf.min(text) + 1e-5,
+            "round {}: blend {blend}, mf {mf}, text_mf {text}",
+            record.round
+        );
+    }
+}
+
+#[test]
+fn a_fusion_that_weighs_one_part_fully_predicts_exactly_as_that_part() {
+    let plan = plan_of(
+        "pipelines/fusion.yaml",
+        &[FUSION, &["nodes.blend.fuse={weights: [1, 0]}"]].concat(),
+    );
+    let out = run_checked(&plan);
+    for record in &out.rounds {
+        for name in ["rmse", "mae", "val_rmse"] {
+            assert_eq!(
+                metric(record, &format!("blend_report/{name}")),
+                metric(record, &format!("mf_report/{name}")),
+                "round {}: {name}",
+                record.round
+            );
+        }
+    }
 }

@@ -270,7 +270,15 @@ fn checkpoint_plan() -> recsift::plan::Plan {
 
 /// A fresh 20 x 30 model of [`checkpoint_plan`].
 fn checkpoint_model(plan: &recsift::plan::Plan) -> Box<dyn Recommender> {
-    build_recommender(&plan.train, 20, 30, 0.5, LabelKind::Rating, None).unwrap()
+    build_recommender(
+        &plan.models.trained[0].params,
+        20,
+        30,
+        0.5,
+        LabelKind::Rating,
+        None,
+    )
+    .unwrap()
 }
 
 /// A checkpoint of a trained [`checkpoint_model`] after round 0, written by recsift.

@@ -58,6 +58,24 @@ const SELECTION: &[&str] = &[
     "protocol.selection.rounds=3",
 ];
 
+/// pipelines/fusion.yaml for 3 rounds with few passes: two models and a learned fusion,
+/// whose state holds both models and the fusion's weights.
+const FUSION: &[&str] = &[
+    "pipelines/fusion.yaml",
+    "--set",
+    "protocol.pool.rounds=3",
+    "--set",
+    "select.budget=300",
+    "--set",
+    "nodes.mf_model.train.mf.epochs=5",
+    "--set",
+    "nodes.mf_model.train.mf.epochs_per_round=1",
+    "--set",
+    "nodes.text_model.train.text_mf.epochs=5",
+    "--set",
+    "nodes.text_model.train.text_mf.epochs_per_round=1",
+];
+
 /// `recsift run PIPELINE --out OUT EXTRA...`, killed at `kill_at` (a failpoint, see
 /// `recsift::failpoint`) when given.
 fn run(pipeline: &[&str], out: &Path, extra: &[&str], kill_at: Option<&str>) -> Output {
@@ -190,6 +208,11 @@ fn a_text_model_replay_resumes_to_the_same_results() {
 #[test]
 fn a_selection_run_killed_mid_round_resumes_to_the_same_results() {
     assert_resumes_exactly(SELECTION, &["round:3"]);
+}
+
+#[test]
+fn a_run_with_several_models_and_a_fusion_resumes_to_the_same_results() {
+    assert_resumes_exactly(FUSION, &["round:2"]);
 }
 
 #[test]

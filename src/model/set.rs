@@ -1,0 +1,410 @@
+//! The models of a pipeline: every `train` node's recommender and every `fuse` node over
+//! them, trained together and exported as the one model the pipeline scores.
+//!
+//! A [`ModelSet`] is itself a [`Recommender`]: its head and rows are those of the scored
+//! model (a trained one, or a fusion, see [`super::fusion`]), its fit trains every model on
+//! the same samples and then re-learns the weights of learned fusions, and its state holds
+//! every model's state. A pipeline with one `train` node is a set of one, which passes every
+//! call straight to its model (same rows, same state, same results as the model alone).
+//! Evaluation reads any model of the set by its node name ([`ModelSet::export`]).
+
+use std::collections::BTreeMap;
+
+use crate::data::{HostTensor, HostValues, Interaction, ItemEmbeddings, ItemIdx, UserIdx};
+use crate::plan::{FuseWeights, ModelsPlan};
+use crate::scoring::{Loss, ScoringHead};
+
+use super::fusion::{fused_head, fused_rows, learn_weights};
+use super::{FitReport, ModelError, ModelState, Recommender};
+
+/// The family name of a set's state (one model's state keeps its family's name).
+const SET_KIND: &str = "models";
+
+/// Several recommenders and their fusions; exports the scored one.
+pub struct ModelSet {
+    /// Every trained model with its node name, in plan order.
+    trained: Vec<(String, Box<dyn Recommender>)>,
+    /// Every fusion, in plan order.
+    fusions: Vec<Fusion>,
+    /// The node whose head and rows the set exports.
+    scored: String,
+    /// Validation events that learned fusions fit their weights on.
+    validation: Vec<Interaction>,
+    /// The clip range of squared-loss predictions (the training labels' scale), which the
+    /// learned weights' fit and [`ModelSet::export`] apply.
+    clip: Option<(f32, f32)>,
+}
+
+/// One fusion: its parts (indices into the trained models) and current weights.
+#[derive(Clone, Debug)]
+struct Fusion {
+    node: String,
+    parts: Vec<usize>,
+    weights: Vec<f32>,
+    learned: bool,
+}
+
+impl ModelSet {
+    /// The set of `plan`'s models from their built recommenders (`trained`, in the plan's
+    /// order), scoring `scored`. Learned fusions start with equal weights; they fit them
+    /// after every fit on the events [`ModelSet::learn_on`] gives (none: they keep them).
+    pub fn new(plan: &ModelsPlan, trained: Vec<Box<dyn Recommender>>, scored: &str) -> Self {
+        let names: Vec<String> = plan.trained.iter().map(|t| t.node.clone()).collect();
+        let fusions = plan
+            .fused
+            .iter()
+            .map(|f| Fusion {
+                node: f.node.clone(),
+                parts: f
+                    .parts
+                    .iter()
+                    .filter_map(|p| names.iter().position(|n| n == p))
+                    .collect(),
+                weights: match &f.weights {
+                    FuseWeights::Given(w) => w.clone(),
+                    FuseWeights::LearnedOnValidation => {
+                        vec![1.0 / f.parts.len() as f32; f.parts.len()]
+                    }
+                },
+                learned: f.weights == FuseWeights::LearnedOnValidation,
+            })
+            .collect();
+        Self {
+            trained: names.into_iter().zip(trained).collect(),
+            fusions,
+            scored: scored.to_string(),
+            validation: Vec::new(),
+            clip: None,
+        }
+    }
+
+    /// The validation events learned fusions fit their weights on, and the clip range of
+    /// squared-loss predictions (the labels' scale) under which they are compared.
+    pub fn learn_on(&mut self, validation: Vec<Interaction>, clip: Option<(f32, f32)>) {
+        self.validation = validation;
+        self.clip = clip;
+    }
+
+    /// Whether the set is one model and nothing else (it then passes every call through).
+    fn single(&self) -> Option<&dyn Recommender> {
+        match (self.trained.as_slice(), self.fusions.is_empty()) {
+            ([(_, model)], true) => Some(model.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// The trained model of node `node`.
+    fn trained_index(&self, node: &str) -> Option<usize> {
+        self.trained.iter().position(|(n, _)| n == node)
+    }
+
+    /// The fusion of node `node`.
+    fn fusion(&self, node: &str) -> Option<&Fusion> {
+        self.fusions.iter().find(|f| f.node == node)
+    }
+
+    /// The trained models `node` is made of (itself, or a fusion's parts).
+    fn parts_of(&self, node: &str) -> Vec<usize> {
+        match self.fusion(node) {
+            Some(fusion) => fusion.parts.clone(),
+            None => self.trained_index(node).into_iter().collect(),
+        }
+    }
+
+    /// The node whose head and rows the set exports (the model the pipeline scores).
+    pub fn scored(&self) -> &str {
+        &self.scored
+    }
+
+    /// Node names of every model in the set: trained ones, then fusions.
+    pub fn names(&self) -> Vec<&str> {
+        self.trained
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .chain(self.fusions.iter().map(|f| f.node.as_str()))
+            .collect()
+    }
+
+    /// The current weights of fusion `node`.
+    pub fn weights(&self, node: &str) -> Option<&[f32]> {
+        self.fusion(node).map(|f| f.weights.as_slice())
+    }
+
+    /// The head of model `node` (unclipped, as a model's own head).
+    fn head_of(&self, node: &str) -> Result<ScoringHead, ModelError> {
+        if let Some(i) = self.trained_index(node) {
+            return Ok(self.trained[i].1.head());
+        }
+        let fusion = self.fusion(node).ok_or_else(|| unknown(node))?;
+        let heads: Vec<ScoringHead> = fusion
+            .parts
+            .iter()
+            .map(|&i| self.trained[i].1.head())
+            .collect();
+        Ok(fused_head(&heads, &fusion.weights))
+    }
+
+    /// Rows of model `node` for `ids`, read from each part with `read`.
+    fn rows_of(
+        &self,
+        node: &str,
+        count: usize,
+        read: impl Fn(&dyn Recommender) -> Result<Vec<f32>, ModelError>,
+    ) -> Result<Vec<f32>, ModelError> {
+        if let Some(i) = self.trained_index(node) {
+            return read(self.trained[i].1.as_ref());
+        }
+        let fusion = self.fusion(node).ok_or_else(|| unknown(node))?;
+        let head = self.head_of(node)?;
+        let mut layouts = Vec::new();
+        let mut parts = Vec::new();
+        for &i in &fusion.parts {
+            let model = self.trained[i].1.as_ref();
+            layouts.push(model.head().layout);
+            parts.push(read(model)?);
+        }
+        Ok(fused_rows(head.layout, &layouts, &parts, count))
+    }
+
+    /// The head (clipping squared-loss predictions to `clip`) and every user's and item's
+    /// row of model `node`, for evaluating it.
+    pub fn export(
+        &self,
+        node: &str,
+        clip: Option<(f32, f32)>,
+    ) -> Result<(ScoringHead, Vec<f32>, Vec<f32>), ModelError> {
+        let (n_users, n_items) = self.shape();
+        let users: Vec<UserIdx> = (0..n_users as u32).collect();
+        let items: Vec<ItemIdx> = (0..n_items as u32).collect();
+        let mut head = self.head_of(node)?;
+        head.clip = clip.filter(|_| head.loss == Loss::Squared);
+        let user_rows = self.rows_of(node, users.len(), |m| m.user_rows(&users))?;
+        let item_rows = self.rows_of(node, items.len(), |m| m.item_rows(&items))?;
+        Ok((head, user_rows, item_rows))
+    }
+
+    /// Each trained model's clipped prediction of every validation event, in plan order.
+    fn validation_predictions(&self, parts: &[usize]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let mut users: Vec<UserIdx> = self.validation.iter().map(|e| e.user).collect();
+        let mut items: Vec<ItemIdx> = self.validation.iter().map(|e| e.item).collect();
+        users.sort_unstable();
+        users.dedup();
+        items.sort_unstable();
+        items.dedup();
+        parts
+            .iter()
+            .map(|&i| {
+                let model = self.trained[i].1.as_ref();
+                let mut head = model.head();
+                head.clip = self.clip.filter(|_| head.loss == Loss::Squared);
+                let width = head.layout.row_len();
+                let user_rows = model.user_rows(&users)?;
+                let item_rows = model.item_rows(&items)?;
+                Ok(self
+                    .validation
+                    .iter()
+                    .map(|e| {
+                        let u = users.binary_search(&e.user).unwrap_or(0);
+                        let i = items.binary_search(&e.item).unwrap_or(0);
+                        head.score(
+                            &user_rows[u * width..(u + 1) * width],
+                            &item_rows[i * width..(i + 1) * width],
+                            None,
+                        )
+                        .prediction
+                    })
+                    .collect())
+            })
+            .collect()
+    }
+
+    /// Fits the weights of every learned fusion on the validation events; returns whether
+    /// the scored model's weights changed.
+    fn learn_fusion_weights(&mut self) -> Result<bool, ModelError> {
+        let labels: Vec<f32> = self.validation.iter().map(|e| e.label).collect();
+        let mut scored_changed = false;
+        for f in 0..self.fusions.len() {
+            if !self.fusions[f].learned || labels.is_empty() {
+                continue;
+            }
+            let predictions = self.validation_predictions(&self.fusions[f].parts.clone())?;
+            let (weights, _) = learn_weights(&predictions, &labels);
+            let fusion = &mut self.fusions[f];
+            if fusion.weights != weights {
+                scored_changed |= fusion.node == self.scored;
+                fusion.weights = weights;
+            }
+        }
+        Ok(scored_changed)
+    }
+
+    /// An independent copy of the set (see [`Recommender::duplicate`]).
+    pub fn twin(&self) -> Result<ModelSet, ModelError> {
+        Ok(ModelSet {
+            trained: self
+                .trained
+                .iter()
+                .map(|(n, m)| Ok((n.clone(), m.duplicate()?)))
+                .collect::<Result<_, ModelError>>()?,
+            fusions: self.fusions.clone(),
+            scored: self.scored.clone(),
+            validation: self.validation.clone(),
+            clip: self.clip,
+        })
+    }
+}
+
+fn unknown(node: &str) -> ModelError {
+    ModelError::Input(format!("no model named `{node}` in the pipeline"))
+}
+
+impl Recommender for ModelSet {
+    fn kind(&self) -> &'static str {
+        self.single().map_or(SET_KIND, |m| m.kind())
+    }
+
+    fn head(&self) -> ScoringHead {
+        self.head_of(&self.scored)
+            .unwrap_or_else(|_| self.trained[0].1.head())
+    }
+
+    fn shape(&self) -> (usize, usize) {
+        self.trained[0].1.shape()
+    }
+
+    fn grow(&mut self, n_users: usize, n_items: usize) -> Result<(), ModelError> {
+        for (_, model) in &mut self.trained {
+            model.grow(n_users, n_items)?;
+        }
+        Ok(())
+    }
+
+    fn fit(
+        &mut self,
+        samples: &[Interaction],
+        keys: &[u32],
+        epochs: usize,
+    ) -> Result<FitReport, ModelError> {
+        let scored_parts = self.parts_of(&self.scored);
+        let mut report: Option<FitReport> = None;
+        for (i, (_, model)) in self.trained.iter_mut().enumerate() {
+            let fitted = model.fit(samples, keys, epochs)?;
+            // Only the scored model's rows are exported; the others' changes reach
+            // evaluation through `export`.
+            if scored_parts.contains(&i) {
+                match &mut report {
+                    Some(r) => r.merge(fitted),
+                    None => report = Some(fitted),
+                }
+            }
+        }
+        let mut report = report.unwrap_or_default();
+        if self.learn_fusion_weights()? {
+            report.shared_changed = true;
+        }
+        Ok(report)
+    }
+
+    fn user_rows(&self, users: &[UserIdx]) -> Result<Vec<f32>, ModelError> {
+        self.rows_of(&self.scored, users.len(), |m| m.user_rows(users))
+    }
+
+    fn item_rows(&self, items: &[ItemIdx]) -> Result<Vec<f32>, ModelError> {
+        self.rows_of(&self.scored, items.len(), |m| m.item_rows(items))
+    }
+
+    fn set_item_embeddings(&mut self, text: &ItemEmbeddings) -> Result<(), ModelError> {
+        for (_, model) in &mut self.trained {
+            model.set_item_embeddings(text)?;
+        }
+        Ok(())
+    }
+
+    fn duplicate(&self) -> Result<Box<dyn Recommender>, ModelError> {
+        Ok(Box::new(self.twin()?))
+    }
+
+    /// One model's state is its own; a set's holds each model's tensors under
+    /// `<node>/<name>`, each fusion's weights as `<node>/weights`, and each model's family
+    /// and scalars under its node name.
+    fn save_state(&self) -> Result<ModelState, ModelError> {
+        if let Some(model) = self.single() {
+            return model.save_state();
+        }
+        let mut tensors = BTreeMap::new();
+        let mut scalars = serde_json::Map::new();
+        for (node, model) in &self.trained {
+            let state = model.save_state()?;
+            for (name, tensor) in state.tensors {
+                tensors.insert(format!("{node}/{name}"), tensor);
+            }
+            scalars.insert(
+                node.clone(),
+                serde_json::json!({"kind": state.kind, "scalars": state.scalars}),
+            );
+        }
+        for fusion in &self.fusions {
+            tensors.insert(
+                format!("{}/weights", fusion.node),
+                HostTensor {
+                    shape: vec![fusion.weights.len()],
+                    values: HostValues::F32(fusion.weights.clone()),
+                },
+            );
+        }
+        Ok(ModelState {
+            kind: SET_KIND.into(),
+            tensors,
+            scalars: serde_json::Value::Object(scalars),
+        })
+    }
+
+    fn load_state(&mut self, state: &ModelState) -> Result<(), ModelError> {
+        if self.single().is_some() {
+            return self.trained[0].1.load_state(state);
+        }
+        if state.kind != SET_KIND {
+            return Err(ModelError::Input(format!(
+                "the state is of one `{}` model, but the pipeline trains {} models",
+                state.kind,
+                self.trained.len()
+            )));
+        }
+        // Load into copies first, so a refused state leaves the set unchanged.
+        let mut loaded = self.twin()?;
+        for (node, model) in &mut loaded.trained {
+            let part = &state.scalars[node.as_str()];
+            let prefix = format!("{node}/");
+            let tensors = state
+                .tensors
+                .iter()
+                .filter_map(|(name, t)| Some((name.strip_prefix(&prefix)?.to_string(), t.clone())))
+                .collect();
+            let kind = part["kind"]
+                .as_str()
+                .ok_or_else(|| ModelError::Input(format!("the state holds no model `{node}`")))?;
+            model.load_state(&ModelState {
+                kind: kind.to_string(),
+                tensors,
+                scalars: part["scalars"].clone(),
+            })?;
+        }
+        for fusion in &mut loaded.fusions {
+            let name = format!("{}/weights", fusion.node);
+            match state.tensors.get(&name).map(|t| &t.values) {
+                Some(HostValues::F32(w)) if w.len() == fusion.parts.len() => {
+                    fusion.weights = w.clone();
+                }
+                _ => {
+                    return Err(ModelError::Input(format!(
+                        "the state holds no {} weights of fusion `{}`",
+                        fusion.parts.len(),
+                        fusion.node
+                    )));
+                }
+            }
+        }
+        *self = loaded;
+        Ok(())
+    }
+}
