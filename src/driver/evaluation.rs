@@ -9,6 +9,8 @@
 //! is one dot product of a user vector `[p_u^1 .. p_u^M, 1] / M` and an item vector
 //! `[q_i^1 .. q_i^M, Σ_m b_i^m]` plus a per-user constant, so the whole catalogue is ranked
 //! by the blocked top-K kernel ([`crate::metrics::topk`]) without a users × items matrix.
+//! A fusion's head weighs its members (`w_m` instead of `1 / M`): the user vector is then
+//! `[w_1 p_u^1 .. w_M p_u^M, 1]` and the item vector's last entry `Σ_m w_m b_i^m`.
 //!
 //! **Candidates** ([`CandidateSet`]):
 //! - `all`: every item except those whose label the model was given (the session's

@@ -294,7 +294,7 @@ pub fn build_model(
         .iter()
         .map(|t| build_recommender(&t.params, n_users, n_items, global_mean, label_kind, text))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(ModelSet::new(&plan.models, trained, &plan.score.model))
+    Ok(ModelSet::new(&plan.models, trained, &plan.score.model)?)
 }
 
 /// A new model of `plan`, sized for `data`, starting from `global_mean` (see

@@ -26,13 +26,20 @@ pub struct ModelSet {
     trained: Vec<(String, Box<dyn Recommender>)>,
     /// Every fusion, in plan order.
     fusions: Vec<Fusion>,
-    /// The node whose head and rows the set exports.
-    scored: String,
+    /// The model whose head and rows the set exports.
+    scored: ModelRef,
     /// Validation events that learned fusions fit their weights on.
     validation: Vec<Interaction>,
     /// The clip range of squared-loss predictions (the training labels' scale), which the
     /// learned weights' fit and [`ModelSet::export`] apply.
     clip: Option<(f32, f32)>,
+}
+
+/// A model of the set: a trained one or a fusion, by index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ModelRef {
+    Trained(usize),
+    Fused(usize),
 }
 
 /// One fusion: its parts (indices into the trained models) and current weights.
@@ -48,34 +55,44 @@ impl ModelSet {
     /// The set of `plan`'s models from their built recommenders (`trained`, in the plan's
     /// order), scoring `scored`. Learned fusions start with equal weights; they fit them
     /// after every fit on the events [`ModelSet::learn_on`] gives (none: they keep them).
-    pub fn new(plan: &ModelsPlan, trained: Vec<Box<dyn Recommender>>, scored: &str) -> Self {
+    /// A plan naming a model it does not define is an `Err` (the planner never makes one).
+    pub fn new(
+        plan: &ModelsPlan,
+        trained: Vec<Box<dyn Recommender>>,
+        scored: &str,
+    ) -> Result<Self, ModelError> {
         let names: Vec<String> = plan.trained.iter().map(|t| t.node.clone()).collect();
         let fusions = plan
             .fused
             .iter()
-            .map(|f| Fusion {
-                node: f.node.clone(),
-                parts: f
+            .map(|f| {
+                let parts = f
                     .parts
                     .iter()
-                    .filter_map(|p| names.iter().position(|n| n == p))
-                    .collect(),
-                weights: match &f.weights {
-                    FuseWeights::Given(w) => w.clone(),
-                    FuseWeights::LearnedOnValidation => {
-                        vec![1.0 / f.parts.len() as f32; f.parts.len()]
-                    }
-                },
-                learned: f.weights == FuseWeights::LearnedOnValidation,
+                    .map(|p| names.iter().position(|n| n == p).ok_or_else(|| unknown(p)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Fusion {
+                    node: f.node.clone(),
+                    weights: match &f.weights {
+                        FuseWeights::Given(w) => w.clone(),
+                        FuseWeights::LearnedOnValidation => {
+                            vec![1.0 / parts.len() as f32; parts.len()]
+                        }
+                    },
+                    learned: f.weights == FuseWeights::LearnedOnValidation,
+                    parts,
+                })
             })
-            .collect();
-        Self {
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let mut set = Self {
             trained: names.into_iter().zip(trained).collect(),
             fusions,
-            scored: scored.to_string(),
+            scored: ModelRef::Trained(0),
             validation: Vec::new(),
             clip: None,
-        }
+        };
+        set.scored = set.find(scored)?;
+        Ok(set)
     }
 
     /// The validation events learned fusions fit their weights on, and the clip range of
@@ -93,77 +110,72 @@ impl ModelSet {
         }
     }
 
-    /// The trained model of node `node`.
-    fn trained_index(&self, node: &str) -> Option<usize> {
-        self.trained.iter().position(|(n, _)| n == node)
+    /// The model of node `node`.
+    fn find(&self, node: &str) -> Result<ModelRef, ModelError> {
+        if let Some(i) = self.trained.iter().position(|(n, _)| n == node) {
+            return Ok(ModelRef::Trained(i));
+        }
+        match self.fusions.iter().position(|f| f.node == node) {
+            Some(f) => Ok(ModelRef::Fused(f)),
+            None => Err(unknown(node)),
+        }
     }
 
-    /// The fusion of node `node`.
-    fn fusion(&self, node: &str) -> Option<&Fusion> {
-        self.fusions.iter().find(|f| f.node == node)
-    }
-
-    /// The trained models `node` is made of (itself, or a fusion's parts).
-    fn parts_of(&self, node: &str) -> Vec<usize> {
-        match self.fusion(node) {
-            Some(fusion) => fusion.parts.clone(),
-            None => self.trained_index(node).into_iter().collect(),
+    /// The trained models `model` is made of (itself, or a fusion's parts).
+    fn parts_of(&self, model: ModelRef) -> Vec<usize> {
+        match model {
+            ModelRef::Trained(i) => vec![i],
+            ModelRef::Fused(f) => self.fusions[f].parts.clone(),
         }
     }
 
     /// The node whose head and rows the set exports (the model the pipeline scores).
     pub fn scored(&self) -> &str {
-        &self.scored
-    }
-
-    /// Node names of every model in the set: trained ones, then fusions.
-    pub fn names(&self) -> Vec<&str> {
-        self.trained
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .chain(self.fusions.iter().map(|f| f.node.as_str()))
-            .collect()
-    }
-
-    /// The current weights of fusion `node`.
-    pub fn weights(&self, node: &str) -> Option<&[f32]> {
-        self.fusion(node).map(|f| f.weights.as_slice())
-    }
-
-    /// The head of model `node` (unclipped, as a model's own head).
-    fn head_of(&self, node: &str) -> Result<ScoringHead, ModelError> {
-        if let Some(i) = self.trained_index(node) {
-            return Ok(self.trained[i].1.head());
+        match self.scored {
+            ModelRef::Trained(i) => &self.trained[i].0,
+            ModelRef::Fused(f) => &self.fusions[f].node,
         }
-        let fusion = self.fusion(node).ok_or_else(|| unknown(node))?;
-        let heads: Vec<ScoringHead> = fusion
-            .parts
-            .iter()
-            .map(|&i| self.trained[i].1.head())
-            .collect();
-        Ok(fused_head(&heads, &fusion.weights))
     }
 
-    /// Rows of model `node` for `ids`, read from each part with `read`.
+    /// The head of `model` (unclipped, as a model's own head).
+    fn head_of(&self, model: ModelRef) -> ScoringHead {
+        match model {
+            ModelRef::Trained(i) => self.trained[i].1.head(),
+            ModelRef::Fused(f) => {
+                let fusion = &self.fusions[f];
+                let heads: Vec<ScoringHead> = fusion
+                    .parts
+                    .iter()
+                    .map(|&i| self.trained[i].1.head())
+                    .collect();
+                fused_head(&heads, &fusion.weights)
+            }
+        }
+    }
+
+    /// `count` rows of `model`, read from each trained model with `read`.
     fn rows_of(
         &self,
-        node: &str,
+        model: ModelRef,
         count: usize,
         read: impl Fn(&dyn Recommender) -> Result<Vec<f32>, ModelError>,
     ) -> Result<Vec<f32>, ModelError> {
-        if let Some(i) = self.trained_index(node) {
-            return read(self.trained[i].1.as_ref());
-        }
-        let fusion = self.fusion(node).ok_or_else(|| unknown(node))?;
-        let head = self.head_of(node)?;
+        let ModelRef::Fused(f) = model else {
+            return read(self.trained[self.parts_of(model)[0]].1.as_ref());
+        };
         let mut layouts = Vec::new();
         let mut parts = Vec::new();
-        for &i in &fusion.parts {
-            let model = self.trained[i].1.as_ref();
-            layouts.push(model.head().layout);
-            parts.push(read(model)?);
+        for &i in &self.fusions[f].parts {
+            let part = self.trained[i].1.as_ref();
+            layouts.push(part.head().layout);
+            parts.push(read(part)?);
         }
-        Ok(fused_rows(head.layout, &layouts, &parts, count))
+        Ok(fused_rows(
+            self.head_of(model).layout,
+            &layouts,
+            &parts,
+            count,
+        ))
     }
 
     /// The head (clipping squared-loss predictions to `clip`) and every user's and item's
@@ -176,10 +188,11 @@ impl ModelSet {
         let (n_users, n_items) = self.shape();
         let users: Vec<UserIdx> = (0..n_users as u32).collect();
         let items: Vec<ItemIdx> = (0..n_items as u32).collect();
-        let mut head = self.head_of(node)?;
+        let model = self.find(node)?;
+        let mut head = self.head_of(model);
         head.clip = clip.filter(|_| head.loss == Loss::Squared);
-        let user_rows = self.rows_of(node, users.len(), |m| m.user_rows(&users))?;
-        let item_rows = self.rows_of(node, items.len(), |m| m.item_rows(&items))?;
+        let user_rows = self.rows_of(model, users.len(), |m| m.user_rows(&users))?;
+        let item_rows = self.rows_of(model, items.len(), |m| m.item_rows(&items))?;
         Ok((head, user_rows, item_rows))
     }
 
@@ -231,7 +244,7 @@ impl ModelSet {
             let (weights, _) = learn_weights(&predictions, &labels);
             let fusion = &mut self.fusions[f];
             if fusion.weights != weights {
-                scored_changed |= fusion.node == self.scored;
+                scored_changed |= self.scored == ModelRef::Fused(f);
                 fusion.weights = weights;
             }
         }
@@ -247,7 +260,7 @@ impl ModelSet {
                 .map(|(n, m)| Ok((n.clone(), m.duplicate()?)))
                 .collect::<Result<_, ModelError>>()?,
             fusions: self.fusions.clone(),
-            scored: self.scored.clone(),
+            scored: self.scored,
             validation: self.validation.clone(),
             clip: self.clip,
         })
@@ -264,8 +277,7 @@ impl Recommender for ModelSet {
     }
 
     fn head(&self) -> ScoringHead {
-        self.head_of(&self.scored)
-            .unwrap_or_else(|_| self.trained[0].1.head())
+        self.head_of(self.scored)
     }
 
     fn shape(&self) -> (usize, usize) {
@@ -285,7 +297,7 @@ impl Recommender for ModelSet {
         keys: &[u32],
         epochs: usize,
     ) -> Result<FitReport, ModelError> {
-        let scored_parts = self.parts_of(&self.scored);
+        let scored_parts = self.parts_of(self.scored);
         let mut report: Option<FitReport> = None;
         for (i, (_, model)) in self.trained.iter_mut().enumerate() {
             let fitted = model.fit(samples, keys, epochs)?;
@@ -306,11 +318,11 @@ impl Recommender for ModelSet {
     }
 
     fn user_rows(&self, users: &[UserIdx]) -> Result<Vec<f32>, ModelError> {
-        self.rows_of(&self.scored, users.len(), |m| m.user_rows(users))
+        self.rows_of(self.scored, users.len(), |m| m.user_rows(users))
     }
 
     fn item_rows(&self, items: &[ItemIdx]) -> Result<Vec<f32>, ModelError> {
-        self.rows_of(&self.scored, items.len(), |m| m.item_rows(items))
+        self.rows_of(self.scored, items.len(), |m| m.item_rows(items))
     }
 
     fn set_item_embeddings(&mut self, text: &ItemEmbeddings) -> Result<(), ModelError> {
