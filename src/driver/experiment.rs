@@ -443,8 +443,8 @@ pub fn round_zero_clock(data: &ExperimentData) -> RoundClock {
     clock
 }
 
-/// The record of a split experiment's round: the test metrics (timed as `evaluate`) and
-/// the training loss.
+/// The record of a split experiment's round: the test metrics (timed as `evaluate`), the
+/// training loss and the weights of learned fusions.
 pub fn split_round_record(
     mut clock: RoundClock,
     session: &mut Session,
@@ -464,6 +464,13 @@ pub fn split_round_record(
         })?;
     }
     metrics.push(("train_loss".into(), f64::from(train_loss)));
+    metrics.extend(
+        session
+            .model()
+            .learned_weights()
+            .into_iter()
+            .map(|(name, w)| (name, f64::from(w))),
+    );
     Ok(clock.record(&mut session.latency, round, counts, metrics))
 }
 

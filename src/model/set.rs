@@ -137,6 +137,21 @@ impl ModelSet {
         }
     }
 
+    /// The current weight of every part of every learned fusion, named
+    /// `<fusion>/weight[<part>]` (what a round reports beside its metrics).
+    pub fn learned_weights(&self) -> Vec<(String, f32)> {
+        self.fusions
+            .iter()
+            .filter(|f| f.learned)
+            .flat_map(|f| {
+                f.parts
+                    .iter()
+                    .zip(&f.weights)
+                    .map(|(&i, &w)| (format!("{}/weight[{}]", f.node, self.trained[i].0), w))
+            })
+            .collect()
+    }
+
     /// The head of `model` (unclipped, as a model's own head).
     fn head_of(&self, model: ModelRef) -> ScoringHead {
         match model {

@@ -373,6 +373,16 @@ fn a_fused_model_is_scored_exactly_and_never_worse_than_its_parts_on_validation(
     let out = run_checked(&plan_of("pipelines/fusion.yaml", FUSION));
     assert_eq!(out.selections.len(), 2 * 300);
     for record in &out.rounds {
+        // The learned weights are reported each round, on the simplex.
+        let weights = [
+            metric(record, "blend/weight[mf_model]"),
+            metric(record, "blend/weight[text_model]"),
+        ];
+        assert!(
+            weights.iter().all(|w| (0.0..=1.0).contains(w))
+                && (weights.iter().sum::<f64>() - 1.0).abs() < 1e-5,
+            "{weights:?}"
+        );
         let blend = metric(record, "blend_report/val_rmse");
         let mf = metric(record, "mf_report/val_rmse");
         let text = metric(record, "text_report/val_rmse");
