@@ -95,6 +95,15 @@ enum Command {
         #[arg(long)]
         dot: bool,
     },
+    /// What a pipeline's nodes can say: every operator (with its options, types, defaults),
+    /// strategy and metric; `recsift ops fuse` shows one.
+    Ops {
+        /// An operator, strategy or metric (`train`, `coreset`, `ndcg@K`).
+        name: Option<String>,
+        /// Print the README's pipeline reference tables (Markdown) instead.
+        #[arg(long, conflicts_with = "name")]
+        markdown: bool,
+    },
     /// Measure a part of recsift against baselines in the same run.
     Bench {
         #[command(subcommand)]
@@ -593,6 +602,15 @@ fn execute(command: Command) -> Result<(), Failure> {
                 out!("{}", plan.to_dot());
             } else {
                 out!("{plan}");
+            }
+            Ok(())
+        }
+        Command::Ops { name, markdown } => {
+            if markdown {
+                out!("{}", recsift::registry::markdown());
+            } else {
+                let text = recsift::registry::describe(name.as_deref()).map_err(Failure::user)?;
+                out!("{text}");
             }
             Ok(())
         }

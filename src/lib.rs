@@ -31,6 +31,7 @@ pub mod io;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod registry;
 pub mod report;
 pub mod results;
 pub mod scoring;

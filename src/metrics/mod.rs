@@ -54,13 +54,16 @@ pub enum Metric {
 /// Metric names with their documentation (the README's metric table and the planner's
 /// messages list them).
 pub static METRIC_DOCS: &[(&str, &str)] = &[
-    ("rmse", "root mean squared error over test events"),
+    (
+        "rmse",
+        "root mean squared error over test events (predictions clipped to the training rating scale)",
+    ),
     ("mae", "mean absolute error over test events"),
     ("auc", "ROC AUC over all test events (click labels)"),
     ("logloss", "mean binary cross-entropy (click labels)"),
     (
         "ndcg@K",
-        "NDCG of each user's top K (binary relevance, log2 discount), mean over test users",
+        "NDCG of each user's top K (binary relevance, log2 discount), mean over test users with a relevant item",
     ),
     (
         "recall@K",
@@ -80,7 +83,7 @@ pub static METRIC_DOCS: &[(&str, &str)] = &[
     ),
     (
         "map@K",
-        "sum of precision@i at each relevant rank i <= K / min(K, relevant), mean over test users",
+        "sum of precision@i at each relevant rank i <= K / min(K, relevant), mean over test users (as RecBole)",
     ),
     (
         "coverage@K",

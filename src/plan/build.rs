@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::data::LabelKind;
 use crate::io::sort::{DEFAULT_SORT_MEMORY, parse_memory};
 use crate::metrics::{METRIC_DOCS, Metric};
+use crate::registry::defaults;
 use crate::scoring::Loss;
 use crate::spec::diagnostic::{Diagnostic, Diagnostics};
 use crate::spec::path::YamlPath;
@@ -974,16 +975,20 @@ impl Resolver {
             );
         }
         let key = |name: &str| format!("{family}.{name}");
-        let dim = self.value(&key("dim"), options.dim, 32);
-        let init_std = self.value(&key("init_std"), options.init_std, 0.03);
-        let members = self.value(&key("members"), options.members, 1);
-        let epochs = self.value(&key("epochs"), options.epochs, 25);
-        let epochs_per_round = self.value(&key("epochs_per_round"), options.epochs_per_round, 3);
-        let batch_size = self.value(&key("batch_size"), options.batch_size, 1024);
+        let dim = self.value(&key("dim"), options.dim, defaults::DIM);
+        let init_std = self.value(&key("init_std"), options.init_std, defaults::INIT_STD);
+        let members = self.value(&key("members"), options.members, defaults::MEMBERS);
+        let epochs = self.value(&key("epochs"), options.epochs, defaults::EPOCHS);
+        let epochs_per_round = self.value(
+            &key("epochs_per_round"),
+            options.epochs_per_round,
+            defaults::EPOCHS_PER_ROUND,
+        );
+        let batch_size = self.value(&key("batch_size"), options.batch_size, defaults::BATCH_SIZE);
         let refit_name = self.value(
             &key("refit"),
             options.refit.clone(),
-            "all_labels".to_string(),
+            defaults::REFIT.to_string(),
         );
         let mut positive = vec![
             ("dim", dim),
@@ -991,8 +996,8 @@ impl Resolver {
             ("batch_size", batch_size),
         ];
         let model = if family == "two_tower" {
-            let hidden = self.value(&key("hidden"), options.hidden, 64);
-            let dropout = self.value(&key("dropout"), options.dropout, 0.1);
+            let hidden = self.value(&key("hidden"), options.hidden, defaults::HIDDEN);
+            let dropout = self.value(&key("dropout"), options.dropout, defaults::DROPOUT);
             positive.push(("hidden", hidden));
             if !(0.0..1.0).contains(&dropout) {
                 self.error(
@@ -1076,7 +1081,7 @@ impl Resolver {
             "new_labels" => RefitPolicy::NewLabels,
             "all_labels" => RefitPolicy::AllLabels,
             "rehearsal" => RefitPolicy::Rehearsal {
-                ratio: self.value(&key("rehearsal"), options.rehearsal, 2),
+                ratio: self.value(&key("rehearsal"), options.rehearsal, defaults::REHEARSAL),
             },
             other => {
                 self.error(

@@ -88,7 +88,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
     StrategyDef {
         strategy: Strategy::Uncertainty,
         name: "uncertainty",
-        doc: "largest variance of the ensemble members' predictions",
+        doc: "largest variance of the ensemble members' (or dropout passes') predictions",
         needs_labels: false,
         needs_uncertainty: true,
         diverse: false,
@@ -96,7 +96,8 @@ pub static STRATEGIES: &[StrategyDef] = &[
     StrategyDef {
         strategy: Strategy::MaxLoss,
         name: "max_loss",
-        doc: "largest loss against the true label (label-aware: for fully logged data)",
+        doc: "largest loss against the true label (label-aware: for fully logged data; in the pool \
+              protocol it reads the hidden labels, an oracle upper bound)",
         needs_labels: true,
         needs_uncertainty: false,
         diverse: false,
@@ -138,7 +139,8 @@ pub static STRATEGIES: &[StrategyDef] = &[
         strategy: Strategy::Coreset,
         name: "coreset",
         doc: "greedy k-center: among `candidates` seeded-random pool samples, repeatedly the one \
-              farthest from every labelled sample and every pick (`space: text` or `factors`)",
+              farthest from every labelled sample and every pick, in `space: text` (item text \
+              vectors; kept across rounds) or `factors` (user row ++ item row)",
         needs_labels: false,
         needs_uncertainty: false,
         diverse: true,

@@ -1,0 +1,523 @@
+//! What a pipeline's nodes can say, in one place: every operator with its inputs and options,
+//! the train options of each model family, every strategy and every metric, each with its
+//! type, default and doc. `recsift ops` prints it, the README's reference tables are
+//! generated from it (`recsift ops --markdown`; a test fails when they differ), and the
+//! planner reads the train defaults from [`defaults`].
+
+use std::fmt::{self, Write};
+
+use crate::metrics::METRIC_DOCS;
+use crate::strategy::STRATEGIES;
+
+/// Defaults the planner applies and the reference shows (one definition each).
+pub mod defaults {
+    /// Factor / tower output dimension.
+    pub const DIM: usize = 32;
+    /// Standard deviation of the normal initialisation of user rows.
+    pub const INIT_STD: f64 = 0.03;
+    /// Ensemble members.
+    pub const MEMBERS: usize = 1;
+    /// Passes over the initial labels.
+    pub const EPOCHS: usize = 25;
+    /// Passes per round.
+    pub const EPOCHS_PER_ROUND: usize = 3;
+    /// Samples per gradient step.
+    pub const BATCH_SIZE: usize = 1024;
+    /// Which samples a round's passes visit.
+    pub const REFIT: &str = "all_labels";
+    /// Earlier labels per new label under `refit: rehearsal`.
+    pub const REHEARSAL: usize = 2;
+    /// `two_tower`'s hidden width.
+    pub const HIDDEN: usize = 64;
+    /// `two_tower`'s dropout probability.
+    pub const DROPOUT: f64 = 0.1;
+}
+
+/// An option's default, as the reference shows it.
+#[derive(Clone, Copy, Debug)]
+pub enum DefaultValue {
+    /// No default: the option is off unless written.
+    None,
+    /// Must be written.
+    Required,
+    /// An integer.
+    Int(usize),
+    /// A float.
+    Float(f64),
+    /// A value described in words (a name, or a rule such as "what the model measures").
+    Text(&'static str),
+}
+
+impl fmt::Display for DefaultValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DefaultValue::None => f.write_str("none"),
+            DefaultValue::Required => f.write_str("**required**"),
+            DefaultValue::Int(v) => write!(f, "{v}"),
+            DefaultValue::Float(v) => write!(f, "{v}"),
+            DefaultValue::Text(text) => f.write_str(text),
+        }
+    }
+}
+
+/// One option of an operator (or of a train family).
+#[derive(Debug)]
+pub struct OptionDef {
+    /// The key, as written in YAML.
+    pub name: &'static str,
+    /// Its type, in words (`integer`, `float`, `string`, `mapping`, ...).
+    pub ty: &'static str,
+    /// Its default.
+    pub default: DefaultValue,
+    /// For train options: the families that take it (`all` or a family name).
+    pub families: &'static str,
+    /// What it does.
+    pub doc: &'static str,
+}
+
+/// One operator a node can have.
+#[derive(Debug)]
+pub struct OperatorDef {
+    /// The operator key (`embed`, `train`, ...).
+    pub key: &'static str,
+    /// What the node reads.
+    pub inputs: &'static str,
+    /// What it does, in one sentence.
+    pub summary: &'static str,
+    /// Its options (the train operator's are per family: [`TRAIN_OPTIONS`]).
+    pub options: &'static [OptionDef],
+}
+
+const fn option(
+    name: &'static str,
+    ty: &'static str,
+    default: DefaultValue,
+    doc: &'static str,
+) -> OptionDef {
+    OptionDef {
+        name,
+        ty,
+        default,
+        families: "",
+        doc,
+    }
+}
+
+const fn train_option(
+    name: &'static str,
+    ty: &'static str,
+    default: DefaultValue,
+    families: &'static str,
+    doc: &'static str,
+) -> OptionDef {
+    OptionDef {
+        name,
+        ty,
+        default,
+        families,
+        doc,
+    }
+}
+
+use DefaultValue::{Float, Int, Required, Text};
+
+/// Every operator, in pipeline order.
+pub static OPERATORS: &[OperatorDef] = &[
+    OperatorDef {
+        key: "embed",
+        inputs: "`items`",
+        summary: "item text to vectors with a sentence encoder (cached)",
+        options: &[
+            option(
+                "model",
+                "string",
+                Text("`sentence-transformers/all-MiniLM-L6-v2`"),
+                "Hugging Face model id; also the cache key",
+            ),
+            option(
+                "model_dir",
+                "path",
+                DefaultValue::None,
+                "a local folder with `config.json`, `tokenizer.json`, `model.safetensors`",
+            ),
+            option(
+                "cache",
+                "path",
+                Text("`<item file>.embeddings.parquet` beside the item file"),
+                "the vector cache",
+            ),
+            option("batch_size", "integer", Int(32), "texts per forward pass"),
+            option("threads", "integer", Text("all cores"), "encoder threads"),
+        ],
+    },
+    OperatorDef {
+        key: "train",
+        inputs: "`[labelled]`, plus the `embed` node for `text_mf`/`two_tower`",
+        summary: "a recommender: one model family as the only key (`mf`, `text_mf`, \
+                  `two_tower`) with its options. A pipeline may have several train nodes: \
+                  they train side by side on the same labels (so they share `epochs`, \
+                  `epochs_per_round` and `refit`)",
+        options: &[],
+    },
+    OperatorDef {
+        key: "fuse",
+        inputs: "two or more train nodes",
+        summary: "a model predicting the weighted average of its inputs' predictions, \
+                  usable wherever a model is; its members are all its parts' members, so its \
+                  `ensemble` uncertainty includes their disagreement. The parts train with \
+                  one `loss`",
+        options: &[
+            option(
+                "weights",
+                "list of floats",
+                Text("equal"),
+                "one non-negative weight per input, in the order of `inputs:`, scaled to sum to 1",
+            ),
+            option(
+                "learn",
+                "string",
+                DefaultValue::None,
+                "`validation`: after every fit, the non-negative weights summing to 1 with the \
+                 least squared error on the validation events (needs a split with validation; \
+                 never worse than the better part there); each round reports them as \
+                 `<fuse node>/weight[<part>]`",
+            ),
+        ],
+    },
+    OperatorDef {
+        key: "score",
+        inputs: "`[pool, <model>]` (a train or fuse node)",
+        summary: "every pool sample's prediction, uncertainty and loss, maintained \
+                  incrementally",
+        options: &[option(
+            "uncertainty",
+            "string",
+            Text("what the model measures"),
+            "`ensemble` (variance over members), `mc_dropout` (variance over dropout passes) \
+             or `none`",
+        )],
+    },
+    OperatorDef {
+        key: "select",
+        inputs: "`<score node>`",
+        summary: "the samples whose labels each round buys",
+        options: &[
+            option("strategy", "string", Required, "see Strategies"),
+            option("budget", "integer", Required, "samples per round"),
+            option(
+                "per_user",
+                "bool",
+                Text("false"),
+                "false: the budget is global; true: per user",
+            ),
+            option(
+                "space",
+                "string",
+                Text("`text` with an `embed` node, else `factors`"),
+                "`coreset`, `uncertainty_diversity`: where distances are measured",
+            ),
+            option(
+                "candidates",
+                "integer",
+                Text("10 x budget"),
+                "`coreset`, `uncertainty_diversity`: the samples k-center chooses from",
+            ),
+        ],
+    },
+    OperatorDef {
+        key: "evaluate",
+        inputs: "`[test, <model>]` (a train or fuse node)",
+        summary: "metrics of one model each round; with several evaluate nodes every metric \
+                  name starts with the node's id (`mf_report/rmse`); a replay has one, \
+                  reading the scored model",
+        options: &[
+            option(
+                "metrics",
+                "list of strings",
+                Text(
+                    "`[rmse, mae, ndcg@10, recall@10]`; clicks: `[auc, logloss, ndcg@10, \
+                     recall@10]`; `loss: bpr`: `[ndcg@10, recall@10, mrr@10, hit@10]`",
+                ),
+                "see Metrics",
+            ),
+            option(
+                "relevant",
+                "float",
+                Text("4 (ratings), 1 (clicks)"),
+                "a test event is relevant for ranking metrics when its label is at least this",
+            ),
+            option(
+                "candidates",
+                "string or mapping",
+                Text("`all`"),
+                "what ranking metrics rank for a test user: `all`, `test_items` or \
+                 `{sampled: {negatives: N}}` (below)",
+            ),
+        ],
+    },
+];
+
+/// The options of a `train` node's family (`train: {mf: {...}}`).
+pub static TRAIN_OPTIONS: &[OptionDef] = &[
+    train_option(
+        "dim",
+        "integer",
+        Int(defaults::DIM),
+        "all",
+        "factor / tower output dimension",
+    ),
+    train_option(
+        "init_std",
+        "float",
+        Float(defaults::INIT_STD),
+        "all",
+        "std of the normal initialisation of user rows (`text_mf`, `two_tower` start item rows at zero)",
+    ),
+    train_option(
+        "members",
+        "integer",
+        Int(defaults::MEMBERS),
+        "all",
+        "ensemble members, each trained on its own Poisson(1) bootstrap of the labels",
+    ),
+    train_option(
+        "optimizer",
+        "mapping",
+        Text("`{sgd: {}}`"),
+        "all",
+        "`{sgd: {lr: 0.02, weight_decay: 0.1}}` or `{adam: {lr: 0.005, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1}}`; only the rows of a batch are read and written",
+    ),
+    train_option(
+        "epochs",
+        "integer",
+        Int(defaults::EPOCHS),
+        "all",
+        "passes over the initial labels",
+    ),
+    train_option(
+        "epochs_per_round",
+        "integer",
+        Int(defaults::EPOCHS_PER_ROUND),
+        "all",
+        "passes per round after new labels arrive",
+    ),
+    train_option(
+        "refit",
+        "string",
+        Text("`all_labels`"),
+        "all",
+        "`all_labels`: train over every label each round; `new_labels`: fine-tune on the round's new labels (touches only their rows, so re-scoring is incremental); `rehearsal`: the new labels plus `rehearsal` x as many earlier ones, seeded. The default was chosen by a study, below",
+    ),
+    train_option(
+        "rehearsal",
+        "integer",
+        Int(defaults::REHEARSAL),
+        "all",
+        "with `refit: rehearsal`: earlier labels per new label",
+    ),
+    train_option(
+        "early_stopping",
+        "mapping",
+        DefaultValue::None,
+        "all",
+        "`{metric: ndcg@10, patience: 3, max_epochs: 100}`: the initial fit runs epoch by epoch while the **validation** metric improves (needs a validation split, the metric in `evaluate` and one train node), then trains exactly the best number of epochs; round 0 reports it as `early_stopping_epochs`",
+    ),
+    train_option(
+        "batch_size",
+        "integer",
+        Int(defaults::BATCH_SIZE),
+        "all",
+        "samples per gradient step",
+    ),
+    train_option(
+        "loss",
+        "string",
+        Text("`squared` (ratings), `cross_entropy` (clicks)"),
+        "all",
+        "`squared`: half squared error; `cross_entropy`: binary cross-entropy on a logit; `bpr`: Bayesian personalised ranking on implicit feedback (below)",
+    ),
+    train_option(
+        "hidden",
+        "integer",
+        Int(defaults::HIDDEN),
+        "`two_tower`",
+        "hidden width of each tower",
+    ),
+    train_option(
+        "dropout",
+        "float",
+        Float(defaults::DROPOUT),
+        "`two_tower`",
+        "dropout probability of the hidden units",
+    ),
+    train_option(
+        "mc_dropout",
+        "integer",
+        DefaultValue::None,
+        "`two_tower`",
+        "Monte Carlo dropout passes exported per row: the uncertainty, instead of `members`",
+    ),
+];
+
+/// The operator with key `key`.
+pub fn operator(key: &str) -> Option<&'static OperatorDef> {
+    OPERATORS.iter().find(|op| op.key == key)
+}
+
+/// Escapes a cell of a Markdown table.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|")
+}
+
+/// The README's generated reference: the operators, each operator's options, the train
+/// options, the strategies and the metrics, as Markdown tables.
+pub fn markdown() -> String {
+    let mut out = String::new();
+    out.push_str("| operator | inputs | what it does |\n|---|---|---|\n");
+    for op in OPERATORS {
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} |",
+            op.key,
+            op.inputs,
+            cell(op.summary)
+        );
+    }
+    for op in OPERATORS.iter().filter(|op| !op.options.is_empty()) {
+        let _ = write!(
+            out,
+            "\n`{}:` options:\n\n| key | type | default | meaning |\n|---|---|---|---|\n",
+            op.key
+        );
+        for o in op.options {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} |",
+                o.name,
+                o.ty,
+                o.default,
+                cell(o.doc)
+            );
+        }
+    }
+    out.push_str(
+        "\n`train:` options (under the family's key, e.g. `train: {mf: {dim: 32}}`):\n\n\
+         | key | type | default | families | meaning |\n|---|---|---|---|---|\n",
+    );
+    for o in TRAIN_OPTIONS {
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {} | {} |",
+            o.name,
+            o.ty,
+            o.default,
+            o.families,
+            cell(o.doc)
+        );
+    }
+    out.push_str("\nStrategies (`select: {strategy: ...}`):\n\n| name | ranks pool samples by |\n|---|---|\n");
+    for s in STRATEGIES {
+        let _ = writeln!(out, "| `{}` | {} |", s.name, cell(s.doc));
+    }
+    out.push_str("\nMetrics (`evaluate: {metrics: [...]}`; `K` is any cutoff):\n\n| name | meaning |\n|---|---|\n");
+    for (name, doc) in METRIC_DOCS {
+        let _ = writeln!(out, "| `{name}` | {} |", cell(doc));
+    }
+    out
+}
+
+/// What `recsift ops` prints: every operator with its summary, or, for `name` (an operator,
+/// `train`'s families, a strategy or a metric), its whole entry.
+pub fn describe(name: Option<&str>) -> Result<String, String> {
+    let mut out = String::new();
+    let Some(name) = name else {
+        out.push_str("operators (recsift ops NAME for the options):\n");
+        for op in OPERATORS {
+            let _ = writeln!(
+                out,
+                "  {:<9} <- {}\n            {}",
+                op.key, op.inputs, op.summary
+            );
+        }
+        out.push_str("strategies:\n");
+        for s in STRATEGIES {
+            let _ = writeln!(out, "  {:<22} {}", s.name, s.doc);
+        }
+        out.push_str("metrics:\n");
+        for (metric, doc) in METRIC_DOCS {
+            let _ = writeln!(out, "  {metric:<12} {doc}");
+        }
+        return Ok(out);
+    };
+    if let Some(op) = operator(name) {
+        let _ = writeln!(out, "{} <- {}\n  {}", op.key, op.inputs, op.summary);
+        let options = if op.key == "train" {
+            TRAIN_OPTIONS
+        } else {
+            op.options
+        };
+        for o in options {
+            let families = if o.families.is_empty() {
+                String::new()
+            } else {
+                format!(", families {}", o.families)
+            };
+            let _ = writeln!(
+                out,
+                "  {} ({}, default {}{families})\n      {}",
+                o.name, o.ty, o.default, o.doc
+            );
+        }
+        return Ok(out);
+    }
+    if let Some(s) = STRATEGIES.iter().find(|s| s.name == name) {
+        return Ok(format!("strategy {}: {}\n", s.name, s.doc));
+    }
+    if let Some((metric, doc)) = METRIC_DOCS.iter().find(|(m, _)| *m == name) {
+        return Ok(format!("metric {metric}: {doc}\n"));
+    }
+    let known = OPERATORS
+        .iter()
+        .map(|op| op.key)
+        .chain(STRATEGIES.iter().map(|s| s.name))
+        .chain(METRIC_DOCS.iter().map(|(m, _)| *m));
+    Err(match crate::suggest::closest(name, known) {
+        Some(best) => format!("no operator, strategy or metric `{name}`; did you mean `{best}`?"),
+        None => format!("no operator, strategy or metric `{name}`; `recsift ops` lists them"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_reference_is_the_generated_one() {
+        let readme = include_str!("../README.md");
+        let generated = markdown();
+        assert!(
+            readme.contains(&generated),
+            "README.md's pipeline reference differs from the registry: paste the output of \
+             `recsift ops --markdown` between its `generated` markers"
+        );
+    }
+
+    #[test]
+    fn every_operator_key_has_an_entry_and_names_are_described() {
+        for key in crate::spec::OPERATOR_KEYS {
+            assert!(operator(key).is_some(), "{key}");
+        }
+        assert!(describe(Some("fuse")).unwrap().contains("learn"));
+        assert!(
+            describe(Some("train"))
+                .unwrap()
+                .contains("epochs_per_round")
+        );
+        assert!(describe(Some("coreset")).unwrap().starts_with("strategy"));
+        assert!(
+            describe(Some("fusee"))
+                .unwrap_err()
+                .contains("did you mean `fuse`")
+        );
+    }
+}
