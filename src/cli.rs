@@ -104,6 +104,9 @@ enum Command {
         #[arg(long, conflicts_with = "name")]
         markdown: bool,
     },
+    /// Print the JSON Schema of pipeline files (what docs/pipeline.schema.json holds), for
+    /// editors that complete and check YAML.
+    Schema,
     /// Measure a part of recsift against baselines in the same run.
     Bench {
         #[command(subcommand)]
@@ -612,6 +615,14 @@ fn execute(command: Command) -> Result<(), Failure> {
                 let text = recsift::registry::describe(name.as_deref()).map_err(Failure::user)?;
                 out!("{text}");
             }
+            Ok(())
+        }
+        Command::Schema => {
+            let schema = recsift::spec::json_schema::pipeline_schema();
+            outln!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
             Ok(())
         }
         Command::Bench { bench } => run_bench(bench),

@@ -7,6 +7,7 @@
 //! so an error in one node does not hide an error in another.
 
 pub mod diagnostic;
+pub mod json_schema;
 pub mod location;
 pub mod overrides;
 pub mod path;

@@ -3,10 +3,11 @@
 //! Defaults are not filled in here; the planner does that, so `recsift plan` can show
 //! which values were written and which were resolved.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// `data:` — where the logged behaviour and the item text live.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DataSpec {
     /// Parquet file of events, relative to the pipeline file.
@@ -20,7 +21,7 @@ pub struct DataSpec {
 }
 
 /// `data.columns:` — event column names.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnsSpec {
     /// User id column (default `user_id`).
@@ -34,7 +35,7 @@ pub struct ColumnsSpec {
 }
 
 /// `data.items:` — the item table and how to render an item's text.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ItemsSpec {
     /// Parquet file with one row per item, relative to the pipeline file.
@@ -46,7 +47,7 @@ pub struct ItemsSpec {
 }
 
 /// `protocol:` — how the events become an experiment. Exactly one key.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ProtocolSpec {
     /// Pool-based active learning: seed labels, a hidden-label pool, a test set, rounds.
@@ -58,7 +59,7 @@ pub struct ProtocolSpec {
 }
 
 /// `protocol.replay:`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ReplaySpec {
     /// Window length as a duration (`7d`, `12h`, `30m`, `90s`, `2w`). One of `window` and
@@ -85,7 +86,7 @@ pub struct ReplaySpec {
 }
 
 /// `protocol.selection:`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SelectionSpec {
     /// How events are split into train (every label known) and test.
@@ -97,7 +98,7 @@ pub struct SelectionSpec {
 }
 
 /// `protocol.pool:`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PoolSpec {
     /// How events are split into train (labelled + pool) and test.
@@ -109,7 +110,7 @@ pub struct PoolSpec {
 }
 
 /// `split:` — train/test split. Exactly one key.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SplitSpec {
     /// A seeded random fraction of events goes to test.
@@ -121,7 +122,7 @@ pub struct SplitSpec {
 }
 
 /// `split.random:`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RandomSplitSpec {
     /// Fraction of events in the test set, in (0, 1).
@@ -135,7 +136,7 @@ pub struct RandomSplitSpec {
 }
 
 /// `split.temporal:`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TemporalSplitSpec {
     /// Events per user held out for test (default 1).
@@ -145,7 +146,7 @@ pub struct TemporalSplitSpec {
 }
 
 /// `split.files:`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FilesSplitSpec {
     /// Training events, relative to the pipeline file.
@@ -157,7 +158,7 @@ pub struct FilesSplitSpec {
 }
 
 /// `labelled:` — the initially labelled seed set. Exactly one key.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct InitialLabelsSpec {
     /// A seeded random fraction of the training events, in [0, 1].
@@ -167,7 +168,7 @@ pub struct InitialLabelsSpec {
 }
 
 /// `output:` — where results go.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
     /// Results directory, relative to the pipeline file (default `results/<name>` in the
@@ -182,7 +183,7 @@ pub struct OutputSpec {
 
 /// `cluster:` — the run as one of several processes (timely's cluster mode); the command
 /// line's `--processes`, `--process` and `--hostfile` win over these.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSpec {
     /// Processes in the run (default 1).
@@ -199,7 +200,7 @@ pub struct ClusterSpec {
 }
 
 /// `checkpoint:` — how often a run saves what `recsift run --resume` continues from.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointSpec {
     /// Save after every `every`-th round or replay window (default 1; 0 saves none).
@@ -207,7 +208,7 @@ pub struct CheckpointSpec {
 }
 
 /// `output.recommendations:`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RecommendationsSpec {
     /// Items per user (default 20).
@@ -219,7 +220,7 @@ pub struct RecommendationsSpec {
 }
 
 /// `train:` — the recommender family as the only key, its options as the value.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSpec {
     /// Biased matrix factorisation.
@@ -231,7 +232,7 @@ pub struct TrainSpec {
 }
 
 /// `embed:` — item text to vectors with a sentence encoder, cached on disk.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EmbedSpec {
     /// Hugging Face model id (default `sentence-transformers/all-MiniLM-L6-v2`).
@@ -248,15 +249,16 @@ pub struct EmbedSpec {
     pub threads: Option<usize>,
 }
 
-/// Options of a `train:` node.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+// Their defaults, types and docs as users read them: `crate::registry::TRAIN_OPTIONS`.
+/// Options of a `train:` node (`recsift ops train` lists their defaults).
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TrainOptions {
-    /// Factor dimension (default 32).
+    /// Factor dimension.
     pub dim: Option<usize>,
-    /// Standard deviation of the factor initialisation (default 0.03).
+    /// Standard deviation of the factor initialisation.
     pub init_std: Option<f64>,
-    /// Ensemble members, each on its own bootstrap of the labels (default 1).
+    /// Ensemble members, each on its own bootstrap of the labels.
     pub members: Option<usize>,
     /// Optimiser: `{sgd: {lr, weight_decay}}` or `{adam: {lr, beta1, beta2, eps, weight_decay}}`.
     pub optimizer: Option<OptimizerSpec>,
@@ -265,9 +267,9 @@ pub struct TrainOptions {
     /// Passes per round after new labels arrive.
     pub epochs_per_round: Option<usize>,
     /// `new_labels` (fine-tune on this round's labels), `rehearsal` (this round's labels plus
-    /// `rehearsal` x as many earlier labels, seeded) or `all_labels` (default `all_labels`).
+    /// `rehearsal` x as many earlier labels, seeded) or `all_labels`.
     pub refit: Option<String>,
-    /// With `refit: rehearsal`: earlier labels mixed in per new label (default 2).
+    /// With `refit: rehearsal`: earlier labels mixed in per new label.
     pub rehearsal: Option<usize>,
     /// Samples per gradient step.
     pub batch_size: Option<usize>,
@@ -276,9 +278,9 @@ pub struct TrainOptions {
     /// ranking: every event is a positive, ranked above a sampled item its user has no event
     /// with; predictions become unbounded ranking scores).
     pub loss: Option<String>,
-    /// `two_tower`: width of each tower's hidden layer (default 64).
+    /// `two_tower`: width of each tower's hidden layer.
     pub hidden: Option<usize>,
-    /// `two_tower`: dropout probability of the hidden units (default 0.1).
+    /// `two_tower`: dropout probability of the hidden units.
     pub dropout: Option<f64>,
     /// `two_tower`: Monte Carlo dropout passes exported per row; measures uncertainty
     /// instead of ensemble `members` (default: none).
@@ -289,7 +291,7 @@ pub struct TrainOptions {
 }
 
 /// `early_stopping:` — the initial fit runs epoch by epoch, reading a validation metric.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EarlyStoppingSpec {
     /// The validation metric to watch, e.g. `ndcg@10` or `rmse` (its direction is known).
@@ -301,7 +303,7 @@ pub struct EarlyStoppingSpec {
 }
 
 /// `optimizer:` — exactly one key.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OptimizerSpec {
     /// Stochastic gradient descent.
@@ -311,7 +313,7 @@ pub struct OptimizerSpec {
 }
 
 /// `optimizer.sgd:`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SgdSpec {
     /// Learning rate.
@@ -321,7 +323,7 @@ pub struct SgdSpec {
 }
 
 /// `optimizer.adam:`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdamSpec {
     /// Learning rate.
@@ -338,7 +340,7 @@ pub struct AdamSpec {
 
 /// `fuse:` — one model whose prediction is a weighted average of the predictions of the
 /// `train` nodes it reads.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FuseSpec {
     /// One non-negative weight per input, in the order of `inputs:` (they are scaled to sum
@@ -351,7 +353,7 @@ pub struct FuseSpec {
 }
 
 /// `score:` — per-sample prediction, uncertainty and loss.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreSpec {
     /// `ensemble` (variance over members), `mc_dropout` (variance over dropout passes) or
@@ -360,7 +362,7 @@ pub struct ScoreSpec {
 }
 
 /// `select:` — the strategy that spends the labelling budget.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SelectSpec {
     /// Strategy name (see [`crate::strategy::STRATEGIES`]).
@@ -380,7 +382,7 @@ pub struct SelectSpec {
 }
 
 /// `evaluate:` — metrics on the test set after every round.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateSpec {
     /// Metric names (default `[rmse, mae, ndcg@10, recall@10]`).
@@ -447,7 +449,7 @@ impl<'de> Deserialize<'de> for CandidatesSpec {
 
 /// `study:` — run the pipeline as a grid of arms, each over several seeds, and compare the
 /// arms (see `crate::study`).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StudySpec {
     /// A count (`5`: the pipeline's seed and the next four) or a list of seeds (default 3).
@@ -456,6 +458,7 @@ pub struct StudySpec {
     /// `nodes.pick.select.strategy: [random, uncertainty]`, or a mapping from arm names to
     /// values (`nodes.model.train: {text: {text_mf: {...}}, ids: {mf: {...}}}`). Arms are
     /// every combination.
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub vary: Option<serde_yaml::Mapping>,
     /// The arm the others are compared with (default: the arm whose strategy is `random`
     /// when the strategy is varied, else the first arm).

@@ -147,3 +147,44 @@ fn quickstart_runs_end_to_end_and_writes_complete_results() {
         serde_json::from_str(&fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["history"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn the_committed_json_schema_is_current_and_every_shipped_pipeline_matches_it() {
+    let schema = recsift::spec::json_schema::pipeline_schema();
+    let committed: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(root().join("docs/pipeline.schema.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        committed == schema,
+        "docs/pipeline.schema.json is stale: run `recsift schema > docs/pipeline.schema.json`"
+    );
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let mut checked = 0;
+    for entry in fs::read_dir(root().join("pipelines")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let pipeline: serde_json::Value =
+            serde_yaml::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&pipeline)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 10, "{checked}");
+    // What the planner refuses as it types the file, the schema flags too: a misspelt key,
+    // a node with two operators, a wrong type.
+    for bad in [
+        "version: 1\nnodes:\n  m: {train: {mf: {dimm: 8}}, inputs: [labelled]}\n",
+        "version: 1\nnodes:\n  m: {train: {mf: {}}, score: {}, inputs: [labelled]}\n",
+        "version: 1\nseed: many\nnodes: {}\n",
+        "version: 1\nnodes: {}\nprotocl: {}\n",
+    ] {
+        let value: serde_json::Value = serde_yaml::from_str(bad).unwrap();
+        assert!(!validator.is_valid(&value), "{bad}");
+    }
+}
