@@ -88,21 +88,17 @@ pub struct OperatorDef {
     pub options: &'static [OptionDef],
 }
 
+/// An operator's option (no families: those are for train options).
 const fn option(
     name: &'static str,
     ty: &'static str,
     default: DefaultValue,
     doc: &'static str,
 ) -> OptionDef {
-    OptionDef {
-        name,
-        ty,
-        default,
-        families: "",
-        doc,
-    }
+    train_option(name, ty, default, "", doc)
 }
 
+/// A train option, taken by `families`.
 const fn train_option(
     name: &'static str,
     ty: &'static str,
