@@ -44,6 +44,8 @@ pub enum DefaultValue {
     Int(usize),
     /// A float.
     Float(f64),
+    /// A name, as written in YAML.
+    Name(&'static str),
     /// A value described in words (a name, or a rule such as "what the model measures").
     Text(&'static str),
 }
@@ -55,6 +57,7 @@ impl fmt::Display for DefaultValue {
             DefaultValue::Required => f.write_str("**required**"),
             DefaultValue::Int(v) => write!(f, "{v}"),
             DefaultValue::Float(v) => write!(f, "{v}"),
+            DefaultValue::Name(name) => write!(f, "`{name}`"),
             DefaultValue::Text(text) => f.write_str(text),
         }
     }
@@ -300,7 +303,7 @@ pub static TRAIN_OPTIONS: &[OptionDef] = &[
     train_option(
         "refit",
         "string",
-        Text("`all_labels`"),
+        DefaultValue::Name(defaults::REFIT),
         "all",
         "`all_labels`: train over every label each round; `new_labels`: fine-tune on the round's new labels (touches only their rows, so re-scoring is incremental); `rehearsal`: the new labels plus `rehearsal` x as many earlier ones, seeded. The default was chosen by a study, below",
     ),

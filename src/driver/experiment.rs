@@ -231,7 +231,7 @@ pub fn fit_initial(
     let (Some(stopping), Some(evaluate_plan)) = (plan.early_stopping, plan.evaluate.first()) else {
         return Ok((model.fit(events, keys, epochs)?, None));
     };
-    let mut twin = model_for(plan, data, global_mean)?;
+    let (mut twin, _) = model_and_head(plan, data, global_mean)?;
     let watched = EvaluatePlan {
         metrics: vec![stopping.metric],
         ..evaluate_plan.clone()
@@ -297,21 +297,14 @@ pub fn build_model(
     Ok(ModelSet::new(&plan.models, trained, &plan.score.model)?)
 }
 
-/// A new model of `plan`, sized for `data`, starting from `global_mean` (see
-/// [`build_model`]), with its scoring head (clipped to the training labels' scale).
+/// A new model of `plan`, sized for `data`'s users and items and reading its text vectors,
+/// starting from `global_mean` (see [`build_model`]), with its scoring head (clipped to the
+/// training labels' scale); learned fusions fit their weights on `data`'s validation events.
 pub fn model_and_head(
     plan: &Plan,
     data: &ExperimentData,
     global_mean: f32,
 ) -> Result<(ModelSet, ScoringHead), RunError> {
-    let model = model_for(plan, data, global_mean)?;
-    let head = clipped_head(&model, data.train.iter().map(|e| e.label));
-    Ok((model, head))
-}
-
-/// A new model of `plan` sized for `data`'s users and items, reading its text vectors;
-/// learned fusions fit their weights on `data`'s validation events.
-fn model_for(plan: &Plan, data: &ExperimentData, global_mean: f32) -> Result<ModelSet, RunError> {
     let mut model = build_model(
         plan,
         data.users.len(),
@@ -320,9 +313,9 @@ fn model_for(plan: &Plan, data: &ExperimentData, global_mean: f32) -> Result<Mod
         data.label_kind,
         data.text.as_ref(),
     )?;
-    let clip = clipped_head(&model, data.train.iter().map(|e| e.label)).clip;
-    model.learn_on(data.validation.clone(), clip);
-    Ok(model)
+    let head = clipped_head(&model, data.train.iter().map(|e| e.label));
+    model.learn_on(data.validation.clone(), head.clip);
+    Ok((model, head))
 }
 
 /// The session of a split experiment over `model` (new or already trained) and its `head`:

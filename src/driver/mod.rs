@@ -33,7 +33,6 @@ use crate::io::events::read_events;
 use crate::io::results::{OutputDir, SUMMARY_FILE};
 use crate::metrics::latency::LatencySummary;
 use crate::model::ModelError;
-use crate::plan::EvaluatePlan;
 use crate::plan::params::EventSource;
 use crate::plan::{CandidateSet, ClusterPlan, Plan, ProtocolPlan, RecommendedUsers, SplitPlan};
 use crate::report;
@@ -319,16 +318,10 @@ fn event_log(plan: &Plan) -> Result<&EventSource, RunError> {
 /// `catalogue` items cannot supply `negatives` items a user has no event with.
 fn check_sampled_negatives(plan: &Plan, catalogue: usize) -> Result<(), RunError> {
     for evaluate in &plan.evaluate {
-        check_node_negatives(evaluate, catalogue)?;
-    }
-    Ok(())
-}
-
-/// [`check_sampled_negatives`] for one evaluate node.
-fn check_node_negatives(evaluate: &EvaluatePlan, catalogue: usize) -> Result<(), RunError> {
-    match evaluate.candidates {
-        CandidateSet::Sampled { negatives } if negatives >= catalogue => {
-            Err(RunError::Experiment {
+        if let CandidateSet::Sampled { negatives } = evaluate.candidates
+            && negatives >= catalogue
+        {
+            return Err(RunError::Experiment {
                 field: format!(
                     "nodes.{}.evaluate.candidates.sampled.negatives",
                     evaluate.node
@@ -339,10 +332,10 @@ fn check_node_negatives(evaluate: &EvaluatePlan, catalogue: usize) -> Result<(),
                 help: format!(
                     "use fewer negatives (at most a fraction of {catalogue}, e.g. 100), or `candidates: all`, which ranks the whole catalogue"
                 ),
-            })
+            });
         }
-        _ => Ok(()),
     }
+    Ok(())
 }
 
 /// Starts the experiment a plan describes (round 0 and any warm-up run here).

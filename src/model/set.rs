@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use crate::data::{HostTensor, HostValues, Interaction, ItemEmbeddings, ItemIdx, UserIdx};
 use crate::plan::{FuseWeights, ModelsPlan};
-use crate::scoring::{Loss, ScoringHead};
+use crate::scoring::ScoringHead;
 
 use super::fusion::{fused_head, fused_rows, learn_weights};
 use super::{FitReport, ModelError, ModelState, Recommender};
@@ -31,7 +31,7 @@ pub struct ModelSet {
     /// Validation events that learned fusions fit their weights on.
     validation: Vec<Interaction>,
     /// The clip range of squared-loss predictions (the training labels' scale), which the
-    /// learned weights' fit and [`ModelSet::export`] apply.
+    /// learned weights' fit applies.
     clip: Option<(f32, f32)>,
 }
 
@@ -175,8 +175,9 @@ impl ModelSet {
         count: usize,
         read: impl Fn(&dyn Recommender) -> Result<Vec<f32>, ModelError>,
     ) -> Result<Vec<f32>, ModelError> {
-        let ModelRef::Fused(f) = model else {
-            return read(self.trained[self.parts_of(model)[0]].1.as_ref());
+        let f = match model {
+            ModelRef::Trained(i) => return read(self.trained[i].1.as_ref()),
+            ModelRef::Fused(f) => f,
         };
         let mut layouts = Vec::new();
         let mut parts = Vec::new();
@@ -193,8 +194,8 @@ impl ModelSet {
         ))
     }
 
-    /// The head (clipping squared-loss predictions to `clip`) and every user's and item's
-    /// row of model `node`, for evaluating it.
+    /// The head (clipping squared-loss predictions to `clip`, which the other losses ignore)
+    /// and every user's and item's row of model `node`, for evaluating it.
     pub fn export(
         &self,
         node: &str,
@@ -205,7 +206,7 @@ impl ModelSet {
         let items: Vec<ItemIdx> = (0..n_items as u32).collect();
         let model = self.find(node)?;
         let mut head = self.head_of(model);
-        head.clip = clip.filter(|_| head.loss == Loss::Squared);
+        head.clip = clip;
         let user_rows = self.rows_of(model, users.len(), |m| m.user_rows(&users))?;
         let item_rows = self.rows_of(model, items.len(), |m| m.item_rows(&items))?;
         Ok((head, user_rows, item_rows))
@@ -224,7 +225,7 @@ impl ModelSet {
             .map(|&i| {
                 let model = self.trained[i].1.as_ref();
                 let mut head = model.head();
-                head.clip = self.clip.filter(|_| head.loss == Loss::Squared);
+                head.clip = self.clip;
                 let width = head.layout.row_len();
                 let user_rows = model.user_rows(&users)?;
                 let item_rows = model.item_rows(&items)?;
@@ -313,19 +314,15 @@ impl Recommender for ModelSet {
         epochs: usize,
     ) -> Result<FitReport, ModelError> {
         let scored_parts = self.parts_of(self.scored);
-        let mut report: Option<FitReport> = None;
+        let mut report = FitReport::default();
         for (i, (_, model)) in self.trained.iter_mut().enumerate() {
             let fitted = model.fit(samples, keys, epochs)?;
             // Only the scored model's rows are exported; the others' changes reach
             // evaluation through `export`.
             if scored_parts.contains(&i) {
-                match &mut report {
-                    Some(r) => r.merge(fitted),
-                    None => report = Some(fitted),
-                }
+                report.merge(fitted);
             }
         }
-        let mut report = report.unwrap_or_default();
         if self.learn_fusion_weights()? {
             report.shared_changed = true;
         }

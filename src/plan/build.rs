@@ -1215,12 +1215,9 @@ impl Resolver {
         // disagreement, an ensemble's uncertainty.
         let train = model
             .as_deref()
-            .filter(|m| models.is_some_and(|p| p.fused(m).is_none()))
             .and_then(|m| models?.trained(m))
             .map(|t| &t.params);
-        let fused = model
-            .as_deref()
-            .is_some_and(|m| models.is_some_and(|p| p.fused(m).is_some()));
+        let fused = model.as_deref().and_then(|m| models?.fused(m)).is_some();
         let measured = match train.map(|t| t.uncertainty) {
             _ if fused => "ensemble",
             Some(UncertaintyParams::McDropout { .. }) => "mc_dropout",

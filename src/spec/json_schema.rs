@@ -108,8 +108,8 @@ pub fn pipeline_schema() -> Value {
     schema.to_value()
 }
 
-/// Gives the train options the planner's numeric defaults (from the registry), which
-/// editors show beside each key.
+/// Gives the train options the planner's defaults (from the registry) where they are a
+/// value, which editors show beside each key.
 fn add_train_defaults(definitions: &mut Map<String, Value>) {
     let Some(properties) = definitions
         .get_mut("TrainOptions")
@@ -122,6 +122,7 @@ fn add_train_defaults(definitions: &mut Map<String, Value>) {
         let default = match option.default {
             DefaultValue::Int(v) => Value::from(v),
             DefaultValue::Float(v) => Value::from(v),
+            DefaultValue::Name(name) => Value::from(name),
             _ => continue,
         };
         if let Some(Value::Object(property)) = properties.get_mut(option.name) {
