@@ -510,6 +510,40 @@ fn graphs_of_several_models_are_checked_before_running() {
     let err = fails(dir.path(), &["validate", &file]);
     assert!(err.contains("3 weights for 2 inputs"), "{err}");
     assert!(err.contains("`both` is not one"), "{err}");
+    // Weights given twice, an unknown way of learning them, weights that are all 0, parts
+    // that train with different losses, early stopping over several models.
+    for (fuse, mf, expected) in [
+        (
+            "{weights: [1, 1], learn: validation}",
+            "dim: 4, epochs: 2",
+            "`weights` and `learn` both set the fusion's weights",
+        ),
+        (
+            "{learn: test}",
+            "dim: 4, epochs: 2",
+            "unknown `learn: test`",
+        ),
+        (
+            "{weights: [0, 0]}",
+            "dim: 4, epochs: 2",
+            "fusion weights must be finite, non-negative and not all 0",
+        ),
+        (
+            "{}",
+            "dim: 4, epochs: 2, loss: bpr",
+            "its parts train with different losses: `a` squared, `b` bpr",
+        ),
+        (
+            "{}",
+            "dim: 4, epochs: 2, early_stopping: {metric: rmse}",
+            "early stopping chooses one model's epochs",
+        ),
+    ] {
+        let file = pipeline(dir.path(), &models(fuse, mf, ""));
+        let err = fails(dir.path(), &["validate", &file]);
+        assert!(err.contains(expected), "{expected}: {err}");
+        assert!(err.contains("p.yaml:"), "{err}");
+    }
     // A fused model is a model: evaluate and score read it; a replay evaluates only the
     // scored model.
     let file = pipeline(
@@ -533,6 +567,14 @@ fn graphs_of_several_models_are_checked_before_running() {
     let err = fails(dir.path(), &["validate", &file]);
     assert!(
         err.contains("`report` evaluates `a`, but a replay tests the scored model `both`"),
+        "{err}"
+    );
+    // One evaluate node in a replay.
+    let twice = format!("{replay}  again: {{evaluate: {{}}, inputs: [test, both]}}\n");
+    let file = pipeline(dir.path(), &twice);
+    let err = fails(dir.path(), &["validate", &file]);
+    assert!(
+        err.contains("a second `evaluate` node (`again`) in a replay"),
         "{err}"
     );
 }
