@@ -31,6 +31,8 @@ pub mod defaults {
     pub const HIDDEN: usize = 64;
     /// `two_tower`'s dropout probability.
     pub const DROPOUT: f64 = 0.1;
+    /// Rounds of selection in the `pool` and `selection` protocols.
+    pub const ROUNDS: u32 = 10;
 }
 
 /// An option's default, as the reference shows it.

@@ -598,6 +598,6 @@ mod tests {
             LoadedSpec::from_text(Path::new(PIPELINE_FILE), PIPELINE_TEXT, &set).expect("loads");
         let plan = plan::build(&loaded).expect("plans");
         assert_eq!(plan.workers, 2);
-        assert_eq!(plan.data.events.as_ref().map(|e| e.path.clone()), Some(log));
+        assert_eq!(plan.protocol.event_log().map(|e| e.path.clone()), Some(log));
     }
 }

@@ -9,7 +9,7 @@ use crate::metrics::latency::LatencyRecorder;
 use crate::model::state::ModelState;
 use crate::model::{FitReport, ModelSet, Recommender, build_recommender};
 use crate::plan::params::RefitPolicy;
-use crate::plan::{EvaluatePlan, Plan, SelectPlan};
+use crate::plan::{EvaluatePlan, Plan};
 use crate::results::{Recommendation, RoundRecord, SelectionRecord};
 use crate::scoring::{Loss, ScoringHead};
 use crate::seeding::mix64;
@@ -319,19 +319,18 @@ pub fn model_and_head(
 }
 
 /// The session of a split experiment over `model` (new or already trained) and its `head`:
-/// the incremental engine and the ranking state `select` needs.
+/// the incremental engine and the ranking state the protocol's select node needs.
 pub fn start_session(
     plan: &Plan,
     data: &ExperimentData,
     (model, head): (ModelSet, ScoringHead),
-    select: Option<&SelectPlan>,
     track_scores: bool,
 ) -> Result<Session, RunError> {
     Session::start(
         head,
         model,
         &topology(plan)?,
-        select,
+        plan.protocol.select(),
         data.text.as_ref(),
         plan.seed,
         track_scores,
@@ -368,7 +367,7 @@ pub fn resumed_session(
         head,
         model,
         &topology(plan)?,
-        plan.select.as_ref(),
+        plan.protocol.select(),
         text,
         plan.seed,
         false,
@@ -420,8 +419,8 @@ pub fn saved_sample(events: &[Interaction], sample: u32) -> Result<Interaction, 
 /// Whether the plan's strategy reads the pool's hidden labels (an oracle upper bound), so
 /// pool samples carry their labels into the engine.
 pub fn strategy_reads_labels(plan: &Plan) -> bool {
-    plan.select
-        .as_ref()
+    plan.protocol
+        .select()
         .is_some_and(|s| s.strategy.def().needs_labels)
 }
 

@@ -33,7 +33,6 @@ use crate::io::events::read_events;
 use crate::io::results::{OutputDir, SUMMARY_FILE};
 use crate::metrics::latency::LatencySummary;
 use crate::model::ModelError;
-use crate::plan::params::EventSource;
 use crate::plan::{CandidateSet, ClusterPlan, Plan, ProtocolPlan, RecommendedUsers, SplitPlan};
 use crate::report;
 use crate::results::RoundRecord;
@@ -257,19 +256,19 @@ pub fn load_data(plan: &Plan, split: &SplitPlan) -> Result<ExperimentData, RunEr
             },
             test: read_events(test, &mut users, &mut items)?,
         },
-        split => {
-            let source = event_log(plan)?;
-            let events = read_events(source, &mut users, &mut items)?;
-            split_events(&events, split, plan.seed)
+        SplitPlan::Log { events, rule } => {
+            let events = read_events(events, &mut users, &mut items)?;
+            split_events(&events, rule, plan.seed)
         }
     };
-    let cold_test = match split {
-        SplitPlan::Random { cold_items, .. } if *cold_items > 0.0 => test
-            .iter()
-            .filter(|e| is_cold_item(e.item, *cold_items, plan.seed))
+    let cold_items = split.cold_items();
+    let cold_test = if cold_items > 0.0 {
+        test.iter()
+            .filter(|e| is_cold_item(e.item, cold_items, plan.seed))
             .copied()
-            .collect(),
-        _ => Vec::new(),
+            .collect()
+    } else {
+        Vec::new()
     };
     let load_time = load_started.elapsed();
     let started = Instant::now();
@@ -300,18 +299,6 @@ pub fn load_data(plan: &Plan, split: &SplitPlan) -> Result<ExperimentData, RunEr
         embed_time: started.elapsed(),
         load_time,
     })
-}
-
-/// The event log of `plan` (the planner requires one unless the split names its own files).
-fn event_log(plan: &Plan) -> Result<&EventSource, RunError> {
-    plan.data
-        .events
-        .as_ref()
-        .ok_or_else(|| RunError::Experiment {
-            field: "data.events".into(),
-            message: "missing `data.events`: the Parquet file of logged events".into(),
-            help: "add e.g. `events: ../data/ml-latest-small/ratings.parquet`".into(),
-        })
 }
 
 /// Sampled candidates need more items than the negatives asked for: a catalogue of

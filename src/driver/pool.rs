@@ -7,7 +7,7 @@ use crate::dataflow::PoolSample;
 use crate::model::{FitReport, ModelSet, Recommender};
 use crate::plan::params::{RefitPolicy, TrainParams};
 use crate::plan::{
-    EvaluatePlan, ModelsPlan, Plan, PoolPlan, ProtocolPlan, SelectPlan, TrainedModel,
+    EvaluatePlan, ModelsPlan, Plan, PoolPlan, PoolRounds, ProtocolPlan, SelectPlan, TrainedModel,
 };
 use crate::results::{RoundRecord, SelectionRecord};
 use crate::scoring::ScoringHead;
@@ -87,10 +87,9 @@ impl PoolStart {
                 name: trained.name.clone(),
                 output: trained.output.clone(),
                 protocol: ProtocolPlan::Pool(PoolPlan {
-                    rounds: 0,
+                    rounds: None,
                     ..pool.clone()
                 }),
-                select: None,
                 graph: Vec::new(),
                 models: ModelsPlan {
                     trained: p
@@ -145,7 +144,7 @@ impl RoundZero {
     fn label(plan: &Plan, pool: &PoolPlan) -> Result<Self, RunError> {
         let data = load_data(plan, &pool.split)?;
         let labelled = initial_labels(&data.train, pool.initial, plan.seed);
-        check_budget(plan, pool, &labelled, &data)?;
+        check_budget(pool, &labelled, &data)?;
         let seed_samples: Vec<u32> = (0..data.train.len() as u32)
             .filter(|&k| labelled[k as usize])
             .collect();
@@ -176,11 +175,10 @@ impl RoundZero {
 /// A running pool-protocol experiment.
 pub struct PoolExperiment {
     data: ExperimentData,
-    select: Option<SelectPlan>,
+    rounds: Option<PoolRounds>,
     evaluate: Vec<EvaluatePlan>,
     refit: RefitPolicy,
     epochs_per_round: usize,
-    rounds: u32,
     oracle: bool,
     labelled: Vec<bool>,
     session: Session,
@@ -209,14 +207,8 @@ impl PoolExperiment {
             stopped_at,
             mut clock,
         } = start;
-        check_budget(plan, pool, &labelled, &data)?;
-        let mut session = start_session(
-            plan,
-            &data,
-            (model, head),
-            plan.select.as_ref(),
-            track_scores,
-        )?;
+        check_budget(pool, &labelled, &data)?;
+        let mut session = start_session(plan, &data, (model, head), track_scores)?;
         let oracle = strategy_reads_labels(plan);
         let insert: Vec<PoolSample> = (0..data.train.len() as u32)
             .filter(|&k| !labelled[k as usize])
@@ -278,6 +270,12 @@ impl PoolExperiment {
         Ok(experiment)
     }
 
+    /// The select node of the next round, while rounds remain.
+    fn next_select(&self) -> Option<&SelectPlan> {
+        let rounds = self.rounds.as_ref()?;
+        (self.round < rounds.count).then_some(&rounds.select)
+    }
+
     /// An experiment of `plan` at round 0 with nothing recorded yet.
     fn new(
         plan: &Plan,
@@ -287,11 +285,10 @@ impl PoolExperiment {
         session: Session,
     ) -> Self {
         Self {
-            select: plan.select.clone(),
+            rounds: pool.rounds.clone(),
             evaluate: plan.evaluate.clone(),
             refit: plan.models.schedule().refit,
             epochs_per_round: plan.models.schedule().epochs_per_round,
-            rounds: pool.rounds,
             oracle: strategy_reads_labels(plan),
             labelled,
             session,
@@ -326,11 +323,11 @@ impl Experiment for PoolExperiment {
     }
 
     fn has_next(&self) -> bool {
-        self.round < self.rounds
+        self.next_select().is_some()
     }
 
     fn planned_rounds(&self) -> Option<u32> {
-        Some(self.rounds)
+        Some(self.rounds.as_ref().map_or(0, |r| r.count))
     }
 
     fn session(&self) -> &Session {
@@ -353,14 +350,13 @@ impl Experiment for PoolExperiment {
     }
 
     fn next_round(&mut self) -> Result<&RoundRecord, RunError> {
-        let select = self.select.clone().ok_or_else(|| RunError::Experiment {
-            field: "nodes".into(),
-            message: format!(
-                "the protocol runs {} rounds but no node selects samples",
-                self.rounds
-            ),
-            help: "add e.g. `pick: {select: {strategy: uncertainty, budget: 500}, input: scores}`, or set `rounds: 0`".into(),
-        })?;
+        let Some(select) = self.next_select().cloned() else {
+            return Err(RunError::Experiment {
+                field: "protocol.pool.rounds".into(),
+                message: format!("all {} rounds have run", self.round),
+                help: "raise `rounds` to run more".into(),
+            });
+        };
         self.round += 1;
         let mut clock = RoundClock::default();
         let picked = clock.time("select", || self.session.pick(select.budget));
@@ -443,13 +439,8 @@ impl Experiment for PoolExperiment {
 }
 
 /// An empty pool, or a budget the pool cannot pay, is a configuration error.
-fn check_budget(
-    plan: &Plan,
-    pool: &PoolPlan,
-    labelled: &[bool],
-    data: &ExperimentData,
-) -> Result<(), RunError> {
-    let (Some(select), true) = (&plan.select, pool.rounds > 0) else {
+fn check_budget(pool: &PoolPlan, labelled: &[bool], data: &ExperimentData) -> Result<(), RunError> {
+    let Some(PoolRounds { count, select }) = &pool.rounds else {
         return Ok(());
     };
     let pool_size = labelled.iter().filter(|&&l| !l).count();
@@ -472,17 +463,17 @@ fn check_budget(
                     .into(),
         });
     }
-    let needed = select.budget * u64::from(pool.rounds);
+    let needed = select.budget * u64::from(*count);
     if !select.per_user && needed > pool_size as u64 {
         return Err(RunError::Experiment {
             field: format!("nodes.{}.select.budget", select.node),
             message: format!(
                 "budget {} x {} rounds = {needed} samples, but the pool has only {pool_size}",
-                select.budget, pool.rounds
+                select.budget, count
             ),
             help: format!(
                 "lower `budget` to at most {} or `rounds`",
-                pool_size as u64 / u64::from(pool.rounds)
+                pool_size as u64 / u64::from(*count)
             ),
         });
     }

@@ -19,11 +19,12 @@ use crate::io::events::EventBatches;
 use crate::io::sort::SortOptions;
 use crate::model::{ModelSet, Recommender};
 use crate::plan::params::RefitPolicy;
-use crate::plan::{CandidateSet, EvaluatePlan, Plan, ReplayPlan, SelectPlan};
+use crate::plan::{CandidateSet, EvaluatePlan, Plan, ReplayPlan};
 use crate::results::{RoundRecord, SelectionRecord};
 use crate::scoring::ScoringHead;
 use crate::seeding::unit_hash;
 
+use super::RunError;
 use super::checkpoint::Progress;
 use super::cluster::topology;
 use super::embed::ItemEmbedder;
@@ -35,7 +36,6 @@ use super::experiment::{
 };
 use super::session::{PoolChanges, Session};
 use super::windows::{ReplayWindow, WindowCutter, WindowError};
-use super::{RunError, event_log};
 
 /// Salt of the free-label draw, independent of the other seeded draws.
 const FREE_LABEL_SALT: u64 = 0xF8EE_1ABE;
@@ -46,7 +46,6 @@ pub struct ReplayExperiment {
     /// The log's path, for messages.
     source: String,
     replay: ReplayPlan,
-    select: Option<SelectPlan>,
     evaluate: Option<EvaluatePlan>,
     refit: RefitPolicy,
     epochs: usize,
@@ -100,7 +99,7 @@ impl Opening {
     /// on stderr when `progress`), reads the first window, embeds its texts and builds the
     /// model and its head.
     fn open(plan: &Plan, replay: &ReplayPlan, progress: bool) -> Result<Self, RunError> {
-        let source = event_log(plan)?;
+        let source = &replay.events;
         // With item text, the item file's ids are interned first, so an item's text is at
         // hand when its first event arrives.
         let mut items = IdMap::new();
@@ -262,7 +261,7 @@ impl ReplayExperiment {
             opening.head,
             opening.model,
             &topology(plan)?,
-            plan.select.as_ref(),
+            replay.select.as_ref(),
             text,
             plan.seed,
             track_scores,
@@ -373,7 +372,6 @@ impl ReplayExperiment {
             windows,
             source,
             replay: replay.clone(),
-            select: plan.select.clone(),
             evaluate: plan.evaluate.first().cloned(),
             refit: plan.models.schedule().refit,
             epochs: plan.models.schedule().epochs,
@@ -464,7 +462,7 @@ impl ReplayExperiment {
         })?;
         let mut metrics = self.prequential(&mut clock, &window);
 
-        let picked = match &self.select {
+        let picked = match &self.replay.select {
             Some(select) if !warmup => {
                 let budget = select.budget;
                 clock.time("select", || self.session.pick(budget))

@@ -40,7 +40,7 @@ impl SelectionExperiment {
         data: ExperimentData,
         track_scores: bool,
     ) -> Result<Self, RunError> {
-        let (select, global_mean) = checked_select(plan, &data)?;
+        let global_mean = checked_labels(&protocol.select, &data)?;
         let (mut model, head) = model_and_head(plan, &data, global_mean)?;
         let mut clock = round_zero_clock(&data);
         let keys: Vec<u32> = (0..data.train.len() as u32).collect();
@@ -53,7 +53,7 @@ impl SelectionExperiment {
             };
             fit_initial(&mut model, &head, plan, &data, fit)
         })?;
-        let mut session = start_session(plan, &data, (model, head), Some(&select), track_scores)?;
+        let mut session = start_session(plan, &data, (model, head), track_scores)?;
         let insert: Vec<PoolSample> = keys
             .iter()
             .map(|&k| pool_sample(&data.train, k, true))
@@ -67,7 +67,7 @@ impl SelectionExperiment {
             })
         })?;
         let mut experiment = Self {
-            select,
+            select: protocol.select.clone(),
             evaluate: plan.evaluate.clone(),
             epochs_per_round: plan.models.schedule().epochs_per_round,
             rounds: protocol.rounds,
@@ -96,7 +96,7 @@ impl SelectionExperiment {
         data: ExperimentData,
         progress: Progress,
     ) -> Result<Self, RunError> {
-        let (select, global_mean) = checked_select(plan, &data)?;
+        let global_mean = checked_labels(&protocol.select, &data)?;
         for selection in &progress.selections {
             saved_sample(&data.train, selection.sample)?;
         }
@@ -110,7 +110,7 @@ impl SelectionExperiment {
         };
         let session = resumed_session(plan, data.text.as_ref(), start, resumed)?;
         Ok(Self {
-            select,
+            select: protocol.select.clone(),
             evaluate: plan.evaluate.clone(),
             epochs_per_round: plan.models.schedule().epochs_per_round,
             rounds: protocol.rounds,
@@ -224,15 +224,9 @@ impl Experiment for SelectionExperiment {
     }
 }
 
-/// The select node (the protocol needs one: it decides what each round trains on) and the
-/// training labels' mean, checked against the data.
-fn checked_select(plan: &Plan, data: &ExperimentData) -> Result<(SelectPlan, f32), RunError> {
-    let select = plan.select.clone().ok_or_else(|| RunError::Experiment {
-        field: "nodes".into(),
-        message: "the selection protocol needs a select node: it decides what each round trains on"
-            .into(),
-        help: "add e.g. `pick: {select: {strategy: max_loss, budget: 1000}, input: scores}`".into(),
-    })?;
+/// The training labels' mean, once the training samples are checked against the select
+/// node's budget.
+fn checked_labels(select: &SelectPlan, data: &ExperimentData) -> Result<f32, RunError> {
     let Some(global_mean) = mean_label(data.train.iter().map(|e| e.label)) else {
         return Err(RunError::Experiment {
             field: "protocol.selection.split".into(),
@@ -251,5 +245,5 @@ fn checked_select(plan: &Plan, data: &ExperimentData) -> Result<(SelectPlan, f32
             help: format!("lower `budget` to at most {}", data.train.len()),
         });
     }
-    Ok((select, global_mean))
+    Ok(global_mean)
 }

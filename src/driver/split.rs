@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::data::Interaction;
-use crate::plan::{InitialLabels, SplitPlan};
+use crate::plan::{InitialLabels, SplitRule};
 use crate::seeding::unit_hash;
 
 /// Salts so that the test split and the seed labels draw independent hashes.
@@ -37,16 +37,13 @@ enum Part {
     Test,
 }
 
-/// Splits `events` by a `random` or `temporal` plan. Every event of a cold item goes to
+/// Splits `events` by a `random` or `temporal` rule. Every event of a cold item goes to
 /// test. A random split draws one seeded number per event: below `test` it is a test event,
 /// below `test + validation` a validation event (so adding a validation set leaves the test
 /// set unchanged).
-///
-/// A `files` split arrives already split: its events are returned as training events
-/// (the caller reads the other files).
-pub fn split_events(events: &[Interaction], split: &SplitPlan, seed: u64) -> SplitEvents {
-    let parts: Vec<Part> = match split {
-        SplitPlan::Random {
+pub fn split_events(events: &[Interaction], rule: &SplitRule, seed: u64) -> SplitEvents {
+    let parts: Vec<Part> = match rule {
+        SplitRule::Random {
             test,
             validation,
             cold_items,
@@ -62,11 +59,10 @@ pub fn split_events(events: &[Interaction], split: &SplitPlan, seed: u64) -> Spl
                 }
             })
             .collect(),
-        SplitPlan::Temporal {
+        SplitRule::Temporal {
             leave_last,
             validation_last,
         } => last_per_user(events, *leave_last, *validation_last),
-        SplitPlan::Files { .. } => vec![Part::Train; events.len()],
     };
     let mut split = SplitEvents::default();
     for (event, part) in events.iter().zip(parts) {
@@ -148,7 +144,7 @@ mod tests {
     #[test]
     fn random_split_is_seeded_and_close_to_the_fraction() {
         let e = events(20_000);
-        let plan = SplitPlan::Random {
+        let plan = SplitRule::Random {
             test: 0.2,
             validation: 0.0,
             cold_items: 0.0,
@@ -168,12 +164,12 @@ mod tests {
     #[test]
     fn a_validation_set_leaves_the_test_set_unchanged() {
         let e = events(20_000);
-        let without = SplitPlan::Random {
+        let without = SplitRule::Random {
             test: 0.1,
             validation: 0.0,
             cold_items: 0.0,
         };
-        let with = SplitPlan::Random {
+        let with = SplitRule::Random {
             test: 0.1,
             validation: 0.15,
             cold_items: 0.0,
@@ -195,7 +191,7 @@ mod tests {
                 time: 0,
             })
             .collect();
-        let plan = SplitPlan::Random {
+        let plan = SplitRule::Random {
             test: 0.2,
             validation: 0.0,
             cold_items: 0.1,
@@ -211,7 +207,7 @@ mod tests {
     #[test]
     fn temporal_split_holds_out_each_users_latest_events() {
         let e = events(70); // 10 events per user; time decreases with position
-        let plan = SplitPlan::Temporal {
+        let plan = SplitRule::Temporal {
             leave_last: 2,
             validation_last: 1,
         };
@@ -253,7 +249,7 @@ mod tests {
     #[test]
     fn users_with_too_few_events_stay_in_train() {
         let e = events(7); // one event per user
-        let plan = SplitPlan::Temporal {
+        let plan = SplitRule::Temporal {
             leave_last: 1,
             validation_last: 0,
         };

@@ -3,7 +3,7 @@
 use std::fmt::{self, Write};
 
 use super::params::DeviceChoice;
-use super::{ClusterHosts, InitialLabels, Plan, ProtocolPlan, SplitPlan, WindowPlan};
+use super::{ClusterHosts, InitialLabels, Plan, ProtocolPlan, SplitPlan, SplitRule, WindowPlan};
 use crate::data::LabelKind;
 use crate::io::sort::format_memory;
 
@@ -45,7 +45,7 @@ impl fmt::Display for Plan {
                 format!(
                     "pool: split {}; {initial}; {} rounds",
                     describe_split(&pool.split),
-                    pool.rounds
+                    pool.round_count()
                 )
             }
             ProtocolPlan::Selection(selection) => format!(
@@ -113,10 +113,14 @@ impl fmt::Display for Plan {
 
 fn describe_split(split: &SplitPlan) -> String {
     let mut text = match split {
-        SplitPlan::Random { test, .. } => format!("random, test fraction {test}"),
-        SplitPlan::Temporal { leave_last, .. } => {
-            format!("temporal, each user's last {leave_last} to test")
-        }
+        SplitPlan::Log {
+            rule: SplitRule::Random { test, .. },
+            ..
+        } => format!("random, test fraction {test}"),
+        SplitPlan::Log {
+            rule: SplitRule::Temporal { leave_last, .. },
+            ..
+        } => format!("temporal, each user's last {leave_last} to test"),
         SplitPlan::Files { train, test, .. } => format!(
             "files, train {} / test {}",
             train.path.display(),
@@ -124,11 +128,17 @@ fn describe_split(split: &SplitPlan) -> String {
         ),
     };
     match split {
-        SplitPlan::Random { validation, .. } if *validation > 0.0 => {
+        SplitPlan::Log {
+            rule: SplitRule::Random { validation, .. },
+            ..
+        } if *validation > 0.0 => {
             text.push_str(&format!(", validation fraction {validation}"));
         }
-        SplitPlan::Temporal {
-            validation_last, ..
+        SplitPlan::Log {
+            rule: SplitRule::Temporal {
+                validation_last, ..
+            },
+            ..
         } if *validation_last > 0 => {
             text.push_str(&format!(
                 ", the {validation_last} before them to validation"
@@ -140,9 +150,8 @@ fn describe_split(split: &SplitPlan) -> String {
         } => text.push_str(&format!(" / validation {}", v.path.display())),
         _ => {}
     }
-    if let SplitPlan::Random { cold_items, .. } = split
-        && *cold_items > 0.0
-    {
+    let cold_items = split.cold_items();
+    if cold_items > 0.0 {
         text.push_str(&format!(", cold item fraction {cold_items}"));
     }
     text

@@ -48,8 +48,6 @@ pub struct Plan {
     pub early_stopping: Option<EarlyStopping>,
     /// Per-sample scoring.
     pub score: ScorePlan,
-    /// The selection strategy (absent when there are no rounds).
-    pub select: Option<SelectPlan>,
     /// Test metrics, one entry per `evaluate` node (empty: nothing is evaluated).
     pub evaluate: Vec<EvaluatePlan>,
     /// Where results go.
@@ -147,11 +145,10 @@ pub enum ClusterHosts {
     File(PathBuf),
 }
 
-/// Resolved `data:`.
+/// Resolved `data:` (the event log belongs to the protocol that reads it: a replay, or a
+/// `random`/`temporal` split).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DataPlan {
-    /// The event log (absent when the split names its own train/test files).
-    pub events: Option<EventSource>,
     /// Item text.
     pub items: Option<ItemSource>,
     /// What labels mean.
@@ -190,6 +187,26 @@ impl ProtocolPlan {
         }
     }
 
+    /// The select node spending the labelling budget, where the protocol runs one: always in
+    /// the selection protocol, in a pool with rounds, optionally in a replay (free labels
+    /// alone need none).
+    pub fn select(&self) -> Option<&SelectPlan> {
+        match self {
+            ProtocolPlan::Pool(p) => p.rounds.as_ref().map(|r| &r.select),
+            ProtocolPlan::Selection(p) => Some(&p.select),
+            ProtocolPlan::Replay(p) => p.select.as_ref(),
+        }
+    }
+
+    /// The one event log the protocol reads (absent when the split names its own files).
+    pub fn event_log(&self) -> Option<&EventSource> {
+        match self {
+            ProtocolPlan::Replay(p) => Some(&p.events),
+            ProtocolPlan::Pool(PoolPlan { split, .. })
+            | ProtocolPlan::Selection(SelectionProtocolPlan { split, .. }) => split.event_log(),
+        }
+    }
+
     /// Whether strategies see the labels of the samples they rank. Where they do not (pool,
     /// replay), a label-aware strategy reads hidden labels: an oracle upper bound.
     pub fn labels_visible(&self) -> bool {
@@ -216,6 +233,10 @@ pub enum WindowPlan {
 /// Resolved `protocol.replay:`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ReplayPlan {
+    /// The log replayed (`data.events`).
+    pub events: EventSource,
+    /// The select node spending each window's budget (`None`: free labels alone).
+    pub select: Option<SelectPlan>,
     /// Window cut.
     pub window: WindowPlan,
     /// Leading windows labelled and trained on in full before evaluation starts.
@@ -241,6 +262,8 @@ pub struct SelectionProtocolPlan {
     pub rounds: u32,
     /// Passes over every training sample before round 1.
     pub warmup_epochs: usize,
+    /// The select node choosing what each round trains on.
+    pub select: SelectPlan,
 }
 
 /// Resolved `protocol.pool:`.
@@ -250,14 +273,82 @@ pub struct PoolPlan {
     pub split: SplitPlan,
     /// Initially labelled training events.
     pub initial: InitialLabels,
-    /// Rounds of selection.
-    pub rounds: u32,
+    /// The rounds of selection (`None`: `rounds: 0`, the model trains once on the initial
+    /// labels and is evaluated; a select node, if written, is not used).
+    pub rounds: Option<PoolRounds>,
+}
+
+impl PoolPlan {
+    /// Rounds of selection after round 0.
+    pub fn round_count(&self) -> u32 {
+        self.rounds.as_ref().map_or(0, |r| r.count)
+    }
+}
+
+/// The rounds of a pool: how many, and the select node that labels samples in each.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PoolRounds {
+    /// Rounds of selection (at least 1).
+    pub count: u32,
+    /// The select node.
+    pub select: SelectPlan,
 }
 
 /// Resolved split.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SplitPlan {
+    /// The event log (`data.events`), cut by a rule.
+    Log {
+        /// The log.
+        events: Box<EventSource>,
+        /// How it is cut.
+        rule: SplitRule,
+    },
+    /// Predefined files, read with the event column mapping.
+    Files {
+        /// Training events.
+        train: Box<EventSource>,
+        /// Test events.
+        test: Box<EventSource>,
+        /// Validation events, if the split has them.
+        validation: Option<Box<EventSource>>,
+    },
+}
+
+impl SplitPlan {
+    /// The log the split cuts (`None`: the split names its own files).
+    pub fn event_log(&self) -> Option<&EventSource> {
+        match self {
+            SplitPlan::Log { events, .. } => Some(events),
+            SplitPlan::Files { .. } => None,
+        }
+    }
+
+    /// Whether the split sets validation events apart.
+    pub fn has_validation(&self) -> bool {
+        match self {
+            SplitPlan::Log { rule, .. } => rule.has_validation(),
+            SplitPlan::Files { validation, .. } => validation.is_some(),
+        }
+    }
+
+    /// The fraction of items whose events all go to test (0 unless a random split says).
+    pub fn cold_items(&self) -> f64 {
+        match self {
+            SplitPlan::Log {
+                rule: SplitRule::Random { cold_items, .. },
+                ..
+            } => *cold_items,
+            _ => 0.0,
+        }
+    }
+}
+
+/// How a split cuts an event log.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitRule {
     /// A seeded random fraction of events to test.
     Random {
         /// Test fraction (of the events of items that are not cold).
@@ -274,26 +365,16 @@ pub enum SplitPlan {
         /// Events per user held out for validation (0: none).
         validation_last: usize,
     },
-    /// Predefined files, read with the event column mapping.
-    Files {
-        /// Training events.
-        train: Box<EventSource>,
-        /// Test events.
-        test: Box<EventSource>,
-        /// Validation events, if the split has them.
-        validation: Option<Box<EventSource>>,
-    },
 }
 
-impl SplitPlan {
-    /// Whether the split sets validation events apart.
+impl SplitRule {
+    /// Whether the rule sets validation events apart.
     pub fn has_validation(&self) -> bool {
         match self {
-            SplitPlan::Random { validation, .. } => *validation > 0.0,
-            SplitPlan::Temporal {
+            SplitRule::Random { validation, .. } => *validation > 0.0,
+            SplitRule::Temporal {
                 validation_last, ..
             } => *validation_last > 0,
-            SplitPlan::Files { validation, .. } => validation.is_some(),
         }
     }
 }

@@ -113,21 +113,30 @@ fn read_identity(dir: &Path) -> Result<RunIdentity, StudyRunError> {
 
 /// The events a run read, as text: its event file, or its split's files.
 fn dataset_of(config: &serde_json::Value) -> String {
-    let events = &config["data"]["events"]["path"];
-    if let Some(path) = events.as_str() {
-        return path.to_string();
-    }
-    let split = config["protocol"]
+    // Earlier runs wrote the event log under `data.events`; runs since the plan gave each
+    // protocol its own sources, under the protocol (a replay's `events`, a split's
+    // `log.events`).
+    let protocol = config["protocol"]
         .as_object()
         .and_then(|p| p.values().next())
-        .map(|p| &p["split"]["files"]);
-    match split {
-        Some(files) if files.is_object() => format!(
+        .unwrap_or(&serde_json::Value::Null);
+    let logs = [
+        &config["data"]["events"],
+        &protocol["events"],
+        &protocol["split"]["log"]["events"],
+    ];
+    if let Some(path) = logs.iter().find_map(|events| events["path"].as_str()) {
+        return path.to_string();
+    }
+    let files = &protocol["split"]["files"];
+    if files.is_object() {
+        format!(
             "{} + {}",
             files["train"]["path"].as_str().unwrap_or("?"),
             files["test"]["path"].as_str().unwrap_or("?")
-        ),
-        _ => "unknown data".into(),
+        )
+    } else {
+        "unknown data".into()
     }
 }
 
@@ -156,6 +165,17 @@ mod tests {
             serde_json::from_str(r#"{"data": {"events": {"path": "/d/ratings.parquet"}}}"#)
                 .unwrap();
         assert_eq!(dataset_of(&events), "/d/ratings.parquet");
+        let split_log: serde_json::Value = serde_json::from_str(
+            r#"{"protocol": {"pool": {"split": {"log":
+                {"events": {"path": "/d/log.parquet"}, "rule": {"random": {}}}}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(dataset_of(&split_log), "/d/log.parquet");
+        let replay: serde_json::Value = serde_json::from_str(
+            r#"{"protocol": {"replay": {"events": {"path": "/d/replay.parquet"}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(dataset_of(&replay), "/d/replay.parquet");
         let files: serde_json::Value = serde_json::from_str(
             r#"{"data": {"events": null}, "protocol": {"pool": {"split": {"files":
                 {"train": {"path": "a"}, "test": {"path": "b"}}}}}}"#,

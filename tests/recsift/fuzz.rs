@@ -212,7 +212,11 @@ proptest! {
                 "pipelines/quickstart.yaml",
                 &[&format!("data.events={}", path.display())],
             );
-            let source = plan.data.events.expect("the quickstart reads an event file");
+            let source = plan
+                .protocol
+                .event_log()
+                .cloned()
+                .expect("the quickstart reads an event file");
             read_events(&source, &mut IdMap::new(), &mut IdMap::new())
                 .map(drop)
                 .map_err(|e| e.to_string())

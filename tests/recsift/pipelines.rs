@@ -92,7 +92,14 @@ fn quickstart_runs_end_to_end_and_writes_complete_results() {
     assert!(summary["metrics"]["rmse"].as_f64().unwrap() < 1.0);
     assert_eq!(summary["seed"], 42);
     assert_eq!(summary["recsift_version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(summary["config"]["select"]["strategy"], "uncertainty");
+    let pool = &summary["config"]["protocol"]["pool"];
+    assert_eq!(pool["rounds"]["select"]["strategy"], "uncertainty");
+    assert_eq!(
+        pool["split"]["log"]["events"]["path"]
+            .as_str()
+            .map(|p| p.ends_with("ratings.parquet")),
+        Some(true)
+    );
     assert_eq!(summary["history"].as_array().unwrap().len(), 11);
     assert_eq!(summary["selected"], 5000);
 

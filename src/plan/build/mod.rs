@@ -1,0 +1,318 @@
+//! From a typed spec to a [`Plan`]: resolve defaults, check values and edges, collect every
+//! problem with its YAML path. [`Resolver::plan`] reads a pipeline top to bottom; each part
+//! of the file has its own module.
+
+mod models;
+mod nodes;
+mod protocol;
+
+use protocol::WrittenProtocol;
+
+use std::path::{Path, PathBuf};
+
+use crate::spec::diagnostic::{Diagnostic, Diagnostics};
+use crate::spec::path::YamlPath;
+use crate::spec::{LoadedSpec, PipelineSpec};
+
+use super::graph::check_edges;
+use super::params::DeviceChoice;
+use super::{
+    ClusterHosts, ClusterPlan, OutputPlan, Plan, ProtocolPlan, RecommendationsPlan,
+    RecommendedUsers, SplitPlan,
+};
+
+/// Validates `loaded` into a plan, or returns every problem found (including those found
+/// while typing the file).
+pub fn build(loaded: &LoadedSpec) -> Result<Plan, Diagnostics> {
+    let mut cx = Resolver {
+        typing_errors: loaded.diagnostics.iter().map(|d| d.path.clone()).collect(),
+        base_dir: loaded.base_dir.clone(),
+        diagnostics: loaded.diagnostics.clone(),
+        params: Vec::new(),
+    };
+    let plan = cx.plan(&loaded.spec, &loaded.file);
+    match plan {
+        Some(plan) if cx.diagnostics.is_empty() => Ok(plan),
+        _ => Err(loaded.locate(cx.diagnostics)),
+    }
+}
+
+/// Collects diagnostics and the resolved parameters of the node being planned.
+struct Resolver {
+    /// Paths of the problems found while typing the file: a section that failed to type
+    /// is absent, and its absence is not reported again.
+    typing_errors: Vec<YamlPath>,
+    base_dir: PathBuf,
+    diagnostics: Vec<Diagnostic>,
+    params: Vec<(String, String, bool)>,
+}
+
+impl Resolver {
+    /// Whether something under `path` failed to type (so it may be absent for that reason).
+    fn failed_to_type(&self, path: &YamlPath) -> bool {
+        self.typing_errors.iter().any(|p| p.starts_with(path))
+    }
+
+    fn error(&mut self, path: YamlPath, message: impl Into<String>, help: impl Into<String>) {
+        self.diagnostics
+            .push(Diagnostic::new(path, message).with_help(help));
+    }
+
+    /// `written` or `default`, recorded for display under `key`.
+    fn value<T: Clone + std::fmt::Display>(
+        &mut self,
+        key: &str,
+        written: Option<T>,
+        default: T,
+    ) -> T {
+        let was_written = written.is_some();
+        let value = written.unwrap_or(default);
+        self.params
+            .push((key.to_string(), value.to_string(), was_written));
+        value
+    }
+
+    fn take_params(&mut self) -> Vec<(String, String, bool)> {
+        std::mem::take(&mut self.params)
+    }
+
+    /// A path in the file, resolved against the pipeline's directory; missing files are
+    /// reported here so `validate` catches them.
+    fn file(&mut self, path: &YamlPath, written: &str, what: &str) -> PathBuf {
+        let resolved = self.base_dir.join(written);
+        if !resolved.is_file() {
+            let hint = if written.contains("ml-100k") {
+                "MovieLens 100K may not be redistributed, so it is not shipped: import your copy with \
+                 `recsift import movielens PATH/TO/ml-100k data/ml-100k`"
+                    .to_string()
+            } else {
+                format!(
+                    "paths resolve relative to the pipeline file ({}); fix the path or create the file",
+                    self.base_dir.display()
+                )
+            };
+            self.error(
+                path.clone(),
+                format!(
+                    "{what} `{written}` not found (looked for {})",
+                    resolved.display()
+                ),
+                hint,
+            );
+        }
+        resolved
+    }
+
+    /// Exactly one of `options` is set; returns its name.
+    fn one_of(
+        &mut self,
+        path: &YamlPath,
+        what: &str,
+        options: &[(&'static str, bool)],
+    ) -> Option<&'static str> {
+        let set: Vec<&str> = options
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(name, _)| *name)
+            .collect();
+        let names = options
+            .iter()
+            .map(|(n, _)| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        match set.as_slice() {
+            [one] => Some(one),
+            [] => {
+                self.error(
+                    path.clone(),
+                    format!("{what} needs one of {names}"),
+                    format!("add one of {names}"),
+                );
+                None
+            }
+            several => {
+                self.error(
+                    path.key(several[1]),
+                    format!(
+                        "{what} takes exactly one of {names}, found {}",
+                        several.join(" and ")
+                    ),
+                    "keep one",
+                );
+                None
+            }
+        }
+    }
+
+    fn plan(&mut self, spec: &PipelineSpec, file: &Path) -> Option<Plan> {
+        let root = YamlPath::root();
+        match spec.version {
+            Some(1) => {}
+            Some(v) => self.error(
+                root.key("version"),
+                format!("unsupported version {v}"),
+                "this recsift reads `version: 1`",
+            ),
+            None => self.error(
+                root.clone(),
+                "missing `version:`",
+                "add `version: 1` at the top of the file",
+            ),
+        }
+        let name = spec.name.clone().unwrap_or_else(|| {
+            file.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "pipeline".into())
+        });
+        let seed = spec.seed.unwrap_or(42);
+        let workers = spec.workers.unwrap_or(1);
+        if workers == 0 {
+            self.error(
+                root.key("workers"),
+                "`workers` must be at least 1",
+                "use `workers: 1` (or the number of cores)",
+            );
+        }
+        let cluster = self.cluster(spec);
+        let device = self.device(spec.device.as_deref());
+        let label_kind = self.label_kind(spec.data.as_ref());
+        let columns = self.columns(spec.data.as_ref());
+
+        let nodes_failed = self.failed_to_type(&YamlPath::keys(&["nodes"]));
+        let roles = check_edges(&spec.nodes, nodes_failed, &mut self.diagnostics);
+        let events = self.written_events(spec.data.as_ref(), &columns, label_kind);
+        let data = self.data(spec.data.as_ref(), label_kind);
+        let protocol = self.written_protocol(spec);
+        let split = protocol
+            .as_ref()
+            .and_then(|p| self.protocol_split(p, events.as_ref(), &columns, label_kind));
+
+        let mut graph = protocol::source_nodes(events.as_ref(), &data);
+        let embed = self.embed(&roles, &data, &mut graph);
+        let has_validation = split.as_ref().is_some_and(SplitPlan::has_validation);
+        let models = self.models(
+            &roles,
+            embed.as_ref(),
+            seed,
+            device,
+            label_kind,
+            has_validation,
+            &mut graph,
+        );
+        let score = self.score(&roles, models.as_ref(), &mut graph);
+        let select_needed = protocol.as_ref().and_then(WrittenProtocol::select_needed);
+        let select = self.select(
+            &roles,
+            score.as_ref(),
+            embed.as_ref(),
+            select_needed,
+            &mut graph,
+        );
+        let protocol = protocol.and_then(|p| self.protocol(p, split, events.as_ref(), select));
+        let evaluate = self.evaluations(&roles, label_kind, models.as_ref(), &mut graph);
+        if let (Some(ProtocolPlan::Replay(_)), Some(score)) = (&protocol, &score) {
+            self.check_replay_evaluations(&roles, &evaluate, score);
+        }
+        let early_stopping =
+            self.early_stopping(&roles, protocol.as_ref(), evaluate.first(), &mut graph);
+        let output = self.output(spec, &name);
+
+        Some(Plan {
+            name,
+            source: file.to_path_buf(),
+            seed,
+            workers,
+            cluster,
+            device: device?,
+            data,
+            protocol: protocol?,
+            embed,
+            models: models?,
+            early_stopping,
+            score: score?,
+            evaluate,
+            output,
+            graph,
+        })
+    }
+
+    fn device(&mut self, written: Option<&str>) -> Option<DeviceChoice> {
+        let written = written.unwrap_or("cpu");
+        let choice = DeviceChoice::parse(written);
+        if choice.is_none() {
+            self.error(
+                YamlPath::keys(&["device"]),
+                format!("unknown device `{written}`"),
+                "use `cpu`, `cuda` or `cuda:N`",
+            );
+        }
+        choice
+    }
+
+    /// `cluster:`, with its defaults (one process).
+    fn cluster(&mut self, spec: &PipelineSpec) -> ClusterPlan {
+        let single = ClusterPlan::single();
+        let Some(written) = spec.cluster.clone() else {
+            return single;
+        };
+        let cluster = ClusterPlan {
+            processes: written.processes.unwrap_or(single.processes),
+            process: written.process.unwrap_or(single.process),
+            hosts: match written.hostfile {
+                Some(file) => ClusterHosts::File(self.base_dir.join(file)),
+                None => ClusterHosts::Local {
+                    port: written.port.unwrap_or(ClusterPlan::DEFAULT_PORT),
+                },
+            },
+            timeout_s: written.timeout_s.unwrap_or(single.timeout_s),
+            resumed_after: None,
+        };
+        if let Some(problem) = cluster.problem() {
+            self.error(
+                YamlPath::keys(&["cluster"]),
+                problem,
+                "e.g. `cluster: {processes: 2, process: 0}` (process indices start at 0; \
+                 --processes and --process on the command line win)",
+            );
+        }
+        cluster
+    }
+
+    fn output(&mut self, spec: &PipelineSpec, name: &str) -> OutputPlan {
+        let output = spec.output.clone().unwrap_or_default();
+        let dir = match output.dir {
+            Some(dir) => self.base_dir.join(dir),
+            None => PathBuf::from("results").join(name),
+        };
+        let path = YamlPath::keys(&["output", "recommendations"]);
+        let recommendations = output.recommendations.map(|written| {
+            let k = written.k.unwrap_or(20);
+            if k == 0 {
+                self.error(path.key("k"), "`k` must be at least 1", "use e.g. `k: 20`");
+            }
+            let users = match written.users.as_deref().unwrap_or("test") {
+                "test" => RecommendedUsers::Test,
+                "all" => RecommendedUsers::All,
+                other => {
+                    self.error(
+                        path.key("users"),
+                        format!("unknown user set `{other}`"),
+                        "use `test` (users with test events) or `all` (every user)",
+                    );
+                    RecommendedUsers::Test
+                }
+            };
+            RecommendationsPlan {
+                k,
+                users,
+                every_round: written.every_round.unwrap_or(false),
+            }
+        });
+        OutputPlan {
+            dir,
+            plots: output.plots.unwrap_or(true),
+            recommendations,
+            checkpoint_every: spec.checkpoint.as_ref().and_then(|c| c.every).unwrap_or(1),
+        }
+    }
+}

@@ -1,0 +1,608 @@
+//! The models: `train` and `fuse` nodes, their options, and early stopping.
+
+use crate::suggest::closest;
+
+use crate::data::LabelKind;
+use crate::metrics::Metric;
+use crate::registry::defaults;
+use crate::scoring::Loss;
+use crate::spec::path::YamlPath;
+use crate::spec::schema::{EarlyStoppingSpec, FuseSpec, OptimizerSpec, TrainOptions, TrainSpec};
+use crate::spec::{NodeSpec, OperatorSpec};
+
+use crate::plan::graph::NodeRoles;
+use crate::plan::params::{
+    DeviceChoice, EarlyStopping, ModelKind, OptimizerParams, RefitPolicy, TrainParams,
+    UncertaintyParams,
+};
+use crate::plan::{
+    EmbedPlan, EvaluatePlan, FusePlan, FuseWeights, ModelsPlan, PlanNode, ProtocolPlan,
+    TrainedModel,
+};
+
+use super::Resolver;
+use super::nodes::metric_help;
+
+impl Resolver {
+    /// Every `train` node and every `fuse` node over them, with the checks that tie them:
+    /// one shared training schedule, fusions of models with one loss, learned weights only
+    /// where the split sets validation events apart.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn models(
+        &mut self,
+        roles: &NodeRoles,
+        embed: Option<&EmbedPlan>,
+        seed: u64,
+        device: Option<DeviceChoice>,
+        label_kind: LabelKind,
+        has_validation: bool,
+        graph: &mut Vec<PlanNode>,
+    ) -> Option<ModelsPlan> {
+        let mut trained = Vec::new();
+        let mut complete = true;
+        for node in &roles.train {
+            match self.train(node, embed, seed, device, label_kind, graph) {
+                Some(params) => trained.push(TrainedModel {
+                    node: node.id.clone(),
+                    params,
+                }),
+                None => complete = false,
+            }
+        }
+        if let [first, rest @ ..] = trained.as_slice() {
+            for other in rest {
+                self.check_shared_schedule(first, other, roles);
+            }
+        }
+        let mut fused = Vec::new();
+        for node in &roles.fuse {
+            match self.fuse(node, &trained, has_validation, graph) {
+                Some(plan) => fused.push(plan),
+                None => complete = false,
+            }
+        }
+        (complete && !trained.is_empty()).then_some(ModelsPlan { trained, fused })
+    }
+
+    /// Reports where `other` trains on another schedule than `first`: the protocols train
+    /// every model on the same samples at the same rounds.
+    fn check_shared_schedule(
+        &mut self,
+        first: &TrainedModel,
+        other: &TrainedModel,
+        roles: &NodeRoles,
+    ) {
+        let Some(node) = roles.train.iter().find(|n| n.id == other.node) else {
+            return;
+        };
+        let (a, b) = (&first.params, &other.params);
+        let differing = [
+            ("epochs", a.epochs.to_string(), b.epochs.to_string()),
+            (
+                "epochs_per_round",
+                a.epochs_per_round.to_string(),
+                b.epochs_per_round.to_string(),
+            ),
+            ("refit", a.refit.to_string(), b.refit.to_string()),
+        ];
+        for (key, wanted, found) in differing {
+            if wanted != found {
+                self.error(
+                    node.path.key("train").key(b.model.name()).key(key),
+                    format!(
+                        "`{}` trains with `{key}: {found}`, `{}` with `{key}: {wanted}`",
+                        other.node, first.node
+                    ),
+                    format!(
+                        "the train nodes of a pipeline share one schedule (every round trains each on the same labels); write `{key}: {wanted}` in both"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// One `fuse` node over the trained models `trained`.
+    fn fuse(
+        &mut self,
+        node: &NodeSpec,
+        trained: &[TrainedModel],
+        has_validation: bool,
+        graph: &mut Vec<PlanNode>,
+    ) -> Option<FusePlan> {
+        let OperatorSpec::Fuse(FuseSpec { weights, learn }) = &node.operator else {
+            return None;
+        };
+        let path = node.path.key("fuse");
+        let parts: Vec<&TrainedModel> = node
+            .inputs
+            .iter()
+            .filter_map(|input| trained.iter().find(|t| &t.node == input))
+            .collect();
+        if parts.len() != node.inputs.len() || parts.len() < 2 {
+            // The edge check reported it.
+            return None;
+        }
+        let losses: Vec<Loss> = parts.iter().map(|p| p.params.loss).collect();
+        if losses.iter().any(|&l| l != losses[0]) {
+            let each: Vec<String> = parts
+                .iter()
+                .map(|p| format!("`{}` {}", p.node, p.params.loss))
+                .collect();
+            self.error(
+                node.path.clone(),
+                format!(
+                    "a fusion averages predictions of one kind, but its parts train with different losses: {}",
+                    each.join(", ")
+                ),
+                "give the fused train nodes the same `loss:`",
+            );
+        }
+        let fused = match (weights, learn.as_deref()) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    path.clone(),
+                    "`weights` and `learn` both set the fusion's weights",
+                    "keep one: `weights: [0.5, 0.5]` or `learn: validation`",
+                );
+                None
+            }
+            (None, Some("validation")) => {
+                if !has_validation {
+                    self.error(
+                        path.key("learn"),
+                        "`learn: validation` fits the weights on validation events, but the split has none",
+                        "add them, e.g. `split: {random: {test: 0.1, validation: 0.1}}`, or give `weights: [0.5, 0.5]`",
+                    );
+                }
+                self.params
+                    .push(("learn".into(), "validation".into(), true));
+                Some(FuseWeights::LearnedOnValidation)
+            }
+            (None, Some(other)) => {
+                self.error(
+                    path.key("learn"),
+                    format!("unknown `learn: {other}`"),
+                    "use `learn: validation` (weights fitted on the validation events after every fit), or give `weights:`",
+                );
+                None
+            }
+            (written, None) => {
+                let weights = written.clone().unwrap_or_else(|| vec![1.0; parts.len()]);
+                let total: f64 = weights.iter().sum();
+                if weights.len() != parts.len() {
+                    self.error(
+                        path.key("weights"),
+                        format!("{} weights for {} inputs", weights.len(), parts.len()),
+                        "give one weight per input, in the order of `inputs:`",
+                    );
+                    None
+                } else if weights.iter().any(|w| !(w.is_finite() && *w >= 0.0))
+                    || total.is_nan()
+                    || total <= 0.0
+                {
+                    self.error(
+                        path.key("weights"),
+                        "fusion weights must be finite, non-negative and not all 0",
+                        "use e.g. `weights: [0.7, 0.3]`",
+                    );
+                    None
+                } else {
+                    let scaled: Vec<f32> = weights.iter().map(|w| (w / total) as f32).collect();
+                    let shown: Vec<String> = scaled.iter().map(|w| format!("{w}")).collect();
+                    self.params.push((
+                        "weights".into(),
+                        format!("[{}]", shown.join(", ")),
+                        written.is_some(),
+                    ));
+                    Some(FuseWeights::Given(scaled))
+                }
+            }
+        };
+        graph.push(PlanNode {
+            id: node.id.clone(),
+            operator: "fuse",
+            inputs: node.inputs.clone(),
+            params: self.take_params(),
+        });
+        Some(FusePlan {
+            node: node.id.clone(),
+            parts: node.inputs.clone(),
+            weights: fused?,
+        })
+    }
+
+    /// The loss of model `name` (a trained model, or a fusion: its parts' loss).
+    pub(super) fn model_loss(models: &ModelsPlan, name: &str) -> Option<Loss> {
+        let part = match models.fused(name) {
+            Some(fusion) => fusion.parts.first()?,
+            None => name,
+        };
+        models.trained(part).map(|t| t.params.loss)
+    }
+
+    fn train(
+        &mut self,
+        node: &NodeSpec,
+        embed: Option<&EmbedPlan>,
+        seed: u64,
+        device: Option<DeviceChoice>,
+        label_kind: LabelKind,
+        graph: &mut Vec<PlanNode>,
+    ) -> Option<TrainParams> {
+        let OperatorSpec::Train(spec) = &node.operator else {
+            return None;
+        };
+        let TrainSpec {
+            mf,
+            text_mf,
+            two_tower,
+        } = spec.as_ref();
+        let path = node.path.key("train");
+        let family = self.one_of(
+            &path,
+            "`train`",
+            &[
+                ("mf", mf.is_some()),
+                ("text_mf", text_mf.is_some()),
+                ("two_tower", two_tower.is_some()),
+            ],
+        )?;
+        let options: TrainOptions = match family {
+            "mf" => mf.clone()?,
+            "text_mf" => text_mf.clone()?,
+            _ => two_tower.clone()?,
+        };
+        let path = path.key(family);
+        let reads_text = embed.is_some_and(|e| node.inputs.contains(&e.node));
+        if family != "mf" && !reads_text && !self.failed_to_type(&YamlPath::keys(&["nodes"])) {
+            let help = match embed {
+                Some(e) => format!("add `{}` to the inputs: `inputs: [labelled, {}]`", e.node, e.node),
+                None => "add an embed node, e.g. `item_text: {embed: {}, input: items}`, and list it in this node's inputs: `inputs: [labelled, item_text]`".to_string(),
+            };
+            self.error(
+                node.path.clone(),
+                format!(
+                    "`{family}` reads item text vectors, but `{}` reads no `embed` node",
+                    node.id
+                ),
+                help,
+            );
+        }
+        let key = |name: &str| format!("{family}.{name}");
+        let dim = self.value(&key("dim"), options.dim, defaults::DIM);
+        let init_std = self.value(&key("init_std"), options.init_std, defaults::INIT_STD);
+        let members = self.value(&key("members"), options.members, defaults::MEMBERS);
+        let epochs = self.value(&key("epochs"), options.epochs, defaults::EPOCHS);
+        let epochs_per_round = self.value(
+            &key("epochs_per_round"),
+            options.epochs_per_round,
+            defaults::EPOCHS_PER_ROUND,
+        );
+        let batch_size = self.value(&key("batch_size"), options.batch_size, defaults::BATCH_SIZE);
+        let refit_name = self.value(
+            &key("refit"),
+            options.refit.clone(),
+            defaults::REFIT.to_string(),
+        );
+        let mut positive = vec![
+            ("dim", dim),
+            ("members", members),
+            ("batch_size", batch_size),
+        ];
+        let model = if family == "two_tower" {
+            let hidden = self.value(&key("hidden"), options.hidden, defaults::HIDDEN);
+            let dropout = self.value(&key("dropout"), options.dropout, defaults::DROPOUT);
+            positive.push(("hidden", hidden));
+            if !(0.0..1.0).contains(&dropout) {
+                self.error(
+                    path.key("dropout"),
+                    format!("dropout {dropout} is not in [0, 1)"),
+                    "use e.g. `dropout: 0.1`",
+                );
+            }
+            if options.mc_dropout.is_some() && dropout == 0.0 {
+                self.error(
+                    path.key("mc_dropout"),
+                    "Monte Carlo dropout with `dropout: 0` gives identical passes",
+                    "set `dropout` above 0 (e.g. 0.1), or use ensemble `members`",
+                );
+            }
+            ModelKind::TwoTower {
+                dim,
+                hidden,
+                dropout,
+                init_std,
+            }
+        } else {
+            for (name, written) in [
+                ("hidden", options.hidden.is_some()),
+                ("dropout", options.dropout.is_some()),
+                ("mc_dropout", options.mc_dropout.is_some()),
+            ] {
+                if written {
+                    self.error(
+                        path.key(name),
+                        format!("`{name}` is an option of `two_tower`, not of `{family}`"),
+                        "remove it, or train `two_tower`",
+                    );
+                }
+            }
+            if family == "mf" {
+                ModelKind::Mf { dim, init_std }
+            } else {
+                ModelKind::TextMf { dim, init_std }
+            }
+        };
+        let uncertainty = match options.mc_dropout.filter(|_| family == "two_tower") {
+            Some(passes) => {
+                self.params
+                    .push((key("mc_dropout"), passes.to_string(), true));
+                if options.members.is_some_and(|m| m > 1) {
+                    self.error(
+                        path.key("mc_dropout"),
+                        "a model measures uncertainty by ensemble `members` or by `mc_dropout` passes, not both",
+                        "keep one: `members: 4` or `mc_dropout: 8`",
+                    );
+                }
+                if passes < 2 {
+                    self.error(
+                        path.key("mc_dropout"),
+                        format!("`mc_dropout` needs at least 2 passes to measure a variance, got {passes}"),
+                        "use e.g. `mc_dropout: 8`",
+                    );
+                }
+                UncertaintyParams::McDropout { passes }
+            }
+            None => UncertaintyParams::Ensemble { members },
+        };
+        for (name, value) in positive {
+            if value == 0 {
+                self.error(
+                    path.key(name),
+                    format!("`{name}` must be at least 1"),
+                    format!("set `{name}` to a positive integer"),
+                );
+            }
+        }
+        if !(init_std.is_finite() && init_std >= 0.0) {
+            self.error(
+                path.key("init_std"),
+                format!("`init_std` {init_std} must be a finite number >= 0"),
+                "use e.g. `init_std: 0.1`",
+            );
+        }
+        let refit = match refit_name.as_str() {
+            "new_labels" => RefitPolicy::NewLabels,
+            "all_labels" => RefitPolicy::AllLabels,
+            "rehearsal" => RefitPolicy::Rehearsal {
+                ratio: self.value(&key("rehearsal"), options.rehearsal, defaults::REHEARSAL),
+            },
+            other => {
+                self.error(
+                    path.key("refit"),
+                    format!("unknown refit policy `{other}`"),
+                    "use `new_labels` (fine-tune on this round's labels), `rehearsal` (this round's labels and `rehearsal` x as many earlier ones) or `all_labels` (train on every label)",
+                );
+                RefitPolicy::NewLabels
+            }
+        };
+        if options.rehearsal.is_some() && !matches!(refit, RefitPolicy::Rehearsal { .. }) {
+            self.error(
+                path.key("rehearsal"),
+                "`rehearsal` sets how many earlier labels `refit: rehearsal` mixes in",
+                "add `refit: rehearsal`, or remove `rehearsal`",
+            );
+        }
+        let loss = self.loss(&key("loss"), options.loss.clone(), label_kind, &path);
+        let optimizer = self.optimizer(options.optimizer.as_ref(), &path.key("optimizer"));
+        graph.push(PlanNode {
+            id: node.id.clone(),
+            operator: "train",
+            inputs: node.inputs.clone(),
+            params: self.take_params(),
+        });
+        Some(TrainParams {
+            model,
+            uncertainty,
+            loss,
+            optimizer: optimizer?,
+            epochs,
+            epochs_per_round,
+            refit,
+            batch_size,
+            device: device?,
+            seed,
+        })
+    }
+
+    /// The train node's `loss:` (recorded under `key`), by default the label kind's.
+    /// `squared` on clicks and `cross_entropy` on ratings are the pipeline's choice to make;
+    /// only an unknown name is an error.
+    fn loss(
+        &mut self,
+        key: &str,
+        written: Option<String>,
+        label_kind: LabelKind,
+        path: &YamlPath,
+    ) -> Loss {
+        let default = Loss::default_for(label_kind);
+        let name = self.value(key, written, default.name().to_string());
+        if let Some(loss) = Loss::from_name(&name) {
+            return loss;
+        }
+        let names = Loss::ALL.map(Loss::name);
+        let accepted = names.map(|n| format!("`{n}`")).join(", ");
+        let help = match closest(&name, names) {
+            Some(best) => format!("did you mean `{best}`? (accepted: {accepted})"),
+            None => format!("accepted: {accepted}"),
+        };
+        self.error(path.key("loss"), format!("unknown loss `{name}`"), help);
+        default
+    }
+
+    fn optimizer(
+        &mut self,
+        written: Option<&OptimizerSpec>,
+        path: &YamlPath,
+    ) -> Option<OptimizerParams> {
+        let default = OptimizerSpec {
+            sgd: Some(Default::default()),
+            adam: None,
+        };
+        let spec = written.unwrap_or(&default);
+        let chosen = self.one_of(
+            path,
+            "`optimizer`",
+            &[("sgd", spec.sgd.is_some()), ("adam", spec.adam.is_some())],
+        )?;
+        let params = if chosen == "sgd" {
+            let sgd = spec.sgd.clone()?;
+            OptimizerParams::Sgd {
+                lr: self.value("sgd.lr", sgd.lr, 0.02),
+                weight_decay: self.value("sgd.weight_decay", sgd.weight_decay, 0.1),
+            }
+        } else {
+            let adam = spec.adam.clone()?;
+            OptimizerParams::Adam {
+                lr: self.value("adam.lr", adam.lr, 0.005),
+                beta1: self.value("adam.beta1", adam.beta1, 0.9),
+                beta2: self.value("adam.beta2", adam.beta2, 0.999),
+                eps: self.value("adam.eps", adam.eps, 1e-8),
+                weight_decay: self.value("adam.weight_decay", adam.weight_decay, 0.1),
+            }
+        };
+        let (lr, weight_decay) = match params {
+            OptimizerParams::Sgd { lr, weight_decay }
+            | OptimizerParams::Adam {
+                lr, weight_decay, ..
+            } => (lr, weight_decay),
+        };
+        if !(lr.is_finite() && lr > 0.0) {
+            self.error(
+                path.key(chosen).key("lr"),
+                format!("learning rate {lr} must be a finite number > 0"),
+                "use e.g. `lr: 0.01`",
+            );
+        }
+        if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+            self.error(
+                path.key(chosen).key("weight_decay"),
+                format!("weight decay {weight_decay} must be a finite number >= 0"),
+                "use e.g. `weight_decay: 0.02`",
+            );
+        }
+        Some(params)
+    }
+
+    /// The train node's `early_stopping:`, checked against the split (it reads validation
+    /// metrics) and the evaluate node (which computes them).
+    pub(super) fn early_stopping(
+        &mut self,
+        roles: &NodeRoles,
+        protocol: Option<&ProtocolPlan>,
+        evaluate: Option<&EvaluatePlan>,
+        graph: &mut [PlanNode],
+    ) -> Option<EarlyStopping> {
+        if roles.train.len() > 1 {
+            for node in &roles.train {
+                if let Some((family, _)) = written_early_stopping(node) {
+                    self.error(
+                        node.path.key("train").key(family).key("early_stopping"),
+                        "early stopping chooses one model's epochs, but the train nodes of a \
+                         pipeline share one schedule",
+                        "remove `early_stopping` and set `epochs:` in every train node, or \
+                         train one model",
+                    );
+                }
+            }
+            return None;
+        }
+        let node = roles.train.first()?;
+        let (family, written) = written_early_stopping(node)?;
+        let path = node.path.key("train").key(family).key("early_stopping");
+        let patience = written.patience.unwrap_or(3);
+        let max_epochs = written.max_epochs.unwrap_or(100);
+        for (name, value) in [("patience", patience), ("max_epochs", max_epochs)] {
+            if value == 0 {
+                self.error(
+                    path.key(name),
+                    format!("`{name}` must be at least 1"),
+                    format!("set `{name}` to a positive integer"),
+                );
+            }
+        }
+        let metric = match Metric::parse(&written.metric) {
+            Ok(metric) => Some(metric),
+            Err(message) => {
+                self.error(path.key("metric"), message, metric_help(&written.metric));
+                None
+            }
+        };
+        match protocol {
+            Some(ProtocolPlan::Replay(_)) => self.error(
+                path.clone(),
+                "a replay has no validation split to stop on",
+                "remove `early_stopping`, or use the `pool` or `selection` protocol",
+            ),
+            Some(p) if p.split().is_some_and(|s| !s.has_validation()) => self.error(
+                path.clone(),
+                "early stopping reads validation metrics, but the split has no validation set",
+                "add one, e.g. `split: {random: {test: 0.1, validation: 0.1}}` or \
+                 `{temporal: {leave_last: 1, validation_last: 1}}`",
+            ),
+            _ => {}
+        }
+        match (evaluate, metric) {
+            (None, _) => self.error(
+                path.key("metric"),
+                "early stopping reads a metric of the `evaluate` node, but there is none",
+                "add e.g. `report: {evaluate: {metrics: [ndcg@10]}, inputs: [test, model]}`",
+            ),
+            (Some(plan), Some(metric)) if !plan.metrics.contains(&metric) => self.error(
+                path.key("metric"),
+                format!("`{metric}` is not among the evaluate node's metrics"),
+                format!("add `{metric}` to `evaluate.metrics`, or watch one of them"),
+            ),
+            _ => {}
+        }
+        let stopping = EarlyStopping {
+            metric: metric?,
+            patience,
+            max_epochs,
+        };
+        if let Some(train) = graph.iter_mut().find(|n| n.id == node.id) {
+            train.params.extend([
+                (
+                    "early_stopping.metric".into(),
+                    stopping.metric.to_string(),
+                    true,
+                ),
+                (
+                    "early_stopping.patience".into(),
+                    patience.to_string(),
+                    written.patience.is_some(),
+                ),
+                (
+                    "early_stopping.max_epochs".into(),
+                    max_epochs.to_string(),
+                    written.max_epochs.is_some(),
+                ),
+            ]);
+        }
+        Some(stopping)
+    }
+}
+
+/// The family and `early_stopping:` of a train node, when it has one.
+fn written_early_stopping(node: &NodeSpec) -> Option<(&'static str, &EarlyStoppingSpec)> {
+    let OperatorSpec::Train(spec) = &node.operator else {
+        return None;
+    };
+    [
+        ("mf", &spec.mf),
+        ("text_mf", &spec.text_mf),
+        ("two_tower", &spec.two_tower),
+    ]
+    .into_iter()
+    .find_map(|(family, options)| Some((family, options.as_ref()?.early_stopping.as_ref()?)))
+}

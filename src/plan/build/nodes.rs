@@ -1,0 +1,502 @@
+//! The nodes around the models: `embed`, `score`, `select` and `evaluate`.
+
+use crate::suggest::closest;
+use std::path::{Path, PathBuf};
+
+use crate::data::LabelKind;
+use crate::metrics::{METRIC_DOCS, Metric};
+use crate::scoring::Loss;
+use crate::spec::path::YamlPath;
+use crate::spec::schema::{CandidatesSpec, EmbedSpec, EvaluateSpec, ScoreSpec, SelectSpec};
+use crate::spec::{NodeSpec, OperatorSpec};
+use crate::strategy::{STRATEGIES, Strategy};
+
+use crate::plan::graph::NodeRoles;
+use crate::plan::params::UncertaintyParams;
+use crate::plan::{
+    CandidateSet, DataPlan, DiversityPlan, DiversitySpace, EmbedPlan, EvaluatePlan, ModelsPlan,
+    PlanNode, ScorePlan, SelectPlan, UncertaintyMode,
+};
+
+use super::Resolver;
+
+impl Resolver {
+    pub(super) fn embed(
+        &mut self,
+        roles: &NodeRoles,
+        data: &DataPlan,
+        graph: &mut Vec<PlanNode>,
+    ) -> Option<EmbedPlan> {
+        let node = roles.embed.as_ref()?;
+        let OperatorSpec::Embed(spec) = &node.operator else {
+            return None;
+        };
+        let EmbedSpec {
+            model,
+            model_dir,
+            cache,
+            batch_size,
+            threads,
+        } = spec;
+        let path = node.path.key("embed");
+        let items = data.items.as_ref();
+        if items.is_none() && !self.failed_to_type(&YamlPath::keys(&["data"])) {
+            self.error(
+                node.path.clone(),
+                format!("`{}` embeds item text, but `data.items` names no item file", node.id),
+                "add e.g. `items: {path: ../data/ml-latest-small/items.parquet, text: \"{title} | {genres}\"}` under `data:`",
+            );
+        }
+        let model = self.value(
+            "model",
+            model.clone(),
+            crate::model::encoder::DEFAULT_MODEL.to_string(),
+        );
+        let model_dir = model_dir.as_ref().map(|written| {
+            self.params.push(("model_dir".into(), written.clone(), true));
+            let resolved = self.base_dir.join(written);
+            if !resolved.is_dir() {
+                self.error(
+                    path.key("model_dir"),
+                    format!("model folder `{written}` not found (looked for {})", resolved.display()),
+                    "point `model_dir` at a folder with config.json, tokenizer.json and model.safetensors, or remove it to look the model up by `model`",
+                );
+            }
+            resolved
+        });
+        let cache = match cache {
+            Some(written) => {
+                self.params.push(("cache".into(), written.clone(), true));
+                self.base_dir.join(written)
+            }
+            None => {
+                let beside = items
+                    .map(|i| default_cache_path(&i.path))
+                    .unwrap_or_default();
+                self.params
+                    .push(("cache".into(), beside.display().to_string(), false));
+                beside
+            }
+        };
+        let batch_size = self.value("batch_size", *batch_size, 32);
+        self.params.push((
+            "threads".into(),
+            threads.map_or_else(|| "all cores".to_string(), |t| t.to_string()),
+            threads.is_some(),
+        ));
+        for (key, value) in [
+            ("batch_size", batch_size),
+            ("threads", threads.unwrap_or(1)),
+        ] {
+            if value == 0 {
+                self.error(
+                    path.key(key),
+                    format!("`{key}` must be at least 1"),
+                    format!("set `{key}` to a positive integer"),
+                );
+            }
+        }
+        graph.push(PlanNode {
+            id: node.id.clone(),
+            operator: "embed",
+            inputs: node.inputs.clone(),
+            params: self.take_params(),
+        });
+        Some(EmbedPlan {
+            node: node.id.clone(),
+            model,
+            model_dir,
+            cache,
+            batch_size,
+            threads: *threads,
+        })
+    }
+
+    pub(super) fn score(
+        &mut self,
+        roles: &NodeRoles,
+        models: Option<&ModelsPlan>,
+        graph: &mut Vec<PlanNode>,
+    ) -> Option<ScorePlan> {
+        let node = roles.score.as_ref()?;
+        let OperatorSpec::Score(ScoreSpec { uncertainty }) = &node.operator else {
+            return None;
+        };
+        let model = roles.model_read_by(node, "pool");
+        // A fusion's members are all its parts' members: their spread is the parts'
+        // disagreement, an ensemble's uncertainty.
+        let train = model
+            .as_deref()
+            .and_then(|m| models?.trained(m))
+            .map(|t| &t.params);
+        let fused = model.as_deref().and_then(|m| models?.fused(m)).is_some();
+        let measured = match train.map(|t| t.uncertainty) {
+            _ if fused => "ensemble",
+            Some(UncertaintyParams::McDropout { .. }) => "mc_dropout",
+            Some(UncertaintyParams::Ensemble { members }) if members > 1 => "ensemble",
+            _ => "none",
+        };
+
+        let written = uncertainty.clone();
+        let path = node.path.key("score").key("uncertainty");
+        let chosen = self.value("uncertainty", written.clone(), measured.to_string());
+        let mode = match chosen.as_str() {
+            "ensemble" => UncertaintyMode::Ensemble,
+            "mc_dropout" => UncertaintyMode::McDropout,
+            "none" => UncertaintyMode::None,
+            other => {
+                self.error(
+                    path.clone(),
+                    format!("unknown uncertainty `{other}`"),
+                    "use `ensemble` (variance over members), `mc_dropout` (variance over dropout passes) or `none`",
+                );
+                UncertaintyMode::None
+            }
+        };
+        if mode != UncertaintyMode::None && chosen != measured && (train.is_some() || fused) {
+            let help = match chosen.as_str() {
+                "ensemble" => "set `members: 4` (or more) in the train node's options",
+                _ => "train `two_tower` with `mc_dropout: 8` (passes)",
+            };
+            let has = match measured {
+                "none" => "measures none (1 member)".to_string(),
+                other => format!("measures `{other}`"),
+            };
+            self.error(
+                path,
+                format!(
+                    "`{chosen}` uncertainty needs a model that measures it; the train node {has}"
+                ),
+                help,
+            );
+        }
+        graph.push(PlanNode {
+            id: node.id.clone(),
+            operator: "score",
+            inputs: node.inputs.clone(),
+            params: self.take_params(),
+        });
+        Some(ScorePlan {
+            model: model?,
+            uncertainty: mode,
+        })
+    }
+
+    pub(super) fn select(
+        &mut self,
+        roles: &NodeRoles,
+        score: Option<&ScorePlan>,
+        embed: Option<&EmbedPlan>,
+        needed: Option<String>,
+        graph: &mut Vec<PlanNode>,
+    ) -> Option<Option<SelectPlan>> {
+        let Some(node) = roles.select.as_ref() else {
+            let nodes_failed = self.failed_to_type(&YamlPath::keys(&["nodes"]));
+            if let (Some(why), Some(_), false) = (needed, &roles.score, nodes_failed) {
+                self.error(
+                    YamlPath::keys(&["nodes"]),
+                    why,
+                    "add e.g. `pick: {select: {strategy: uncertainty, budget: 500}, input: scores}`, or set `rounds: 0` in a pool protocol",
+                );
+            }
+            return Some(None);
+        };
+        let OperatorSpec::Select(SelectSpec {
+            strategy,
+            budget,
+            per_user,
+            space,
+            candidates,
+        }) = &node.operator
+        else {
+            return None;
+        };
+        let path = node.path.key("select");
+        let Some(def) = Strategy::by_name(strategy) else {
+            let names: Vec<&str> = STRATEGIES.iter().map(|d| d.name).collect();
+            let listed = names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let help = match closest(strategy, names.iter().copied()) {
+                Some(best) => format!("did you mean `{best}`? (accepted: {listed})"),
+                None => format!("accepted: {listed}"),
+            };
+            self.error(
+                path.key("strategy"),
+                format!("unknown strategy `{strategy}`"),
+                help,
+            );
+            return None;
+        };
+        if def.needs_uncertainty && score.is_some_and(|s| s.uncertainty == UncertaintyMode::None) {
+            self.error(
+                path.key("strategy"),
+                format!("strategy `{}` ranks by uncertainty, but the score node measures none", def.name),
+                "train an ensemble (`members: 4` in the train node) or a `two_tower` with `mc_dropout: 8`, so the score node measures uncertainty",
+            );
+        }
+        if *budget == 0 {
+            self.error(
+                path.key("budget"),
+                "`budget` must be at least 1",
+                "set the number of samples labelled per round, e.g. `budget: 500`",
+            );
+        }
+        self.params.push(("strategy".into(), def.name.into(), true));
+        self.params
+            .push(("budget".into(), budget.to_string(), true));
+        let per_user = self.value("per_user", *per_user, false);
+        let diversity = if def.diverse {
+            let default_space = if embed.is_some() { "text" } else { "factors" };
+            let space = match self
+                .value("space", space.clone(), default_space.to_string())
+                .as_str()
+            {
+                "text" => {
+                    if embed.is_none() {
+                        self.error(
+                            path.key("space"),
+                            "`space: text` measures distances between item text vectors, but the pipeline embeds no text",
+                            "add an embed node (e.g. `item_text: {embed: {}, input: items}`), or use `space: factors`",
+                        );
+                    }
+                    DiversitySpace::Text
+                }
+                "factors" => DiversitySpace::Factors,
+                other => {
+                    self.error(
+                        path.key("space"),
+                        format!("unknown space `{other}`"),
+                        "use `text` (item text vectors) or `factors` (the model's user and item rows)",
+                    );
+                    DiversitySpace::Factors
+                }
+            };
+            let candidates = self.value(
+                "candidates",
+                *candidates,
+                (*budget as usize).saturating_mul(10),
+            );
+            if candidates < *budget as usize {
+                self.error(
+                    path.key("candidates"),
+                    format!("{candidates} candidates cannot fill a budget of {budget}"),
+                    "set `candidates` to at least the budget (default 10 x budget)",
+                );
+            }
+            if per_user {
+                self.error(
+                    path.key("per_user"),
+                    format!(
+                        "`{}` spreads one batch over the whole pool; it has no per-user budget",
+                        def.name
+                    ),
+                    "remove `per_user`",
+                );
+            }
+            Some(DiversityPlan { space, candidates })
+        } else {
+            for (name, written) in [
+                ("space", space.is_some()),
+                ("candidates", candidates.is_some()),
+            ] {
+                if written {
+                    self.error(
+                        path.key(name),
+                        format!("`{name}` is an option of `coreset` and `uncertainty_diversity`, not of `{}`", def.name),
+                        "remove it",
+                    );
+                }
+            }
+            None
+        };
+        graph.push(PlanNode {
+            id: node.id.clone(),
+            operator: "select",
+            inputs: node.inputs.clone(),
+            params: self.take_params(),
+        });
+        Some(Some(SelectPlan {
+            node: node.id.clone(),
+            strategy: def.strategy,
+            budget: *budget,
+            per_user,
+            diversity,
+        }))
+    }
+
+    /// Every `evaluate` node; their metric names carry the node's id when there are several.
+    pub(super) fn evaluations(
+        &mut self,
+        roles: &NodeRoles,
+        label_kind: LabelKind,
+        models: Option<&ModelsPlan>,
+        graph: &mut Vec<PlanNode>,
+    ) -> Vec<EvaluatePlan> {
+        let several = roles.evaluate.len() > 1;
+        roles
+            .evaluate
+            .iter()
+            .filter_map(|node| {
+                let model = roles.model_read_by(node, "test")?;
+                let loss = models.and_then(|m| Self::model_loss(m, &model));
+                let prefix = if several {
+                    format!("{}/", node.id)
+                } else {
+                    String::new()
+                };
+                self.evaluate(node, model, prefix, label_kind, loss, graph)
+            })
+            .collect()
+    }
+
+    /// A replay tests the scored model prequentially, on each window before it trains: one
+    /// evaluate node, reading the scored model.
+    pub(super) fn check_replay_evaluations(
+        &mut self,
+        roles: &NodeRoles,
+        evaluate: &[EvaluatePlan],
+        score: &ScorePlan,
+    ) {
+        for (plan, node) in evaluate.iter().zip(&roles.evaluate).skip(1) {
+            self.error(
+                node.path.clone(),
+                format!("a second `evaluate` node (`{}`) in a replay", plan.node),
+                format!(
+                    "a replay tests the scored model `{}` on each window before training on \
+                     it; keep one evaluate node",
+                    score.model
+                ),
+            );
+        }
+        if let (Some(plan), Some(node)) = (evaluate.first(), roles.evaluate.first())
+            && plan.model != score.model
+        {
+            self.error(
+                node.path.clone(),
+                format!(
+                    "`{}` evaluates `{}`, but a replay tests the scored model `{}`",
+                    plan.node, plan.model, score.model
+                ),
+                format!("write `inputs: [test, {}]`", score.model),
+            );
+        }
+    }
+
+    fn evaluate(
+        &mut self,
+        node: &NodeSpec,
+        model: String,
+        prefix: String,
+        label_kind: LabelKind,
+        loss: Option<Loss>,
+        graph: &mut Vec<PlanNode>,
+    ) -> Option<EvaluatePlan> {
+        let OperatorSpec::Evaluate(EvaluateSpec {
+            metrics,
+            relevant,
+            candidates,
+        }) = &node.operator
+        else {
+            return None;
+        };
+        let path = node.path.key("evaluate");
+        // A BPR model's scores rank items; they do not predict labels, so only ranking
+        // metrics describe it.
+        let ranks_only = loss == Some(Loss::Bpr);
+        let default_names = match label_kind {
+            _ if ranks_only => vec!["ndcg@10", "recall@10", "mrr@10", "hit@10"],
+            LabelKind::Rating => vec!["rmse", "mae", "ndcg@10", "recall@10"],
+            LabelKind::Click => vec!["auc", "logloss", "ndcg@10", "recall@10"],
+        };
+        let names: Vec<String> = metrics
+            .clone()
+            .unwrap_or_else(|| default_names.iter().map(|s| s.to_string()).collect());
+        self.params
+            .push(("metrics".into(), names.join(", "), metrics.is_some()));
+        let mut parsed = Vec::new();
+        for (n, name) in names.iter().enumerate() {
+            match Metric::parse(name) {
+                Ok(metric) if ranks_only && metric.compares_labels() => self.error(
+                    path.key("metrics").index(n),
+                    format!(
+                        "`{name}` compares predictions with labels, but `loss: bpr` trains \
+                         ranking scores that predict no label"
+                    ),
+                    "use ranking metrics (ndcg@10, recall@10, mrr@10, hit@10, ...), or train \
+                     with `loss: squared` / `cross_entropy` to predict labels",
+                ),
+                Ok(metric) => parsed.push(metric),
+                Err(message) => {
+                    self.error(path.key("metrics").index(n), message, metric_help(name));
+                }
+            }
+        }
+        let default_relevant = match label_kind {
+            LabelKind::Rating => 4.0,
+            LabelKind::Click => 1.0,
+        };
+        let relevant = self.value("relevant", *relevant, default_relevant);
+        let candidates_written = candidates.is_some();
+        let candidates = match candidates.unwrap_or(CandidatesSpec::All) {
+            CandidatesSpec::All => CandidateSet::All,
+            CandidatesSpec::TestItems => CandidateSet::TestItems,
+            CandidatesSpec::Sampled { negatives } => {
+                if negatives == 0 {
+                    self.error(
+                        path.key("candidates").key("sampled").key("negatives"),
+                        "`negatives` must be at least 1",
+                        "use e.g. `{sampled: {negatives: 100}}`, or `candidates: all`",
+                    );
+                }
+                CandidateSet::Sampled { negatives }
+            }
+        };
+        self.params.push((
+            "candidates".into(),
+            candidates.to_string(),
+            candidates_written,
+        ));
+        graph.push(PlanNode {
+            id: node.id.clone(),
+            operator: "evaluate",
+            inputs: node.inputs.clone(),
+            params: self.take_params(),
+        });
+        Some(EvaluatePlan {
+            node: node.id.clone(),
+            model,
+            prefix,
+            metrics: parsed,
+            relevant,
+            candidates,
+        })
+    }
+}
+
+/// The help line for a metric name that did not parse: the closest known name, else the
+/// list of every metric.
+pub(super) fn metric_help(name: &str) -> String {
+    let known: Vec<String> = METRIC_DOCS
+        .iter()
+        .map(|(name, _)| name.replace('K', "10"))
+        .collect();
+    match closest(name, known.iter().map(String::as_str)) {
+        Some(best) => format!("did you mean `{best}`?"),
+        None => {
+            let names: Vec<&str> = METRIC_DOCS.iter().map(|(name, _)| *name).collect();
+            format!("accepted: {}", names.join(", "))
+        }
+    }
+}
+
+/// The default embedding cache of an item file: `<stem>.embeddings.parquet` beside it.
+fn default_cache_path(items: &Path) -> PathBuf {
+    let stem = items
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "items".into());
+    items.with_file_name(format!("{stem}.embeddings.parquet"))
+}
