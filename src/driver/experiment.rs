@@ -17,14 +17,19 @@ use crate::seeding::mix64;
 use super::checkpoint::Progress;
 use super::cluster::topology;
 use super::evaluation::{EvalTarget, ItemsPerUser, ModelView, evaluate};
+use super::rounds::RoundCore;
 use super::rows::RowMirror;
 use super::session::{PoolChanges, Session};
 use super::{ExperimentData, RunError};
 
-/// A protocol run one round at a time.
+/// A protocol run one round at a time. A protocol supplies what differs (its pool, what a
+/// round does, which users it tests); its [`RoundCore`] keeps the rest.
 pub trait Experiment {
-    /// The rounds recorded so far (round 0 first).
-    fn history(&self) -> &[RoundRecord];
+    /// The session, rounds and selections.
+    fn core(&self) -> &RoundCore;
+
+    /// Hands the core over when the run ends.
+    fn into_core(self: Box<Self>) -> RoundCore;
 
     /// Whether another round can run.
     fn has_next(&self) -> bool;
@@ -35,9 +40,6 @@ pub trait Experiment {
     /// Rounds the protocol will run in all, when known in advance.
     fn planned_rounds(&self) -> Option<u32>;
 
-    /// The shared model/engine/ranking state.
-    fn session(&self) -> &Session;
-
     /// The current pool, as inserted into the engine (for reference checks).
     fn pool(&self) -> Vec<PoolSample>;
 
@@ -47,11 +49,31 @@ pub trait Experiment {
     /// The users the protocol tests: those with test events, or the last window's.
     fn test_users(&self) -> Vec<UserIdx>;
 
+    /// A replay's prequential error sums (squared, absolute, count), saved with a checkpoint;
+    /// the split protocols have none.
+    fn prequential_sums(&self) -> Option<(f64, f64, u64)> {
+        None
+    }
+
+    /// The rounds recorded so far (round 0 first).
+    fn history(&self) -> &[RoundRecord] {
+        self.core().history()
+    }
+
+    /// The shared model/engine/ranking state.
+    fn session(&self) -> &Session {
+        &self.core().session
+    }
+
     /// What a checkpoint saves to resume from here (see [`super::checkpoint`]).
-    fn progress(&self) -> Result<Progress, RunError>;
+    fn progress(&self) -> Result<Progress, RunError> {
+        self.core().progress(self.prequential_sums())
+    }
 
     /// Stops the engine and hands back what was recorded.
-    fn finish(self: Box<Self>) -> Result<ExperimentOutput, RunError>;
+    fn finish(self: Box<Self>) -> Result<ExperimentOutput, RunError> {
+        self.into_core().finish()
+    }
 }
 
 /// What an experiment produced.
@@ -383,22 +405,6 @@ pub fn resumed_session(
     Ok(session)
 }
 
-/// What a checkpoint saves of an experiment: its rounds and selections so far, its
-/// session's model state, and (for a replay) the prequential error sums.
-pub fn progress_of(
-    session: &Session,
-    history: &[RoundRecord],
-    selections: &[SelectionRecord],
-    prequential: Option<(f64, f64, u64)>,
-) -> Result<Progress, RunError> {
-    Ok(Progress {
-        history: history.to_vec(),
-        selections: selections.to_vec(),
-        model: session.model().save_state()?,
-        prequential,
-    })
-}
-
 /// The number of the last round of `history` (a checkpoint records at least round 0).
 pub fn last_round(history: &[RoundRecord]) -> u32 {
     history.last().map_or(0, |r| r.round)
@@ -435,35 +441,66 @@ pub fn round_zero_clock(data: &ExperimentData) -> RoundClock {
     clock
 }
 
-/// The record of a split experiment's round: the test metrics (timed as `evaluate`), the
-/// training loss and the weights of learned fusions.
-pub fn split_round_record(
-    mut clock: RoundClock,
-    session: &mut Session,
-    data: &ExperimentData,
-    evaluate: &[EvaluatePlan],
-    round: u32,
-    counts: RoundCounts,
-    train_loss: f32,
-) -> Result<RoundRecord, RunError> {
-    let mut metrics = Vec::new();
-    if !evaluate.is_empty() {
-        clock.time("evaluate", || -> Result<(), RunError> {
-            for plan in evaluate {
-                metrics.extend(split_metrics(session, data, plan, session.seed())?);
-            }
-            Ok(())
-        })?;
+/// What the split protocols (pool, selection) share: the split data, the evaluate nodes
+/// and the passes per round.
+pub struct SplitRun {
+    /// The loaded and split events.
+    pub data: ExperimentData,
+    /// The evaluate nodes, reported each round.
+    pub evaluate: Vec<EvaluatePlan>,
+    /// Passes over a round's training samples.
+    pub epochs_per_round: usize,
+}
+
+impl SplitRun {
+    /// The split run of `plan` over `data`.
+    pub fn new(plan: &Plan, data: ExperimentData) -> Self {
+        Self {
+            data,
+            evaluate: plan.evaluate.clone(),
+            epochs_per_round: plan.models.schedule().epochs_per_round,
+        }
     }
-    metrics.push(("train_loss".into(), f64::from(train_loss)));
-    metrics.extend(
-        session
-            .model()
-            .learned_weights()
-            .into_iter()
-            .map(|(name, w)| (name, f64::from(w))),
-    );
-    Ok(clock.record(&mut session.latency, round, counts, metrics))
+
+    /// The record of `round`: every evaluate node's metrics of the session's models (timed
+    /// as `evaluate`), the training loss and any learned fusion weights.
+    pub fn record(
+        &self,
+        session: &mut Session,
+        round: u32,
+        mut clock: RoundClock,
+        counts: RoundCounts,
+        train_loss: f32,
+    ) -> Result<RoundRecord, RunError> {
+        let mut metrics = Vec::new();
+        if !self.evaluate.is_empty() {
+            clock.time("evaluate", || -> Result<(), RunError> {
+                for plan in &self.evaluate {
+                    metrics.extend(split_metrics(session, &self.data, plan, session.seed())?);
+                }
+                Ok(())
+            })?;
+        }
+        metrics.push(("train_loss".into(), f64::from(train_loss)));
+        metrics.extend(
+            session
+                .model()
+                .learned_weights()
+                .into_iter()
+                .map(|(name, w)| (name, f64::from(w))),
+        );
+        Ok(clock.record(&mut session.latency, round, counts, metrics))
+    }
+
+    /// Raw user and item ids.
+    pub fn ids(&self) -> (&IdMap, &IdMap) {
+        (&self.data.users, &self.data.items)
+    }
+
+    /// The users with test events.
+    pub fn test_users(&self) -> Vec<UserIdx> {
+        users_of(&self.data.test)
+    }
 }
 
 /// The head of `model`, clipping squared-loss predictions to the scale of `labels`. Heads

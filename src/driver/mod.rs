@@ -13,6 +13,7 @@ pub mod evaluation;
 pub mod experiment;
 pub mod pool;
 pub mod replay;
+pub mod rounds;
 pub mod rows;
 pub mod selection;
 pub mod session;

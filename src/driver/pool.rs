@@ -6,20 +6,18 @@ use crate::data::{IdMap, Interaction, UserIdx};
 use crate::dataflow::PoolSample;
 use crate::model::{FitReport, ModelSet, Recommender};
 use crate::plan::params::{RefitPolicy, TrainParams};
-use crate::plan::{
-    EvaluatePlan, ModelsPlan, Plan, PoolPlan, PoolRounds, ProtocolPlan, SelectPlan, TrainedModel,
-};
-use crate::results::{RoundRecord, SelectionRecord};
+use crate::plan::{ModelsPlan, Plan, PoolPlan, PoolRounds, ProtocolPlan, SelectPlan, TrainedModel};
+use crate::results::RoundRecord;
 use crate::scoring::ScoringHead;
 
 use super::checkpoint::Progress;
 use super::experiment::{
-    Experiment, ExperimentOutput, InitialFit, Resumed, RoundClock, RoundCounts, fit_initial,
-    last_round, mean_label, model_and_head, pool_sample, progress_of, refit_samples,
-    resumed_session, round_zero_clock, saved_sample, split_round_record, start_session,
-    strategy_reads_labels, users_of,
+    Experiment, InitialFit, Resumed, RoundClock, RoundCounts, SplitRun, fit_initial, mean_label,
+    model_and_head, pool_sample, refit_samples, resumed_session, round_zero_clock, saved_sample,
+    start_session, strategy_reads_labels,
 };
-use super::session::{PoolChanges, Session};
+use super::rounds::RoundCore;
+use super::session::PoolChanges;
 use super::split::initial_labels;
 use super::{ExperimentData, RunError, load_data};
 
@@ -174,17 +172,13 @@ impl RoundZero {
 
 /// A running pool-protocol experiment.
 pub struct PoolExperiment {
-    data: ExperimentData,
+    run: SplitRun,
     rounds: Option<PoolRounds>,
-    evaluate: Vec<EvaluatePlan>,
     refit: RefitPolicy,
-    epochs_per_round: usize,
+    /// Whether pool samples carry their hidden labels (a label-reading strategy).
     oracle: bool,
     labelled: Vec<bool>,
-    session: Session,
-    round: u32,
-    selections: Vec<SelectionRecord>,
-    history: Vec<RoundRecord>,
+    core: RoundCore,
 }
 
 impl PoolExperiment {
@@ -209,11 +203,7 @@ impl PoolExperiment {
         } = start;
         check_budget(pool, &labelled, &data)?;
         let mut session = start_session(plan, &data, (model, head), track_scores)?;
-        let oracle = strategy_reads_labels(plan);
-        let insert: Vec<PoolSample> = (0..data.train.len() as u32)
-            .filter(|&k| !labelled[k as usize])
-            .map(|k| pool_sample(&data.train, k, oracle))
-            .collect();
+        let insert = unlabelled(&data.train, &labelled, strategy_reads_labels(plan));
         let output = clock.time("score", || {
             session.publish(PoolChanges {
                 insert,
@@ -222,16 +212,17 @@ impl PoolExperiment {
                 fit: Some(&report),
             })
         })?;
-        let mut experiment = Self::new(plan, pool, data, labelled, session);
         let counts = RoundCounts {
             labelled: seed_samples.len() as u64,
             selected: 0,
             rescored: output.rescored,
         };
-        let mut record = experiment.finish_round(clock, counts, report.last_epoch_loss)?;
+        let run = SplitRun::new(plan, data);
+        let mut record = run.record(&mut session, 0, clock, counts, report.last_epoch_loss)?;
         record.note_early_stopping(stopped_at);
-        experiment.history.push(record);
-        Ok(experiment)
+        let mut core = RoundCore::new(session);
+        core.push(record);
+        Ok(Self::new(plan, pool, run, labelled, core))
     }
 
     /// Continues the run `progress` was saved from: the data is loaded and labelled again,
@@ -252,74 +243,48 @@ impl PoolExperiment {
             labelled[selection.sample as usize] = true;
             known.push(event);
         }
-        let oracle = strategy_reads_labels(plan);
-        let pool_samples = (0..data.train.len() as u32)
-            .filter(|&k| !labelled[k as usize])
-            .map(|k| pool_sample(&data.train, k, oracle))
-            .collect();
         let resumed = Resumed {
             state: &progress.model,
-            pool: pool_samples,
+            pool: unlabelled(&data.train, &labelled, strategy_reads_labels(plan)),
             labelled: &known,
         };
         let session = resumed_session(plan, data.text.as_ref(), start, resumed)?;
-        let mut experiment = Self::new(plan, pool, data, labelled, session);
-        experiment.round = last_round(&progress.history);
-        experiment.selections = progress.selections;
-        experiment.history = progress.history;
-        Ok(experiment)
+        let run = SplitRun::new(plan, data);
+        let core = RoundCore::resumed(session, progress);
+        Ok(Self::new(plan, pool, run, labelled, core))
+    }
+
+    fn new(
+        plan: &Plan,
+        pool: &PoolPlan,
+        run: SplitRun,
+        labelled: Vec<bool>,
+        core: RoundCore,
+    ) -> Self {
+        Self {
+            run,
+            rounds: pool.rounds.clone(),
+            refit: plan.models.schedule().refit,
+            oracle: strategy_reads_labels(plan),
+            labelled,
+            core,
+        }
     }
 
     /// The select node of the next round, while rounds remain.
     fn next_select(&self) -> Option<&SelectPlan> {
         let rounds = self.rounds.as_ref()?;
-        (self.round < rounds.count).then_some(&rounds.select)
-    }
-
-    /// An experiment of `plan` at round 0 with nothing recorded yet.
-    fn new(
-        plan: &Plan,
-        pool: &PoolPlan,
-        data: ExperimentData,
-        labelled: Vec<bool>,
-        session: Session,
-    ) -> Self {
-        Self {
-            rounds: pool.rounds.clone(),
-            evaluate: plan.evaluate.clone(),
-            refit: plan.models.schedule().refit,
-            epochs_per_round: plan.models.schedule().epochs_per_round,
-            oracle: strategy_reads_labels(plan),
-            labelled,
-            session,
-            round: 0,
-            selections: Vec::new(),
-            history: Vec::new(),
-            data,
-        }
-    }
-
-    fn finish_round(
-        &mut self,
-        clock: RoundClock,
-        counts: RoundCounts,
-        train_loss: f32,
-    ) -> Result<RoundRecord, RunError> {
-        split_round_record(
-            clock,
-            &mut self.session,
-            &self.data,
-            &self.evaluate,
-            self.round,
-            counts,
-            train_loss,
-        )
+        (self.core.next_round() <= rounds.count).then_some(&rounds.select)
     }
 }
 
 impl Experiment for PoolExperiment {
-    fn history(&self) -> &[RoundRecord] {
-        &self.history
+    fn core(&self) -> &RoundCore {
+        &self.core
+    }
+
+    fn into_core(self: Box<Self>) -> RoundCore {
+        self.core
     }
 
     fn has_next(&self) -> bool {
@@ -330,84 +295,63 @@ impl Experiment for PoolExperiment {
         Some(self.rounds.as_ref().map_or(0, |r| r.count))
     }
 
-    fn session(&self) -> &Session {
-        &self.session
-    }
-
     fn pool(&self) -> Vec<PoolSample> {
-        (0..self.data.train.len() as u32)
-            .filter(|&k| !self.labelled[k as usize])
-            .map(|k| pool_sample(&self.data.train, k, self.oracle))
-            .collect()
+        unlabelled(&self.run.data.train, &self.labelled, self.oracle)
     }
 
     fn ids(&self) -> (&IdMap, &IdMap) {
-        (&self.data.users, &self.data.items)
+        self.run.ids()
     }
 
     fn test_users(&self) -> Vec<UserIdx> {
-        users_of(&self.data.test)
+        self.run.test_users()
     }
 
     fn next_round(&mut self) -> Result<&RoundRecord, RunError> {
-        let Some(select) = self.next_select().cloned() else {
+        let round = self.core.next_round();
+        let Some(budget) = self.next_select().map(|s| s.budget) else {
             return Err(RunError::Experiment {
                 field: "protocol.pool.rounds".into(),
-                message: format!("all {} rounds have run", self.round),
+                message: format!("all {} rounds have run", round - 1),
                 help: "raise `rounds` to run more".into(),
             });
         };
-        self.round += 1;
         let mut clock = RoundClock::default();
-        let picked = clock.time("select", || self.session.pick(select.budget));
+        let train = &self.run.data.train;
+        let picked = self
+            .core
+            .pick(&mut clock, round, budget, train, self.run.ids());
         if picked.is_empty() {
             return Err(RunError::Experiment {
                 field: "protocol.pool.rounds".into(),
-                message: format!(
-                    "round {}: the pool is empty, nothing left to select",
-                    self.round
-                ),
+                message: format!("round {round}: the pool is empty, nothing left to select"),
                 help: "lower `rounds` or `budget`".into(),
             });
         }
-        let mut new_samples = Vec::with_capacity(picked.len());
-        for &(sample, key) in &picked {
-            let event = self.data.train[sample as usize];
+        let new_samples: Vec<u32> = picked.iter().map(|&(sample, _)| sample).collect();
+        for &sample in &new_samples {
             self.labelled[sample as usize] = true;
-            self.selections.push(SelectionRecord {
-                round: self.round,
-                sample,
-                user_id: self.data.users.raw(event.user).clone(),
-                item_id: self.data.items.raw(event.item).clone(),
-                score: key,
-            });
-            new_samples.push(sample);
         }
+        let session = &mut self.core.session;
         let train_on = refit_samples(
             self.refit,
             &new_samples,
             &self.labelled,
-            self.session.seed(),
-            self.round,
+            session.seed(),
+            round,
         );
-        let events: Vec<Interaction> = train_on
-            .iter()
-            .map(|&k| self.data.train[k as usize])
-            .collect();
-        let epochs = self.epochs_per_round;
+        let events: Vec<Interaction> = train_on.iter().map(|&k| train[k as usize]).collect();
+        let epochs = self.run.epochs_per_round;
         let report = clock.time("train", || {
-            self.session.model_mut().fit(&events, &train_on, epochs)
+            session.model_mut().fit(&events, &train_on, epochs)
         })?;
-        let revealed: Vec<Interaction> = new_samples
-            .iter()
-            .map(|&k| self.data.train[k as usize])
-            .collect();
+        let revealed: Vec<Interaction> = new_samples.iter().map(|&k| train[k as usize]).collect();
         let remove = new_samples
             .iter()
-            .map(|&k| pool_sample(&self.data.train, k, self.oracle))
+            .map(|&k| pool_sample(train, k, self.oracle))
             .collect();
         let output = clock.time("score", || {
-            self.session.publish(PoolChanges {
+            session.publish(PoolChanges {
                 insert: Vec::new(),
                 remove,
                 labelled: &revealed,
@@ -419,23 +363,19 @@ impl Experiment for PoolExperiment {
             selected: picked.len() as u64,
             rescored: output.rescored,
         };
-        let record = self.finish_round(clock, counts, report.last_epoch_loss)?;
-        self.history.push(record);
-        Ok(self.history.last().expect("just pushed"))
+        let record = self
+            .run
+            .record(session, round, clock, counts, report.last_epoch_loss)?;
+        Ok(self.core.push(record))
     }
+}
 
-    fn progress(&self) -> Result<Progress, RunError> {
-        progress_of(&self.session, &self.history, &self.selections, None)
-    }
-
-    fn finish(self: Box<Self>) -> Result<ExperimentOutput, RunError> {
-        let latency = self.session.finish()?;
-        Ok(ExperimentOutput {
-            rounds: self.history,
-            selections: self.selections,
-            latency,
-        })
-    }
+/// The pool: every training sample not labelled yet (with its label when `oracle`).
+fn unlabelled(train: &[Interaction], labelled: &[bool], oracle: bool) -> Vec<PoolSample> {
+    (0..train.len() as u32)
+        .filter(|&k| !labelled[k as usize])
+        .map(|k| pool_sample(train, k, oracle))
+        .collect()
 }
 
 /// An empty pool, or a budget the pool cannot pay, is a configuration error.

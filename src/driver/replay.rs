@@ -20,7 +20,7 @@ use crate::io::sort::SortOptions;
 use crate::model::{ModelSet, Recommender};
 use crate::plan::params::RefitPolicy;
 use crate::plan::{CandidateSet, EvaluatePlan, Plan, ReplayPlan};
-use crate::results::{RoundRecord, SelectionRecord};
+use crate::results::RoundRecord;
 use crate::scoring::ScoringHead;
 use crate::seeding::unit_hash;
 
@@ -30,10 +30,10 @@ use super::cluster::topology;
 use super::embed::ItemEmbedder;
 use super::evaluation::{EvalTarget, ItemsPerUser, ModelView, evaluate};
 use super::experiment::{
-    Experiment, ExperimentOutput, Resumed, RoundClock, RoundCounts, build_model, clipped_head,
-    mean_label, pool_sample, progress_of, refit_samples, resumed_session, saved_sample,
-    strategy_reads_labels, users_of,
+    Experiment, Resumed, RoundClock, RoundCounts, build_model, clipped_head, mean_label,
+    pool_sample, refit_samples, resumed_session, saved_sample, strategy_reads_labels, users_of,
 };
+use super::rounds::RoundCore;
 use super::session::{PoolChanges, Session};
 use super::windows::{ReplayWindow, WindowCutter, WindowError};
 
@@ -56,7 +56,7 @@ pub struct ReplayExperiment {
     events: Vec<Interaction>,
     labelled: Vec<bool>,
     labelled_count: u64,
-    session: Session,
+    core: RoundCore,
     /// Item text vectors, embedded as items first appear (if the pipeline embeds).
     embedder: Option<ItemEmbedder>,
     /// Texts embedded before the first window ran (reported with it).
@@ -67,8 +67,6 @@ pub struct ReplayExperiment {
     next_window: Option<ReplayWindow>,
     /// Running sums of the prequential errors after the first window.
     errors: ErrorSums,
-    selections: Vec<SelectionRecord>,
-    history: Vec<RoundRecord>,
     /// The users of the last window run (the users a replay's recommendations are for).
     last_window_users: Vec<UserIdx>,
     /// The samples of the windows whose unlabelled events are still candidates, oldest
@@ -269,13 +267,16 @@ impl ReplayExperiment {
         if let Some(embed_time) = opening.embed_time {
             session.latency.record("embed", embed_time);
         }
-        let mut experiment = Self::new(plan, replay, opening.windows, opening.source, session);
+        let core = RoundCore::new(session);
+        let mut experiment = Self::new(plan, replay, opening.windows, opening.source, core);
         experiment.embedder = opening.embedder;
         experiment.embedded_at_start = opening.embedded_at_start;
         experiment.next_read = opening.next_read;
         experiment.next_window = Some(opening.first);
         experiment.next_round()?;
-        while experiment.has_next() && (experiment.history.len() as u32) < replay.warmup_windows {
+        while experiment.has_next()
+            && (experiment.core.history().len() as u32) < replay.warmup_windows
+        {
             experiment.next_round()?;
         }
         Ok(experiment)
@@ -340,7 +341,9 @@ impl ReplayExperiment {
             labelled: &replayed.known,
         };
         let session = resumed_session(plan, text, (model, head), resumed)?;
-        let mut experiment = Self::new(plan, replay, windows, source, session);
+        let prequential = progress.prequential;
+        let core = RoundCore::resumed(session, progress);
+        let mut experiment = Self::new(plan, replay, windows, source, core);
         experiment.embedder = embedder;
         experiment.next_window = next;
         experiment.labelled_count = replayed.known.len() as u64;
@@ -348,15 +351,13 @@ impl ReplayExperiment {
         experiment.labelled = replayed.labelled;
         experiment.candidate_windows = replayed.candidate_windows;
         experiment.last_window_users = replayed.last_window_users;
-        if let Some((squared, absolute, count)) = progress.prequential {
+        if let Some((squared, absolute, count)) = prequential {
             experiment.errors = ErrorSums {
                 squared,
                 absolute,
                 count,
             };
         }
-        experiment.selections = progress.selections;
-        experiment.history = progress.history;
         Ok(experiment)
     }
 
@@ -366,7 +367,7 @@ impl ReplayExperiment {
         replay: &ReplayPlan,
         windows: WindowCutter<EventBatches>,
         source: String,
-        session: Session,
+        core: RoundCore,
     ) -> Self {
         Self {
             windows,
@@ -381,14 +382,12 @@ impl ReplayExperiment {
             events: Vec::new(),
             labelled: Vec::new(),
             labelled_count: 0,
-            session,
+            core,
             embedder: None,
             embedded_at_start: 0,
             next_read: Duration::ZERO,
             next_window: None,
             errors: ErrorSums::default(),
-            selections: Vec::new(),
-            history: Vec::new(),
             last_window_users: Vec::new(),
             candidate_windows: VecDeque::new(),
         }
@@ -425,13 +424,14 @@ impl ReplayExperiment {
             self.windows.source().users().len(),
             self.windows.source().items().len(),
         );
-        self.session.grow(n_users, n_items)?;
+        self.core.session.grow(n_users, n_items)?;
         let mut texts_embedded = None;
         if let Some(embedder) = &mut self.embedder {
             let embedded = clock.time("embed", || {
                 embedder.ensure(window.events.iter().map(|e| e.item))
             })?;
-            self.session
+            self.core
+                .session
                 .set_item_text(embedder.vectors(), &embedded.added)?;
             texts_embedded = Some(embedded.embedded + std::mem::take(&mut self.embedded_at_start));
         }
@@ -454,7 +454,7 @@ impl ReplayExperiment {
         // Publish the window's new rows and pool samples (scores them) before testing on it:
         // inserting into the pool does not train, so the test stays prequential.
         let inserted = clock.time("score", || {
-            self.session.publish(PoolChanges {
+            self.core.session.publish(PoolChanges {
                 insert,
                 remove,
                 ..PoolChanges::default()
@@ -464,24 +464,18 @@ impl ReplayExperiment {
 
         let picked = match &self.replay.select {
             Some(select) if !warmup => {
+                let source = self.windows.source();
+                let ids = (source.users(), source.items());
                 let budget = select.budget;
-                clock.time("select", || self.session.pick(budget))
+                self.core
+                    .pick(&mut clock, window.index, budget, &self.events, ids)
             }
             _ => Vec::new(),
         };
         let mut revealed: Vec<u32> = free.clone();
-        for &(sample, key) in &picked {
-            let event = self.events[sample as usize];
+        for &(sample, _) in &picked {
             self.labelled[sample as usize] = true;
             revealed.push(sample);
-            let source = self.windows.source();
-            self.selections.push(SelectionRecord {
-                round: window.index,
-                sample,
-                user_id: source.users().raw(event.user).clone(),
-                item_id: source.items().raw(event.item).clone(),
-                score: key,
-            });
         }
         self.labelled_count += revealed.len() as u64;
         let train_on = refit_samples(
@@ -499,7 +493,8 @@ impl ReplayExperiment {
             self.epochs_per_round
         };
         let report = clock.time("train", || {
-            self.session
+            self.core
+                .session
                 .model_mut()
                 .fit(&train_events, &train_on, epochs)
         })?;
@@ -510,7 +505,7 @@ impl ReplayExperiment {
             .map(|&(k, _)| pool_sample(&self.events, k, self.oracle))
             .collect();
         let trained = clock.time("score", || {
-            self.session.publish(PoolChanges {
+            self.core.session.publish(PoolChanges {
                 insert: Vec::new(),
                 remove,
                 labelled: &labelled_events,
@@ -527,7 +522,12 @@ impl ReplayExperiment {
             selected: picked.len() as u64,
             rescored: inserted.rescored + trained.rescored,
         };
-        Ok(clock.record(&mut self.session.latency, window.index, counts, metrics))
+        Ok(clock.record(
+            &mut self.core.session.latency,
+            window.index,
+            counts,
+            metrics,
+        ))
     }
 
     /// Metrics of the current model on the window's events, before it trains on them, and
@@ -551,13 +551,13 @@ impl ReplayExperiment {
         }
         let started = Instant::now();
         for e in &window.events {
-            let error = f64::from(self.session.predict(e.user, e.item) - e.label);
+            let error = f64::from(self.core.session.predict(e.user, e.item) - e.label);
             self.errors.squared += error * error;
             self.errors.absolute += error.abs();
             self.errors.count += 1;
         }
-        let labelled = self.session.labelled_items();
-        let view = ModelView::new(self.session.head(), self.session.rows());
+        let labelled = self.core.session.labelled_items();
+        let view = ModelView::new(self.core.session.head(), self.core.session.rows());
         // Sampled negatives avoid the user's labelled and tested items; other candidate
         // sets do not read them.
         let user_events = match plan.candidates {
@@ -570,7 +570,7 @@ impl ReplayExperiment {
             user_events: &user_events,
             prefix: "",
         };
-        let mut metrics = evaluate(&view, &plan, &target, self.session.seed());
+        let mut metrics = evaluate(&view, &plan, &target, self.core.session.seed());
         let n = self.errors.count as f64;
         metrics.push(("cumulative_rmse".into(), (self.errors.squared / n).sqrt()));
         metrics.push(("cumulative_mae".into(), self.errors.absolute / n));
@@ -600,8 +600,12 @@ fn next_window(
 }
 
 impl Experiment for ReplayExperiment {
-    fn history(&self) -> &[RoundRecord] {
-        &self.history
+    fn core(&self) -> &RoundCore {
+        &self.core
+    }
+
+    fn into_core(self: Box<Self>) -> RoundCore {
+        self.core
     }
 
     fn has_next(&self) -> bool {
@@ -609,15 +613,11 @@ impl Experiment for ReplayExperiment {
             && self
                 .replay
                 .max_windows
-                .is_none_or(|max| (self.history.len() as u32) < max)
+                .is_none_or(|max| (self.core.history().len() as u32) < max)
     }
 
     fn planned_rounds(&self) -> Option<u32> {
         self.replay.max_windows
-    }
-
-    fn session(&self) -> &Session {
-        &self.session
     }
 
     fn pool(&self) -> Vec<PoolSample> {
@@ -643,27 +643,22 @@ impl Experiment for ReplayExperiment {
     }
 
     fn next_round(&mut self) -> Result<&RoundRecord, RunError> {
-        let window = self.next_window.take().expect("has_next was checked");
+        let Some(window) = self.next_window.take() else {
+            return Err(RunError::Experiment {
+                field: "data.events".into(),
+                message: format!("every window of {} has run", self.source),
+                help: "run no more windows than `has_next` allows".into(),
+            });
+        };
         let record = self.run_window(window)?;
         let read_started = Instant::now();
         self.next_window = next_window(&mut self.windows, &self.source)?;
         self.next_read = read_started.elapsed();
-        self.history.push(record);
-        Ok(self.history.last().expect("just pushed"))
+        Ok(self.core.push(record))
     }
 
-    fn progress(&self) -> Result<Progress, RunError> {
+    fn prequential_sums(&self) -> Option<(f64, f64, u64)> {
         let errors = &self.errors;
-        let sums = (errors.squared, errors.absolute, errors.count);
-        progress_of(&self.session, &self.history, &self.selections, Some(sums))
-    }
-
-    fn finish(self: Box<Self>) -> Result<ExperimentOutput, RunError> {
-        let latency = self.session.finish()?;
-        Ok(ExperimentOutput {
-            rounds: self.history,
-            selections: self.selections,
-            latency,
-        })
+        Some((errors.squared, errors.absolute, errors.count))
     }
 }

@@ -6,29 +6,24 @@
 use crate::data::{IdMap, Interaction, UserIdx};
 use crate::dataflow::PoolSample;
 use crate::model::Recommender;
-use crate::plan::{EvaluatePlan, Plan, SelectPlan, SelectionProtocolPlan};
-use crate::results::{RoundRecord, SelectionRecord};
+use crate::plan::{Plan, SelectPlan, SelectionProtocolPlan};
+use crate::results::RoundRecord;
 
 use super::checkpoint::Progress;
 use super::experiment::{
-    Experiment, ExperimentOutput, InitialFit, Resumed, RoundClock, RoundCounts, fit_initial,
-    last_round, mean_label, model_and_head, pool_sample, progress_of, resumed_session,
-    round_zero_clock, saved_sample, split_round_record, start_session, users_of,
+    Experiment, InitialFit, Resumed, RoundClock, RoundCounts, SplitRun, fit_initial, mean_label,
+    model_and_head, pool_sample, resumed_session, round_zero_clock, saved_sample, start_session,
 };
-use super::session::{PoolChanges, Session};
+use super::rounds::RoundCore;
+use super::session::PoolChanges;
 use super::{ExperimentData, RunError};
 
 /// A running selection-protocol experiment.
 pub struct SelectionExperiment {
-    data: ExperimentData,
+    run: SplitRun,
     select: SelectPlan,
-    evaluate: Vec<EvaluatePlan>,
-    epochs_per_round: usize,
     rounds: u32,
-    session: Session,
-    round: u32,
-    selections: Vec<SelectionRecord>,
-    history: Vec<RoundRecord>,
+    core: RoundCore,
 }
 
 impl SelectionExperiment {
@@ -66,26 +61,22 @@ impl SelectionExperiment {
                 fit: Some(&report),
             })
         })?;
-        let mut experiment = Self {
-            select: protocol.select.clone(),
-            evaluate: plan.evaluate.clone(),
-            epochs_per_round: plan.models.schedule().epochs_per_round,
-            rounds: protocol.rounds,
-            session,
-            round: 0,
-            selections: Vec::new(),
-            history: Vec::new(),
-            data,
-        };
         let counts = RoundCounts {
-            labelled: experiment.data.train.len() as u64,
+            labelled: data.train.len() as u64,
             selected: 0,
             rescored: output.rescored,
         };
-        let mut record = experiment.finish_round(clock, counts, report.last_epoch_loss)?;
+        let run = SplitRun::new(plan, data);
+        let mut record = run.record(&mut session, 0, clock, counts, report.last_epoch_loss)?;
         record.note_early_stopping(stopped_at);
-        experiment.history.push(record);
-        Ok(experiment)
+        let mut core = RoundCore::new(session);
+        core.push(record);
+        Ok(Self {
+            run,
+            select: protocol.select.clone(),
+            rounds: protocol.rounds,
+            core,
+        })
     }
 
     /// Continues the run `progress` was saved from: the data is loaded again, the model
@@ -110,117 +101,78 @@ impl SelectionExperiment {
         };
         let session = resumed_session(plan, data.text.as_ref(), start, resumed)?;
         Ok(Self {
+            run: SplitRun::new(plan, data),
             select: protocol.select.clone(),
-            evaluate: plan.evaluate.clone(),
-            epochs_per_round: plan.models.schedule().epochs_per_round,
             rounds: protocol.rounds,
-            session,
-            round: last_round(&progress.history),
-            selections: progress.selections,
-            history: progress.history,
-            data,
+            core: RoundCore::resumed(session, progress),
         })
-    }
-
-    fn finish_round(
-        &mut self,
-        clock: RoundClock,
-        counts: RoundCounts,
-        train_loss: f32,
-    ) -> Result<RoundRecord, RunError> {
-        split_round_record(
-            clock,
-            &mut self.session,
-            &self.data,
-            &self.evaluate,
-            self.round,
-            counts,
-            train_loss,
-        )
     }
 }
 
 impl Experiment for SelectionExperiment {
-    fn history(&self) -> &[RoundRecord] {
-        &self.history
+    fn core(&self) -> &RoundCore {
+        &self.core
+    }
+
+    fn into_core(self: Box<Self>) -> RoundCore {
+        self.core
     }
 
     fn has_next(&self) -> bool {
-        self.round < self.rounds
+        self.core.next_round() <= self.rounds
     }
 
     fn planned_rounds(&self) -> Option<u32> {
         Some(self.rounds)
     }
 
-    fn session(&self) -> &Session {
-        &self.session
-    }
-
     fn pool(&self) -> Vec<PoolSample> {
-        (0..self.data.train.len() as u32)
-            .map(|k| pool_sample(&self.data.train, k, true))
+        (0..self.run.data.train.len() as u32)
+            .map(|k| pool_sample(&self.run.data.train, k, true))
             .collect()
     }
 
     fn ids(&self) -> (&IdMap, &IdMap) {
-        (&self.data.users, &self.data.items)
+        self.run.ids()
     }
 
     fn test_users(&self) -> Vec<UserIdx> {
-        users_of(&self.data.test)
+        self.run.test_users()
     }
 
     fn next_round(&mut self) -> Result<&RoundRecord, RunError> {
-        self.round += 1;
+        let round = self.core.next_round();
         let mut clock = RoundClock::default();
-        let picked = clock.time("select", || self.session.pick(self.select.budget));
+        let data = &self.run.data;
+        let picked = self.core.pick(
+            &mut clock,
+            round,
+            self.select.budget,
+            &data.train,
+            self.run.ids(),
+        );
         let samples: Vec<u32> = picked.iter().map(|(s, _)| *s).collect();
-        for &(sample, key) in &picked {
-            let event = self.data.train[sample as usize];
-            self.selections.push(SelectionRecord {
-                round: self.round,
-                sample,
-                user_id: self.data.users.raw(event.user).clone(),
-                item_id: self.data.items.raw(event.item).clone(),
-                score: key,
-            });
-        }
-        let events: Vec<Interaction> = samples
-            .iter()
-            .map(|&k| self.data.train[k as usize])
-            .collect();
-        let epochs = self.epochs_per_round;
+        let events: Vec<Interaction> = samples.iter().map(|&k| data.train[k as usize]).collect();
+        let epochs = self.run.epochs_per_round;
+        let session = &mut self.core.session;
         let report = clock.time("train", || {
-            self.session.model_mut().fit(&events, &samples, epochs)
+            session.model_mut().fit(&events, &samples, epochs)
         })?;
         let output = clock.time("score", || {
-            self.session.publish(PoolChanges {
+            session.publish(PoolChanges {
                 fit: Some(&report),
                 ..PoolChanges::default()
             })
         })?;
         let counts = RoundCounts {
-            labelled: self.data.train.len() as u64,
+            labelled: data.train.len() as u64,
             selected: picked.len() as u64,
             rescored: output.rescored,
         };
-        let record = self.finish_round(clock, counts, report.last_epoch_loss)?;
-        self.history.push(record);
-        Ok(self.history.last().expect("just pushed"))
-    }
-
-    fn progress(&self) -> Result<Progress, RunError> {
-        progress_of(&self.session, &self.history, &self.selections, None)
-    }
-
-    fn finish(self: Box<Self>) -> Result<ExperimentOutput, RunError> {
-        let latency = self.session.finish()?;
-        Ok(ExperimentOutput {
-            rounds: self.history,
-            selections: self.selections,
-            latency,
-        })
+        let record = self
+            .run
+            .record(session, round, clock, counts, report.last_epoch_loss)?;
+        Ok(self.core.push(record))
     }
 }
 
