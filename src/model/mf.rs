@@ -38,24 +38,17 @@
 //! `batch_size` 1024, 25 epochs (`docs/benchmarks.md`).
 
 use candle_core::{Device, Tensor};
-use rand::SeedableRng;
-use rand_chacha::ChaCha12Rng;
 
 use super::init::{TableTag, init_rows};
-use super::negatives::NegativeSampler;
 use super::optim::{RowGradients, RowTable, SparseOptimizer, block_rows, blocks};
 use super::pairwise::PairForward;
 use super::training::{
-    Batch, EpochLoop, check_params, check_rows, label_offset, marked, negative_sampler,
+    Batch, Draws, FitSetup, Trainable, check_params, check_rows, fit_passes, label_offset,
 };
 use super::{FitReport, ModelError, ModelState, Recommender, candle_device};
 use crate::data::{Interaction, ItemIdx, LabelKind, UserIdx};
 use crate::plan::params::{ModelKind, TrainParams, UncertaintyParams};
 use crate::scoring::{Loss, RowLayout, ScoringHead};
-use crate::seeding::stable_hash;
-
-/// Separates the shuffling stream from other uses of the seed.
-pub(super) const SHUFFLE_DOMAIN: u64 = 0x5348_5546_464C_4503;
 
 /// Biased matrix factorisation with `members` bootstrap members stored side by side.
 #[derive(Debug)]
@@ -73,10 +66,8 @@ pub struct BiasedMf {
     items: RowTable,
     /// The offsets as `[1, members]`.
     offset_row: Tensor,
-    /// Shuffles the samples of each epoch; advances across `fit` calls.
-    shuffle: ChaCha12Rng,
-    /// Under BPR, every user's known items and the negative draws.
-    negatives: Option<NegativeSampler>,
+    /// The shuffle stream and (under BPR) the negative sampler.
+    draws: Draws,
 }
 
 impl BiasedMf {
@@ -131,8 +122,7 @@ impl BiasedMf {
             users,
             items,
             offset_row,
-            shuffle: ChaCha12Rng::seed_from_u64(stable_hash(&[params.seed, SHUFFLE_DOMAIN])),
-            negatives: negative_sampler(params.loss, params.seed, (n_users, n_items)),
+            draws: Draws::new(params, (n_users, n_items)),
         })
     }
 
@@ -369,6 +359,25 @@ pub(super) fn mc_dropout_needs_dropout(kind: &str) -> ModelError {
     ))
 }
 
+impl Trainable for BiasedMf {
+    fn setup(&self) -> FitSetup {
+        FitSetup {
+            shape: self.shape(),
+            seed: self.seed,
+            members: self.layout.members,
+            batch_size: self.batch_size,
+        }
+    }
+
+    fn draws(&mut self) -> &mut Draws {
+        &mut self.draws
+    }
+
+    fn train_step(&mut self, batch: &Batch, want_loss: bool) -> Result<Option<Tensor>, ModelError> {
+        self.step(batch, want_loss)
+    }
+}
+
 impl Recommender for BiasedMf {
     fn kind(&self) -> &'static str {
         "mf"
@@ -391,9 +400,7 @@ impl Recommender for BiasedMf {
     fn grow(&mut self, n_users: usize, n_items: usize) -> Result<(), ModelError> {
         self.grow_table(TableTag::Users, n_users)?;
         self.grow_table(TableTag::Items, n_items)?;
-        if let Some(negatives) = &mut self.negatives {
-            negatives.grow(n_users, n_items);
-        }
+        self.draws.grow(n_users, n_items);
         Ok(())
     }
 
@@ -403,38 +410,8 @@ impl Recommender for BiasedMf {
         keys: &[u32],
         epochs: usize,
     ) -> Result<FitReport, ModelError> {
-        let shape = self.shape();
-        let members = self.layout.members;
-        let mut epochs_loop = EpochLoop::new(samples, keys, shape, self.seed, members)?;
-        if let Some(negatives) = &mut self.negatives {
-            negatives.learn(samples);
-        }
-        if epochs == 0 || epochs_loop.is_empty() {
-            return Ok(FitReport::default());
-        }
-        let (user_touched, mut item_touched) = epochs_loop.touched(shape.0, shape.1);
-        let mut shuffle = std::mem::replace(&mut self.shuffle, ChaCha12Rng::seed_from_u64(0));
-        let mut negatives = self.negatives.take();
-        let run = epochs_loop.run(
-            epochs,
-            self.batch_size,
-            &mut shuffle,
-            negatives.as_mut(),
-            |batch, want_loss| self.step(batch, want_loss),
-        );
-        self.shuffle = shuffle;
-        self.negatives = negatives;
-        let run = run?;
-        for &item in &run.negative_items {
-            item_touched[item as usize] = true;
-        }
-        Ok(FitReport {
-            changed_users: marked(&user_touched),
-            changed_items: marked(&item_touched),
-            shared_changed: false,
-            last_epoch_loss: run.last_epoch_loss,
-            steps: run.steps,
-        })
+        let fitted = fit_passes(self, samples, keys, epochs)?;
+        Ok(fitted.map_or_else(FitReport::default, |f| f.report()))
     }
 
     fn user_rows(&self, users: &[UserIdx]) -> Result<Vec<f32>, ModelError> {
@@ -462,32 +439,19 @@ impl Recommender for BiasedMf {
             items: self.items.duplicate()?,
             // Never written in place: sharing it is safe.
             offset_row: self.offset_row.clone(),
-            shuffle: self.shuffle.clone(),
-            negatives: self.negatives.clone(),
+            draws: self.draws.clone(),
         }))
     }
 
     fn save_state(&self) -> Result<ModelState, ModelError> {
-        ModelState::of_tables(
-            self.kind(),
-            &self.users,
-            &self.items,
-            &self.shuffle,
-            self.negatives.as_ref(),
-        )
+        ModelState::of_tables(self.kind(), &self.users, &self.items, &self.draws)
     }
 
     fn load_state(&mut self, state: &ModelState) -> Result<(), ModelError> {
-        let common = state.restore_tables(
-            self.kind(),
-            &self.users,
-            &self.items,
-            self.negatives.as_ref(),
-        )?;
+        let common = state.restore_tables(self.kind(), &self.users, &self.items, &self.draws)?;
         self.users = common.users;
         self.items = common.items;
-        self.shuffle = common.shuffle;
-        self.negatives = common.negatives;
+        self.draws = common.draws;
         Ok(())
     }
 }

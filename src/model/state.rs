@@ -29,8 +29,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
-use super::negatives::NegativeSampler;
 use super::optim::RowTable;
+use super::training::Draws;
 use crate::data::{HostTensor, HostValues};
 
 /// Everything a model's future training and rows depend on beyond what its plan gives.
@@ -53,10 +53,8 @@ pub(super) struct CommonState {
     pub(super) users: RowTable,
     /// Item rows.
     pub(super) items: RowTable,
-    /// The shuffle stream.
-    pub(super) shuffle: ChaCha12Rng,
-    /// Under BPR, the negative sampler.
-    pub(super) negatives: Option<NegativeSampler>,
+    /// The shuffle stream and (under BPR) the negative sampler.
+    pub(super) draws: Draws,
 }
 
 /// A ChaCha12 generator's position: its seed, stream and word position (a `u128`, kept as
@@ -75,8 +73,7 @@ impl ModelState {
         kind: &str,
         users: &RowTable,
         items: &RowTable,
-        shuffle: &ChaCha12Rng,
-        negatives: Option<&NegativeSampler>,
+        draws: &Draws,
     ) -> Result<Self, ModelError> {
         let mut state = Self {
             kind: kind.to_owned(),
@@ -85,16 +82,16 @@ impl ModelState {
         };
         users.save("users", &mut state)?;
         items.save("items", &mut state)?;
-        state.set_rng("shuffle", shuffle)?;
-        if let Some(negatives) = negatives {
+        state.set_rng("shuffle", &draws.shuffle)?;
+        if let Some(negatives) = &draws.negatives {
             negatives.save(&mut state)?;
         }
         Ok(state)
     }
 
     /// The parts every family has, read from this state for a `kind` model that holds
-    /// `users`, `items` and (under BPR) `negatives`: tables like those (members, width,
-    /// optimiser, device) with the saved rows, the shuffle stream and the sampler. Fails
+    /// `users`, `items` and `draws`: tables like those (members, width, optimiser, device)
+    /// with the saved rows, the shuffle stream and (under BPR) the sampler. Fails
     /// on a state of another family, with missing or inconsistent parts, or with fewer rows
     /// than the model already holds.
     pub(super) fn restore_tables(
@@ -102,7 +99,7 @@ impl ModelState {
         kind: &str,
         users: &RowTable,
         items: &RowTable,
-        negatives: Option<&NegativeSampler>,
+        draws: &Draws,
     ) -> Result<CommonState, ModelError> {
         if self.kind != kind {
             return Err(ModelError::Input(format!(
@@ -126,14 +123,18 @@ impl ModelState {
             }
         }
         let shape = (restored_users.rows(), restored_items.rows());
-        let negatives = negatives
+        let negatives = draws
+            .negatives
+            .as_ref()
             .map(|sampler| sampler.restored(self, shape))
             .transpose()?;
         Ok(CommonState {
             users: restored_users,
             items: restored_items,
-            shuffle: self.rng("shuffle")?,
-            negatives,
+            draws: Draws {
+                shuffle: self.rng("shuffle")?,
+                negatives,
+            },
         })
     }
 

@@ -38,26 +38,22 @@
 //! are reported as in MF.
 
 use candle_core::{Device, Tensor, Var};
-use rand::SeedableRng;
-use rand_chacha::ChaCha12Rng;
 
 use super::dense_adam::{DenseAdamW, duplicate_var};
 use super::host_rows::HostLinear;
 use super::init::{TableTag, init_rows};
-use super::mf::{Forward, SHUFFLE_DOMAIN, mc_dropout_needs_dropout};
-use super::negatives::NegativeSampler;
+use super::mf::{Forward, mc_dropout_needs_dropout};
 use super::optim::{RowGradients, RowTable, SparseOptimizer, block_rows, blocks};
 use super::pairwise::PairForward;
 use super::text_table::TextTable;
 use super::training::{
-    Batch, EpochLoop, check_params, check_rows, label_offset, lr_and_decay, marked,
-    negative_sampler,
+    Batch, Draws, FitSetup, Trainable, check_params, check_rows, fit_passes, label_offset,
+    lr_and_decay,
 };
 use super::{FitReport, ModelError, ModelState, Recommender, candle_device};
 use crate::data::{Interaction, ItemEmbeddings, ItemIdx, LabelKind, UserIdx};
 use crate::plan::params::{ModelKind, TrainParams, UncertaintyParams};
 use crate::scoring::{Loss, RowLayout, ScoringHead};
-use crate::seeding::stable_hash;
 
 /// The projection's Adam learning rate, relative to the row optimiser's.
 const PROJECTION_LR_FACTOR: f64 = 0.1;
@@ -84,10 +80,8 @@ pub struct TextMf {
     text: TextTable,
     /// The offsets as `[1, members]`.
     offset_row: Tensor,
-    /// Shuffles the samples of each epoch; advances across `fit` calls.
-    shuffle: ChaCha12Rng,
-    /// Under BPR, every user's known items and the negative draws.
-    negatives: Option<NegativeSampler>,
+    /// The shuffle stream and (under BPR) the negative sampler.
+    draws: Draws,
 }
 
 impl TextMf {
@@ -161,8 +155,7 @@ impl TextMf {
             projection_optimizer,
             text,
             offset_row,
-            shuffle: ChaCha12Rng::seed_from_u64(stable_hash(&[params.seed, SHUFFLE_DOMAIN])),
-            negatives: negative_sampler(params.loss, params.seed, (n_users, n_items)),
+            draws: Draws::new(params, (n_users, n_items)),
         })
     }
 
@@ -373,6 +366,25 @@ impl TextMf {
     }
 }
 
+impl Trainable for TextMf {
+    fn setup(&self) -> FitSetup {
+        FitSetup {
+            shape: self.shape(),
+            seed: self.seed,
+            members: self.layout.members,
+            batch_size: self.batch_size,
+        }
+    }
+
+    fn draws(&mut self) -> &mut Draws {
+        &mut self.draws
+    }
+
+    fn train_step(&mut self, batch: &Batch, want_loss: bool) -> Result<Option<Tensor>, ModelError> {
+        self.step(batch, want_loss)
+    }
+}
+
 impl Recommender for TextMf {
     fn kind(&self) -> &'static str {
         "text_mf"
@@ -412,9 +424,7 @@ impl Recommender for TextMf {
             self.items.append(&values)?;
             self.text.grow(n_items)?;
         }
-        if let Some(negatives) = &mut self.negatives {
-            negatives.grow(n_users, n_items);
-        }
+        self.draws.grow(n_users, n_items);
         Ok(())
     }
 
@@ -424,41 +434,14 @@ impl Recommender for TextMf {
         keys: &[u32],
         epochs: usize,
     ) -> Result<FitReport, ModelError> {
-        let shape = self.shape();
-        let mut epochs_loop = EpochLoop::new(samples, keys, shape, self.seed, self.layout.members)?;
-        if let Some(negatives) = &mut self.negatives {
-            negatives.learn(samples);
-        }
-        if epochs == 0 || epochs_loop.is_empty() {
+        let Some(mut fitted) = fit_passes(self, samples, keys, epochs)? else {
             return Ok(FitReport::default());
-        }
-        let (user_touched, mut item_touched) = epochs_loop.touched(shape.0, shape.1);
-        let mut shuffle = std::mem::replace(&mut self.shuffle, ChaCha12Rng::seed_from_u64(0));
-        let mut negatives = self.negatives.take();
-        let run = epochs_loop.run(
-            epochs,
-            self.batch_size,
-            &mut shuffle,
-            negatives.as_mut(),
-            |batch, want_loss| self.step(batch, want_loss),
-        );
-        self.shuffle = shuffle;
-        self.negatives = negatives;
-        let run = run?;
-        for &item in &run.negative_items {
-            item_touched[item as usize] = true;
-        }
+        };
         // The projection moved: every item with text has a new row.
-        for (touched, &has_text) in item_touched.iter_mut().zip(self.text.has_text()) {
+        for (touched, &has_text) in fitted.items_touched.iter_mut().zip(self.text.has_text()) {
             *touched |= has_text;
         }
-        Ok(FitReport {
-            changed_users: marked(&user_touched),
-            changed_items: marked(&item_touched),
-            shared_changed: false,
-            last_epoch_loss: run.last_epoch_loss,
-            steps: run.steps,
-        })
+        Ok(fitted.report())
     }
 
     fn user_rows(&self, users: &[UserIdx]) -> Result<Vec<f32>, ModelError> {
@@ -504,38 +487,25 @@ impl Recommender for TextMf {
             // Neither is written in place: sharing them is safe.
             text: self.text.clone(),
             offset_row: self.offset_row.clone(),
-            shuffle: self.shuffle.clone(),
-            negatives: self.negatives.clone(),
+            draws: self.draws.clone(),
         }))
     }
 
     fn save_state(&self) -> Result<ModelState, ModelError> {
-        let mut state = ModelState::of_tables(
-            self.kind(),
-            &self.users,
-            &self.items,
-            &self.shuffle,
-            self.negatives.as_ref(),
-        )?;
+        let mut state = ModelState::of_tables(self.kind(), &self.users, &self.items, &self.draws)?;
         self.projection_optimizer
             .save("projection_optimizer", &mut state)?;
         Ok(state)
     }
 
     fn load_state(&mut self, state: &ModelState) -> Result<(), ModelError> {
-        let common = state.restore_tables(
-            self.kind(),
-            &self.users,
-            &self.items,
-            self.negatives.as_ref(),
-        )?;
+        let common = state.restore_tables(self.kind(), &self.users, &self.items, &self.draws)?;
         self.projection_optimizer
             .load("projection_optimizer", state)?;
         self.text.grow(common.items.rows())?;
         self.users = common.users;
         self.items = common.items;
-        self.shuffle = common.shuffle;
-        self.negatives = common.negatives;
+        self.draws = common.draws;
         Ok(())
     }
 }

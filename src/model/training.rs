@@ -4,20 +4,152 @@
 //! ([`super::negatives`]) when the model trains with [`Loss::Bpr`], and averaging the last
 //! epoch's weighted loss.
 //!
-//! A model supplies only its gradient step ([`EpochLoop::run`]'s closure), so all models
-//! draw the same bootstrap weights, the same batches and the same negatives for the same
-//! seed and samples.
+//! A model supplies only its gradient step ([`Trainable`]); [`fit_passes`] is the rest of
+//! every `fit`, so all models draw the same bootstrap weights, the same batches and the same
+//! negatives for the same seed and samples.
 
 use candle_core::{DType, Tensor};
+use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha12Rng;
 
-use super::ModelError;
 use super::bootstrap::bootstrap_weights;
 use super::negatives::NegativeSampler;
+use super::{FitReport, ModelError};
 use crate::data::{Interaction, ItemIdx, LabelKind};
 use crate::plan::params::{OptimizerParams, TrainParams, UncertaintyParams};
 use crate::scoring::Loss;
+use crate::seeding::stable_hash;
+
+/// Separates the shuffling stream from other uses of the seed.
+const SHUFFLE_DOMAIN: u64 = 0x5348_5546_464C_4503;
+
+/// A model's random state between fits: the stream its samples are shuffled with and, under
+/// BPR, the negative sampler (which learns every fit's samples). Both advance across fits.
+#[derive(Clone, Debug)]
+pub(super) struct Draws {
+    /// Shuffles the samples of each epoch.
+    pub(super) shuffle: ChaCha12Rng,
+    /// Under BPR, every user's known items and the negative draws.
+    pub(super) negatives: Option<NegativeSampler>,
+}
+
+impl Draws {
+    /// The draws of a new model of `params` holding `shape = (users, items)` rows.
+    pub(super) fn new(params: &TrainParams, shape: (usize, usize)) -> Self {
+        Self {
+            shuffle: ChaCha12Rng::seed_from_u64(stable_hash(&[params.seed, SHUFFLE_DOMAIN])),
+            negatives: negative_sampler(params.loss, params.seed, shape),
+        }
+    }
+
+    /// Makes room for `n_users` x `n_items` rows.
+    pub(super) fn grow(&mut self, n_users: usize, n_items: usize) {
+        if let Some(negatives) = &mut self.negatives {
+            negatives.grow(n_users, n_items);
+        }
+    }
+}
+
+/// What a model family supplies to the shared fit ([`fit_passes`]).
+pub(super) trait Trainable {
+    /// The rows it holds, its bootstrap seed, the members (or networks) it trains and its
+    /// batch size.
+    fn setup(&self) -> FitSetup;
+
+    /// Its draws, which a fit advances.
+    fn draws(&mut self) -> &mut Draws;
+
+    /// One gradient step on `batch`; returns the batch's summed weighted loss when
+    /// `want_loss` (see [`EpochLoop::run`]).
+    fn train_step(&mut self, batch: &Batch, want_loss: bool) -> Result<Option<Tensor>, ModelError>;
+}
+
+/// What [`fit_passes`] needs to know of a model.
+pub(super) struct FitSetup {
+    /// Rows held: `(users, items)`.
+    pub(super) shape: (usize, usize),
+    /// Seed of the bootstrap weights.
+    pub(super) seed: u64,
+    /// Members (or networks) drawing bootstrap weights.
+    pub(super) members: usize,
+    /// Samples per gradient step.
+    pub(super) batch_size: usize,
+}
+
+/// What a fit's passes touched.
+pub(super) struct Fitted {
+    /// Gradient steps taken.
+    pub(super) steps: usize,
+    /// Mean weighted loss of the last epoch.
+    pub(super) last_epoch_loss: f32,
+    /// Which users the taking-part samples touch.
+    pub(super) users_touched: Vec<bool>,
+    /// Which items the taking-part samples touch, and every BPR negative drawn.
+    pub(super) items_touched: Vec<bool>,
+}
+
+impl Fitted {
+    /// The report of a model whose rows changed where the passes touched them.
+    pub(super) fn report(&self) -> FitReport {
+        FitReport {
+            changed_users: marked(&self.users_touched),
+            changed_items: marked(&self.items_touched),
+            shared_changed: false,
+            last_epoch_loss: self.last_epoch_loss,
+            steps: self.steps,
+        }
+    }
+}
+
+/// Every model's `fit` up to its report: checks `samples` and `keys`, lets the negative
+/// sampler learn them, and runs `epochs` shuffled passes of the model's step with its
+/// draws. `None` when nothing trains (no epochs, or no sample any member draws).
+pub(super) fn fit_passes<M: Trainable>(
+    model: &mut M,
+    samples: &[Interaction],
+    keys: &[u32],
+    epochs: usize,
+) -> Result<Option<Fitted>, ModelError> {
+    let FitSetup {
+        shape,
+        seed,
+        members,
+        batch_size,
+    } = model.setup();
+    let mut epochs_loop = EpochLoop::new(samples, keys, shape, seed, members)?;
+    if let Some(negatives) = &mut model.draws().negatives {
+        negatives.learn(samples);
+    }
+    if epochs == 0 || epochs_loop.is_empty() {
+        return Ok(None);
+    }
+    let (users_touched, mut items_touched) = epochs_loop.touched(shape.0, shape.1);
+    // The step borrows the model: its draws are lent out for the passes.
+    let placeholder = Draws {
+        shuffle: ChaCha12Rng::seed_from_u64(0),
+        negatives: None,
+    };
+    let mut draws = std::mem::replace(model.draws(), placeholder);
+    let run = epochs_loop.run(
+        epochs,
+        batch_size,
+        &mut draws.shuffle,
+        draws.negatives.as_mut(),
+        |batch, want_loss| model.train_step(batch, want_loss),
+    );
+    *model.draws() = draws;
+    let run = run?;
+    for &item in &run.negative_items {
+        items_touched[item as usize] = true;
+    }
+    Ok(Some(Fitted {
+        steps: run.steps,
+        last_epoch_loss: run.last_epoch_loss,
+        users_touched,
+        items_touched,
+    }))
+}
 
 /// One batch's samples as host columns.
 #[derive(Default)]
@@ -314,7 +446,7 @@ pub(super) fn label_offset(global_mean: f32, loss: Loss) -> f32 {
 }
 
 /// A BPR sampler for a model of `shape` rows when it trains with `loss`.
-pub(super) fn negative_sampler(
+fn negative_sampler(
     loss: Loss,
     seed: u64,
     (n_users, n_items): (usize, usize),

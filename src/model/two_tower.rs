@@ -45,13 +45,13 @@ use rand_chacha::ChaCha12Rng;
 use super::dense_adam::{DenseAdamW, duplicate_var};
 use super::host_rows::HostLinear;
 use super::init::{TableTag, init_rows, uniform_values};
-use super::mf::{Forward, SHUFFLE_DOMAIN};
-use super::negatives::NegativeSampler;
+use super::mf::Forward;
 use super::optim::{RowGradients, RowTable, SparseOptimizer, block_rows, blocks};
 use super::pairwise::PairForward;
 use super::text_table::TextTable;
 use super::training::{
-    Batch, EpochLoop, check_params, check_rows, label_offset, lr_and_decay, negative_sampler,
+    Batch, Draws, FitSetup, Trainable, check_params, check_rows, fit_passes, label_offset,
+    lr_and_decay,
 };
 use super::{FitReport, ModelError, ModelState, Recommender, candle_device};
 use crate::data::{Interaction, ItemEmbeddings, ItemIdx, LabelKind, UserIdx};
@@ -93,12 +93,10 @@ pub struct TwoTower {
     item_tower: Tower,
     dense: DenseAdamW,
     text: TextTable,
-    /// Shuffles the samples of each epoch; advances across `fit` calls.
-    shuffle: ChaCha12Rng,
+    /// The shuffle stream and (under BPR) the negative sampler.
+    draws: Draws,
     /// Training dropout masks; advances across `fit` calls.
     masks: ChaCha12Rng,
-    /// Under BPR, every user's known items and the negative draws.
-    negatives: Option<NegativeSampler>,
 }
 
 /// Which tower a parameter or mask belongs to.
@@ -318,9 +316,8 @@ impl TwoTower {
             item_tower,
             dense,
             text,
-            shuffle: ChaCha12Rng::seed_from_u64(stable_hash(&[params.seed, SHUFFLE_DOMAIN])),
+            draws: Draws::new(params, (n_users, n_items)),
             masks: ChaCha12Rng::seed_from_u64(stable_hash(&[params.seed, DROPOUT_DOMAIN])),
-            negatives: negative_sampler(params.loss, params.seed, (n_users, n_items)),
         })
     }
 
@@ -675,6 +672,25 @@ fn check_shape(
     Ok(())
 }
 
+impl Trainable for TwoTower {
+    fn setup(&self) -> FitSetup {
+        FitSetup {
+            shape: self.shape(),
+            seed: self.seed,
+            members: self.networks,
+            batch_size: self.batch_size,
+        }
+    }
+
+    fn draws(&mut self) -> &mut Draws {
+        &mut self.draws
+    }
+
+    fn train_step(&mut self, batch: &Batch, want_loss: bool) -> Result<Option<Tensor>, ModelError> {
+        self.step(batch, want_loss)
+    }
+}
+
 impl Recommender for TwoTower {
     fn kind(&self) -> &'static str {
         "two_tower"
@@ -712,9 +728,7 @@ impl Recommender for TwoTower {
             self.item_ids.append(&values)?;
             self.text.grow(n_items)?;
         }
-        if let Some(negatives) = &mut self.negatives {
-            negatives.grow(n_users, n_items);
-        }
+        self.draws.grow(n_users, n_items);
         Ok(())
     }
 
@@ -725,32 +739,16 @@ impl Recommender for TwoTower {
         epochs: usize,
     ) -> Result<FitReport, ModelError> {
         let shape = self.shape();
-        let mut epochs_loop = EpochLoop::new(samples, keys, shape, self.seed, self.networks)?;
-        if let Some(negatives) = &mut self.negatives {
-            negatives.learn(samples);
-        }
-        if epochs == 0 || epochs_loop.is_empty() {
+        let Some(fitted) = fit_passes(self, samples, keys, epochs)? else {
             return Ok(FitReport::default());
-        }
-        let mut shuffle = std::mem::replace(&mut self.shuffle, ChaCha12Rng::seed_from_u64(0));
-        let mut negatives = self.negatives.take();
-        let run = epochs_loop.run(
-            epochs,
-            self.batch_size,
-            &mut shuffle,
-            negatives.as_mut(),
-            |batch, want_loss| self.step(batch, want_loss),
-        );
-        self.shuffle = shuffle;
-        self.negatives = negatives;
-        let run = run?;
+        };
         // The towers moved: every row changed.
         Ok(FitReport {
             changed_users: (0..shape.0 as u32).collect(),
             changed_items: (0..shape.1 as u32).collect(),
             shared_changed: false,
-            last_epoch_loss: run.last_epoch_loss,
-            steps: run.steps,
+            last_epoch_loss: fitted.last_epoch_loss,
+            steps: fitted.steps,
         })
     }
 
@@ -793,40 +791,29 @@ impl Recommender for TwoTower {
             user_tower,
             item_tower,
             dense,
-            shuffle: self.shuffle.clone(),
+            draws: self.draws.clone(),
             masks: self.masks.clone(),
-            negatives: self.negatives.clone(),
         }))
     }
 
     fn save_state(&self) -> Result<ModelState, ModelError> {
-        let mut state = ModelState::of_tables(
-            self.kind(),
-            &self.user_ids,
-            &self.item_ids,
-            &self.shuffle,
-            self.negatives.as_ref(),
-        )?;
+        let mut state =
+            ModelState::of_tables(self.kind(), &self.user_ids, &self.item_ids, &self.draws)?;
         self.dense.save("tower_optimizer", &mut state)?;
         state.set_rng("masks", &self.masks)?;
         Ok(state)
     }
 
     fn load_state(&mut self, state: &ModelState) -> Result<(), ModelError> {
-        let common = state.restore_tables(
-            self.kind(),
-            &self.user_ids,
-            &self.item_ids,
-            self.negatives.as_ref(),
-        )?;
+        let common =
+            state.restore_tables(self.kind(), &self.user_ids, &self.item_ids, &self.draws)?;
         let masks = state.rng("masks")?;
         self.dense.load("tower_optimizer", state)?;
         self.text.grow(common.items.rows())?;
         self.user_ids = common.users;
         self.item_ids = common.items;
-        self.shuffle = common.shuffle;
+        self.draws = common.draws;
         self.masks = masks;
-        self.negatives = common.negatives;
         Ok(())
     }
 }

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::DType;
-use rand::Rng;
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use super::*;
 use crate::fixtures::{Fixture, find};
