@@ -44,6 +44,7 @@ use super::optim::{RowGradients, RowTable, SparseOptimizer, block_rows, blocks};
 use super::pairwise::PairForward;
 use super::training::{
     Batch, Draws, FitSetup, Trainable, check_params, check_rows, fit_passes, label_offset,
+    other_family,
 };
 use super::{FitReport, ModelError, ModelState, Recommender, candle_device};
 use crate::data::{Interaction, ItemIdx, LabelKind, UserIdx};
@@ -85,11 +86,7 @@ impl BiasedMf {
         label_kind: LabelKind,
     ) -> Result<Self, ModelError> {
         let ModelKind::Mf { dim, init_std } = params.model else {
-            return Err(ModelError::Input(format!(
-                "BiasedMf trains `mf` models, not `{}`; build models with \
-                 model::build_recommender",
-                params.model.name()
-            )));
+            return Err(other_family("BiasedMf", "mf", params));
         };
         if let UncertaintyParams::McDropout { .. } = params.uncertainty {
             return Err(mc_dropout_needs_dropout("mf"));

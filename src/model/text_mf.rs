@@ -48,7 +48,7 @@ use super::pairwise::PairForward;
 use super::text_table::TextTable;
 use super::training::{
     Batch, Draws, FitSetup, Trainable, check_params, check_rows, fit_passes, label_offset,
-    lr_and_decay,
+    lr_and_decay, other_family,
 };
 use super::{FitReport, ModelError, ModelState, Recommender, candle_device};
 use crate::data::{Interaction, ItemEmbeddings, ItemIdx, LabelKind, UserIdx};
@@ -97,11 +97,7 @@ impl TextMf {
         text: &ItemEmbeddings,
     ) -> Result<Self, ModelError> {
         let ModelKind::TextMf { dim, init_std } = params.model else {
-            return Err(ModelError::Input(format!(
-                "TextMf trains `text_mf` models, not `{}`; build models with \
-                 model::build_recommender",
-                params.model.name()
-            )));
+            return Err(other_family("TextMf", "text_mf", params));
         };
         if let UncertaintyParams::McDropout { .. } = params.uncertainty {
             return Err(mc_dropout_needs_dropout("text_mf"));

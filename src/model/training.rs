@@ -384,6 +384,16 @@ pub(super) fn marked(flags: &[bool]) -> Vec<u32> {
         .collect()
 }
 
+/// The error of the constructor of `model` (which trains `family` models) given the
+/// parameters of another family.
+pub(super) fn other_family(model: &str, family: &str, params: &TrainParams) -> ModelError {
+    ModelError::Input(format!(
+        "{model} trains `{family}` models, not `{}`; build models with \
+         model::build_recommender",
+        params.model.name()
+    ))
+}
+
 /// Checks the parameters every model shares; `kind` names the model in messages.
 pub(super) fn check_params(
     kind: &str,

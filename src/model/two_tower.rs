@@ -51,7 +51,7 @@ use super::pairwise::PairForward;
 use super::text_table::TextTable;
 use super::training::{
     Batch, Draws, FitSetup, Trainable, check_params, check_rows, fit_passes, label_offset,
-    lr_and_decay,
+    lr_and_decay, other_family,
 };
 use super::{FitReport, ModelError, ModelState, Recommender, candle_device};
 use crate::data::{Interaction, ItemEmbeddings, ItemIdx, LabelKind, UserIdx};
@@ -256,11 +256,7 @@ impl TwoTower {
             init_std,
         } = params.model
         else {
-            return Err(ModelError::Input(format!(
-                "TwoTower trains `two_tower` models, not `{}`; build models with \
-                 model::build_recommender",
-                params.model.name()
-            )));
+            return Err(other_family("TwoTower", "two_tower", params));
         };
         check_params("two_tower", params, init_std, global_mean, label_kind)?;
         check_shape(dim, hidden, dropout, params.uncertainty)?;
