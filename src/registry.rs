@@ -2,15 +2,74 @@
 //! the train options of each model family, every strategy and every metric, each with its
 //! type, default and doc. `recsift ops` prints it, the README's reference tables are
 //! generated from it (`recsift ops --markdown`; a test fails when they differ), and the
-//! planner reads the train defaults from [`defaults`].
+//! planner and the JSON schema take every default from [`defaults`] or the homes it names.
 
 use std::fmt::{self, Write};
 
+use crate::data::LabelKind;
 use crate::metrics::METRIC_DOCS;
+use crate::scoring::Loss;
 use crate::strategy::STRATEGIES;
 
-/// Defaults the planner applies and the reference shows (one definition each).
+/// Defaults the planner applies, the reference shows and the JSON schema carries (one
+/// definition each). Defaults with a natural home elsewhere stay there:
+/// [`crate::plan::params::EventColumns`]'s `Default`, [`crate::plan::ClusterPlan::single`],
+/// [`crate::io::sort::DEFAULT_SORT_MEMORY`], [`crate::model::encoder::DEFAULT_MODEL`] and
+/// [`crate::scoring::Loss::default_for`].
 pub mod defaults {
+    use crate::plan::CandidateSet;
+
+    /// Seed of every random choice.
+    pub const SEED: u64 = 42;
+    /// Engine worker threads per process.
+    pub const WORKERS: usize = 1;
+    /// The device models train on.
+    pub const DEVICE: &str = "cpu";
+    /// The label kind (`data.label`).
+    pub const LABEL: &str = "rating";
+    /// The item table's id column (`data.items.id`).
+    pub const ITEM_ID: &str = "item_id";
+    /// The text template over the item columns (`data.items.text`).
+    pub const ITEM_TEXT: &str = "{title} | {genres}";
+    /// The folder, in the current directory, that holds `results/<name>` (`output.dir`).
+    pub const RESULTS_DIR: &str = "results";
+    /// Whether to draw the learning-curve plots.
+    pub const PLOTS: bool = true;
+    /// Recommended items per user.
+    pub const RECOMMENDATIONS_K: usize = 20;
+    /// Whose recommendations are written: `test` (users with test events) or `all`.
+    pub const RECOMMENDED_USERS: &str = "test";
+    /// Whether recommendations are written after every round, not only the final one.
+    pub const RECOMMEND_EVERY_ROUND: bool = false;
+    /// Save a checkpoint after every this many rounds or windows.
+    pub const CHECKPOINT_EVERY: u32 = 1;
+
+    /// Rounds of selection in the `pool` and `selection` protocols.
+    pub const ROUNDS: u32 = 10;
+    /// Fraction of a pool's training events labelled before round 1.
+    pub const LABELLED_FRACTION: f64 = 0.05;
+    /// `selection`: passes over every training sample before round 1.
+    pub const WARMUP_EPOCHS: usize = 0;
+    /// Random split: fraction of events set apart for validation.
+    pub const VALIDATION_FRACTION: f64 = 0.0;
+    /// Random split: fraction of items held out entirely (cold start).
+    pub const COLD_ITEMS: f64 = 0.0;
+    /// Temporal split: events per user held out for test.
+    pub const LEAVE_LAST: usize = 1;
+    /// Temporal split: events per user held out for validation.
+    pub const VALIDATION_LAST: usize = 0;
+    /// Replay: leading windows labelled and trained on in full.
+    pub const WARMUP_WINDOWS: u32 = 1;
+    /// Replay: fraction of each later window's events labelled for free.
+    pub const FREE_LABELS: f64 = 0.0;
+    /// Replay: events read from the file per batch.
+    pub const BATCH_ROWS: usize = 1 << 20;
+
+    /// `embed`: texts per encoder batch.
+    pub const EMBED_BATCH_SIZE: usize = 32;
+    /// `embed`: what the vector cache's name adds to the item file's stem.
+    pub const EMBEDDING_CACHE_SUFFIX: &str = ".embeddings.parquet";
+
     /// Factor / tower output dimension.
     pub const DIM: usize = 32;
     /// Standard deviation of the normal initialisation of user rows.
@@ -31,8 +90,47 @@ pub mod defaults {
     pub const HIDDEN: usize = 64;
     /// `two_tower`'s dropout probability.
     pub const DROPOUT: f64 = 0.1;
-    /// Rounds of selection in the `pool` and `selection` protocols.
-    pub const ROUNDS: u32 = 10;
+    /// SGD's learning rate.
+    pub const SGD_LR: f64 = 0.02;
+    /// SGD's L2 regularisation.
+    pub const SGD_WEIGHT_DECAY: f64 = 0.1;
+    /// Adam's learning rate.
+    pub const ADAM_LR: f64 = 0.005;
+    /// Adam's first-moment decay.
+    pub const ADAM_BETA1: f64 = 0.9;
+    /// Adam's second-moment decay.
+    pub const ADAM_BETA2: f64 = 0.999;
+    /// Adam's denominator epsilon.
+    pub const ADAM_EPS: f64 = 1e-8;
+    /// Adam's decoupled L2 regularisation.
+    pub const ADAM_WEIGHT_DECAY: f64 = 0.1;
+    /// Early stopping: epochs without improvement before stopping.
+    pub const PATIENCE: usize = 3;
+    /// Early stopping: most epochs to run.
+    pub const MAX_EPOCHS: usize = 100;
+
+    /// `select`: whether the budget is per user.
+    pub const PER_USER: bool = false;
+    /// `select` (`coreset`, `uncertainty_diversity`): candidates per sample of the budget.
+    pub const CANDIDATES_PER_BUDGET: usize = 10;
+
+    /// `evaluate` on ratings.
+    pub const RATING_METRICS: &[&str] = &["rmse", "mae", "ndcg@10", "recall@10"];
+    /// `evaluate` on clicks.
+    pub const CLICK_METRICS: &[&str] = &["auc", "logloss", "ndcg@10", "recall@10"];
+    /// `evaluate` of a model trained with `loss: bpr` (ranking scores, no labels).
+    pub const RANKING_METRICS: &[&str] = &["ndcg@10", "recall@10", "mrr@10", "hit@10"];
+    /// `evaluate` on ratings: the lowest label of a relevant test event.
+    pub const RELEVANT_RATING: f32 = 4.0;
+    /// `evaluate` on clicks: the lowest label of a relevant test event.
+    pub const RELEVANT_CLICK: f32 = 1.0;
+    /// `evaluate`: what ranking metrics rank for a test user.
+    pub const CANDIDATES: CandidateSet = CandidateSet::All;
+
+    /// `study`: seeds, counting up from the pipeline's seed.
+    pub const STUDY_SEEDS: u64 = 3;
+    /// `study`: whether arms that differ only after round 0 share it.
+    pub const SHARE_ROUND_ZERO: bool = true;
 }
 
 /// An option's default, as the reference shows it.
@@ -46,10 +144,14 @@ pub enum DefaultValue {
     Int(usize),
     /// A float.
     Float(f64),
+    /// A boolean.
+    Bool(bool),
     /// A name, as written in YAML.
     Name(&'static str),
     /// A value described in words (a name, or a rule such as "what the model measures").
     Text(&'static str),
+    /// A rule whose words hold defaults defined elsewhere ("10 x budget"), built from them.
+    Rule(fn() -> String),
 }
 
 impl fmt::Display for DefaultValue {
@@ -59,8 +161,10 @@ impl fmt::Display for DefaultValue {
             DefaultValue::Required => f.write_str("**required**"),
             DefaultValue::Int(v) => write!(f, "{v}"),
             DefaultValue::Float(v) => write!(f, "{v}"),
+            DefaultValue::Bool(v) => write!(f, "{v}"),
             DefaultValue::Name(name) => write!(f, "`{name}`"),
             DefaultValue::Text(text) => f.write_str(text),
+            DefaultValue::Rule(rule) => f.write_str(&rule()),
         }
     }
 }
@@ -68,7 +172,7 @@ impl fmt::Display for DefaultValue {
 /// One option of an operator (or of a train family).
 #[derive(Debug)]
 pub struct OptionDef {
-    /// The key, as written in YAML.
+    /// The key, as written in YAML; a nested one by its path (`optimizer.sgd.lr`).
     pub name: &'static str,
     /// Its type, in words (`integer`, `float`, `string`, `mapping`, ...).
     pub ty: &'static str,
@@ -120,7 +224,7 @@ const fn train_option(
     }
 }
 
-use DefaultValue::{Float, Int, Required, Text};
+use DefaultValue::{Bool, Float, Int, Name, Required, Rule, Text};
 
 /// Every operator, in pipeline order.
 pub static OPERATORS: &[OperatorDef] = &[
@@ -132,7 +236,7 @@ pub static OPERATORS: &[OperatorDef] = &[
             option(
                 "model",
                 "string",
-                Text("`sentence-transformers/all-MiniLM-L6-v2`"),
+                Name(crate::model::encoder::DEFAULT_MODEL),
                 "Hugging Face model id; also the cache key",
             ),
             option(
@@ -144,10 +248,20 @@ pub static OPERATORS: &[OperatorDef] = &[
             option(
                 "cache",
                 "path",
-                Text("`<item file>.embeddings.parquet` beside the item file"),
+                Rule(|| {
+                    format!(
+                        "`<item file>{}` beside the item file",
+                        defaults::EMBEDDING_CACHE_SUFFIX
+                    )
+                }),
                 "the vector cache",
             ),
-            option("batch_size", "integer", Int(32), "texts per forward pass"),
+            option(
+                "batch_size",
+                "integer",
+                Int(defaults::EMBED_BATCH_SIZE),
+                "texts per forward pass",
+            ),
             option("threads", "integer", Text("all cores"), "encoder threads"),
         ],
     },
@@ -208,7 +322,7 @@ pub static OPERATORS: &[OperatorDef] = &[
             option(
                 "per_user",
                 "bool",
-                Text("false"),
+                Bool(defaults::PER_USER),
                 "false: the budget is global; true: per user",
             ),
             option(
@@ -220,7 +334,7 @@ pub static OPERATORS: &[OperatorDef] = &[
             option(
                 "candidates",
                 "integer",
-                Text("10 x budget"),
+                Rule(|| format!("{} x budget", defaults::CANDIDATES_PER_BUDGET)),
                 "`coreset`, `uncertainty_diversity`: the samples k-center chooses from",
             ),
         ],
@@ -235,22 +349,32 @@ pub static OPERATORS: &[OperatorDef] = &[
             option(
                 "metrics",
                 "list of strings",
-                Text(
-                    "`[rmse, mae, ndcg@10, recall@10]`; clicks: `[auc, logloss, ndcg@10, \
-                     recall@10]`; `loss: bpr`: `[ndcg@10, recall@10, mrr@10, hit@10]`",
-                ),
+                Rule(|| {
+                    format!(
+                        "`[{}]`; clicks: `[{}]`; `loss: bpr`: `[{}]`",
+                        defaults::RATING_METRICS.join(", "),
+                        defaults::CLICK_METRICS.join(", "),
+                        defaults::RANKING_METRICS.join(", ")
+                    )
+                }),
                 "see Metrics",
             ),
             option(
                 "relevant",
                 "float",
-                Text("4 (ratings), 1 (clicks)"),
+                Rule(|| {
+                    format!(
+                        "{} (ratings), {} (clicks)",
+                        defaults::RELEVANT_RATING,
+                        defaults::RELEVANT_CLICK
+                    )
+                }),
                 "a test event is relevant for ranking metrics when its label is at least this",
             ),
             option(
                 "candidates",
                 "string or mapping",
-                Text("`all`"),
+                Rule(|| format!("`{}`", defaults::CANDIDATES)),
                 "what ranking metrics rank for a test user: `all`, `test_items` or \
                  `{sampled: {negatives: N}}` (below)",
             ),
@@ -286,7 +410,56 @@ pub static TRAIN_OPTIONS: &[OptionDef] = &[
         "mapping",
         Text("`{sgd: {}}`"),
         "all",
-        "`{sgd: {lr: 0.02, weight_decay: 0.1}}` or `{adam: {lr: 0.005, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1}}`; only the rows of a batch are read and written",
+        "`{sgd: {lr, weight_decay}}` or `{adam: {lr, beta1, beta2, eps, weight_decay}}` (below); only the rows of a batch are read and written",
+    ),
+    train_option(
+        "optimizer.sgd.lr",
+        "float",
+        Float(defaults::SGD_LR),
+        "all",
+        "SGD's learning rate",
+    ),
+    train_option(
+        "optimizer.sgd.weight_decay",
+        "float",
+        Float(defaults::SGD_WEIGHT_DECAY),
+        "all",
+        "SGD's L2 regularisation on touched rows",
+    ),
+    train_option(
+        "optimizer.adam.lr",
+        "float",
+        Float(defaults::ADAM_LR),
+        "all",
+        "Adam's learning rate",
+    ),
+    train_option(
+        "optimizer.adam.beta1",
+        "float",
+        Float(defaults::ADAM_BETA1),
+        "all",
+        "Adam's first-moment decay",
+    ),
+    train_option(
+        "optimizer.adam.beta2",
+        "float",
+        Float(defaults::ADAM_BETA2),
+        "all",
+        "Adam's second-moment decay",
+    ),
+    train_option(
+        "optimizer.adam.eps",
+        "float",
+        Float(defaults::ADAM_EPS),
+        "all",
+        "Adam's denominator epsilon",
+    ),
+    train_option(
+        "optimizer.adam.weight_decay",
+        "float",
+        Float(defaults::ADAM_WEIGHT_DECAY),
+        "all",
+        "Adam's decoupled L2 regularisation on touched rows",
     ),
     train_option(
         "epochs",
@@ -305,7 +478,7 @@ pub static TRAIN_OPTIONS: &[OptionDef] = &[
     train_option(
         "refit",
         "string",
-        DefaultValue::Name(defaults::REFIT),
+        Name(defaults::REFIT),
         "all",
         "`all_labels`: train over every label each round; `new_labels`: fine-tune on the round's new labels (touches only their rows, so re-scoring is incremental); `rehearsal`: the new labels plus `rehearsal` x as many earlier ones, seeded. The default was chosen by a study, below",
     ),
@@ -321,7 +494,21 @@ pub static TRAIN_OPTIONS: &[OptionDef] = &[
         "mapping",
         DefaultValue::None,
         "all",
-        "`{metric: ndcg@10, patience: 3, max_epochs: 100}`: the initial fit runs epoch by epoch while the **validation** metric improves (needs a validation split, the metric in `evaluate` and one train node), then trains exactly the best number of epochs; round 0 reports it as `early_stopping_epochs`",
+        "`{metric: ndcg@10}` (and `patience`, `max_epochs`, below): the initial fit runs epoch by epoch while the **validation** metric improves (needs a validation split, the metric in `evaluate` and one train node), then trains exactly the best number of epochs; round 0 reports it as `early_stopping_epochs`",
+    ),
+    train_option(
+        "early_stopping.patience",
+        "integer",
+        Int(defaults::PATIENCE),
+        "all",
+        "epochs without improvement before stopping",
+    ),
+    train_option(
+        "early_stopping.max_epochs",
+        "integer",
+        Int(defaults::MAX_EPOCHS),
+        "all",
+        "most epochs to run",
     ),
     train_option(
         "batch_size",
@@ -333,7 +520,13 @@ pub static TRAIN_OPTIONS: &[OptionDef] = &[
     train_option(
         "loss",
         "string",
-        Text("`squared` (ratings), `cross_entropy` (clicks)"),
+        Rule(|| {
+            format!(
+                "`{}` (ratings), `{}` (clicks)",
+                Loss::default_for(LabelKind::Rating).name(),
+                Loss::default_for(LabelKind::Click).name()
+            )
+        }),
         "all",
         "`squared`: half squared error; `cross_entropy`: binary cross-entropy on a logit; `bpr`: Bayesian personalised ranking on implicit feedback (below)",
     ),

@@ -13,7 +13,10 @@ use super::schema::{
     CheckpointSpec, ClusterSpec, DataSpec, EmbedSpec, EvaluateSpec, FuseSpec, OutputSpec,
     ProtocolSpec, ScoreSpec, SelectSpec, StudySpec, TrainSpec,
 };
-use crate::registry::DefaultValue;
+use crate::io::sort::{DEFAULT_SORT_MEMORY, format_memory};
+use crate::plan::ClusterPlan;
+use crate::plan::params::EventColumns;
+use crate::registry::{self, OptionDef, defaults};
 
 /// The schema of an operator's options (`None`: written without options, all defaults).
 fn operator_schema(key: &str, generator: &mut SchemaGenerator) -> Schema {
@@ -78,9 +81,23 @@ pub fn pipeline_schema() -> Value {
     let properties = serde_json::json!({
         "version": {"const": 1, "description": "the pipeline format: 1"},
         "name": {"type": "string", "description": "experiment name (default: the file name)"},
-        "seed": {"type": "integer", "minimum": 0, "description": "seed of every random choice (default 42)"},
-        "workers": {"type": "integer", "minimum": 1, "description": "engine worker threads per process (default 1)"},
-        "device": {"type": "string", "description": "`cpu` (default), `cuda` or `cuda:N`"},
+        "seed": {
+            "type": "integer",
+            "minimum": 0,
+            "default": defaults::SEED,
+            "description": "seed of every random choice",
+        },
+        "workers": {
+            "type": "integer",
+            "minimum": 1,
+            "default": defaults::WORKERS,
+            "description": "engine worker threads per process",
+        },
+        "device": {
+            "type": "string",
+            "default": defaults::DEVICE,
+            "description": "`cpu`, `cuda` or `cuda:N`",
+        },
         "data": section(data, "the logged events and the item text"),
         "protocol": section(protocol, "how events become rounds: `pool`, `replay` or `selection`"),
         "nodes": {
@@ -103,30 +120,187 @@ pub fn pipeline_schema() -> Value {
         "additionalProperties": false,
     });
     let mut definitions = generator.take_definitions(true);
-    add_train_defaults(&mut definitions);
+    add_defaults(&mut definitions);
     schema.insert("$defs".into(), Value::Object(definitions));
     schema.to_value()
 }
 
-/// Gives the train options the planner's defaults (from the registry) where they are a
-/// value, which editors show beside each key.
-fn add_train_defaults(definitions: &mut Map<String, Value>) {
-    let Some(properties) = definitions
-        .get_mut("TrainOptions")
-        .and_then(|t| t.get_mut("properties"))
-        .and_then(Value::as_object_mut)
-    else {
-        return;
+/// An option's default as the schema gives it.
+enum SchemaDefault {
+    /// A value, which editors show beside the key.
+    Value(Value),
+    /// A rule in words, added to the key's description.
+    Rule(String),
+}
+
+/// Every option's default, by definition (in `$defs`) and property, from
+/// [`crate::registry::defaults`] or the homes it names; rules in the reference's words.
+fn option_defaults() -> Vec<(&'static str, &'static str, SchemaDefault)> {
+    use SchemaDefault::Rule;
+    fn v(value: impl Into<Value>) -> SchemaDefault {
+        SchemaDefault::Value(value.into())
+    }
+    let columns = EventColumns::default();
+    let cluster = ClusterPlan::single();
+    vec![
+        ("DataSpec", "label", v(defaults::LABEL)),
+        ("ColumnsSpec", "user", v(columns.user)),
+        ("ColumnsSpec", "item", v(columns.item)),
+        ("ColumnsSpec", "label", v(columns.label)),
+        ("ColumnsSpec", "time", v(columns.time)),
+        ("ItemsSpec", "id", v(defaults::ITEM_ID)),
+        ("ItemsSpec", "text", v(defaults::ITEM_TEXT)),
+        (
+            "PoolSpec",
+            "labelled",
+            v(serde_json::json!({"fraction": defaults::LABELLED_FRACTION})),
+        ),
+        ("PoolSpec", "rounds", v(defaults::ROUNDS)),
+        ("SelectionSpec", "rounds", v(defaults::ROUNDS)),
+        ("SelectionSpec", "warmup_epochs", v(defaults::WARMUP_EPOCHS)),
+        ("RandomSplitSpec", "cold_items", v(defaults::COLD_ITEMS)),
+        (
+            "RandomSplitSpec",
+            "validation",
+            v(defaults::VALIDATION_FRACTION),
+        ),
+        ("TemporalSplitSpec", "leave_last", v(defaults::LEAVE_LAST)),
+        (
+            "TemporalSplitSpec",
+            "validation_last",
+            v(defaults::VALIDATION_LAST),
+        ),
+        ("ReplaySpec", "warmup_windows", v(defaults::WARMUP_WINDOWS)),
+        ("ReplaySpec", "free_labels", v(defaults::FREE_LABELS)),
+        ("ReplaySpec", "batch_rows", v(defaults::BATCH_ROWS)),
+        (
+            "ReplaySpec",
+            "sort_memory",
+            v(format_memory(DEFAULT_SORT_MEMORY)),
+        ),
+        (
+            "OutputSpec",
+            "dir",
+            Rule(format!(
+                "`{}/<name>` in the current directory",
+                defaults::RESULTS_DIR
+            )),
+        ),
+        ("OutputSpec", "plots", v(defaults::PLOTS)),
+        ("RecommendationsSpec", "k", v(defaults::RECOMMENDATIONS_K)),
+        (
+            "RecommendationsSpec",
+            "users",
+            v(defaults::RECOMMENDED_USERS),
+        ),
+        (
+            "RecommendationsSpec",
+            "every_round",
+            v(defaults::RECOMMEND_EVERY_ROUND),
+        ),
+        ("CheckpointSpec", "every", v(defaults::CHECKPOINT_EVERY)),
+        ("ClusterSpec", "processes", v(cluster.processes)),
+        ("ClusterSpec", "process", v(cluster.process)),
+        ("ClusterSpec", "port", v(ClusterPlan::DEFAULT_PORT)),
+        (
+            "ClusterSpec",
+            "timeout_s",
+            v(ClusterPlan::DEFAULT_TIMEOUT_S),
+        ),
+        (
+            "EmbedSpec",
+            "model",
+            v(crate::model::encoder::DEFAULT_MODEL),
+        ),
+        ("EmbedSpec", "cache", Rule(shown("embed", "cache"))),
+        ("EmbedSpec", "batch_size", v(defaults::EMBED_BATCH_SIZE)),
+        ("TrainOptions", "dim", v(defaults::DIM)),
+        ("TrainOptions", "init_std", v(defaults::INIT_STD)),
+        ("TrainOptions", "members", v(defaults::MEMBERS)),
+        ("TrainOptions", "epochs", v(defaults::EPOCHS)),
+        (
+            "TrainOptions",
+            "epochs_per_round",
+            v(defaults::EPOCHS_PER_ROUND),
+        ),
+        ("TrainOptions", "refit", v(defaults::REFIT)),
+        ("TrainOptions", "rehearsal", v(defaults::REHEARSAL)),
+        ("TrainOptions", "batch_size", v(defaults::BATCH_SIZE)),
+        ("TrainOptions", "loss", Rule(shown("train", "loss"))),
+        ("TrainOptions", "hidden", v(defaults::HIDDEN)),
+        ("TrainOptions", "dropout", v(defaults::DROPOUT)),
+        ("SgdSpec", "lr", v(defaults::SGD_LR)),
+        ("SgdSpec", "weight_decay", v(defaults::SGD_WEIGHT_DECAY)),
+        ("AdamSpec", "lr", v(defaults::ADAM_LR)),
+        ("AdamSpec", "beta1", v(defaults::ADAM_BETA1)),
+        ("AdamSpec", "beta2", v(defaults::ADAM_BETA2)),
+        ("AdamSpec", "eps", v(defaults::ADAM_EPS)),
+        ("AdamSpec", "weight_decay", v(defaults::ADAM_WEIGHT_DECAY)),
+        ("EarlyStoppingSpec", "patience", v(defaults::PATIENCE)),
+        ("EarlyStoppingSpec", "max_epochs", v(defaults::MAX_EPOCHS)),
+        ("SelectSpec", "per_user", v(defaults::PER_USER)),
+        (
+            "SelectSpec",
+            "candidates",
+            Rule(shown("select", "candidates")),
+        ),
+        (
+            "EvaluateSpec",
+            "metrics",
+            Rule(shown("evaluate", "metrics")),
+        ),
+        (
+            "EvaluateSpec",
+            "relevant",
+            Rule(shown("evaluate", "relevant")),
+        ),
+        (
+            "EvaluateSpec",
+            "candidates",
+            v(defaults::CANDIDATES.to_string()),
+        ),
+        ("StudySpec", "seeds", v(defaults::STUDY_SEEDS)),
+        (
+            "StudySpec",
+            "share_round_zero",
+            v(defaults::SHARE_ROUND_ZERO),
+        ),
+    ]
+}
+
+/// The reference's words for the default of option `name` of `operator` (`train`: its
+/// train options).
+fn shown(operator: &str, name: &str) -> String {
+    let options: &[OptionDef] = match operator {
+        "train" => registry::TRAIN_OPTIONS,
+        _ => registry::operator(operator).map_or(&[], |op| op.options),
     };
-    for option in crate::registry::TRAIN_OPTIONS {
-        let default = match option.default {
-            DefaultValue::Int(v) => Value::from(v),
-            DefaultValue::Float(v) => Value::from(v),
-            DefaultValue::Name(name) => Value::from(name),
-            _ => continue,
+    options
+        .iter()
+        .find(|o| o.name == name)
+        .map_or_else(String::new, |o| o.default.to_string())
+}
+
+/// Gives every option in [`option_defaults`] its default: a value as the property's
+/// `default`, a rule at the end of its description.
+fn add_defaults(definitions: &mut Map<String, Value>) {
+    for (definition, property, default) in option_defaults() {
+        let Some(Value::Object(property)) = definitions
+            .get_mut(definition)
+            .and_then(|d| d.get_mut("properties"))
+            .and_then(|p| p.get_mut(property))
+        else {
+            continue;
         };
-        if let Some(Value::Object(property)) = properties.get_mut(option.name) {
-            property.insert("default".into(), default);
+        match default {
+            SchemaDefault::Value(value) => {
+                property.insert("default".into(), value);
+            }
+            SchemaDefault::Rule(rule) => {
+                let doc = property.get("description").and_then(Value::as_str);
+                let doc = format!("{} Default: {rule}.", doc.unwrap_or_default());
+                property.insert("description".into(), Value::from(doc.trim_start()));
+            }
         }
     }
 }
@@ -172,5 +346,57 @@ impl JsonSchema for super::schema::SeedsSpec {
                 {"type": "array", "items": {"type": "integer", "minimum": 0}}
             ]
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_default_names_a_property_of_the_schema() {
+        let schema = pipeline_schema();
+        for (definition, property, default) in option_defaults() {
+            let found = &schema["$defs"][definition]["properties"][property];
+            assert!(found.is_object(), "{definition}.{property}");
+            if let SchemaDefault::Rule(rule) = default {
+                assert!(!rule.is_empty(), "{definition}.{property}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_schema_gives_every_value_default_the_reference_shows() {
+        use crate::registry::DefaultValue;
+        let schema = pipeline_schema();
+        let operator = |key| registry::operator(key).map_or(&[][..], |op| op.options);
+        let sections = [
+            ("TrainOptions", registry::TRAIN_OPTIONS),
+            ("EmbedSpec", operator("embed")),
+            ("SelectSpec", operator("select")),
+            ("EvaluateSpec", operator("evaluate")),
+        ];
+        for (definition, options) in sections {
+            for option in options {
+                let expected = match option.default {
+                    DefaultValue::Int(v) => Value::from(v),
+                    DefaultValue::Float(v) => Value::from(v),
+                    DefaultValue::Bool(v) => Value::from(v),
+                    DefaultValue::Name(v) => Value::from(v),
+                    _ => continue,
+                };
+                // `optimizer.sgd.lr` is `lr` of `SgdSpec`, and so on.
+                let (definition, property) = match option.name.rsplit_once('.') {
+                    Some(("optimizer.sgd", p)) => ("SgdSpec", p),
+                    Some(("optimizer.adam", p)) => ("AdamSpec", p),
+                    Some(("early_stopping", p)) => ("EarlyStoppingSpec", p),
+                    _ => (definition, option.name),
+                };
+                assert_eq!(
+                    schema["$defs"][definition]["properties"][property]["default"], expected,
+                    "{definition}.{property}"
+                );
+            }
+        }
     }
 }

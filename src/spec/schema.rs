@@ -1,7 +1,8 @@
 //! The pipeline file exactly as written: serde structs, one per YAML mapping, every key
 //! optional unless the file cannot mean anything without it, unknown keys rejected.
 //! Defaults are not filled in here; the planner does that, so `recsift plan` can show
-//! which values were written and which were resolved.
+//! which values were written and which were resolved. Nor are they written in these docs:
+//! they live in `crate::registry::defaults`, from which the JSON schema takes them.
 
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -14,7 +15,7 @@ pub struct DataSpec {
     pub events: Option<String>,
     /// Column names in the event files.
     pub columns: Option<ColumnsSpec>,
-    /// `rating` (default) or `click`.
+    /// `rating` or `click`.
     pub label: Option<String>,
     /// Item text.
     pub items: Option<ItemsSpec>,
@@ -24,13 +25,13 @@ pub struct DataSpec {
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnsSpec {
-    /// User id column (default `user_id`).
+    /// User id column.
     pub user: Option<String>,
-    /// Item id column (default `item_id`).
+    /// Item id column.
     pub item: Option<String>,
-    /// Label column (default `rating`).
+    /// Label column.
     pub label: Option<String>,
-    /// Timestamp column (default `timestamp`).
+    /// Timestamp column.
     pub time: Option<String>,
 }
 
@@ -40,9 +41,9 @@ pub struct ColumnsSpec {
 pub struct ItemsSpec {
     /// Parquet file with one row per item, relative to the pipeline file.
     pub path: String,
-    /// Item id column (default `item_id`).
+    /// Item id column.
     pub id: Option<String>,
-    /// Text template over the item columns (default `"{title} | {genres}"`).
+    /// Text template over the item columns.
     pub text: Option<String>,
 }
 
@@ -68,9 +69,9 @@ pub struct ReplaySpec {
     /// Window length as a number of events.
     pub window_events: Option<u64>,
     /// Leading windows whose events are all labelled and trained on before the replay is
-    /// evaluated (default 1).
+    /// evaluated.
     pub warmup_windows: Option<u32>,
-    /// Fraction of each later window's events that arrive labelled for free (default 0).
+    /// Fraction of each later window's events that arrive labelled for free.
     pub free_labels: Option<f64>,
     /// Stop after this many windows (default: the whole log).
     pub max_windows: Option<u32>,
@@ -78,10 +79,10 @@ pub struct ReplaySpec {
     /// leaves the pool (default: it stays until the end). Bounds the pool, and so the
     /// engine's memory, by the last windows instead of the whole log.
     pub pool_windows: Option<u32>,
-    /// Events read from the file per batch (default 1,048,576).
+    /// Events read from the file per batch.
     pub batch_rows: Option<usize>,
-    /// Memory a log stored out of time order may be sorted in (`512MiB`, `4GiB`; default
-    /// 1 GiB); a larger log is sorted on disk (an external merge sort).
+    /// Memory a log stored out of time order may be sorted in (`512MiB`, `4GiB`); a larger
+    /// log is sorted on disk (an external merge sort).
     pub sort_memory: Option<String>,
 }
 
@@ -91,9 +92,9 @@ pub struct ReplaySpec {
 pub struct SelectionSpec {
     /// How events are split into train (every label known) and test.
     pub split: SplitSpec,
-    /// Rounds; each trains on the `budget` samples the strategy picks (default 10).
+    /// Rounds; each trains on the `budget` samples the strategy picks.
     pub rounds: Option<u32>,
-    /// Passes over every training sample before round 1 (default 0: start untrained).
+    /// Passes over every training sample before round 1 (0: start untrained).
     pub warmup_epochs: Option<usize>,
 }
 
@@ -103,9 +104,9 @@ pub struct SelectionSpec {
 pub struct PoolSpec {
     /// How events are split into train (labelled + pool) and test.
     pub split: SplitSpec,
-    /// Which training events are labelled before round 1 (default `{fraction: 0.05}`).
+    /// Which training events are labelled before round 1.
     pub labelled: Option<InitialLabelsSpec>,
-    /// Rounds of selection (default 10).
+    /// Rounds of selection (0 trains once and evaluates).
     pub rounds: Option<u32>,
 }
 
@@ -128,10 +129,10 @@ pub struct RandomSplitSpec {
     /// Fraction of events in the test set, in (0, 1).
     pub test: f64,
     /// Fraction of items held out entirely (cold start): all their events go to test, and
-    /// metrics are also reported on them alone (`cold_rmse`, ...). Default 0.
+    /// metrics are also reported on them alone (`cold_rmse`, ...).
     pub cold_items: Option<f64>,
-    /// Fraction of events in the validation set (default 0: none). Validation metrics are
-    /// reported beside the test metrics (`val_<metric>`) and are what early stopping reads.
+    /// Fraction of events in the validation set (0: none). Validation metrics are reported
+    /// beside the test metrics (`val_<metric>`) and are what early stopping reads.
     pub validation: Option<f64>,
 }
 
@@ -139,9 +140,9 @@ pub struct RandomSplitSpec {
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TemporalSplitSpec {
-    /// Events per user held out for test (default 1).
+    /// Events per user held out for test.
     pub leave_last: Option<usize>,
-    /// Events per user, just before the test events, held out for validation (default 0).
+    /// Events per user, just before the test events, held out for validation (0: none).
     pub validation_last: Option<usize>,
 }
 
@@ -171,10 +172,9 @@ pub struct InitialLabelsSpec {
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
-    /// Results directory, relative to the pipeline file (default `results/<name>` in the
-    /// current directory).
+    /// Results directory, relative to the pipeline file.
     pub dir: Option<String>,
-    /// Whether to draw the learning-curve plots (default true).
+    /// Whether to draw the learning-curve plots.
     pub plots: Option<bool>,
     /// Write each user's top-K recommendations of the final model (and, if asked, of every
     /// round) to `recommendations.parquet`.
@@ -186,16 +186,16 @@ pub struct OutputSpec {
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSpec {
-    /// Processes in the run (default 1).
+    /// Processes in the run.
     pub processes: Option<usize>,
-    /// This process's index, `0..processes` (default 0).
+    /// This process's index, `0..processes`.
     pub process: Option<usize>,
     /// A file with one `host:port` per line, process 0 first, relative to the pipeline file
     /// (default: every process on 127.0.0.1).
     pub hostfile: Option<String>,
-    /// Without a hostfile, process `i` listens on 127.0.0.1 at `port + i` (default 2101).
+    /// Without a hostfile, process `i` listens on 127.0.0.1 at `port + i`.
     pub port: Option<u16>,
-    /// Seconds to wait for every process to connect (default 60).
+    /// Seconds to wait for every process to connect.
     pub timeout_s: Option<f64>,
 }
 
@@ -203,7 +203,7 @@ pub struct ClusterSpec {
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointSpec {
-    /// Save after every `every`-th round or replay window (default 1; 0 saves none).
+    /// Save after every `every`-th round or replay window (0 saves none).
     pub every: Option<u32>,
 }
 
@@ -211,11 +211,11 @@ pub struct CheckpointSpec {
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RecommendationsSpec {
-    /// Items per user (default 20).
+    /// Items per user.
     pub k: Option<usize>,
-    /// `test` (users with test events, default) or `all` (every user).
+    /// `test` (users with test events) or `all` (every user).
     pub users: Option<String>,
-    /// Also write the lists after every round, not only the final one (default false).
+    /// Also write the lists after every round, not only the final one.
     pub every_round: Option<bool>,
 }
 
@@ -235,15 +235,14 @@ pub struct TrainSpec {
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EmbedSpec {
-    /// Hugging Face model id (default `sentence-transformers/all-MiniLM-L6-v2`).
+    /// Hugging Face model id.
     pub model: Option<String>,
     /// A local model folder (config.json, tokenizer.json, model.safetensors), relative to
     /// the pipeline file; overrides the lookup by `model`.
     pub model_dir: Option<String>,
-    /// The embedding cache (Parquet), relative to the pipeline file (default: beside the
-    /// item file, `<items>.embeddings.parquet`).
+    /// The embedding cache (Parquet), relative to the pipeline file.
     pub cache: Option<String>,
-    /// Texts per encoder batch (default 32).
+    /// Texts per encoder batch.
     pub batch_size: Option<usize>,
     /// Encoder threads (default: the machine's cores).
     pub threads: Option<usize>,
@@ -273,10 +272,10 @@ pub struct TrainOptions {
     pub rehearsal: Option<usize>,
     /// Samples per gradient step.
     pub batch_size: Option<usize>,
-    /// The objective: `squared` (half squared error; default for ratings), `cross_entropy`
-    /// (binary cross-entropy on a logit; default for clicks) or `bpr` (Bayesian personalised
-    /// ranking: every event is a positive, ranked above a sampled item its user has no event
-    /// with; predictions become unbounded ranking scores).
+    /// The objective: `squared` (half squared error), `cross_entropy` (binary cross-entropy
+    /// on a logit) or `bpr` (Bayesian personalised ranking: every event is a positive, ranked
+    /// above a sampled item its user has no event with; predictions become unbounded ranking
+    /// scores).
     pub loss: Option<String>,
     /// `two_tower`: width of each tower's hidden layer.
     pub hidden: Option<usize>,
@@ -296,9 +295,9 @@ pub struct TrainOptions {
 pub struct EarlyStoppingSpec {
     /// The validation metric to watch, e.g. `ndcg@10` or `rmse` (its direction is known).
     pub metric: String,
-    /// Epochs without improvement before stopping (default 3).
+    /// Epochs without improvement before stopping.
     pub patience: Option<usize>,
-    /// Most epochs to run (default 100).
+    /// Most epochs to run.
     pub max_epochs: Option<usize>,
 }
 
@@ -369,7 +368,7 @@ pub struct SelectSpec {
     pub strategy: String,
     /// Samples labelled per round (per user with `per_user: true`).
     pub budget: u64,
-    /// Spend `budget` for every user instead of globally (default false).
+    /// Spend `budget` for every user instead of globally.
     pub per_user: Option<bool>,
     /// `coreset`, `uncertainty_diversity`: the space distances are measured in, `text`
     /// (item text vectors; needs an `embed` node) or `factors` (the model's user and item
@@ -377,7 +376,7 @@ pub struct SelectSpec {
     pub space: Option<String>,
     /// `coreset`, `uncertainty_diversity`: how many pool samples k-center chooses from each
     /// round: the top of a seeded shuffle (`coreset`) or the most uncertain
-    /// (`uncertainty_diversity`) (default 10 x budget).
+    /// (`uncertainty_diversity`).
     pub candidates: Option<usize>,
 }
 
@@ -385,13 +384,12 @@ pub struct SelectSpec {
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateSpec {
-    /// Metric names (default `[rmse, mae, ndcg@10, recall@10]`).
+    /// Metric names.
     pub metrics: Option<Vec<String>>,
-    /// A test event is relevant for ranking metrics when its label is at least this
-    /// (default 4 for ratings, 1 for clicks).
+    /// A test event is relevant for ranking metrics when its label is at least this.
     pub relevant: Option<f32>,
     /// What ranking metrics rank for each test user: `all` (every item except those whose
-    /// label the model was given; default), `test_items` (only the user's test items) or
+    /// label the model was given), `test_items` (only the user's test items) or
     /// `{sampled: {negatives: N}}` (the user's test items and N sampled items the user has
     /// no event with).
     pub candidates: Option<CandidatesSpec>,
@@ -452,7 +450,7 @@ impl<'de> Deserialize<'de> for CandidatesSpec {
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StudySpec {
-    /// A count (`5`: the pipeline's seed and the next four) or a list of seeds (default 3).
+    /// A count (`5`: the pipeline's seed and the next four) or a list of seeds.
     pub seeds: Option<SeedsSpec>,
     /// The grid: a `--set` path and its values per key, e.g.
     /// `nodes.pick.select.strategy: [random, uncertainty]`, or a mapping from arm names to
@@ -465,8 +463,8 @@ pub struct StudySpec {
     pub baseline: Option<String>,
     /// Runs at once (default: the machine's cores).
     pub parallel: Option<usize>,
-    /// Train round 0 once per seed for the arms that differ only after it (default true;
-    /// `false` runs every arm from scratch, with the same results).
+    /// Train round 0 once per seed for the arms that differ only after it (`false` runs
+    /// every arm from scratch, with the same results).
     pub share_round_zero: Option<bool>,
 }
 

@@ -12,13 +12,11 @@ use serde::Serialize;
 
 use crate::driver::pool::PoolStart;
 use crate::plan::{self, ClusterPlan, Plan};
+use crate::registry::defaults;
 use crate::spec::LoadedSpec;
 use crate::spec::diagnostic::{Diagnostic, Diagnostics, LocatedDiagnostic, Origin};
 use crate::spec::path::YamlPath;
 use crate::spec::schema::{SeedsSpec, StudySpec};
-
-/// Seeds when `study.seeds` is not written.
-const DEFAULT_SEEDS: u64 = 3;
 
 /// A validated study.
 #[derive(Clone, Debug, Serialize)]
@@ -105,7 +103,7 @@ pub fn plan_study(file: &Path, set: &[String]) -> Result<Option<StudyPlan>, Diag
     let base = plan::build(&loaded);
     let base_seed = match &base {
         Ok(p) => p.seed,
-        Err(_) => loaded.spec.seed.unwrap_or(42),
+        Err(_) => loaded.spec.seed.unwrap_or(defaults::SEED),
     };
     let (seeds, arms, parallel) = study_shape(&spec, base_seed, &mut problems);
     let baseline = choose_baseline(&spec, &arms, &mut problems);
@@ -157,7 +155,7 @@ pub fn plan_study(file: &Path, set: &[String]) -> Result<Option<StudyPlan>, Diag
         arms,
         baseline,
         parallel,
-        share_round_zero: spec.share_round_zero.unwrap_or(true),
+        share_round_zero: spec.share_round_zero.unwrap_or(defaults::SHARE_ROUND_ZERO),
         out_dir,
         cluster: base.cluster.clone(),
         runs: Vec::new(),
@@ -194,7 +192,7 @@ fn study_shape(
 ) -> (Vec<u64>, Vec<Arm>, usize) {
     let at = |key: &str| YamlPath::keys(&["study", key]);
     let seeds = match &spec.seeds {
-        None => (0..DEFAULT_SEEDS).map(|k| base_seed + k).collect(),
+        None => (0..defaults::STUDY_SEEDS).map(|k| base_seed + k).collect(),
         Some(SeedsSpec::Count(n)) => (0..*n).map(|k| base_seed + k).collect(),
         Some(SeedsSpec::List(list)) => list.clone(),
     };

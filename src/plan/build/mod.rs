@@ -10,6 +10,7 @@ use protocol::WrittenProtocol;
 
 use std::path::{Path, PathBuf};
 
+use crate::registry::defaults;
 use crate::spec::diagnostic::{Diagnostic, Diagnostics};
 use crate::spec::path::YamlPath;
 use crate::spec::{LoadedSpec, PipelineSpec};
@@ -164,8 +165,8 @@ impl Resolver {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "pipeline".into())
         });
-        let seed = spec.seed.unwrap_or(42);
-        let workers = spec.workers.unwrap_or(1);
+        let seed = spec.seed.unwrap_or(defaults::SEED);
+        let workers = spec.workers.unwrap_or(defaults::WORKERS);
         if workers == 0 {
             self.error(
                 root.key("workers"),
@@ -237,7 +238,7 @@ impl Resolver {
     }
 
     fn device(&mut self, written: Option<&str>) -> Option<DeviceChoice> {
-        let written = written.unwrap_or("cpu");
+        let written = written.unwrap_or(defaults::DEVICE);
         let choice = DeviceChoice::parse(written);
         if choice.is_none() {
             self.error(
@@ -282,15 +283,19 @@ impl Resolver {
         let output = spec.output.clone().unwrap_or_default();
         let dir = match output.dir {
             Some(dir) => self.base_dir.join(dir),
-            None => PathBuf::from("results").join(name),
+            None => PathBuf::from(defaults::RESULTS_DIR).join(name),
         };
         let path = YamlPath::keys(&["output", "recommendations"]);
         let recommendations = output.recommendations.map(|written| {
-            let k = written.k.unwrap_or(20);
+            let k = written.k.unwrap_or(defaults::RECOMMENDATIONS_K);
             if k == 0 {
                 self.error(path.key("k"), "`k` must be at least 1", "use e.g. `k: 20`");
             }
-            let users = match written.users.as_deref().unwrap_or("test") {
+            let users = match written
+                .users
+                .as_deref()
+                .unwrap_or(defaults::RECOMMENDED_USERS)
+            {
                 "test" => RecommendedUsers::Test,
                 "all" => RecommendedUsers::All,
                 other => {
@@ -305,14 +310,20 @@ impl Resolver {
             RecommendationsPlan {
                 k,
                 users,
-                every_round: written.every_round.unwrap_or(false),
+                every_round: written
+                    .every_round
+                    .unwrap_or(defaults::RECOMMEND_EVERY_ROUND),
             }
         });
         OutputPlan {
             dir,
-            plots: output.plots.unwrap_or(true),
+            plots: output.plots.unwrap_or(defaults::PLOTS),
             recommendations,
-            checkpoint_every: spec.checkpoint.as_ref().and_then(|c| c.every).unwrap_or(1),
+            checkpoint_every: spec
+                .checkpoint
+                .as_ref()
+                .and_then(|c| c.every)
+                .unwrap_or(defaults::CHECKPOINT_EVERY),
         }
     }
 }

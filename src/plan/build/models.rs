@@ -458,17 +458,25 @@ impl Resolver {
         let params = if chosen == "sgd" {
             let sgd = spec.sgd.clone()?;
             OptimizerParams::Sgd {
-                lr: self.value("sgd.lr", sgd.lr, 0.02),
-                weight_decay: self.value("sgd.weight_decay", sgd.weight_decay, 0.1),
+                lr: self.value("sgd.lr", sgd.lr, defaults::SGD_LR),
+                weight_decay: self.value(
+                    "sgd.weight_decay",
+                    sgd.weight_decay,
+                    defaults::SGD_WEIGHT_DECAY,
+                ),
             }
         } else {
             let adam = spec.adam.clone()?;
             OptimizerParams::Adam {
-                lr: self.value("adam.lr", adam.lr, 0.005),
-                beta1: self.value("adam.beta1", adam.beta1, 0.9),
-                beta2: self.value("adam.beta2", adam.beta2, 0.999),
-                eps: self.value("adam.eps", adam.eps, 1e-8),
-                weight_decay: self.value("adam.weight_decay", adam.weight_decay, 0.1),
+                lr: self.value("adam.lr", adam.lr, defaults::ADAM_LR),
+                beta1: self.value("adam.beta1", adam.beta1, defaults::ADAM_BETA1),
+                beta2: self.value("adam.beta2", adam.beta2, defaults::ADAM_BETA2),
+                eps: self.value("adam.eps", adam.eps, defaults::ADAM_EPS),
+                weight_decay: self.value(
+                    "adam.weight_decay",
+                    adam.weight_decay,
+                    defaults::ADAM_WEIGHT_DECAY,
+                ),
             }
         };
         let (lr, weight_decay) = match params {
@@ -520,8 +528,8 @@ impl Resolver {
         let node = roles.train.first()?;
         let (family, written) = written_early_stopping(node)?;
         let path = node.path.key("train").key(family).key("early_stopping");
-        let patience = written.patience.unwrap_or(3);
-        let max_epochs = written.max_epochs.unwrap_or(100);
+        let patience = written.patience.unwrap_or(defaults::PATIENCE);
+        let max_epochs = written.max_epochs.unwrap_or(defaults::MAX_EPOCHS);
         for (name, value) in [("patience", patience), ("max_epochs", max_epochs)] {
             if value == 0 {
                 self.error(

@@ -17,6 +17,7 @@ use crate::plan::{
     CandidateSet, DataPlan, DiversityPlan, DiversitySpace, EmbedPlan, EvaluatePlan, ModelsPlan,
     PlanNode, ScorePlan, SelectPlan, UncertaintyMode,
 };
+use crate::registry::defaults;
 
 use super::Resolver;
 
@@ -78,7 +79,7 @@ impl Resolver {
                 beside
             }
         };
-        let batch_size = self.value("batch_size", *batch_size, 32);
+        let batch_size = self.value("batch_size", *batch_size, defaults::EMBED_BATCH_SIZE);
         self.params.push((
             "threads".into(),
             threads.map_or_else(|| "all cores".to_string(), |t| t.to_string()),
@@ -247,7 +248,7 @@ impl Resolver {
         self.params.push(("strategy".into(), def.name.into(), true));
         self.params
             .push(("budget".into(), budget.to_string(), true));
-        let per_user = self.value("per_user", *per_user, false);
+        let per_user = self.value("per_user", *per_user, defaults::PER_USER);
         let diversity = if def.diverse {
             let default_space = if embed.is_some() { "text" } else { "factors" };
             let space = match self
@@ -277,13 +278,16 @@ impl Resolver {
             let candidates = self.value(
                 "candidates",
                 *candidates,
-                (*budget as usize).saturating_mul(10),
+                (*budget as usize).saturating_mul(defaults::CANDIDATES_PER_BUDGET),
             );
             if candidates < *budget as usize {
                 self.error(
                     path.key("candidates"),
                     format!("{candidates} candidates cannot fill a budget of {budget}"),
-                    "set `candidates` to at least the budget (default 10 x budget)",
+                    format!(
+                        "set `candidates` to at least the budget (default {} x budget)",
+                        defaults::CANDIDATES_PER_BUDGET
+                    ),
                 );
             }
             if per_user {
@@ -407,9 +411,9 @@ impl Resolver {
         // metrics describe it.
         let ranks_only = loss == Some(Loss::Bpr);
         let default_names = match label_kind {
-            _ if ranks_only => vec!["ndcg@10", "recall@10", "mrr@10", "hit@10"],
-            LabelKind::Rating => vec!["rmse", "mae", "ndcg@10", "recall@10"],
-            LabelKind::Click => vec!["auc", "logloss", "ndcg@10", "recall@10"],
+            _ if ranks_only => defaults::RANKING_METRICS,
+            LabelKind::Rating => defaults::RATING_METRICS,
+            LabelKind::Click => defaults::CLICK_METRICS,
         };
         let names: Vec<String> = metrics
             .clone()
@@ -435,15 +439,16 @@ impl Resolver {
             }
         }
         let default_relevant = match label_kind {
-            LabelKind::Rating => 4.0,
-            LabelKind::Click => 1.0,
+            LabelKind::Rating => defaults::RELEVANT_RATING,
+            LabelKind::Click => defaults::RELEVANT_CLICK,
         };
         let relevant = self.value("relevant", *relevant, default_relevant);
         let candidates_written = candidates.is_some();
-        let candidates = match candidates.unwrap_or(CandidatesSpec::All) {
-            CandidatesSpec::All => CandidateSet::All,
-            CandidatesSpec::TestItems => CandidateSet::TestItems,
-            CandidatesSpec::Sampled { negatives } => {
+        let candidates = match *candidates {
+            None => defaults::CANDIDATES,
+            Some(CandidatesSpec::All) => CandidateSet::All,
+            Some(CandidatesSpec::TestItems) => CandidateSet::TestItems,
+            Some(CandidatesSpec::Sampled { negatives }) => {
                 if negatives == 0 {
                     self.error(
                         path.key("candidates").key("sampled").key("negatives"),
@@ -492,11 +497,12 @@ pub(super) fn metric_help(name: &str) -> String {
     }
 }
 
-/// The default embedding cache of an item file: `<stem>.embeddings.parquet` beside it.
+/// The default embedding cache of an item file: `<stem>` and
+/// [`defaults::EMBEDDING_CACHE_SUFFIX`], beside it.
 fn default_cache_path(items: &Path) -> PathBuf {
     let stem = items
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "items".into());
-    items.with_file_name(format!("{stem}.embeddings.parquet"))
+    items.with_file_name(format!("{stem}{}", defaults::EMBEDDING_CACHE_SUFFIX))
 }

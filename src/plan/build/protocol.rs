@@ -21,10 +21,13 @@ use super::Resolver;
 
 impl Resolver {
     pub(super) fn label_kind(&mut self, data: Option<&DataSpec>) -> LabelKind {
-        match data.and_then(|d| d.label.as_deref()) {
-            None | Some("rating") => LabelKind::Rating,
-            Some("click") => LabelKind::Click,
-            Some(other) => {
+        match data
+            .and_then(|d| d.label.as_deref())
+            .unwrap_or(defaults::LABEL)
+        {
+            "rating" => LabelKind::Rating,
+            "click" => LabelKind::Click,
+            other => {
                 let help = match closest(other, ["rating", "click"]) {
                     Some(best) => format!("did you mean `{best}`? (accepted: `rating`, `click`)"),
                     None => "accepted: `rating`, `click`".to_string(),
@@ -87,11 +90,11 @@ impl Resolver {
         let path = YamlPath::keys(&["data"]);
         let items = data.and_then(|d| d.items.as_ref()).map(|items| ItemSource {
             path: self.file(&path.key("items").key("path"), &items.path, "item file"),
-            id_column: items.id.clone().unwrap_or_else(|| "item_id".into()),
+            id_column: items.id.clone().unwrap_or_else(|| defaults::ITEM_ID.into()),
             text_template: items
                 .text
                 .clone()
-                .unwrap_or_else(|| DEFAULT_ITEM_TEXT.into()),
+                .unwrap_or_else(|| defaults::ITEM_TEXT.into()),
         });
         DataPlan { items, label_kind }
     }
@@ -184,7 +187,7 @@ impl Resolver {
                 Some(ProtocolPlan::Selection(SelectionProtocolPlan {
                     split: split?,
                     rounds: selection.rounds.unwrap_or(defaults::ROUNDS),
-                    warmup_epochs: selection.warmup_epochs.unwrap_or(0),
+                    warmup_epochs: selection.warmup_epochs.unwrap_or(defaults::WARMUP_EPOCHS),
                     select: select??,
                 }))
             }
@@ -230,7 +233,7 @@ impl Resolver {
             }
             WindowPlan::Events { events }
         };
-        let free_labels = replay.free_labels.unwrap_or(0.0);
+        let free_labels = replay.free_labels.unwrap_or(defaults::FREE_LABELS);
         if !(0.0..=1.0).contains(&free_labels) {
             self.error(
                 path.key("free_labels"),
@@ -245,7 +248,7 @@ impl Resolver {
                 "leave it out to keep every unlabelled event in the pool to the end",
             );
         }
-        let batch_rows = replay.batch_rows.unwrap_or(1 << 20);
+        let batch_rows = replay.batch_rows.unwrap_or(defaults::BATCH_ROWS);
         if batch_rows == 0 {
             self.error(
                 path.key("batch_rows"),
@@ -272,7 +275,7 @@ impl Resolver {
             events: *events?,
             select: select?,
             window,
-            warmup_windows: replay.warmup_windows.unwrap_or(1),
+            warmup_windows: replay.warmup_windows.unwrap_or(defaults::WARMUP_WINDOWS),
             free_labels,
             max_windows: replay.max_windows,
             pool_windows: replay.pool_windows,
@@ -309,7 +312,7 @@ impl Resolver {
                         "use e.g. `test: 0.2`",
                     );
                 }
-                let cold_items = random.cold_items.unwrap_or(0.0);
+                let cold_items = random.cold_items.unwrap_or(defaults::COLD_ITEMS);
                 if !(0.0..1.0).contains(&cold_items) {
                     self.error(
                         path.key("random").key("cold_items"),
@@ -317,7 +320,7 @@ impl Resolver {
                         "use e.g. `cold_items: 0.1` (a tenth of the items are never trained on)",
                     );
                 }
-                let validation = random.validation.unwrap_or(0.0);
+                let validation = random.validation.unwrap_or(defaults::VALIDATION_FRACTION);
                 if !(0.0..1.0).contains(&validation) {
                     self.error(
                         path.key("random").key("validation"),
@@ -343,7 +346,7 @@ impl Resolver {
             }
             "temporal" => {
                 let temporal = split.temporal.as_ref()?;
-                let leave_last = temporal.leave_last.unwrap_or(1);
+                let leave_last = temporal.leave_last.unwrap_or(defaults::LEAVE_LAST);
                 if leave_last == 0 {
                     self.error(
                         path.key("temporal").key("leave_last"),
@@ -353,7 +356,9 @@ impl Resolver {
                 }
                 let rule = SplitRule::Temporal {
                     leave_last,
-                    validation_last: temporal.validation_last.unwrap_or(0),
+                    validation_last: temporal
+                        .validation_last
+                        .unwrap_or(defaults::VALIDATION_LAST),
                 };
                 Some(SplitPlan::Log {
                     events: self.required_events(events)?,
@@ -398,7 +403,7 @@ impl Resolver {
         path: &YamlPath,
     ) -> Option<InitialLabels> {
         let Some(labelled) = labelled else {
-            return Some(InitialLabels::Fraction(0.05));
+            return Some(InitialLabels::Fraction(defaults::LABELLED_FRACTION));
         };
         let chosen = self.one_of(
             path,
@@ -440,9 +445,6 @@ fn parse_duration(text: &str) -> Option<i64> {
     };
     number.checked_mul(unit)
 }
-
-/// Default text template for items.
-const DEFAULT_ITEM_TEXT: &str = "{title} | {genres}";
 
 /// `data.events` as written, and the source it resolves to.
 pub(super) struct WrittenEvents<'a> {
