@@ -133,94 +133,6 @@ impl BiasedMf {
         self
     }
 
-    /// One gradient step on a batch; returns the batch's summed weighted loss when asked.
-    ///
-    /// The batch's rows are gathered once; gradients are computed in blocks (see
-    /// [`block_rows`]) from those gathered values, so the step is the same as in one piece.
-    fn step(&mut self, batch: &Batch, want_loss: bool) -> Result<Option<Tensor>, ModelError> {
-        let n = batch.users.len();
-        let members = self.layout.members;
-        let device = &self.device;
-        let user_index = Tensor::from_slice(&batch.users, n, device)?;
-        let item_index = Tensor::from_slice(&batch.items, n, device)?;
-        let labels = Tensor::from_slice(&batch.labels, (n, 1), device)?;
-        let weights = Tensor::from_slice(&batch.weights, (n, members), device)?;
-        let p = self.users.gather(&user_index)?; // [n, members, 1 + dim]
-        let q = self.items.gather(&item_index)?;
-        let q_neg = match self.loss {
-            Loss::Bpr => {
-                let index = Tensor::from_slice(&batch.negatives, n, device)?;
-                Some(self.items.gather(&index)?)
-            }
-            Loss::Squared | Loss::CrossEntropy => None,
-        };
-
-        let mut user_grads = Vec::new();
-        let mut item_grads = Vec::new();
-        let mut negative_grads = Vec::new();
-        let mut loss: Option<Tensor> = None;
-        for (start, len) in blocks(n, block_rows(device, self.layout.row_len())) {
-            let p = p.narrow(0, start, len)?;
-            let q = q.narrow(0, start, len)?;
-            let weights = weights.narrow(0, start, len)?;
-            let rows = start..start + len;
-            // d(w loss)/d raw (or d margin) as [len, members, 1], and the derivatives of raw
-            // with respect to the user row and the item row.
-            let (scale, user_direction, item_direction, block_loss) = match &q_neg {
-                None => {
-                    let labels = labels.narrow(0, start, len)?;
-                    let forward = Forward::new(&p, &q, &self.offset_row)?;
-                    let residual = forward.residual(&labels, self.loss)?;
-                    let block_loss = want_loss
-                        .then(|| forward.weighted_loss(&residual, &labels, &weights, self.loss))
-                        .transpose()?;
-                    let scale = (&residual * &weights)?.unsqueeze(2)?;
-                    (scale, forward.q_unit_bias, forward.p_unit_bias, block_loss)
-                }
-                Some(q_neg) => {
-                    let q_neg = q_neg.narrow(0, start, len)?;
-                    let pair = PairForward::new(&p, &q, &q_neg)?;
-                    let block_loss = want_loss
-                        .then(|| pair.weighted_loss(&weights))
-                        .transpose()?;
-                    let scale = (pair.slope()? * &weights)?.unsqueeze(2)?;
-                    negative_grads.push(RowGradients {
-                        rows: &batch.negatives[rows.clone()],
-                        values: q_neg,
-                        scale: scale.neg()?,
-                        direction: pair.p_unit_bias.clone(),
-                        weights: weights.clone(),
-                    });
-                    (scale, pair.user_direction, pair.p_unit_bias, block_loss)
-                }
-            };
-            if let Some(block_loss) = block_loss {
-                loss = Some(match loss {
-                    Some(sum) => (sum + block_loss)?,
-                    None => block_loss,
-                });
-            }
-            user_grads.push(RowGradients {
-                rows: &batch.users[rows.clone()],
-                values: p,
-                scale: scale.clone(),
-                direction: user_direction,
-                weights: weights.clone(),
-            });
-            item_grads.push(RowGradients {
-                rows: &batch.items[rows],
-                values: q,
-                scale,
-                direction: item_direction,
-                weights,
-            });
-        }
-        item_grads.append(&mut negative_grads);
-        self.optimizer.step(&mut self.users, &user_grads)?;
-        self.optimizer.step(&mut self.items, &item_grads)?;
-        Ok(loss)
-    }
-
     fn export(&self, table: &RowTable, rows: &[u32]) -> Result<Vec<f32>, ModelError> {
         if rows.is_empty() {
             return Ok(Vec::new());
@@ -370,8 +282,92 @@ impl Trainable for BiasedMf {
         &mut self.draws
     }
 
+    /// One gradient step on a batch; returns the batch's summed weighted loss when asked.
+    ///
+    /// The batch's rows are gathered once; gradients are computed in blocks (see
+    /// [`block_rows`]) from those gathered values, so the step is the same as in one piece.
     fn train_step(&mut self, batch: &Batch, want_loss: bool) -> Result<Option<Tensor>, ModelError> {
-        self.step(batch, want_loss)
+        let n = batch.users.len();
+        let members = self.layout.members;
+        let device = &self.device;
+        let user_index = Tensor::from_slice(&batch.users, n, device)?;
+        let item_index = Tensor::from_slice(&batch.items, n, device)?;
+        let labels = Tensor::from_slice(&batch.labels, (n, 1), device)?;
+        let weights = Tensor::from_slice(&batch.weights, (n, members), device)?;
+        let p = self.users.gather(&user_index)?; // [n, members, 1 + dim]
+        let q = self.items.gather(&item_index)?;
+        let q_neg = match self.loss {
+            Loss::Bpr => {
+                let index = Tensor::from_slice(&batch.negatives, n, device)?;
+                Some(self.items.gather(&index)?)
+            }
+            Loss::Squared | Loss::CrossEntropy => None,
+        };
+
+        let mut user_grads = Vec::new();
+        let mut item_grads = Vec::new();
+        let mut negative_grads = Vec::new();
+        let mut loss: Option<Tensor> = None;
+        for (start, len) in blocks(n, block_rows(device, self.layout.row_len())) {
+            let p = p.narrow(0, start, len)?;
+            let q = q.narrow(0, start, len)?;
+            let weights = weights.narrow(0, start, len)?;
+            let rows = start..start + len;
+            // d(w loss)/d raw (or d margin) as [len, members, 1], and the derivatives of raw
+            // with respect to the user row and the item row.
+            let (scale, user_direction, item_direction, block_loss) = match &q_neg {
+                None => {
+                    let labels = labels.narrow(0, start, len)?;
+                    let forward = Forward::new(&p, &q, &self.offset_row)?;
+                    let residual = forward.residual(&labels, self.loss)?;
+                    let block_loss = want_loss
+                        .then(|| forward.weighted_loss(&residual, &labels, &weights, self.loss))
+                        .transpose()?;
+                    let scale = (&residual * &weights)?.unsqueeze(2)?;
+                    (scale, forward.q_unit_bias, forward.p_unit_bias, block_loss)
+                }
+                Some(q_neg) => {
+                    let q_neg = q_neg.narrow(0, start, len)?;
+                    let pair = PairForward::new(&p, &q, &q_neg)?;
+                    let block_loss = want_loss
+                        .then(|| pair.weighted_loss(&weights))
+                        .transpose()?;
+                    let scale = (pair.slope()? * &weights)?.unsqueeze(2)?;
+                    negative_grads.push(RowGradients {
+                        rows: &batch.negatives[rows.clone()],
+                        values: q_neg,
+                        scale: scale.neg()?,
+                        direction: pair.p_unit_bias.clone(),
+                        weights: weights.clone(),
+                    });
+                    (scale, pair.user_direction, pair.p_unit_bias, block_loss)
+                }
+            };
+            if let Some(block_loss) = block_loss {
+                loss = Some(match loss {
+                    Some(sum) => (sum + block_loss)?,
+                    None => block_loss,
+                });
+            }
+            user_grads.push(RowGradients {
+                rows: &batch.users[rows.clone()],
+                values: p,
+                scale: scale.clone(),
+                direction: user_direction,
+                weights: weights.clone(),
+            });
+            item_grads.push(RowGradients {
+                rows: &batch.items[rows],
+                values: q,
+                scale,
+                direction: item_direction,
+                weights,
+            });
+        }
+        item_grads.append(&mut negative_grads);
+        self.optimizer.step(&mut self.users, &user_grads)?;
+        self.optimizer.step(&mut self.items, &item_grads)?;
+        Ok(loss)
     }
 }
 

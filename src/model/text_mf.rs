@@ -190,8 +190,55 @@ impl TextMf {
             .matmul(e)
     }
 
+    fn export_users(&self, rows: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let index = Tensor::from_slice(rows, rows.len(), &self.device)?;
+        Ok(self
+            .users
+            .values()
+            .index_select(&index, 0)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
+    }
+
+    /// Free rows plus projections, each row computed alone on the host (see
+    /// [`super::host_rows`]), so a row does not depend on what is exported with it.
+    fn export_items(&self, rows: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let index = Tensor::from_slice(rows, rows.len(), &self.device)?;
+        let free = self
+            .items
+            .values()
+            .index_select(&index, 0)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let projection = HostLinear::new(self.projection.as_tensor(), None)?;
+        let row_len = projection.outputs();
+        let mut out = Vec::with_capacity(rows.len() * row_len);
+        let mut projected = Vec::with_capacity(row_len);
+        for (free, &item) in free.chunks_exact(row_len).zip(rows) {
+            projected.clear();
+            projection.apply(self.text.host_vector(item), &mut projected);
+            out.extend(free.iter().zip(&projected).map(|(q, w_e)| q + w_e));
+        }
+        Ok(out)
+    }
+}
+
+impl Trainable for TextMf {
+    fn setup(&self) -> FitSetup {
+        FitSetup {
+            shape: self.shape(),
+            seed: self.seed,
+            members: self.layout.members,
+            batch_size: self.batch_size,
+        }
+    }
+
+    fn draws(&mut self) -> &mut Draws {
+        &mut self.draws
+    }
+
     /// One gradient step on a batch; returns the batch's summed weighted loss when asked.
-    fn step(&mut self, batch: &Batch, want_loss: bool) -> Result<Option<Tensor>, ModelError> {
+    fn train_step(&mut self, batch: &Batch, want_loss: bool) -> Result<Option<Tensor>, ModelError> {
         let n = batch.len();
         let members = self.layout.members;
         let row_len = self.layout.row_len();
@@ -327,57 +374,6 @@ impl TextMf {
             self.projection_optimizer.step(&grads)?;
         }
         Ok(loss)
-    }
-
-    fn export_users(&self, rows: &[u32]) -> Result<Vec<f32>, ModelError> {
-        let index = Tensor::from_slice(rows, rows.len(), &self.device)?;
-        Ok(self
-            .users
-            .values()
-            .index_select(&index, 0)?
-            .flatten_all()?
-            .to_vec1::<f32>()?)
-    }
-
-    /// Free rows plus projections, each row computed alone on the host (see
-    /// [`super::host_rows`]), so a row does not depend on what is exported with it.
-    fn export_items(&self, rows: &[u32]) -> Result<Vec<f32>, ModelError> {
-        let index = Tensor::from_slice(rows, rows.len(), &self.device)?;
-        let free = self
-            .items
-            .values()
-            .index_select(&index, 0)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let projection = HostLinear::new(self.projection.as_tensor(), None)?;
-        let row_len = projection.outputs();
-        let mut out = Vec::with_capacity(rows.len() * row_len);
-        let mut projected = Vec::with_capacity(row_len);
-        for (free, &item) in free.chunks_exact(row_len).zip(rows) {
-            projected.clear();
-            projection.apply(self.text.host_vector(item), &mut projected);
-            out.extend(free.iter().zip(&projected).map(|(q, w_e)| q + w_e));
-        }
-        Ok(out)
-    }
-}
-
-impl Trainable for TextMf {
-    fn setup(&self) -> FitSetup {
-        FitSetup {
-            shape: self.shape(),
-            seed: self.seed,
-            members: self.layout.members,
-            batch_size: self.batch_size,
-        }
-    }
-
-    fn draws(&mut self) -> &mut Draws {
-        &mut self.draws
-    }
-
-    fn train_step(&mut self, batch: &Batch, want_loss: bool) -> Result<Option<Tensor>, ModelError> {
-        self.step(batch, want_loss)
     }
 }
 

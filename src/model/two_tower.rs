@@ -363,142 +363,6 @@ impl TwoTower {
         tower.output(&h)?.transpose(0, 1)?.contiguous()
     }
 
-    /// One gradient step on a batch; returns the batch's summed weighted loss when asked.
-    fn step(&mut self, batch: &Batch, want_loss: bool) -> Result<Option<Tensor>, ModelError> {
-        let n = batch.len();
-        let networks = self.networks;
-        let hidden = self.user_tower.hidden_width();
-        let device = self.device.clone();
-        let user_index = Tensor::from_slice(&batch.users, n, &device)?;
-        let item_index = Tensor::from_slice(&batch.items, n, &device)?;
-        let labels = Tensor::from_slice(&batch.labels, (n, 1), &device)?;
-        let weights = Tensor::from_slice(&batch.weights, (n, networks), &device)?;
-        let xu = self.user_ids.gather(&user_index)?; // [n, networks, dim]
-        let xi = self.item_ids.gather(&item_index)?;
-        let e = self.text.gather(&item_index)?; // [n, text_dim]
-        // Under BPR, the negatives' ID embeddings and text vectors.
-        let negatives = match self.loss {
-            Loss::Bpr => {
-                let index = Tensor::from_slice(&batch.negatives, n, &device)?;
-                Some((self.item_ids.gather(&index)?, self.text.gather(&index)?))
-            }
-            Loss::Squared | Loss::CrossEntropy => None,
-        };
-        let ones = Tensor::ones((n, networks, 1), DType::F32, &device)?;
-        // The widest elementwise operands are the hidden activations and the outputs.
-        let width = hidden.max(1 + self.layout.dim);
-
-        let dense_vars = dense_vars(&self.user_tower, &self.item_tower);
-        let mut dense_sums: Vec<Option<Tensor>> = vec![None; dense_vars.len()];
-        let mut user_grads = Vec::new();
-        let mut item_grads = Vec::new();
-        let mut negative_grads = Vec::new();
-        let mut loss: Option<Tensor> = None;
-        let id_grad = |grads: &mut candle_core::backprop::GradStore, x: &Var| {
-            grads
-                .remove(x.as_tensor())
-                .map_or_else(|| x.as_tensor().zeros_like(), Ok)
-        };
-        for (start, len) in even_blocks(n, block_rows(&device, networks * width)) {
-            let xu = Var::from_tensor(&xu.narrow(0, start, len)?)?;
-            let xi = Var::from_tensor(&xi.narrow(0, start, len)?)?;
-            let e = e.narrow(0, start, len)?;
-            let weights = weights.narrow(0, start, len)?;
-            let rows = start..start + len;
-            let u = self.tower_output(Side::User, xu.as_tensor(), None)?;
-            let v = self.tower_output(Side::Item, xi.as_tensor(), Some(&e))?;
-            let (mut grads, block_loss) = match &negatives {
-                None => {
-                    let labels = labels.narrow(0, start, len)?;
-                    let forward = Forward::new(&u, &v, &self.offset_row)?;
-                    let residual = forward.residual(&labels, self.loss)?.detach();
-                    // ∂(Σ w ℓ)/∂raw is w · residual: back-propagate it as a constant.
-                    let upstream = (&residual * &weights)?.detach();
-                    let grads = (&forward.raw * &upstream)?.sum_all()?.backward()?;
-                    let block_loss = if want_loss {
-                        let detached = Forward {
-                            raw: forward.raw.detach(),
-                            p_unit_bias: forward.p_unit_bias.detach(),
-                            q_unit_bias: forward.q_unit_bias.detach(),
-                        };
-                        Some(detached.weighted_loss(&residual, &labels, &weights, self.loss)?)
-                    } else {
-                        None
-                    };
-                    (grads, block_loss)
-                }
-                Some((xj, e_neg)) => {
-                    let xj = Var::from_tensor(&xj.narrow(0, start, len)?)?;
-                    let e_neg = e_neg.narrow(0, start, len)?;
-                    let v_neg = self.tower_output(Side::Item, xj.as_tensor(), Some(&e_neg))?;
-                    let pair = PairForward::new(&u, &v, &v_neg)?;
-                    // ∂(Σ w ℓ)/∂margin is w · (σ(d) - 1): back-propagate it as a constant.
-                    let upstream = (pair.slope()? * &weights)?.detach();
-                    let mut grads = (&pair.margin * &upstream)?.sum_all()?.backward()?;
-                    let block_loss = if want_loss {
-                        let detached = PairForward {
-                            margin: pair.margin.detach(),
-                            p_unit_bias: pair.p_unit_bias.detach(),
-                            user_direction: pair.user_direction.detach(),
-                        };
-                        Some(detached.weighted_loss(&weights)?)
-                    } else {
-                        None
-                    };
-                    negative_grads.push(RowGradients {
-                        rows: &batch.negatives[rows.clone()],
-                        values: xj.as_tensor().detach(),
-                        scale: ones.narrow(0, 0, len)?,
-                        direction: id_grad(&mut grads, &xj)?,
-                        weights: weights.clone(),
-                    });
-                    (grads, block_loss)
-                }
-            };
-            if let Some(block_loss) = block_loss {
-                loss = Some(match loss {
-                    Some(sum) => (sum + block_loss)?,
-                    None => block_loss,
-                });
-            }
-            let gu = id_grad(&mut grads, &xu)?;
-            let gi = id_grad(&mut grads, &xi)?;
-            user_grads.push(RowGradients {
-                rows: &batch.users[rows.clone()],
-                values: xu.as_tensor().detach(),
-                scale: ones.narrow(0, 0, len)?,
-                direction: gu,
-                weights: weights.clone(),
-            });
-            item_grads.push(RowGradients {
-                rows: &batch.items[rows],
-                values: xi.as_tensor().detach(),
-                scale: ones.narrow(0, 0, len)?,
-                direction: gi,
-                weights,
-            });
-            for (var, sum) in dense_vars.iter().zip(dense_sums.iter_mut()) {
-                if let Some(g) = grads.remove(var.as_tensor()) {
-                    *sum = Some(match sum.take() {
-                        Some(s) => (s + g)?,
-                        None => g,
-                    });
-                }
-            }
-        }
-        item_grads.append(&mut negative_grads);
-        self.optimizer.step(&mut self.user_ids, &user_grads)?;
-        self.optimizer.step(&mut self.item_ids, &item_grads)?;
-        let mut grads = candle_core::backprop::GradStore::default();
-        for (var, sum) in dense_vars.iter().zip(dense_sums) {
-            if let Some(g) = sum {
-                grads.insert(var.as_tensor(), g);
-            }
-        }
-        self.dense.step(&grads)?;
-        Ok(loss)
-    }
-
     /// Scoring rows of `rows` of one side, concatenated. Each row is evaluated alone on the
     /// host (see [`super::host_rows`]), so it does not depend on what is exported with it.
     fn export(&self, side: Side, rows: &[u32]) -> Result<Vec<f32>, ModelError> {
@@ -682,8 +546,140 @@ impl Trainable for TwoTower {
         &mut self.draws
     }
 
+    /// One gradient step on a batch; returns the batch's summed weighted loss when asked.
     fn train_step(&mut self, batch: &Batch, want_loss: bool) -> Result<Option<Tensor>, ModelError> {
-        self.step(batch, want_loss)
+        let n = batch.len();
+        let networks = self.networks;
+        let hidden = self.user_tower.hidden_width();
+        let device = self.device.clone();
+        let user_index = Tensor::from_slice(&batch.users, n, &device)?;
+        let item_index = Tensor::from_slice(&batch.items, n, &device)?;
+        let labels = Tensor::from_slice(&batch.labels, (n, 1), &device)?;
+        let weights = Tensor::from_slice(&batch.weights, (n, networks), &device)?;
+        let xu = self.user_ids.gather(&user_index)?; // [n, networks, dim]
+        let xi = self.item_ids.gather(&item_index)?;
+        let e = self.text.gather(&item_index)?; // [n, text_dim]
+        // Under BPR, the negatives' ID embeddings and text vectors.
+        let negatives = match self.loss {
+            Loss::Bpr => {
+                let index = Tensor::from_slice(&batch.negatives, n, &device)?;
+                Some((self.item_ids.gather(&index)?, self.text.gather(&index)?))
+            }
+            Loss::Squared | Loss::CrossEntropy => None,
+        };
+        let ones = Tensor::ones((n, networks, 1), DType::F32, &device)?;
+        // The widest elementwise operands are the hidden activations and the outputs.
+        let width = hidden.max(1 + self.layout.dim);
+
+        let dense_vars = dense_vars(&self.user_tower, &self.item_tower);
+        let mut dense_sums: Vec<Option<Tensor>> = vec![None; dense_vars.len()];
+        let mut user_grads = Vec::new();
+        let mut item_grads = Vec::new();
+        let mut negative_grads = Vec::new();
+        let mut loss: Option<Tensor> = None;
+        let id_grad = |grads: &mut candle_core::backprop::GradStore, x: &Var| {
+            grads
+                .remove(x.as_tensor())
+                .map_or_else(|| x.as_tensor().zeros_like(), Ok)
+        };
+        for (start, len) in even_blocks(n, block_rows(&device, networks * width)) {
+            let xu = Var::from_tensor(&xu.narrow(0, start, len)?)?;
+            let xi = Var::from_tensor(&xi.narrow(0, start, len)?)?;
+            let e = e.narrow(0, start, len)?;
+            let weights = weights.narrow(0, start, len)?;
+            let rows = start..start + len;
+            let u = self.tower_output(Side::User, xu.as_tensor(), None)?;
+            let v = self.tower_output(Side::Item, xi.as_tensor(), Some(&e))?;
+            let (mut grads, block_loss) = match &negatives {
+                None => {
+                    let labels = labels.narrow(0, start, len)?;
+                    let forward = Forward::new(&u, &v, &self.offset_row)?;
+                    let residual = forward.residual(&labels, self.loss)?.detach();
+                    // ∂(Σ w ℓ)/∂raw is w · residual: back-propagate it as a constant.
+                    let upstream = (&residual * &weights)?.detach();
+                    let grads = (&forward.raw * &upstream)?.sum_all()?.backward()?;
+                    let block_loss = if want_loss {
+                        let detached = Forward {
+                            raw: forward.raw.detach(),
+                            p_unit_bias: forward.p_unit_bias.detach(),
+                            q_unit_bias: forward.q_unit_bias.detach(),
+                        };
+                        Some(detached.weighted_loss(&residual, &labels, &weights, self.loss)?)
+                    } else {
+                        None
+                    };
+                    (grads, block_loss)
+                }
+                Some((xj, e_neg)) => {
+                    let xj = Var::from_tensor(&xj.narrow(0, start, len)?)?;
+                    let e_neg = e_neg.narrow(0, start, len)?;
+                    let v_neg = self.tower_output(Side::Item, xj.as_tensor(), Some(&e_neg))?;
+                    let pair = PairForward::new(&u, &v, &v_neg)?;
+                    // ∂(Σ w ℓ)/∂margin is w · (σ(d) - 1): back-propagate it as a constant.
+                    let upstream = (pair.slope()? * &weights)?.detach();
+                    let mut grads = (&pair.margin * &upstream)?.sum_all()?.backward()?;
+                    let block_loss = if want_loss {
+                        let detached = PairForward {
+                            margin: pair.margin.detach(),
+                            p_unit_bias: pair.p_unit_bias.detach(),
+                            user_direction: pair.user_direction.detach(),
+                        };
+                        Some(detached.weighted_loss(&weights)?)
+                    } else {
+                        None
+                    };
+                    negative_grads.push(RowGradients {
+                        rows: &batch.negatives[rows.clone()],
+                        values: xj.as_tensor().detach(),
+                        scale: ones.narrow(0, 0, len)?,
+                        direction: id_grad(&mut grads, &xj)?,
+                        weights: weights.clone(),
+                    });
+                    (grads, block_loss)
+                }
+            };
+            if let Some(block_loss) = block_loss {
+                loss = Some(match loss {
+                    Some(sum) => (sum + block_loss)?,
+                    None => block_loss,
+                });
+            }
+            let gu = id_grad(&mut grads, &xu)?;
+            let gi = id_grad(&mut grads, &xi)?;
+            user_grads.push(RowGradients {
+                rows: &batch.users[rows.clone()],
+                values: xu.as_tensor().detach(),
+                scale: ones.narrow(0, 0, len)?,
+                direction: gu,
+                weights: weights.clone(),
+            });
+            item_grads.push(RowGradients {
+                rows: &batch.items[rows],
+                values: xi.as_tensor().detach(),
+                scale: ones.narrow(0, 0, len)?,
+                direction: gi,
+                weights,
+            });
+            for (var, sum) in dense_vars.iter().zip(dense_sums.iter_mut()) {
+                if let Some(g) = grads.remove(var.as_tensor()) {
+                    *sum = Some(match sum.take() {
+                        Some(s) => (s + g)?,
+                        None => g,
+                    });
+                }
+            }
+        }
+        item_grads.append(&mut negative_grads);
+        self.optimizer.step(&mut self.user_ids, &user_grads)?;
+        self.optimizer.step(&mut self.item_ids, &item_grads)?;
+        let mut grads = candle_core::backprop::GradStore::default();
+        for (var, sum) in dense_vars.iter().zip(dense_sums) {
+            if let Some(g) = sum {
+                grads.insert(var.as_tensor(), g);
+            }
+        }
+        self.dense.step(&grads)?;
+        Ok(loss)
     }
 }
 
