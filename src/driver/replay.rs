@@ -393,6 +393,13 @@ impl ReplayExperiment {
         }
     }
 
+    /// Whether `max_windows`, if set, allows another window.
+    fn has_next_within_limit(&self) -> bool {
+        self.replay
+            .max_windows
+            .is_none_or(|max| (self.core.history().len() as u32) < max)
+    }
+
     /// With `pool_windows: K`, records the samples of the window starting now and returns
     /// the still unlabelled samples of the window `K` windows back, which leave the pool.
     fn expire_candidates(&mut self, window: Range<u32>) -> Vec<PoolSample> {
@@ -609,11 +616,7 @@ impl Experiment for ReplayExperiment {
     }
 
     fn has_next(&self) -> bool {
-        self.next_window.is_some()
-            && self
-                .replay
-                .max_windows
-                .is_none_or(|max| (self.core.history().len() as u32) < max)
+        self.next_window.is_some() && self.has_next_within_limit()
     }
 
     fn planned_rounds(&self) -> Option<u32> {
@@ -643,12 +646,28 @@ impl Experiment for ReplayExperiment {
     }
 
     fn next_round(&mut self) -> Result<&RoundRecord, RunError> {
-        let Some(window) = self.next_window.take() else {
-            return Err(RunError::Experiment {
-                field: "data.events".into(),
-                message: format!("every window of {} has run", self.source),
-                help: "run no more windows than `has_next` allows".into(),
-            });
+        let window = match self.next_window.take() {
+            Some(window) if self.has_next_within_limit() => window,
+            unread => {
+                // Either `max_windows` stops the replay here, or the log has ended.
+                let (field, help) = match unread {
+                    Some(_) => (
+                        "protocol.replay.max_windows",
+                        "raise `max_windows` (or leave it out) to replay more of the log",
+                    ),
+                    None => ("data.events", "the log has no later events to replay"),
+                };
+                self.next_window = unread;
+                return Err(RunError::Experiment {
+                    field: field.into(),
+                    message: format!(
+                        "all {} windows of {} have run",
+                        self.core.history().len(),
+                        self.source
+                    ),
+                    help: help.into(),
+                });
+            }
         };
         let record = self.run_window(window)?;
         let read_started = Instant::now();

@@ -142,6 +142,13 @@ impl Experiment for SelectionExperiment {
 
     fn next_round(&mut self) -> Result<&RoundRecord, RunError> {
         let round = self.core.next_round();
+        if round > self.rounds {
+            return Err(RunError::Experiment {
+                field: "protocol.selection.rounds".into(),
+                message: format!("all {} rounds have run", self.rounds),
+                help: "raise `rounds` to run more".into(),
+            });
+        }
         let mut clock = RoundClock::default();
         let data = &self.run.data;
         let picked = self.core.pick(

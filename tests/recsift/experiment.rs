@@ -414,3 +414,49 @@ fn a_fusion_that_weighs_one_part_fully_predicts_exactly_as_that_part() {
         }
     }
 }
+
+#[test]
+fn a_run_asked_for_a_round_past_its_last_says_so_instead_of_panicking() {
+    use recsift::plan::ProtocolPlan;
+    let cases = [
+        (
+            MF_POOL,
+            vec!["protocol.pool.rounds=1", "select.budget=100"],
+            2,
+        ),
+        (
+            "pipelines/selection-max-loss.yaml",
+            vec!["protocol.selection.rounds=1", "select.budget=100"],
+            2,
+        ),
+        (
+            "pipelines/replay-ml-latest-small.yaml",
+            vec!["protocol.replay.max_windows=3"],
+            3,
+        ),
+    ];
+    for (pipeline, sets, rounds) in cases {
+        let plan = plan_of(pipeline, &sets);
+        let mut experiment = start_experiment(&plan, false, false).unwrap();
+        while experiment.has_next() {
+            experiment.next_round().unwrap();
+        }
+        assert_eq!(experiment.history().len(), rounds, "{pipeline}");
+        let Err(error) = experiment.next_round() else {
+            panic!("{pipeline}: a round past the last one ran");
+        };
+        assert!(
+            error.to_string().contains("has run") || error.to_string().contains("have run"),
+            "{pipeline}: {error}"
+        );
+    }
+    // `rounds: 0` has no rounds to select in, so its select node is not part of the plan.
+    let plan = plan_of(MF_POOL, &["protocol.pool.rounds=0"]);
+    let ProtocolPlan::Pool(pool) = &plan.protocol else {
+        panic!("a pool pipeline plans a pool");
+    };
+    assert!(pool.rounds.is_none() && plan.protocol.select().is_none());
+    let mut experiment = start_experiment(&plan, false, false).unwrap();
+    assert!(!experiment.has_next());
+    assert!(experiment.next_round().is_err());
+}
