@@ -1,6 +1,7 @@
 //! The interface every protocol implements, and what they share: building the model from
 //! the plan, timing a round's stages, and recording a round.
 
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::data::{IdMap, Interaction, ItemEmbeddings, LabelKind, SampleIdx, UserIdx};
@@ -537,6 +538,20 @@ pub fn pool_sample(events: &[Interaction], k: SampleIdx, label_visible: bool) ->
         item: e.item,
         label: label_visible.then_some(e.label),
     }
+}
+
+/// The pool samples of the unlabelled events among `samples` (their labels visible to the
+/// engine only when `label_visible`).
+pub fn unlabelled(
+    events: &[Interaction],
+    labelled: &[bool],
+    samples: Range<u32>,
+    label_visible: bool,
+) -> Vec<PoolSample> {
+    samples
+        .filter(|&k| !labelled[k as usize])
+        .map(|k| pool_sample(events, k, label_visible))
+        .collect()
 }
 
 /// Salt of the rehearsal sample's hash.

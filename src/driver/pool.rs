@@ -14,7 +14,7 @@ use super::checkpoint::Progress;
 use super::experiment::{
     Experiment, InitialFit, Resumed, RoundClock, RoundCounts, SplitRun, fit_initial, mean_label,
     model_and_head, pool_sample, refit_samples, resumed_session, round_zero_clock, saved_sample,
-    start_session, strategy_reads_labels,
+    start_session, strategy_reads_labels, unlabelled,
 };
 use super::rounds::RoundCore;
 use super::session::PoolChanges;
@@ -173,7 +173,7 @@ impl RoundZero {
 /// A running pool-protocol experiment.
 pub struct PoolExperiment {
     run: SplitRun,
-    rounds: Option<PoolRounds>,
+    pool: PoolPlan,
     refit: RefitPolicy,
     /// Whether pool samples carry their hidden labels (a label-reading strategy).
     oracle: bool,
@@ -203,7 +203,7 @@ impl PoolExperiment {
         } = start;
         check_budget(pool, &labelled, &data)?;
         let mut session = start_session(plan, &data, (model, head), track_scores)?;
-        let insert = unlabelled(&data.train, &labelled, strategy_reads_labels(plan));
+        let insert = every_unlabelled(&data.train, &labelled, strategy_reads_labels(plan));
         let output = clock.time("score", || {
             session.publish(PoolChanges {
                 insert,
@@ -245,7 +245,7 @@ impl PoolExperiment {
         }
         let resumed = Resumed {
             state: &progress.model,
-            pool: unlabelled(&data.train, &labelled, strategy_reads_labels(plan)),
+            pool: every_unlabelled(&data.train, &labelled, strategy_reads_labels(plan)),
             labelled: &known,
         };
         let session = resumed_session(plan, data.text.as_ref(), start, resumed)?;
@@ -263,7 +263,7 @@ impl PoolExperiment {
     ) -> Self {
         Self {
             run,
-            rounds: pool.rounds.clone(),
+            pool: pool.clone(),
             refit: plan.models.schedule().refit,
             oracle: strategy_reads_labels(plan),
             labelled,
@@ -273,7 +273,7 @@ impl PoolExperiment {
 
     /// The select node of the next round, while rounds remain.
     fn next_select(&self) -> Option<&SelectPlan> {
-        let rounds = self.rounds.as_ref()?;
+        let rounds = self.pool.rounds.as_ref()?;
         (self.core.next_round() <= rounds.count).then_some(&rounds.select)
     }
 }
@@ -292,11 +292,11 @@ impl Experiment for PoolExperiment {
     }
 
     fn planned_rounds(&self) -> Option<u32> {
-        Some(self.rounds.as_ref().map_or(0, |r| r.count))
+        Some(self.pool.round_count())
     }
 
     fn pool(&self) -> Vec<PoolSample> {
-        unlabelled(&self.run.data.train, &self.labelled, self.oracle)
+        every_unlabelled(&self.run.data.train, &self.labelled, self.oracle)
     }
 
     fn ids(&self) -> (&IdMap, &IdMap) {
@@ -370,14 +370,6 @@ impl Experiment for PoolExperiment {
     }
 }
 
-/// The pool: every training sample not labelled yet (with its label when `oracle`).
-fn unlabelled(train: &[Interaction], labelled: &[bool], oracle: bool) -> Vec<PoolSample> {
-    (0..train.len() as u32)
-        .filter(|&k| !labelled[k as usize])
-        .map(|k| pool_sample(train, k, oracle))
-        .collect()
-}
-
 /// An empty pool, or a budget the pool cannot pay, is a configuration error.
 fn check_budget(pool: &PoolPlan, labelled: &[bool], data: &ExperimentData) -> Result<(), RunError> {
     let Some(PoolRounds { count, select }) = &pool.rounds else {
@@ -418,4 +410,9 @@ fn check_budget(pool: &PoolPlan, labelled: &[bool], data: &ExperimentData) -> Re
         });
     }
     Ok(())
+}
+
+/// The pool of a split: every training sample not labelled yet.
+fn every_unlabelled(train: &[Interaction], labelled: &[bool], oracle: bool) -> Vec<PoolSample> {
+    unlabelled(train, labelled, 0..train.len() as u32, oracle)
 }

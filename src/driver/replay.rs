@@ -31,7 +31,8 @@ use super::embed::ItemEmbedder;
 use super::evaluation::{EvalTarget, ItemsPerUser, ModelView, evaluate};
 use super::experiment::{
     Experiment, Resumed, RoundClock, RoundCounts, build_model, clipped_head, mean_label,
-    pool_sample, refit_samples, resumed_session, saved_sample, strategy_reads_labels, users_of,
+    pool_sample, refit_samples, resumed_session, saved_sample, strategy_reads_labels, unlabelled,
+    users_of,
 };
 use super::rounds::RoundCore;
 use super::session::{PoolChanges, Session};
@@ -220,10 +221,7 @@ impl Replayed {
             None => 0,
             Some(_) => self.candidate_windows.front().map_or(end, |w| w.start),
         };
-        (start..end)
-            .filter(|&k| !self.labelled[k as usize])
-            .map(|k| pool_sample(&self.events, k, oracle))
-            .collect()
+        unlabelled(&self.events, &self.labelled, start..end, oracle)
     }
 }
 
@@ -410,15 +408,12 @@ impl ReplayExperiment {
             .then(|| self.candidate_windows.pop_front())
             .flatten();
         self.candidate_windows.push_back(window);
-        expired.map_or_else(Vec::new, |samples| self.unlabelled(samples))
+        expired.map_or_else(Vec::new, |samples| self.unlabelled_among(samples))
     }
 
     /// The pool samples of the unlabelled events among `samples`.
-    fn unlabelled(&self, samples: Range<u32>) -> Vec<PoolSample> {
-        samples
-            .filter(|&k| !self.labelled[k as usize])
-            .map(|k| pool_sample(&self.events, k, self.oracle))
-            .collect()
+    fn unlabelled_among(&self, samples: Range<u32>) -> Vec<PoolSample> {
+        unlabelled(&self.events, &self.labelled, samples, self.oracle)
     }
 
     /// Runs one window: evaluate, insert, label, select, train.
@@ -456,7 +451,7 @@ impl ReplayExperiment {
         for &k in &free {
             self.labelled[k as usize] = true;
         }
-        let insert = self.unlabelled(window_samples.clone());
+        let insert = self.unlabelled_among(window_samples.clone());
         let remove = self.expire_candidates(window_samples);
         // Publish the window's new rows and pool samples (scores them) before testing on it:
         // inserting into the pool does not train, so the test stays prequential.
@@ -633,7 +628,7 @@ impl Experiment for ReplayExperiment {
                 .front()
                 .map_or(end..end, |oldest| oldest.start..end),
         };
-        self.unlabelled(candidates)
+        self.unlabelled_among(candidates)
     }
 
     fn ids(&self) -> (&IdMap, &IdMap) {

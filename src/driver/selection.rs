@@ -142,7 +142,7 @@ impl Experiment for SelectionExperiment {
 
     fn next_round(&mut self) -> Result<&RoundRecord, RunError> {
         let round = self.core.next_round();
-        if round > self.rounds {
+        if !self.has_next() {
             return Err(RunError::Experiment {
                 field: "protocol.selection.rounds".into(),
                 message: format!("all {} rounds have run", self.rounds),

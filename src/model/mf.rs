@@ -43,8 +43,8 @@ use super::init::{TableTag, init_rows};
 use super::optim::{RowGradients, RowTable, SparseOptimizer, block_rows, blocks};
 use super::pairwise::PairForward;
 use super::training::{
-    Batch, Draws, FitSetup, Trainable, check_params, check_rows, fit_passes, label_offset,
-    other_family,
+    Batch, Draws, FitSetup, Trainable, accumulate, check_params, check_rows, fit_passes,
+    label_offset, other_family,
 };
 use super::{FitReport, ModelError, ModelState, Recommender, candle_device};
 use crate::data::{Interaction, ItemIdx, LabelKind, UserIdx};
@@ -344,10 +344,7 @@ impl Trainable for BiasedMf {
                 }
             };
             if let Some(block_loss) = block_loss {
-                loss = Some(match loss {
-                    Some(sum) => (sum + block_loss)?,
-                    None => block_loss,
-                });
+                accumulate(&mut loss, block_loss)?;
             }
             user_grads.push(RowGradients {
                 rows: &batch.users[rows.clone()],

@@ -47,8 +47,8 @@ use super::optim::{RowGradients, RowTable, SparseOptimizer, block_rows, blocks};
 use super::pairwise::PairForward;
 use super::text_table::TextTable;
 use super::training::{
-    Batch, Draws, FitSetup, Trainable, check_params, check_rows, fit_passes, label_offset,
-    lr_and_decay, other_family,
+    Batch, Draws, FitSetup, Trainable, accumulate, check_params, check_rows, fit_passes,
+    label_offset, lr_and_decay, other_family,
 };
 use super::{FitReport, ModelError, ModelState, Recommender, candle_device};
 use crate::data::{Interaction, ItemEmbeddings, ItemIdx, LabelKind, UserIdx};
@@ -341,15 +341,9 @@ impl Trainable for TextMf {
                 }
             };
             if let Some(block_loss) = block_loss {
-                loss = Some(match loss {
-                    Some(sum) => (sum + block_loss)?,
-                    None => block_loss,
-                });
+                accumulate(&mut loss, block_loss)?;
             }
-            projection_grad = Some(match projection_grad {
-                Some(sum) => (sum + block_grad)?,
-                None => block_grad,
-            });
+            accumulate(&mut projection_grad, block_grad)?;
             user_grads.push(RowGradients {
                 rows: &batch.users[rows.clone()],
                 values: p,

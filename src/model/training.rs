@@ -318,10 +318,7 @@ impl<'a> EpochLoop<'a> {
                     batch.draw_negatives(keys, self.members, sampler, epoch, &mut drawn);
                 }
                 if let Some(loss) = step(&batch, last)? {
-                    loss_sum = Some(match loss_sum {
-                        Some(sum) => (sum + loss)?,
-                        None => loss,
-                    });
+                    accumulate(&mut loss_sum, loss)?;
                 }
                 steps += 1;
             }
@@ -372,6 +369,15 @@ fn check_samples(
             )));
         }
     }
+    Ok(())
+}
+
+/// Adds `part` to the running `total` (the first part starts it).
+pub(super) fn accumulate(total: &mut Option<Tensor>, part: Tensor) -> candle_core::Result<()> {
+    *total = Some(match total.take() {
+        Some(sum) => (sum + part)?,
+        None => part,
+    });
     Ok(())
 }
 

@@ -50,8 +50,8 @@ use super::optim::{RowGradients, RowTable, SparseOptimizer, block_rows, blocks};
 use super::pairwise::PairForward;
 use super::text_table::TextTable;
 use super::training::{
-    Batch, Draws, FitSetup, Trainable, check_params, check_rows, fit_passes, label_offset,
-    lr_and_decay, other_family,
+    Batch, Draws, FitSetup, Trainable, accumulate, check_params, check_rows, fit_passes,
+    label_offset, lr_and_decay, other_family,
 };
 use super::{FitReport, ModelError, ModelState, Recommender, candle_device};
 use crate::data::{Interaction, ItemEmbeddings, ItemIdx, LabelKind, UserIdx};
@@ -639,10 +639,7 @@ impl Trainable for TwoTower {
                 }
             };
             if let Some(block_loss) = block_loss {
-                loss = Some(match loss {
-                    Some(sum) => (sum + block_loss)?,
-                    None => block_loss,
-                });
+                accumulate(&mut loss, block_loss)?;
             }
             let gu = id_grad(&mut grads, &xu)?;
             let gi = id_grad(&mut grads, &xi)?;
