@@ -97,6 +97,9 @@ pub struct TwoTower {
     draws: Draws,
     /// Training dropout masks; advances across `fit` calls.
     masks: ChaCha12Rng,
+    /// Samples per block of a step (the batch is cut into blocks that fit the device's
+    /// caches; see [`block_rows`]). Nothing a step computes depends on it but rounding.
+    block_rows: usize,
 }
 
 /// Which tower a parameter or mask belongs to.
@@ -274,6 +277,8 @@ impl TwoTower {
         let item_ids = RowTable::new(item_ids, networks, dim, &optimizer)?;
         let text = TextTable::new(text, n_items, &device)?;
         let out = 1 + dim;
+        // The widest elementwise operands are the hidden activations and the outputs.
+        let block_rows = block_rows(&device, networks * hidden.max(out));
         let user_tower = Tower::new(
             params.seed,
             Side::User,
@@ -314,13 +319,22 @@ impl TwoTower {
             text,
             draws: Draws::new(params, (n_users, n_items)),
             masks: ChaCha12Rng::seed_from_u64(stable_hash(&[params.seed, DROPOUT_DOMAIN])),
+            block_rows,
         })
     }
 
-    /// A training dropout mask `[networks, n, hidden]`: 0 or `1 / (1 - dropout)`. Each
-    /// unit is dropped when a 16-bit draw falls below `dropout * 2^16` (four draws per
-    /// 64-bit word: one word per unit was a tenth of a step).
-    fn training_mask(&mut self, n: usize) -> candle_core::Result<Tensor> {
+    /// A training dropout mask `[networks, n, hidden]`: 0 or `1 / (1 - dropout)`, or `None`
+    /// without dropout. Each unit is dropped when a 16-bit draw falls below
+    /// `dropout * 2^16` (four draws per 64-bit word: one word per unit was a tenth of a
+    /// step).
+    ///
+    /// A step draws its masks for the whole batch, before cutting it into blocks: drawn per
+    /// block, the masks (and so the model) depended on the block size, which differs
+    /// between devices, and a GPU run trained another model than a CPU run (`docs/gpu.md`).
+    fn training_mask(&mut self, n: usize) -> candle_core::Result<Option<Tensor>> {
+        if self.dropout == 0.0 {
+            return Ok(None);
+        }
         let hidden = self.user_tower.hidden_width();
         let keep = (1.0 / (1.0 - self.dropout)) as f32;
         let threshold = (self.dropout * 65536.0).round() as u64;
@@ -333,31 +347,27 @@ impl TwoTower {
                 values.push(if draw < threshold { 0.0 } else { keep });
             }
         }
-        Tensor::from_vec(values, (self.networks, n, hidden), &self.device)
+        Tensor::from_vec(values, (self.networks, n, hidden), &self.device).map(Some)
     }
 
     /// A tower's outputs `[len, networks, 1 + dim]` for ID embeddings `ids`
-    /// (`[len, networks, dim]`) and, for the item tower, text vectors, with a fresh training
-    /// dropout mask when the model has dropout.
+    /// (`[len, networks, dim]`) and, for the item tower, text vectors, with the block's
+    /// part of the step's training dropout mask (`[networks, batch, hidden]`) when the model
+    /// has dropout.
     fn tower_output(
-        &mut self,
+        &self,
         side: Side,
-        ids: &Tensor,
-        text: Option<&Tensor>,
+        (ids, text): (&Tensor, Option<&Tensor>),
+        mask: Option<&Tensor>,
+        (start, len): (usize, usize),
     ) -> candle_core::Result<Tensor> {
-        let len = ids.dims3()?.0;
-        let mask = if self.dropout > 0.0 {
-            Some(self.training_mask(len)?)
-        } else {
-            None
-        };
         let tower = match side {
             Side::User => &self.user_tower,
             Side::Item => &self.item_tower,
         };
         let mut h = tower.hidden(&ids.transpose(0, 1)?.contiguous()?, text)?;
         if let Some(mask) = mask {
-            h = (h * mask)?;
+            h = (h * mask.narrow(1, start, len)?)?;
         }
         // [networks, len, 1 + dim] -> [len, networks, 1 + dim]
         tower.output(&h)?.transpose(0, 1)?.contiguous()
@@ -550,7 +560,6 @@ impl Trainable for TwoTower {
     fn train_step(&mut self, batch: &Batch, want_loss: bool) -> Result<Option<Tensor>, ModelError> {
         let n = batch.len();
         let networks = self.networks;
-        let hidden = self.user_tower.hidden_width();
         let device = self.device.clone();
         let user_index = Tensor::from_slice(&batch.users, n, &device)?;
         let item_index = Tensor::from_slice(&batch.items, n, &device)?;
@@ -568,8 +577,13 @@ impl Trainable for TwoTower {
             Loss::Squared | Loss::CrossEntropy => None,
         };
         let ones = Tensor::ones((n, networks, 1), DType::F32, &device)?;
-        // The widest elementwise operands are the hidden activations and the outputs.
-        let width = hidden.max(1 + self.layout.dim);
+        let user_mask = self.training_mask(n)?;
+        let item_mask = self.training_mask(n)?;
+        let negative_mask = if negatives.is_some() {
+            self.training_mask(n)?
+        } else {
+            None
+        };
 
         let dense_vars = dense_vars(&self.user_tower, &self.item_tower);
         let mut dense_sums: Vec<Option<Tensor>> = vec![None; dense_vars.len()];
@@ -582,14 +596,15 @@ impl Trainable for TwoTower {
                 .remove(x.as_tensor())
                 .map_or_else(|| x.as_tensor().zeros_like(), Ok)
         };
-        for (start, len) in even_blocks(n, block_rows(&device, networks * width)) {
+        for (start, len) in even_blocks(n, self.block_rows) {
             let xu = Var::from_tensor(&xu.narrow(0, start, len)?)?;
             let xi = Var::from_tensor(&xi.narrow(0, start, len)?)?;
             let e = e.narrow(0, start, len)?;
             let weights = weights.narrow(0, start, len)?;
             let rows = start..start + len;
-            let u = self.tower_output(Side::User, xu.as_tensor(), None)?;
-            let v = self.tower_output(Side::Item, xi.as_tensor(), Some(&e))?;
+            let block = (start, len);
+            let u = self.tower_output(Side::User, (xu.as_tensor(), None), user_mask.as_ref(), block)?;
+            let v = self.tower_output(Side::Item, (xi.as_tensor(), Some(&e)), item_mask.as_ref(), block)?;
             let (mut grads, block_loss) = match &negatives {
                 None => {
                     let labels = labels.narrow(0, start, len)?;
@@ -613,7 +628,12 @@ impl Trainable for TwoTower {
                 Some((xj, e_neg)) => {
                     let xj = Var::from_tensor(&xj.narrow(0, start, len)?)?;
                     let e_neg = e_neg.narrow(0, start, len)?;
-                    let v_neg = self.tower_output(Side::Item, xj.as_tensor(), Some(&e_neg))?;
+                    let v_neg = self.tower_output(
+                        Side::Item,
+                        (xj.as_tensor(), Some(&e_neg)),
+                        negative_mask.as_ref(),
+                        block,
+                    )?;
                     let pair = PairForward::new(&u, &v, &v_neg)?;
                     // ∂(Σ w ℓ)/∂margin is w · (σ(d) - 1): back-propagate it as a constant.
                     let upstream = (pair.slope()? * &weights)?.detach();
@@ -782,6 +802,7 @@ impl Recommender for TwoTower {
             dense,
             draws: self.draws.clone(),
             masks: self.masks.clone(),
+            block_rows: self.block_rows,
         }))
     }
 

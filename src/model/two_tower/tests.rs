@@ -365,6 +365,53 @@ fn same_seed_gives_identical_rows_and_another_seed_differs() {
     }
 }
 
+/// A step cuts its batch into blocks whose size depends on the device (a few hundred rows on
+/// the CPU, the whole batch on a GPU). With dropout drawn per block, a GPU run trained another
+/// model than a CPU run, and the SGD setting of issue 10 diverged on one and not the other;
+/// the step must be the same function of the batch whatever the block size, up to rounding.
+#[test]
+fn a_step_does_not_depend_on_how_its_batch_is_cut_into_blocks() {
+    let runs = [
+        (UncertaintyParams::McDropout { passes: 3 }, Loss::Squared),
+        (UncertaintyParams::Ensemble { members: 2 }, Loss::Bpr),
+    ];
+    for (uncertainty, loss) in runs {
+        let p = TrainParams {
+            loss,
+            ..tower_params(3, 8, 0.3, uncertainty, sgd(0.02, 0.05), 11)
+        };
+        let spec = CatalogueSpec::small();
+        let data = Synthetic::new(spec, 3);
+        let rows_with_blocks_of = |block_rows: usize| {
+            let mut model = TwoTower::new(
+                &p,
+                spec.users,
+                spec.items,
+                3.5,
+                LabelKind::Rating,
+                &data.text,
+            )
+            .unwrap();
+            model.block_rows = block_rows;
+            model
+                .fit(&data.ratings, &keys(data.ratings.len()), 3)
+                .unwrap();
+            all_rows(&model)
+        };
+        // Batches of 32: blocks of 5 (uneven), and the whole batch.
+        let (users, items) = rows_with_blocks_of(5);
+        let (whole_users, whole_items) = rows_with_blocks_of(usize::MAX);
+        for (cut, whole, what) in [(users, whole_users, "user"), (items, whole_items, "item")] {
+            let gap = cut
+                .iter()
+                .zip(&whole)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(gap < 1e-4, "{uncertainty:?}, {loss:?}: {what} rows differ by {gap}");
+        }
+    }
+}
+
 #[test]
 fn a_duplicate_trains_like_the_original_and_apart_from_it() {
     let runs = [
