@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use recsift::bench::embed::{EmbedBenchOptions, VectorDiff, bench_embed};
+use recsift::bench::parity::{self, ParityOptions};
 use recsift::bench::rank::{self, RankBenchConfig};
 use recsift::bench::replay::{self, BenchWindow, ReplayBenchConfig};
 use recsift::bench::rescore::{self, RescoreBenchConfig};
@@ -256,9 +257,52 @@ enum BenchCommand {
     /// recommendations.parquet) against a NumPy reference (benches/rank_reference.py) on
     /// the same vectors, in the same run: users/s, GFLOP/s, peak memory, identical lists.
     Rank(RankArgs),
+    /// Every model family (mf, text_mf, two_tower with members and with MC dropout, SGD and
+    /// Adam) trained by one pipeline on the CPU and on --device, and the encoder's vectors
+    /// of its item texts on both: a table of metric gaps and timings; exits 1 when a gap
+    /// exceeds the tolerance (the GPU check, docs/gpu.md).
+    Parity(ParityArgs),
     /// A whole replay (read, score, select, train) of a synthetic log of N events, through
     /// `recsift run` with pipelines/bench-replay.yaml: events/s and time per operator.
     Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+struct ParityArgs {
+    /// The device compared with the CPU: `cuda` or `cuda:N` (`cpu` checks the command
+    /// itself: every gap is 0).
+    #[arg(long, default_value = "cuda", value_parser = parse_device)]
+    device: DeviceChoice,
+    /// A pool pipeline with one train node, its score node and an evaluate node.
+    #[arg(long, default_value = "pipelines/quickstart.yaml")]
+    pipeline: PathBuf,
+    /// Rounds after the initial fit.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Largest allowed absolute gap of a final metric (docs/gpu.md says where 0.01 comes
+    /// from).
+    #[arg(long, default_value_t = 0.01)]
+    tolerance: f64,
+    /// Largest allowed gap of an encoder vector component.
+    #[arg(long, default_value_t = 1e-4)]
+    encoder_tolerance: f32,
+    /// The encoder's folder, instead of resolving the pipeline's model name.
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+    /// Where the runs write their results.
+    #[arg(long, default_value = "parity-runs")]
+    out: PathBuf,
+    /// Run only these cases (repeatable): mf/sgd, mf/adam, text_mf/sgd, text_mf/adam,
+    /// two_tower/members/sgd, two_tower/members/adam, two_tower/mc_dropout/sgd,
+    /// two_tower/mc_dropout/adam.
+    #[arg(long)]
+    only: Vec<String>,
+    /// Encoder threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -722,6 +766,7 @@ fn run_bench(bench: BenchCommand) -> Result<(), Failure> {
         BenchCommand::Rescore(args) => bench_rescore(args),
         BenchCommand::Replay(args) => bench_replay(args),
         BenchCommand::Rank(args) => bench_rank(args),
+        BenchCommand::Parity(args) => bench_parity(args),
     }
 }
 
@@ -766,6 +811,41 @@ fn bench_rank(args: RankArgs) -> Result<(), Failure> {
     };
     let report = rank::bench_rank(&config).map_err(Failure::of)?;
     print_report(&report, args.json)
+}
+
+fn bench_parity(args: ParityArgs) -> Result<(), Failure> {
+    if args.rounds == 0 {
+        return Err(Failure::user("--rounds must be at least 1"));
+    }
+    recsift::model::require_support(args.device).map_err(Failure::user)?;
+    let options = ParityOptions {
+        pipeline: args.pipeline,
+        device: args.device,
+        rounds: args.rounds,
+        tolerance: args.tolerance,
+        encoder_tolerance: args.encoder_tolerance,
+        model_dir: args.model_dir,
+        out: args.out,
+        only: args.only,
+        threads: args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+    };
+    let report = parity::bench_parity(&options).map_err(Failure::of)?;
+    print_report(&report, args.json)?;
+    let failures = report.failures();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: 1,
+            message: format!(
+                "{} of the checks differ beyond the tolerance between cpu and {}",
+                failures.len(),
+                report.device
+            ),
+        })
+    }
 }
 
 /// Prints a bench report as its table, or as one JSON object.

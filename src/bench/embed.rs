@@ -227,6 +227,15 @@ pub fn bench_embed(
             path: texts_file.to_path_buf(),
         });
     }
+    bench_embed_texts(&texts, model_dir, options)
+}
+
+/// [`bench_embed`] on `texts`.
+pub fn bench_embed_texts(
+    texts: &[&str],
+    model_dir: &Path,
+    options: &EmbedBenchOptions,
+) -> Result<EmbedBenchReport, EmbedBenchError> {
     let device = candle_device(options.device)?;
     let encoder = TextEncoder::load(model_dir, &device)?
         .with_threads(options.threads)
@@ -234,7 +243,7 @@ pub fn bench_embed(
     encoder.encode(&texts[..texts.len().min(WARM_UP_TEXTS)])?;
     let cpu_start = process_cpu_seconds();
     let start = Instant::now();
-    let (vectors, stages) = encoder.encode_profiled(&texts)?;
+    let (vectors, stages) = encoder.encode_profiled(texts)?;
     let seconds = start.elapsed().as_secs_f64();
     let cpu_seconds = cpu_start.zip(process_cpu_seconds()).map(|(a, b)| b - a);
     debug_assert_eq!(vectors.len(), texts.len() * encoder.dim());
@@ -255,11 +264,7 @@ pub fn bench_embed(
         let on_cpu = TextEncoder::load(model_dir, &candle_core::Device::Cpu)?
             .with_threads(options.threads)
             .with_batch_size(options.batch);
-        Some(vector_diff(
-            &vectors,
-            &on_cpu.encode(&texts)?,
-            encoder.dim(),
-        ))
+        Some(vector_diff(&vectors, &on_cpu.encode(texts)?, encoder.dim()))
     } else {
         None
     };

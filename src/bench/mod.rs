@@ -3,6 +3,7 @@
 //! prints as a table or as JSON.
 
 pub mod embed;
+pub mod parity;
 pub mod rank;
 pub mod replay;
 pub mod rescore;

@@ -603,8 +603,18 @@ impl Trainable for TwoTower {
             let weights = weights.narrow(0, start, len)?;
             let rows = start..start + len;
             let block = (start, len);
-            let u = self.tower_output(Side::User, (xu.as_tensor(), None), user_mask.as_ref(), block)?;
-            let v = self.tower_output(Side::Item, (xi.as_tensor(), Some(&e)), item_mask.as_ref(), block)?;
+            let u = self.tower_output(
+                Side::User,
+                (xu.as_tensor(), None),
+                user_mask.as_ref(),
+                block,
+            )?;
+            let v = self.tower_output(
+                Side::Item,
+                (xi.as_tensor(), Some(&e)),
+                item_mask.as_ref(),
+                block,
+            )?;
             let (mut grads, block_loss) = match &negatives {
                 None => {
                     let labels = labels.narrow(0, start, len)?;

@@ -1,5 +1,6 @@
-//! The shipped pipelines: they validate, their plans read as expected (snapshots), and the
-//! quickstart runs end to end through the command line and writes complete results.
+//! The shipped pipelines: they validate, their plans read as expected (snapshots), the
+//! quickstart runs end to end through the command line and writes complete results, and
+//! `bench parity` varies its model.
 
 use std::fs;
 
@@ -194,4 +195,58 @@ fn the_committed_json_schema_is_current_and_every_shipped_pipeline_matches_it() 
         let value: serde_json::Value = serde_yaml::from_str(bad).unwrap();
         assert!(!validator.is_valid(&value), "{bad}");
     }
+}
+
+/// `bench parity` with the CPU on both sides (CI has no GPU): the command runs each chosen
+/// case twice from the quickstart, finds every gap 0, writes both runs, and refuses an
+/// unknown case with the list of cases.
+#[test]
+fn bench_parity_runs_each_case_on_both_devices_and_compares_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let cases = ["mf/sgd", "two_tower/mc_dropout/adam"];
+    let output = recsift(&[
+        "bench", "parity", "--device", "cpu", "--rounds", "1", "--out", out, "--only", cases[0],
+        "--only", cases[1], "--json",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let rows = report["models"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, case) in rows.iter().zip(cases) {
+        assert_eq!(row["case"], case);
+        let metrics = row["metrics"].as_array().unwrap();
+        let names: Vec<&str> = metrics.iter().map(|m| m[0].as_str().unwrap()).collect();
+        assert_eq!(names, ["mae", "ndcg@10", "recall@10", "rmse"]);
+        for m in metrics {
+            assert_eq!(m[1], m[2], "{case}: the same device gives the same metrics");
+        }
+        // Both sides are the CPU here, so they share one results folder.
+        let summary = dir
+            .path()
+            .join(format!("{}-cpu/summary.json", case.replace('/', "-")));
+        assert!(summary.exists(), "{}", summary.display());
+    }
+    // The model the case names is the one that trained.
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            dir.path()
+                .join("two_tower-mc_dropout-adam-cpu/summary.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let config = summary["config"].to_string();
+    assert!(
+        config.contains("two_tower") && config.contains("mc_dropout"),
+        "{config}"
+    );
+
+    let output = recsift(&["bench", "parity", "--device", "cpu", "--only", "mf"]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(
+        message.contains("--only mf: no such case; the cases are mf/sgd, mf/adam"),
+        "{message}"
+    );
 }

@@ -407,7 +407,10 @@ fn a_step_does_not_depend_on_how_its_batch_is_cut_into_blocks() {
                 .zip(&whole)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0f32, f32::max);
-            assert!(gap < 1e-4, "{uncertainty:?}, {loss:?}: {what} rows differ by {gap}");
+            assert!(
+                gap < 1e-4,
+                "{uncertainty:?}, {loss:?}: {what} rows differ by {gap}"
+            );
         }
     }
 }
