@@ -6,7 +6,7 @@ use recsift::driver::start_experiment;
 use recsift::plan::Plan;
 use recsift::scoring::Loss;
 
-use crate::common::{import_ml100k, plan_of};
+use crate::common::{import_ml100k, plan_of, root};
 
 /// Runs every round, asserting after each (and after round 0) that the engine-maintained
 /// score of every pool sample equals the from-scratch score within 1e-6.
@@ -423,19 +423,32 @@ fn a_run_asked_for_a_round_past_its_last_says_so_instead_of_panicking() {
             MF_POOL,
             vec!["protocol.pool.rounds=1", "select.budget=100"],
             2,
+            "all 1 rounds have run\n    field: protocol.pool.rounds\n    help: raise `rounds` \
+             to run more"
+                .to_string(),
         ),
         (
             "pipelines/selection-max-loss.yaml",
             vec!["protocol.selection.rounds=1", "select.budget=100"],
             2,
+            "all 1 rounds have run\n    field: protocol.selection.rounds\n    help: raise \
+             `rounds` to run more"
+                .to_string(),
         ),
         (
             "pipelines/replay-ml-latest-small.yaml",
             vec!["protocol.replay.max_windows=3"],
             3,
+            format!(
+                "all 3 windows of {} have run\n    field: protocol.replay.max_windows\n    \
+                 help: raise `max_windows` (or leave it out) to replay more of the log",
+                root()
+                    .join("pipelines/../data/ml-latest-small/ratings.parquet")
+                    .display()
+            ),
         ),
     ];
-    for (pipeline, sets, rounds) in cases {
+    for (pipeline, sets, rounds, message) in cases {
         let plan = plan_of(pipeline, &sets);
         let mut experiment = start_experiment(&plan, false, false).unwrap();
         while experiment.has_next() {
@@ -445,10 +458,7 @@ fn a_run_asked_for_a_round_past_its_last_says_so_instead_of_panicking() {
         let Err(error) = experiment.next_round() else {
             panic!("{pipeline}: a round past the last one ran");
         };
-        assert!(
-            error.to_string().contains("has run") || error.to_string().contains("have run"),
-            "{pipeline}: {error}"
-        );
+        assert_eq!(error.to_string(), message, "{pipeline}");
     }
     // `rounds: 0` has no rounds to select in, so its select node is not part of the plan.
     let plan = plan_of(MF_POOL, &["protocol.pool.rounds=0"]);

@@ -156,10 +156,10 @@ fn assert_close(actual: &[f32], expected: &[f64], tol: f64, what: &str) {
     }
 }
 
-fn trained(p: &TrainParams, seed: u64, epochs: usize) -> (TwoTower, Synthetic) {
+/// An untrained model over `data`'s catalogue (global mean 3.5, ratings).
+fn untrained(p: &TrainParams, data: &Synthetic) -> TwoTower {
     let spec = CatalogueSpec::small();
-    let data = Synthetic::new(spec, seed);
-    let mut model = TwoTower::new(
+    TwoTower::new(
         p,
         spec.users,
         spec.items,
@@ -167,7 +167,12 @@ fn trained(p: &TrainParams, seed: u64, epochs: usize) -> (TwoTower, Synthetic) {
         LabelKind::Rating,
         &data.text,
     )
-    .unwrap();
+    .unwrap()
+}
+
+fn trained(p: &TrainParams, seed: u64, epochs: usize) -> (TwoTower, Synthetic) {
+    let data = Synthetic::new(CatalogueSpec::small(), seed);
+    let mut model = untrained(p, &data);
     model
         .fit(&data.ratings, &keys(data.ratings.len()), epochs)
         .unwrap();
@@ -380,18 +385,9 @@ fn a_step_does_not_depend_on_how_its_batch_is_cut_into_blocks() {
             loss,
             ..tower_params(3, 8, 0.3, uncertainty, sgd(0.02, 0.05), 11)
         };
-        let spec = CatalogueSpec::small();
-        let data = Synthetic::new(spec, 3);
+        let data = Synthetic::new(CatalogueSpec::small(), 3);
         let rows_with_blocks_of = |block_rows: usize| {
-            let mut model = TwoTower::new(
-                &p,
-                spec.users,
-                spec.items,
-                3.5,
-                LabelKind::Rating,
-                &data.text,
-            )
-            .unwrap();
+            let mut model = untrained(&p, &data);
             model.block_rows = block_rows;
             model
                 .fit(&data.ratings, &keys(data.ratings.len()), 3)
@@ -441,15 +437,7 @@ fn training_reduces_the_loss_and_reports_every_row() {
         adam(0.01, 0.0),
         5,
     );
-    let mut model = TwoTower::new(
-        &p,
-        spec.users,
-        spec.items,
-        3.5,
-        LabelKind::Rating,
-        &data.text,
-    )
-    .unwrap();
+    let mut model = untrained(&p, &data);
     let before = rmse_on(&model, &data.ratings);
     let k = keys(data.ratings.len());
     let first = model.fit(&data.ratings, &k, 1).unwrap();
