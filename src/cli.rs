@@ -3,6 +3,7 @@
 //! bad data), 1 for internal failures.
 
 use recsift::error::UserFixable;
+use recsift::results::is_train_loss;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -594,7 +595,7 @@ fn execute(command: Command) -> Result<(), Failure> {
             let metrics: Vec<String> = summary
                 .metrics
                 .iter()
-                .filter(|(name, _)| *name != "train_loss")
+                .filter(|(name, _)| !is_train_loss(name))
                 .map(|(name, value)| format!("{name} {value:.4}"))
                 .collect();
             let written = if plan.cluster.writes_results() {

@@ -3,6 +3,21 @@
 
 use crate::data::RawId;
 
+/// The metric holding a round's training loss (the mean loss of the last epoch over the
+/// labels the model trained on). With several train nodes each reports its own, as
+/// `<node>/train_loss`.
+pub const TRAIN_LOSS: &str = "train_loss";
+
+/// Whether `metric` is a training loss ([`TRAIN_LOSS`] or `<node>/train_loss`): it measures
+/// the fit to a run's own labels, so it is neither compared across runs nor shown with the
+/// test metrics.
+pub fn is_train_loss(metric: &str) -> bool {
+    metric == TRAIN_LOSS
+        || metric
+            .strip_suffix(TRAIN_LOSS)
+            .is_some_and(|node| node.ends_with('/'))
+}
+
 /// One round of an experiment (round 0 is the model trained on the initial labels).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RoundRecord {
@@ -60,4 +75,38 @@ pub struct Recommendation {
     pub item_id: RawId,
     /// The ranking score (the members' mean raw score; see `driver::evaluation`).
     pub score: f32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::FitReport;
+
+    #[test]
+    fn training_losses_are_named_per_train_node_when_there_are_several() {
+        for name in ["train_loss", "mf_model/train_loss", "a/b/train_loss"] {
+            assert!(is_train_loss(name), "{name}");
+        }
+        for name in ["rmse", "mf_report/rmse", "mytrain_loss", "train_loss/rmse", "/x"] {
+            assert!(!is_train_loss(name), "{name}");
+        }
+        let one = FitReport {
+            last_epoch_loss: 0.5,
+            ..FitReport::default()
+        };
+        assert_eq!(one.loss_metrics(), [("train_loss".to_string(), 0.5)]);
+        let several = FitReport {
+            last_epoch_loss: 0.5,
+            node_losses: vec![("mf".into(), 0.25), ("text".into(), 0.75)],
+            ..FitReport::default()
+        };
+        assert_eq!(
+            several.loss_metrics(),
+            [
+                ("mf/train_loss".to_string(), 0.25),
+                ("text/train_loss".to_string(), 0.75)
+            ]
+        );
+        assert!(several.loss_metrics().iter().all(|(n, _)| is_train_loss(n)));
+    }
 }

@@ -22,6 +22,7 @@ use crate::io::items::read_item_texts;
 use crate::model::encoder::resolve_model_dir;
 use crate::plan::params::DeviceChoice;
 use crate::plan::{self, Plan, ProtocolPlan};
+use crate::results::is_train_loss;
 use crate::spec::LoadedSpec;
 
 /// One model configuration the check trains on both devices.
@@ -306,7 +307,7 @@ pub fn bench_parity(options: &ParityOptions) -> Result<ParityReport, ParityError
         let metrics = cpu
             .0
             .iter()
-            .filter(|(name, _)| name.as_str() != "train_loss")
+            .filter(|(name, _)| !is_train_loss(name))
             .map(|(name, value)| {
                 let other = device
                     .0

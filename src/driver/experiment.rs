@@ -464,14 +464,15 @@ impl SplitRun {
     }
 
     /// The record of `round`: every evaluate node's metrics of the session's models (timed
-    /// as `evaluate`), the training loss and any learned fusion weights.
+    /// as `evaluate`), the training losses of the round's fit and any learned fusion
+    /// weights.
     pub fn record(
         &self,
         session: &mut Session,
         round: u32,
         mut clock: RoundClock,
         counts: RoundCounts,
-        train_loss: f32,
+        fit: &FitReport,
     ) -> Result<RoundRecord, RunError> {
         let mut metrics = Vec::new();
         if !self.evaluate.is_empty() {
@@ -482,7 +483,7 @@ impl SplitRun {
                 Ok(())
             })?;
         }
-        metrics.push(("train_loss".into(), f64::from(train_loss)));
+        metrics.extend(fit.loss_metrics());
         metrics.extend(
             session
                 .model()

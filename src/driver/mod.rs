@@ -36,7 +36,7 @@ use crate::metrics::latency::LatencySummary;
 use crate::model::ModelError;
 use crate::plan::{CandidateSet, ClusterPlan, Plan, ProtocolPlan, RecommendedUsers, SplitPlan};
 use crate::report;
-use crate::results::RoundRecord;
+use crate::results::{RoundRecord, is_train_loss};
 
 use self::embed::ItemEmbedder;
 use self::evaluation::ItemsPerUser;
@@ -632,7 +632,7 @@ fn print_progress(planned: Option<u32>, record: &RoundRecord) {
     let metrics: Vec<String> = record
         .metrics
         .iter()
-        .filter(|(name, _)| name != "train_loss")
+        .filter(|(name, _)| !is_train_loss(name))
         .map(|(name, value)| format!("{name} {value:.4}"))
         .collect();
     let total_ms: f64 = record.timings_ms.iter().map(|(_, v)| v).sum();

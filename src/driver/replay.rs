@@ -514,7 +514,7 @@ impl ReplayExperiment {
                 fit: Some(&report),
             })
         })?;
-        metrics.push(("train_loss".into(), f64::from(report.last_epoch_loss)));
+        metrics.extend(report.loss_metrics());
         metrics.push(("events".into(), window.events.len() as f64));
         if let Some(n) = texts_embedded {
             metrics.push(("texts_embedded".into(), n as f64));

@@ -67,7 +67,7 @@ impl SelectionExperiment {
             rescored: output.rescored,
         };
         let run = SplitRun::new(plan, data);
-        let mut record = run.record(&mut session, 0, clock, counts, report.last_epoch_loss)?;
+        let mut record = run.record(&mut session, 0, clock, counts, &report)?;
         record.note_early_stopping(stopped_at);
         let mut core = RoundCore::new(session);
         core.push(record);
@@ -176,9 +176,7 @@ impl Experiment for SelectionExperiment {
             selected: picked.len() as u64,
             rescored: output.rescored,
         };
-        let record = self
-            .run
-            .record(session, round, clock, counts, report.last_epoch_loss)?;
+        let record = self.run.record(session, round, clock, counts, &report)?;
         Ok(self.core.push(record))
     }
 }

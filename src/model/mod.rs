@@ -35,6 +35,7 @@ pub use two_tower::TwoTower;
 
 use crate::data::{Interaction, ItemEmbeddings, ItemIdx, LabelKind, UserIdx};
 use crate::plan::params::{DeviceChoice, ModelKind, TrainParams};
+use crate::results::TRAIN_LOSS;
 use crate::scoring::ScoringHead;
 
 /// Errors raised while building or training a model.
@@ -80,13 +81,28 @@ pub struct FitReport {
     pub shared_changed: bool,
     /// Mean training loss of the last epoch.
     pub last_epoch_loss: f32,
+    /// With several train nodes, each node's own `last_epoch_loss` (node id, loss), in the
+    /// pipeline's order; empty for one model.
+    pub node_losses: Vec<(String, f32)>,
     /// Gradient steps taken.
     pub steps: usize,
 }
 
 impl FitReport {
+    /// The round's training-loss metrics: [`TRAIN_LOSS`] for one model, one
+    /// `<node>/train_loss` per train node for several.
+    pub fn loss_metrics(&self) -> Vec<(String, f64)> {
+        if self.node_losses.is_empty() {
+            return vec![(TRAIN_LOSS.into(), f64::from(self.last_epoch_loss))];
+        }
+        self.node_losses
+            .iter()
+            .map(|(node, loss)| (format!("{node}/{TRAIN_LOSS}"), f64::from(*loss)))
+            .collect()
+    }
+
     /// Folds the report of a later training call into this one: the changed rows of
-    /// both, the later loss, the steps of both.
+    /// both, the later losses, the steps of both.
     pub fn merge(&mut self, later: FitReport) {
         let union = |a: &mut Vec<u32>, b: Vec<u32>| {
             a.extend(b);
@@ -97,6 +113,7 @@ impl FitReport {
         union(&mut self.changed_items, later.changed_items);
         self.shared_changed |= later.shared_changed;
         self.last_epoch_loss = later.last_epoch_loss;
+        self.node_losses = later.node_losses;
         self.steps += later.steps;
     }
 }

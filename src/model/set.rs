@@ -314,9 +314,14 @@ impl Recommender for ModelSet {
         epochs: usize,
     ) -> Result<FitReport, ModelError> {
         let scored_parts = self.parts_of(self.scored);
+        let several = self.trained.len() > 1;
         let mut report = FitReport::default();
-        for (i, (_, model)) in self.trained.iter_mut().enumerate() {
+        let mut node_losses = Vec::new();
+        for (i, (node, model)) in self.trained.iter_mut().enumerate() {
             let fitted = model.fit(samples, keys, epochs)?;
+            if several {
+                node_losses.push((node.clone(), fitted.last_epoch_loss));
+            }
             // Only the scored model's rows are exported; the others' changes reach
             // evaluation through `export`.
             if scored_parts.contains(&i) {
@@ -326,6 +331,7 @@ impl Recommender for ModelSet {
         if self.learn_fusion_weights()? {
             report.shared_changed = true;
         }
+        report.node_losses = node_losses;
         Ok(report)
     }
 

@@ -97,6 +97,7 @@ impl Fitted {
             changed_items: marked(&self.items_touched),
             shared_changed: false,
             last_epoch_loss: self.last_epoch_loss,
+            node_losses: Vec::new(),
             steps: self.steps,
         }
     }

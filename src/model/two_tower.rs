@@ -767,6 +767,7 @@ impl Recommender for TwoTower {
             changed_items: (0..shape.1 as u32).collect(),
             shared_changed: false,
             last_epoch_loss: fitted.last_epoch_loss,
+            node_losses: Vec::new(),
             steps: fitted.steps,
         })
     }

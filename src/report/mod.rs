@@ -3,7 +3,7 @@
 
 use plotters::prelude::*;
 
-use crate::results::RoundRecord;
+use crate::results::{RoundRecord, is_train_loss};
 
 /// One run's curve: a label and its round records.
 pub struct Curve<'a> {
@@ -116,7 +116,7 @@ fn metric_names(curves: &[Curve<'_>]) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for record in curves.iter().flat_map(|c| c.rounds) {
         for (name, _) in &record.metrics {
-            if name != "train_loss" && !names.contains(name) {
+            if !is_train_loss(name) && !names.contains(name) {
                 names.push(name.clone());
             }
         }

@@ -12,11 +12,7 @@ use super::curves::{
     saving_percent,
 };
 use super::stats::{Summary, holm, paired_t_test, summarise, wilcoxon_signed_rank};
-use crate::results::RoundRecord;
-
-/// Metrics left out of the analysis: the training loss measures the fit to each arm's own
-/// labelled set, so it does not compare arms (the run plots leave it out too).
-const NOT_COMPARED: [&str; 1] = ["train_loss"];
+use crate::results::{RoundRecord, is_train_loss};
 
 /// One run of a study: which arm, which seed, and its round records in round order.
 #[derive(Clone, Debug, PartialEq)]
@@ -120,7 +116,7 @@ pub enum StudyError {
 
 /// Analyses the runs of a study against the arm named `baseline`.
 ///
-/// Every metric that any run reports (except `train_loss`) is analysed; a run without a
+/// Every metric that any run reports (except the training losses) is analysed; a run without a
 /// finite value of a metric at its last round is left out of that metric's final summary
 /// and tests, and its NaN rounds are left out of its curve.
 pub fn analyse(runs: &[RunCurve], baseline: &str) -> Result<StudyAnalysis, StudyError> {
@@ -179,11 +175,13 @@ fn group_by_arm(runs: &[RunCurve]) -> Result<Vec<(&str, ArmRuns<'_>)>, StudyErro
     Ok(arms)
 }
 
-/// Metric names in first-seen order, without those in `NOT_COMPARED`.
+/// Metric names in first-seen order, without the training losses: they measure the fit to
+/// each arm's own labelled set, so they do not compare arms (the run plots leave them out
+/// too).
 fn metric_names(runs: &[RunCurve]) -> Vec<&str> {
     let mut names: Vec<&str> = Vec::new();
     for (name, _) in runs.iter().flat_map(|r| &r.rounds).flat_map(|r| &r.metrics) {
-        if !NOT_COMPARED.contains(&name.as_str()) && !names.contains(&name.as_str()) {
+        if !is_train_loss(name) && !names.contains(&name.as_str()) {
             names.push(name);
         }
     }

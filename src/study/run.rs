@@ -17,7 +17,7 @@ use super::schedule::{Schedule, Work};
 use crate::driver::pool::PoolStart;
 use crate::driver::{self, RoundSummary, RunError, RunOptions};
 use crate::io::IoError;
-use crate::results::RoundRecord;
+use crate::results::{RoundRecord, is_train_loss};
 
 /// Why a study stopped without results.
 #[derive(Debug, thiserror::Error)]
@@ -307,7 +307,7 @@ fn finished_line(label: &str, summary: &driver::Summary, started: Instant) -> St
     let metrics: Vec<String> = summary
         .metrics
         .iter()
-        .filter(|(name, _)| name.as_str() != "train_loss")
+        .filter(|(name, _)| !is_train_loss(name))
         .take(4)
         .map(|(name, value)| format!("{name} {value:.4}"))
         .collect();

@@ -383,6 +383,17 @@ fn a_fused_model_is_scored_exactly_and_never_worse_than_its_parts_on_validation(
                 && (weights.iter().sum::<f64>() - 1.0).abs() < 1e-5,
             "{weights:?}"
         );
+        // Each train node reports its own training loss; there is no unnamed one.
+        let losses = [
+            metric(record, "mf_model/train_loss"),
+            metric(record, "text_model/train_loss"),
+        ];
+        assert!(
+            losses.iter().all(|l| l.is_finite() && *l > 0.0) && losses[0] != losses[1],
+            "round {}: {losses:?}",
+            record.round
+        );
+        assert!(record.metrics.iter().all(|(name, _)| name != "train_loss"));
         let blend = metric(record, "blend_report/val_rmse");
         let mf = metric(record, "mf_report/val_rmse");
         let text = metric(record, "text_report/val_rmse");
