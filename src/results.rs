@@ -87,7 +87,13 @@ mod tests {
         for name in ["train_loss", "mf_model/train_loss", "a/b/train_loss"] {
             assert!(is_train_loss(name), "{name}");
         }
-        for name in ["rmse", "mf_report/rmse", "mytrain_loss", "train_loss/rmse", "/x"] {
+        for name in [
+            "rmse",
+            "mf_report/rmse",
+            "mytrain_loss",
+            "train_loss/rmse",
+            "/x",
+        ] {
             assert!(!is_train_loss(name), "{name}");
         }
         let one = FitReport {

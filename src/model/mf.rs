@@ -39,16 +39,16 @@
 
 use candle_core::{Device, Tensor};
 
-use super::init::{TableTag, init_rows};
-use super::optim::{RowGradients, RowTable, SparseOptimizer, block_rows, blocks};
+use super::init::TableTag;
+use super::optim::{RowGradients, RowTable, SparseOptimizer, StepGradients, block_rows, blocks};
 use super::pairwise::PairForward;
 use super::training::{
-    Batch, Draws, FitSetup, Trainable, accumulate, check_params, check_rows, fit_passes,
-    label_offset, other_family,
+    Batch, Draws, FitSetup, RowModelSetup, Trainable, accumulate, check_rows, fit_passes,
+    initial_rows, other_family,
 };
-use super::{FitReport, ModelError, ModelState, Recommender, candle_device};
+use super::{FitReport, ModelError, ModelState, Recommender};
 use crate::data::{Interaction, ItemIdx, LabelKind, UserIdx};
-use crate::plan::params::{ModelKind, TrainParams, UncertaintyParams};
+use crate::plan::params::{ModelKind, TrainParams};
 use crate::scoring::{Loss, RowLayout, ScoringHead};
 
 /// Biased matrix factorisation with `members` bootstrap members stored side by side.
@@ -88,24 +88,19 @@ impl BiasedMf {
         let ModelKind::Mf { dim, init_std } = params.model else {
             return Err(other_family("BiasedMf", "mf", params));
         };
-        if let UncertaintyParams::McDropout { .. } = params.uncertainty {
-            return Err(mc_dropout_needs_dropout("mf"));
-        }
-        let members = params.uncertainty.members();
-        check_params("mf", params, init_std, global_mean, label_kind)?;
-        let device = candle_device(params.device)?;
-        let layout = RowLayout { members, dim };
-        let offsets = vec![label_offset(global_mean, params.loss); members];
-        let optimizer = SparseOptimizer::from(params.optimizer);
-        let width = 1 + dim;
+        let RowModelSetup {
+            layout,
+            offsets,
+            offset_row,
+            device,
+            optimizer,
+        } = RowModelSetup::new("mf", params, (dim, init_std), (global_mean, label_kind))?;
         let table = |tag: TableTag, rows: usize| -> Result<RowTable, ModelError> {
-            let values = init_rows(params.seed, tag, 0..rows, members, dim, init_std);
-            let values = Tensor::from_vec(values, (rows, members * width), &device)?;
-            Ok(RowTable::new(values, members, width, &optimizer)?)
+            let values = initial_rows((params.seed, tag), 0..rows, layout, init_std, &device)?;
+            Ok(RowTable::new(values, layout.members, 1 + dim, &optimizer)?)
         };
         let users = table(TableTag::Users, n_users)?;
         let items = table(TableTag::Items, n_items)?;
-        let offset_row = Tensor::from_vec(offsets.clone(), (1, members), &device)?;
         Ok(Self {
             layout,
             loss: params.loss,
@@ -154,11 +149,11 @@ impl BiasedMf {
         if target <= current {
             return Ok(());
         }
-        let (members, dim) = (self.layout.members, self.layout.dim);
-        let values = init_rows(self.seed, tag, current..target, members, dim, self.init_std);
-        let values = Tensor::from_vec(
-            values,
-            (target - current, self.layout.row_len()),
+        let values = initial_rows(
+            (self.seed, tag),
+            current..target,
+            self.layout,
+            self.init_std,
             &self.device,
         )?;
         match tag {
@@ -260,14 +255,6 @@ pub(super) fn unit_bias(rows: &Tensor) -> candle_core::Result<Tensor> {
     Tensor::cat(&[&ones, &rows.narrow(2, 1, width - 1)?], 2)
 }
 
-/// The error for `uncertainty: mc_dropout` on a model without dropout.
-pub(super) fn mc_dropout_needs_dropout(kind: &str) -> ModelError {
-    ModelError::Input(format!(
-        "uncertainty `mc_dropout` needs a model with dropout (`two_tower`); `{kind}` has \
-         none: use `ensemble` (several bootstrap members) instead"
-    ))
-}
-
 impl Trainable for BiasedMf {
     fn setup(&self) -> FitSetup {
         FitSetup {
@@ -304,9 +291,7 @@ impl Trainable for BiasedMf {
             Loss::Squared | Loss::CrossEntropy => None,
         };
 
-        let mut user_grads = Vec::new();
-        let mut item_grads = Vec::new();
-        let mut negative_grads = Vec::new();
+        let mut step = StepGradients::default();
         let mut loss: Option<Tensor> = None;
         for (start, len) in blocks(n, block_rows(device, self.layout.row_len())) {
             let p = p.narrow(0, start, len)?;
@@ -333,7 +318,7 @@ impl Trainable for BiasedMf {
                         .then(|| pair.weighted_loss(&weights))
                         .transpose()?;
                     let scale = (pair.slope()? * &weights)?.unsqueeze(2)?;
-                    negative_grads.push(RowGradients {
+                    step.push_negatives(RowGradients {
                         rows: &batch.negatives[rows.clone()],
                         values: q_neg,
                         scale: scale.neg()?,
@@ -346,24 +331,15 @@ impl Trainable for BiasedMf {
             if let Some(block_loss) = block_loss {
                 accumulate(&mut loss, block_loss)?;
             }
-            user_grads.push(RowGradients {
-                rows: &batch.users[rows.clone()],
-                values: p,
-                scale: scale.clone(),
-                direction: user_direction,
-                weights: weights.clone(),
-            });
-            item_grads.push(RowGradients {
-                rows: &batch.items[rows],
-                values: q,
+            step.push_block(
+                (&batch.users[rows.clone()], &batch.items[rows]),
+                (p, user_direction),
+                (q, item_direction),
                 scale,
-                direction: item_direction,
                 weights,
-            });
+            );
         }
-        item_grads.append(&mut negative_grads);
-        self.optimizer.step(&mut self.users, &user_grads)?;
-        self.optimizer.step(&mut self.items, &item_grads)?;
+        step.apply(&self.optimizer, &mut self.users, &mut self.items)?;
         Ok(loss)
     }
 }

@@ -259,6 +259,62 @@ pub struct RowGradients<'a> {
     pub weights: Tensor,
 }
 
+/// The row gradients of one training step, collected block by block and applied to the
+/// user and item tables at its end: the items' blocks first, then the BPR negatives' (the
+/// order in which the optimiser sums the gradients of a row).
+#[derive(Debug, Default)]
+pub struct StepGradients<'a> {
+    users: Vec<RowGradients<'a>>,
+    items: Vec<RowGradients<'a>>,
+    negatives: Vec<RowGradients<'a>>,
+}
+
+impl<'a> StepGradients<'a> {
+    /// A block's gradients with respect to its samples' user rows and item rows: the rows
+    /// (`users`, `items`), each side's gathered values and direction, and the scale and
+    /// bootstrap weights both sides share (see [`RowGradients`]).
+    pub fn push_block(
+        &mut self,
+        (users, items): (&'a [u32], &'a [u32]),
+        (user_values, user_direction): (Tensor, Tensor),
+        (item_values, item_direction): (Tensor, Tensor),
+        scale: Tensor,
+        weights: Tensor,
+    ) {
+        self.users.push(RowGradients {
+            rows: users,
+            values: user_values,
+            scale: scale.clone(),
+            direction: user_direction,
+            weights: weights.clone(),
+        });
+        self.items.push(RowGradients {
+            rows: items,
+            values: item_values,
+            scale,
+            direction: item_direction,
+            weights,
+        });
+    }
+
+    /// A block's gradients with respect to its BPR negatives' item rows.
+    pub fn push_negatives(&mut self, negatives: RowGradients<'a>) {
+        self.negatives.push(negatives);
+    }
+
+    /// One `optimizer` step on each table.
+    pub fn apply(
+        mut self,
+        optimizer: &SparseOptimizer,
+        users: &mut RowTable,
+        items: &mut RowTable,
+    ) -> candle_core::Result<()> {
+        self.items.append(&mut self.negatives);
+        optimizer.step(users, &self.users)?;
+        optimizer.step(items, &self.items)
+    }
+}
+
 /// A sparse optimiser and its hyper-parameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum SparseOptimizer {

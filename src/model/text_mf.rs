@@ -41,18 +41,18 @@ use candle_core::{Device, Tensor, Var};
 
 use super::dense_adam::{DenseAdamW, duplicate_var};
 use super::host_rows::HostLinear;
-use super::init::{TableTag, init_rows};
-use super::mf::{Forward, mc_dropout_needs_dropout};
-use super::optim::{RowGradients, RowTable, SparseOptimizer, block_rows, blocks};
+use super::init::TableTag;
+use super::mf::Forward;
+use super::optim::{RowGradients, RowTable, SparseOptimizer, StepGradients, block_rows, blocks};
 use super::pairwise::PairForward;
 use super::text_table::TextTable;
 use super::training::{
-    Batch, Draws, FitSetup, Trainable, accumulate, check_params, check_rows, fit_passes,
-    label_offset, lr_and_decay, other_family,
+    Batch, Draws, FitSetup, RowModelSetup, Trainable, accumulate, check_rows, fit_passes,
+    initial_rows, lr_and_decay, other_family,
 };
-use super::{FitReport, ModelError, ModelState, Recommender, candle_device};
+use super::{FitReport, ModelError, ModelState, Recommender};
 use crate::data::{Interaction, ItemEmbeddings, ItemIdx, LabelKind, UserIdx};
-use crate::plan::params::{ModelKind, TrainParams, UncertaintyParams};
+use crate::plan::params::{ModelKind, TrainParams};
 use crate::scoring::{Loss, RowLayout, ScoringHead};
 
 /// The projection's Adam learning rate, relative to the row optimiser's.
@@ -99,25 +99,26 @@ impl TextMf {
         let ModelKind::TextMf { dim, init_std } = params.model else {
             return Err(other_family("TextMf", "text_mf", params));
         };
-        if let UncertaintyParams::McDropout { .. } = params.uncertainty {
-            return Err(mc_dropout_needs_dropout("text_mf"));
-        }
-        let members = params.uncertainty.members();
-        check_params("text_mf", params, init_std, global_mean, label_kind)?;
-        let device = candle_device(params.device)?;
-        let layout = RowLayout { members, dim };
-        let offsets = vec![label_offset(global_mean, params.loss); members];
-        let optimizer = SparseOptimizer::from(params.optimizer);
-        let width = 1 + dim;
-        let users = init_rows(
-            params.seed,
-            TableTag::Users,
+        let RowModelSetup {
+            layout,
+            offsets,
+            offset_row,
+            device,
+            optimizer,
+        } = RowModelSetup::new(
+            "text_mf",
+            params,
+            (dim, init_std),
+            (global_mean, label_kind),
+        )?;
+        let (members, width) = (layout.members, 1 + dim);
+        let users = initial_rows(
+            (params.seed, TableTag::Users),
             0..n_users,
-            members,
-            dim,
+            layout,
             init_std,
-        );
-        let users = Tensor::from_vec(users, (n_users, members * width), &device)?;
+            &device,
+        )?;
         let users = RowTable::new(users, members, width, &optimizer)?;
         let items = Tensor::zeros((n_items, members * width), candle_core::DType::F32, &device)?;
         let items = RowTable::new(items, members, width, &optimizer)?;
@@ -134,7 +135,6 @@ impl TextMf {
             lr * PROJECTION_LR_FACTOR,
             0.0,
         )?;
-        let offset_row = Tensor::from_vec(offsets.clone(), (1, members), &device)?;
         Ok(Self {
             layout,
             loss: params.loss,
@@ -259,9 +259,7 @@ impl Trainable for TextMf {
             Loss::Squared | Loss::CrossEntropy => None,
         };
 
-        let mut user_grads = Vec::new();
-        let mut item_grads = Vec::new();
-        let mut negative_grads = Vec::new();
+        let mut step = StepGradients::default();
         let mut projection_grad: Option<Tensor> = None;
         let mut loss: Option<Tensor> = None;
         for (start, len) in blocks(n, block_rows(device, row_len)) {
@@ -323,7 +321,7 @@ impl Trainable for TextMf {
                         &weights,
                         &e_neg,
                     )?)?;
-                    negative_grads.push(RowGradients {
+                    step.push_negatives(RowGradients {
                         rows: &batch.negatives[rows.clone()],
                         values: q_neg,
                         scale: negative_scale,
@@ -344,24 +342,15 @@ impl Trainable for TextMf {
                 accumulate(&mut loss, block_loss)?;
             }
             accumulate(&mut projection_grad, block_grad)?;
-            user_grads.push(RowGradients {
-                rows: &batch.users[rows.clone()],
-                values: p,
-                scale: scale.clone(),
-                direction: user_direction,
-                weights: weights.clone(),
-            });
-            item_grads.push(RowGradients {
-                rows: &batch.items[rows],
-                values: q,
+            step.push_block(
+                (&batch.users[rows.clone()], &batch.items[rows]),
+                (p, user_direction),
+                (q, item_direction),
                 scale,
-                direction: item_direction,
                 weights,
-            });
+            );
         }
-        item_grads.append(&mut negative_grads);
-        self.optimizer.step(&mut self.users, &user_grads)?;
-        self.optimizer.step(&mut self.items, &item_grads)?;
+        step.apply(&self.optimizer, &mut self.users, &mut self.items)?;
         if let Some(grad) = projection_grad {
             let mut grads = candle_core::backprop::GradStore::default();
             grads.insert(self.projection.as_tensor(), grad);
@@ -385,19 +374,16 @@ impl Recommender for TextMf {
     }
 
     fn grow(&mut self, n_users: usize, n_items: usize) -> Result<(), ModelError> {
-        let (members, dim) = (self.layout.members, self.layout.dim);
         let row_len = self.layout.row_len();
         let current = self.users.rows();
         if n_users > current {
-            let values = init_rows(
-                self.seed,
-                TableTag::Users,
+            let values = initial_rows(
+                (self.seed, TableTag::Users),
                 current..n_users,
-                members,
-                dim,
+                self.layout,
                 self.init_std,
-            );
-            let values = Tensor::from_vec(values, (n_users - current, row_len), &self.device)?;
+                &self.device,
+            )?;
             self.users.append(&values)?;
         }
         let current = self.items.rows();

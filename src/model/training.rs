@@ -8,17 +8,21 @@
 //! every `fit`, so all models draw the same bootstrap weights, the same batches and the same
 //! negatives for the same seed and samples.
 
-use candle_core::{DType, Tensor};
+use std::ops::Range;
+
+use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha12Rng;
 
 use super::bootstrap::bootstrap_weights;
+use super::init::{TableTag, init_rows};
 use super::negatives::NegativeSampler;
-use super::{FitReport, ModelError};
+use super::optim::SparseOptimizer;
+use super::{FitReport, ModelError, candle_device};
 use crate::data::{Interaction, ItemIdx, LabelKind};
 use crate::plan::params::{OptimizerParams, TrainParams, UncertaintyParams};
-use crate::scoring::Loss;
+use crate::scoring::{Loss, RowLayout};
 use crate::seeding::stable_hash;
 
 /// Separates the shuffling stream from other uses of the seed.
@@ -399,6 +403,66 @@ pub(super) fn other_family(model: &str, family: &str, params: &TrainParams) -> M
          model::build_recommender",
         params.model.name()
     ))
+}
+
+/// What the models whose rows are plain scoring rows (`mf`, `text_mf`: per member a bias and
+/// `dim` factors, no dropout) build the same way from their parameters.
+pub(super) struct RowModelSetup {
+    /// `members` ensemble members of `dim` factors.
+    pub(super) layout: RowLayout,
+    /// Each member's fixed prediction offset ([`label_offset`]).
+    pub(super) offsets: Vec<f32>,
+    /// The offsets as `[1, members]`.
+    pub(super) offset_row: Tensor,
+    pub(super) device: Device,
+    pub(super) optimizer: SparseOptimizer,
+}
+
+impl RowModelSetup {
+    /// Checks the parameters of `family` (whose own are `dim` and `init_std`) for data whose
+    /// labels are `label_kind` with mean `global_mean`, and builds what they decide.
+    /// Uncertainty must be an ensemble: MC-dropout passes of a model without dropout would
+    /// be identical.
+    pub(super) fn new(
+        family: &str,
+        params: &TrainParams,
+        (dim, init_std): (usize, f64),
+        (global_mean, label_kind): (f32, LabelKind),
+    ) -> Result<Self, ModelError> {
+        if let UncertaintyParams::McDropout { .. } = params.uncertainty {
+            return Err(ModelError::Input(format!(
+                "uncertainty `mc_dropout` needs a model with dropout (`two_tower`); \
+                 `{family}` has none: use `ensemble` (several bootstrap members) instead"
+            )));
+        }
+        check_params(family, params, init_std, global_mean, label_kind)?;
+        let members = params.uncertainty.members();
+        let device = candle_device(params.device)?;
+        let offsets = vec![label_offset(global_mean, params.loss); members];
+        let offset_row = Tensor::from_vec(offsets.clone(), (1, members), &device)?;
+        Ok(Self {
+            layout: RowLayout { members, dim },
+            offsets,
+            offset_row,
+            device,
+            optimizer: SparseOptimizer::from(params.optimizer),
+        })
+    }
+}
+
+/// Rows `rows` of a `table` laid out as `layout`'s scoring rows, as initialised from `seed`
+/// (biases 0, factors N(0, `std`²), see [`init_rows`]): a `[rows, members * (1 + dim)]`
+/// tensor on `device`.
+pub(super) fn initial_rows(
+    (seed, table): (u64, TableTag),
+    rows: Range<usize>,
+    layout: RowLayout,
+    std: f64,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let n = rows.len();
+    let values = init_rows(seed, table, rows, layout.members, layout.dim, std);
+    Tensor::from_vec(values, (n, layout.row_len()), device)
 }
 
 /// Checks the parameters every model shares; `kind` names the model in messages.

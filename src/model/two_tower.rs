@@ -46,7 +46,7 @@ use super::dense_adam::{DenseAdamW, duplicate_var};
 use super::host_rows::HostLinear;
 use super::init::{TableTag, init_rows, uniform_values};
 use super::mf::Forward;
-use super::optim::{RowGradients, RowTable, SparseOptimizer, block_rows, blocks};
+use super::optim::{RowGradients, RowTable, SparseOptimizer, StepGradients, block_rows, blocks};
 use super::pairwise::PairForward;
 use super::text_table::TextTable;
 use super::training::{
@@ -587,9 +587,7 @@ impl Trainable for TwoTower {
 
         let dense_vars = dense_vars(&self.user_tower, &self.item_tower);
         let mut dense_sums: Vec<Option<Tensor>> = vec![None; dense_vars.len()];
-        let mut user_grads = Vec::new();
-        let mut item_grads = Vec::new();
-        let mut negative_grads = Vec::new();
+        let mut step = StepGradients::default();
         let mut loss: Option<Tensor> = None;
         let id_grad = |grads: &mut candle_core::backprop::GradStore, x: &Var| {
             grads
@@ -658,7 +656,7 @@ impl Trainable for TwoTower {
                     } else {
                         None
                     };
-                    negative_grads.push(RowGradients {
+                    step.push_negatives(RowGradients {
                         rows: &batch.negatives[rows.clone()],
                         values: xj.as_tensor().detach(),
                         scale: ones.narrow(0, 0, len)?,
@@ -673,20 +671,14 @@ impl Trainable for TwoTower {
             }
             let gu = id_grad(&mut grads, &xu)?;
             let gi = id_grad(&mut grads, &xi)?;
-            user_grads.push(RowGradients {
-                rows: &batch.users[rows.clone()],
-                values: xu.as_tensor().detach(),
-                scale: ones.narrow(0, 0, len)?,
-                direction: gu,
-                weights: weights.clone(),
-            });
-            item_grads.push(RowGradients {
-                rows: &batch.items[rows],
-                values: xi.as_tensor().detach(),
-                scale: ones.narrow(0, 0, len)?,
-                direction: gi,
+            // Autograd gives each row's whole gradient: a scale of 1.
+            step.push_block(
+                (&batch.users[rows.clone()], &batch.items[rows]),
+                (xu.as_tensor().detach(), gu),
+                (xi.as_tensor().detach(), gi),
+                ones.narrow(0, 0, len)?,
                 weights,
-            });
+            );
             for (var, sum) in dense_vars.iter().zip(dense_sums.iter_mut()) {
                 if let Some(g) = grads.remove(var.as_tensor()) {
                     *sum = Some(match sum.take() {
@@ -696,9 +688,7 @@ impl Trainable for TwoTower {
                 }
             }
         }
-        item_grads.append(&mut negative_grads);
-        self.optimizer.step(&mut self.user_ids, &user_grads)?;
-        self.optimizer.step(&mut self.item_ids, &item_grads)?;
+        step.apply(&self.optimizer, &mut self.user_ids, &mut self.item_ids)?;
         let mut grads = candle_core::backprop::GradStore::default();
         for (var, sum) in dense_vars.iter().zip(dense_sums) {
             if let Some(g) = sum {

@@ -8,7 +8,7 @@ use crate::model::synthetic::{
     keys, params, rmse_on, sample, sgd,
 };
 use crate::model::{BiasedMf, build_recommender};
-use crate::plan::params::OptimizerParams;
+use crate::plan::params::{OptimizerParams, UncertaintyParams};
 
 fn text_mf_params(
     dim: usize,
