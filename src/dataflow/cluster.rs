@@ -13,7 +13,6 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -77,18 +76,52 @@ const MAGIC: &[u8; 8] = b"recsift\x01";
 /// The allocators of this process's workers, with whatever must live as long as they do.
 pub(crate) type Communication = (Vec<AllocatorBuilder>, Box<dyn std::any::Any + Send>);
 
-/// Builds the communication of `topology`: in-process channels, or sockets to every peer.
-pub(crate) fn communication(topology: &Topology) -> Result<Communication, EngineError> {
+/// Where an engine will run: its topology and, in a cluster, one socket to every other
+/// process, connected and checked by the handshake. A run connects first, before it loads
+/// its data, so that the timeout counts from the processes' start, and a peer that fails
+/// while loading is noticed when the engine starts (its socket is closed), not after a
+/// timeout.
+#[derive(Debug)]
+pub struct EngineSite {
+    topology: Topology,
+    /// One per process (`None` for this one); empty outside a cluster.
+    sockets: Vec<Option<TcpStream>>,
+}
+
+impl EngineSite {
+    /// `topology`'s site: in a cluster, after connecting to every peer (within the
+    /// cluster's timeout).
+    pub fn connect(topology: Topology) -> Result<Self, EngineError> {
+        let sockets = match &topology.cluster {
+            Some(cluster) => connect(cluster, topology.workers)?,
+            None => Vec::new(),
+        };
+        Ok(Self { topology, sockets })
+    }
+
+    /// `workers` threads in this process only.
+    pub fn threads(workers: usize) -> Self {
+        Self {
+            topology: Topology::threads(workers),
+            sockets: Vec::new(),
+        }
+    }
+
+    /// Where the engine's workers run.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+}
+
+/// Builds the communication of `site`: in-process channels, or its sockets to every peer.
+pub(crate) fn communication(site: EngineSite) -> Result<Communication, EngineError> {
+    let EngineSite { topology, sockets } = site;
     let Some(cluster) = &topology.cluster else {
         return Config::Process(topology.workers)
             .try_build()
             .map_err(EngineError::Start);
     };
     network_panics::quieten();
-    let sockets = match take_connected(topology) {
-        Some(sockets) => sockets,
-        None => connect(cluster, topology.workers)?,
-    };
     let hooks = Hooks::default();
     let local = ProcessBuilder::new_typed_vector(topology.workers, hooks.refill.clone(), None);
     let (builders, guard) = initialize_networking_from_sockets(
@@ -103,36 +136,6 @@ pub(crate) fn communication(topology: &Topology) -> Result<Communication, Engine
         builders.into_iter().map(AllocatorBuilder::Tcp).collect(),
         Box::new(guard),
     ))
-}
-
-/// Sockets connected by [`connect_early`], waiting for the engine of their topology.
-type Connected = (Topology, Vec<Option<TcpStream>>);
-
-static CONNECTED: Mutex<Option<Connected>> = Mutex::new(None);
-
-/// Connects this process to its peers now, for the engine that will start on `topology`
-/// later: a run connects before it loads its data and trains round 0, so that the timeout
-/// counts from the processes' start, and a peer that fails while loading is noticed at the
-/// latest when the engine starts (its socket is closed), not after a timeout.
-pub fn connect_early(topology: &Topology) -> Result<(), EngineError> {
-    let Some(cluster) = &topology.cluster else {
-        return Ok(());
-    };
-    let sockets = connect(cluster, topology.workers)?;
-    *CONNECTED.lock().unwrap_or_else(PoisonError::into_inner) = Some((topology.clone(), sockets));
-    Ok(())
-}
-
-/// The sockets [`connect_early`] connected for `topology`, if any.
-fn take_connected(topology: &Topology) -> Option<Vec<Option<TcpStream>>> {
-    let mut slot = CONNECTED.lock().unwrap_or_else(PoisonError::into_inner);
-    match slot.take() {
-        Some((connected, sockets)) if connected == *topology => Some(sockets),
-        other => {
-            *slot = other;
-            None
-        }
-    }
 }
 
 /// One socket per process (`None` for this one), after the handshake with each.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use timely::WorkerConfig;
 use timely::communication::WorkerGuards;
 
-use super::cluster::{self, Topology};
+use super::cluster::{self, EngineSite, Topology};
 use super::graph::Placement;
 use super::merge::UpdateMerger;
 use super::records::{ItemFact, LabelBits, PoolRecord, RoundTime};
@@ -41,16 +41,16 @@ pub struct ScoringEngine {
 impl ScoringEngine {
     /// Starts `workers` timely worker threads in this process, scoring with `head`.
     pub fn start(workers: usize, head: ScoringHead) -> Result<Self, EngineError> {
-        Self::start_on(&Topology::threads(workers), head)
+        Self::start_on(EngineSite::threads(workers), head)
     }
 
-    /// Starts this process's part of an engine spread as `topology` says, scoring with
-    /// `head`.
+    /// Starts this process's part of an engine spread over `site`, scoring with `head`.
     ///
     /// In a cluster, every process must make the same calls with the same updates (the
     /// drivers are replicas): each feeds only its own workers' shares, and every process gets
     /// every round's full output. It returns once every peer has connected.
-    pub fn start_on(topology: &Topology, head: ScoringHead) -> Result<Self, EngineError> {
+    pub fn start_on(site: EngineSite, head: ScoringHead) -> Result<Self, EngineError> {
+        let topology = site.topology().clone();
         let workers = topology.workers;
         if workers == 0 {
             return Err(EngineError::NoWorkers);
@@ -87,7 +87,7 @@ impl ScoringEngine {
             tables: tables.clone(),
             abort: Arc::clone(&abort),
         });
-        let (builders, communication) = cluster::communication(topology)?;
+        let (builders, communication) = cluster::communication(site)?;
         let guards = timely::execute::execute_from(
             builders,
             communication,
@@ -96,7 +96,7 @@ impl ScoringEngine {
         )
         .map_err(EngineError::Start)?;
         Ok(Self {
-            topology: topology.clone(),
+            topology,
             layout,
             time: 0,
             tables,

@@ -122,7 +122,7 @@ mod worker;
 #[cfg(test)]
 mod reference_tests;
 
-pub use cluster::{Cluster, Topology, connect_early};
+pub use cluster::{Cluster, EngineSite, Topology};
 pub use engine::ScoringEngine;
 
 use crate::data::{ItemIdx, SampleIdx, UserIdx};

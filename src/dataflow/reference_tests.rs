@@ -298,7 +298,8 @@ fn play_random_rounds_on(
     let (n_users, n_items, n_events) = (25, 10, 300);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut world = World::new(&mut rng, labels, n_users, n_items, n_events);
-    let mut engine = ScoringEngine::start_on(topology, world.head.clone()).unwrap();
+    let site = EngineSite::connect(topology.clone()).unwrap();
+    let mut engine = ScoringEngine::start_on(site, world.head.clone()).unwrap();
     let mut states = BTreeMap::new();
     let mut outputs = Vec::new();
     // Rounds with: removals, a head change, labels, a re-entry, a head change together

@@ -5,7 +5,7 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::data::{IdMap, Interaction, ItemEmbeddings, LabelKind, SampleIdx, UserIdx};
-use crate::dataflow::PoolSample;
+use crate::dataflow::{EngineSite, PoolSample};
 use crate::metrics::latency::LatencyRecorder;
 use crate::model::state::ModelState;
 use crate::model::{FitReport, ModelSet, Recommender, build_recommender};
@@ -16,7 +16,6 @@ use crate::scoring::{Loss, ScoringHead};
 use crate::seeding::mix64;
 
 use super::checkpoint::Progress;
-use super::cluster::topology;
 use super::evaluation::{EvalTarget, ItemsPerUser, ModelView, evaluate};
 use super::rounds::RoundCore;
 use super::rows::RowMirror;
@@ -341,10 +340,11 @@ pub fn model_and_head(
     Ok((model, head))
 }
 
-/// The session of a split experiment over `model` (new or already trained) and its `head`:
-/// the incremental engine and the ranking state the protocol's select node needs.
+/// The session of a split experiment over `model` (new or already trained) and its `head`,
+/// on `site`: the incremental engine and the ranking state the protocol's select node needs.
 pub fn start_session(
     plan: &Plan,
+    site: EngineSite,
     data: &ExperimentData,
     (model, head): (ModelSet, ScoringHead),
     track_scores: bool,
@@ -352,7 +352,7 @@ pub fn start_session(
     Session::start(
         head,
         model,
-        &topology(plan)?,
+        site,
         plan.protocol.select(),
         data.text.as_ref(),
         plan.seed,
@@ -371,12 +371,13 @@ pub struct Resumed<'a> {
     pub labelled: &'a [Interaction],
 }
 
-/// A session continuing from a checkpoint: the model, built as at the start of the run
-/// with its start head, takes the saved state; the engine scores the pool from the
+/// A session continuing from a checkpoint, on `site`: the model, built as at the start of
+/// the run with its start head, takes the saved state; the engine scores the pool from the
 /// restored rows, and the known labels are published. The head keeps the start head's
 /// clipping, as [`Session::publish`] does when a fit changes it.
 pub fn resumed_session(
     plan: &Plan,
+    site: EngineSite,
     text: Option<&ItemEmbeddings>,
     (mut model, head): (ModelSet, ScoringHead),
     resumed: Resumed<'_>,
@@ -389,7 +390,7 @@ pub fn resumed_session(
     let mut session = Session::start(
         head,
         model,
-        &topology(plan)?,
+        site,
         plan.protocol.select(),
         text,
         plan.seed,

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{IdMap, Interaction, ItemEmbeddings, LabelKind};
-use crate::dataflow::EngineError;
+use crate::dataflow::{EngineError, EngineSite};
 use crate::io::IoError;
 use crate::io::events::read_events;
 use crate::io::results::{OutputDir, SUMMARY_FILE};
@@ -326,30 +326,36 @@ fn check_sampled_negatives(plan: &Plan, catalogue: usize) -> Result<(), RunError
     Ok(())
 }
 
-/// Starts the experiment a plan describes (round 0 and any warm-up run here).
-/// `track_scores` keeps every maintained score for reference checks; `progress` prints
-/// what takes time before round 0 (sorting an out-of-order replay log) on stderr.
+/// Starts the experiment a plan describes (round 0 and any warm-up run here), after
+/// connecting to the other processes of its cluster, if any (before anything is loaded:
+/// see [`EngineSite`]). `track_scores` keeps every maintained score for reference checks;
+/// `progress` prints what takes time before round 0 (sorting an out-of-order replay log)
+/// on stderr.
 pub fn start_experiment(
     plan: &Plan,
     track_scores: bool,
     progress: bool,
 ) -> Result<Box<dyn Experiment>, RunError> {
+    let site = EngineSite::connect(cluster::topology(plan)?)?;
     Ok(match &plan.protocol {
         ProtocolPlan::Pool(pool) => Box::new(PoolExperiment::start(
             plan,
             pool,
+            site,
             PoolStart::train(plan, pool)?,
             track_scores,
         )?),
         ProtocolPlan::Selection(selection) => Box::new(SelectionExperiment::start(
             plan,
             selection,
+            site,
             load_data(plan, &selection.split)?,
             track_scores,
         )?),
         ProtocolPlan::Replay(replay) => Box::new(ReplayExperiment::start(
             plan,
             replay,
+            site,
             track_scores,
             progress,
         )?),
@@ -417,7 +423,6 @@ fn execute(
             out.remove_file(&checkpoint::checkpoint_path(out.path()))?;
         }
     }
-    crate::dataflow::connect_early(&cluster::topology(plan)?)?;
     let progress = options.progress && writes;
     let resumed = saved.is_some();
     let (mut experiment, mut recommendations): (Box<dyn Experiment>, _) = match (saved, start) {
@@ -436,10 +441,13 @@ fn execute(
             )
         }
         (None, Some(start)) => match &plan.protocol {
-            ProtocolPlan::Pool(pool) => (
-                Box::new(PoolExperiment::start(plan, pool, start, false)?),
-                Vec::new(),
-            ),
+            ProtocolPlan::Pool(pool) => {
+                let site = EngineSite::connect(cluster::topology(plan)?)?;
+                (
+                    Box::new(PoolExperiment::start(plan, pool, site, start, false)?),
+                    Vec::new(),
+                )
+            }
             _ => (start_experiment(plan, false, progress)?, Vec::new()),
         },
         (None, None) => (start_experiment(plan, false, progress)?, Vec::new()),
@@ -568,23 +576,27 @@ fn saved_checkpoint(
     Ok(None)
 }
 
-/// The experiment a checkpoint's `progress` was saved from, ready for its next round.
+/// The experiment a checkpoint's `progress` was saved from, ready for its next round
+/// (connected first, as in [`start_experiment`]).
 pub fn resume_experiment(
     plan: &Plan,
     progress: checkpoint::Progress,
     show_progress: bool,
 ) -> Result<Box<dyn Experiment>, RunError> {
+    let site = EngineSite::connect(cluster::topology(plan)?)?;
     Ok(match &plan.protocol {
-        ProtocolPlan::Pool(pool) => Box::new(PoolExperiment::resume(plan, pool, progress)?),
+        ProtocolPlan::Pool(pool) => Box::new(PoolExperiment::resume(plan, pool, site, progress)?),
         ProtocolPlan::Selection(selection) => Box::new(SelectionExperiment::resume(
             plan,
             selection,
+            site,
             load_data(plan, &selection.split)?,
             progress,
         )?),
         ProtocolPlan::Replay(replay) => Box::new(ReplayExperiment::resume(
             plan,
             replay,
+            site,
             progress,
             show_progress,
         )?),

@@ -3,7 +3,7 @@
 //! trains, and the engine re-scores the samples whose rows changed.
 
 use crate::data::{IdMap, Interaction, UserIdx};
-use crate::dataflow::PoolSample;
+use crate::dataflow::{EngineSite, PoolSample};
 use crate::model::{FitReport, ModelSet, Recommender};
 use crate::plan::params::{RefitPolicy, TrainParams};
 use crate::plan::{ModelsPlan, Plan, PoolPlan, PoolRounds, ProtocolPlan, SelectPlan, TrainedModel};
@@ -183,10 +183,11 @@ pub struct PoolExperiment {
 
 impl PoolExperiment {
     /// Continues `start` (trained for `plan`, or for a plan it [`PoolStart::serves`]):
-    /// loads the pool into the engine and records round 0.
+    /// loads the pool into the engine on `site` and records round 0.
     pub fn start(
         plan: &Plan,
         pool: &PoolPlan,
+        site: EngineSite,
         start: PoolStart,
         track_scores: bool,
     ) -> Result<Self, RunError> {
@@ -202,7 +203,7 @@ impl PoolExperiment {
             mut clock,
         } = start;
         check_budget(pool, &labelled, &data)?;
-        let mut session = start_session(plan, &data, (model, head), track_scores)?;
+        let mut session = start_session(plan, site, &data, (model, head), track_scores)?;
         let insert = every_unlabelled(&data.train, &labelled, strategy_reads_labels(plan));
         let output = clock.time("score", || {
             session.publish(PoolChanges {
@@ -227,8 +228,13 @@ impl PoolExperiment {
 
     /// Continues the run `progress` was saved from: the data is loaded and labelled again,
     /// the model built as at the start takes the saved state, and the engine scores the
-    /// pool left after the saved selections.
-    pub fn resume(plan: &Plan, pool: &PoolPlan, progress: Progress) -> Result<Self, RunError> {
+    /// pool left after the saved selections on `site`.
+    pub fn resume(
+        plan: &Plan,
+        pool: &PoolPlan,
+        site: EngineSite,
+        progress: Progress,
+    ) -> Result<Self, RunError> {
         let RoundZero {
             data,
             mut labelled,
@@ -248,7 +254,7 @@ impl PoolExperiment {
             pool: every_unlabelled(&data.train, &labelled, strategy_reads_labels(plan)),
             labelled: &known,
         };
-        let session = resumed_session(plan, data.text.as_ref(), start, resumed)?;
+        let session = resumed_session(plan, site, data.text.as_ref(), start, resumed)?;
         let run = SplitRun::new(plan, data);
         let core = RoundCore::resumed(session, progress);
         Ok(Self::new(plan, pool, run, labelled, core))

@@ -14,7 +14,7 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::data::{IdMap, Interaction, LabelKind, UserIdx};
-use crate::dataflow::PoolSample;
+use crate::dataflow::{EngineSite, PoolSample};
 use crate::io::events::EventBatches;
 use crate::io::sort::SortOptions;
 use crate::model::{ModelSet, Recommender};
@@ -26,7 +26,6 @@ use crate::seeding::unit_hash;
 
 use super::RunError;
 use super::checkpoint::Progress;
-use super::cluster::topology;
 use super::embed::ItemEmbedder;
 use super::evaluation::{EvalTarget, ItemsPerUser, ModelView, evaluate};
 use super::experiment::{
@@ -248,6 +247,7 @@ impl ReplayExperiment {
     pub fn start(
         plan: &Plan,
         replay: &ReplayPlan,
+        site: EngineSite,
         track_scores: bool,
         progress: bool,
     ) -> Result<Self, RunError> {
@@ -256,7 +256,7 @@ impl ReplayExperiment {
         let mut session = Session::start(
             opening.head,
             opening.model,
-            &topology(plan)?,
+            site,
             replay.select.as_ref(),
             text,
             plan.seed,
@@ -287,6 +287,7 @@ impl ReplayExperiment {
     pub fn resume(
         plan: &Plan,
         replay: &ReplayPlan,
+        site: EngineSite,
         progress: Progress,
         show_progress: bool,
     ) -> Result<Self, RunError> {
@@ -338,7 +339,7 @@ impl ReplayExperiment {
             pool: replayed.pool(replay.pool_windows, oracle),
             labelled: &replayed.known,
         };
-        let session = resumed_session(plan, text, (model, head), resumed)?;
+        let session = resumed_session(plan, site, text, (model, head), resumed)?;
         let prequential = progress.prequential;
         let core = RoundCore::resumed(session, progress);
         let mut experiment = Self::new(plan, replay, windows, source, core);

@@ -4,7 +4,7 @@
 //! pool: a sample whose loss stays high can be picked again.
 
 use crate::data::{IdMap, Interaction, UserIdx};
-use crate::dataflow::PoolSample;
+use crate::dataflow::{EngineSite, PoolSample};
 use crate::model::Recommender;
 use crate::plan::{Plan, SelectPlan, SelectionProtocolPlan};
 use crate::results::RoundRecord;
@@ -32,6 +32,7 @@ impl SelectionExperiment {
     pub fn start(
         plan: &Plan,
         protocol: &SelectionProtocolPlan,
+        site: EngineSite,
         data: ExperimentData,
         track_scores: bool,
     ) -> Result<Self, RunError> {
@@ -48,7 +49,7 @@ impl SelectionExperiment {
             };
             fit_initial(&mut model, &head, plan, &data, fit)
         })?;
-        let mut session = start_session(plan, &data, (model, head), track_scores)?;
+        let mut session = start_session(plan, site, &data, (model, head), track_scores)?;
         let insert: Vec<PoolSample> = keys
             .iter()
             .map(|&k| pool_sample(&data.train, k, true))
@@ -84,6 +85,7 @@ impl SelectionExperiment {
     pub fn resume(
         plan: &Plan,
         protocol: &SelectionProtocolPlan,
+        site: EngineSite,
         data: ExperimentData,
         progress: Progress,
     ) -> Result<Self, RunError> {
@@ -99,7 +101,7 @@ impl SelectionExperiment {
                 .collect(),
             labelled: &data.train,
         };
-        let session = resumed_session(plan, data.text.as_ref(), start, resumed)?;
+        let session = resumed_session(plan, site, data.text.as_ref(), start, resumed)?;
         Ok(Self {
             run: SplitRun::new(plan, data),
             select: protocol.select.clone(),

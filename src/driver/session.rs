@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::data::{Interaction, ItemEmbeddings, ItemIdx, SampleIdx, UserIdx};
 use crate::dataflow::{
-    EngineUpdate, PoolSample, RoundOutput, ScoreUpdate, ScoringEngine, Topology,
+    EngineSite, EngineUpdate, PoolSample, RoundOutput, ScoreUpdate, ScoringEngine,
 };
 use crate::metrics::latency::LatencyRecorder;
 use crate::model::{FitReport, ModelSet, Recommender};
@@ -70,19 +70,19 @@ struct Diversity {
 }
 
 impl Session {
-    /// Starts the engine with `head` on `topology`'s workers. `select` decides the ranking
+    /// Starts the engine with `head` on `site`'s workers. `select` decides the ranking
     /// key; `text` holds the item text vectors, if the pipeline embeds; `track_scores`
     /// keeps every maintained score (for reference checks; costs memory on large pools).
     pub fn start(
         head: ScoringHead,
         model: ModelSet,
-        topology: &Topology,
+        site: EngineSite,
         select: Option<&SelectPlan>,
         text: Option<&ItemEmbeddings>,
         seed: u64,
         track_scores: bool,
     ) -> Result<Self, RunError> {
-        let engine = ScoringEngine::start_on(topology, head.clone())?;
+        let engine = ScoringEngine::start_on(site, head.clone())?;
         let rows = RowMirror::new(head.layout.row_len(), Vec::new(), Vec::new());
         Ok(Self {
             head,
