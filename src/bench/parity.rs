@@ -379,6 +379,10 @@ fn run_case(
     ];
     let mut plan = load(&options.pipeline, &set)?;
     if let (Some(dir), Some(embed)) = (&options.model_dir, &plan.embed) {
+        // `--set` paths are relative to the pipeline file; `--model-dir` is relative to
+        // where the command runs.
+        let dir = std::path::absolute(dir)
+            .map_err(|e| ParityError::Setup(format!("--model-dir {}: {e}", dir.display())))?;
         set.push(format!(
             "nodes.{}.embed.model_dir={}",
             embed.node,
