@@ -191,6 +191,17 @@ impl DenseAdamW {
     }
 }
 
+#[cfg(test)]
+impl DenseAdamW {
+    /// Whether a moment still holds an autograd graph (it must not: it would keep every
+    /// step's graph alive).
+    pub(super) fn moments_track_ops(&self) -> bool {
+        self.parameters
+            .iter()
+            .any(|p| p.first_moment.track_op() || p.second_moment.track_op())
+    }
+}
+
 /// A new `Var` holding a copy of `var`'s values in its own storage: writing either leaves
 /// the other alone (a cloned `Var` shares its storage).
 pub(super) fn duplicate_var(var: &Var) -> candle_core::Result<Var> {
