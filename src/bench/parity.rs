@@ -258,10 +258,12 @@ impl UserFixable for ParityError {
     }
 }
 
-/// The node ids the check varies.
+/// What the check sets in every run: the node ids it varies, and the encoder's folder.
 struct Nodes {
     train: String,
     score: String,
+    /// `nodes.<embed>.embed.model_dir=<absolute --model-dir>`, when both exist.
+    model_dir: Option<String>,
 }
 
 /// Trains every selected case on the CPU and on `options.device` and compares them, after
@@ -289,13 +291,24 @@ pub fn bench_parity(options: &ParityOptions) -> Result<ParityReport, ParityError
             .collect::<Result<_, _>>()?
     };
     let base = load(&options.pipeline, &[])?;
-    let nodes = varied_nodes(&base).map_err(|why| {
+    let mut nodes = varied_nodes(&base).map_err(|why| {
         setup(format!(
             "{}: {why}; bench parity varies a pool pipeline with one train node and its \
              score node, such as pipelines/quickstart.yaml",
             options.pipeline.display()
         ))
     })?;
+    if let (Some(dir), Some(embed)) = (&options.model_dir, &base.embed) {
+        // `--set` paths are relative to the pipeline file; `--model-dir` is relative to
+        // where the command runs.
+        let dir = std::path::absolute(dir)
+            .map_err(|e| setup(format!("--model-dir {}: {e}", dir.display())))?;
+        nodes.model_dir = Some(format!(
+            "nodes.{}.embed.model_dir={}",
+            embed.node,
+            dir.display()
+        ));
+    }
     let encoder = match options.device {
         DeviceChoice::Cpu => None,
         DeviceChoice::Cuda(_) => encoder_parity(&base, options)?,
@@ -358,6 +371,7 @@ fn varied_nodes(plan: &Plan) -> Result<Nodes, String> {
     Ok(Nodes {
         train: plan.models.trained[0].node.clone(),
         score: score.id.clone(),
+        model_dir: None,
     })
 }
 
@@ -377,19 +391,8 @@ fn run_case(
         format!("protocol.pool.rounds={}", options.rounds),
         format!("device={device}"),
     ];
-    let mut plan = load(&options.pipeline, &set)?;
-    if let (Some(dir), Some(embed)) = (&options.model_dir, &plan.embed) {
-        // `--set` paths are relative to the pipeline file; `--model-dir` is relative to
-        // where the command runs.
-        let dir = std::path::absolute(dir)
-            .map_err(|e| ParityError::Setup(format!("--model-dir {}: {e}", dir.display())))?;
-        set.push(format!(
-            "nodes.{}.embed.model_dir={}",
-            embed.node,
-            dir.display()
-        ));
-        plan = load(&options.pipeline, &set)?;
-    }
+    set.extend(nodes.model_dir.clone());
+    let plan = load(&options.pipeline, &set)?;
     let folder = format!("{}-{device}", case.name.replace('/', "-")).replace(':', "");
     let run_options = RunOptions {
         out_dir: options.out.join(folder),

@@ -8,11 +8,17 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::RunError;
-use crate::dataflow::{Cluster, Topology};
+use crate::dataflow::{Cluster, EngineSite, Topology};
 use crate::plan::{ClusterHosts, ClusterPlan, Plan};
 
+/// Where `plan`'s engine runs, connected to the other processes of its cluster (if any):
+/// what a run makes once, before it loads anything (see [`EngineSite`]).
+pub fn engine_site(plan: &Plan) -> Result<EngineSite, RunError> {
+    Ok(EngineSite::connect(topology(plan)?)?)
+}
+
 /// Where `plan`'s engine runs.
-pub fn topology(plan: &Plan) -> Result<Topology, RunError> {
+fn topology(plan: &Plan) -> Result<Topology, RunError> {
     let cluster = &plan.cluster;
     if cluster.processes == 1 {
         return Ok(Topology::threads(plan.workers));

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{IdMap, Interaction, ItemEmbeddings, LabelKind};
-use crate::dataflow::{EngineError, EngineSite};
+use crate::dataflow::EngineError;
 use crate::io::IoError;
 use crate::io::events::read_events;
 use crate::io::results::{OutputDir, SUMMARY_FILE};
@@ -328,7 +328,7 @@ fn check_sampled_negatives(plan: &Plan, catalogue: usize) -> Result<(), RunError
 
 /// Starts the experiment a plan describes (round 0 and any warm-up run here), after
 /// connecting to the other processes of its cluster, if any (before anything is loaded:
-/// see [`EngineSite`]). `track_scores` keeps every maintained score for reference checks;
+/// see [`cluster::engine_site`]). `track_scores` keeps every maintained score for reference checks;
 /// `progress` prints what takes time before round 0 (sorting an out-of-order replay log)
 /// on stderr.
 pub fn start_experiment(
@@ -336,7 +336,7 @@ pub fn start_experiment(
     track_scores: bool,
     progress: bool,
 ) -> Result<Box<dyn Experiment>, RunError> {
-    let site = EngineSite::connect(cluster::topology(plan)?)?;
+    let site = cluster::engine_site(plan)?;
     Ok(match &plan.protocol {
         ProtocolPlan::Pool(pool) => Box::new(PoolExperiment::start(
             plan,
@@ -442,7 +442,7 @@ fn execute(
         }
         (None, Some(start)) => match &plan.protocol {
             ProtocolPlan::Pool(pool) => {
-                let site = EngineSite::connect(cluster::topology(plan)?)?;
+                let site = cluster::engine_site(plan)?;
                 (
                     Box::new(PoolExperiment::start(plan, pool, site, start, false)?),
                     Vec::new(),
@@ -583,7 +583,7 @@ pub fn resume_experiment(
     progress: checkpoint::Progress,
     show_progress: bool,
 ) -> Result<Box<dyn Experiment>, RunError> {
-    let site = EngineSite::connect(cluster::topology(plan)?)?;
+    let site = cluster::engine_site(plan)?;
     Ok(match &plan.protocol {
         ProtocolPlan::Pool(pool) => Box::new(PoolExperiment::resume(plan, pool, site, progress)?),
         ProtocolPlan::Selection(selection) => Box::new(SelectionExperiment::resume(

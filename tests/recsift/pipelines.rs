@@ -249,4 +249,49 @@ fn bench_parity_runs_each_case_on_both_devices_and_compares_them() {
         message.contains("--only mf: no such case; the cases are mf/sgd, mf/adam"),
         "{message}"
     );
+    // Pipelines it cannot vary, and a run without rounds, are refused before anything runs.
+    let refusals = [
+        (
+            vec!["--pipeline", "pipelines/replay-ml-latest-small.yaml"],
+            "error: pipelines/replay-ml-latest-small.yaml: its protocol is not `pool`; bench \
+             parity varies a pool pipeline with one train node and its score node, such as \
+             pipelines/quickstart.yaml\n",
+        ),
+        (
+            vec!["--pipeline", "pipelines/fusion.yaml"],
+            "error: pipelines/fusion.yaml: it does not score exactly one train node; bench \
+             parity varies a pool pipeline with one train node and its score node, such as \
+             pipelines/quickstart.yaml\n",
+        ),
+        (
+            vec!["--rounds", "0"],
+            "error: --rounds must be at least 1\n",
+        ),
+    ];
+    let quickstart = fs::read_to_string(root().join("pipelines/quickstart.yaml")).unwrap();
+    let (without_report, report) = quickstart.split_once("  report:\n").unwrap();
+    assert!(report.trim_start().starts_with("evaluate:"), "{report}");
+    let data = root().join("data");
+    let unevaluated = dir.path().join("unevaluated.yaml");
+    fs::write(
+        &unevaluated,
+        without_report.replace("../data", data.to_str().unwrap()),
+    )
+    .unwrap();
+    let unevaluated = unevaluated.to_str().unwrap().to_string();
+    let no_evaluate = format!(
+        "error: {unevaluated}: it has no evaluate node; bench parity varies a pool pipeline \
+         with one train node and its score node, such as pipelines/quickstart.yaml\n"
+    );
+    let refusals = refusals
+        .into_iter()
+        .map(|(args, message)| (args, message.to_string()))
+        .chain([(vec!["--pipeline", unevaluated.as_str()], no_evaluate)]);
+    for (args, message) in refusals {
+        let mut all = vec!["bench", "parity", "--device", "cpu", "--out", out];
+        all.extend(&args);
+        let output = recsift(&all);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert_eq!(stderr(&output), message, "{args:?}");
+    }
 }
