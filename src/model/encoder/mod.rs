@@ -41,6 +41,7 @@ mod hub;
 mod profile;
 mod resolve;
 mod tokens;
+mod tuning;
 
 use std::path::Path;
 use std::time::Instant;
@@ -56,6 +57,7 @@ use self::folder::ModelFolder;
 pub use self::folder::{DEFAULT_MAX_TOKENS, REQUIRED_FILES};
 pub use self::profile::{StageTimes, process_cpu_seconds};
 pub use self::resolve::{MODEL_DIR_VAR, SearchEnv, resolve_in, resolve_model_dir};
+pub use self::tuning::{TunableText, TunedLayers};
 use crate::model::ModelError;
 
 /// The model used when a pipeline names none.

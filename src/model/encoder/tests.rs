@@ -337,3 +337,40 @@ fn bench_candle_path_minilm() {
         texts.len() as f64 / seconds
     );
 }
+
+/// The frozen lower layers run once, then the tuned top layers in candle operations, give
+/// the encoder's vectors, for any split of the layers and every activation.
+#[test]
+fn frozen_states_and_tuned_layers_reproduce_the_encoder() {
+    for (act, prefix) in [("gelu", None), ("geluapproximate", Some("bert")), ("relu", None)] {
+        let dir = tiny_model(act, prefix);
+        let encoder = TextEncoder::load(dir.path(), &Device::Cpu).expect("load");
+        let expected = encoder.encode(&TINY_TEXTS).expect("encode");
+        let layers = tiny_bert_config(act)["num_hidden_layers"].as_u64().unwrap() as usize;
+        // Item 1 has no text: it stays absent and zero.
+        let mut texts: Vec<Option<&str>> = TINY_TEXTS.iter().map(|t| Some(*t)).collect();
+        texts.insert(1, None);
+        for tuned in 1..=layers {
+            let source = TunableText::load(dir.path(), "tiny", &texts, tuned, 2).expect("load");
+            assert_eq!((source.tuned_layers(), source.frozen_layers()), (tuned, layers - tuned));
+            let top = TunedLayers::new(&source, &Device::Cpu).expect("layers");
+            assert_eq!(top.named_vars().len(), 16 * tuned);
+            let all = top.encode_all(&source).expect("encode all");
+            assert_eq!(all.present, [true, false, true, true, true, true, true]);
+            assert!(all.vectors[32..64].iter().all(|&v| v == 0.0));
+            let mut got = all.vectors[..32].to_vec();
+            got.extend_from_slice(&all.vectors[64..]);
+            let diff = max_abs_diff(&got, &expected);
+            assert!(diff <= 2e-5, "{act}, {tuned} tuned: max abs diff {diff}");
+        }
+        let err = TunableText::load(dir.path(), "tiny", &texts, layers + 1, 1).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "`tune.layers: {}`, but the encoder `tiny` has {layers} \
+                 transformer layers; tune between 1 and {layers}",
+                layers + 1
+            )
+        );
+    }
+}

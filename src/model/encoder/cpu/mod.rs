@@ -209,6 +209,60 @@ impl CpuBert {
     ) -> Result<(), EncoderError> {
         let h = self.hidden;
         assert_eq!(out.len(), tokens.len() * h, "output size");
+        self.check_tokens(tokens)?;
+        let done = for_each_batch(batches, threads, times, |batch, ws, times| {
+            let mut emb = vec![0f32; batch.len() * h];
+            self.forward_batch(tokens, batch, self.layers.len(), ws, times);
+            self.pool(tokens, batch, ws, &mut emb, times);
+            emb
+        });
+        for (b, emb) in done {
+            for (&seq, row) in batches[b].iter().zip(emb.chunks_exact(h)) {
+                out[seq * h..(seq + 1) * h].copy_from_slice(row);
+            }
+        }
+        Ok(())
+    }
+
+    /// The token states of every sequence of `tokens` after the embeddings and the first
+    /// `layers` transformer layers (`layers` 0: after the embeddings' layer norm), laid end
+    /// to end in sequence order (`hidden` floats per token), run as [`Self::encode`] runs.
+    pub fn token_states(
+        &self,
+        tokens: &Ragged,
+        batches: &[Vec<usize>],
+        threads: usize,
+        layers: usize,
+    ) -> Result<Vec<f32>, EncoderError> {
+        self.check_tokens(tokens)?;
+        let h = self.hidden;
+        let layers = layers.min(self.layers.len());
+        let mut starts = Vec::with_capacity(tokens.len());
+        let mut total = 0;
+        for seq in 0..tokens.len() {
+            starts.push(total);
+            total += tokens.get(seq).len();
+        }
+        let mut times = StageTimes::default();
+        let done = for_each_batch(batches, threads, &mut times, |batch, ws, times| {
+            let rows: usize = batch.iter().map(|&s| tokens.get(s).len()).sum();
+            self.forward_batch(tokens, batch, layers, ws, times);
+            ws.x.as_slice()[..rows * h].to_vec()
+        });
+        let mut out = vec![0f32; total * h];
+        for (b, states) in done {
+            let mut at = 0;
+            for &seq in &batches[b] {
+                let len = tokens.get(seq).len() * h;
+                out[starts[seq] * h..][..len].copy_from_slice(&states[at..at + len]);
+                at += len;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every token id is in the vocabulary and no sequence is longer than the positions.
+    fn check_tokens(&self, tokens: &Ragged) -> Result<(), EncoderError> {
         for seq in 0..tokens.len() {
             let ids = tokens.get(seq);
             if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.vocab) {
@@ -230,51 +284,17 @@ impl CpuBert {
                 });
             }
         }
-        let next = AtomicUsize::new(0);
-        let results = Mutex::new((Vec::new(), StageTimes::default()));
-        let worker = || {
-            let mut ws = Workspace::default();
-            let mut local_times = StageTimes::default();
-            let mut done = Vec::new();
-            loop {
-                let b = next.fetch_add(1, Ordering::Relaxed);
-                let Some(batch) = batches.get(b) else { break };
-                let mut emb = vec![0f32; batch.len() * h];
-                self.forward_batch(tokens, batch, &mut ws, &mut emb, &mut local_times);
-                done.push((b, emb));
-            }
-            let mut shared = results.lock().unwrap_or_else(|e| e.into_inner());
-            shared.0.extend(done);
-            shared.1.add(&local_times);
-        };
-        let threads = threads.clamp(1, batches.len().max(1));
-        if threads == 1 {
-            worker();
-        } else {
-            std::thread::scope(|scope| {
-                for _ in 0..threads {
-                    scope.spawn(worker);
-                }
-            });
-        }
-        let (done, worker_times) = results.into_inner().unwrap_or_else(|e| e.into_inner());
-        for (b, emb) in done {
-            for (&seq, row) in batches[b].iter().zip(emb.chunks_exact(h)) {
-                out[seq * h..(seq + 1) * h].copy_from_slice(row);
-            }
-        }
-        times.add(&worker_times);
         Ok(())
     }
 
-    /// The forward pass of one batch (sequences `batch` of `tokens`, laid end to end),
-    /// writing one pooled, normalised row per sequence into `out`.
+    /// The embeddings and the first `layers` transformer layers of one batch (sequences
+    /// `batch` of `tokens`, laid end to end): the token states are left in `ws.x`.
     fn forward_batch(
         &self,
         tokens: &Ragged,
         batch: &[usize],
+        layers: usize,
         ws: &mut Workspace,
-        out: &mut [f32],
         times: &mut StageTimes,
     ) {
         let (h, i) = (self.hidden, self.intermediate);
@@ -316,7 +336,7 @@ impl CpuBert {
         );
         lap(&mut times.embeddings);
 
-        for layer in &self.layers {
+        for layer in &self.layers[..layers] {
             let x = &ws.x.as_slice()[..total * h];
             let qkv = &mut ws.qkv.as_mut_slice()[..total * 3 * h];
             layer
@@ -376,15 +396,69 @@ impl CpuBert {
             lap(&mut times.layer_norm);
         }
 
-        let x = &ws.x.as_slice()[..total * h];
+    }
+
+    /// One pooled, normalised row per sequence of `batch` into `out`, from the token states
+    /// [`Self::forward_batch`] left in `ws.x`.
+    fn pool(
+        &self,
+        tokens: &Ragged,
+        batch: &[usize],
+        ws: &Workspace,
+        out: &mut [f32],
+        times: &mut StageTimes,
+    ) {
+        let h = self.hidden;
+        let origin = Instant::now();
+        let started = thread_seconds(origin);
+        let x = ws.x.as_slice();
         let mut start = 0;
         for (&seq, dst) in batch.iter().zip(out.chunks_exact_mut(h)) {
             let len = tokens.get(seq).len();
             kernels::mean_pool_normalised(&x[start * h..(start + len) * h], dst);
             start += len;
         }
-        lap(&mut times.pooling);
+        times.pooling += thread_seconds(origin) - started;
     }
+}
+
+/// Runs `work` on every batch of `batches`, each of `threads` threads taking whole batches
+/// from a shared counter in the order given, with its own workspace; returns each batch's
+/// index with what `work` made of it, and adds the threads' stage times to `times`.
+fn for_each_batch<T: Send>(
+    batches: &[Vec<usize>],
+    threads: usize,
+    times: &mut StageTimes,
+    work: impl Fn(&[usize], &mut Workspace, &mut StageTimes) -> T + Sync,
+) -> Vec<(usize, T)> {
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new((Vec::new(), StageTimes::default()));
+    let worker = || {
+        let mut ws = Workspace::default();
+        let mut local_times = StageTimes::default();
+        let mut done = Vec::new();
+        loop {
+            let b = next.fetch_add(1, Ordering::Relaxed);
+            let Some(batch) = batches.get(b) else { break };
+            done.push((b, work(batch, &mut ws, &mut local_times)));
+        }
+        let mut shared = results.lock().unwrap_or_else(|e| e.into_inner());
+        shared.0.extend(done);
+        shared.1.add(&local_times);
+    };
+    let threads = threads.clamp(1, batches.len().max(1));
+    if threads == 1 {
+        worker();
+    } else {
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(worker);
+            }
+        });
+    }
+    let (done, worker_times) = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    times.add(&worker_times);
+    done
 }
 
 /// Throughput of the CPU kernels on MiniLM's shapes, for `docs/benchmarks.md`:

@@ -1,0 +1,509 @@
+//! Fine-tuning the encoder's top layers with a recommender: the frozen part computed once,
+//! the tuned part as trainable candle parameters.
+//!
+//! [`TunableText`] is what a run computes once, on the CPU, before training: every item's
+//! token states after the encoder's lower (frozen) layers, and the pretrained weights of its
+//! top `N` layers. It is read-only, so the frozen part cannot change while the top layers
+//! train. [`TunedLayers`] holds those top layers as [`Var`]s on the model's device and runs
+//! them in differentiable candle operations (a layer norm written out in elementary
+//! operations, a softmax with the row maximum held constant, the activation's own backward
+//! pass), then the sentence-transformers pooling (masked mean, L2 normalisation): the item
+//! vector `e_i` is a differentiable function of the tuned weights, so a recommender's loss
+//! reaches them through candle's autograd. candle-transformers' `BertLayer` cannot serve here:
+//! its fused layer norm has no backward pass.
+//!
+//! Tuned vectors live only in the model that trains them (and its checkpoints, with the
+//! weights that made them): the embedding cache only ever holds the frozen encoder's
+//! vectors, keyed by the model's id.
+
+use std::path::Path;
+
+use candle_core::{D, DType, Device, Tensor, Var};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::HiddenAct;
+
+use super::cpu::CpuBert;
+use super::error::EncoderError;
+use super::folder::ModelFolder;
+use super::{model_root, tokens};
+use crate::data::ItemEmbeddings;
+use crate::model::ModelError;
+
+/// The tensors of one transformer layer, by name under `encoder.layer.<i>`, with their
+/// shapes in units of (hidden size, intermediate size).
+const LAYER_TENSORS: [(&str, Shape); 16] = [
+    ("attention.self.query.weight", Shape::HiddenByHidden),
+    ("attention.self.query.bias", Shape::Hidden),
+    ("attention.self.key.weight", Shape::HiddenByHidden),
+    ("attention.self.key.bias", Shape::Hidden),
+    ("attention.self.value.weight", Shape::HiddenByHidden),
+    ("attention.self.value.bias", Shape::Hidden),
+    ("attention.output.dense.weight", Shape::HiddenByHidden),
+    ("attention.output.dense.bias", Shape::Hidden),
+    ("attention.output.LayerNorm.weight", Shape::Hidden),
+    ("attention.output.LayerNorm.bias", Shape::Hidden),
+    ("intermediate.dense.weight", Shape::IntermediateByHidden),
+    ("intermediate.dense.bias", Shape::Intermediate),
+    ("output.dense.weight", Shape::HiddenByIntermediate),
+    ("output.dense.bias", Shape::Hidden),
+    ("output.LayerNorm.weight", Shape::Hidden),
+    ("output.LayerNorm.bias", Shape::Hidden),
+];
+
+/// A layer tensor's shape, in the model's sizes.
+#[derive(Clone, Copy)]
+enum Shape {
+    Hidden,
+    Intermediate,
+    HiddenByHidden,
+    IntermediateByHidden,
+    HiddenByIntermediate,
+}
+
+impl Shape {
+    fn dims(self, hidden: usize, intermediate: usize) -> Vec<usize> {
+        match self {
+            Shape::Hidden => vec![hidden],
+            Shape::Intermediate => vec![intermediate],
+            Shape::HiddenByHidden => vec![hidden, hidden],
+            Shape::IntermediateByHidden => vec![intermediate, hidden],
+            Shape::HiddenByIntermediate => vec![hidden, intermediate],
+        }
+    }
+}
+
+/// Items encoded together when every vector is recomputed.
+const REFRESH_BATCH: usize = 64;
+
+/// What fine-tuning starts from: each item's token states after the frozen layers, and the
+/// pretrained weights of the top layers.
+pub struct TunableText {
+    model_id: String,
+    tuned_layers: usize,
+    frozen_layers: usize,
+    hidden: usize,
+    heads: usize,
+    eps: f64,
+    activation: HiddenAct,
+    /// `(first token row, rows)` of each item's text in `states`; `None` without text.
+    spans: Vec<Option<(usize, usize)>>,
+    /// Token states after the frozen layers, `hidden` floats per token row.
+    states: Vec<f32>,
+    /// The tuned layers' pretrained tensors (host, f32), bottom layer first, in
+    /// [`LAYER_TENSORS`] order.
+    initial: Vec<Vec<Tensor>>,
+}
+
+impl std::fmt::Debug for TunableText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunableText")
+            .field("model_id", &self.model_id)
+            .field("tuned_layers", &self.tuned_layers)
+            .field("frozen_layers", &self.frozen_layers)
+            .field("items", &self.spans.len())
+            .field("token_rows", &(self.states.len() / self.hidden.max(1)))
+            .finish_non_exhaustive()
+    }
+}
+
+impl TunableText {
+    /// Reads the encoder in `dir` (named `model_id`) and runs its lower layers, all but the
+    /// top `tuned_layers`, once over `texts` (one per item; `None` for an item without
+    /// text) with `threads` CPU threads.
+    pub fn load(
+        dir: &Path,
+        model_id: &str,
+        texts: &[Option<&str>],
+        tuned_layers: usize,
+        threads: usize,
+    ) -> Result<Self, ModelError> {
+        let folder = ModelFolder::open(dir)?;
+        let config = &folder.config;
+        let layer_count = config.num_hidden_layers;
+        if tuned_layers == 0 || tuned_layers > layer_count {
+            return Err(ModelError::Input(format!(
+                "`tune.layers: {tuned_layers}`, but the encoder `{model_id}` has \
+                 {layer_count} transformer layers; tune between 1 and {layer_count}"
+            )));
+        }
+        let weights_path = folder.weights_path();
+        let weights = |e: candle_core::Error| EncoderError::Weights {
+            path: weights_path.clone(),
+            message: e.to_string(),
+        };
+        // SAFETY: as in `TextEncoder::load`: the file is not truncated while mapped.
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(&[&weights_path], DType::F32, &Device::Cpu)
+        }
+        .map_err(weights)?;
+        let root = model_root(vb, &folder);
+        let cpu = CpuBert::load(&root, config, &folder.config_path(), &weights_path)?;
+        let frozen_layers = layer_count - tuned_layers;
+        let (hidden, intermediate) = (config.hidden_size, config.intermediate_size);
+        let mut initial = Vec::with_capacity(tuned_layers);
+        for layer in frozen_layers..layer_count {
+            let vb = root.pp(format!("encoder.layer.{layer}"));
+            let tensors = LAYER_TENSORS
+                .iter()
+                .map(|&(name, shape)| {
+                    vb.get(shape.dims(hidden, intermediate), name)
+                        .and_then(|t| t.to_dtype(DType::F32))
+                })
+                .collect::<candle_core::Result<Vec<_>>>()
+                .map_err(weights)?;
+            initial.push(tensors);
+        }
+
+        let tokenizer = tokens::load_tokenizer(&folder.tokenizer_path(), folder.max_tokens)?;
+        let present: Vec<&str> = texts.iter().flatten().copied().collect();
+        let tokens = tokens::tokenize(&tokenizer, &present, threads)?;
+        let batches = tokens::length_sorted_batches(&tokens, REFRESH_BATCH);
+        let states = cpu.token_states(&tokens, &batches, threads, frozen_layers)?;
+        let mut spans = Vec::with_capacity(texts.len());
+        let (mut seq, mut row) = (0, 0);
+        for text in texts {
+            spans.push(text.map(|_| {
+                let rows = tokens.get(seq).len();
+                let span = (row, rows);
+                seq += 1;
+                row += rows;
+                span
+            }));
+        }
+        Ok(Self {
+            model_id: model_id.to_string(),
+            tuned_layers,
+            frozen_layers,
+            hidden,
+            heads: config.num_attention_heads,
+            eps: config.layer_norm_eps,
+            activation: config.hidden_act,
+            spans,
+            states,
+            initial,
+        })
+    }
+
+    /// The encoder's id, as the pipeline named it.
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    /// Number of top layers tuned.
+    pub fn tuned_layers(&self) -> usize {
+        self.tuned_layers
+    }
+
+    /// Number of lower layers run once and kept frozen.
+    pub fn frozen_layers(&self) -> usize {
+        self.frozen_layers
+    }
+
+    /// Length of an item vector (the hidden size).
+    pub fn dim(&self) -> usize {
+        self.hidden
+    }
+
+    /// Number of items covered (with or without text).
+    pub fn items(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether `item` has text.
+    pub fn has_text(&self, item: u32) -> bool {
+        self.span(item).is_some()
+    }
+
+    /// The frozen token states of `item` (`hidden` floats per token), empty without text.
+    pub fn token_states(&self, item: u32) -> &[f32] {
+        self.span(item).map_or(&[], |(row, rows)| {
+            &self.states[row * self.hidden..(row + rows) * self.hidden]
+        })
+    }
+
+    fn span(&self, item: u32) -> Option<(usize, usize)> {
+        self.spans.get(item as usize).copied().flatten()
+    }
+
+    /// The items' token states padded to the longest as `[n, longest, hidden]`, and the
+    /// mask of real tokens as `[n, longest]` (1 or 0), on `device`. Every item must have
+    /// text.
+    fn padded(&self, items: &[u32], device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+        let h = self.hidden;
+        let longest = items
+            .iter()
+            .map(|&i| self.token_states(i).len() / h)
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let mut states = vec![0f32; items.len() * longest * h];
+        let mut mask = vec![0f32; items.len() * longest];
+        for (k, &item) in items.iter().enumerate() {
+            let rows = self.token_states(item);
+            states[k * longest * h..][..rows.len()].copy_from_slice(rows);
+            mask[k * longest..][..rows.len() / h].fill(1.0);
+        }
+        Ok((
+            Tensor::from_vec(states, (items.len(), longest, h), device)?,
+            Tensor::from_vec(mask, (items.len(), longest), device)?,
+        ))
+    }
+}
+
+/// A `weight` `[out, in]` and `bias` `[out]` pair.
+struct Linear {
+    weight: Var,
+    bias: Var,
+}
+
+impl Linear {
+    /// `x W^T + b` for `x` of shape `[rows, in]`.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.matmul(&self.weight.as_tensor().t()?)?
+            .broadcast_add(self.bias.as_tensor())
+    }
+}
+
+/// A layer norm's scale and shift.
+struct Norm {
+    gamma: Var,
+    beta: Var,
+}
+
+impl Norm {
+    /// Normalises each row of `x` (`[rows, hidden]`), in differentiable operations.
+    fn forward(&self, x: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+        let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+        let variance = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        centred
+            .broadcast_div(&(variance + eps)?.sqrt()?)?
+            .broadcast_mul(self.gamma.as_tensor())?
+            .broadcast_add(self.beta.as_tensor())
+    }
+}
+
+/// One trainable transformer layer.
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attention_out: Linear,
+    attention_norm: Norm,
+    up: Linear,
+    down: Linear,
+    output_norm: Norm,
+}
+
+impl Layer {
+    /// The layer from its tensors in [`LAYER_TENSORS`] order.
+    fn new(tensors: [Var; 16]) -> Self {
+        let [qw, qb, kw, kb, vw, vb, ow, ob, ag, ab, uw, ub, dw, db, og, obeta] = tensors;
+        let linear = |weight, bias| Linear { weight, bias };
+        Self {
+            query: linear(qw, qb),
+            key: linear(kw, kb),
+            value: linear(vw, vb),
+            attention_out: linear(ow, ob),
+            attention_norm: Norm {
+                gamma: ag,
+                beta: ab,
+            },
+            up: linear(uw, ub),
+            down: linear(dw, db),
+            output_norm: Norm {
+                gamma: og,
+                beta: obeta,
+            },
+        }
+    }
+
+    /// Its tensors in [`LAYER_TENSORS`] order.
+    fn vars(&self) -> [&Var; 16] {
+        fn lin(l: &Linear) -> [&Var; 2] {
+            [&l.weight, &l.bias]
+        }
+        let [qw, qb] = lin(&self.query);
+        let [kw, kb] = lin(&self.key);
+        let [vw, vb] = lin(&self.value);
+        let [ow, ob] = lin(&self.attention_out);
+        let [uw, ub] = lin(&self.up);
+        let [dw, db] = lin(&self.down);
+        [
+            qw,
+            qb,
+            kw,
+            kb,
+            vw,
+            vb,
+            ow,
+            ob,
+            &self.attention_norm.gamma,
+            &self.attention_norm.beta,
+            uw,
+            ub,
+            dw,
+            db,
+            &self.output_norm.gamma,
+            &self.output_norm.beta,
+        ]
+    }
+}
+
+/// The top layers of the encoder as trainable parameters on a device.
+pub struct TunedLayers {
+    layers: Vec<Layer>,
+    heads: usize,
+    eps: f64,
+    activation: HiddenAct,
+    device: Device,
+}
+
+impl std::fmt::Debug for TunedLayers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunedLayers")
+            .field("layers", &self.layers.len())
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TunedLayers {
+    /// The pretrained top layers of `source`, as parameters on `device`.
+    pub fn new(source: &TunableText, device: &Device) -> candle_core::Result<Self> {
+        let layers = source
+            .initial
+            .iter()
+            .map(|tensors| {
+                let vars = tensors
+                    .iter()
+                    .map(|t| Var::from_tensor(&t.to_device(device)?))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                let vars: [Var; 16] = vars.try_into().expect("LAYER_TENSORS has 16 entries");
+                Ok(Layer::new(vars))
+            })
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Self {
+            layers,
+            heads: source.heads,
+            eps: source.eps,
+            activation: source.activation,
+            device: device.clone(),
+        })
+    }
+
+    /// Every parameter with its name (`layer<k>.<tensor>`, `k` counted from the lowest
+    /// tuned layer), for an optimiser and for saved states.
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        self.layers
+            .iter()
+            .enumerate()
+            .flat_map(|(k, layer)| {
+                layer
+                    .vars()
+                    .into_iter()
+                    .zip(LAYER_TENSORS)
+                    .map(move |(var, (name, _))| (format!("layer{k}.{name}"), var.clone()))
+            })
+            .collect()
+    }
+
+    /// The same layers with their own copy of every parameter.
+    pub fn duplicate(&self) -> candle_core::Result<Self> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|layer| {
+                let vars = layer
+                    .vars()
+                    .into_iter()
+                    .map(|v| Var::from_tensor(&v.as_tensor().copy()?))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                let vars: [Var; 16] = vars.try_into().expect("16 tensors per layer");
+                Ok(Layer::new(vars))
+            })
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Self {
+            layers,
+            heads: self.heads,
+            eps: self.eps,
+            activation: self.activation,
+            device: self.device.clone(),
+        })
+    }
+
+    /// The vectors of `items` (each with text in `source`) as `[n, hidden]`, tracked: a
+    /// loss computed from them back-propagates into the tuned layers.
+    pub fn encode(&self, source: &TunableText, items: &[u32]) -> candle_core::Result<Tensor> {
+        let (states, mask) = source.padded(items, &self.device)?;
+        let (n, longest, hidden) = states.dims3()?;
+        let head_dim = hidden / self.heads;
+        // 0 for a real token, a large negative number for padding, per key position.
+        let key_bias = ((&mask - 1.0)? * 1e4)?.reshape((n, 1, 1, longest))?;
+        let mut x = states.reshape((n * longest, hidden))?;
+        for layer in &self.layers {
+            let heads = |t: Tensor| -> candle_core::Result<Tensor> {
+                t.reshape((n, longest, self.heads, head_dim))?
+                    .transpose(1, 2)?
+                    .contiguous()
+            };
+            let q = heads(layer.query.forward(&x)?)?;
+            let k = heads(layer.key.forward(&x)?)?;
+            let v = heads(layer.value.forward(&x)?)?;
+            let scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?
+                .broadcast_add(&key_bias)?;
+            let context = softmax_last(&scores)?
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((n * longest, hidden))?;
+            let attended = (layer.attention_out.forward(&context)? + &x)?;
+            let x1 = layer.attention_norm.forward(&attended, self.eps)?;
+            let up = layer.up.forward(&x1)?;
+            let up = match self.activation {
+                HiddenAct::Gelu => up.gelu_erf()?,
+                HiddenAct::GeluApproximate => up.gelu()?,
+                HiddenAct::Relu => up.relu()?,
+            };
+            let out = (layer.down.forward(&up)? + &x1)?;
+            x = layer.output_norm.forward(&out, self.eps)?;
+        }
+        // Mean over the real tokens, then L2 normalisation (sentence-transformers').
+        let x = x.reshape((n, longest, hidden))?;
+        let summed = x.broadcast_mul(&mask.unsqueeze(2)?)?.sum(1)?;
+        let mean = summed.broadcast_div(&mask.sum_keepdim(1)?)?;
+        let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(1e-12)?;
+        mean.broadcast_div(&norm)
+    }
+
+    /// Every item vector of `source` under the current weights (zeros and absent for items
+    /// without text), computed in length-sorted batches without tracking.
+    pub fn encode_all(&self, source: &TunableText) -> Result<ItemEmbeddings, ModelError> {
+        let dim = source.dim();
+        let mut with_text: Vec<u32> = (0..source.items() as u32)
+            .filter(|&i| source.has_text(i))
+            .collect();
+        with_text.sort_by_key(|&i| std::cmp::Reverse(source.token_states(i).len()));
+        let mut vectors = vec![0f32; source.items() * dim];
+        for batch in with_text.chunks(REFRESH_BATCH) {
+            let encoded = self.encode(source, batch)?.detach().to_vec2::<f32>()?;
+            for (&item, row) in batch.iter().zip(encoded) {
+                vectors[item as usize * dim..][..dim].copy_from_slice(&row);
+            }
+        }
+        Ok(ItemEmbeddings {
+            dim,
+            vectors,
+            present: (0..source.items() as u32)
+                .map(|i| source.has_text(i))
+                .collect(),
+        })
+    }
+}
+
+/// Softmax over the last dimension; the row maximum it subtracts for stability is held
+/// constant (the result does not depend on it, so neither does its gradient).
+fn softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
+    let shifted = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?;
+    let exp = shifted.exp()?;
+    exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)
+}
