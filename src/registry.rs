@@ -88,6 +88,12 @@ pub mod defaults {
     pub const REHEARSAL: usize = 2;
     /// `two_tower`'s hidden width.
     pub const HIDDEN: usize = 64;
+    /// Encoder layers fine-tuned under `tune:`.
+    pub const TUNE_LAYERS: usize = 1;
+    /// Adam's learning rate for the fine-tuned encoder layers.
+    pub const TUNE_LR: f64 = 1e-4;
+    /// Items back-propagated through the encoder per gradient step.
+    pub const TUNE_ITEMS_PER_STEP: usize = 32;
     /// `two_tower`'s dropout probability.
     pub const DROPOUT: f64 = 0.1;
     /// SGD's learning rate.
@@ -550,6 +556,34 @@ pub static TRAIN_OPTIONS: &[OptionDef] = &[
         DefaultValue::None,
         "`two_tower`",
         "Monte Carlo dropout passes exported per row: the uncertainty, instead of `members`",
+    ),
+    train_option(
+        "tune",
+        "mapping",
+        DefaultValue::None,
+        "`text_mf`",
+        "fine-tune the encoder's top transformer layers with the recommender's loss (`{layers: 1}`, below; pool and selection protocols); without it the encoder is frozen",
+    ),
+    train_option(
+        "tune.layers",
+        "integer",
+        Int(defaults::TUNE_LAYERS),
+        "`text_mf`",
+        "top transformer layers trained; the layers below run once per item and stay frozen",
+    ),
+    train_option(
+        "tune.lr",
+        "float",
+        Float(defaults::TUNE_LR),
+        "`text_mf`",
+        "Adam's learning rate for the tuned layers",
+    ),
+    train_option(
+        "tune.items_per_step",
+        "integer",
+        Int(defaults::TUNE_ITEMS_PER_STEP),
+        "`text_mf`",
+        "most items whose text a gradient step back-propagates through the tuned layers (the batch's first distinct items); every item's vector is recomputed after each pass",
     ),
 ];
 

@@ -5,15 +5,17 @@
 //! at all (the shipped quickstart runs offline this way). A replay asks for the items of
 //! each window as they appear: only texts never seen before reach the encoder.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::data::{IdMap, ItemEmbeddings, ItemIdx};
 use crate::io::embedding_cache::EmbeddingCache;
 use crate::io::items::read_item_texts;
-use crate::model::encoder::{TextEncoder, resolve_model_dir};
+use crate::model::encoder::{TextEncoder, TunableText, resolve_model_dir};
 use crate::model::{ModelError, candle_device};
-use crate::plan::EmbedPlan;
-use crate::plan::params::{DeviceChoice, ItemSource};
+use crate::plan::params::{DeviceChoice, ItemSource, ModelKind};
+use crate::plan::{EmbedPlan, ModelsPlan};
 
 use super::RunError;
 
@@ -29,6 +31,10 @@ pub struct EmbedRound {
     /// Seconds spent in the encoder (including loading it).
     pub encoder_s: f64,
 }
+
+/// What the train nodes that fine-tune the encoder start from, by number of tuned layers:
+/// the frozen layers' token states of every item and the tuned layers' weights.
+pub type EncoderSources = BTreeMap<usize, Arc<TunableText>>;
 
 /// The text vectors of a run's items, filled on demand.
 pub struct ItemEmbedder {
@@ -147,6 +153,32 @@ impl ItemEmbedder {
     /// Whether the item file had no rows.
     pub fn is_empty(&self) -> bool {
         self.texts.is_empty()
+    }
+
+    /// The sources of the encoder tunings `models` ask for (none when no train node tunes):
+    /// the encoder's lower layers run once over every item's text, on the CPU.
+    pub fn encoder_sources(&self, models: &ModelsPlan) -> Result<EncoderSources, RunError> {
+        let mut sources = EncoderSources::new();
+        for trained in &models.trained {
+            let ModelKind::TextMf {
+                tune: Some(tuning), ..
+            } = trained.params.model
+            else {
+                continue;
+            };
+            if sources.contains_key(&tuning.layers) {
+                continue;
+            }
+            let dir = resolve_model_dir(&self.plan.model, self.plan.model_dir.as_deref())?;
+            let texts: Vec<Option<&str>> = self.texts.iter().map(Option::as_deref).collect();
+            let threads = self
+                .plan
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let source = TunableText::load(&dir, &self.plan.model, &texts, tuning.layers, threads)?;
+            sources.insert(tuning.layers, Arc::new(source));
+        }
+        Ok(sources)
     }
 
     /// Embeds `missing` texts with the encoder (loading it first), caches and saves them.

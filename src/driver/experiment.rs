@@ -8,14 +8,15 @@ use crate::data::{IdMap, Interaction, ItemEmbeddings, LabelKind, SampleIdx, User
 use crate::dataflow::{EngineSite, PoolSample};
 use crate::metrics::latency::LatencyRecorder;
 use crate::model::state::ModelState;
-use crate::model::{FitReport, ModelSet, Recommender, build_recommender};
-use crate::plan::params::RefitPolicy;
+use crate::model::{FitReport, ModelError, ModelSet, Recommender, build_recommender};
+use crate::plan::params::{ModelKind, RefitPolicy};
 use crate::plan::{EvaluatePlan, Plan};
 use crate::results::{Recommendation, RoundRecord, SelectionRecord};
 use crate::scoring::{Loss, ScoringHead};
 use crate::seeding::mix64;
 
 use super::checkpoint::Progress;
+use super::embed::EncoderSources;
 use super::evaluation::{EvalTarget, ItemsPerUser, ModelView, evaluate};
 use super::rounds::RoundCore;
 use super::rows::RowMirror;
@@ -300,8 +301,9 @@ pub fn fit_initial(
 }
 
 /// The recommender a plan asks for, sized for `n_users` x `n_items`, with the global offset
-/// `global_mean` (the mean label the model starts from) and the item text vectors `text`
-/// (which the text models need).
+/// `global_mean` (the mean label the model starts from), the item text vectors `text`
+/// (which the text models need) and what the models that fine-tune the encoder start from
+/// (`encoder_sources`).
 pub fn build_model(
     plan: &Plan,
     n_users: usize,
@@ -309,13 +311,31 @@ pub fn build_model(
     global_mean: f32,
     label_kind: LabelKind,
     text: Option<&ItemEmbeddings>,
+    encoder_sources: &EncoderSources,
 ) -> Result<ModelSet, RunError> {
     let trained = plan
         .models
         .trained
         .iter()
-        .map(|t| build_recommender(&t.params, n_users, n_items, global_mean, label_kind, text))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|t| {
+            let mut model =
+                build_recommender(&t.params, n_users, n_items, global_mean, label_kind, text)?;
+            if let ModelKind::TextMf {
+                tune: Some(tuning), ..
+            } = t.params.model
+            {
+                let source = encoder_sources.get(&tuning.layers).ok_or_else(|| {
+                    ModelError::Input(format!(
+                        "`{}` fine-tunes {} encoder layers, but the run prepared no encoder \
+                         source for them",
+                        t.node, tuning.layers
+                    ))
+                })?;
+                model.tune_encoder(source)?;
+            }
+            Ok(model)
+        })
+        .collect::<Result<Vec<_>, ModelError>>()?;
     Ok(ModelSet::new(&plan.models, trained, &plan.score.model)?)
 }
 
@@ -334,6 +354,7 @@ pub fn model_and_head(
         global_mean,
         data.label_kind,
         data.text.as_ref(),
+        &data.encoder_sources,
     )?;
     let head = clipped_head(&model, data.train.iter().map(|e| e.label));
     model.learn_on(data.validation.clone(), head.clip);

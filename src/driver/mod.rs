@@ -38,7 +38,7 @@ use crate::plan::{CandidateSet, ClusterPlan, Plan, ProtocolPlan, RecommendedUser
 use crate::report;
 use crate::results::{RoundRecord, is_train_loss};
 
-use self::embed::ItemEmbedder;
+use self::embed::{EncoderSources, ItemEmbedder};
 use self::evaluation::ItemsPerUser;
 use self::experiment::{Experiment, last_round, recommend};
 use self::pool::{PoolExperiment, PoolStart};
@@ -229,6 +229,8 @@ pub struct ExperimentData {
     pub label_kind: LabelKind,
     /// Text vectors of every item with a row in the item file, if the pipeline embeds.
     pub text: Option<ItemEmbeddings>,
+    /// What the train nodes that fine-tune the encoder start from (empty when none does).
+    pub encoder_sources: EncoderSources,
     /// Time spent producing `text` (cache lookups and encoding).
     pub embed_time: Duration,
     /// Time spent reading and splitting the events.
@@ -273,13 +275,14 @@ pub fn load_data(plan: &Plan, split: &SplitPlan) -> Result<ExperimentData, RunEr
     };
     let load_time = load_started.elapsed();
     let started = Instant::now();
-    let text = match (&plan.embed, &plan.data.items) {
+    let (text, encoder_sources) = match (&plan.embed, &plan.data.items) {
         (Some(embed), Some(source)) => {
             let mut embedder = ItemEmbedder::open(embed, source, &mut items, plan.device)?;
             embedder.ensure(0..embedder.len() as u32)?;
-            Some(embedder.vectors().clone())
+            let sources = embedder.encoder_sources(&plan.models)?;
+            (Some(embedder.vectors().clone()), sources)
         }
-        _ => None,
+        _ => (None, EncoderSources::new()),
     };
     check_sampled_negatives(plan, items.len())?;
     let validation_items = ItemsPerUser::of(&validation);
@@ -297,6 +300,7 @@ pub fn load_data(plan: &Plan, split: &SplitPlan) -> Result<ExperimentData, RunEr
         items,
         label_kind: plan.data.label_kind,
         text,
+        encoder_sources,
         embed_time: started.elapsed(),
         load_time,
     })

@@ -26,7 +26,7 @@ use crate::seeding::unit_hash;
 
 use super::RunError;
 use super::checkpoint::Progress;
-use super::embed::ItemEmbedder;
+use super::embed::{EncoderSources, ItemEmbedder};
 use super::evaluation::{EvalTarget, ItemsPerUser, ModelView, evaluate};
 use super::experiment::{
     Experiment, Resumed, RoundClock, RoundCounts, build_model, clipped_head, mean_label,
@@ -150,7 +150,16 @@ impl Opening {
             None => None,
         };
         let embed_time = embeds.then(|| embed_started.elapsed());
-        let model = build_model(plan, users, items, global_mean, kind, text)?;
+        // A replay never fine-tunes the encoder (the planner refuses it).
+        let model = build_model(
+            plan,
+            users,
+            items,
+            global_mean,
+            kind,
+            text,
+            &EncoderSources::new(),
+        )?;
         let scale = match kind {
             LabelKind::Rating => first.events.iter().map(|e| e.label).collect::<Vec<_>>(),
             LabelKind::Click => Vec::new(),

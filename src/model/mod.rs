@@ -9,6 +9,8 @@ pub mod encoder;
 pub mod fusion;
 pub mod set;
 
+use std::sync::Arc;
+
 use candle_core::Device;
 
 pub mod bootstrap;
@@ -24,6 +26,7 @@ pub mod state;
 mod synthetic;
 pub mod text_mf;
 mod text_table;
+mod text_tuner;
 mod training;
 pub mod two_tower;
 
@@ -33,6 +36,7 @@ pub use state::ModelState;
 pub use text_mf::TextMf;
 pub use two_tower::TwoTower;
 
+use self::encoder::TunableText;
 use crate::data::{Interaction, ItemEmbeddings, ItemIdx, LabelKind, UserIdx};
 use crate::plan::params::{DeviceChoice, ModelKind, TrainParams};
 use crate::results::TRAIN_LOSS;
@@ -156,6 +160,18 @@ pub trait Recommender: Send {
     fn set_item_embeddings(&mut self, text: &ItemEmbeddings) -> Result<(), ModelError> {
         let _ = text;
         Ok(())
+    }
+
+    /// Starts fine-tuning the encoder's top layers over `source` (the frozen layers' token
+    /// states of every item and the tuned layers' pretrained weights), for a model whose
+    /// parameters ask for it (`tune:`); the model's item vectors become the tuned layers'
+    /// from here on. Models that do not tune refuse.
+    fn tune_encoder(&mut self, source: &Arc<TunableText>) -> Result<(), ModelError> {
+        Err(ModelError::Input(format!(
+            "`{}` cannot fine-tune the encoder `{}`; only `text_mf` with `tune:` does",
+            self.kind(),
+            source.model_id()
+        )))
     }
 
     /// An independent copy of this model in its current state: parameters, optimiser

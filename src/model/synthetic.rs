@@ -470,6 +470,7 @@ impl ExperimentSplit {
             model: ModelKind::TextMf {
                 dim: 8,
                 init_std: 0.1,
+                tune: None,
             },
             ..base
         };

@@ -37,22 +37,26 @@
 //! re-scoring of every sample of those items (the honest cost of a shared parameter). Users
 //! are reported as in MF.
 
+use std::sync::Arc;
+
 use candle_core::{Device, Tensor, Var};
 
 use super::dense_adam::{DenseAdamW, duplicate_var};
+use super::encoder::TunableText;
 use super::host_rows::HostLinear;
 use super::init::TableTag;
 use super::mf::Forward;
 use super::optim::{RowGradients, RowTable, SparseOptimizer, StepGradients, block_rows, blocks};
 use super::pairwise::PairForward;
 use super::text_table::TextTable;
+use super::text_tuner::EncoderTuner;
 use super::training::{
     Batch, Draws, FitSetup, RowModelSetup, Trainable, accumulate, check_rows, fit_passes,
     initial_rows, lr_and_decay, other_family,
 };
 use super::{FitReport, ModelError, ModelState, Recommender};
 use crate::data::{Interaction, ItemEmbeddings, ItemIdx, LabelKind, UserIdx};
-use crate::plan::params::{ModelKind, TrainParams};
+use crate::plan::params::{EncoderTuning, ModelKind, OptimizerParams, TrainParams};
 use crate::scoring::{Loss, RowLayout, ScoringHead};
 
 /// The projection's Adam learning rate, relative to the row optimiser's.
@@ -82,6 +86,11 @@ pub struct TextMf {
     offset_row: Tensor,
     /// The shuffle stream and (under BPR) the negative sampler.
     draws: Draws,
+    /// The encoder tuning the parameters ask for, if any, and the optimiser they name
+    /// (whose Adam betas the tuned layers' Adam takes).
+    tuning: Option<(EncoderTuning, OptimizerParams)>,
+    /// The tuned encoder once [`Recommender::tune_encoder`] gave its source.
+    tuner: Option<EncoderTuner>,
 }
 
 impl TextMf {
@@ -96,7 +105,12 @@ impl TextMf {
         label_kind: LabelKind,
         text: &ItemEmbeddings,
     ) -> Result<Self, ModelError> {
-        let ModelKind::TextMf { dim, init_std } = params.model else {
+        let ModelKind::TextMf {
+            dim,
+            init_std,
+            tune: tuning,
+        } = params.model
+        else {
             return Err(other_family("TextMf", "text_mf", params));
         };
         let RowModelSetup {
@@ -152,7 +166,17 @@ impl TextMf {
             text,
             offset_row,
             draws: Draws::new(params, (n_users, n_items)),
+            tuning: tuning.map(|t| (t, params.optimizer)),
+            tuner: None,
         })
+    }
+
+    /// The item vectors are the tuned encoder's: recompute them all.
+    fn refresh_tuned_text(&mut self) -> Result<(), ModelError> {
+        if let Some(tuner) = &self.tuner {
+            self.text.set(&tuner.vectors()?)?;
+        }
+        Ok(())
     }
 
     /// `W e` of the text vectors `e` (`[n, text_dim]`) as `[n, members, 1 + dim]`.
@@ -166,28 +190,42 @@ impl TextMf {
             .reshape((n, self.layout.members, 1 + self.layout.dim))
     }
 
-    /// `Σ_k e_k ⊗ (s_k · d_k + λ w_k W e_k)`: the gradient with respect to `W` of the
-    /// block's regularised loss through items with text vectors `e` (`[len, text_dim]`),
-    /// projections `projected = W e`, derivative scales `s` (`[len, members, 1]`) and
-    /// directions `d` (the derivative of the score with respect to the item row).
-    fn projection_gradient(
+    /// `u_k = s_k · d_k + λ w_k W e_k` as `[len, row_len]`: the gradient of the block's
+    /// regularised loss with respect to the projected part `W e_k` of each item row, for
+    /// projections `projected = W e` (`[len, members, 1 + dim]`), derivative scales `s`
+    /// (`[len, members, 1]`) and directions `d` (the derivative of the score with respect
+    /// to the item row). The projection's gradient is `Σ_k u_k ⊗ e_k`, the text vector's
+    /// `W^T u_k`.
+    fn upstream(
         &self,
         scale: &Tensor,
         direction: &Tensor,
         projected: &Tensor,
         weights: &Tensor,
-        e: &Tensor,
     ) -> candle_core::Result<Tensor> {
-        let len = e.dims2()?.0;
+        let len = projected.dim(0)?;
         let mut upstream = scale.broadcast_mul(direction)?;
         if self.weight_decay != 0.0 {
             let decay = weights.affine(self.weight_decay, 0.0)?.unsqueeze(2)?;
             upstream = (upstream + projected.broadcast_mul(&decay)?)?;
         }
-        upstream
-            .reshape((len, self.layout.row_len()))?
-            .t()?
-            .matmul(e)
+        upstream.reshape((len, self.layout.row_len()))
+    }
+
+    /// The gradients that the upstream gradients `upstream` (see [`Self::upstream`]) of
+    /// items with text vectors `e` (`[len, text_dim]`) send to `W`, and, when the encoder
+    /// is tuned, to `e`.
+    fn text_gradients(
+        &self,
+        upstream: &Tensor,
+        e: &Tensor,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+        let to_projection = upstream.t()?.matmul(e)?;
+        let to_text = match &self.tuner {
+            Some(_) => Some(upstream.matmul(&self.projection.as_tensor().detach())?),
+            None => None,
+        };
+        Ok((to_projection, to_text))
     }
 
     fn export_users(&self, rows: &[u32]) -> Result<Vec<f32>, ModelError> {
@@ -261,6 +299,9 @@ impl Trainable for TextMf {
 
         let mut step = StepGradients::default();
         let mut projection_grad: Option<Tensor> = None;
+        // Under tuning: each block's gradients with respect to the text vectors of its
+        // samples' items (`false`) or negatives (`true`).
+        let mut text_grads: Vec<(std::ops::Range<usize>, bool, Tensor)> = Vec::new();
         let mut loss: Option<Tensor> = None;
         for (start, len) in blocks(n, block_rows(device, row_len)) {
             let p = p.narrow(0, start, len)?;
@@ -280,13 +321,12 @@ impl Trainable for TextMf {
                         .then(|| forward.weighted_loss(&residual, &labels, &weights, self.loss))
                         .transpose()?;
                     let scale = (&residual * &weights)?.unsqueeze(2)?;
-                    let block_grad = self.projection_gradient(
-                        &scale,
-                        &forward.p_unit_bias,
-                        &projected,
-                        &weights,
-                        &e,
-                    )?;
+                    let upstream =
+                        self.upstream(&scale, &forward.p_unit_bias, &projected, &weights)?;
+                    let (block_grad, text_grad) = self.text_gradients(&upstream, &e)?;
+                    if let Some(grad) = text_grad {
+                        text_grads.push((rows.clone(), false, grad));
+                    }
                     let (user_direction, item_direction) =
                         (forward.q_unit_bias, forward.p_unit_bias);
                     (
@@ -308,19 +348,22 @@ impl Trainable for TextMf {
                         .transpose()?;
                     let scale = (pair.slope()? * &weights)?.unsqueeze(2)?;
                     let negative_scale = scale.neg()?;
-                    let block_grad = (self.projection_gradient(
-                        &scale,
-                        &pair.p_unit_bias,
-                        &projected,
-                        &weights,
-                        &e,
-                    )? + self.projection_gradient(
+                    let upstream =
+                        self.upstream(&scale, &pair.p_unit_bias, &projected, &weights)?;
+                    let upstream_neg = self.upstream(
                         &negative_scale,
                         &pair.p_unit_bias,
                         &projected_neg,
                         &weights,
-                        &e_neg,
-                    )?)?;
+                    )?;
+                    let (positive_grad, text_grad) = self.text_gradients(&upstream, &e)?;
+                    let (negative_grad, negative_text_grad) =
+                        self.text_gradients(&upstream_neg, &e_neg)?;
+                    let block_grad = (positive_grad + negative_grad)?;
+                    if let (Some(positive), Some(negative)) = (text_grad, negative_text_grad) {
+                        text_grads.push((rows.clone(), false, positive));
+                        text_grads.push((rows.clone(), true, negative));
+                    }
                     step.push_negatives(RowGradients {
                         rows: &batch.negatives[rows.clone()],
                         values: q_neg,
@@ -356,7 +399,26 @@ impl Trainable for TextMf {
             grads.insert(self.projection.as_tensor(), grad);
             self.projection_optimizer.step(&grads)?;
         }
+        if let Some(tuner) = &mut self.tuner
+            && !text_grads.is_empty()
+        {
+            let mut items = Vec::with_capacity(n);
+            for (rows, negative, _) in &text_grads {
+                let source = if *negative {
+                    &batch.negatives
+                } else {
+                    &batch.items
+                };
+                items.extend_from_slice(&source[rows.clone()]);
+            }
+            let grads: Vec<&Tensor> = text_grads.iter().map(|(_, _, g)| g).collect();
+            tuner.step(&items, &Tensor::cat(&grads, 0)?)?;
+        }
         Ok(loss)
+    }
+
+    fn end_pass(&mut self) -> Result<(), ModelError> {
+        self.refresh_tuned_text()
     }
 }
 
@@ -433,8 +495,40 @@ impl Recommender for TextMf {
     }
 
     fn set_item_embeddings(&mut self, text: &ItemEmbeddings) -> Result<(), ModelError> {
+        if self.tuner.is_some() {
+            return Err(ModelError::Input(
+                "the item vectors of a `text_mf` that fine-tunes its encoder come from the \
+                 tuned layers and cannot be replaced"
+                    .into(),
+            ));
+        }
         self.text.set(text)?;
         Ok(())
+    }
+
+    fn tune_encoder(&mut self, source: &Arc<TunableText>) -> Result<(), ModelError> {
+        let Some((tuning, row_optimizer)) = self.tuning else {
+            return Err(ModelError::Input(
+                "this `text_mf` has no `tune:` option: its encoder stays frozen".into(),
+            ));
+        };
+        if source.tuned_layers() != tuning.layers || source.dim() != self.text.dim() {
+            return Err(ModelError::Input(format!(
+                "the encoder source tunes {} layers of {}-d vectors, but this `text_mf` asks \
+                 for {} layers over {}-d vectors",
+                source.tuned_layers(),
+                source.dim(),
+                tuning.layers,
+                self.text.dim()
+            )));
+        }
+        self.tuner = Some(EncoderTuner::new(
+            Arc::clone(source),
+            tuning,
+            row_optimizer,
+            &self.device,
+        )?);
+        self.refresh_tuned_text()
     }
 
     fn duplicate(&self) -> Result<Box<dyn Recommender>, ModelError> {
@@ -460,6 +554,12 @@ impl Recommender for TextMf {
             text: self.text.clone(),
             offset_row: self.offset_row.clone(),
             draws: self.draws.clone(),
+            tuning: self.tuning,
+            tuner: self
+                .tuner
+                .as_ref()
+                .map(EncoderTuner::duplicate)
+                .transpose()?,
         }))
     }
 
@@ -467,6 +567,9 @@ impl Recommender for TextMf {
         let mut state = ModelState::of_tables(self.kind(), &self.users, &self.items, &self.draws)?;
         self.projection_optimizer
             .save("projection_optimizer", &mut state)?;
+        if let Some(tuner) = &self.tuner {
+            tuner.save(&mut state)?;
+        }
         Ok(state)
     }
 
@@ -478,9 +581,14 @@ impl Recommender for TextMf {
         self.users = common.users;
         self.items = common.items;
         self.draws = common.draws;
-        Ok(())
+        if let Some(tuner) = &mut self.tuner {
+            tuner.load(state)?;
+        }
+        self.refresh_tuned_text()
     }
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tuning_tests;

@@ -67,6 +67,12 @@ pub(super) trait Trainable {
     /// One gradient step on `batch`; returns the batch's summed weighted loss when
     /// `want_loss` (see [`EpochLoop::run`]).
     fn train_step(&mut self, batch: &Batch, want_loss: bool) -> Result<Option<Tensor>, ModelError>;
+
+    /// Called after each pass over the samples (a model that keeps values derived from its
+    /// parameters refreshes them here).
+    fn end_pass(&mut self) -> Result<(), ModelError> {
+        Ok(())
+    }
 }
 
 /// What [`fit_passes`] needs to know of a model.
@@ -141,7 +147,7 @@ pub(super) fn fit_passes<M: Trainable>(
         batch_size,
         &mut draws.shuffle,
         draws.negatives.as_mut(),
-        |batch, want_loss| model.train_step(batch, want_loss),
+        model,
     );
     *model.draws() = draws;
     let run = run?;
@@ -294,9 +300,10 @@ impl<'a> EpochLoop<'a> {
         (users, items)
     }
 
-    /// Runs `epochs` shuffled passes in batches of `batch_size`. `step(batch, want_loss)`
-    /// takes one gradient step and, when asked (in the last epoch), returns the batch's
-    /// summed weighted loss. With a `negatives` sampler (BPR), which must already know this
+    /// Runs `epochs` shuffled passes of `model` in batches of `batch_size`: its
+    /// [`Trainable::train_step`] takes one gradient step and, when asked (in the last
+    /// epoch), returns the batch's summed weighted loss; its [`Trainable::end_pass`] ends
+    /// each pass. With a `negatives` sampler (BPR), which must already know this
     /// call's samples, every batch carries a negative per sample, drawn afresh each epoch.
     /// Fails with [`ModelError::Diverged`] on a non-finite loss.
     pub(super) fn run(
@@ -305,7 +312,7 @@ impl<'a> EpochLoop<'a> {
         batch_size: usize,
         shuffle: &mut ChaCha12Rng,
         mut negatives: Option<&mut NegativeSampler>,
-        mut step: impl FnMut(&Batch, bool) -> Result<Option<Tensor>, ModelError>,
+        model: &mut impl Trainable,
     ) -> Result<EpochsRun, ModelError> {
         let mut batch = Batch::default();
         let mut steps = 0;
@@ -322,11 +329,12 @@ impl<'a> EpochLoop<'a> {
                     let keys = chunk.iter().map(|&k| self.keys[k]);
                     batch.draw_negatives(keys, self.members, sampler, epoch, &mut drawn);
                 }
-                if let Some(loss) = step(&batch, last)? {
+                if let Some(loss) = model.train_step(&batch, last)? {
                     accumulate(&mut loss_sum, loss)?;
                 }
                 steps += 1;
             }
+            model.end_pass()?;
             if let Some(sum) = loss_sum {
                 let sum = sum.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                 last_epoch_loss = (sum / self.weight_total) as f32;

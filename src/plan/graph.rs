@@ -54,9 +54,16 @@ impl NodeRoles {
 
 /// Assigns nodes to roles and checks their inputs, pushing every problem to `out`.
 ///
-/// `nodes_failed` says whether some node could not be typed (its problem is already
-/// reported); then missing roles are not reported, since that node may fill them.
-pub fn check_edges(nodes: &[NodeSpec], nodes_failed: bool, out: &mut Vec<Diagnostic>) -> NodeRoles {
+/// `failed` lists the ids of the nodes that could not be typed (their problems are already
+/// reported; `Some` of an empty list when the `nodes` section as a whole could not be read):
+/// then missing roles are not reported, since such a node may fill them, and an input
+/// naming a failed node is not unknown.
+pub fn check_edges(
+    nodes: &[NodeSpec],
+    failed: Option<&[String]>,
+    out: &mut Vec<Diagnostic>,
+) -> NodeRoles {
+    let nodes_failed = failed.is_some();
     let mut roles = NodeRoles::default();
     for node in nodes {
         if SOURCES.contains(&node.id.as_str()) {
@@ -111,10 +118,14 @@ pub fn check_edges(nodes: &[NodeSpec], nodes_failed: bool, out: &mut Vec<Diagnos
         .copied()
         .chain(nodes.iter().map(|n| n.id.as_str()))
         .collect();
+    let failed = failed.unwrap_or_default();
     let mut has_unknown_input = Vec::new();
     for node in nodes {
         for (input, path) in node.inputs.iter().zip(&node.input_paths) {
-            if !known.contains(&input.as_str()) {
+            if failed.contains(input) {
+                // What it reads is unknown: its inputs cannot be checked.
+                has_unknown_input.push(node.id.clone());
+            } else if !known.contains(&input.as_str()) {
                 let help = match closest(input, known.iter().copied()) {
                     Some(best) => format!("did you mean `{best}`?"),
                     None => format!("inputs are node ids or sources: {}", known.join(", ")),
@@ -127,8 +138,8 @@ pub fn check_edges(nodes: &[NodeSpec], nodes_failed: bool, out: &mut Vec<Diagnos
             }
         }
     }
-    // A node whose inputs were already reported as unknown is not reported again for
-    // reading the wrong thing.
+    // A node whose inputs were already reported as unknown, or that reads a node that could
+    // not be typed, is not reported again for reading the wrong thing.
     let mut expect = |node: &NodeSpec, expected: &[Option<String>]| {
         if !has_unknown_input.contains(&node.id) {
             expect_inputs(node, expected, out);

@@ -137,6 +137,9 @@ pub enum ModelKind {
         /// Standard deviation of the normal initialisation of user factors (free item rows
         /// and the projection start at zero).
         init_std: f64,
+        /// Fine-tuning of the encoder's top layers, if asked for (else it is frozen).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tune: Option<EncoderTuning>,
     },
     /// Two MLP towers with dropout: a user tower over a user ID embedding and an item tower
     /// over an item ID embedding concatenated with the item's text embedding; the score is
@@ -163,6 +166,17 @@ impl ModelKind {
             ModelKind::TwoTower { .. } => "two_tower",
         }
     }
+}
+
+/// Fine-tuning of the text encoder's top layers with a recommender's loss.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct EncoderTuning {
+    /// Top transformer layers trained.
+    pub layers: usize,
+    /// Adam's learning rate for them.
+    pub lr: f64,
+    /// Most items back-propagated through them per gradient step.
+    pub items_per_step: usize,
 }
 
 /// Which rows a round's training pass visits.

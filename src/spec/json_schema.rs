@@ -238,6 +238,13 @@ fn option_defaults() -> Vec<(&'static str, &'static str, SchemaDefault)> {
         ("AdamSpec", "weight_decay", v(defaults::ADAM_WEIGHT_DECAY)),
         ("EarlyStoppingSpec", "patience", v(defaults::PATIENCE)),
         ("EarlyStoppingSpec", "max_epochs", v(defaults::MAX_EPOCHS)),
+        ("TuneSpec", "layers", v(defaults::TUNE_LAYERS)),
+        ("TuneSpec", "lr", v(defaults::TUNE_LR)),
+        (
+            "TuneSpec",
+            "items_per_step",
+            v(defaults::TUNE_ITEMS_PER_STEP),
+        ),
         ("SelectSpec", "per_user", v(defaults::PER_USER)),
         (
             "SelectSpec",
@@ -390,6 +397,7 @@ mod tests {
                     Some(("optimizer.sgd", p)) => ("SgdSpec", p),
                     Some(("optimizer.adam", p)) => ("AdamSpec", p),
                     Some(("early_stopping", p)) => ("EarlyStoppingSpec", p),
+                    Some(("tune", p)) => ("TuneSpec", p),
                     _ => (definition, option.name),
                 };
                 assert_eq!(

@@ -287,6 +287,21 @@ pub struct TrainOptions {
     /// Stop the initial fit when a validation metric stops improving (needs a validation
     /// split and an `evaluate` node).
     pub early_stopping: Option<EarlyStoppingSpec>,
+    /// `text_mf`: fine-tune the encoder's top transformer layers with the recommender's
+    /// loss (default: the encoder is frozen).
+    pub tune: Option<TuneSpec>,
+}
+
+/// `tune:` — which encoder layers train with the recommender, and how fast.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TuneSpec {
+    /// Top transformer layers trained (the ones below run once and stay frozen).
+    pub layers: Option<usize>,
+    /// Adam's learning rate for the tuned layers.
+    pub lr: Option<f64>,
+    /// Most items whose text is back-propagated per gradient step.
+    pub items_per_step: Option<usize>,
 }
 
 /// `early_stopping:` — the initial fit runs epoch by epoch, reading a validation metric.

@@ -578,3 +578,60 @@ fn graphs_of_several_models_are_checked_before_running() {
         "{err}"
     );
 }
+
+#[test]
+fn encoder_tuning_is_checked_by_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = ratings();
+    let items = root()
+        .join("data/ml-latest-small/items.parquet")
+        .display()
+        .to_string();
+    let with = |protocol: &str, model: &str| {
+        pipeline(
+            dir.path(),
+            &format!(
+                "version: 1
+data: {{events: {events}, items: {{path: {items}, text: \"{{title}}\"}}}}
+protocol: {protocol}
+nodes:
+  item_text: {{embed: {{}}, input: items}}
+  model: {{train: {model}, inputs: [labelled, item_text]}}
+  scores: {{score: {{}}, inputs: [pool, model]}}
+  pick: {{select: {{strategy: random, budget: 10}}, input: scores}}
+  report: {{evaluate: {{}}, inputs: [test, model]}}
+"
+            ),
+        )
+    };
+    let pool = "{pool: {split: {random: {test: 0.2}}, rounds: 2}}";
+    let other_family = fails(
+        dir.path(),
+        &["validate", &with(pool, "{two_tower: {tune: {layers: 1}}}")],
+    );
+    let bad_values = fails(
+        dir.path(),
+        &[
+            "validate",
+            &with(
+                pool,
+                "{text_mf: {tune: {layers: 0, lr: -1, items_per_step: 0}}}",
+            ),
+        ],
+    );
+    let unknown_key = fails(
+        dir.path(),
+        &["validate", &with(pool, "{text_mf: {tune: {layer: 2}}}")],
+    );
+    let replay = fails(
+        dir.path(),
+        &[
+            "validate",
+            &with("{replay: {window_events: 1000}}", "{text_mf: {tune: {}}}"),
+        ],
+    );
+    insta::assert_snapshot!(
+        "validate-tune-errors",
+        [other_family, bad_values, unknown_key, replay].join("\n")
+    );
+}

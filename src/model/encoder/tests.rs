@@ -342,7 +342,11 @@ fn bench_candle_path_minilm() {
 /// the encoder's vectors, for any split of the layers and every activation.
 #[test]
 fn frozen_states_and_tuned_layers_reproduce_the_encoder() {
-    for (act, prefix) in [("gelu", None), ("geluapproximate", Some("bert")), ("relu", None)] {
+    for (act, prefix) in [
+        ("gelu", None),
+        ("geluapproximate", Some("bert")),
+        ("relu", None),
+    ] {
         let dir = tiny_model(act, prefix);
         let encoder = TextEncoder::load(dir.path(), &Device::Cpu).expect("load");
         let expected = encoder.encode(&TINY_TEXTS).expect("encode");
@@ -352,7 +356,10 @@ fn frozen_states_and_tuned_layers_reproduce_the_encoder() {
         texts.insert(1, None);
         for tuned in 1..=layers {
             let source = TunableText::load(dir.path(), "tiny", &texts, tuned, 2).expect("load");
-            assert_eq!((source.tuned_layers(), source.frozen_layers()), (tuned, layers - tuned));
+            assert_eq!(
+                (source.tuned_layers(), source.frozen_layers()),
+                (tuned, layers - tuned)
+            );
             let top = TunedLayers::new(&source, &Device::Cpu).expect("layers");
             assert_eq!(top.named_vars().len(), 16 * tuned);
             let all = top.encode_all(&source).expect("encode all");
@@ -362,6 +369,15 @@ fn frozen_states_and_tuned_layers_reproduce_the_encoder() {
             got.extend_from_slice(&all.vectors[64..]);
             let diff = max_abs_diff(&got, &expected);
             assert!(diff <= 2e-5, "{act}, {tuned} tuned: max abs diff {diff}");
+            // The differentiable candle path (training) agrees with the packed one.
+            let items = [0, 2, 3, 4, 5, 6];
+            let tracked = top.encode(&source, &items).expect("encode");
+            let tracked: Vec<f32> = tracked.flatten_all().unwrap().to_vec1().unwrap();
+            let diff = max_abs_diff(&tracked, &expected);
+            assert!(
+                diff <= 2e-5,
+                "{act}, {tuned} tuned, candle: max abs diff {diff}"
+            );
         }
         let err = TunableText::load(dir.path(), "tiny", &texts, layers + 1, 1).unwrap_err();
         assert_eq!(

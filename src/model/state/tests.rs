@@ -112,6 +112,7 @@ fn text_mf(members: usize, optimizer: OptimizerParams) -> TrainParams {
         model: ModelKind::TextMf {
             dim: 4,
             init_std: 0.1,
+            tune: None,
         },
         ..params(members, optimizer, 16, 5)
     }

@@ -17,7 +17,11 @@ fn text_mf_params(
     seed: u64,
 ) -> TrainParams {
     TrainParams {
-        model: ModelKind::TextMf { dim, init_std: 0.1 },
+        model: ModelKind::TextMf {
+            dim,
+            init_std: 0.1,
+            tune: None,
+        },
         ..params(members, optimizer, 64, seed)
     }
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::registry::defaults;
 use crate::spec::diagnostic::{Diagnostic, Diagnostics};
-use crate::spec::path::YamlPath;
+use crate::spec::path::{Segment, YamlPath};
 use crate::spec::{LoadedSpec, PipelineSpec};
 
 use super::graph::check_edges;
@@ -52,6 +52,27 @@ impl Resolver {
     /// Whether something under `path` failed to type (so it may be absent for that reason).
     fn failed_to_type(&self, path: &YamlPath) -> bool {
         self.typing_errors.iter().any(|p| p.starts_with(path))
+    }
+
+    /// The ids of the nodes that could not be typed, or `None` when every node was read
+    /// (see [`check_edges`]).
+    fn failed_nodes(&self) -> Option<Vec<String>> {
+        let nodes = YamlPath::keys(&["nodes"]);
+        if !self.failed_to_type(&nodes) {
+            return None;
+        }
+        let mut ids: Vec<String> = self
+            .typing_errors
+            .iter()
+            .filter(|p| p.starts_with(&nodes))
+            .filter_map(|p| match p.0.get(1) {
+                Some(Segment::Key(id)) => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Some(ids)
     }
 
     fn error(&mut self, path: YamlPath, message: impl Into<String>, help: impl Into<String>) {
@@ -179,8 +200,8 @@ impl Resolver {
         let label_kind = self.label_kind(spec.data.as_ref());
         let columns = self.columns(spec.data.as_ref());
 
-        let nodes_failed = self.failed_to_type(&YamlPath::keys(&["nodes"]));
-        let roles = check_edges(&spec.nodes, nodes_failed, &mut self.diagnostics);
+        let failed_nodes = self.failed_nodes();
+        let roles = check_edges(&spec.nodes, failed_nodes.as_deref(), &mut self.diagnostics);
         let events = self.written_events(spec.data.as_ref(), &columns, label_kind);
         let data = self.data(spec.data.as_ref(), label_kind);
         let protocol = self.written_protocol(spec);
@@ -200,6 +221,7 @@ impl Resolver {
             has_validation,
             &mut graph,
         );
+        self.check_tuning_protocol(&roles, protocol.as_ref(), models.as_ref());
         let score = self.score(&roles, models.as_ref(), &mut graph);
         let select_needed = protocol.as_ref().and_then(WrittenProtocol::select_needed);
         let select = self.select(

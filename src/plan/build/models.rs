@@ -7,13 +7,15 @@ use crate::metrics::Metric;
 use crate::registry::defaults;
 use crate::scoring::Loss;
 use crate::spec::path::YamlPath;
-use crate::spec::schema::{EarlyStoppingSpec, FuseSpec, OptimizerSpec, TrainOptions, TrainSpec};
+use crate::spec::schema::{
+    EarlyStoppingSpec, FuseSpec, OptimizerSpec, TrainOptions, TrainSpec, TuneSpec,
+};
 use crate::spec::{NodeSpec, OperatorSpec};
 
 use crate::plan::graph::NodeRoles;
 use crate::plan::params::{
-    DeviceChoice, EarlyStopping, ModelKind, OptimizerParams, RefitPolicy, TrainParams,
-    UncertaintyParams,
+    DeviceChoice, EarlyStopping, EncoderTuning, ModelKind, OptimizerParams, RefitPolicy,
+    TrainParams, UncertaintyParams,
 };
 use crate::plan::{
     EmbedPlan, EvaluatePlan, FusePlan, FuseWeights, ModelsPlan, PlanNode, ProtocolPlan,
@@ -22,6 +24,7 @@ use crate::plan::{
 
 use super::Resolver;
 use super::nodes::metric_help;
+use super::protocol::WrittenProtocol;
 
 impl Resolver {
     /// Every `train` node and every `fuse` node over them, with the checks that tie them:
@@ -268,6 +271,13 @@ impl Resolver {
                 help,
             );
         }
+        if options.tune.is_some() && family != "text_mf" {
+            self.error(
+                path.key("tune"),
+                format!("`tune` is an option of `text_mf`, not of `{family}`"),
+                "remove it, or train `text_mf`, whose item rows read the tuned encoder's vectors",
+            );
+        }
         let key = |name: &str| format!("{family}.{name}");
         let dim = self.value(&key("dim"), options.dim, defaults::DIM);
         let init_std = self.value(&key("init_std"), options.init_std, defaults::INIT_STD);
@@ -330,7 +340,14 @@ impl Resolver {
             if family == "mf" {
                 ModelKind::Mf { dim, init_std }
             } else {
-                ModelKind::TextMf { dim, init_std }
+                ModelKind::TextMf {
+                    dim,
+                    init_std,
+                    tune: options
+                        .tune
+                        .as_ref()
+                        .map(|tune| self.tuning(tune, &path.key("tune"), &key)),
+                }
             }
         };
         let uncertainty = match options.mc_dropout.filter(|_| family == "two_tower") {
@@ -500,6 +517,65 @@ impl Resolver {
             );
         }
         Some(params)
+    }
+
+    /// The encoder tuning `tune` (written at `path`), checked.
+    fn tuning(
+        &mut self,
+        tune: &TuneSpec,
+        path: &YamlPath,
+        key: &dyn Fn(&str) -> String,
+    ) -> EncoderTuning {
+        let layers = self.value(&key("tune.layers"), tune.layers, defaults::TUNE_LAYERS);
+        let lr = self.value(&key("tune.lr"), tune.lr, defaults::TUNE_LR);
+        let items_per_step = self.value(
+            &key("tune.items_per_step"),
+            tune.items_per_step,
+            defaults::TUNE_ITEMS_PER_STEP,
+        );
+        for (name, value) in [("layers", layers), ("items_per_step", items_per_step)] {
+            if value == 0 {
+                self.error(
+                    path.key(name),
+                    format!("`tune.{name}` must be at least 1"),
+                    format!("set `{name}` to a positive integer, or remove `tune` to keep the encoder frozen"),
+                );
+            }
+        }
+        if !(lr.is_finite() && lr > 0.0) {
+            self.error(
+                path.key("lr"),
+                format!("`tune.lr` {lr} must be a finite number > 0"),
+                "use e.g. `lr: 0.0001`",
+            );
+        }
+        EncoderTuning {
+            layers,
+            lr,
+            items_per_step,
+        }
+    }
+
+    /// A replay cannot tune the encoder: its items arrive window by window, and the tuned
+    /// layers would have to run the frozen ones over each window's new texts.
+    pub(super) fn check_tuning_protocol(
+        &mut self,
+        roles: &NodeRoles,
+        protocol: Option<&WrittenProtocol>,
+        models: Option<&ModelsPlan>,
+    ) {
+        let (Some(WrittenProtocol::Replay(_)), Some(models)) = (protocol, models) else {
+            return;
+        };
+        for (trained, node) in models.trained.iter().zip(&roles.train) {
+            if let ModelKind::TextMf { tune: Some(_), .. } = trained.params.model {
+                self.error(
+                    node.path.key("train").key("text_mf").key("tune"),
+                    "a replay cannot fine-tune the encoder (`tune`): its items arrive window by window",
+                    "remove `tune` (the encoder stays frozen), or run the pool or selection protocol",
+                );
+            }
+        }
     }
 
     /// The train node's `early_stopping:`, checked against the split (it reads validation

@@ -52,13 +52,70 @@ struct Norm {
     beta: Vec<f32>,
 }
 
-/// A BERT encoder held as plain `f32` buffers for the CPU forward pass.
-pub struct CpuBert {
+/// The tensors of one transformer layer, by name under `encoder.layer.<i>` of a BERT
+/// checkpoint, with their shapes; [`CpuLayers::from_tensors`] takes them in this order.
+pub const LAYER_TENSORS: [(&str, TensorShape); 16] = [
+    ("attention.self.query.weight", TensorShape::HiddenByHidden),
+    ("attention.self.query.bias", TensorShape::Hidden),
+    ("attention.self.key.weight", TensorShape::HiddenByHidden),
+    ("attention.self.key.bias", TensorShape::Hidden),
+    ("attention.self.value.weight", TensorShape::HiddenByHidden),
+    ("attention.self.value.bias", TensorShape::Hidden),
+    ("attention.output.dense.weight", TensorShape::HiddenByHidden),
+    ("attention.output.dense.bias", TensorShape::Hidden),
+    ("attention.output.LayerNorm.weight", TensorShape::Hidden),
+    ("attention.output.LayerNorm.bias", TensorShape::Hidden),
+    (
+        "intermediate.dense.weight",
+        TensorShape::IntermediateByHidden,
+    ),
+    ("intermediate.dense.bias", TensorShape::Intermediate),
+    ("output.dense.weight", TensorShape::HiddenByIntermediate),
+    ("output.dense.bias", TensorShape::Hidden),
+    ("output.LayerNorm.weight", TensorShape::Hidden),
+    ("output.LayerNorm.bias", TensorShape::Hidden),
+];
+
+/// A layer tensor's shape, in the model's sizes.
+#[derive(Clone, Copy, Debug)]
+pub enum TensorShape {
+    /// `[hidden]`.
+    Hidden,
+    /// `[intermediate]`.
+    Intermediate,
+    /// `[hidden, hidden]`.
+    HiddenByHidden,
+    /// `[intermediate, hidden]`.
+    IntermediateByHidden,
+    /// `[hidden, intermediate]`.
+    HiddenByIntermediate,
+}
+
+impl TensorShape {
+    /// The dimensions for a model of `hidden` and `intermediate` sizes.
+    pub fn dims(self, hidden: usize, intermediate: usize) -> Vec<usize> {
+        match self {
+            TensorShape::Hidden => vec![hidden],
+            TensorShape::Intermediate => vec![intermediate],
+            TensorShape::HiddenByHidden => vec![hidden, hidden],
+            TensorShape::IntermediateByHidden => vec![intermediate, hidden],
+            TensorShape::HiddenByIntermediate => vec![hidden, intermediate],
+        }
+    }
+}
+
+/// Transformer layers packed for the CPU forward pass, with the sizes they share.
+pub struct CpuLayers {
     hidden: usize,
     heads: Heads,
     intermediate: usize,
     eps: f32,
     activation: Activation,
+    layers: Vec<Layer>,
+}
+
+/// A BERT encoder held as plain `f32` buffers for the CPU forward pass.
+pub struct CpuBert {
     vocab: usize,
     /// `vocab × hidden`.
     word: Vec<f32>,
@@ -66,7 +123,7 @@ pub struct CpuBert {
     /// sentences only ever use type 0).
     position_and_type: Vec<f32>,
     embed_norm: Norm,
-    layers: Vec<Layer>,
+    stack: CpuLayers,
 }
 
 /// Reusable per-thread buffers for [`CpuBert::forward_batch`].
@@ -116,21 +173,11 @@ impl CpuBert {
         if config.type_vocab_size == 0 {
             return Err(unsupported("type_vocab_size is 0".into()));
         }
-        let activation = match config.hidden_act {
-            HiddenAct::Gelu => Activation::GeluErf,
-            HiddenAct::GeluApproximate => Activation::GeluTanh,
-            HiddenAct::Relu => Activation::Relu,
-        };
         let norm = |vb: VarBuilder| -> candle_core::Result<Norm> {
             Ok(Norm {
                 gamma: tensor_vec(&vb, &[h], "weight")?,
                 beta: tensor_vec(&vb, &[h], "bias")?,
             })
-        };
-        let linear = |vb: VarBuilder, n: usize, k: usize| -> candle_core::Result<PackedLinear> {
-            let w = tensor_vec(&vb, &[n, k], "weight")?;
-            let b = tensor_vec(&vb, &[n], "bias")?;
-            Ok(PackedLinear::new(&w, &b, n, k))
         };
         let emb = vb.pp("embeddings");
         let word =
@@ -156,44 +203,25 @@ impl CpuBert {
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for index in 0..config.num_hidden_layers {
             let vb = vb.pp(format!("encoder.layer.{index}"));
-            let att = vb.pp("attention");
-            // Fuse query, key and value into one `3h × h` product.
-            let mut w = Vec::with_capacity(3 * h * h);
-            let mut b = Vec::with_capacity(3 * h);
-            for part in ["query", "key", "value"] {
-                let p = att.pp("self").pp(part);
-                w.extend(tensor_vec(&p, &[h, h], "weight").map_err(weights)?);
-                b.extend(tensor_vec(&p, &[h], "bias").map_err(weights)?);
-            }
-            layers.push(Layer {
-                qkv: PackedLinear::new(&w, &b, 3 * h, h),
-                attn_out: linear(att.pp("output.dense"), h, h).map_err(weights)?,
-                attn_norm: norm(att.pp("output.LayerNorm")).map_err(weights)?,
-                ffn_up: linear(vb.pp("intermediate.dense"), i, h).map_err(weights)?,
-                ffn_down: linear(vb.pp("output.dense"), h, i).map_err(weights)?,
-                ffn_norm: norm(vb.pp("output.LayerNorm")).map_err(weights)?,
-            });
+            let tensors = LAYER_TENSORS
+                .iter()
+                .map(|&(name, shape)| tensor_vec(&vb, &shape.dims(h, i), name))
+                .collect::<candle_core::Result<Vec<_>>>()
+                .map_err(weights)?;
+            layers.push(tensors);
         }
         Ok(Self {
-            hidden: h,
-            heads: Heads {
-                count: config.num_attention_heads,
-                dim: h / config.num_attention_heads,
-            },
-            intermediate: i,
-            eps: config.layer_norm_eps as f32,
-            activation,
             vocab: config.vocab_size,
             word,
             position_and_type,
             embed_norm,
-            layers,
+            stack: CpuLayers::from_tensors(config, &layers),
         })
     }
 
     /// Longest sequence the position table allows.
     pub fn max_positions(&self) -> usize {
-        self.position_and_type.len() / self.hidden
+        self.position_and_type.len() / self.stack.hidden
     }
 
     /// Embed every sequence of `tokens` into `out` (`tokens.len() * hidden` floats, in
@@ -207,20 +235,16 @@ impl CpuBert {
         out: &mut [f32],
         times: &mut StageTimes,
     ) -> Result<(), EncoderError> {
-        let h = self.hidden;
+        let h = self.stack.hidden;
         assert_eq!(out.len(), tokens.len() * h, "output size");
         self.check_tokens(tokens)?;
         let done = for_each_batch(batches, threads, times, |batch, ws, times| {
-            let mut emb = vec![0f32; batch.len() * h];
-            self.forward_batch(tokens, batch, self.layers.len(), ws, times);
-            self.pool(tokens, batch, ws, &mut emb, times);
-            emb
+            let lens: Vec<usize> = batch.iter().map(|&s| tokens.get(s).len()).collect();
+            self.embed(tokens, batch, ws, times);
+            self.stack.run(&self.stack.layers, &lens, ws, times);
+            self.stack.pool(&lens, ws, times)
         });
-        for (b, emb) in done {
-            for (&seq, row) in batches[b].iter().zip(emb.chunks_exact(h)) {
-                out[seq * h..(seq + 1) * h].copy_from_slice(row);
-            }
-        }
+        scatter_rows(done, batches, h, out);
         Ok(())
     }
 
@@ -235,8 +259,8 @@ impl CpuBert {
         layers: usize,
     ) -> Result<Vec<f32>, EncoderError> {
         self.check_tokens(tokens)?;
-        let h = self.hidden;
-        let layers = layers.min(self.layers.len());
+        let h = self.stack.hidden;
+        let layers = &self.stack.layers[..layers.min(self.stack.layers.len())];
         let mut starts = Vec::with_capacity(tokens.len());
         let mut total = 0;
         for seq in 0..tokens.len() {
@@ -245,9 +269,10 @@ impl CpuBert {
         }
         let mut times = StageTimes::default();
         let done = for_each_batch(batches, threads, &mut times, |batch, ws, times| {
-            let rows: usize = batch.iter().map(|&s| tokens.get(s).len()).sum();
-            self.forward_batch(tokens, batch, layers, ws, times);
-            ws.x.as_slice()[..rows * h].to_vec()
+            let lens: Vec<usize> = batch.iter().map(|&s| tokens.get(s).len()).collect();
+            self.embed(tokens, batch, ws, times);
+            self.stack.run(layers, &lens, ws, times);
+            ws.x.as_slice()[..lens.iter().sum::<usize>() * h].to_vec()
         });
         let mut out = vec![0f32; total * h];
         for (b, states) in done {
@@ -287,18 +312,140 @@ impl CpuBert {
         Ok(())
     }
 
-    /// The embeddings and the first `layers` transformer layers of one batch (sequences
-    /// `batch` of `tokens`, laid end to end): the token states are left in `ws.x`.
-    fn forward_batch(
-        &self,
-        tokens: &Ragged,
-        batch: &[usize],
-        layers: usize,
-        ws: &mut Workspace,
-        times: &mut StageTimes,
-    ) {
-        let (h, i) = (self.hidden, self.intermediate);
+    /// The embeddings of one batch (sequences `batch` of `tokens`, laid end to end: word +
+    /// position + type 0, then layer norm) into `ws.x`.
+    fn embed(&self, tokens: &Ragged, batch: &[usize], ws: &mut Workspace, times: &mut StageTimes) {
+        let h = self.stack.hidden;
         let total: usize = batch.iter().map(|&s| tokens.get(s).len()).sum();
+        let origin = Instant::now();
+        let started = thread_seconds(origin);
+        ws.x.ensure(total * h);
+        let x = &mut ws.x.as_mut_slice()[..total * h];
+        let mut row = 0;
+        for &seq in batch {
+            for (pos, &id) in tokens.get(seq).iter().enumerate() {
+                let dst = &mut x[row * h..(row + 1) * h];
+                let word = &self.word[id as usize * h..][..h];
+                let extra = &self.position_and_type[pos * h..][..h];
+                for ((d, &w), &e) in dst.iter_mut().zip(word).zip(extra) {
+                    *d = w + e;
+                }
+                row += 1;
+            }
+        }
+        let norm = &self.embed_norm;
+        kernels::layer_norm(x, None, &norm.gamma, &norm.beta, self.stack.eps);
+        times.embeddings += thread_seconds(origin) - started;
+    }
+}
+
+impl CpuLayers {
+    /// Packs the layers `tensors` (each layer's tensors as flat `f32` values, in
+    /// [`LAYER_TENSORS`] order) of a model with `config`'s sizes and activation.
+    ///
+    /// # Panics
+    /// If `config`'s hidden size is not a multiple of its heads (checked by
+    /// [`CpuBert::load`] and the model folder's reader) or a tensor has the wrong length.
+    pub fn from_tensors(config: &Config, tensors: &[Vec<Vec<f32>>]) -> Self {
+        let (h, i) = (config.hidden_size, config.intermediate_size);
+        let norm = |gamma: &[f32], beta: &[f32]| Norm {
+            gamma: gamma.to_vec(),
+            beta: beta.to_vec(),
+        };
+        let layers = tensors
+            .iter()
+            .map(|t| {
+                let [
+                    qw,
+                    qb,
+                    kw,
+                    kb,
+                    vw,
+                    vb,
+                    ow,
+                    ob,
+                    ag,
+                    ab,
+                    uw,
+                    ub,
+                    dw,
+                    db,
+                    og,
+                    obeta,
+                ] = t.as_slice()
+                else {
+                    panic!("a layer has {} tensors, not 16", t.len());
+                };
+                // Query, key and value fused into one `3h × h` product.
+                let qkv_w: Vec<f32> = [qw, kw, vw].into_iter().flatten().copied().collect();
+                let qkv_b: Vec<f32> = [qb, kb, vb].into_iter().flatten().copied().collect();
+                Layer {
+                    qkv: PackedLinear::new(&qkv_w, &qkv_b, 3 * h, h),
+                    attn_out: PackedLinear::new(ow, ob, h, h),
+                    attn_norm: norm(ag, ab),
+                    ffn_up: PackedLinear::new(uw, ub, i, h),
+                    ffn_down: PackedLinear::new(dw, db, h, i),
+                    ffn_norm: norm(og, obeta),
+                }
+            })
+            .collect();
+        Self {
+            hidden: h,
+            heads: Heads {
+                count: config.num_attention_heads,
+                dim: h / config.num_attention_heads,
+            },
+            intermediate: i,
+            eps: config.layer_norm_eps as f32,
+            activation: match config.hidden_act {
+                HiddenAct::Gelu => Activation::GeluErf,
+                HiddenAct::GeluApproximate => Activation::GeluTanh,
+                HiddenAct::Relu => Activation::Relu,
+            },
+            layers,
+        }
+    }
+
+    /// The pooled, normalised vectors (`hidden` floats each, in input order) of sequences
+    /// given by their token states `states` (`hidden` floats per token, sequences laid end
+    /// to end, of `lens` tokens each) after these layers, with `threads` threads.
+    pub fn encode_states(&self, states: &[f32], lens: &[usize], threads: usize) -> Vec<f32> {
+        let h = self.hidden;
+        let mut starts = Vec::with_capacity(lens.len());
+        let mut total = 0;
+        for &len in lens {
+            starts.push(total);
+            total += len;
+        }
+        assert_eq!(states.len(), total * h, "token states size");
+        let mut order: Vec<usize> = (0..lens.len()).collect();
+        order.sort_by_key(|&s| std::cmp::Reverse(lens[s]));
+        let batches: Vec<Vec<usize>> = order.chunks(STATES_BATCH).map(<[_]>::to_vec).collect();
+        let mut times = StageTimes::default();
+        let done = for_each_batch(&batches, threads, &mut times, |batch, ws, times| {
+            let batch_lens: Vec<usize> = batch.iter().map(|&s| lens[s]).collect();
+            let rows: usize = batch_lens.iter().sum();
+            ws.x.ensure(rows * h);
+            let x = ws.x.as_mut_slice();
+            let mut at = 0;
+            for &seq in batch {
+                let len = lens[seq] * h;
+                x[at..at + len].copy_from_slice(&states[starts[seq] * h..][..len]);
+                at += len;
+            }
+            self.run(&self.layers, &batch_lens, ws, times);
+            self.pool(&batch_lens, ws, times)
+        });
+        let mut out = vec![0f32; lens.len() * h];
+        scatter_rows(done, &batches, h, &mut out);
+        out
+    }
+
+    /// Runs `layers` (some of these) over the token states in `ws.x`: sequences of `lens`
+    /// tokens laid end to end. The result is left in `ws.x`.
+    fn run(&self, layers: &[Layer], lens: &[usize], ws: &mut Workspace, times: &mut StageTimes) {
+        let (h, i) = (self.hidden, self.intermediate);
+        let total: usize = lens.iter().sum();
         for buf in [&mut ws.x, &mut ws.tmp, &mut ws.ctx] {
             buf.ensure(total * h);
         }
@@ -313,30 +460,7 @@ impl CpuBert {
             clock = now;
         };
 
-        // Embeddings: word + position + type 0, then layer norm.
-        let x = &mut ws.x.as_mut_slice()[..total * h];
-        let mut row = 0;
-        for &seq in batch {
-            for (pos, &id) in tokens.get(seq).iter().enumerate() {
-                let dst = &mut x[row * h..(row + 1) * h];
-                let word = &self.word[id as usize * h..][..h];
-                let extra = &self.position_and_type[pos * h..][..h];
-                for ((d, &w), &e) in dst.iter_mut().zip(word).zip(extra) {
-                    *d = w + e;
-                }
-                row += 1;
-            }
-        }
-        kernels::layer_norm(
-            x,
-            None,
-            &self.embed_norm.gamma,
-            &self.embed_norm.beta,
-            self.eps,
-        );
-        lap(&mut times.embeddings);
-
-        for layer in &self.layers[..layers] {
+        for layer in layers {
             let x = &ws.x.as_slice()[..total * h];
             let qkv = &mut ws.qkv.as_mut_slice()[..total * 3 * h];
             layer
@@ -346,8 +470,7 @@ impl CpuBert {
 
             let ctx = &mut ws.ctx.as_mut_slice()[..total * h];
             let mut start = 0;
-            for &seq in batch {
-                let len = tokens.get(seq).len();
+            for &len in lens {
                 kernels::attention(
                     &qkv[start * 3 * h..(start + len) * 3 * h],
                     &mut ctx[start * h..(start + len) * h],
@@ -395,30 +518,36 @@ impl CpuBert {
             std::mem::swap(&mut ws.x, &mut ws.tmp);
             lap(&mut times.layer_norm);
         }
-
     }
 
-    /// One pooled, normalised row per sequence of `batch` into `out`, from the token states
-    /// [`Self::forward_batch`] left in `ws.x`.
-    fn pool(
-        &self,
-        tokens: &Ragged,
-        batch: &[usize],
-        ws: &Workspace,
-        out: &mut [f32],
-        times: &mut StageTimes,
-    ) {
+    /// One pooled, normalised vector per sequence (of `lens` tokens, laid end to end) of the
+    /// token states in `ws.x`.
+    fn pool(&self, lens: &[usize], ws: &Workspace, times: &mut StageTimes) -> Vec<f32> {
         let h = self.hidden;
         let origin = Instant::now();
         let started = thread_seconds(origin);
         let x = ws.x.as_slice();
+        let mut out = vec![0f32; lens.len() * h];
         let mut start = 0;
-        for (&seq, dst) in batch.iter().zip(out.chunks_exact_mut(h)) {
-            let len = tokens.get(seq).len();
+        for (&len, dst) in lens.iter().zip(out.chunks_exact_mut(h)) {
             kernels::mean_pool_normalised(&x[start * h..(start + len) * h], dst);
             start += len;
         }
         times.pooling += thread_seconds(origin) - started;
+        out
+    }
+}
+
+/// Sequences per batch in [`CpuLayers::encode_states`].
+const STATES_BATCH: usize = 64;
+
+/// Writes each batch's rows (`h` floats per sequence, in the batch's order) to its
+/// sequences' places in `out`.
+fn scatter_rows(done: Vec<(usize, Vec<f32>)>, batches: &[Vec<usize>], h: usize, out: &mut [f32]) {
+    for (b, rows) in done {
+        for (&seq, row) in batches[b].iter().zip(rows.chunks_exact(h)) {
+            out[seq * h..(seq + 1) * h].copy_from_slice(row);
+        }
     }
 }
 

@@ -1,0 +1,146 @@
+//! The fine-tuned encoder of a text-reading model: the top transformer layers trained with
+//! the recommender's loss (`tune:` under `text_mf`).
+//!
+//! **How the recommender's loss reaches the encoder.** `text_mf` computes its gradients in
+//! closed form, including the gradient of a step's loss with respect to each sample's text
+//! vector, `∂L/∂e_k = W^T u_k` (with `u_k` the upstream gradient of the item row that the
+//! projection `W` receives). A step sums these per item, recomputes the vectors of at most
+//! `items_per_step` of the batch's distinct items (the first ones, in the shuffled batch's
+//! order) through the tuned layers with autograd tracking, and back-propagates the
+//! surrogate `Σ_i <e_i, ∂L/∂e_i>`, whose gradient with respect to the tuned weights is the
+//! loss's by the chain rule. The tuned layers take one dense Adam step on it.
+//!
+//! **When vectors change.** Every item's vector depends on the tuned weights, so after each
+//! pass over the training samples every vector is recomputed and the model's item rows
+//! change with them; within a pass a step reads the vectors of the pass's start, while its
+//! gradient reaches the encoder at the current weights (the recomputed vectors of the
+//! step's items). The frozen layers' token states ([`TunableText`]) never change.
+
+use std::sync::Arc;
+
+use candle_core::backprop::GradStore;
+use candle_core::{Device, Tensor};
+
+use super::dense_adam::DenseAdamW;
+use super::encoder::{TunableText, TunedLayers};
+use super::{ModelError, ModelState};
+use crate::data::ItemEmbeddings;
+use crate::plan::params::{EncoderTuning, OptimizerParams};
+
+/// The name prefix of the tuned layers' tensors in a saved model state.
+const STATE_PREFIX: &str = "tuned_encoder";
+
+/// Tuned top layers, the frozen token states under them, and their optimiser.
+#[derive(Debug)]
+pub(super) struct EncoderTuner {
+    source: Arc<TunableText>,
+    layers: TunedLayers,
+    optimizer: DenseAdamW,
+    items_per_step: usize,
+}
+
+impl EncoderTuner {
+    /// The pretrained top layers of `source` on `device`, trained at `tuning.lr` (Adam, with
+    /// the betas and epsilon of `row_optimizer` when it is Adam).
+    pub(super) fn new(
+        source: Arc<TunableText>,
+        tuning: EncoderTuning,
+        row_optimizer: OptimizerParams,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let layers = TunedLayers::new(&source, device)?;
+        let optimizer = DenseAdamW::new(layers.named_vars(), row_optimizer, tuning.lr, 0.0)?;
+        Ok(Self {
+            source,
+            layers,
+            optimizer,
+            items_per_step: tuning.items_per_step,
+        })
+    }
+
+    /// Every item's vector under the current weights.
+    pub(super) fn vectors(&self) -> Result<ItemEmbeddings, ModelError> {
+        self.layers.encode_all(&self.source)
+    }
+
+    /// One step on the gradients `grads` (`[n, dim]`) of a batch's loss with respect to the
+    /// vectors of `items` (`n` items, repeats allowed): the gradients of each item are
+    /// summed, and the first `items_per_step` distinct items with text are back-propagated.
+    pub(super) fn step(&mut self, items: &[u32], grads: &Tensor) -> Result<(), ModelError> {
+        let mut chosen: Vec<u32> = Vec::new();
+        // Row of each sample's item among `chosen`; the samples of other items go to an
+        // extra row that is dropped.
+        let mut slots = Vec::with_capacity(items.len());
+        for &item in items {
+            let slot = match chosen.iter().position(|&c| c == item) {
+                Some(slot) => slot,
+                None if chosen.len() < self.items_per_step && self.source.has_text(item) => {
+                    chosen.push(item);
+                    chosen.len() - 1
+                }
+                None => self.items_per_step,
+            };
+            slots.push(slot as u32);
+        }
+        if chosen.is_empty() {
+            return Ok(());
+        }
+        let device = grads.device();
+        let slots = Tensor::from_vec(slots, items.len(), device)?;
+        let per_item = Tensor::zeros(
+            (self.items_per_step + 1, self.source.dim()),
+            grads.dtype(),
+            device,
+        )?
+        .index_add(&slots, &grads.detach(), 0)?
+        .narrow(0, 0, chosen.len())?;
+        let vectors = self.layers.encode(&self.source, &chosen)?;
+        let surrogate = (vectors * per_item)?.sum_all()?;
+        let tracked = surrogate.backward()?;
+        // Detached, so that the optimiser's moments do not keep this step's graph alive.
+        let mut detached = GradStore::default();
+        for (_, var) in self.layers.named_vars() {
+            if let Some(grad) = tracked.get(var.as_tensor()) {
+                detached.insert(var.as_tensor(), grad.detach());
+            }
+        }
+        self.optimizer.step(&detached)?;
+        Ok(())
+    }
+
+    /// The same tuner with its own copy of the weights and moments (the frozen states are
+    /// shared: nothing writes them).
+    pub(super) fn duplicate(&self) -> Result<Self, ModelError> {
+        let layers = self.layers.duplicate()?;
+        let vars = layers.named_vars().into_iter().map(|(_, v)| v).collect();
+        Ok(Self {
+            source: Arc::clone(&self.source),
+            optimizer: self.optimizer.duplicate(vars)?,
+            layers,
+            items_per_step: self.items_per_step,
+        })
+    }
+
+    /// Adds the tuned weights and the optimiser's moments to `state`.
+    pub(super) fn save(&self, state: &mut ModelState) -> Result<(), ModelError> {
+        for (name, var) in self.layers.named_vars() {
+            state.insert_snapshot(&format!("{STATE_PREFIX}.{name}"), var.as_tensor())?;
+        }
+        self.optimizer
+            .save(&format!("{STATE_PREFIX}_optimizer"), state)
+    }
+
+    /// Restores what [`Self::save`] wrote.
+    pub(super) fn load(&mut self, state: &ModelState) -> Result<(), ModelError> {
+        for (name, var) in self.layers.named_vars() {
+            let saved = state.tensor_for(
+                &format!("{STATE_PREFIX}.{name}"),
+                var.as_tensor().dims(),
+                var.as_tensor().device(),
+            )?;
+            var.set(&saved)?;
+        }
+        self.optimizer
+            .load(&format!("{STATE_PREFIX}_optimizer"), state)
+    }
+}
