@@ -22,6 +22,7 @@ use candle_transformers::models::bert::{BertModel, Config};
 use serde_json::json;
 
 use crate::model::encoder::{SearchEnv, resolve_in};
+use crate::seeding::{mix64, stable_hash, unit_interval};
 
 /// Set to `1` to make a missing fixture fail its test instead of skipping it.
 pub const REQUIRE_VAR: &str = "RECSIFT_REQUIRE_FIXTURES";
@@ -210,7 +211,7 @@ pub fn write_tiny_bert(dir: &Path, hidden_act: &str, weight_prefix: Option<&str>
     };
     BertModel::load(vb, &cfg).expect("create variables");
     for (name, var) in varmap.data().lock().expect("lock").iter() {
-        let noise = Tensor::randn(0f32, 0.3, var.shape(), &Device::Cpu).expect("randn");
+        let noise = seeded_noise(name, var.shape()).expect("noise");
         let value = if name.ends_with("LayerNorm.weight") {
             (noise + 1.0).expect("shift")
         } else {
@@ -225,4 +226,20 @@ pub fn write_tiny_bert(dir: &Path, hidden_act: &str, weight_prefix: Option<&str>
     write("config.json", config);
     write("tokenizer.json", tiny_tokenizer());
     write("sentence_bert_config.json", json!({"max_seq_length": 16}));
+}
+
+/// Normal noise of standard deviation 0.3 and shape `shape`, the same for the same
+/// tensor `name` on every run (Box-Muller over a hash of the name and the position), so a
+/// tiny model's behaviour does not change from one test run to the next.
+fn seeded_noise(name: &str, shape: &candle_core::Shape) -> candle_core::Result<Tensor> {
+    let key = name.bytes().fold(0u64, |h, b| mix64(h ^ u64::from(b)));
+    let values = (0..shape.elem_count() as u64)
+        .map(|k| {
+            let u1 = unit_interval(stable_hash(&[key, 2 * k])).max(1e-12);
+            let u2 = unit_interval(stable_hash(&[key, 2 * k + 1]));
+            let normal = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+            (0.3 * normal) as f32
+        })
+        .collect::<Vec<_>>();
+    Tensor::from_vec(values, shape, &Device::Cpu)
 }

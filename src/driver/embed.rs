@@ -14,7 +14,7 @@ use crate::io::embedding_cache::EmbeddingCache;
 use crate::io::items::read_item_texts;
 use crate::model::encoder::{TextEncoder, TunableText, resolve_model_dir};
 use crate::model::{ModelError, candle_device};
-use crate::plan::params::{DeviceChoice, ItemSource, ModelKind};
+use crate::plan::params::{DeviceChoice, ItemSource};
 use crate::plan::{EmbedPlan, ModelsPlan};
 
 use super::RunError;
@@ -160,10 +160,7 @@ impl ItemEmbedder {
     pub fn encoder_sources(&self, models: &ModelsPlan) -> Result<EncoderSources, RunError> {
         let mut sources = EncoderSources::new();
         for trained in &models.trained {
-            let ModelKind::TextMf {
-                tune: Some(tuning), ..
-            } = trained.params.model
-            else {
+            let Some(tuning) = trained.params.model.tuning() else {
                 continue;
             };
             if sources.contains_key(&tuning.layers) {

@@ -9,7 +9,7 @@ use crate::dataflow::{EngineSite, PoolSample};
 use crate::metrics::latency::LatencyRecorder;
 use crate::model::state::ModelState;
 use crate::model::{FitReport, ModelError, ModelSet, Recommender, build_recommender};
-use crate::plan::params::{ModelKind, RefitPolicy};
+use crate::plan::params::RefitPolicy;
 use crate::plan::{EvaluatePlan, Plan};
 use crate::results::{Recommendation, RoundRecord, SelectionRecord};
 use crate::scoring::{Loss, ScoringHead};
@@ -320,10 +320,7 @@ pub fn build_model(
         .map(|t| {
             let mut model =
                 build_recommender(&t.params, n_users, n_items, global_mean, label_kind, text)?;
-            if let ModelKind::TextMf {
-                tune: Some(tuning), ..
-            } = t.params.model
-            {
+            if let Some(tuning) = t.params.model.tuning() {
                 let source = encoder_sources.get(&tuning.layers).ok_or_else(|| {
                     ModelError::Input(format!(
                         "`{}` fine-tunes {} encoder layers, but the run prepared no encoder \

@@ -49,14 +49,14 @@ use super::mf::Forward;
 use super::optim::{RowGradients, RowTable, SparseOptimizer, StepGradients, block_rows, blocks};
 use super::pairwise::PairForward;
 use super::text_table::TextTable;
-use super::text_tuner::EncoderTuner;
+use super::text_tuner::{TextGradients, TextTuning};
 use super::training::{
     Batch, Draws, FitSetup, RowModelSetup, Trainable, accumulate, check_rows, fit_passes,
     initial_rows, lr_and_decay, other_family,
 };
 use super::{FitReport, ModelError, ModelState, Recommender};
 use crate::data::{Interaction, ItemEmbeddings, ItemIdx, LabelKind, UserIdx};
-use crate::plan::params::{EncoderTuning, ModelKind, OptimizerParams, TrainParams};
+use crate::plan::params::{ModelKind, TrainParams};
 use crate::scoring::{Loss, RowLayout, ScoringHead};
 
 /// The projection's Adam learning rate, relative to the row optimiser's.
@@ -86,11 +86,8 @@ pub struct TextMf {
     offset_row: Tensor,
     /// The shuffle stream and (under BPR) the negative sampler.
     draws: Draws,
-    /// The encoder tuning the parameters ask for, if any, and the optimiser they name
-    /// (whose Adam betas the tuned layers' Adam takes).
-    tuning: Option<(EncoderTuning, OptimizerParams)>,
-    /// The tuned encoder once [`Recommender::tune_encoder`] gave its source.
-    tuner: Option<EncoderTuner>,
+    /// Fine-tuning of the encoder, when the parameters ask for it.
+    tuning: TextTuning,
 }
 
 impl TextMf {
@@ -166,15 +163,14 @@ impl TextMf {
             text,
             offset_row,
             draws: Draws::new(params, (n_users, n_items)),
-            tuning: tuning.map(|t| (t, params.optimizer)),
-            tuner: None,
+            tuning: TextTuning::new(tuning, params.optimizer),
         })
     }
 
-    /// The item vectors are the tuned encoder's: recompute them all.
+    /// When the encoder is tuned, the item vectors are its: recompute them all.
     fn refresh_tuned_text(&mut self) -> Result<(), ModelError> {
-        if let Some(tuner) = &self.tuner {
-            self.text.set(&tuner.vectors()?)?;
+        if let Some(vectors) = self.tuning.vectors()? {
+            self.text.set(&vectors)?;
         }
         Ok(())
     }
@@ -221,9 +217,10 @@ impl TextMf {
         e: &Tensor,
     ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
         let to_projection = upstream.t()?.matmul(e)?;
-        let to_text = match &self.tuner {
-            Some(_) => Some(upstream.matmul(&self.projection.as_tensor().detach())?),
-            None => None,
+        let to_text = if self.tuning.is_active() {
+            Some(upstream.matmul(&self.projection.as_tensor().detach())?)
+        } else {
+            None
         };
         Ok((to_projection, to_text))
     }
@@ -299,9 +296,8 @@ impl Trainable for TextMf {
 
         let mut step = StepGradients::default();
         let mut projection_grad: Option<Tensor> = None;
-        // Under tuning: each block's gradients with respect to the text vectors of its
-        // samples' items (`false`) or negatives (`true`).
-        let mut text_grads: Vec<(std::ops::Range<usize>, bool, Tensor)> = Vec::new();
+        // Under tuning: the gradients with respect to the text vectors the step read.
+        let mut text_grads = TextGradients::default();
         let mut loss: Option<Tensor> = None;
         for (start, len) in blocks(n, block_rows(device, row_len)) {
             let p = p.narrow(0, start, len)?;
@@ -325,7 +321,7 @@ impl Trainable for TextMf {
                         self.upstream(&scale, &forward.p_unit_bias, &projected, &weights)?;
                     let (block_grad, text_grad) = self.text_gradients(&upstream, &e)?;
                     if let Some(grad) = text_grad {
-                        text_grads.push((rows.clone(), false, grad));
+                        text_grads.push(&batch.items[rows.clone()], grad);
                     }
                     let (user_direction, item_direction) =
                         (forward.q_unit_bias, forward.p_unit_bias);
@@ -361,8 +357,8 @@ impl Trainable for TextMf {
                         self.text_gradients(&upstream_neg, &e_neg)?;
                     let block_grad = (positive_grad + negative_grad)?;
                     if let (Some(positive), Some(negative)) = (text_grad, negative_text_grad) {
-                        text_grads.push((rows.clone(), false, positive));
-                        text_grads.push((rows.clone(), true, negative));
+                        text_grads.push(&batch.items[rows.clone()], positive);
+                        text_grads.push(&batch.negatives[rows.clone()], negative);
                     }
                     step.push_negatives(RowGradients {
                         rows: &batch.negatives[rows.clone()],
@@ -399,20 +395,8 @@ impl Trainable for TextMf {
             grads.insert(self.projection.as_tensor(), grad);
             self.projection_optimizer.step(&grads)?;
         }
-        if let Some(tuner) = &mut self.tuner
-            && !text_grads.is_empty()
-        {
-            let mut items = Vec::with_capacity(n);
-            for (rows, negative, _) in &text_grads {
-                let source = if *negative {
-                    &batch.negatives
-                } else {
-                    &batch.items
-                };
-                items.extend_from_slice(&source[rows.clone()]);
-            }
-            let grads: Vec<&Tensor> = text_grads.iter().map(|(_, _, g)| g).collect();
-            tuner.step(&items, &Tensor::cat(&grads, 0)?)?;
+        if let Some(tuner) = self.tuning.tuner() {
+            text_grads.apply(tuner)?;
         }
         Ok(loss)
     }
@@ -495,39 +479,13 @@ impl Recommender for TextMf {
     }
 
     fn set_item_embeddings(&mut self, text: &ItemEmbeddings) -> Result<(), ModelError> {
-        if self.tuner.is_some() {
-            return Err(ModelError::Input(
-                "the item vectors of a `text_mf` that fine-tunes its encoder come from the \
-                 tuned layers and cannot be replaced"
-                    .into(),
-            ));
-        }
+        self.tuning.check_replacement()?;
         self.text.set(text)?;
         Ok(())
     }
 
     fn tune_encoder(&mut self, source: &Arc<TunableText>) -> Result<(), ModelError> {
-        let Some((tuning, row_optimizer)) = self.tuning else {
-            return Err(ModelError::Input(
-                "this `text_mf` has no `tune:` option: its encoder stays frozen".into(),
-            ));
-        };
-        if source.tuned_layers() != tuning.layers || source.dim() != self.text.dim() {
-            return Err(ModelError::Input(format!(
-                "the encoder source tunes {} layers of {}-d vectors, but this `text_mf` asks \
-                 for {} layers over {}-d vectors",
-                source.tuned_layers(),
-                source.dim(),
-                tuning.layers,
-                self.text.dim()
-            )));
-        }
-        self.tuner = Some(EncoderTuner::new(
-            Arc::clone(source),
-            tuning,
-            row_optimizer,
-            &self.device,
-        )?);
+        self.tuning.attach(source, self.text.dim(), &self.device)?;
         self.refresh_tuned_text()
     }
 
@@ -554,12 +512,7 @@ impl Recommender for TextMf {
             text: self.text.clone(),
             offset_row: self.offset_row.clone(),
             draws: self.draws.clone(),
-            tuning: self.tuning,
-            tuner: self
-                .tuner
-                .as_ref()
-                .map(EncoderTuner::duplicate)
-                .transpose()?,
+            tuning: self.tuning.duplicate()?,
         }))
     }
 
@@ -567,9 +520,7 @@ impl Recommender for TextMf {
         let mut state = ModelState::of_tables(self.kind(), &self.users, &self.items, &self.draws)?;
         self.projection_optimizer
             .save("projection_optimizer", &mut state)?;
-        if let Some(tuner) = &self.tuner {
-            tuner.save(&mut state)?;
-        }
+        self.tuning.save(&mut state)?;
         Ok(state)
     }
 
@@ -581,14 +532,10 @@ impl Recommender for TextMf {
         self.users = common.users;
         self.items = common.items;
         self.draws = common.draws;
-        if let Some(tuner) = &mut self.tuner {
-            tuner.load(state)?;
-        }
+        self.tuning.load(state)?;
         self.refresh_tuned_text()
     }
 }
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tuning_tests;

@@ -1,14 +1,17 @@
 //! The fine-tuned encoder of a text-reading model: the top transformer layers trained with
-//! the recommender's loss (`tune:` under `text_mf`).
+//! the recommender's loss (`tune:` under `text_mf` or `two_tower`).
 //!
-//! **How the recommender's loss reaches the encoder.** `text_mf` computes its gradients in
-//! closed form, including the gradient of a step's loss with respect to each sample's text
-//! vector, `∂L/∂e_k = W^T u_k` (with `u_k` the upstream gradient of the item row that the
-//! projection `W` receives). A step sums these per item, recomputes the vectors of at most
-//! `items_per_step` of the batch's distinct items (the first ones, in the shuffled batch's
-//! order) through the tuned layers with autograd tracking, and back-propagates the
-//! surrogate `Σ_i <e_i, ∂L/∂e_i>`, whose gradient with respect to the tuned weights is the
-//! loss's by the chain rule. The tuned layers take one dense Adam step on it.
+//! **How the recommender's loss reaches the encoder.** A step first gets the gradient of
+//! its loss with respect to each sample's text vector `e_k`: `text_mf` in closed form,
+//! `∂L/∂e_k = W^T u_k` (with `u_k` the upstream gradient of the item row that the
+//! projection `W` receives), `two_tower` from autograd (the text vectors enter each block
+//! as `Var`s). [`TextGradients`] collects them; the step sums them per item, recomputes the
+//! vectors of at most `items_per_step` of the batch's distinct items (the first ones, in
+//! the shuffled batch's order) through the tuned layers with autograd tracking, and
+//! back-propagates the surrogate `Σ_i <e_i, ∂L/∂e_i>`, whose gradient with respect to the
+//! tuned weights is the loss's by the chain rule. The tuned layers take one dense Adam step
+//! on it. (The gradients of the items beyond `items_per_step` are dropped: the cap bounds
+//! a step's cost on a CPU.)
 //!
 //! **When vectors change.** Every item's vector depends on the tuned weights, so after each
 //! pass over the training samples every vector is recomputed and the model's item rows
@@ -144,3 +147,131 @@ impl EncoderTuner {
             .load(&format!("{STATE_PREFIX}_optimizer"), state)
     }
 }
+
+/// A text-reading model's side of fine-tuning: what its parameters ask for, and the tuner
+/// once [`Self::attach`] gave it its source.
+#[derive(Debug)]
+pub(super) struct TextTuning {
+    /// The tuning asked for (`tune:`), and the optimiser the parameters name (whose Adam
+    /// betas the tuned layers' Adam takes).
+    asked: Option<(EncoderTuning, OptimizerParams)>,
+    tuner: Option<EncoderTuner>,
+}
+
+impl TextTuning {
+    /// What `tuning` (the model's `tune:`, if any) asks for, with the model's optimiser.
+    pub(super) fn new(tuning: Option<EncoderTuning>, optimizer: OptimizerParams) -> Self {
+        Self {
+            asked: tuning.map(|t| (t, optimizer)),
+            tuner: None,
+        }
+    }
+
+    /// Starts tuning over `source` on `device`, for a model reading `text_dim`-d vectors.
+    pub(super) fn attach(
+        &mut self,
+        source: &Arc<TunableText>,
+        text_dim: usize,
+        device: &Device,
+    ) -> Result<(), ModelError> {
+        let Some((tuning, row_optimizer)) = self.asked else {
+            return Err(ModelError::Input(
+                "this model has no `tune:` option: its encoder stays frozen".into(),
+            ));
+        };
+        if source.tuned_layers() != tuning.layers || source.dim() != text_dim {
+            return Err(ModelError::Input(format!(
+                "the encoder source tunes {} layers of {}-d vectors, but this model asks for \
+                 {} layers over {}-d vectors",
+                source.tuned_layers(),
+                source.dim(),
+                tuning.layers,
+                text_dim
+            )));
+        }
+        self.tuner = Some(EncoderTuner::new(
+            Arc::clone(source),
+            tuning,
+            row_optimizer,
+            device,
+        )?);
+        Ok(())
+    }
+
+    /// The tuner, once attached.
+    pub(super) fn tuner(&mut self) -> Option<&mut EncoderTuner> {
+        self.tuner.as_mut()
+    }
+
+    /// Whether the encoder is being tuned (a step then collects text gradients).
+    pub(super) fn is_active(&self) -> bool {
+        self.tuner.is_some()
+    }
+
+    /// Every item's vector under the tuned weights, when tuning (else `None`: the vectors
+    /// are the frozen encoder's, handed over).
+    pub(super) fn vectors(&self) -> Result<Option<ItemEmbeddings>, ModelError> {
+        self.tuner.as_ref().map(EncoderTuner::vectors).transpose()
+    }
+
+    /// Refuses to replace the vectors of a tuned model with handed-over ones.
+    pub(super) fn check_replacement(&self) -> Result<(), ModelError> {
+        if self.tuner.is_some() {
+            return Err(ModelError::Input(
+                "the item vectors of a model that fine-tunes its encoder come from the tuned \
+                 layers and cannot be replaced"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// An independent copy (see [`EncoderTuner::duplicate`]).
+    pub(super) fn duplicate(&self) -> Result<Self, ModelError> {
+        Ok(Self {
+            asked: self.asked,
+            tuner: self
+                .tuner
+                .as_ref()
+                .map(EncoderTuner::duplicate)
+                .transpose()?,
+        })
+    }
+
+    /// Adds the tuned layers (if any) to `state`.
+    pub(super) fn save(&self, state: &mut ModelState) -> Result<(), ModelError> {
+        self.tuner.as_ref().map_or(Ok(()), |t| t.save(state))
+    }
+
+    /// Restores the tuned layers (if any) from `state`.
+    pub(super) fn load(&mut self, state: &ModelState) -> Result<(), ModelError> {
+        self.tuner.as_mut().map_or(Ok(()), |t| t.load(state))
+    }
+}
+
+/// A step's gradients with respect to the text vectors it read, block by block, for the
+/// tuner.
+#[derive(Default)]
+pub(super) struct TextGradients {
+    items: Vec<u32>,
+    grads: Vec<Tensor>,
+}
+
+impl TextGradients {
+    /// The gradients `grads` (`[items.len(), dim]`) of the vectors of `items`.
+    pub(super) fn push(&mut self, items: &[u32], grads: Tensor) {
+        self.items.extend_from_slice(items);
+        self.grads.push(grads);
+    }
+
+    /// One tuner step on everything pushed (nothing when nothing was).
+    pub(super) fn apply(self, tuner: &mut EncoderTuner) -> Result<(), ModelError> {
+        if self.grads.is_empty() {
+            return Ok(());
+        }
+        tuner.step(&self.items, &Tensor::cat(&self.grads, 0)?)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -38,17 +38,21 @@
 //! every item as changed (`shared_changed` stays false: the head is unchanged, the rows carry
 //! the change), and the engine re-scores every sample.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
 use super::dense_adam::{DenseAdamW, duplicate_var};
+use super::encoder::TunableText;
 use super::host_rows::HostLinear;
 use super::init::{TableTag, init_rows, uniform_values};
 use super::mf::Forward;
 use super::optim::{RowGradients, RowTable, SparseOptimizer, StepGradients, block_rows, blocks};
 use super::pairwise::PairForward;
 use super::text_table::TextTable;
+use super::text_tuner::{TextGradients, TextTuning};
 use super::training::{
     Batch, Draws, FitSetup, Trainable, accumulate, check_params, check_rows, fit_passes,
     label_offset, lr_and_decay, other_family,
@@ -100,6 +104,8 @@ pub struct TwoTower {
     /// Samples per block of a step (the batch is cut into blocks that fit the device's
     /// caches; see [`block_rows`]). Nothing a step computes depends on it but rounding.
     block_rows: usize,
+    /// Fine-tuning of the encoder, when the parameters ask for it.
+    tuning: TextTuning,
 }
 
 /// Which tower a parameter or mask belongs to.
@@ -257,6 +263,7 @@ impl TwoTower {
             hidden,
             dropout,
             init_std,
+            tune,
         } = params.model
         else {
             return Err(other_family("TwoTower", "two_tower", params));
@@ -320,7 +327,16 @@ impl TwoTower {
             draws: Draws::new(params, (n_users, n_items)),
             masks: ChaCha12Rng::seed_from_u64(stable_hash(&[params.seed, DROPOUT_DOMAIN])),
             block_rows,
+            tuning: TextTuning::new(tune, params.optimizer),
         })
+    }
+
+    /// When the encoder is tuned, the item vectors are its: recompute them all.
+    fn refresh_tuned_text(&mut self) -> Result<(), ModelError> {
+        if let Some(vectors) = self.tuning.vectors()? {
+            self.text.set(&vectors)?;
+        }
+        Ok(())
     }
 
     /// A training dropout mask `[networks, n, hidden]`: 0 or `1 / (1 - dropout)`, or `None`
@@ -588,6 +604,18 @@ impl Trainable for TwoTower {
         let dense_vars = dense_vars(&self.user_tower, &self.item_tower);
         let mut dense_sums: Vec<Option<Tensor>> = vec![None; dense_vars.len()];
         let mut step = StepGradients::default();
+        // Under tuning: the gradients with respect to the text vectors the step read (the
+        // vectors enter each block as `Var`s so that autograd gives them).
+        let tuning = self.tuning.is_active();
+        let mut text_grads = TextGradients::default();
+        let text_input = |e: &Tensor| -> candle_core::Result<(Tensor, Option<Var>)> {
+            if tuning {
+                let var = Var::from_tensor(e)?;
+                Ok((var.as_tensor().clone(), Some(var)))
+            } else {
+                Ok((e.clone(), None))
+            }
+        };
         let mut loss: Option<Tensor> = None;
         // `backward` returns gradients still tracked (they were computed from the `Var`s):
         // they are detached, or every table and optimiser moment written from them would
@@ -601,7 +629,7 @@ impl Trainable for TwoTower {
         for (start, len) in even_blocks(n, self.block_rows) {
             let xu = Var::from_tensor(&xu.narrow(0, start, len)?)?;
             let xi = Var::from_tensor(&xi.narrow(0, start, len)?)?;
-            let e = e.narrow(0, start, len)?;
+            let (e, e_var) = text_input(&e.narrow(0, start, len)?)?;
             let weights = weights.narrow(0, start, len)?;
             let rows = start..start + len;
             let block = (start, len);
@@ -639,7 +667,7 @@ impl Trainable for TwoTower {
                 }
                 Some((xj, e_neg)) => {
                     let xj = Var::from_tensor(&xj.narrow(0, start, len)?)?;
-                    let e_neg = e_neg.narrow(0, start, len)?;
+                    let (e_neg, e_neg_var) = text_input(&e_neg.narrow(0, start, len)?)?;
                     let v_neg = self.tower_output(
                         Side::Item,
                         (xj.as_tensor(), Some(&e_neg)),
@@ -667,6 +695,9 @@ impl Trainable for TwoTower {
                         direction: id_grad(&mut grads, &xj)?,
                         weights: weights.clone(),
                     });
+                    if let Some(var) = &e_neg_var {
+                        text_grads.push(&batch.negatives[rows.clone()], id_grad(&mut grads, var)?);
+                    }
                     (grads, block_loss)
                 }
             };
@@ -675,6 +706,9 @@ impl Trainable for TwoTower {
             }
             let gu = id_grad(&mut grads, &xu)?;
             let gi = id_grad(&mut grads, &xi)?;
+            if let Some(var) = &e_var {
+                text_grads.push(&batch.items[rows.clone()], id_grad(&mut grads, var)?);
+            }
             // Autograd gives each row's whole gradient: a scale of 1.
             step.push_block(
                 (&batch.users[rows.clone()], &batch.items[rows]),
@@ -697,7 +731,14 @@ impl Trainable for TwoTower {
             }
         }
         self.dense.step(&grads)?;
+        if let Some(tuner) = self.tuning.tuner() {
+            text_grads.apply(tuner)?;
+        }
         Ok(loss)
+    }
+
+    fn end_pass(&mut self) -> Result<(), ModelError> {
+        self.refresh_tuned_text()
     }
 }
 
@@ -774,8 +815,14 @@ impl Recommender for TwoTower {
     }
 
     fn set_item_embeddings(&mut self, text: &ItemEmbeddings) -> Result<(), ModelError> {
+        self.tuning.check_replacement()?;
         self.text.set(text)?;
         Ok(())
+    }
+
+    fn tune_encoder(&mut self, source: &Arc<TunableText>) -> Result<(), ModelError> {
+        self.tuning.attach(source, self.text.dim(), &self.device)?;
+        self.refresh_tuned_text()
     }
 
     fn duplicate(&self) -> Result<Box<dyn Recommender>, ModelError> {
@@ -805,6 +852,7 @@ impl Recommender for TwoTower {
             draws: self.draws.clone(),
             masks: self.masks.clone(),
             block_rows: self.block_rows,
+            tuning: self.tuning.duplicate()?,
         }))
     }
 
@@ -813,6 +861,7 @@ impl Recommender for TwoTower {
             ModelState::of_tables(self.kind(), &self.user_ids, &self.item_ids, &self.draws)?;
         self.dense.save("tower_optimizer", &mut state)?;
         state.set_rng("masks", &self.masks)?;
+        self.tuning.save(&mut state)?;
         Ok(state)
     }
 
@@ -826,7 +875,8 @@ impl Recommender for TwoTower {
         self.item_ids = common.items;
         self.draws = common.draws;
         self.masks = masks;
-        Ok(())
+        self.tuning.load(state)?;
+        self.refresh_tuned_text()
     }
 }
 

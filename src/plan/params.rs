@@ -154,6 +154,9 @@ pub enum ModelKind {
         /// Standard deviation of the normal initialisation of user ID embeddings (item ID
         /// embeddings start at zero).
         init_std: f64,
+        /// Fine-tuning of the encoder's top layers, if asked for (else it is frozen).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tune: Option<EncoderTuning>,
     },
 }
 
@@ -164,6 +167,14 @@ impl ModelKind {
             ModelKind::Mf { .. } => "mf",
             ModelKind::TextMf { .. } => "text_mf",
             ModelKind::TwoTower { .. } => "two_tower",
+        }
+    }
+
+    /// The fine-tuning of the encoder it asks for (`tune:`), if any.
+    pub fn tuning(&self) -> Option<EncoderTuning> {
+        match self {
+            ModelKind::Mf { .. } => None,
+            ModelKind::TextMf { tune, .. } | ModelKind::TwoTower { tune, .. } => *tune,
         }
     }
 }

@@ -287,8 +287,8 @@ pub struct TrainOptions {
     /// Stop the initial fit when a validation metric stops improving (needs a validation
     /// split and an `evaluate` node).
     pub early_stopping: Option<EarlyStoppingSpec>,
-    /// `text_mf`: fine-tune the encoder's top transformer layers with the recommender's
-    /// loss (default: the encoder is frozen).
+    /// `text_mf`, `two_tower`: fine-tune the encoder's top transformer layers with the
+    /// recommender's loss (default: the encoder is frozen).
     pub tune: Option<TuneSpec>,
 }
 

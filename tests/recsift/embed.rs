@@ -173,7 +173,7 @@ fn text_mf_beats_mf_on_cold_items() {
 }
 
 #[test]
-fn a_pool_run_fine_tunes_the_encoder_and_the_engine_follows_the_tuned_rows() {
+fn pool_runs_fine_tune_the_encoder_and_the_engine_follows_the_tuned_rows() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache.parquet");
     // A tiny random BERT (32-d, 2 layers): the plumbing is the point, not the weights.
@@ -185,16 +185,11 @@ fn a_pool_run_fine_tunes_the_encoder_and_the_engine_follows_the_tuned_rows() {
         cache.display(),
         model_dir.display()
     );
-    let model = |tune: &str| {
-        format!(
-            "nodes.model.train={{text_mf: {{dim: 8, members: 2, epochs: 2, epochs_per_round: 1{tune}}}}}"
-        )
-    };
-    let run = |tune: &str| {
+    let run = |train: &str| {
         let set = [
             "protocol.pool.rounds=2".to_string(),
             item_text.clone(),
-            model(tune),
+            format!("nodes.model.train={train}"),
         ];
         let set: Vec<&str> = set.iter().map(String::as_str).collect();
         let plan = plan_of("pipelines/cold-start.yaml", &set);
@@ -215,18 +210,25 @@ fn a_pool_run_fine_tunes_the_encoder_and_the_engine_follows_the_tuned_rows() {
     let metrics = |rounds: &[recsift::results::RoundRecord]| -> Vec<Vec<(String, f64)>> {
         rounds.iter().map(|r| r.metrics.clone()).collect()
     };
-    let tuned = run(", tune: {layers: 1, items_per_step: 8}");
+    let text_mf = |tune: &str| {
+        format!("{{text_mf: {{dim: 8, members: 2, epochs: 2, epochs_per_round: 1{tune}}}}}")
+    };
+    let tuned = run(&text_mf(", tune: {layers: 1, items_per_step: 8}"));
     // The same seed gives the same results.
     assert_eq!(
         format!("{:?}", metrics(&tuned)),
         format!(
             "{:?}",
-            metrics(&run(", tune: {layers: 1, items_per_step: 8}"))
+            metrics(&run(&text_mf(", tune: {layers: 1, items_per_step: 8}")))
         )
     );
     // Tuning changes the model: the frozen encoder gives other metrics.
     assert_ne!(
         format!("{:?}", metrics(&tuned)),
-        format!("{:?}", metrics(&run("")))
+        format!("{:?}", metrics(&run(&text_mf(""))))
+    );
+    // two_tower tunes too (its towers read the tuned vectors through autograd).
+    run(
+        "{two_tower: {dim: 8, hidden: 16, members: 2, epochs: 2, epochs_per_round: 1, tune: {layers: 2}}}",
     );
 }

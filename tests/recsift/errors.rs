@@ -607,7 +607,7 @@ nodes:
     let pool = "{pool: {split: {random: {test: 0.2}}, rounds: 2}}";
     let other_family = fails(
         dir.path(),
-        &["validate", &with(pool, "{two_tower: {tune: {layers: 1}}}")],
+        &["validate", &with(pool, "{mf: {tune: {layers: 1}}}")],
     );
     let bad_values = fails(
         dir.path(),

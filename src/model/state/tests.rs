@@ -131,6 +131,7 @@ fn two_tower(uncertainty: UncertaintyParams, optimizer: OptimizerParams) -> Trai
             hidden: 8,
             dropout: 0.25,
             init_std: 0.1,
+            tune: None,
         },
         uncertainty,
         ..params(1, optimizer, 16, 7)

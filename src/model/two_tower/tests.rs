@@ -24,6 +24,7 @@ fn tower_params(
             hidden,
             dropout,
             init_std: 0.1,
+            tune: None,
         },
         uncertainty,
         ..params(1, optimizer, 32, seed)

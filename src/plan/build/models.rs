@@ -271,14 +271,19 @@ impl Resolver {
                 help,
             );
         }
-        if options.tune.is_some() && family != "text_mf" {
+        if options.tune.is_some() && family == "mf" {
             self.error(
                 path.key("tune"),
-                format!("`tune` is an option of `text_mf`, not of `{family}`"),
-                "remove it, or train `text_mf`, whose item rows read the tuned encoder's vectors",
+                "`tune` is an option of `text_mf` and `two_tower`, not of `mf`",
+                "remove it, or train `text_mf` or `two_tower`, which read the tuned encoder's vectors",
             );
         }
         let key = |name: &str| format!("{family}.{name}");
+        let tune = options
+            .tune
+            .as_ref()
+            .filter(|_| family != "mf")
+            .map(|tune| self.tuning(tune, &path.key("tune"), &key));
         let dim = self.value(&key("dim"), options.dim, defaults::DIM);
         let init_std = self.value(&key("init_std"), options.init_std, defaults::INIT_STD);
         let members = self.value(&key("members"), options.members, defaults::MEMBERS);
@@ -322,6 +327,7 @@ impl Resolver {
                 hidden,
                 dropout,
                 init_std,
+                tune,
             }
         } else {
             for (name, written) in [
@@ -343,10 +349,7 @@ impl Resolver {
                 ModelKind::TextMf {
                     dim,
                     init_std,
-                    tune: options
-                        .tune
-                        .as_ref()
-                        .map(|tune| self.tuning(tune, &path.key("tune"), &key)),
+                    tune,
                 }
             }
         };
@@ -568,9 +571,10 @@ impl Resolver {
             return;
         };
         for (trained, node) in models.trained.iter().zip(&roles.train) {
-            if let ModelKind::TextMf { tune: Some(_), .. } = trained.params.model {
+            let model = &trained.params.model;
+            if model.tuning().is_some() {
                 self.error(
-                    node.path.key("train").key("text_mf").key("tune"),
+                    node.path.key("train").key(model.name()).key("tune"),
                     "a replay cannot fine-tune the encoder (`tune`): its items arrive window by window",
                     "remove `tune` (the encoder stays frozen), or run the pool or selection protocol",
                 );
