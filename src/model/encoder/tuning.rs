@@ -22,7 +22,7 @@ use candle_core::{D, DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
 
-use super::cpu::{CpuBert, CpuLayers, LAYER_TENSORS};
+use super::cpu::{CpuBert, CpuLayers, LAYER_TENSORS, LayerTensors};
 use super::error::EncoderError;
 use super::folder::ModelFolder;
 use super::{model_root, tokens};
@@ -207,120 +207,40 @@ impl TunableText {
     }
 }
 
-/// A `weight` `[out, in]` and `bias` `[out]` pair.
-struct Linear {
-    weight: Var,
-    bias: Var,
+/// `x W^T + b` for `x` of shape `[rows, in]` and the `[weight, bias]` pair `linear`.
+fn linear(x: &Tensor, [weight, bias]: &[Var; 2]) -> candle_core::Result<Tensor> {
+    x.matmul(&weight.as_tensor().t()?)?
+        .broadcast_add(bias.as_tensor())
 }
 
-impl Linear {
-    /// `x W^T + b` for `x` of shape `[rows, in]`.
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.matmul(&self.weight.as_tensor().t()?)?
-            .broadcast_add(self.bias.as_tensor())
-    }
-}
-
-/// A layer norm's scale and shift.
-struct Norm {
-    gamma: Var,
-    beta: Var,
-}
-
-impl Norm {
-    /// Normalises each row of `x` (`[rows, hidden]`), in differentiable operations.
-    fn forward(&self, x: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-        let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
-        let variance = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        centred
-            .broadcast_div(&(variance + eps)?.sqrt()?)?
-            .broadcast_mul(self.gamma.as_tensor())?
-            .broadcast_add(self.beta.as_tensor())
-    }
+/// Each row of `x` (`[rows, hidden]`) layer-normalised with the `[scale, shift]` pair
+/// `norm`, in differentiable operations.
+fn layer_norm(x: &Tensor, [gamma, beta]: &[Var; 2], eps: f64) -> candle_core::Result<Tensor> {
+    let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+    let variance = centred.sqr()?.mean_keepdim(D::Minus1)?;
+    centred
+        .broadcast_div(&(variance + eps)?.sqrt()?)?
+        .broadcast_mul(gamma.as_tensor())?
+        .broadcast_add(beta.as_tensor())
 }
 
 /// One trainable transformer layer.
-struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    attention_out: Linear,
-    attention_norm: Norm,
-    up: Linear,
-    down: Linear,
-    output_norm: Norm,
-}
+type Layer = LayerTensors<Var>;
 
-impl Layer {
-    /// The layer from its tensors in [`LAYER_TENSORS`] order.
-    fn new(tensors: [Var; 16]) -> Self {
-        let [
-            qw,
-            qb,
-            kw,
-            kb,
-            vw,
-            vb,
-            ow,
-            ob,
-            ag,
-            ab,
-            uw,
-            ub,
-            dw,
-            db,
-            og,
-            obeta,
-        ] = tensors;
-        let linear = |weight, bias| Linear { weight, bias };
-        Self {
-            query: linear(qw, qb),
-            key: linear(kw, kb),
-            value: linear(vw, vb),
-            attention_out: linear(ow, ob),
-            attention_norm: Norm {
-                gamma: ag,
-                beta: ab,
-            },
-            up: linear(uw, ub),
-            down: linear(dw, db),
-            output_norm: Norm {
-                gamma: og,
-                beta: obeta,
-            },
-        }
-    }
-
-    /// Its tensors in [`LAYER_TENSORS`] order.
-    fn vars(&self) -> [&Var; 16] {
-        fn lin(l: &Linear) -> [&Var; 2] {
-            [&l.weight, &l.bias]
-        }
-        let [qw, qb] = lin(&self.query);
-        let [kw, kb] = lin(&self.key);
-        let [vw, vb] = lin(&self.value);
-        let [ow, ob] = lin(&self.attention_out);
-        let [uw, ub] = lin(&self.up);
-        let [dw, db] = lin(&self.down);
-        [
-            qw,
-            qb,
-            kw,
-            kb,
-            vw,
-            vb,
-            ow,
-            ob,
-            &self.attention_norm.gamma,
-            &self.attention_norm.beta,
-            uw,
-            ub,
-            dw,
-            db,
-            &self.output_norm.gamma,
-            &self.output_norm.beta,
-        ]
-    }
+/// A layer whose parameters are `tensors` (in [`LAYER_TENSORS`] order), each made a `Var`
+/// by `to_var`.
+fn layer_of<'a>(
+    tensors: impl IntoIterator<Item = &'a Tensor>,
+    to_var: impl Fn(&Tensor) -> candle_core::Result<Var>,
+) -> candle_core::Result<Layer> {
+    let vars = tensors
+        .into_iter()
+        .map(to_var)
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let count = vars.len();
+    LayerTensors::from_ordered(vars).ok_or_else(|| {
+        candle_core::Error::Msg(format!("a transformer layer has {count} tensors, not 16"))
+    })
 }
 
 /// The top layers of the encoder as trainable parameters on a device.
@@ -347,14 +267,7 @@ impl TunedLayers {
         let layers = source
             .initial
             .iter()
-            .map(|tensors| {
-                let vars = tensors
-                    .iter()
-                    .map(|t| Var::from_tensor(&t.to_device(device)?))
-                    .collect::<candle_core::Result<Vec<_>>>()?;
-                let vars: [Var; 16] = vars.try_into().expect("LAYER_TENSORS has 16 entries");
-                Ok(Layer::new(vars))
-            })
+            .map(|tensors| layer_of(tensors, |t| Var::from_tensor(&t.to_device(device)?)))
             .collect::<candle_core::Result<_>>()?;
         let config = &source.config;
         Ok(Self {
@@ -374,8 +287,7 @@ impl TunedLayers {
             .enumerate()
             .flat_map(|(k, layer)| {
                 layer
-                    .vars()
-                    .into_iter()
+                    .ordered()
                     .zip(LAYER_TENSORS)
                     .map(move |(var, (name, _))| (format!("layer{k}.{name}"), var.clone()))
             })
@@ -388,13 +300,9 @@ impl TunedLayers {
             .layers
             .iter()
             .map(|layer| {
-                let vars = layer
-                    .vars()
-                    .into_iter()
-                    .map(|v| Var::from_tensor(&v.as_tensor().copy()?))
-                    .collect::<candle_core::Result<Vec<_>>>()?;
-                let vars: [Var; 16] = vars.try_into().expect("16 tensors per layer");
-                Ok(Layer::new(vars))
+                layer_of(layer.ordered().map(Var::as_tensor), |t| {
+                    Var::from_tensor(&t.copy()?)
+                })
             })
             .collect::<candle_core::Result<_>>()?;
         Ok(Self {
@@ -421,9 +329,9 @@ impl TunedLayers {
                     .transpose(1, 2)?
                     .contiguous()
             };
-            let q = heads(layer.query.forward(&x)?)?;
-            let k = heads(layer.key.forward(&x)?)?;
-            let v = heads(layer.value.forward(&x)?)?;
+            let q = heads(linear(&x, &layer.query)?)?;
+            let k = heads(linear(&x, &layer.key)?)?;
+            let v = heads(linear(&x, &layer.value)?)?;
             let scores =
                 (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?.broadcast_add(&key_bias)?;
             let context = softmax_last(&scores)?
@@ -431,16 +339,16 @@ impl TunedLayers {
                 .transpose(1, 2)?
                 .contiguous()?
                 .reshape((n * longest, hidden))?;
-            let attended = (layer.attention_out.forward(&context)? + &x)?;
-            let x1 = layer.attention_norm.forward(&attended, self.eps)?;
-            let up = layer.up.forward(&x1)?;
+            let attended = (linear(&context, &layer.attention_out)? + &x)?;
+            let x1 = layer_norm(&attended, &layer.attention_norm, self.eps)?;
+            let up = linear(&x1, &layer.up)?;
             let up = match self.activation {
                 HiddenAct::Gelu => up.gelu_erf()?,
                 HiddenAct::GeluApproximate => up.gelu()?,
                 HiddenAct::Relu => up.relu()?,
             };
-            let out = (layer.down.forward(&up)? + &x1)?;
-            x = layer.output_norm.forward(&out, self.eps)?;
+            let out = (linear(&up, &layer.down)? + &x1)?;
+            x = layer_norm(&out, &layer.output_norm, self.eps)?;
         }
         // Mean over the real tokens, then L2 normalisation (sentence-transformers').
         let x = x.reshape((n, longest, hidden))?;
@@ -466,8 +374,7 @@ impl TunedLayers {
                 .iter()
                 .map(|layer| {
                     layer
-                        .vars()
-                        .iter()
+                        .ordered()
                         .map(|v| v.as_tensor().flatten_all()?.to_vec1::<f32>())
                         .collect::<candle_core::Result<Vec<_>>>()
                 })

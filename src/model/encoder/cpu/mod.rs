@@ -76,6 +76,62 @@ pub const LAYER_TENSORS: [(&str, TensorShape); 16] = [
     ("output.LayerNorm.bias", TensorShape::Hidden),
 ];
 
+/// One transformer layer's tensors by role, each a `[weight, bias]` (or `[scale, shift]`)
+/// pair of any representation `T` (flat values, candle parameters).
+pub struct LayerTensors<T> {
+    /// The attention's query projection.
+    pub query: [T; 2],
+    /// The attention's key projection.
+    pub key: [T; 2],
+    /// The attention's value projection.
+    pub value: [T; 2],
+    /// The attention's output projection.
+    pub attention_out: [T; 2],
+    /// The layer norm after the attention.
+    pub attention_norm: [T; 2],
+    /// The feed-forward up-projection.
+    pub up: [T; 2],
+    /// The feed-forward down-projection.
+    pub down: [T; 2],
+    /// The layer norm after the feed-forward block.
+    pub output_norm: [T; 2],
+}
+
+impl<T> LayerTensors<T> {
+    /// The tensors from a list in [`LAYER_TENSORS`] order; `None` unless there are 16.
+    pub fn from_ordered(tensors: impl IntoIterator<Item = T>) -> Option<Self> {
+        let mut it = tensors.into_iter();
+        let mut pair = || Some([it.next()?, it.next()?]);
+        let parts = Self {
+            query: pair()?,
+            key: pair()?,
+            value: pair()?,
+            attention_out: pair()?,
+            attention_norm: pair()?,
+            up: pair()?,
+            down: pair()?,
+            output_norm: pair()?,
+        };
+        it.next().is_none().then_some(parts)
+    }
+
+    /// The tensors in [`LAYER_TENSORS`] order.
+    pub fn ordered(&self) -> impl Iterator<Item = &T> {
+        [
+            &self.query,
+            &self.key,
+            &self.value,
+            &self.attention_out,
+            &self.attention_norm,
+            &self.up,
+            &self.down,
+            &self.output_norm,
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
 /// A layer tensor's shape, in the model's sizes.
 #[derive(Clone, Copy, Debug)]
 pub enum TensorShape {
@@ -348,44 +404,25 @@ impl CpuLayers {
     /// [`CpuBert::load`] and the model folder's reader) or a tensor has the wrong length.
     pub fn from_tensors(config: &Config, tensors: &[Vec<Vec<f32>>]) -> Self {
         let (h, i) = (config.hidden_size, config.intermediate_size);
-        let norm = |gamma: &[f32], beta: &[f32]| Norm {
+        let norm = |[gamma, beta]: [&[f32]; 2]| Norm {
             gamma: gamma.to_vec(),
             beta: beta.to_vec(),
         };
         let layers = tensors
             .iter()
             .map(|t| {
-                let [
-                    qw,
-                    qb,
-                    kw,
-                    kb,
-                    vw,
-                    vb,
-                    ow,
-                    ob,
-                    ag,
-                    ab,
-                    uw,
-                    ub,
-                    dw,
-                    db,
-                    og,
-                    obeta,
-                ] = t.as_slice()
-                else {
-                    panic!("a layer has {} tensors, not 16", t.len());
-                };
+                let t = LayerTensors::from_ordered(t.iter().map(Vec::as_slice))
+                    .unwrap_or_else(|| panic!("a layer has {} tensors, not 16", t.len()));
                 // Query, key and value fused into one `3h × h` product.
-                let qkv_w: Vec<f32> = [qw, kw, vw].into_iter().flatten().copied().collect();
-                let qkv_b: Vec<f32> = [qb, kb, vb].into_iter().flatten().copied().collect();
+                let fused = |k: usize| -> Vec<f32> { [t.query[k], t.key[k], t.value[k]].concat() };
+                let linear = |[w, b]: [&[f32]; 2], n, k| PackedLinear::new(w, b, n, k);
                 Layer {
-                    qkv: PackedLinear::new(&qkv_w, &qkv_b, 3 * h, h),
-                    attn_out: PackedLinear::new(ow, ob, h, h),
-                    attn_norm: norm(ag, ab),
-                    ffn_up: PackedLinear::new(uw, ub, i, h),
-                    ffn_down: PackedLinear::new(dw, db, h, i),
-                    ffn_norm: norm(og, obeta),
+                    qkv: PackedLinear::new(&fused(0), &fused(1), 3 * h, h),
+                    attn_out: linear(t.attention_out, h, h),
+                    attn_norm: norm(t.attention_norm),
+                    ffn_up: linear(t.up, i, h),
+                    ffn_down: linear(t.down, h, i),
+                    ffn_norm: norm(t.output_norm),
                 }
             })
             .collect();
