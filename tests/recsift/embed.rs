@@ -11,8 +11,26 @@ use recsift::fixtures::write_tiny_bert;
 use recsift::io::embedding_cache::EmbeddingCache;
 use recsift::io::items::read_item_texts;
 use recsift::model::encoder::TextEncoder;
+use recsift::plan::Plan;
+use recsift::results::RoundRecord;
 
 use crate::common::{minilm, plan_of};
+
+/// Runs `plan` round by round (or window by window), checking after each that the
+/// engine's scores equal a from-scratch scoring of the model; returns the rounds.
+fn run_against_scratch(plan: &Plan) -> Vec<RoundRecord> {
+    let mut experiment = start_experiment(plan, true, false).unwrap();
+    loop {
+        if let Err(difference) = check_against_scratch(experiment.as_ref(), 1e-6) {
+            panic!("after round {}: {difference}", experiment.history().len());
+        }
+        if !experiment.has_next() {
+            break;
+        }
+        experiment.next_round().unwrap();
+    }
+    experiment.finish().unwrap().rounds
+}
 
 #[test]
 fn the_shipped_embedding_cache_equals_what_the_encoder_computes() {
@@ -74,20 +92,8 @@ fn a_replay_embeds_each_text_once_as_its_item_appears() {
     ];
     let set: Vec<&str> = set.iter().map(String::as_str).collect();
     let plan = plan_of("pipelines/replay-ml-latest-small.yaml", &set);
-    let run = || {
-        let mut experiment = start_experiment(&plan, true, false).unwrap();
-        loop {
-            if let Err(difference) = check_against_scratch(experiment.as_ref(), 1e-6) {
-                panic!("after window {}: {difference}", experiment.history().len());
-            }
-            if !experiment.has_next() {
-                break;
-            }
-            experiment.next_round().unwrap();
-        }
-        experiment.finish().unwrap().rounds
-    };
-    let embedded = |rounds: &[recsift::results::RoundRecord]| -> Vec<f64> {
+    let run = || run_against_scratch(&plan);
+    let embedded = |rounds: &[RoundRecord]| -> Vec<f64> {
         rounds
             .iter()
             .map(|r| {
@@ -127,7 +133,7 @@ fn a_replay_embeds_each_text_once_as_its_item_appears() {
     // Everything is cached now: the same replay embeds nothing and gives the same results.
     let second = run();
     assert!(embedded(&second).iter().all(|&n| n == 0.0));
-    let metrics = |rounds: &[recsift::results::RoundRecord]| -> Vec<Vec<(String, f64)>> {
+    let metrics = |rounds: &[RoundRecord]| -> Vec<Vec<(String, f64)>> {
         rounds
             .iter()
             .map(|r| {
@@ -192,22 +198,11 @@ fn pool_runs_fine_tune_the_encoder_and_the_engine_follows_the_tuned_rows() {
             format!("nodes.model.train={train}"),
         ];
         let set: Vec<&str> = set.iter().map(String::as_str).collect();
-        let plan = plan_of("pipelines/cold-start.yaml", &set);
-        let mut experiment = start_experiment(&plan, true, false).unwrap();
-        loop {
-            // Every item row changes with the tuned layers after every pass: the engine's
-            // scores must still equal a from-scratch scoring of the model.
-            if let Err(difference) = check_against_scratch(experiment.as_ref(), 1e-6) {
-                panic!("after round {}: {difference}", experiment.history().len());
-            }
-            if !experiment.has_next() {
-                break;
-            }
-            experiment.next_round().unwrap();
-        }
-        experiment.finish().unwrap().rounds
+        // Every item row changes with the tuned layers after every pass: the engine's
+        // scores must still equal a from-scratch scoring of the model.
+        run_against_scratch(&plan_of("pipelines/cold-start.yaml", &set))
     };
-    let metrics = |rounds: &[recsift::results::RoundRecord]| -> Vec<Vec<(String, f64)>> {
+    let metrics = |rounds: &[RoundRecord]| -> Vec<Vec<(String, f64)>> {
         rounds.iter().map(|r| r.metrics.clone()).collect()
     };
     let text_mf = |tune: &str| {
