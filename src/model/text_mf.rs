@@ -36,6 +36,10 @@
 //! the rows did, and the engine needs their new values to re-score, which is exactly the
 //! re-scoring of every sample of those items (the honest cost of a shared parameter). Users
 //! are reported as in MF.
+//!
+//! **Fine-tuning the encoder** (`tune:`). The vectors `e_i` are then the tuned encoder's
+//! (`text_tuner`): a step also sends the closed-form `∂L/∂e_k = W^T u_k` to the tuned
+//! layers, and every vector is recomputed after each pass.
 
 use std::sync::Arc;
 

@@ -20,6 +20,10 @@
 //! Dropout in training draws fresh masks per step from a seeded stream (candle-nn's dropout
 //! draws from an unseeded generator), so training is deterministic for a seed.
 //!
+//! **Fine-tuning the encoder** (`tune:`): the text vectors enter each block as `Var`s, so
+//! the step's backward pass also gives their gradient, which goes to the tuned encoder
+//! layers (`text_tuner`); every vector is recomputed after each pass.
+//!
 //! **Training.** Autograd through the towers; the gradient of `Σ w · ℓ` with respect to the
 //! raw predictions, `w · (prediction - label)`, is fed in as a constant. Under BPR
 //! (`loss: bpr`, implicit feedback: every event is a positive, see [`super::mf`]'s module
