@@ -171,14 +171,6 @@ impl TextMf {
         })
     }
 
-    /// When the encoder is tuned, the item vectors are its: recompute them all.
-    fn refresh_tuned_text(&mut self) -> Result<(), ModelError> {
-        if let Some(vectors) = self.tuning.vectors()? {
-            self.text.set(&vectors)?;
-        }
-        Ok(())
-    }
-
     /// `W e` of the text vectors `e` (`[n, text_dim]`) as `[n, members, 1 + dim]`.
     ///
     /// The result is detached from the projection `Var`: its gradient is computed in
@@ -406,7 +398,7 @@ impl Trainable for TextMf {
     }
 
     fn end_pass(&mut self) -> Result<(), ModelError> {
-        self.refresh_tuned_text()
+        self.tuning.refresh(&mut self.text)
     }
 }
 
@@ -489,8 +481,7 @@ impl Recommender for TextMf {
     }
 
     fn tune_encoder(&mut self, source: &Arc<TunableText>) -> Result<(), ModelError> {
-        self.tuning.attach(source, self.text.dim(), &self.device)?;
-        self.refresh_tuned_text()
+        self.tuning.attach(source, &mut self.text, &self.device)
     }
 
     fn duplicate(&self) -> Result<Box<dyn Recommender>, ModelError> {
@@ -536,8 +527,7 @@ impl Recommender for TextMf {
         self.users = common.users;
         self.items = common.items;
         self.draws = common.draws;
-        self.tuning.load(state)?;
-        self.refresh_tuned_text()
+        self.tuning.load(state, &mut self.text)
     }
 }
 

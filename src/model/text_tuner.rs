@@ -26,6 +26,7 @@ use candle_core::{Device, Tensor};
 
 use super::dense_adam::DenseAdamW;
 use super::encoder::{TunableText, TunedLayers};
+use super::text_table::TextTable;
 use super::{ModelError, ModelState};
 use crate::data::ItemEmbeddings;
 use crate::plan::params::{EncoderTuning, OptimizerParams};
@@ -167,11 +168,12 @@ impl TextTuning {
         }
     }
 
-    /// Starts tuning over `source` on `device`, for a model reading `text_dim`-d vectors.
+    /// Starts tuning over `source` on `device`, for a model whose item vectors are `text`:
+    /// from here on they are the tuned layers' (recomputed now).
     pub(super) fn attach(
         &mut self,
         source: &Arc<TunableText>,
-        text_dim: usize,
+        text: &mut TextTable,
         device: &Device,
     ) -> Result<(), ModelError> {
         let Some((tuning, row_optimizer)) = self.asked else {
@@ -179,14 +181,14 @@ impl TextTuning {
                 "this model has no `tune:` option: its encoder stays frozen".into(),
             ));
         };
-        if source.tuned_layers() != tuning.layers || source.dim() != text_dim {
+        if source.tuned_layers() != tuning.layers || source.dim() != text.dim() {
             return Err(ModelError::Input(format!(
                 "the encoder source tunes {} layers of {}-d vectors, but this model asks for \
                  {} layers over {}-d vectors",
                 source.tuned_layers(),
                 source.dim(),
                 tuning.layers,
-                text_dim
+                text.dim()
             )));
         }
         self.tuner = Some(EncoderTuner::new(
@@ -195,7 +197,7 @@ impl TextTuning {
             row_optimizer,
             device,
         )?);
-        Ok(())
+        self.refresh(text)
     }
 
     /// The tuner, once attached.
@@ -208,10 +210,14 @@ impl TextTuning {
         self.tuner.is_some()
     }
 
-    /// Every item's vector under the tuned weights, when tuning (else `None`: the vectors
-    /// are the frozen encoder's, handed over).
-    pub(super) fn vectors(&self) -> Result<Option<ItemEmbeddings>, ModelError> {
-        self.tuner.as_ref().map(EncoderTuner::vectors).transpose()
+    /// When tuning, recomputes every vector of `text` under the tuned weights (after each
+    /// pass, and when weights are restored); otherwise the vectors stay the frozen
+    /// encoder's, handed over.
+    pub(super) fn refresh(&self, text: &mut TextTable) -> Result<(), ModelError> {
+        if let Some(tuner) = &self.tuner {
+            text.set(&tuner.vectors()?)?;
+        }
+        Ok(())
     }
 
     /// Refuses to replace the vectors of a tuned model with handed-over ones.
@@ -243,9 +249,17 @@ impl TextTuning {
         self.tuner.as_ref().map_or(Ok(()), |t| t.save(state))
     }
 
-    /// Restores the tuned layers (if any) from `state`.
-    pub(super) fn load(&mut self, state: &ModelState) -> Result<(), ModelError> {
-        self.tuner.as_mut().map_or(Ok(()), |t| t.load(state))
+    /// Restores the tuned layers (if any) from `state`, and the vectors of `text` with
+    /// them.
+    pub(super) fn load(
+        &mut self,
+        state: &ModelState,
+        text: &mut TextTable,
+    ) -> Result<(), ModelError> {
+        if let Some(tuner) = &mut self.tuner {
+            tuner.load(state)?;
+        }
+        self.refresh(text)
     }
 }
 

@@ -335,14 +335,6 @@ impl TwoTower {
         })
     }
 
-    /// When the encoder is tuned, the item vectors are its: recompute them all.
-    fn refresh_tuned_text(&mut self) -> Result<(), ModelError> {
-        if let Some(vectors) = self.tuning.vectors()? {
-            self.text.set(&vectors)?;
-        }
-        Ok(())
-    }
-
     /// A training dropout mask `[networks, n, hidden]`: 0 or `1 / (1 - dropout)`, or `None`
     /// without dropout. Each unit is dropped when a 16-bit draw falls below
     /// `dropout * 2^16` (four draws per 64-bit word: one word per unit was a tenth of a
@@ -742,7 +734,7 @@ impl Trainable for TwoTower {
     }
 
     fn end_pass(&mut self) -> Result<(), ModelError> {
-        self.refresh_tuned_text()
+        self.tuning.refresh(&mut self.text)
     }
 }
 
@@ -825,8 +817,7 @@ impl Recommender for TwoTower {
     }
 
     fn tune_encoder(&mut self, source: &Arc<TunableText>) -> Result<(), ModelError> {
-        self.tuning.attach(source, self.text.dim(), &self.device)?;
-        self.refresh_tuned_text()
+        self.tuning.attach(source, &mut self.text, &self.device)
     }
 
     fn duplicate(&self) -> Result<Box<dyn Recommender>, ModelError> {
@@ -879,8 +870,7 @@ impl Recommender for TwoTower {
         self.item_ids = common.items;
         self.draws = common.draws;
         self.masks = masks;
-        self.tuning.load(state)?;
-        self.refresh_tuned_text()
+        self.tuning.load(state, &mut self.text)
     }
 }
 

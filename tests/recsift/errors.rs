@@ -604,32 +604,17 @@ nodes:
             ),
         )
     };
+    // `recsift validate` of the pipeline with `protocol` and the train node `model`.
+    let validate =
+        |protocol: &str, model: &str| fails(dir.path(), &["validate", &with(protocol, model)]);
     let pool = "{pool: {split: {random: {test: 0.2}}, rounds: 2}}";
-    let other_family = fails(
-        dir.path(),
-        &["validate", &with(pool, "{mf: {tune: {layers: 1}}}")],
+    let other_family = validate(pool, "{mf: {tune: {layers: 1}}}");
+    let bad_values = validate(
+        pool,
+        "{text_mf: {tune: {layers: 0, lr: -1, items_per_step: 0}}}",
     );
-    let bad_values = fails(
-        dir.path(),
-        &[
-            "validate",
-            &with(
-                pool,
-                "{text_mf: {tune: {layers: 0, lr: -1, items_per_step: 0}}}",
-            ),
-        ],
-    );
-    let unknown_key = fails(
-        dir.path(),
-        &["validate", &with(pool, "{text_mf: {tune: {layer: 2}}}")],
-    );
-    let replay = fails(
-        dir.path(),
-        &[
-            "validate",
-            &with("{replay: {window_events: 1000}}", "{text_mf: {tune: {}}}"),
-        ],
-    );
+    let unknown_key = validate(pool, "{text_mf: {tune: {layer: 2}}}");
+    let replay = validate("{replay: {window_events: 1000}}", "{text_mf: {tune: {}}}");
     insta::assert_snapshot!(
         "validate-tune-errors",
         [other_family, bad_values, unknown_key, replay].join("\n")
