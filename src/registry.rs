@@ -90,8 +90,16 @@ pub mod defaults {
     pub const HIDDEN: usize = 64;
     /// Encoder layers fine-tuned under `tune:`.
     pub const TUNE_LAYERS: usize = 1;
+    /// LoRA adapters' rank under `tune.lora`.
+    pub const LORA_RANK: usize = 8;
+    /// LoRA adapters' scale numerator under `tune.lora` (Hugging Face PEFT's default
+    /// `lora_alpha`).
+    pub const LORA_ALPHA: f64 = 8.0;
     /// Adam's learning rate for the fine-tuned encoder layers.
     pub const TUNE_LR: f64 = 1e-4;
+    /// Adam's learning rate for LoRA adapters (`tune.lora`): the rate the LoRA paper used
+    /// for RoBERTa-base on most GLUE tasks (Hu et al. 2021, arXiv:2106.09685, Table 9).
+    pub const LORA_LR: f64 = 5e-4;
     /// Items back-propagated through the encoder per gradient step.
     pub const TUNE_ITEMS_PER_STEP: usize = 32;
     /// `two_tower`'s dropout probability.
@@ -243,13 +251,13 @@ pub static OPERATORS: &[OperatorDef] = &[
                 "model",
                 "string",
                 Name(crate::model::encoder::DEFAULT_MODEL),
-                "Hugging Face model id; also the cache key",
+                "Hugging Face model id; its vectors' cache key (the published weights)",
             ),
             option(
                 "model_dir",
                 "path",
                 DefaultValue::None,
-                "a local folder with `config.json`, `tokenizer.json`, `model.safetensors`",
+                "a local folder with `config.json`, `tokenizer.json`, `model.safetensors`; its vectors are cached under the model id and a digest of those files",
             ),
             option(
                 "cache",
@@ -572,11 +580,32 @@ pub static TRAIN_OPTIONS: &[OptionDef] = &[
         "top transformer layers trained; the layers below run once per item and stay frozen",
     ),
     train_option(
+        "tune.lora",
+        "mapping",
+        DefaultValue::None,
+        "`text_mf`, `two_tower`",
+        "train low-rank adapters of the tuned layers' attention query and value projections (LoRA, `W + alpha/rank B A`, `B` starting at 0) instead of all their weights",
+    ),
+    train_option(
+        "tune.lora.rank",
+        "integer",
+        Int(defaults::LORA_RANK),
+        "`text_mf`, `two_tower`",
+        "the adapters' rank `r` (each adapted weight trains `r (in + out)` values)",
+    ),
+    train_option(
+        "tune.lora.alpha",
+        "float",
+        Float(defaults::LORA_ALPHA),
+        "`text_mf`, `two_tower`",
+        "the adapters' scale numerator: the update is multiplied by `alpha / rank`",
+    ),
+    train_option(
         "tune.lr",
         "float",
-        Float(defaults::TUNE_LR),
+        Rule(|| format!("{} ({} with `lora`)", defaults::TUNE_LR, defaults::LORA_LR)),
         "`text_mf`, `two_tower`",
-        "Adam's learning rate for the tuned layers",
+        "Adam's learning rate for the tuned layers (or their adapters)",
     ),
     train_option(
         "tune.items_per_step",

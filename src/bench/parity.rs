@@ -37,7 +37,9 @@ pub struct ParityCase {
 }
 
 /// Every family, each uncertainty it measures, both optimisers; short fits (10 epochs, 2
-/// per round) so that the whole check takes minutes.
+/// per round) so that the whole check takes minutes. The last two fine-tune the encoder's
+/// top layer (its weights, or LoRA adapters) with even shorter fits: they need the encoder's
+/// folder, and back-propagate through it.
 pub const PARITY_CASES: &[ParityCase] = &[
     ParityCase {
         name: "mf/sgd",
@@ -78,6 +80,16 @@ pub const PARITY_CASES: &[ParityCase] = &[
         name: "two_tower/mc_dropout/adam",
         train: "{two_tower: {dim: 32, hidden: 64, mc_dropout: 4, epochs: 10, epochs_per_round: 2, optimizer: {adam: {}}}}",
         uncertainty: "mc_dropout",
+    },
+    ParityCase {
+        name: "text_mf/tune_layer/adam",
+        train: "{text_mf: {dim: 32, members: 2, epochs: 3, epochs_per_round: 1, optimizer: {adam: {}}, tune: {layers: 1}}}",
+        uncertainty: "ensemble",
+    },
+    ParityCase {
+        name: "two_tower/tune_lora/adam",
+        train: "{two_tower: {dim: 32, hidden: 64, members: 2, epochs: 3, epochs_per_round: 1, optimizer: {adam: {}}, tune: {layers: 1, lora: {}}}}",
+        uncertainty: "ensemble",
     },
 ];
 
@@ -262,8 +274,10 @@ impl UserFixable for ParityError {
 struct Nodes {
     train: String,
     score: String,
-    /// `nodes.<embed>.embed.model_dir=<absolute --model-dir>`, when both exist.
-    model_dir: Option<String>,
+    /// With `--model-dir` and an embed node: `nodes.<embed>.embed.model_dir=<absolute
+    /// --model-dir>`, and a vector cache in the output folder (that folder's vectors have
+    /// their own cache key, so the pipeline's cache is neither read nor written).
+    encoder: Vec<String>,
 }
 
 /// Trains every selected case on the CPU and on `options.device` and compares them, after
@@ -301,13 +315,23 @@ pub fn bench_parity(options: &ParityOptions) -> Result<ParityReport, ParityError
     if let (Some(dir), Some(embed)) = (&options.model_dir, &base.embed) {
         // `--set` paths are relative to the pipeline file; `--model-dir` is relative to
         // where the command runs.
-        let dir = std::path::absolute(dir)
-            .map_err(|e| setup(format!("--model-dir {}: {e}", dir.display())))?;
-        nodes.model_dir = Some(format!(
-            "nodes.{}.embed.model_dir={}",
-            embed.node,
-            dir.display()
-        ));
+        std::fs::create_dir_all(&options.out)
+            .map_err(|e| setup(format!("{}: {e}", options.out.display())))?;
+        let absolute = |path: &Path| {
+            std::path::absolute(path).map_err(|e| setup(format!("{}: {e}", path.display())))
+        };
+        nodes.encoder = vec![
+            format!(
+                "nodes.{}.embed.model_dir={}",
+                embed.node,
+                absolute(dir)?.display()
+            ),
+            format!(
+                "nodes.{}.embed.cache={}",
+                embed.node,
+                absolute(&options.out.join("embeddings.parquet"))?.display()
+            ),
+        ];
     }
     let encoder = match options.device {
         DeviceChoice::Cpu => None,
@@ -371,7 +395,7 @@ fn varied_nodes(plan: &Plan) -> Result<Nodes, String> {
     Ok(Nodes {
         train: plan.models.trained[0].node.clone(),
         score: score.id.clone(),
-        model_dir: None,
+        encoder: Vec::new(),
     })
 }
 
@@ -391,7 +415,7 @@ fn run_case(
         format!("protocol.pool.rounds={}", options.rounds),
         format!("device={device}"),
     ];
-    set.extend(nodes.model_dir.clone());
+    set.extend(nodes.encoder.iter().cloned());
     let plan = load(&options.pipeline, &set)?;
     let folder = format!("{}-{device}", case.name.replace('/', "-")).replace(':', "");
     let run_options = RunOptions {

@@ -2,7 +2,8 @@
 //! looked up in the Parquet cache, and embedded with the sentence encoder only when missing.
 //!
 //! The encoder is loaded on first need, so a run whose texts are all cached needs no model
-//! at all (the shipped quickstart runs offline this way). A replay asks for the items of
+//! at all (the shipped quickstart runs offline this way). The cache keys vectors by the
+//! weights that computed them (`cache_key`). A replay asks for the items of
 //! each window as they appear: only texts never seen before reach the encoder.
 
 use std::collections::BTreeMap;
@@ -12,7 +13,7 @@ use std::time::Instant;
 use crate::data::{IdMap, ItemEmbeddings, ItemIdx};
 use crate::io::embedding_cache::EmbeddingCache;
 use crate::io::items::read_item_texts;
-use crate::model::encoder::{TextEncoder, TunableText, resolve_model_dir};
+use crate::model::encoder::{TextEncoder, TunableText, folder_digest, resolve_model_dir};
 use crate::model::{ModelError, candle_device};
 use crate::plan::params::{DeviceChoice, ItemSource};
 use crate::plan::{EmbedPlan, ModelsPlan};
@@ -32,6 +33,21 @@ pub struct EmbedRound {
     pub encoder_s: f64,
 }
 
+/// The embedding cache's key of the vectors `plan` computes: which weights computed them.
+/// The model id names its published weights; with `model_dir:` (weights of one's own,
+/// perhaps fine-tuned, under that id) the key is the id and a digest of that folder
+/// (`<id>@<16 hex digits>`), so vectors of other weights are never served. Vectors of
+/// weights tuned during a run never enter the cache (they live in the model and its
+/// checkpoints).
+fn cache_key(plan: &EmbedPlan) -> Result<String, RunError> {
+    let Some(dir) = &plan.model_dir else {
+        return Ok(plan.model.clone());
+    };
+    let dir = resolve_model_dir(&plan.model, Some(dir))?;
+    let digest = folder_digest(&dir).map_err(ModelError::from)?;
+    Ok(format!("{}@{digest}", plan.model))
+}
+
 /// What the train nodes that fine-tune the encoder start from, by number of tuned layers:
 /// the frozen layers' token states of every item and the tuned layers' weights.
 pub type EncoderSources = BTreeMap<usize, Arc<TunableText>>;
@@ -42,6 +58,8 @@ pub struct ItemEmbedder {
     device: DeviceChoice,
     /// `texts[item]`: the rendered text, `None` for an item without a row in the item file.
     texts: Vec<Option<String>>,
+    /// The cache's key of this node's vectors (`cache_key`).
+    cache_key: String,
     cache: Option<EmbeddingCache>,
     encoder: Option<TextEncoder>,
     vectors: ItemEmbeddings,
@@ -57,12 +75,14 @@ impl ItemEmbedder {
         device: DeviceChoice,
     ) -> Result<Self, RunError> {
         let texts = read_item_texts(source, items)?.texts;
-        let cache = EmbeddingCache::open_recorded(&plan.cache, &plan.model)?;
+        let cache_key = cache_key(plan)?;
+        let cache = EmbeddingCache::open_recorded(&plan.cache, &cache_key)?;
         let dim = cache.as_ref().map_or(0, EmbeddingCache::dim);
         Ok(Self {
             plan: plan.clone(),
             device,
             texts,
+            cache_key,
             cache,
             encoder: None,
             vectors: ItemEmbeddings {
@@ -202,10 +222,10 @@ impl ItemEmbedder {
                      computes {dim}-d vectors: delete the cache or point `cache:` elsewhere",
                     cache.path().display(),
                     cache.dim(),
-                    self.plan.model
+                    self.cache_key
                 ))));
             }
-            None => EmbeddingCache::open(&self.plan.cache, &self.plan.model, dim)?,
+            None => EmbeddingCache::open(&self.plan.cache, &self.cache_key, dim)?,
         };
         let cache = self.cache.insert(cache);
         let refs: Vec<&str> = missing.iter().map(String::as_str).collect();

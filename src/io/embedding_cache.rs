@@ -1,10 +1,12 @@
-//! The item-embedding cache: text vectors kept in one Parquet file, keyed by (model id,
+//! The item-embedding cache: text vectors kept in one Parquet file, keyed by (weights key,
 //! SHA-256 of the text), so each text is embedded once per model, across runs and across
-//! the windows of a replay.
+//! the windows of a replay. The weights key says which weights computed a vector: a model id
+//! for its published weights, `<id>@<digest>` for a model folder of one's own (the run
+//! decides it; this module only matches it).
 //!
 //! | column | type | holds |
 //! |---|---|---|
-//! | `model` | `Utf8` | the encoder's model id, e.g. `sentence-transformers/all-MiniLM-L6-v2` |
+//! | `model` | `Utf8` | the weights key, e.g. `sentence-transformers/all-MiniLM-L6-v2` |
 //! | `text_hash` | `FixedSizeBinary(32)` | [`text_hash`] of the text: SHA-256 of its UTF-8 bytes |
 //! | `dim` | `UInt32` | the vector's length |
 //! | `vector` | `List<Float32>` | the vector, exactly as the encoder computed it |

@@ -167,7 +167,7 @@ impl TextMf {
             text,
             offset_row,
             draws: Draws::new(params, (n_users, n_items)),
-            tuning: TextTuning::new(tuning, params.optimizer),
+            tuning: TextTuning::new(tuning, params.optimizer, params.seed),
         })
     }
 

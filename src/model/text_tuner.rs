@@ -44,15 +44,17 @@ pub(super) struct EncoderTuner {
 }
 
 impl EncoderTuner {
-    /// The pretrained top layers of `source` on `device`, trained at `tuning.lr` (Adam, with
-    /// the betas and epsilon of `row_optimizer` when it is Adam).
+    /// The pretrained top layers of `source` on `device` (or LoRA adapters of them drawn
+    /// from `seed`), trained at `tuning.lr` (Adam, with the betas and epsilon of
+    /// `row_optimizer` when it is Adam).
     pub(super) fn new(
         source: Arc<TunableText>,
         tuning: EncoderTuning,
         row_optimizer: OptimizerParams,
+        seed: u64,
         device: &Device,
     ) -> Result<Self, ModelError> {
-        let layers = TunedLayers::new(&source, device)?;
+        let layers = TunedLayers::new(&source, tuning.lora, seed, device)?;
         let optimizer = DenseAdamW::new(layers.named_vars(), row_optimizer, tuning.lr, 0.0)?;
         Ok(Self {
             source,
@@ -156,14 +158,22 @@ pub(super) struct TextTuning {
     /// The tuning asked for (`tune:`), and the optimiser the parameters name (whose Adam
     /// betas the tuned layers' Adam takes).
     asked: Option<(EncoderTuning, OptimizerParams)>,
+    /// The model's seed (LoRA adapters are drawn from it).
+    seed: u64,
     tuner: Option<EncoderTuner>,
 }
 
 impl TextTuning {
-    /// What `tuning` (the model's `tune:`, if any) asks for, with the model's optimiser.
-    pub(super) fn new(tuning: Option<EncoderTuning>, optimizer: OptimizerParams) -> Self {
+    /// What `tuning` (the model's `tune:`, if any) asks for, with the model's optimiser and
+    /// seed.
+    pub(super) fn new(
+        tuning: Option<EncoderTuning>,
+        optimizer: OptimizerParams,
+        seed: u64,
+    ) -> Self {
         Self {
             asked: tuning.map(|t| (t, optimizer)),
+            seed,
             tuner: None,
         }
     }
@@ -195,6 +205,7 @@ impl TextTuning {
             Arc::clone(source),
             tuning,
             row_optimizer,
+            self.seed,
             device,
         )?);
         self.refresh(text)
@@ -236,6 +247,7 @@ impl TextTuning {
     pub(super) fn duplicate(&self) -> Result<Self, ModelError> {
         Ok(Self {
             asked: self.asked,
+            seed: self.seed,
             tuner: self
                 .tuner
                 .as_ref()

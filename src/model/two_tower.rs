@@ -331,7 +331,7 @@ impl TwoTower {
             draws: Draws::new(params, (n_users, n_items)),
             masks: ChaCha12Rng::seed_from_u64(stable_hash(&[params.seed, DROPOUT_DOMAIN])),
             block_rows,
-            tuning: TextTuning::new(tune, params.optimizer),
+            tuning: TextTuning::new(tune, params.optimizer, params.seed),
         })
     }
 

@@ -395,11 +395,12 @@ pub enum InitialLabels {
 pub struct EmbedPlan {
     /// The embed node's id.
     pub node: String,
-    /// Hugging Face model id, also the cache's model key.
+    /// Hugging Face model id: the cache's key of its vectors (with a digest of `model_dir`
+    /// when one is given).
     pub model: String,
     /// A local model folder that overrides the lookup by `model`.
     pub model_dir: Option<PathBuf>,
-    /// The Parquet cache of vectors keyed by (model, text hash).
+    /// The Parquet cache of vectors keyed by (weights, text hash).
     pub cache: PathBuf,
     /// Texts per encoder batch.
     pub batch_size: usize,

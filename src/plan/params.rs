@@ -184,10 +184,25 @@ impl ModelKind {
 pub struct EncoderTuning {
     /// Top transformer layers trained.
     pub layers: usize,
+    /// Low-rank adapters trained in those layers instead of their own weights (`None`:
+    /// every weight of the layers trains).
+    pub lora: Option<LoraAdapters>,
     /// Adam's learning rate for them.
     pub lr: f64,
     /// Most items back-propagated through them per gradient step.
     pub items_per_step: usize,
+}
+
+/// LoRA (Hu et al. 2021, arXiv:2106.09685): each tuned layer's attention query and value
+/// projections `W` (`[out, in]`) become `W + (alpha / rank) B A`, with `A` (`[rank, in]`)
+/// and `B` (`[out, rank]`) trained and `W` held fixed. `B` starts at zero, so training
+/// starts from the pretrained encoder.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct LoraAdapters {
+    /// The rank `r`.
+    pub rank: usize,
+    /// The scale numerator `alpha`.
+    pub alpha: f64,
 }
 
 /// Which rows a round's training pass visits.

@@ -239,7 +239,9 @@ fn option_defaults() -> Vec<(&'static str, &'static str, SchemaDefault)> {
         ("EarlyStoppingSpec", "patience", v(defaults::PATIENCE)),
         ("EarlyStoppingSpec", "max_epochs", v(defaults::MAX_EPOCHS)),
         ("TuneSpec", "layers", v(defaults::TUNE_LAYERS)),
-        ("TuneSpec", "lr", v(defaults::TUNE_LR)),
+        ("TuneSpec", "lr", Rule(shown("train", "tune.lr"))),
+        ("LoraSpec", "rank", v(defaults::LORA_RANK)),
+        ("LoraSpec", "alpha", v(defaults::LORA_ALPHA)),
         (
             "TuneSpec",
             "items_per_step",
@@ -398,6 +400,7 @@ mod tests {
                     Some(("optimizer.adam", p)) => ("AdamSpec", p),
                     Some(("early_stopping", p)) => ("EarlyStoppingSpec", p),
                     Some(("tune", p)) => ("TuneSpec", p),
+                    Some(("tune.lora", p)) => ("LoraSpec", p),
                     _ => (definition, option.name),
                 };
                 assert_eq!(

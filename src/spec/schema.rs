@@ -235,10 +235,11 @@ pub struct TrainSpec {
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EmbedSpec {
-    /// Hugging Face model id.
+    /// Hugging Face model id; its vectors are cached under it (the published weights).
     pub model: Option<String>,
     /// A local model folder (config.json, tokenizer.json, model.safetensors), relative to
-    /// the pipeline file; overrides the lookup by `model`.
+    /// the pipeline file; overrides the lookup by `model`. Its vectors are cached under the
+    /// id and a digest of those files.
     pub model_dir: Option<String>,
     /// The embedding cache (Parquet), relative to the pipeline file.
     pub cache: Option<String>,
@@ -298,10 +299,23 @@ pub struct TrainOptions {
 pub struct TuneSpec {
     /// Top transformer layers trained (the ones below run once and stay frozen).
     pub layers: Option<usize>,
-    /// Adam's learning rate for the tuned layers.
+    /// Train low-rank adapters of these layers' attention query and value projections
+    /// (LoRA) instead of every weight of the layers.
+    pub lora: Option<LoraSpec>,
+    /// Adam's learning rate for the tuned layers (or their adapters).
     pub lr: Option<f64>,
     /// Most items whose text is back-propagated per gradient step.
     pub items_per_step: Option<usize>,
+}
+
+/// `tune.lora:` — the adapters' rank and scale.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LoraSpec {
+    /// The adapters' rank `r`: each adapted `[out, in]` weight trains `r (in + out)` values.
+    pub rank: Option<usize>,
+    /// The adapters' scale numerator: the update `B A` is multiplied by `alpha / rank`.
+    pub alpha: Option<f64>,
 }
 
 /// `early_stopping:` — the initial fit runs epoch by epoch, reading a validation metric.

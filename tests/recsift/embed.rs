@@ -10,7 +10,7 @@ use recsift::driver::start_experiment;
 use recsift::fixtures::write_tiny_bert;
 use recsift::io::embedding_cache::EmbeddingCache;
 use recsift::io::items::read_item_texts;
-use recsift::model::encoder::TextEncoder;
+use recsift::model::encoder::{TextEncoder, folder_digest};
 use recsift::plan::Plan;
 use recsift::results::RoundRecord;
 
@@ -109,7 +109,15 @@ fn a_replay_embeds_each_text_once_as_its_item_appears() {
     let per_window = embedded(&first);
     // The cache started empty and each text is embedded once: the windows' counts add up
     // to the distinct texts the cache now holds.
-    let distinct_items = EmbeddingCache::open_recorded(&cache, &plan.embed.as_ref().unwrap().model)
+    // Vectors of a `model_dir` are keyed by the model id and a digest of that folder.
+    let model_id = &plan.embed.as_ref().unwrap().model;
+    let key = format!("{model_id}@{}", folder_digest(&model_dir).unwrap());
+    assert!(
+        EmbeddingCache::open_recorded(&cache, model_id)
+            .unwrap()
+            .is_none()
+    );
+    let distinct_items = EmbeddingCache::open_recorded(&cache, &key)
         .unwrap()
         .expect("the run wrote its cache")
         .len();
@@ -149,6 +157,24 @@ fn a_replay_embeds_each_text_once_as_its_item_appears() {
         format!("{:?}", metrics(&first)),
         format!("{:?}", metrics(&second))
     );
+
+    // Another model under the same id (the tiny BERT with another activation, in the same
+    // folder) are never served the first weights' vectors: everything is embedded again,
+    // under its own key, and the first weights' vectors stay.
+    std::fs::remove_dir_all(&model_dir).unwrap();
+    std::fs::create_dir(&model_dir).unwrap();
+    write_tiny_bert(&model_dir, "relu", None);
+    let other_key = format!("{model_id}@{}", folder_digest(&model_dir).unwrap());
+    assert_ne!(other_key, key);
+    let third = run();
+    assert_eq!(
+        embedded(&third).iter().sum::<f64>() as usize,
+        distinct_items
+    );
+    for key in [&key, &other_key] {
+        let cached = EmbeddingCache::open_recorded(&cache, key).unwrap().unwrap();
+        assert_eq!(cached.len(), distinct_items, "{key}");
+    }
 }
 
 #[test]

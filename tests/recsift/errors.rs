@@ -178,22 +178,22 @@ nodes:
 
 #[test]
 fn an_embedding_cache_of_another_dimension_is_refused_and_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache.parquet");
-    let mut stale = recsift::io::embedding_cache::EmbeddingCache::open(
-        &cache,
-        "sentence-transformers/all-MiniLM-L6-v2",
-        3,
-    )
-    .unwrap();
-    stale.insert("an old text", &[1.0, 2.0, 3.0]).unwrap();
-    stale.save().unwrap();
-    let before = fs::read(&cache).unwrap();
     let Some(model) =
         crate::common::minilm("an_embedding_cache_of_another_dimension_is_refused_and_kept")
     else {
         return;
     };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache.parquet");
+    // The key of the vectors of a `model_dir`: the model id and a digest of the folder.
+    let key = format!(
+        "sentence-transformers/all-MiniLM-L6-v2@{}",
+        recsift::model::encoder::folder_digest(&model).unwrap()
+    );
+    let mut stale = recsift::io::embedding_cache::EmbeddingCache::open(&cache, &key, 3).unwrap();
+    stale.insert("an old text", &[1.0, 2.0, 3.0]).unwrap();
+    stale.save().unwrap();
+    let before = fs::read(&cache).unwrap();
     let out = dir.path().join("out").display().to_string();
     let err = fails(
         dir.path(),
@@ -210,11 +210,11 @@ fn an_embedding_cache_of_another_dimension_is_refused_and_kept() {
         ],
     );
     assert!(
-        err.contains(
-            "the embedding cache <tmp>/cache.parquet holds 3-d vectors of \
-             `sentence-transformers/all-MiniLM-L6-v2`, but the model found computes 384-d \
-             vectors: delete the cache or point `cache:` elsewhere"
-        ),
+        err.contains(&format!(
+            "the embedding cache <tmp>/cache.parquet holds 3-d vectors of `{key}`, but \
+                 the model found computes 384-d vectors: delete the cache or point `cache:` \
+                 elsewhere"
+        )),
         "{err}"
     );
     assert_eq!(
@@ -614,9 +614,19 @@ nodes:
         "{text_mf: {tune: {layers: 0, lr: -1, items_per_step: 0}}}",
     );
     let unknown_key = validate(pool, "{text_mf: {tune: {layer: 2}}}");
+    let bad_lora = validate(pool, "{two_tower: {tune: {lora: {rank: 0, alpha: -1}}}}");
+    let unknown_lora_key = validate(pool, "{text_mf: {tune: {lora: {rnk: 4}}}}");
     let replay = validate("{replay: {window_events: 1000}}", "{text_mf: {tune: {}}}");
     insta::assert_snapshot!(
         "validate-tune-errors",
-        [other_family, bad_values, unknown_key, replay].join("\n")
+        [
+            other_family,
+            bad_values,
+            unknown_key,
+            bad_lora,
+            unknown_lora_key,
+            replay
+        ]
+        .join("\n")
     );
 }

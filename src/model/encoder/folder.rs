@@ -27,6 +27,47 @@ pub fn missing_files(dir: &Path) -> Vec<&'static str> {
         .collect()
 }
 
+/// Hex digits of [`folder_digest`] kept: 64 bits, enough to tell weights apart.
+const DIGEST_HEX: usize = 16;
+
+/// A short digest (SHA-256, first 16 hex digits) of the [`REQUIRED_FILES`] of the model
+/// folder `dir`: the weights, configuration and tokenizer that determine its vectors.
+/// Streams the files (~0.3 s for all-MiniLM-L6-v2's 90 MB).
+pub fn folder_digest(dir: &Path) -> Result<String, EncoderError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+
+    let missing = missing_files(dir);
+    if !missing.is_empty() {
+        return Err(EncoderError::MissingFiles {
+            dir: dir.to_path_buf(),
+            missing,
+        });
+    }
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    for name in REQUIRED_FILES {
+        let path = dir.join(name);
+        let unreadable = |e: std::io::Error| EncoderError::Weights {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        let mut file = std::fs::File::open(&path).map_err(unreadable)?;
+        hasher.update(name.as_bytes());
+        hasher.update(file.metadata().map_err(unreadable)?.len().to_le_bytes());
+        loop {
+            let read = file.read(&mut buffer).map_err(unreadable)?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+        }
+    }
+    let digest = hasher.finalize();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(hex[..DIGEST_HEX].to_string())
+}
+
 /// What the encoder knows about a model folder once its configuration is read.
 #[derive(Debug)]
 pub struct ModelFolder {

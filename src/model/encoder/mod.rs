@@ -38,6 +38,7 @@ mod error;
 mod folder;
 #[cfg(feature = "hf-download")]
 mod hub;
+mod lora;
 mod profile;
 mod resolve;
 mod tokens;
@@ -54,7 +55,7 @@ use self::candle_path::CandleBert;
 use self::cpu::CpuBert;
 pub use self::error::EncoderError;
 use self::folder::ModelFolder;
-pub use self::folder::{DEFAULT_MAX_TOKENS, REQUIRED_FILES};
+pub use self::folder::{DEFAULT_MAX_TOKENS, REQUIRED_FILES, folder_digest};
 pub use self::profile::{StageTimes, process_cpu_seconds};
 pub use self::resolve::{MODEL_DIR_VAR, SearchEnv, resolve_in, resolve_model_dir};
 pub use self::tuning::{TunableText, TunedLayers};

@@ -360,7 +360,7 @@ fn frozen_states_and_tuned_layers_reproduce_the_encoder() {
                 (source.tuned_layers(), source.frozen_layers()),
                 (tuned, layers - tuned)
             );
-            let top = TunedLayers::new(&source, &Device::Cpu).expect("layers");
+            let top = TunedLayers::new(&source, None, 0, &Device::Cpu).expect("layers");
             assert_eq!(top.named_vars().len(), 16 * tuned);
             let all = top.encode_all(&source).expect("encode all");
             assert_eq!(all.present, [true, false, true, true, true, true, true]);
@@ -389,4 +389,82 @@ fn frozen_states_and_tuned_layers_reproduce_the_encoder() {
             )
         );
     }
+}
+
+/// LoRA adapters start at the pretrained encoder (`B` is zero); once they have moved, the
+/// vectors recomputed with the adapters merged into the weights equal the differentiable
+/// pass that applies them, and a rank beyond the width is refused.
+#[test]
+fn lora_adapters_start_at_the_encoder_and_merge_into_the_same_vectors() {
+    use crate::plan::params::LoraAdapters;
+    let dir = tiny_model("gelu", None);
+    let encoder = TextEncoder::load(dir.path(), &Device::Cpu).expect("load");
+    let expected = encoder.encode(&TINY_TEXTS).expect("encode");
+    let texts: Vec<Option<&str>> = TINY_TEXTS.iter().map(|t| Some(*t)).collect();
+    let source = TunableText::load(dir.path(), "tiny", &texts, 2, 1).expect("load");
+    let lora = LoraAdapters {
+        rank: 2,
+        alpha: 4.0,
+    };
+    let top = TunedLayers::new(&source, Some(lora), 7, &Device::Cpu).expect("layers");
+    let vars = top.named_vars();
+    let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "layer0.query.lora_a",
+            "layer0.query.lora_b",
+            "layer0.value.lora_a",
+            "layer0.value.lora_b",
+            "layer1.query.lora_a",
+            "layer1.query.lora_b",
+            "layer1.value.lora_a",
+            "layer1.value.lora_b",
+        ]
+    );
+    let items: Vec<u32> = (0..TINY_TEXTS.len() as u32).collect();
+    let tracked = |top: &TunedLayers| -> Vec<f32> {
+        let t = top.encode(&source, &items).expect("encode");
+        t.flatten_all().unwrap().to_vec1().unwrap()
+    };
+    let merged = |top: &TunedLayers| top.encode_all(&source).expect("encode all").vectors;
+    assert!(max_abs_diff(&merged(&top), &expected) <= 2e-5);
+    assert!(max_abs_diff(&tracked(&top), &expected) <= 2e-5);
+
+    // Move every `B` away from zero (fixed values), as training would.
+    for (name, var) in &vars {
+        if name.ends_with("lora_b") {
+            let n = var.as_tensor().elem_count();
+            let values: Vec<f32> = (0..n).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.1).collect();
+            let moved =
+                candle_core::Tensor::from_vec(values, var.as_tensor().shape(), &Device::Cpu);
+            var.set(&moved.unwrap()).unwrap();
+        }
+    }
+    let (merged, tracked) = (merged(&top), tracked(&top));
+    assert!(
+        max_abs_diff(&merged, &expected) > 1e-3,
+        "the adapters change the vectors"
+    );
+    let diff = max_abs_diff(&merged, &tracked);
+    assert!(
+        diff <= 2e-5,
+        "merged vs applied adapters: max abs diff {diff}"
+    );
+
+    let too_wide = LoraAdapters {
+        rank: source.dim() + 1,
+        alpha: 1.0,
+    };
+    let err = TunedLayers::new(&source, Some(too_wide), 7, &Device::Cpu).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "`tune.lora.rank: {}` exceeds the width {} of the encoder `tiny`'s projections; \
+             use a rank of at most {} (e.g. 8)",
+            source.dim() + 1,
+            source.dim(),
+            source.dim()
+        )
+    );
 }

@@ -12,9 +12,13 @@
 //! reaches them through candle's autograd. candle-transformers' `BertLayer` cannot serve here:
 //! its fused layer norm has no backward pass.
 //!
+//! What trains in those layers is either every weight, or (`tune.lora`) low-rank adapters of
+//! the attention's query and value projections ([`super::lora`]), the layers' own weights
+//! then held fixed. Recomputing every vector merges the adapters into the weights first.
+//!
 //! Tuned vectors live only in the model that trains them (and its checkpoints, with the
-//! weights that made them): the embedding cache only ever holds the frozen encoder's
-//! vectors, keyed by the model's id.
+//! weights that made them): the embedding cache only ever holds vectors of weights read from
+//! a model folder, keyed by those weights.
 
 use std::path::Path;
 
@@ -25,9 +29,12 @@ use candle_transformers::models::bert::{Config, HiddenAct};
 use super::cpu::{CpuBert, CpuLayers, LAYER_TENSORS, LayerTensors};
 use super::error::EncoderError;
 use super::folder::ModelFolder;
+use super::lora::LowRank;
 use super::{model_root, tokens};
 use crate::data::ItemEmbeddings;
 use crate::model::ModelError;
+use crate::model::dense_adam::duplicate_var;
+use crate::plan::params::LoraAdapters;
 
 /// Items encoded together when every vector is recomputed on a device other than the CPU.
 const REFRESH_BATCH: usize = 64;
@@ -207,45 +214,175 @@ impl TunableText {
     }
 }
 
-/// `x W^T + b` for `x` of shape `[rows, in]` and the `[weight, bias]` pair `linear`.
-fn linear(x: &Tensor, [weight, bias]: &[Var; 2]) -> candle_core::Result<Tensor> {
-    x.matmul(&weight.as_tensor().t()?)?
-        .broadcast_add(bias.as_tensor())
+/// `x W^T + b` for `x` of shape `[rows, in]` and the `[weight, bias]` pair `linear`, plus
+/// what `adapter` adds, if any.
+fn linear(
+    x: &Tensor,
+    [weight, bias]: &[Tensor; 2],
+    adapter: Option<&LowRank>,
+) -> candle_core::Result<Tensor> {
+    let y = x.matmul(&weight.t()?)?.broadcast_add(bias)?;
+    match adapter {
+        Some(adapter) => y + adapter.delta(x)?,
+        None => Ok(y),
+    }
 }
 
 /// Each row of `x` (`[rows, hidden]`) layer-normalised with the `[scale, shift]` pair
 /// `norm`, in differentiable operations.
-fn layer_norm(x: &Tensor, [gamma, beta]: &[Var; 2], eps: f64) -> candle_core::Result<Tensor> {
+fn layer_norm(x: &Tensor, [gamma, beta]: &[Tensor; 2], eps: f64) -> candle_core::Result<Tensor> {
     let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
     let variance = centred.sqr()?.mean_keepdim(D::Minus1)?;
     centred
         .broadcast_div(&(variance + eps)?.sqrt()?)?
-        .broadcast_mul(gamma.as_tensor())?
-        .broadcast_add(beta.as_tensor())
+        .broadcast_mul(gamma)?
+        .broadcast_add(beta)
 }
 
-/// One trainable transformer layer.
-type Layer = LayerTensors<Var>;
+/// The LoRA adapters of one layer's attention query and value projections.
+struct QueryValueAdapters {
+    query: LowRank,
+    value: LowRank,
+}
 
-/// A layer whose parameters are `tensors` (in [`LAYER_TENSORS`] order), each made a `Var`
-/// by `to_var`.
-fn layer_of<'a>(
-    tensors: impl IntoIterator<Item = &'a Tensor>,
-    to_var: impl Fn(&Tensor) -> candle_core::Result<Var>,
-) -> candle_core::Result<Layer> {
-    let vars = tensors
-        .into_iter()
-        .map(to_var)
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    let count = vars.len();
-    LayerTensors::from_ordered(vars).ok_or_else(|| {
+/// What trains in a tuned layer.
+enum Trained {
+    /// Every tensor of the layer.
+    Whole(LayerTensors<Var>),
+    /// LoRA adapters; the layer's own tensors stay the pretrained ones.
+    Adapters(QueryValueAdapters),
+}
+
+/// One tuned transformer layer.
+struct TunedLayer {
+    /// The tensors the forward pass reads: the trained `Var`s' own tensors when the whole
+    /// layer trains, the pretrained tensors (never written) under LoRA.
+    weights: LayerTensors<Tensor>,
+    trained: Trained,
+}
+
+impl TunedLayer {
+    /// Layer `k` of the tuned ones from its pretrained tensors `initial` (in
+    /// [`LAYER_TENSORS`] order), on `device`: every tensor trains, or, with `lora`, fresh
+    /// adapters drawn from `seed`.
+    fn new(
+        k: usize,
+        initial: &[Tensor],
+        lora: Option<LoraAdapters>,
+        seed: u64,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        let on_device = initial
+            .iter()
+            .map(|t| t.to_device(device))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let Some(lora) = lora else {
+            let vars = on_device
+                .iter()
+                .map(Var::from_tensor)
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            return Self::trained_whole(vars);
+        };
+        let weights = layer_of(on_device)?;
+        let adapter = |weight: &Tensor, role: &str| {
+            LowRank::new(
+                lora,
+                weight.dims2()?,
+                seed,
+                &format!("layer{k}.{role}.lora"),
+                device,
+            )
+        };
+        let adapters = QueryValueAdapters {
+            query: adapter(&weights.query[0], "query")?,
+            value: adapter(&weights.value[0], "value")?,
+        };
+        Ok(Self {
+            weights,
+            trained: Trained::Adapters(adapters),
+        })
+    }
+
+    /// A layer whose every tensor is one of `vars` (in [`LAYER_TENSORS`] order).
+    fn trained_whole(vars: Vec<Var>) -> candle_core::Result<Self> {
+        Ok(Self {
+            weights: layer_of(vars.iter().map(|v| v.as_tensor().clone()))?,
+            trained: Trained::Whole(layer_of(vars)?),
+        })
+    }
+
+    /// The LoRA adapters, if that is what trains.
+    fn adapters(&self) -> Option<&QueryValueAdapters> {
+        match &self.trained {
+            Trained::Whole(_) => None,
+            Trained::Adapters(adapters) => Some(adapters),
+        }
+    }
+
+    /// The trained parameters, with their names in the layer: the layer's tensors
+    /// ([`LAYER_TENSORS`] names), or its adapters' (`query.lora_a`, ...).
+    fn named_vars(&self) -> Vec<(String, Var)> {
+        match &self.trained {
+            Trained::Whole(vars) => vars
+                .ordered()
+                .zip(LAYER_TENSORS)
+                .map(|(var, (name, _))| (name.to_string(), var.clone()))
+                .collect(),
+            Trained::Adapters(adapters) => [("query", &adapters.query), ("value", &adapters.value)]
+                .into_iter()
+                .flat_map(|(role, adapter)| {
+                    adapter
+                        .named_vars()
+                        .map(|(name, var)| (format!("{role}.{name}"), var))
+                })
+                .collect(),
+        }
+    }
+
+    /// The same layer with its own copy of every trained parameter (the fixed pretrained
+    /// tensors under LoRA are shared: nothing writes them).
+    fn duplicate(&self) -> candle_core::Result<Self> {
+        match &self.trained {
+            Trained::Whole(vars) => Self::trained_whole(
+                vars.ordered()
+                    .map(duplicate_var)
+                    .collect::<candle_core::Result<_>>()?,
+            ),
+            Trained::Adapters(adapters) => Ok(Self {
+                weights: self.weights.clone(),
+                trained: Trained::Adapters(QueryValueAdapters {
+                    query: adapters.query.duplicate()?,
+                    value: adapters.value.duplicate()?,
+                }),
+            }),
+        }
+    }
+
+    /// The weights a forward pass without adapters needs: the adapters merged into the
+    /// query and value weights.
+    fn merged(&self) -> candle_core::Result<LayerTensors<Tensor>> {
+        let mut merged = self.weights.clone();
+        if let Some(adapters) = self.adapters() {
+            merged.query[0] = adapters.query.merged(&merged.query[0])?;
+            merged.value[0] = adapters.value.merged(&merged.value[0])?;
+        }
+        Ok(merged)
+    }
+}
+
+/// A layer of `tensors` (in [`LAYER_TENSORS`] order).
+fn layer_of<T>(tensors: impl IntoIterator<Item = T>) -> candle_core::Result<LayerTensors<T>> {
+    let tensors: Vec<T> = tensors.into_iter().collect();
+    let count = tensors.len();
+    LayerTensors::from_ordered(tensors).ok_or_else(|| {
         candle_core::Error::Msg(format!("a transformer layer has {count} tensors, not 16"))
     })
 }
 
-/// The top layers of the encoder as trainable parameters on a device.
+/// The top layers of the encoder as trainable parameters on a device: their own weights,
+/// or LoRA adapters of them.
 pub struct TunedLayers {
-    layers: Vec<Layer>,
+    layers: Vec<TunedLayer>,
     heads: usize,
     eps: f64,
     activation: HiddenAct,
@@ -256,18 +393,36 @@ impl std::fmt::Debug for TunedLayers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TunedLayers")
             .field("layers", &self.layers.len())
+            .field("lora", &self.layers.iter().any(|l| l.adapters().is_some()))
             .field("device", &self.device)
             .finish_non_exhaustive()
     }
 }
 
 impl TunedLayers {
-    /// The pretrained top layers of `source`, as parameters on `device`.
-    pub fn new(source: &TunableText, device: &Device) -> candle_core::Result<Self> {
+    /// The pretrained top layers of `source` on `device`, every weight trained, or with
+    /// `lora`, adapters drawn from `seed` trained instead. A rank beyond the layers' width
+    /// is refused.
+    pub fn new(
+        source: &TunableText,
+        lora: Option<LoraAdapters>,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        if let Some(lora) = lora
+            && lora.rank > source.hidden
+        {
+            return Err(ModelError::Input(format!(
+                "`tune.lora.rank: {}` exceeds the width {} of the encoder `{}`'s projections; \
+                 use a rank of at most {} (e.g. 8)",
+                lora.rank, source.hidden, source.model_id, source.hidden
+            )));
+        }
         let layers = source
             .initial
             .iter()
-            .map(|tensors| layer_of(tensors, |t| Var::from_tensor(&t.to_device(device)?)))
+            .enumerate()
+            .map(|(k, tensors)| TunedLayer::new(k, tensors, lora, seed, device))
             .collect::<candle_core::Result<_>>()?;
         let config = &source.config;
         Ok(Self {
@@ -279,34 +434,30 @@ impl TunedLayers {
         })
     }
 
-    /// Every parameter with its name (`layer<k>.<tensor>`, `k` counted from the lowest
-    /// tuned layer), for an optimiser and for saved states.
+    /// Every trained parameter with its name (`layer<k>.<tensor>`, or
+    /// `layer<k>.<query|value>.lora_<a|b>` under LoRA; `k` counted from the lowest tuned
+    /// layer), for an optimiser and for saved states.
     pub fn named_vars(&self) -> Vec<(String, Var)> {
         self.layers
             .iter()
             .enumerate()
             .flat_map(|(k, layer)| {
                 layer
-                    .ordered()
-                    .zip(LAYER_TENSORS)
-                    .map(move |(var, (name, _))| (format!("layer{k}.{name}"), var.clone()))
+                    .named_vars()
+                    .into_iter()
+                    .map(move |(name, var)| (format!("layer{k}.{name}"), var))
             })
             .collect()
     }
 
-    /// The same layers with their own copy of every parameter.
+    /// The same layers with their own copy of every trained parameter.
     pub fn duplicate(&self) -> candle_core::Result<Self> {
-        let layers = self
-            .layers
-            .iter()
-            .map(|layer| {
-                layer_of(layer.ordered().map(Var::as_tensor), |t| {
-                    Var::from_tensor(&t.copy()?)
-                })
-            })
-            .collect::<candle_core::Result<_>>()?;
         Ok(Self {
-            layers,
+            layers: self
+                .layers
+                .iter()
+                .map(TunedLayer::duplicate)
+                .collect::<candle_core::Result<_>>()?,
             heads: self.heads,
             eps: self.eps,
             activation: self.activation,
@@ -324,14 +475,15 @@ impl TunedLayers {
         let key_bias = ((&mask - 1.0)? * 1e4)?.reshape((n, 1, 1, longest))?;
         let mut x = states.reshape((n * longest, hidden))?;
         for layer in &self.layers {
+            let (weights, adapters) = (&layer.weights, layer.adapters());
             let heads = |t: Tensor| -> candle_core::Result<Tensor> {
                 t.reshape((n, longest, self.heads, head_dim))?
                     .transpose(1, 2)?
                     .contiguous()
             };
-            let q = heads(linear(&x, &layer.query)?)?;
-            let k = heads(linear(&x, &layer.key)?)?;
-            let v = heads(linear(&x, &layer.value)?)?;
+            let q = heads(linear(&x, &weights.query, adapters.map(|a| &a.query))?)?;
+            let k = heads(linear(&x, &weights.key, None)?)?;
+            let v = heads(linear(&x, &weights.value, adapters.map(|a| &a.value))?)?;
             let scores =
                 (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?.broadcast_add(&key_bias)?;
             let context = softmax_last(&scores)?
@@ -339,16 +491,16 @@ impl TunedLayers {
                 .transpose(1, 2)?
                 .contiguous()?
                 .reshape((n * longest, hidden))?;
-            let attended = (linear(&context, &layer.attention_out)? + &x)?;
-            let x1 = layer_norm(&attended, &layer.attention_norm, self.eps)?;
-            let up = linear(&x1, &layer.up)?;
+            let attended = (linear(&context, &weights.attention_out, None)? + &x)?;
+            let x1 = layer_norm(&attended, &weights.attention_norm, self.eps)?;
+            let up = linear(&x1, &weights.up, None)?;
             let up = match self.activation {
                 HiddenAct::Gelu => up.gelu_erf()?,
                 HiddenAct::GeluApproximate => up.gelu()?,
                 HiddenAct::Relu => up.relu()?,
             };
-            let out = (linear(&up, &layer.down)? + &x1)?;
-            x = layer_norm(&out, &layer.output_norm, self.eps)?;
+            let out = (linear(&up, &weights.down, None)? + &x1)?;
+            x = layer_norm(&out, &weights.output_norm, self.eps)?;
         }
         // Mean over the real tokens, then L2 normalisation (sentence-transformers').
         let x = x.reshape((n, longest, hidden))?;
@@ -374,8 +526,9 @@ impl TunedLayers {
                 .iter()
                 .map(|layer| {
                     layer
+                        .merged()?
                         .ordered()
-                        .map(|v| v.as_tensor().flatten_all()?.to_vec1::<f32>())
+                        .map(|t| t.flatten_all()?.to_vec1::<f32>())
                         .collect::<candle_core::Result<Vec<_>>>()
                 })
                 .collect::<candle_core::Result<Vec<_>>>()?;

@@ -12,7 +12,7 @@ use crate::fixtures::write_tiny_bert;
 use crate::model::encoder::TextEncoder;
 use crate::model::synthetic::{adam, params, sgd};
 use crate::model::{Recommender, build_recommender};
-use crate::plan::params::{ModelKind, TrainParams};
+use crate::plan::params::{LoraAdapters, ModelKind, TrainParams};
 
 const TEXTS: [&str; 6] = [
     "the cat sat on the mat",
@@ -58,12 +58,28 @@ fn families(tune: Option<EncoderTuning>) -> [ModelKind; 2] {
     ]
 }
 
-fn tuning(lr: f64) -> Option<EncoderTuning> {
+/// One tuned layer at `lr`: its own weights, or rank-2 LoRA adapters of it.
+fn tuning(lr: f64, lora: Option<LoraAdapters>) -> Option<EncoderTuning> {
     Some(EncoderTuning {
         layers: 1,
+        lora,
         lr,
         items_per_step: 4,
     })
+}
+
+/// What trains in the tuned layer: every weight, or LoRA adapters.
+const MODES: [Option<LoraAdapters>; 2] = [
+    None,
+    Some(LoraAdapters {
+        rank: 2,
+        alpha: 4.0,
+    }),
+];
+
+/// Tensors saved per tuned layer: its 16 weights, or 2 adapter pairs.
+fn saved_per_layer(lora: Option<LoraAdapters>) -> usize {
+    if lora.is_some() { 4 } else { 16 }
 }
 
 fn with(model: &ModelKind, optimizer: OptimizerParams) -> TrainParams {
@@ -97,14 +113,18 @@ fn model(
     m
 }
 
-fn tuned_weights(state: &ModelState) -> Vec<f32> {
+fn tuned_weights(state: &ModelState, lora: Option<LoraAdapters>) -> Vec<f32> {
     let mut names: Vec<&String> = state
         .tensors
         .keys()
         .filter(|k| k.starts_with("tuned_encoder."))
         .collect();
     names.sort();
-    assert_eq!(names.len(), 16, "one tuned layer of 16 tensors");
+    assert_eq!(
+        names.len(),
+        saved_per_layer(lora),
+        "one tuned layer: {names:?}"
+    );
     names
         .into_iter()
         .flat_map(|n| match &state.tensors[n].values {
@@ -122,8 +142,14 @@ fn the_encoders_gradient_alone_lowers_the_loss_and_the_frozen_part_stays() {
         .collect();
     let samples = ratings();
     let keys: Vec<u32> = (0..samples.len() as u32).collect();
-    for family in families(tuning(1e-3)) {
-        let name = family.name();
+    // LoRA's adapters start with `B = 0` and adapt two projections: they move the vectors
+    // more slowly at one rate, so they get a larger one (as LoRA is usually trained).
+    let lr = |lora: Option<LoraAdapters>| if lora.is_some() { 1e-2 } else { 1e-3 };
+    for (lora, family) in MODES
+        .into_iter()
+        .flat_map(|lora| families(tuning(lr(lora), lora)).map(|f| (lora, f)))
+    {
+        let name = format!("{} (lora {lora:?})", family.name());
         // Train the recommender first, so that its text parameters map text to rows.
         let mut warm = model(&with(&family, sgd(0.05, 0.0)), &text, &source);
         warm.fit(&samples, &keys, 3).unwrap();
@@ -149,8 +175,8 @@ fn the_encoders_gradient_alone_lowers_the_loss_and_the_frozen_part_stays() {
         );
         let after = encoder_only.save_state().unwrap();
         assert_ne!(
-            tuned_weights(&after),
-            tuned_weights(&state),
+            tuned_weights(&after, lora),
+            tuned_weights(&state, lora),
             "{name}: the tuned layers moved"
         );
         assert_eq!(
@@ -184,57 +210,60 @@ fn tuned_rows_come_from_the_tuned_vectors_and_survive_duplicates_and_saved_state
     let samples = ratings();
     let keys: Vec<u32> = (0..samples.len() as u32).collect();
     let items = [0, 1, 2, 3, 4, 5];
-    let tuned = families(tuning(1e-3));
     let frozen = families(None);
-    for (family, frozen_family) in tuned.iter().zip(&frozen) {
-        let name = family.name();
-        let p = with(family, adam(0.01, 0.0));
-        let mut a = model(&p, &text, &source);
-        a.fit(&samples, &keys, 5).unwrap();
+    for lora in MODES {
+        let tuned = families(tuning(1e-3, lora));
+        for (family, frozen_family) in tuned.iter().zip(&frozen) {
+            let name = format!("{} (lora {lora:?})", family.name());
+            let p = with(family, adam(0.01, 0.0));
+            let mut a = model(&p, &text, &source);
+            a.fit(&samples, &keys, 5).unwrap();
 
-        // A model restored from the state scores exactly like the one that saved it.
-        let mut restored = model(&p, &text, &source);
-        restored.load_state(&a.save_state().unwrap()).unwrap();
-        assert_eq!(
-            restored.item_rows(&items).unwrap(),
-            a.item_rows(&items).unwrap(),
-            "{name}"
-        );
+            // A model restored from the state scores exactly like the one that saved it.
+            let mut restored = model(&p, &text, &source);
+            restored.load_state(&a.save_state().unwrap()).unwrap();
+            assert_eq!(
+                restored.item_rows(&items).unwrap(),
+                a.item_rows(&items).unwrap(),
+                "{name}"
+            );
 
-        // A duplicate trains like the original, and apart from it.
-        let mut twin = a.duplicate().unwrap();
-        let before = a.item_rows(&items).unwrap();
-        twin.fit(&samples, &keys, 2).unwrap();
-        assert_eq!(
-            a.item_rows(&items).unwrap(),
-            before,
-            "{name}: original moved"
-        );
-        a.fit(&samples, &keys, 2).unwrap();
-        assert_eq!(
-            a.item_rows(&items).unwrap(),
-            twin.item_rows(&items).unwrap(),
-            "{name}"
-        );
+            // A duplicate trains like the original, and apart from it.
+            let mut twin = a.duplicate().unwrap();
+            let before = a.item_rows(&items).unwrap();
+            twin.fit(&samples, &keys, 2).unwrap();
+            assert_eq!(
+                a.item_rows(&items).unwrap(),
+                before,
+                "{name}: original moved"
+            );
+            a.fit(&samples, &keys, 2).unwrap();
+            assert_eq!(
+                a.item_rows(&items).unwrap(),
+                twin.item_rows(&items).unwrap(),
+                "{name}"
+            );
 
-        // Without tuning, the same training gives other rows: the tuned layers are used.
-        let frozen_params = with(frozen_family, adam(0.01, 0.0));
-        let mut frozen =
-            build_recommender(&frozen_params, 12, 6, 3.0, LabelKind::Rating, Some(&text)).unwrap();
-        frozen.fit(&samples, &keys, 7).unwrap();
-        assert_ne!(
-            frozen.item_rows(&items).unwrap(),
-            a.item_rows(&items).unwrap(),
-            "{name}"
-        );
-        // ... and a frozen model refuses a tuning source.
-        let err = frozen.tune_encoder(&source).unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "this model has no `tune:` option: its encoder stays frozen"
-        );
-        // A tuned model's vectors are the tuned layers': replacing them is refused.
-        let err = a.set_item_embeddings(&text).unwrap_err().to_string();
-        assert!(err.contains("come from the tuned layers"), "{name}: {err}");
+            // Without tuning, the same training gives other rows: the tuned layers are used.
+            let frozen_params = with(frozen_family, adam(0.01, 0.0));
+            let mut frozen =
+                build_recommender(&frozen_params, 12, 6, 3.0, LabelKind::Rating, Some(&text))
+                    .unwrap();
+            frozen.fit(&samples, &keys, 7).unwrap();
+            assert_ne!(
+                frozen.item_rows(&items).unwrap(),
+                a.item_rows(&items).unwrap(),
+                "{name}"
+            );
+            // ... and a frozen model refuses a tuning source.
+            let err = frozen.tune_encoder(&source).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                "this model has no `tune:` option: its encoder stays frozen"
+            );
+            // A tuned model's vectors are the tuned layers': replacing them is refused.
+            let err = a.set_item_embeddings(&text).unwrap_err().to_string();
+            assert!(err.contains("come from the tuned layers"), "{name}: {err}");
+        }
     }
 }

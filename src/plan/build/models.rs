@@ -8,14 +8,14 @@ use crate::registry::defaults;
 use crate::scoring::Loss;
 use crate::spec::path::YamlPath;
 use crate::spec::schema::{
-    EarlyStoppingSpec, FuseSpec, OptimizerSpec, TrainOptions, TrainSpec, TuneSpec,
+    EarlyStoppingSpec, FuseSpec, LoraSpec, OptimizerSpec, TrainOptions, TrainSpec, TuneSpec,
 };
 use crate::spec::{NodeSpec, OperatorSpec};
 
 use crate::plan::graph::NodeRoles;
 use crate::plan::params::{
-    DeviceChoice, EarlyStopping, EncoderTuning, ModelKind, OptimizerParams, RefitPolicy,
-    TrainParams, UncertaintyParams,
+    DeviceChoice, EarlyStopping, EncoderTuning, LoraAdapters, ModelKind, OptimizerParams,
+    RefitPolicy, TrainParams, UncertaintyParams,
 };
 use crate::plan::{
     EmbedPlan, EvaluatePlan, FusePlan, FuseWeights, ModelsPlan, PlanNode, ProtocolPlan,
@@ -530,7 +530,11 @@ impl Resolver {
         key: &dyn Fn(&str) -> String,
     ) -> EncoderTuning {
         let layers = self.value(&key("tune.layers"), tune.layers, defaults::TUNE_LAYERS);
-        let lr = self.value(&key("tune.lr"), tune.lr, defaults::TUNE_LR);
+        let default_lr = match tune.lora {
+            Some(_) => defaults::LORA_LR,
+            None => defaults::TUNE_LR,
+        };
+        let lr = self.value(&key("tune.lr"), tune.lr, default_lr);
         let items_per_step = self.value(
             &key("tune.items_per_step"),
             tune.items_per_step,
@@ -552,11 +556,43 @@ impl Resolver {
                 "use e.g. `lr: 0.0001`",
             );
         }
+        let lora = tune
+            .lora
+            .as_ref()
+            .map(|lora| self.lora(lora, &path.key("lora"), key));
         EncoderTuning {
             layers,
+            lora,
             lr,
             items_per_step,
         }
+    }
+
+    /// The LoRA adapters `lora` (written at `path`), checked. A rank beyond the encoder's
+    /// width is refused when the encoder is read.
+    fn lora(
+        &mut self,
+        lora: &LoraSpec,
+        path: &YamlPath,
+        key: &dyn Fn(&str) -> String,
+    ) -> LoraAdapters {
+        let rank = self.value(&key("tune.lora.rank"), lora.rank, defaults::LORA_RANK);
+        let alpha = self.value(&key("tune.lora.alpha"), lora.alpha, defaults::LORA_ALPHA);
+        if rank == 0 {
+            self.error(
+                path.key("rank"),
+                "`tune.lora.rank` must be at least 1",
+                "use e.g. `rank: 8`, or remove `lora` to train the layers' own weights",
+            );
+        }
+        if !(alpha.is_finite() && alpha > 0.0) {
+            self.error(
+                path.key("alpha"),
+                format!("`tune.lora.alpha` {alpha} must be a finite number > 0"),
+                "use e.g. `alpha: 8` (the update is scaled by alpha / rank)",
+            );
+        }
+        LoraAdapters { rank, alpha }
     }
 
     /// A replay cannot tune the encoder: its items arrive window by window, and the tuned

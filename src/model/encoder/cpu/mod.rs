@@ -78,6 +78,7 @@ pub const LAYER_TENSORS: [(&str, TensorShape); 16] = [
 
 /// One transformer layer's tensors by role, each a `[weight, bias]` (or `[scale, shift]`)
 /// pair of any representation `T` (flat values, candle parameters).
+#[derive(Clone)]
 pub struct LayerTensors<T> {
     /// The attention's query projection.
     pub query: [T; 2],
