@@ -1,5 +1,6 @@
-//! The fine-tuned encoder of a text-reading model: the top transformer layers trained with
-//! the recommender's loss (`tune:` under `text_mf` or `two_tower`).
+//! The fine-tuned encoder of a text-reading model: the top transformer layers (or LoRA
+//! adapters of them, `tune.lora`) trained with the recommender's loss (`tune:` under
+//! `text_mf` or `two_tower`).
 //!
 //! **How the recommender's loss reaches the encoder.** A step first gets the gradient of
 //! its loss with respect to each sample's text vector `e_k`: `text_mf` in closed form,
@@ -9,8 +10,8 @@
 //! vectors of at most `items_per_step` of the batch's distinct items (the first ones, in
 //! the shuffled batch's order) through the tuned layers with autograd tracking, and
 //! back-propagates the surrogate `Σ_i <e_i, ∂L/∂e_i>`, whose gradient with respect to the
-//! tuned weights is the loss's by the chain rule. The tuned layers take one dense Adam step
-//! on it. (The gradients of the items beyond `items_per_step` are dropped: the cap bounds
+//! tuned weights is the loss's by the chain rule. The tuned layers (or their adapters) take
+//! one dense Adam step on it. (The gradients of the items beyond `items_per_step` are dropped: the cap bounds
 //! a step's cost on a CPU.)
 //!
 //! **When vectors change.** Every item's vector depends on the tuned weights, so after each
