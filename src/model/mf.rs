@@ -43,7 +43,7 @@ use super::init::TableTag;
 use super::optim::{RowGradients, RowTable, SparseOptimizer, StepGradients, block_rows, blocks};
 use super::pairwise::PairForward;
 use super::training::{
-    Batch, Draws, FitSetup, RowModelSetup, Trainable, accumulate, check_rows, fit_passes,
+    Batch, Draws, Dropout, FitSetup, RowModelSetup, Trainable, accumulate, check_rows, fit_passes,
     initial_rows, other_family,
 };
 use super::{FitReport, ModelError, ModelState, Recommender};
@@ -94,7 +94,14 @@ impl BiasedMf {
             offset_row,
             device,
             optimizer,
-        } = RowModelSetup::new("mf", params, (dim, init_std), (global_mean, label_kind))?;
+            ..
+        } = RowModelSetup::new(
+            "mf",
+            params,
+            (dim, init_std),
+            (global_mean, label_kind),
+            Dropout::None,
+        )?;
         let table = |tag: TableTag, rows: usize| -> Result<RowTable, ModelError> {
             let values = initial_rows((params.seed, tag), 0..rows, layout, init_std, &device)?;
             Ok(RowTable::new(values, layout.members, 1 + dim, &optimizer)?)

@@ -55,7 +55,7 @@ use super::pairwise::PairForward;
 use super::text_table::TextTable;
 use super::text_tuner::{TextGradients, TextTuning};
 use super::training::{
-    Batch, Draws, FitSetup, RowModelSetup, Trainable, accumulate, check_rows, fit_passes,
+    Batch, Draws, Dropout, FitSetup, RowModelSetup, Trainable, accumulate, check_rows, fit_passes,
     initial_rows, lr_and_decay, other_family,
 };
 use super::{FitReport, ModelError, ModelState, Recommender};
@@ -120,11 +120,13 @@ impl TextMf {
             offset_row,
             device,
             optimizer,
+            ..
         } = RowModelSetup::new(
             "text_mf",
             params,
             (dim, init_std),
             (global_mean, label_kind),
+            Dropout::None,
         )?;
         let (members, width) = (layout.members, 1 + dim);
         let users = initial_rows(

@@ -413,44 +413,61 @@ pub(super) fn other_family(model: &str, family: &str, params: &TrainParams) -> M
     ))
 }
 
-/// What the models whose rows are plain scoring rows (`mf`, `text_mf`: per member a bias and
-/// `dim` factors, no dropout) build the same way from their parameters.
+/// What every model family builds the same way from its parameters: the scoring layout,
+/// the label offsets, the device and the row optimiser.
 pub(super) struct RowModelSetup {
-    /// `members` ensemble members of `dim` factors.
+    /// `members` ensemble members (or MC-dropout passes) of `dim` factors.
     pub(super) layout: RowLayout,
+    /// Networks trained: one per ensemble member, or one under MC dropout (whose passes
+    /// share it).
+    pub(super) networks: usize,
     /// Each member's fixed prediction offset ([`label_offset`]).
     pub(super) offsets: Vec<f32>,
-    /// The offsets as `[1, members]`.
+    /// The offset of each network as `[1, networks]`.
     pub(super) offset_row: Tensor,
     pub(super) device: Device,
     pub(super) optimizer: SparseOptimizer,
 }
 
+/// Whether a model family has dropout, which MC-dropout uncertainty needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Dropout {
+    /// The family drops hidden units (`two_tower`).
+    Has,
+    /// It has none (`mf`, `text_mf`): MC-dropout passes would be identical.
+    None,
+}
+
 impl RowModelSetup {
     /// Checks the parameters of `family` (whose own are `dim` and `init_std`) for data whose
     /// labels are `label_kind` with mean `global_mean`, and builds what they decide.
-    /// Uncertainty must be an ensemble: MC-dropout passes of a model without dropout would
-    /// be identical.
+    /// MC-dropout uncertainty is refused for a family without `dropout`.
     pub(super) fn new(
         family: &str,
         params: &TrainParams,
         (dim, init_std): (usize, f64),
         (global_mean, label_kind): (f32, LabelKind),
+        dropout: Dropout,
     ) -> Result<Self, ModelError> {
-        if let UncertaintyParams::McDropout { .. } = params.uncertainty {
-            return Err(ModelError::Input(format!(
-                "uncertainty `mc_dropout` needs a model with dropout (`two_tower`); \
-                 `{family}` has none: use `ensemble` (several bootstrap members) instead"
-            )));
-        }
+        let networks = match params.uncertainty {
+            UncertaintyParams::Ensemble { members } => members,
+            UncertaintyParams::McDropout { .. } if dropout == Dropout::None => {
+                return Err(ModelError::Input(format!(
+                    "uncertainty `mc_dropout` needs a model with dropout (`two_tower`); \
+                     `{family}` has none: use `ensemble` (several bootstrap members) instead"
+                )));
+            }
+            UncertaintyParams::McDropout { .. } => 1,
+        };
         check_params(family, params, init_std, global_mean, label_kind)?;
         let members = params.uncertainty.members();
         let device = candle_device(params.device)?;
-        let offsets = vec![label_offset(global_mean, params.loss); members];
-        let offset_row = Tensor::from_vec(offsets.clone(), (1, members), &device)?;
+        let offset = label_offset(global_mean, params.loss);
+        let offset_row = Tensor::from_vec(vec![offset; networks], (1, networks), &device)?;
         Ok(Self {
             layout: RowLayout { members, dim },
-            offsets,
+            networks,
+            offsets: vec![offset; members],
             offset_row,
             device,
             optimizer: SparseOptimizer::from(params.optimizer),

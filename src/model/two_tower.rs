@@ -58,10 +58,10 @@ use super::pairwise::PairForward;
 use super::text_table::TextTable;
 use super::text_tuner::{TextGradients, TextTuning};
 use super::training::{
-    Batch, Draws, FitSetup, Trainable, accumulate, check_params, check_rows, fit_passes,
-    label_offset, lr_and_decay, other_family,
+    Batch, Draws, Dropout, FitSetup, RowModelSetup, Trainable, accumulate, check_rows, fit_passes,
+    lr_and_decay, other_family,
 };
-use super::{FitReport, ModelError, ModelState, Recommender, candle_device};
+use super::{FitReport, ModelError, ModelState, Recommender};
 use crate::data::{Interaction, ItemEmbeddings, ItemIdx, LabelKind, UserIdx};
 use crate::plan::params::{ModelKind, TrainParams, UncertaintyParams};
 use crate::scoring::{Loss, RowLayout, ScoringHead};
@@ -272,16 +272,25 @@ impl TwoTower {
         else {
             return Err(other_family("TwoTower", "two_tower", params));
         };
-        check_params("two_tower", params, init_std, global_mean, label_kind)?;
+        let RowModelSetup {
+            layout,
+            networks,
+            offsets,
+            offset_row,
+            device,
+            optimizer,
+        } = RowModelSetup::new(
+            "two_tower",
+            params,
+            (dim, init_std),
+            (global_mean, label_kind),
+            Dropout::Has,
+        )?;
         check_shape(dim, hidden, dropout, params.uncertainty)?;
-        let (networks, passes) = match params.uncertainty {
-            UncertaintyParams::Ensemble { members } => (members, None),
-            UncertaintyParams::McDropout { passes } => (1, Some(passes)),
+        let passes = match params.uncertainty {
+            UncertaintyParams::Ensemble { .. } => None,
+            UncertaintyParams::McDropout { passes } => Some(passes),
         };
-        let members = params.uncertainty.members();
-        let device = candle_device(params.device)?;
-        let offset = label_offset(global_mean, params.loss);
-        let optimizer = SparseOptimizer::from(params.optimizer);
         let user_ids = id_rows(params.seed, n_users, networks, dim, init_std, &device)?;
         let user_ids = RowTable::new(user_ids, networks, dim, &optimizer)?;
         let item_ids = Tensor::zeros((n_items, networks * dim), DType::F32, &device)?;
@@ -310,13 +319,13 @@ impl TwoTower {
             weight_decay * TOWER_DECAY_FACTOR,
         )?;
         Ok(Self {
-            layout: RowLayout { members, dim },
+            layout,
             networks,
             passes,
             dropout,
             loss: params.loss,
-            offsets: vec![offset; members],
-            offset_row: Tensor::from_vec(vec![offset; networks], (1, networks), &device)?,
+            offsets,
+            offset_row,
             init_std,
             seed: params.seed,
             batch_size: params.batch_size,
