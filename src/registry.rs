@@ -343,7 +343,7 @@ pub static OPERATORS: &[OperatorDef] = &[
                 "space",
                 "string",
                 Text("`text` with an `embed` node, else `factors`"),
-                "`coreset`, `uncertainty_diversity`: where distances are measured",
+                "`coreset`, `uncertainty_diversity`: where distances are measured (`text`: the frozen encoder's item vectors, also when a model fine-tunes it)",
             ),
             option(
                 "candidates",

@@ -412,7 +412,8 @@ pub struct EmbedPlan {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DiversitySpace {
-    /// The item's text vector (samples of one item coincide).
+    /// The item's text vector from the frozen encoder, also when a model fine-tunes it
+    /// (samples of one item coincide).
     Text,
     /// The concatenation of the model's user and item rows (first member).
     Factors,
