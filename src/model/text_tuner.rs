@@ -194,8 +194,8 @@ impl TextTuning {
         };
         if source.tuned_layers() != tuning.layers || source.dim() != text.dim() {
             return Err(ModelError::Input(format!(
-                "the encoder source tunes {} layers of {}-d vectors, but this model asks for \
-                 {} layers over {}-d vectors",
+                "the encoder source tunes the top {} layer(s) of {}-d vectors, but this model \
+                 asks for `tune.layers: {}` over {}-d vectors",
                 source.tuned_layers(),
                 source.dim(),
                 tuning.layers,

@@ -267,3 +267,20 @@ fn tuned_rows_come_from_the_tuned_vectors_and_survive_duplicates_and_saved_state
         }
     }
 }
+
+#[test]
+fn a_source_that_tunes_other_layers_than_the_model_asks_for_is_refused() {
+    let (_dir, two_layers, text) = tiny_source(2);
+    for family in families(tuning(1e-3, None)) {
+        let p = with(&family, sgd(0.05, 0.0));
+        let mut m = build_recommender(&p, 12, 6, 3.0, LabelKind::Rating, Some(&text)).unwrap();
+        let err = m.tune_encoder(&two_layers).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "the encoder source tunes the top 2 layer(s) of 32-d vectors, but this model asks \
+             for `tune.layers: 1` over 32-d vectors",
+            "{}",
+            family.name()
+        );
+    }
+}
