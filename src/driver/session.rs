@@ -45,6 +45,8 @@ pub struct Session {
     published: (usize, usize),
     ranked: RankedPool,
     strategy: Option<Strategy>,
+    /// Whether the strategy reads item statistics, so the engine is told of new labels.
+    item_statistics: bool,
     /// Whether the budget is spent per user (groups are users) rather than overall.
     per_user: bool,
     seed: u64,
@@ -96,6 +98,7 @@ impl Session {
             ),
             per_user: select.is_some_and(|s| s.per_user),
             strategy: select.map(|s| s.strategy),
+            item_statistics: select.is_some_and(|s| s.strategy.def().reads_item_statistics),
             seed,
             tracked: track_scores.then(HashMap::new),
             text_changed: Vec::new(),
@@ -219,7 +222,11 @@ impl Session {
             remove: changes.remove,
             user_rows: self.rows.user_entries(&users),
             item_rows: self.rows.item_entries(&items),
-            labels: changes.labelled.iter().map(|e| (e.item, e.label)).collect(),
+            labels: if self.item_statistics {
+                changes.labelled.iter().map(|e| (e.item, e.label)).collect()
+            } else {
+                Vec::new()
+            },
             head: head_changed.then(|| self.head.clone()),
         };
         let output = self.engine.apply(update)?;

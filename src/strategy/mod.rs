@@ -70,6 +70,10 @@ pub struct StrategyDef {
     pub needs_labels: bool,
     /// Whether it reads the model's uncertainty (so the model needs several members).
     pub needs_uncertainty: bool,
+    /// Whether its key or its groups read the item statistics (an item's count and entropy
+    /// of known labels); only then does the engine maintain them, since every new label
+    /// changes its item's statistics in every pool sample of the item.
+    pub reads_item_statistics: bool,
     /// Whether it picks a batch by greedy k-center over the candidates its key ranks first
     /// (see [`coreset`]), rather than simply the top of the key.
     pub diverse: bool,
@@ -83,6 +87,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
         doc: "uniformly random samples (seeded): the baseline every strategy must beat",
         needs_labels: false,
         needs_uncertainty: false,
+        reads_item_statistics: false,
         diverse: false,
     },
     StrategyDef {
@@ -91,6 +96,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
         doc: "largest variance of the ensemble members' (or dropout passes') predictions",
         needs_labels: false,
         needs_uncertainty: true,
+        reads_item_statistics: false,
         diverse: false,
     },
     StrategyDef {
@@ -100,6 +106,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
               protocol it reads the hidden labels, an oracle upper bound)",
         needs_labels: true,
         needs_uncertainty: false,
+        reads_item_statistics: false,
         diverse: false,
     },
     StrategyDef {
@@ -108,6 +115,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
         doc: "items with the most known labels first",
         needs_labels: false,
         needs_uncertainty: false,
+        reads_item_statistics: true,
         diverse: false,
     },
     StrategyDef {
@@ -116,6 +124,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
         doc: "items whose known labels disagree most (Shannon entropy of their distribution)",
         needs_labels: false,
         needs_uncertainty: false,
+        reads_item_statistics: true,
         diverse: false,
     },
     StrategyDef {
@@ -124,6 +133,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
         doc: "log(1 + popularity) x entropy: popular items whose labels disagree",
         needs_labels: false,
         needs_uncertainty: false,
+        reads_item_statistics: true,
         diverse: false,
     },
     StrategyDef {
@@ -133,6 +143,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
               the budget split evenly across strata: rare items get as many picks as popular ones",
         needs_labels: false,
         needs_uncertainty: false,
+        reads_item_statistics: true,
         diverse: false,
     },
     StrategyDef {
@@ -143,6 +154,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
               vectors; kept across rounds) or `factors` (user row ++ item row)",
         needs_labels: false,
         needs_uncertainty: false,
+        reads_item_statistics: false,
         diverse: true,
     },
     StrategyDef {
@@ -152,6 +164,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
               batch does not pile onto one region (`space: text` or `factors`)",
         needs_labels: false,
         needs_uncertainty: true,
+        reads_item_statistics: false,
         diverse: true,
     },
 ];
@@ -224,6 +237,27 @@ mod tests {
         assert_eq!(Strategy::Popularity.key(&s, 0), 9.0);
         assert_eq!(Strategy::Entropy.key(&s, 0), 1.5);
         assert!((Strategy::LogPopEntropy.key(&s, 0) - 10f64.ln() * 1.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn exactly_the_strategies_that_read_item_statistics_say_so() {
+        let base = signals(1);
+        let other = SampleSignals {
+            item_labels: 40,
+            item_entropy: 0.25,
+            ..base
+        };
+        for def in STRATEGIES {
+            let key_reads = def.strategy.key(&base, 3) != def.strategy.key(&other, 3);
+            // Stratified's key is random, but it spends its budget per popularity stratum.
+            let groups_read = def.strategy == Strategy::Stratified;
+            assert_eq!(
+                def.reads_item_statistics,
+                key_reads || groups_read,
+                "{}",
+                def.name
+            );
+        }
     }
 
     #[test]
