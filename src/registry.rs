@@ -43,6 +43,10 @@ pub mod defaults {
     pub const RECOMMEND_EVERY_ROUND: bool = false;
     /// Save a checkpoint after every this many rounds or windows.
     pub const CHECKPOINT_EVERY: u32 = 1;
+    /// Seconds since the last checkpoint before a due one is saved: a crash loses at most
+    /// this much work plus a round, and saving costs a small share of a run however short
+    /// its rounds.
+    pub const CHECKPOINT_MIN_INTERVAL_S: f64 = 30.0;
 
     /// Rounds of selection in the `pool` and `selection` protocols.
     pub const ROUNDS: u32 = 10;

@@ -1,8 +1,9 @@
 //! Checkpoints: what `recsift run --resume` continues from after a crash.
 //!
-//! After every `checkpoint.every`-th round (or replay window) the driver saves the
-//! experiment's [`Progress`] to `checkpoint.safetensors` in the results folder, replacing
-//! the previous one atomically ([`crate::io::checkpoint`]). A checkpoint holds only what
+//! After every `checkpoint.every`-th round (or replay window), once `checkpoint.min_interval_s`
+//! seconds have passed since the last save, the driver saves the experiment's [`Progress`]
+//! to `checkpoint.safetensors` in the results folder, replacing the previous one atomically
+//! ([`crate::io::checkpoint`]). A checkpoint holds only what
 //! cannot be recomputed exactly from the pipeline and its data:
 //!
 //! - the model's state: parameters, optimiser moments and step counters, random generator
@@ -166,6 +167,7 @@ fn identity(plan: &Plan) -> Result<Value, RunError> {
         if let Some(Value::Object(output)) = map.get_mut("output") {
             output.remove("dir");
             output.remove("checkpoint_every");
+            output.remove("checkpoint_min_interval_s");
         }
     }
     Ok(value)

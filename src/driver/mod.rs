@@ -462,6 +462,9 @@ fn execute(
             .filter(|_| plan.output.checkpoint_every > 0)
             .map(|out| checkpoint::checkpoint_path(out.path())),
         every: plan.output.checkpoint_every,
+        min_interval: Duration::try_from_secs_f64(plan.output.checkpoint_min_interval_s)
+            .unwrap_or_default(),
+        last_saved: None,
         saved_round: resumed.then(|| last_round(experiment.history())),
         costs: Vec::new(),
     };
@@ -607,11 +610,15 @@ pub fn resume_experiment(
     })
 }
 
-/// Saves a checkpoint after every `every`-th round, and what each cost.
+/// Saves a checkpoint after every `every`-th round, at most once per `min_interval`, and
+/// what each cost.
 struct Checkpoints {
     /// Where, when this process saves checkpoints at all.
     path: Option<PathBuf>,
     every: u32,
+    min_interval: Duration,
+    /// When the last checkpoint was saved (none yet in this process).
+    last_saved: Option<Instant>,
     /// The last round saved (or resumed from).
     saved_round: Option<u32>,
     costs: Vec<CheckpointCost>,
@@ -629,12 +636,16 @@ impl Checkpoints {
             return Ok(());
         };
         let round = last_round(experiment.history());
-        if !round.is_multiple_of(self.every) || self.saved_round == Some(round) {
+        let too_soon = self
+            .last_saved
+            .is_some_and(|saved| saved.elapsed() < self.min_interval);
+        if !round.is_multiple_of(self.every) || self.saved_round == Some(round) || too_soon {
             return Ok(());
         }
         let started = Instant::now();
         checkpoint::save(path, plan, &experiment.progress()?, recommendations)?;
         self.saved_round = Some(round);
+        self.last_saved = Some(started);
         self.costs.push(CheckpointCost {
             round,
             ms: started.elapsed().as_secs_f64() * 1e3,

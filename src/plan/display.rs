@@ -82,10 +82,16 @@ impl fmt::Display for Plan {
             LabelKind::Click => "click",
         };
         writeln!(f, "  label {label}")?;
+        let interval = self.output.checkpoint_min_interval_s;
         let checkpoints = match self.output.checkpoint_every {
             0 => "no checkpoints".to_string(),
             1 => "checkpoint every round".to_string(),
             n => format!("checkpoint every {n} rounds"),
+        };
+        let checkpoints = if self.output.checkpoint_every > 0 && interval > 0.0 {
+            format!("{checkpoints}, at most every {interval} s")
+        } else {
+            checkpoints
         };
         writeln!(f, "  output {}; {checkpoints}", self.output.dir.display())?;
         writeln!(f, "nodes (dependency order; `*` = default):")?;

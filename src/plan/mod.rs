@@ -626,6 +626,8 @@ pub struct OutputPlan {
     /// A checkpoint (what `recsift run --resume` continues from) is saved after every
     /// `checkpoint_every`-th round or window; 0 saves none.
     pub checkpoint_every: u32,
+    /// A due checkpoint is skipped until this many seconds passed since the last one.
+    pub checkpoint_min_interval_s: f64,
 }
 
 /// Resolved `output.recommendations:`.

@@ -199,6 +199,11 @@ fn option_defaults() -> Vec<(&'static str, &'static str, SchemaDefault)> {
             v(defaults::RECOMMEND_EVERY_ROUND),
         ),
         ("CheckpointSpec", "every", v(defaults::CHECKPOINT_EVERY)),
+        (
+            "CheckpointSpec",
+            "min_interval_s",
+            v(defaults::CHECKPOINT_MIN_INTERVAL_S),
+        ),
         ("ClusterSpec", "processes", v(cluster.processes)),
         ("ClusterSpec", "process", v(cluster.process)),
         ("ClusterSpec", "port", v(ClusterPlan::DEFAULT_PORT)),

@@ -205,6 +205,9 @@ pub struct ClusterSpec {
 pub struct CheckpointSpec {
     /// Save after every `every`-th round or replay window (0 saves none).
     pub every: Option<u32>,
+    /// Skip a due save until this many seconds have passed since the last one (0: save
+    /// every due round), so that runs of many short rounds do not spend their time saving.
+    pub min_interval_s: Option<f64>,
 }
 
 /// `output.recommendations:`.

@@ -85,7 +85,8 @@ fn run(pipeline: &[&str], out: &Path, extra: &[&str], kill_at: Option<&str>) -> 
         .args(pipeline)
         .arg("--out")
         .arg(out)
-        .args(["--quiet"])
+        // Every due round saves, however quick: the kill points name checkpoint writes.
+        .args(["--quiet", "--set", "checkpoint.min_interval_s=0"])
         .args(extra)
         .current_dir(root());
     if let Some(point) = kill_at {
@@ -298,8 +299,44 @@ fn checkpoint_intervals_are_planned_and_zero_saves_none() {
     let output = recsift(&["plan", POOL[0], "--set", "checkpoint.every=3"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(text.contains("checkpoint every 3 rounds"), "{text}");
+    assert!(
+        text.contains("checkpoint every 3 rounds, at most every 30 s"),
+        "{text}"
+    );
     let dir = tempfile::tempdir().unwrap();
+    // By default a due round is saved only 30 s after the last save: this run of four quick
+    // rounds saves round 0 alone; without the interval it saves all four.
+    let saved = |extra: &[&str], name: &str| {
+        let out = dir.path().join(name);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_recsift"));
+        command.arg("run").args(POOL).arg("--out").arg(&out);
+        let output = command
+            .arg("--quiet")
+            .args(extra)
+            .current_dir(root())
+            .output();
+        let output = output.expect("the recsift binary runs");
+        assert!(output.status.success(), "{}", stderr(&output));
+        let latency: Value =
+            serde_json::from_slice(&std::fs::read(out.join("latency.json")).unwrap()).unwrap();
+        let rounds: Vec<u64> = latency["checkpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["round"].as_u64().unwrap())
+            .collect();
+        rounds
+    };
+    assert_eq!(saved(&[], "default"), [0]);
+    let every_round = saved(&["--set", "checkpoint.min_interval_s=0"], "every");
+    assert_eq!(every_round, [0, 1, 2, 3]);
+    let output = recsift(&["validate", POOL[0], "--set", "checkpoint.min_interval_s=-1"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("`min_interval_s` must be 0 or more seconds"),
+        "{}",
+        stderr(&output)
+    );
     let out = dir.path().join("run");
     let output = run(
         POOL,

@@ -337,15 +337,23 @@ impl Resolver {
                     .unwrap_or(defaults::RECOMMEND_EVERY_ROUND),
             }
         });
+        let checkpoint = spec.checkpoint.clone().unwrap_or_default();
+        let min_interval_s = checkpoint
+            .min_interval_s
+            .unwrap_or(defaults::CHECKPOINT_MIN_INTERVAL_S);
+        if !(min_interval_s.is_finite() && min_interval_s >= 0.0) {
+            self.error(
+                YamlPath::keys(&["checkpoint", "min_interval_s"]),
+                format!("`min_interval_s` must be 0 or more seconds, not {min_interval_s}"),
+                "use e.g. `min_interval_s: 30` (0 saves after every due round)",
+            );
+        }
         OutputPlan {
             dir,
             plots: output.plots.unwrap_or(defaults::PLOTS),
             recommendations,
-            checkpoint_every: spec
-                .checkpoint
-                .as_ref()
-                .and_then(|c| c.every)
-                .unwrap_or(defaults::CHECKPOINT_EVERY),
+            checkpoint_every: checkpoint.every.unwrap_or(defaults::CHECKPOINT_EVERY),
+            checkpoint_min_interval_s: min_interval_s,
         }
     }
 }
