@@ -8,6 +8,7 @@ use std::fmt::{self, Write};
 
 use crate::data::LabelKind;
 use crate::metrics::METRIC_DOCS;
+use crate::plan::build::{self, OperatorPlanner};
 use crate::scoring::Loss;
 use crate::strategy::STRATEGIES;
 
@@ -213,6 +214,9 @@ pub struct OperatorDef {
     pub summary: &'static str,
     /// Its options (the train operator's are per family: [`TRAIN_OPTIONS`]).
     pub options: &'static [OptionDef],
+    /// Plans every node of this operator: checks its options against the rest of the
+    /// pipeline, resolves their defaults, and adds its plan and its node in the graph.
+    pub(crate) plan: OperatorPlanner,
 }
 
 /// An operator's option (no families: those are for train options).
@@ -244,7 +248,8 @@ const fn train_option(
 
 use DefaultValue::{Bool, Float, Int, Name, Required, Rule, Text};
 
-/// Every operator, in pipeline order.
+/// Every operator, in pipeline order: the planner runs them in this order, each reading the
+/// plans of the operators before it (a score node reads the models, a select node the score).
 pub static OPERATORS: &[OperatorDef] = &[
     OperatorDef {
         key: "embed",
@@ -282,6 +287,7 @@ pub static OPERATORS: &[OperatorDef] = &[
             ),
             option("threads", "integer", Text("all cores"), "encoder threads"),
         ],
+        plan: build::plan_embed,
     },
     OperatorDef {
         key: "train",
@@ -291,6 +297,7 @@ pub static OPERATORS: &[OperatorDef] = &[
                   they train side by side on the same labels (so they share `epochs`, \
                   `epochs_per_round` and `refit`)",
         options: &[],
+        plan: build::plan_train,
     },
     OperatorDef {
         key: "fuse",
@@ -316,6 +323,7 @@ pub static OPERATORS: &[OperatorDef] = &[
                  `<fuse node>/weight[<part>]`",
             ),
         ],
+        plan: build::plan_fuse,
     },
     OperatorDef {
         key: "score",
@@ -329,6 +337,7 @@ pub static OPERATORS: &[OperatorDef] = &[
             "`ensemble` (variance over members), `mc_dropout` (variance over dropout passes) \
              or `none`",
         )],
+        plan: build::plan_score,
     },
     OperatorDef {
         key: "select",
@@ -356,6 +365,7 @@ pub static OPERATORS: &[OperatorDef] = &[
                 "`coreset`, `uncertainty_diversity`: the samples k-center chooses from",
             ),
         ],
+        plan: build::plan_select,
     },
     OperatorDef {
         key: "evaluate",
@@ -397,6 +407,7 @@ pub static OPERATORS: &[OperatorDef] = &[
                  `{sampled: {negatives: N}}` (below)",
             ),
         ],
+        plan: build::plan_evaluate,
     },
 ];
 

@@ -5,7 +5,7 @@
 //! `plan/` imports neither timely/differential nor candle: a pipeline can be validated and
 //! printed without building an engine.
 
-mod build;
+pub(crate) mod build;
 mod display;
 pub mod graph;
 pub mod params;

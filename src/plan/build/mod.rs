@@ -1,16 +1,24 @@
 //! From a typed spec to a [`Plan`]: resolve defaults, check values and edges, collect every
-//! problem with its YAML path. [`Resolver::plan`] reads a pipeline top to bottom; each part
-//! of the file has its own module.
+//! problem with its YAML path. [`Resolver::plan`] reads a pipeline top to bottom: the
+//! top-level sections, then each operator's nodes through the planner its registry entry
+//! holds ([`operators`]); each part of the file has its own module.
 
 mod models;
 mod nodes;
+mod operators;
 mod protocol;
+
+use operators::PlannedModels;
+pub(crate) use operators::{
+    NodePlans, OperatorPlanner, plan_embed, plan_evaluate, plan_fuse, plan_score, plan_select,
+    plan_train,
+};
 
 use protocol::WrittenProtocol;
 
 use std::path::{Path, PathBuf};
 
-use crate::registry::defaults;
+use crate::registry::{OPERATORS, defaults};
 use crate::spec::diagnostic::{Diagnostic, Diagnostics};
 use crate::spec::path::{Segment, YamlPath};
 use crate::spec::{LoadedSpec, PipelineSpec};
@@ -39,7 +47,7 @@ pub fn build(loaded: &LoadedSpec) -> Result<Plan, Diagnostics> {
 }
 
 /// Collects diagnostics and the resolved parameters of the node being planned.
-struct Resolver {
+pub(crate) struct Resolver {
     /// Paths of the problems found while typing the file: a section that failed to type
     /// is absent, and its absence is not reported again.
     typing_errors: Vec<YamlPath>,
@@ -209,37 +217,43 @@ impl Resolver {
             .as_ref()
             .and_then(|p| self.protocol_split(p, events.as_ref(), &columns, label_kind));
 
-        let mut graph = protocol::source_nodes(events.as_ref(), &data);
-        let embed = self.embed(&roles, &data, &mut graph);
-        let has_validation = split.as_ref().is_some_and(SplitPlan::has_validation);
-        let models = self.models(
-            &roles,
-            embed.as_ref(),
+        let mut nodes = NodePlans {
+            graph: protocol::source_nodes(events.as_ref(), &data),
+            roles,
+            data,
             seed,
             device,
             label_kind,
-            has_validation,
-            &mut graph,
-        );
-        self.check_tuning_protocol(&roles, protocol.as_ref(), models.as_ref());
-        let score = self.score(&roles, models.as_ref(), &mut graph);
-        let select_needed = protocol.as_ref().and_then(WrittenProtocol::select_needed);
-        let select = self.select(
-            &roles,
-            score.as_ref(),
-            embed.as_ref(),
-            select_needed,
-            &mut graph,
-        );
-        let protocol = protocol.and_then(|p| self.protocol(p, split, events.as_ref(), select));
-        let evaluate = self.evaluations(&roles, label_kind, models.as_ref(), &mut graph);
-        if let (Some(ProtocolPlan::Replay(_)), Some(score)) = (&protocol, &score) {
-            self.check_replay_evaluations(&roles, &evaluate, score);
+            has_validation: split.as_ref().is_some_and(SplitPlan::has_validation),
+            select_needed: protocol.as_ref().and_then(WrittenProtocol::select_needed),
+            embed: None,
+            models: PlannedModels::new(),
+            score: None,
+            select: None,
+            evaluate: Vec::new(),
+        };
+        for operator in OPERATORS {
+            (operator.plan)(self, &mut nodes);
         }
-        let early_stopping =
-            self.early_stopping(&roles, protocol.as_ref(), evaluate.first(), &mut graph);
+        self.check_tuning_protocol(&nodes.roles, protocol.as_ref(), nodes.models.finished());
+        let protocol =
+            protocol.and_then(|p| self.protocol(p, split, events.as_ref(), nodes.select.take()));
+        if let (Some(ProtocolPlan::Replay(_)), Some(score)) = (&protocol, &nodes.score) {
+            self.check_replay_evaluations(&nodes.roles, &nodes.evaluate, score);
+        }
+        let early_stopping = self.early_stopping(
+            &nodes.roles,
+            protocol.as_ref(),
+            nodes.evaluate.first(),
+            &mut nodes.graph,
+        );
         let output = self.output(spec, &name);
 
+        let models = nodes
+            .models
+            .finished()
+            .is_some()
+            .then_some(nodes.models.plan);
         Some(Plan {
             name,
             source: file.to_path_buf(),
@@ -247,15 +261,15 @@ impl Resolver {
             workers,
             cluster,
             device: device?,
-            data,
+            data: nodes.data,
             protocol: protocol?,
-            embed,
+            embed: nodes.embed,
             models: models?,
             early_stopping,
-            score: score?,
-            evaluate,
+            score: nodes.score?,
+            evaluate: nodes.evaluate,
             output,
-            graph,
+            graph: nodes.graph,
         })
     }
 

@@ -27,20 +27,18 @@ use super::nodes::metric_help;
 use super::protocol::WrittenProtocol;
 
 impl Resolver {
-    /// Every `train` node and every `fuse` node over them, with the checks that tie them:
-    /// one shared training schedule, fusions of models with one loss, learned weights only
-    /// where the split sets validation events apart.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn models(
+    /// Every `train` node, checked to share one training schedule (the protocols train every
+    /// model on the same samples at the same rounds); the flag says whether all of them
+    /// could be planned.
+    pub(super) fn trained_models(
         &mut self,
         roles: &NodeRoles,
         embed: Option<&EmbedPlan>,
         seed: u64,
         device: Option<DeviceChoice>,
         label_kind: LabelKind,
-        has_validation: bool,
         graph: &mut Vec<PlanNode>,
-    ) -> Option<ModelsPlan> {
+    ) -> (Vec<TrainedModel>, bool) {
         let mut trained = Vec::new();
         let mut complete = true;
         for node in &roles.train {
@@ -57,14 +55,28 @@ impl Resolver {
                 self.check_shared_schedule(first, other, roles);
             }
         }
+        (trained, complete)
+    }
+
+    /// Every `fuse` node over the models `trained`: fusions of models with one loss, learned
+    /// weights only where the split sets validation events apart; the flag says whether all
+    /// of them could be planned.
+    pub(super) fn fused_models(
+        &mut self,
+        roles: &NodeRoles,
+        trained: &[TrainedModel],
+        has_validation: bool,
+        graph: &mut Vec<PlanNode>,
+    ) -> (Vec<FusePlan>, bool) {
         let mut fused = Vec::new();
+        let mut complete = true;
         for node in &roles.fuse {
-            match self.fuse(node, &trained, has_validation, graph) {
+            match self.fuse(node, trained, has_validation, graph) {
                 Some(plan) => fused.push(plan),
                 None => complete = false,
             }
         }
-        (complete && !trained.is_empty()).then_some(ModelsPlan { trained, fused })
+        (fused, complete)
     }
 
     /// Reports where `other` trains on another schedule than `first`: the protocols train
