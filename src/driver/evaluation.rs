@@ -34,6 +34,9 @@ use super::rows::RowMirror;
 /// Salt of the sampled negatives' hash.
 const NEGATIVES_SALT: u64 = 0x4E45_4741_5449_5645;
 
+/// Below this many events per thread, predictions are computed on the calling thread.
+const MIN_PREDICTIONS_PER_THREAD: usize = 16_384;
+
 /// Each user's items, sorted and unique.
 #[derive(Clone, Debug, Default)]
 pub struct ItemsPerUser {
@@ -93,6 +96,9 @@ pub struct EvalTarget<'a> {
     pub user_events: &'a ItemsPerUser,
     /// Prefix of the metric names (`""`, `"val_"`, `"cold_"`).
     pub prefix: &'a str,
+    /// The model's prediction of each of `events`, when the caller computed them already
+    /// (else the pointwise metrics compute them).
+    pub predictions: Option<&'a [f32]>,
 }
 
 /// The model as the evaluation sees it: its head and published rows, with the item
@@ -190,6 +196,31 @@ impl<'a> ModelView<'a> {
             .prediction
     }
 
+    /// [`ModelView::predict`] of every event, in order, on the machine's threads (a few
+    /// events on the calling one).
+    pub fn predictions(&self, events: &[Interaction]) -> Vec<f32> {
+        let mut predictions = vec![0.0f32; events.len()];
+        let chunk = events
+            .len()
+            .div_ceil(self.threads)
+            .max(MIN_PREDICTIONS_PER_THREAD);
+        let predict_chunk = |events: &[Interaction], out: &mut [f32]| {
+            for (event, prediction) in events.iter().zip(out) {
+                *prediction = self.predict(event.user, event.item);
+            }
+        };
+        if chunk >= events.len() {
+            predict_chunk(events, &mut predictions);
+            return predictions;
+        }
+        std::thread::scope(|scope| {
+            for (events, out) in events.chunks(chunk).zip(predictions.chunks_mut(chunk)) {
+                scope.spawn(move || predict_chunk(events, out));
+            }
+        });
+        predictions
+    }
+
     /// Every one of `users`' best `k` catalogue items, best first, excluding `excluded`,
     /// with the ranking score.
     pub fn top_k(&self, users: &[UserIdx], k: usize, excluded: &ItemsPerUser) -> Vec<Vec<Ranked>> {
@@ -242,11 +273,20 @@ pub fn evaluate(
         )
     };
     let scored: Vec<Scored> = if plan.metrics.iter().any(Metric::compares_labels) {
+        let computed;
+        let predictions = match target.predictions {
+            Some(given) => given,
+            None => {
+                computed = model.predictions(target.events);
+                &computed
+            }
+        };
         target
             .events
             .iter()
-            .map(|e| Scored {
-                prediction: model.predict(e.user, e.item),
+            .zip(predictions)
+            .map(|(e, &prediction)| Scored {
+                prediction,
                 label: e.label,
             })
             .collect()
@@ -534,6 +574,7 @@ mod tests {
             excluded: &excluded,
             user_events: &user_events,
             prefix: "",
+            predictions: None,
         };
         let view = ModelView::new(&head, &rows);
         let fast: Vec<f64> = evaluate(&view, &plan, &target, 1)
@@ -572,6 +613,7 @@ mod tests {
             excluded: &none,
             user_events: &ItemsPerUser::of(&events),
             prefix: "val_",
+            predictions: None,
         };
         for (candidates, expected) in [
             (CandidateSet::All, "val_ndcg@5"),

@@ -198,6 +198,7 @@ pub fn split_metrics(
         excluded,
         user_events: &data.user_events,
         prefix,
+        predictions: None,
     };
     let mut metrics = evaluate(&view, plan, &target(&data.test, test_excluded, ""), seed);
     if !data.validation.is_empty() {
@@ -276,6 +277,7 @@ pub fn fit_initial(
             excluded: &labelled,
             user_events: &data.user_events,
             prefix: "",
+            predictions: None,
         };
         let value = evaluate(&view, &watched, &target, plan.seed)[0].1;
         let improved = best.is_none_or(|(_, b)| {

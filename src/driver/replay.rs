@@ -562,14 +562,15 @@ impl ReplayExperiment {
             return metrics;
         }
         let started = Instant::now();
-        for e in &window.events {
-            let error = f64::from(self.core.session.predict(e.user, e.item) - e.label);
+        let view = ModelView::new(self.core.session.head(), self.core.session.rows());
+        let predictions = view.predictions(&window.events);
+        for (e, prediction) in window.events.iter().zip(&predictions) {
+            let error = f64::from(prediction - e.label);
             self.errors.squared += error * error;
             self.errors.absolute += error.abs();
             self.errors.count += 1;
         }
         let labelled = self.core.session.labelled_items();
-        let view = ModelView::new(self.core.session.head(), self.core.session.rows());
         // Sampled negatives avoid the user's labelled and tested items; other candidate
         // sets do not read them.
         let user_events = match plan.candidates {
@@ -581,6 +582,7 @@ impl ReplayExperiment {
             excluded: labelled,
             user_events: &user_events,
             prefix: "",
+            predictions: Some(&predictions),
         };
         let mut metrics = evaluate(&view, &plan, &target, self.core.session.seed());
         let n = self.errors.count as f64;

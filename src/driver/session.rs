@@ -321,13 +321,6 @@ impl Session {
         picked.into_iter().map(|c| (c.sample, c.key)).collect()
     }
 
-    /// The model's prediction for a user and an item, from the published rows.
-    pub fn predict(&self, user: UserIdx, item: ItemIdx) -> f32 {
-        self.head
-            .score(self.rows.user(user), self.rows.item(item), None)
-            .prediction
-    }
-
     /// The experiment's seed.
     pub fn seed(&self) -> u64 {
         self.seed
