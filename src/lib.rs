@@ -34,6 +34,7 @@ pub mod plan;
 pub mod registry;
 pub mod report;
 pub mod results;
+pub mod sample_table;
 pub mod scoring;
 pub mod seeding;
 pub mod spec;

@@ -18,6 +18,7 @@ use super::worker::{
 };
 use super::{EngineError, EngineUpdate, PoolSample, RoundOutput, RowSide};
 use crate::data::{ItemIdx, SampleIdx, UserIdx};
+use crate::sample_table::{SampleTable, Slot};
 use crate::scoring::{RowLayout, ScoringHead};
 
 /// The incremental scoring engine: timely workers in their own threads, driven round by
@@ -451,10 +452,11 @@ fn root_cause(mut failures: Vec<(usize, Failure)>) -> EngineError {
 const FULL_PASS_SHARE: f64 = 0.15;
 
 /// Which samples are in the pool, as inserted, to validate removals: 12 bytes per sample
-/// index up to the largest one seen; and how many samples each user and item has in it.
+/// over the span of the samples in the pool; and how many samples each user and item has
+/// in it.
 #[derive(Debug, Default)]
 struct PoolRegistry {
-    slots: Vec<PoolSlot>,
+    slots: SampleTable<PoolSlot>,
     per_user: Vec<u32>,
     per_item: Vec<u32>,
     /// Samples in the pool.
@@ -467,6 +469,14 @@ struct PoolSlot {
     user: UserIdx,
     item: ItemIdx,
     label: LabelBits,
+}
+
+impl Slot for PoolSlot {
+    const ABSENT: PoolSlot = PoolSlot::VACANT;
+
+    fn is_absent(&self) -> bool {
+        *self == PoolSlot::VACANT
+    }
 }
 
 impl PoolSlot {
@@ -491,18 +501,11 @@ impl PoolSlot {
 
 impl PoolRegistry {
     fn slot(&self, sample: SampleIdx) -> PoolSlot {
-        self.slots
-            .get(sample as usize)
-            .copied()
-            .unwrap_or(PoolSlot::VACANT)
+        self.slots.get(sample)
     }
 
     fn set(&mut self, sample: SampleIdx, slot: PoolSlot) {
-        let index = sample as usize;
-        if self.slots.len() <= index {
-            self.slots.resize(index + 1, PoolSlot::VACANT);
-        }
-        let old = std::mem::replace(&mut self.slots[index], slot);
+        let old = self.slots.set(sample, slot);
         if old != PoolSlot::VACANT {
             self.per_user[old.user as usize] -= 1;
             self.per_item[old.item as usize] -= 1;

@@ -27,6 +27,7 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
+use crate::sample_table::{SampleTable, Slot};
 use crate::seeding::unit_hash;
 
 /// A key ordered by `total_cmp`, NaN ranked last.
@@ -51,20 +52,41 @@ impl PartialOrd for Key {
 /// tie-break, then id.
 type Entry = (Reverse<Key>, u64, u32);
 
-/// Marks an absent sample in the key table (stored keys are never NaN).
-const ABSENT: f64 = f64::NAN;
+/// A sample's key in the key table; NaN marks an absent sample (stored keys are never NaN).
+#[derive(Clone, Copy, Debug)]
+struct StoredKey(f64);
+
+impl Slot for StoredKey {
+    const ABSENT: Self = StoredKey(f64::NAN);
+
+    fn is_absent(&self) -> bool {
+        self.0.is_nan()
+    }
+}
+
+/// A sample's group in the group table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Group(u32);
+
+impl Slot for Group {
+    const ABSENT: Self = Group(u32::MAX);
+
+    fn is_absent(&self) -> bool {
+        *self == Self::ABSENT
+    }
+}
 
 /// Pool samples with their strategy keys, and (optionally) their groups.
 ///
-/// Samples are indices into the experiment's event table: the table grows to the largest
-/// sample seen (16 bytes per index with groups, 8 without).
+/// Samples are indices into the experiment's event table; the tables span the samples in
+/// the pool, from the oldest to the newest (16 bytes per sample with groups, 8 without).
 #[derive(Clone, Debug)]
 pub struct RankedPool {
     seed: u64,
-    /// Key per sample; [`ABSENT`] for samples not in the pool.
-    keys: Vec<f64>,
-    /// Group per sample, when the pool keeps groups.
-    groups: Option<Vec<u32>>,
+    /// Key per sample in the pool.
+    keys: SampleTable<StoredKey>,
+    /// Group per sample in the pool, when the pool keeps groups.
+    groups: Option<SampleTable<Group>>,
     len: usize,
     /// The maintained top, once a pick has built it.
     band: Option<Band>,
@@ -147,8 +169,8 @@ impl RankedPool {
     pub fn new(seed: u64, per_group: bool) -> Self {
         Self {
             seed,
-            keys: Vec::new(),
-            groups: per_group.then(Vec::new),
+            keys: SampleTable::default(),
+            groups: per_group.then(SampleTable::default),
             len: 0,
             band: None,
         }
@@ -157,15 +179,10 @@ impl RankedPool {
     /// Sets `sample`'s key (inserting it, or moving it if it was present) in `group`.
     pub fn upsert(&mut self, sample: u32, group: u32, key: f64) {
         let key = if key.is_nan() { f64::NEG_INFINITY } else { key };
-        let at = sample as usize;
-        if at >= self.keys.len() {
-            self.keys.resize(at + 1, ABSENT);
-        }
-        let old = self.keys[at];
+        let StoredKey(old) = self.keys.set(sample, StoredKey(key));
         if old.is_nan() {
             self.len += 1;
         }
-        self.keys[at] = key;
         if let Some(band) = &mut self.band {
             if !old.is_nan() && at_or_above(&band.floor, self.seed, sample, old) {
                 band.entries
@@ -177,38 +194,34 @@ impl RankedPool {
             }
         }
         if let Some(groups) = &mut self.groups {
-            if at >= groups.len() {
-                groups.resize(at + 1, 0);
-            }
-            groups[at] = group;
+            groups.set(sample, Group(group));
         }
     }
 
     /// Removes `sample`; returns whether it was present.
     pub fn remove(&mut self, sample: u32) -> bool {
-        match self.keys.get_mut(sample as usize) {
-            Some(key) if !key.is_nan() => {
-                let old = std::mem::replace(key, ABSENT);
-                self.len -= 1;
-                if let Some(band) = &mut self.band
-                    && at_or_above(&band.floor, self.seed, sample, old)
-                {
-                    band.entries
-                        .remove(&(Reverse(Key(old)), tie_break(self.seed, sample), sample));
-                }
-                true
-            }
-            _ => false,
+        let StoredKey(old) = self.keys.set(sample, StoredKey::ABSENT);
+        if old.is_nan() {
+            return false;
         }
+        self.len -= 1;
+        if let Some(groups) = &mut self.groups {
+            groups.set(sample, Group::ABSENT);
+        }
+        if let Some(band) = &mut self.band
+            && at_or_above(&band.floor, self.seed, sample, old)
+        {
+            band.entries
+                .remove(&(Reverse(Key(old)), tie_break(self.seed, sample), sample));
+        }
+        true
     }
 
     /// Present samples with their keys, in sample order.
     fn present(&self) -> impl Iterator<Item = (u32, f64)> + '_ {
         self.keys
-            .iter()
-            .enumerate()
-            .filter(|(_, k)| !k.is_nan())
-            .map(|(s, &k)| (s as u32, k))
+            .present()
+            .map(|(sample, StoredKey(key))| (sample, key))
     }
 
     /// The `n` highest-keyed samples with their keys, best first: the first `n` of the
@@ -257,7 +270,7 @@ impl RankedPool {
             .expect("RankedPool built with per_group");
         let mut best: HashMap<u32, BestN> = HashMap::new();
         for (sample, key) in self.present() {
-            best.entry(groups[sample as usize])
+            best.entry(groups.get(sample).0)
                 .or_insert_with(|| BestN::new(n))
                 .offer(self.seed, sample, key);
         }
@@ -302,10 +315,8 @@ impl RankedPool {
 
     /// The current key of `sample`.
     pub fn key(&self, sample: u32) -> Option<f64> {
-        self.keys
-            .get(sample as usize)
-            .copied()
-            .filter(|k| !k.is_nan())
+        let StoredKey(key) = self.keys.get(sample);
+        (!key.is_nan()).then_some(key)
     }
 
     /// Samples in the index.
