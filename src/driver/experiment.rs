@@ -550,10 +550,9 @@ pub fn mean_label(events: impl Iterator<Item = f32>) -> Option<f32> {
     (n > 0).then(|| (sum / n as f64) as f32)
 }
 
-/// A pool sample for training event `k`; its label is visible to the engine (and so to the
-/// strategy) only when `label_visible`.
-pub fn pool_sample(events: &[Interaction], k: SampleIdx, label_visible: bool) -> PoolSample {
-    let e = events[k as usize];
+/// Sample `k` (event `e`) as the pool holds it; its label is visible to the engine (and so to
+/// the strategy) only when `label_visible`.
+pub fn pool_sample(k: SampleIdx, e: Interaction, label_visible: bool) -> PoolSample {
     PoolSample {
         sample: k,
         user: e.user,
@@ -572,32 +571,33 @@ pub fn unlabelled(
 ) -> Vec<PoolSample> {
     samples
         .filter(|&k| !labelled[k as usize])
-        .map(|k| pool_sample(events, k, label_visible))
+        .map(|k| pool_sample(k, events[k as usize], label_visible))
         .collect()
 }
 
 /// Salt of the rehearsal sample's hash.
 const REHEARSAL_SALT: u64 = 0x5245_4845_4152_5345;
 
-/// The samples a round trains on under `policy`: `new` (this round's labels), every sample
-/// with `labelled[k]`, or `new` plus a seeded sample (by `seed` and `round`) of `ratio` x
-/// as many of the earlier labelled samples.
+/// The samples a round trains on under `policy`: `new` (this round's labels), every labelled
+/// sample (`labelled`, ascending, read only by the policies that retrain on earlier labels),
+/// or `new` plus a seeded sample (by `seed` and `round`) of `ratio` x as many of the earlier
+/// labelled samples.
 pub fn refit_samples(
     policy: RefitPolicy,
     new: &[SampleIdx],
-    labelled: &[bool],
+    labelled: impl Iterator<Item = SampleIdx>,
     seed: u64,
     round: u32,
 ) -> Vec<SampleIdx> {
-    let all = || (0..labelled.len() as u32).filter(|&k| labelled[k as usize]);
     match policy {
         RefitPolicy::NewLabels => new.to_vec(),
-        RefitPolicy::AllLabels => all().collect(),
+        RefitPolicy::AllLabels => labelled.collect(),
         RefitPolicy::Rehearsal { ratio } => {
             let mut fresh = new.to_vec();
             fresh.sort_unstable();
-            let mut earlier: Vec<SampleIdx> =
-                all().filter(|k| fresh.binary_search(k).is_err()).collect();
+            let mut earlier: Vec<SampleIdx> = labelled
+                .filter(|k| fresh.binary_search(k).is_err())
+                .collect();
             let want = (ratio * new.len()).min(earlier.len());
             let stream = mix64(seed ^ REHEARSAL_SALT ^ mix64(u64::from(round)));
             for k in 0..want {

@@ -15,6 +15,7 @@ pub mod pool;
 pub mod replay;
 pub mod rounds;
 pub mod rows;
+mod seen_events;
 pub mod selection;
 pub mod session;
 pub mod split;

@@ -324,9 +324,13 @@ impl Experiment for PoolExperiment {
         };
         let mut clock = RoundClock::default();
         let train = &self.run.data.train;
-        let picked = self
-            .core
-            .pick(&mut clock, round, budget, train, self.run.ids());
+        let picked = self.core.pick(
+            &mut clock,
+            round,
+            budget,
+            |k| train[k as usize],
+            self.run.ids(),
+        );
         if picked.is_empty() {
             return Err(RunError::Experiment {
                 field: "protocol.pool.rounds".into(),
@@ -339,10 +343,11 @@ impl Experiment for PoolExperiment {
             self.labelled[sample as usize] = true;
         }
         let session = &mut self.core.session;
+        let labelled = &self.labelled;
         let train_on = refit_samples(
             self.refit,
             &new_samples,
-            &self.labelled,
+            (0..labelled.len() as u32).filter(|&k| labelled[k as usize]),
             session.seed(),
             round,
         );
@@ -354,7 +359,7 @@ impl Experiment for PoolExperiment {
         let revealed: Vec<Interaction> = new_samples.iter().map(|&k| train[k as usize]).collect();
         let remove = new_samples
             .iter()
-            .map(|&k| pool_sample(train, k, self.oracle))
+            .map(|&k| pool_sample(k, train[k as usize], self.oracle))
             .collect();
         let output = clock.time("score", || {
             session.publish(PoolChanges {

@@ -30,12 +30,18 @@ use super::embed::{EncoderSources, ItemEmbedder};
 use super::evaluation::{EvalTarget, ItemsPerUser, ModelView, evaluate};
 use super::experiment::{
     Experiment, Resumed, RoundClock, RoundCounts, build_model, clipped_head, mean_label,
-    pool_sample, refit_samples, resumed_session, saved_sample, strategy_reads_labels, unlabelled,
-    users_of,
+    refit_samples, resumed_session, strategy_reads_labels, users_of,
 };
 use super::rounds::RoundCore;
+use super::seen_events::SeenEvents;
 use super::session::{PoolChanges, Session};
 use super::windows::{ReplayWindow, WindowCutter, WindowError};
+
+/// Whether the replay's models retrain on labels of earlier windows (which it must then keep
+/// after their windows are forgotten).
+fn retrains_on_earlier_labels(plan: &Plan) -> bool {
+    !matches!(plan.models.schedule().refit, RefitPolicy::NewLabels)
+}
 
 /// Salt of the free-label draw, independent of the other seeded draws.
 const FREE_LABEL_SALT: u64 = 0xF8EE_1ABE;
@@ -52,9 +58,8 @@ pub struct ReplayExperiment {
     epochs_per_round: usize,
     seed: u64,
     oracle: bool,
-    /// Every event seen so far; sample `k` is `events[k]`.
-    events: Vec<Interaction>,
-    labelled: Vec<bool>,
+    /// The events the replay may still read, and their labels.
+    seen: SeenEvents,
     labelled_count: u64,
     core: RoundCore,
     /// Item text vectors, embedded as items first appear (if the pipeline embeds).
@@ -181,10 +186,8 @@ impl Opening {
 
 /// The driver's tables after replaying saved windows without running them (see
 /// [`ReplayExperiment::resume`]).
-#[derive(Default)]
 struct Replayed {
-    events: Vec<Interaction>,
-    labelled: Vec<bool>,
+    seen: SeenEvents,
     /// The labelled events, in the order their labels became known.
     known: Vec<Interaction>,
     candidate_windows: VecDeque<Range<u32>>,
@@ -192,6 +195,16 @@ struct Replayed {
 }
 
 impl Replayed {
+    /// Before the first window; `keep_labels` as [`SeenEvents::new`].
+    fn new(keep_labels: bool) -> Self {
+        Self {
+            seen: SeenEvents::new(keep_labels),
+            known: Vec::new(),
+            candidate_windows: VecDeque::new(),
+            last_window_users: Vec::new(),
+        }
+    }
+
     /// Adds a saved window: its events, its free labels, then the samples the saved run
     /// picked in it (`picks`, in the order picked).
     fn add(
@@ -201,15 +214,19 @@ impl Replayed {
         seed: u64,
         replay: &ReplayPlan,
     ) -> Result<(), RunError> {
-        let first_sample = self.events.len() as u32;
-        self.events.extend_from_slice(&window.events);
-        self.labelled.resize(self.events.len(), false);
+        let samples = self.seen.push(&window.events);
         self.last_window_users = users_of(&window.events);
-        let samples = first_sample..self.events.len() as u32;
         let free = free_labels(samples.clone(), window.index, seed, replay);
         for &k in free.iter().chain(picks) {
-            let event = saved_sample(&self.events, k)?;
-            self.labelled[k as usize] = true;
+            let event = self.seen.get(k).ok_or_else(|| {
+                RunError::Resume(format!(
+                    "the checkpoint selected sample {k} in window {}, which was not in the \
+                     replay's pool then: the log changed since the run started; start it over \
+                     without --resume",
+                    window.index
+                ))
+            })?;
+            self.seen.label(k);
             self.known.push(event);
         }
         if let Some(horizon) = replay.pool_windows {
@@ -217,6 +234,9 @@ impl Replayed {
                 self.candidate_windows.pop_front();
             }
             self.candidate_windows.push_back(samples);
+            if let Some(oldest) = self.candidate_windows.front() {
+                self.seen.forget_before(oldest.start);
+            }
         }
         Ok(())
     }
@@ -224,12 +244,12 @@ impl Replayed {
     /// The pool after the saved windows: their unlabelled events, or those of the last
     /// `horizon` windows.
     fn pool(&self, horizon: Option<u32>, oracle: bool) -> Vec<PoolSample> {
-        let end = self.events.len() as u32;
+        let end = self.seen.end();
         let start = match horizon {
             None => 0,
             Some(_) => self.candidate_windows.front().map_or(end, |w| w.start),
         };
-        unlabelled(&self.events, &self.labelled, start..end, oracle)
+        self.seen.unlabelled(start..end, oracle)
     }
 }
 
@@ -313,7 +333,7 @@ impl ReplayExperiment {
         for s in &progress.selections {
             picked.entry(s.round).or_default().push(s.sample);
         }
-        let mut replayed = Replayed::default();
+        let mut replayed = Replayed::new(retrains_on_earlier_labels(plan));
         // The ids the model had rows for after the last saved window (the ids of the
         // window read ahead come later).
         let mut shape = (0, 0);
@@ -355,8 +375,7 @@ impl ReplayExperiment {
         experiment.embedder = embedder;
         experiment.next_window = next;
         experiment.labelled_count = replayed.known.len() as u64;
-        experiment.events = replayed.events;
-        experiment.labelled = replayed.labelled;
+        experiment.seen = replayed.seen;
         experiment.candidate_windows = replayed.candidate_windows;
         experiment.last_window_users = replayed.last_window_users;
         if let Some((squared, absolute, count)) = prequential {
@@ -387,8 +406,7 @@ impl ReplayExperiment {
             epochs_per_round: plan.models.schedule().epochs_per_round,
             seed: plan.seed,
             oracle: strategy_reads_labels(plan),
-            events: Vec::new(),
-            labelled: Vec::new(),
+            seen: SeenEvents::new(retrains_on_earlier_labels(plan)),
             labelled_count: 0,
             core,
             embedder: None,
@@ -409,7 +427,8 @@ impl ReplayExperiment {
     }
 
     /// With `pool_windows: K`, records the samples of the window starting now and returns
-    /// the still unlabelled samples of the window `K` windows back, which leave the pool.
+    /// the still unlabelled samples of the window `K` windows back, which leave the pool;
+    /// the events before the oldest window left are forgotten.
     fn expire_candidates(&mut self, window: Range<u32>) -> Vec<PoolSample> {
         let Some(horizon) = self.replay.pool_windows else {
             return Vec::new();
@@ -418,12 +437,16 @@ impl ReplayExperiment {
             .then(|| self.candidate_windows.pop_front())
             .flatten();
         self.candidate_windows.push_back(window);
-        expired.map_or_else(Vec::new, |samples| self.unlabelled_among(samples))
+        let leaving = expired.map_or_else(Vec::new, |samples| self.unlabelled_among(samples));
+        if let Some(oldest) = self.candidate_windows.front() {
+            self.seen.forget_before(oldest.start);
+        }
+        leaving
     }
 
     /// The pool samples of the unlabelled events among `samples`.
     fn unlabelled_among(&self, samples: Range<u32>) -> Vec<PoolSample> {
-        unlabelled(&self.events, &self.labelled, samples, self.oracle)
+        self.seen.unlabelled(samples, self.oracle)
     }
 
     /// Runs one window: evaluate, insert, label, select, train.
@@ -431,7 +454,6 @@ impl ReplayExperiment {
         let mut clock = RoundClock::default();
         clock.add("io", std::mem::take(&mut self.next_read));
         let warmup = window.index < self.replay.warmup_windows.max(1);
-        let first_sample = self.events.len() as u32;
         let (n_users, n_items) = (
             self.windows.source().users().len(),
             self.windows.source().items().len(),
@@ -447,9 +469,8 @@ impl ReplayExperiment {
                 .set_item_text(embedder.vectors(), &embedded.added)?;
             texts_embedded = Some(embedded.embedded + std::mem::take(&mut self.embedded_at_start));
         }
-        self.events.extend_from_slice(&window.events);
+        let window_samples = self.seen.push(&window.events);
         self.last_window_users = users_of(&window.events);
-        let window_samples = first_sample..self.events.len() as u32;
 
         let free = free_labels(
             window_samples.clone(),
@@ -457,9 +478,8 @@ impl ReplayExperiment {
             self.seed,
             &self.replay,
         );
-        self.labelled.resize(self.events.len(), false);
         for &k in &free {
-            self.labelled[k as usize] = true;
+            self.seen.label(k);
         }
         let insert = self.unlabelled_among(window_samples.clone());
         let remove = self.expire_candidates(window_samples);
@@ -479,26 +499,29 @@ impl ReplayExperiment {
                 let source = self.windows.source();
                 let ids = (source.users(), source.items());
                 let budget = select.budget;
+                let seen = &self.seen;
                 self.core
-                    .pick(&mut clock, window.index, budget, &self.events, ids)
+                    .pick(&mut clock, window.index, budget, |k| seen.event(k), ids)
             }
             _ => Vec::new(),
         };
         let mut revealed: Vec<u32> = free.clone();
         for &(sample, _) in &picked {
-            self.labelled[sample as usize] = true;
+            self.seen.label(sample);
             revealed.push(sample);
         }
         self.labelled_count += revealed.len() as u64;
         let train_on = refit_samples(
             self.refit,
             &revealed,
-            &self.labelled,
+            self.seen.labelled_samples(),
             self.seed,
             window.index,
         );
-        let train_events: Vec<Interaction> =
-            train_on.iter().map(|&k| self.events[k as usize]).collect();
+        let train_events: Vec<Interaction> = train_on
+            .iter()
+            .map(|&k| self.seen.labelled_event(k))
+            .collect();
         let epochs = if warmup {
             self.epochs
         } else {
@@ -511,10 +534,10 @@ impl ReplayExperiment {
                 .fit(&train_events, &train_on, epochs)
         })?;
         let labelled_events: Vec<Interaction> =
-            revealed.iter().map(|&k| self.events[k as usize]).collect();
+            revealed.iter().map(|&k| self.seen.event(k)).collect();
         let remove = picked
             .iter()
-            .map(|&(k, _)| pool_sample(&self.events, k, self.oracle))
+            .map(|&(k, _)| self.seen.pool_sample(k, self.oracle))
             .collect();
         let trained = clock.time("score", || {
             self.core.session.publish(PoolChanges {
@@ -631,7 +654,7 @@ impl Experiment for ReplayExperiment {
     }
 
     fn pool(&self) -> Vec<PoolSample> {
-        let end = self.events.len() as u32;
+        let end = self.seen.end();
         let candidates = match self.replay.pool_windows {
             None => 0..end,
             // The candidate windows are consecutive and end with the last one.

@@ -49,20 +49,20 @@ impl RoundCore {
     }
 
     /// Picks up to `budget` samples with the session's strategy (timed as `select`) and
-    /// records each as a selection of `round`; `events[sample]` is a sample's event, `ids`
+    /// records each as a selection of `round`; `event_of(sample)` is a sample's event, `ids`
     /// its raw user and item ids.
     pub fn pick(
         &mut self,
         clock: &mut RoundClock,
         round: u32,
         budget: u64,
-        events: &[Interaction],
+        event_of: impl Fn(u32) -> Interaction,
         (users, items): (&IdMap, &IdMap),
     ) -> Vec<(u32, f64)> {
         let picked = clock.time("select", || self.session.pick(budget));
         self.selections
             .extend(picked.iter().map(|&(sample, score)| {
-                let event = events[sample as usize];
+                let event = event_of(sample);
                 SelectionRecord {
                     round,
                     sample,

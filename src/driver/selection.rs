@@ -52,7 +52,7 @@ impl SelectionExperiment {
         let mut session = start_session(plan, site, &data, (model, head), track_scores)?;
         let insert: Vec<PoolSample> = keys
             .iter()
-            .map(|&k| pool_sample(&data.train, k, true))
+            .map(|&k| pool_sample(k, data.train[k as usize], true))
             .collect();
         let output = clock.time("score", || {
             session.publish(PoolChanges {
@@ -97,7 +97,7 @@ impl SelectionExperiment {
         let resumed = Resumed {
             state: &progress.model,
             pool: (0..data.train.len() as u32)
-                .map(|k| pool_sample(&data.train, k, true))
+                .map(|k| pool_sample(k, data.train[k as usize], true))
                 .collect(),
             labelled: &data.train,
         };
@@ -130,7 +130,7 @@ impl Experiment for SelectionExperiment {
 
     fn pool(&self) -> Vec<PoolSample> {
         (0..self.run.data.train.len() as u32)
-            .map(|k| pool_sample(&self.run.data.train, k, true))
+            .map(|k| pool_sample(k, self.run.data.train[k as usize], true))
             .collect()
     }
 
@@ -157,7 +157,7 @@ impl Experiment for SelectionExperiment {
             &mut clock,
             round,
             self.select.budget,
-            &data.train,
+            |k| data.train[k as usize],
             self.run.ids(),
         );
         let samples: Vec<u32> = picked.iter().map(|(s, _)| *s).collect();
