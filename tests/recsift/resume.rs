@@ -199,6 +199,14 @@ fn a_pool_run_killed_anywhere_resumes_to_the_same_results() {
 #[test]
 fn a_replay_killed_mid_window_resumes_to_the_same_results() {
     assert_resumes_exactly(&replay(), &["round:5", "write:4"]);
+    // Retraining on every label: the labels of windows that left the pool horizon (and
+    // whose events the replay no longer holds) are rebuilt on resume and trained on.
+    let all_labels = [
+        &replay()[..],
+        &["--set", "nodes.model.train.mf.refit=all_labels"],
+    ]
+    .concat();
+    assert_resumes_exactly(&all_labels, &["round:6"]);
 }
 
 #[test]
