@@ -77,7 +77,7 @@ pub struct ReplaySpec {
     pub max_windows: Option<u32>,
     /// An unlabelled event stays a candidate for this many windows, its own included, then
     /// leaves the pool (default: it stays until the end). Bounds the pool, and so the
-    /// engine's memory, by the last windows instead of the whole log.
+    /// engine's and the driver's memory, by the last windows instead of the whole log.
     pub pool_windows: Option<u32>,
     /// Events read from the file per batch.
     pub batch_rows: Option<usize>,
