@@ -9,7 +9,7 @@
 //! far (24 bytes each, for the pool) are held in memory. A log stored out of time order is
 //! sorted first, within the replay's `sort_memory` (see [`EventBatches::in_time_order`]).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -37,10 +37,11 @@ use super::seen_events::SeenEvents;
 use super::session::{PoolChanges, Session};
 use super::windows::{ReplayWindow, WindowCutter, WindowError};
 
-/// Whether the replay's models retrain on labels of earlier windows (which it must then keep
-/// after their windows are forgotten).
-fn retrains_on_earlier_labels(plan: &Plan) -> bool {
-    !matches!(plan.models.schedule().refit, RefitPolicy::NewLabels)
+/// The replay's event table: the pool horizon's windows, and the labelled events when the
+/// models retrain on labels of earlier windows (which outlive their windows).
+fn seen_events(plan: &Plan, replay: &ReplayPlan) -> SeenEvents {
+    let retrains = !matches!(plan.models.schedule().refit, RefitPolicy::NewLabels);
+    SeenEvents::new(retrains, replay.pool_windows)
 }
 
 /// Salt of the free-label draw, independent of the other seeded draws.
@@ -58,7 +59,7 @@ pub struct ReplayExperiment {
     epochs_per_round: usize,
     seed: u64,
     oracle: bool,
-    /// The events the replay may still read, and their labels.
+    /// The events the replay may still read (the pool's candidates), and their labels.
     seen: SeenEvents,
     labelled_count: u64,
     core: RoundCore,
@@ -74,9 +75,6 @@ pub struct ReplayExperiment {
     errors: ErrorSums,
     /// The users of the last window run (the users a replay's recommendations are for).
     last_window_users: Vec<UserIdx>,
-    /// The samples of the windows whose unlabelled events are still candidates, oldest
-    /// first (kept only with `pool_windows`).
-    candidate_windows: VecDeque<Range<u32>>,
 }
 
 /// A replay's log opened and its first window read, with the model built as the first
@@ -190,17 +188,15 @@ struct Replayed {
     seen: SeenEvents,
     /// The labelled events, in the order their labels became known.
     known: Vec<Interaction>,
-    candidate_windows: VecDeque<Range<u32>>,
     last_window_users: Vec<UserIdx>,
 }
 
 impl Replayed {
-    /// Before the first window; `keep_labels` as [`SeenEvents::new`].
-    fn new(keep_labels: bool) -> Self {
+    /// Before the first window, holding the events as [`SeenEvents::new`] says.
+    fn new(seen: SeenEvents) -> Self {
         Self {
-            seen: SeenEvents::new(keep_labels),
+            seen,
             known: Vec::new(),
-            candidate_windows: VecDeque::new(),
             last_window_users: Vec::new(),
         }
     }
@@ -218,38 +214,12 @@ impl Replayed {
         self.last_window_users = users_of(&window.events);
         let free = free_labels(samples.clone(), window.index, seed, replay);
         for &k in free.iter().chain(picks) {
-            let event = self.seen.get(k).ok_or_else(|| {
-                RunError::Resume(format!(
-                    "the checkpoint selected sample {k} in window {}, which was not in the \
-                     replay's pool then: the log changed since the run started; start it over \
-                     without --resume",
-                    window.index
-                ))
-            })?;
+            let event = self.seen.saved_pick(k, window.index)?;
             self.seen.label(k);
             self.known.push(event);
         }
-        if let Some(horizon) = replay.pool_windows {
-            if self.candidate_windows.len() >= horizon as usize {
-                self.candidate_windows.pop_front();
-            }
-            self.candidate_windows.push_back(samples);
-            if let Some(oldest) = self.candidate_windows.front() {
-                self.seen.forget_before(oldest.start);
-            }
-        }
+        self.seen.forget_expired();
         Ok(())
-    }
-
-    /// The pool after the saved windows: their unlabelled events, or those of the last
-    /// `horizon` windows.
-    fn pool(&self, horizon: Option<u32>, oracle: bool) -> Vec<PoolSample> {
-        let end = self.seen.end();
-        let start = match horizon {
-            None => 0,
-            Some(_) => self.candidate_windows.front().map_or(end, |w| w.start),
-        };
-        self.seen.unlabelled(start..end, oracle)
     }
 }
 
@@ -333,7 +303,7 @@ impl ReplayExperiment {
         for s in &progress.selections {
             picked.entry(s.round).or_default().push(s.sample);
         }
-        let mut replayed = Replayed::new(retrains_on_earlier_labels(plan));
+        let mut replayed = Replayed::new(seen_events(plan, replay));
         // The ids the model had rows for after the last saved window (the ids of the
         // window read ahead come later).
         let mut shape = (0, 0);
@@ -365,7 +335,7 @@ impl ReplayExperiment {
         let oracle = strategy_reads_labels(plan);
         let resumed = Resumed {
             state: &progress.model,
-            pool: replayed.pool(replay.pool_windows, oracle),
+            pool: replayed.seen.pool(oracle),
             labelled: &replayed.known,
         };
         let session = resumed_session(plan, site, text, (model, head), resumed)?;
@@ -376,7 +346,6 @@ impl ReplayExperiment {
         experiment.next_window = next;
         experiment.labelled_count = replayed.known.len() as u64;
         experiment.seen = replayed.seen;
-        experiment.candidate_windows = replayed.candidate_windows;
         experiment.last_window_users = replayed.last_window_users;
         if let Some((squared, absolute, count)) = prequential {
             experiment.errors = ErrorSums {
@@ -406,7 +375,7 @@ impl ReplayExperiment {
             epochs_per_round: plan.models.schedule().epochs_per_round,
             seed: plan.seed,
             oracle: strategy_reads_labels(plan),
-            seen: SeenEvents::new(retrains_on_earlier_labels(plan)),
+            seen: seen_events(plan, replay),
             labelled_count: 0,
             core,
             embedder: None,
@@ -415,7 +384,6 @@ impl ReplayExperiment {
             next_window: None,
             errors: ErrorSums::default(),
             last_window_users: Vec::new(),
-            candidate_windows: VecDeque::new(),
         }
     }
 
@@ -424,29 +392,6 @@ impl ReplayExperiment {
         self.replay
             .max_windows
             .is_none_or(|max| (self.core.history().len() as u32) < max)
-    }
-
-    /// With `pool_windows: K`, records the samples of the window starting now and returns
-    /// the still unlabelled samples of the window `K` windows back, which leave the pool;
-    /// the events before the oldest window left are forgotten.
-    fn expire_candidates(&mut self, window: Range<u32>) -> Vec<PoolSample> {
-        let Some(horizon) = self.replay.pool_windows else {
-            return Vec::new();
-        };
-        let expired = (self.candidate_windows.len() >= horizon as usize)
-            .then(|| self.candidate_windows.pop_front())
-            .flatten();
-        self.candidate_windows.push_back(window);
-        let leaving = expired.map_or_else(Vec::new, |samples| self.unlabelled_among(samples));
-        if let Some(oldest) = self.candidate_windows.front() {
-            self.seen.forget_before(oldest.start);
-        }
-        leaving
-    }
-
-    /// The pool samples of the unlabelled events among `samples`.
-    fn unlabelled_among(&self, samples: Range<u32>) -> Vec<PoolSample> {
-        self.seen.unlabelled(samples, self.oracle)
     }
 
     /// Runs one window: evaluate, insert, label, select, train.
@@ -481,8 +426,8 @@ impl ReplayExperiment {
         for &k in &free {
             self.seen.label(k);
         }
-        let insert = self.unlabelled_among(window_samples.clone());
-        let remove = self.expire_candidates(window_samples);
+        let insert = self.seen.unlabelled(window_samples, self.oracle);
+        let remove = self.seen.expire(self.oracle);
         // Publish the window's new rows and pool samples (scores them) before testing on it:
         // inserting into the pool does not train, so the test stays prequential.
         let inserted = clock.time("score", || {
@@ -654,16 +599,7 @@ impl Experiment for ReplayExperiment {
     }
 
     fn pool(&self) -> Vec<PoolSample> {
-        let end = self.seen.end();
-        let candidates = match self.replay.pool_windows {
-            None => 0..end,
-            // The candidate windows are consecutive and end with the last one.
-            Some(_) => self
-                .candidate_windows
-                .front()
-                .map_or(end..end, |oldest| oldest.start..end),
-        };
-        self.unlabelled_among(candidates)
+        self.seen.pool(self.oracle)
     }
 
     fn ids(&self) -> (&IdMap, &IdMap) {
