@@ -13,6 +13,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use timely::communication::allocator::{AllocatorBuilder, ProcessBuilder};
 use timely::communication::{Config, Hooks};
 
 use super::EngineError;
+use super::workers::Workers;
 
 /// The engine's workers: `workers` threads in this process, and, in a cluster, as many in
 /// every other process.
@@ -76,51 +78,101 @@ const MAGIC: &[u8; 8] = b"recsift\x01";
 /// The allocators of this process's workers, with whatever must live as long as they do.
 pub(crate) type Communication = (Vec<AllocatorBuilder>, Box<dyn std::any::Any + Send>);
 
-/// Where an engine will run: its topology and, in a cluster, one socket to every other
-/// process, connected and checked by the handshake. A run connects first, before it loads
-/// its data, so that the timeout counts from the processes' start, and a peer that fails
-/// while loading is noticed when the engine starts (its socket is closed), not after a
-/// timeout.
-#[derive(Debug)]
+/// Where an engine runs: its topology, and this process's worker threads, started (in a
+/// cluster, after connecting to every peer and checking it with the handshake). A run makes
+/// its site first, before it loads its data, so that the timeout counts from the
+/// processes' start, and so that the processes can share what each read
+/// ([`EngineSite::gatherer`]) while they load. The scoring engine then runs on the same
+/// workers ([`super::ScoringEngine::start_on`]).
 pub struct EngineSite {
     topology: Topology,
-    /// One per process (`None` for this one); empty outside a cluster.
-    sockets: Vec<Option<TcpStream>>,
+    workers: Arc<Mutex<Workers>>,
+}
+
+impl std::fmt::Debug for EngineSite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineSite")
+            .field("topology", &self.topology)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EngineSite {
     /// `topology`'s site: in a cluster, after connecting to every peer (within the
-    /// cluster's timeout).
+    /// cluster's timeout); then its worker threads are started.
     pub fn connect(topology: Topology) -> Result<Self, EngineError> {
-        let sockets = match &topology.cluster {
-            Some(cluster) => connect(cluster, topology.workers)?,
-            None => Vec::new(),
+        let communication = match &topology.cluster {
+            Some(cluster) => {
+                let sockets = connect(cluster, topology.workers)?;
+                network(&topology, cluster, sockets)?
+            }
+            None => Config::Process(topology.workers)
+                .try_build()
+                .map_err(EngineError::Start)?,
         };
-        Ok(Self { topology, sockets })
-    }
-
-    /// `workers` threads in this process only.
-    pub fn threads(workers: usize) -> Self {
-        Self {
-            topology: Topology::threads(workers),
-            sockets: Vec::new(),
-        }
+        let workers = Workers::start(topology.clone(), communication)?;
+        Ok(Self {
+            topology,
+            workers: Arc::new(Mutex::new(workers)),
+        })
     }
 
     /// Where the engine's workers run.
     pub fn topology(&self) -> &Topology {
         &self.topology
     }
+
+    /// A handle that shares payloads between the processes through this site's workers.
+    pub fn gatherer(&self) -> Gatherer {
+        Gatherer {
+            workers: Arc::clone(&self.workers),
+            process: self.topology.process(),
+            processes: self.topology.processes(),
+        }
+    }
+
+    /// The worker threads, for one command at a time.
+    pub(crate) fn workers(&self) -> MutexGuard<'_, Workers> {
+        self.workers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
-/// Builds the communication of `site`: in-process channels, or its sockets to every peer.
-pub(crate) fn communication(site: EngineSite) -> Result<Communication, EngineError> {
-    let EngineSite { topology, sockets } = site;
-    let Some(cluster) = &topology.cluster else {
-        return Config::Process(topology.workers)
-            .try_build()
-            .map_err(EngineError::Start);
-    };
+/// Shares one payload of bytes per process with every process of a site (see
+/// [`EngineSite::gatherer`]); cheap to clone.
+#[derive(Clone)]
+pub struct Gatherer {
+    workers: Arc<Mutex<Workers>>,
+    process: usize,
+    processes: usize,
+}
+
+impl Gatherer {
+    /// This process's index.
+    pub fn process(&self) -> usize {
+        self.process
+    }
+
+    /// Processes of the site.
+    pub fn processes(&self) -> usize {
+        self.processes
+    }
+
+    /// Hands `payload` to every process and returns every process's payload, in process
+    /// order (this process's own among them). Every process must call it equally often.
+    pub fn all_gather(&self, payload: Vec<u8>) -> Result<Vec<Vec<u8>>, EngineError> {
+        self.workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .gather(payload)
+    }
+}
+
+/// The communication of this process's workers over its sockets to every peer.
+fn network(
+    topology: &Topology,
+    cluster: &Cluster,
+    sockets: Vec<Option<TcpStream>>,
+) -> Result<Communication, EngineError> {
     network_panics::quieten();
     let hooks = Hooks::default();
     let local = ProcessBuilder::new_typed_vector(topology.workers, hooks.refill.clone(), None);

@@ -1,21 +1,11 @@
 //! The driver side of the scoring engine: validates a round's update, versions the rows,
 //! hands each worker its share, and merges the workers' score updates deterministically.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
-
-use timely::WorkerConfig;
-use timely::communication::WorkerGuards;
-
-use super::cluster::{self, EngineSite, Topology};
-use super::graph::Placement;
+use super::cluster::{EngineSite, Topology};
 use super::merge::UpdateMerger;
 use super::records::{ItemFact, LabelBits, PoolRecord, RoundTime};
 use super::side_table::{SharedTables, SideTables, VersionChange, VersionedRows};
-use super::worker::{
-    Failure, RoundShare, WorkerCommand, WorkerContext, WorkerLink, WorkerReply, run_worker,
-};
+use super::worker::{RoundShare, WorkerCommand, WorkerReply};
 use super::{EngineError, EngineUpdate, PoolSample, RoundOutput, RowSide};
 use crate::data::{ItemIdx, SampleIdx, UserIdx};
 use crate::sample_table::{SampleTable, Slot};
@@ -29,12 +19,8 @@ pub struct ScoringEngine {
     time: RoundTime,
     tables: SharedTables,
     pool: PoolRegistry,
-    commands: Vec<Sender<WorkerCommand>>,
-    replies: Receiver<WorkerReply>,
-    abort: Arc<AtomicBool>,
-    guards: Option<WorkerGuards<()>>,
-    /// The first failure; the engine refuses rounds after it.
-    failure: Option<EngineError>,
+    /// The worker threads (shared with the site's gatherers).
+    site: EngineSite,
     /// Merges the workers' updates, and keeps their buffers for later rounds.
     merger: UpdateMerger,
 }
@@ -42,20 +28,16 @@ pub struct ScoringEngine {
 impl ScoringEngine {
     /// Starts `workers` timely worker threads in this process, scoring with `head`.
     pub fn start(workers: usize, head: ScoringHead) -> Result<Self, EngineError> {
-        Self::start_on(EngineSite::threads(workers), head)
+        Self::start_on(EngineSite::connect(Topology::threads(workers))?, head)
     }
 
-    /// Starts this process's part of an engine spread over `site`, scoring with `head`.
+    /// Starts scoring on `site`'s workers (this process's part of an engine spread over a
+    /// cluster, if the site is one), scoring with `head`.
     ///
     /// In a cluster, every process must make the same calls with the same updates (the
     /// drivers are replicas): each feeds only its own workers' shares, and every process gets
-    /// every round's full output. It returns once every peer has connected.
+    /// every round's full output.
     pub fn start_on(site: EngineSite, head: ScoringHead) -> Result<Self, EngineError> {
-        let topology = site.topology().clone();
-        let workers = topology.workers;
-        if workers == 0 {
-            return Err(EngineError::NoWorkers);
-        }
         check_head_offsets(&head)?;
         let layout = head.layout;
         let tables = SharedTables::new(SideTables {
@@ -64,49 +46,14 @@ impl ScoringEngine {
             head,
             full_pass: 0,
         });
-        let (reply_sender, replies) = mpsc::channel();
-        let mut commands = Vec::with_capacity(workers);
-        let mut links = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            let (sender, receiver) = mpsc::channel();
-            commands.push(sender);
-            links.push(Some(WorkerLink {
-                commands: receiver,
-                replies: reply_sender.clone(),
-            }));
-        }
-        // Only the workers hold reply senders: if all of them are gone, `recv` says so.
-        drop(reply_sender);
-        let abort = Arc::new(AtomicBool::new(false));
-        let context = Arc::new(WorkerContext {
-            links: Mutex::new(links),
-            placement: Placement {
-                process: topology.process(),
-                processes: topology.processes(),
-                workers,
-            },
-            tables: tables.clone(),
-            abort: Arc::clone(&abort),
-        });
-        let (builders, communication) = cluster::communication(site)?;
-        let guards = timely::execute::execute_from(
-            builders,
-            communication,
-            WorkerConfig::default(),
-            move |worker| run_worker(worker, &context),
-        )
-        .map_err(EngineError::Start)?;
+        site.workers().install(&tables)?;
         Ok(Self {
-            topology,
+            topology: site.topology().clone(),
             layout,
             time: 0,
             tables,
             pool: PoolRegistry::default(),
-            commands,
-            replies,
-            abort,
-            guards: Some(guards),
-            failure: None,
+            site,
             merger: UpdateMerger::default(),
         })
     }
@@ -128,31 +75,20 @@ impl ScoringEngine {
     /// fix). A worker failure is reported once as [`EngineError::WorkerPanicked`] or
     /// [`EngineError::WorkerExited`]; later calls return [`EngineError::Failed`].
     pub fn apply(&mut self, update: EngineUpdate) -> Result<RoundOutput, EngineError> {
-        if let Some(failure) = &self.failure {
-            return Err(EngineError::Failed {
-                cause: failure.to_string(),
-            });
-        }
+        self.site.workers().refuse_after_failure()?;
         self.check(&update)?;
         let pool_changes = self.pool.change(&update.remove, &update.insert)?;
         let full_pass = self.needs_full_pass(&update);
         let shares = self.version_and_share(update, pool_changes, full_pass);
-        match self.run_round(shares, full_pass) {
-            Ok(output) => {
-                self.time += 1;
-                Ok(output)
-            }
-            Err(error) => {
-                self.failure = Some(error.clone());
-                self.abort.store(true, Ordering::Release);
-                Err(error)
-            }
-        }
+        let output = self.run_round(shares, full_pass)?;
+        self.time += 1;
+        Ok(output)
     }
 
-    /// Shuts the workers down and waits for their threads.
-    pub fn finish(mut self) -> Result<(), EngineError> {
-        self.shut_down()
+    /// Shuts the workers down and waits for their threads (in a cluster, until every
+    /// process has finished).
+    pub fn finish(self) -> Result<(), EngineError> {
+        self.site.workers().shut_down()
     }
 
     /// Checks everything in `update` that does not depend on the pool's contents.
@@ -313,80 +249,26 @@ impl ScoringEngine {
         shares: Vec<RoundShare>,
         full_pass: bool,
     ) -> Result<RoundOutput, EngineError> {
-        for (worker, (share, commands)) in shares.into_iter().zip(&self.commands).enumerate() {
-            let command = WorkerCommand::Round {
-                time: self.time,
-                share,
-            };
-            if commands.send(command).is_err() {
-                return Err(EngineError::WorkerExited { worker });
-            }
-        }
-        let mut results = Vec::with_capacity(self.topology.workers);
-        let mut failures = Vec::new();
-        for _ in 0..self.topology.workers {
-            match self.replies.recv() {
-                Ok(WorkerReply::Round { result }) => results.push(result),
-                Ok(WorkerReply::Failed { worker, failure }) => failures.push((worker, failure)),
-                Err(_) => {
-                    // Every worker dropped its reply sender: all of them are gone.
-                    failures.push((0, Failure::Exited));
-                    break;
-                }
-            }
-        }
-        if !failures.is_empty() {
-            let cause = root_cause(failures);
-            if let EngineError::WorkerPanicked { message, .. } = &cause
-                && self.topology.cluster.is_some()
-                && let Some(lost) = cluster::network_failure(message)
-            {
-                return Err(lost);
-            }
-            return Err(cause);
-        }
+        let time = self.time;
+        let commands = shares
+            .into_iter()
+            .map(|share| WorkerCommand::Round { time, share })
+            .collect();
+        let replies = self.site.workers().command(commands)?;
+        let results = replies
+            .into_iter()
+            .filter_map(|reply| match reply {
+                WorkerReply::Round { result } => Some(result),
+                _ => None,
+            })
+            .collect();
         Ok(self.merger.merge(results, full_pass))
-    }
-
-    /// Stops the workers: an orderly shutdown when healthy, an abort after a failure.
-    fn shut_down(&mut self) -> Result<(), EngineError> {
-        let Some(guards) = self.guards.take() else {
-            return Ok(());
-        };
-        for commands in &self.commands {
-            // A worker that is gone already cannot be told; joining below reports it.
-            let _ = commands.send(WorkerCommand::Shutdown);
-        }
-        if self.failure.is_some() && self.topology.cluster.is_some() {
-            // The network threads may have panicked (a peer went away), and joining them
-            // would panic again; the workers are aborting. Leave the threads behind.
-            std::mem::forget(guards);
-            return Err(EngineError::Failed {
-                cause: self
-                    .failure
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
-            });
-        }
-        let joined = guards.join();
-        if let Some(failure) = &self.failure {
-            return Err(EngineError::Failed {
-                cause: failure.to_string(),
-            });
-        }
-        for (worker, result) in joined.into_iter().enumerate() {
-            if let Err(message) = result {
-                return Err(EngineError::WorkerPanicked { worker, message });
-            }
-        }
-        Ok(())
     }
 
     /// Test hook: sends `command` to `worker` instead of its next round's share.
     #[cfg(test)]
     pub(crate) fn inject(&mut self, worker: usize, command: WorkerCommand) {
-        let _ = self.commands[worker].send(command);
+        self.site.workers().inject(worker, command);
     }
 
     /// Test hook: versions held in the side tables (users, items).
@@ -394,18 +276,6 @@ impl ScoringEngine {
     pub(crate) fn held_row_versions(&self) -> (usize, usize) {
         let tables = self.tables.write();
         (tables.users.held_versions(), tables.items.held_versions())
-    }
-}
-
-impl Drop for ScoringEngine {
-    fn drop(&mut self) {
-        if self.guards.is_some() {
-            // Without `finish`, nobody reads the result; an abort stops workers fastest.
-            if self.failure.is_some() {
-                self.abort.store(true, Ordering::Release);
-            }
-            let _ = self.shut_down();
-        }
     }
 }
 
@@ -426,22 +296,6 @@ fn version_updates(change: VersionChange) -> impl Iterator<Item = (u32, isize)> 
         .map(|old| (old, -1))
         .into_iter()
         .chain([(change.new, 1)])
-}
-
-/// The failure to report: a panic first, then an exit; aborts only follow another failure.
-fn root_cause(mut failures: Vec<(usize, Failure)>) -> EngineError {
-    failures.sort_by_key(|(worker, failure)| {
-        let rank = match failure {
-            Failure::Panicked(_) => 0,
-            Failure::Exited => 1,
-            Failure::Aborted => 2,
-        };
-        (rank, *worker)
-    });
-    match failures.swap_remove(0) {
-        (worker, Failure::Panicked(message)) => EngineError::WorkerPanicked { worker, message },
-        (worker, _) => EngineError::WorkerExited { worker },
-    }
 }
 
 /// The share of the pool whose samples read changed rows above which a round re-scores

@@ -73,8 +73,12 @@
 //! place under their versions): such a round is a *full pass*, in which the operator
 //! re-scores every sample it holds at once, the work of a plain loop over the pool.
 //!
-//! The workers run in their own threads (`timely::execute` with a configuration built from
-//! the `workers` argument) and talk to the caller over channels: `apply` hands each worker a
+//! The workers run in their own threads, started once per run with the [`EngineSite`]
+//! (`workers.rs`; `timely::execute_from` over in-process channels or, in a cluster, the
+//! sockets to the other processes), before any data is loaded: besides scoring they carry
+//! the gather dataflow (`gather.rs`), through which the processes of a cluster share what
+//! each read of the input ([`Gatherer`]). They talk to the caller over channels: `apply`
+//! hands each worker a
 //! round-robin share of the round's inputs at time `t`; each worker feeds them, advances to
 //! `t + 1`, steps (parking when idle) until its probe passes `t`, and sends back the score
 //! updates it collected. `apply` merges and consolidates them (`merge.rs`), so the output does
@@ -111,6 +115,7 @@
 
 mod cluster;
 mod engine;
+mod gather;
 mod graph;
 mod held_states;
 mod merge;
@@ -118,11 +123,12 @@ mod operators;
 mod records;
 mod side_table;
 mod worker;
+mod workers;
 
 #[cfg(test)]
 mod reference_tests;
 
-pub use cluster::{Cluster, EngineSite, Topology};
+pub use cluster::{Cluster, EngineSite, Gatherer, Topology};
 pub use engine::ScoringEngine;
 
 use crate::data::{ItemIdx, SampleIdx, UserIdx};

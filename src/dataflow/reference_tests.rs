@@ -299,6 +299,8 @@ fn play_random_rounds_on(
     let mut rng = StdRng::seed_from_u64(seed);
     let mut world = World::new(&mut rng, labels, n_users, n_items, n_events);
     let site = EngineSite::connect(topology.clone()).unwrap();
+    // Gather rounds interleave with the scoring rounds on the same workers.
+    let gatherer = site.gatherer();
     let mut engine = ScoringEngine::start_on(site, world.head.clone()).unwrap();
     let mut states = BTreeMap::new();
     let mut outputs = Vec::new();
@@ -325,6 +327,13 @@ fn play_random_rounds_on(
         let rows_changed = !(update.user_rows.is_empty() && update.item_rows.is_empty());
         let head_changed = update.head.is_some();
         let output = engine.apply(update).unwrap();
+        let gathered = gatherer
+            .all_gather(vec![round as u8, topology.process() as u8])
+            .unwrap();
+        let expected: Vec<Vec<u8>> = (0..topology.processes())
+            .map(|p| vec![round as u8, p as u8])
+            .collect();
+        assert_eq!(gathered, expected, "round {round}: every process's payload");
         assert!(
             output.full_pass || !head_changed,
             "a new head is a full pass"

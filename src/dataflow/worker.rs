@@ -1,5 +1,7 @@
-//! One timely worker of the scoring engine: it receives a round's share of the inputs from
-//! the driver over a channel, feeds it, steps until its probe passes the round, and sends
+//! One timely worker of the engine: it receives commands from the driver over a channel.
+//! It starts with the gather dataflow (payloads shared between the processes) and installs
+//! the scoring dataflow when the driver has the model to score with; for a scoring round it
+//! feeds the round's share of the inputs, steps until its probe passes the round, and sends
 //! the score updates it collected back.
 //!
 //! Every command is answered by exactly one reply, whatever happens: a finished round, or a
@@ -17,7 +19,8 @@ use std::time::Duration;
 
 use timely::worker::Worker;
 
-use super::graph::{Placement, build_scoring_dataflow};
+use super::gather::{GatherDataflow, GatherTime};
+use super::graph::{Placement, ScoringDataflow, build_scoring_dataflow};
 use super::records::{ItemFact, Multiplicity, PoolRecord, RoundTime, RowVersion, StateChange};
 use super::side_table::SharedTables;
 use crate::data::{ItemIdx, UserIdx};
@@ -42,6 +45,19 @@ pub(crate) struct RoundShare {
 /// What the driver asks of a worker.
 #[derive(Debug)]
 pub(crate) enum WorkerCommand {
+    /// Install the scoring dataflow, scoring with the rows and head of `tables`.
+    Install {
+        /// The rows, read while scoring.
+        tables: SharedTables,
+    },
+    /// Send `payload` (the process's first worker has one) to every process's first worker
+    /// at `time`, advance to `time + 1`, reply with what arrived once everything has.
+    Gather {
+        /// The gather round's logical time.
+        time: GatherTime,
+        /// This process's payload, given to its first worker only.
+        payload: Option<Vec<u8>>,
+    },
     /// Feed the share at `time`, advance to `time + 1`, reply when the probe passes `time`.
     Round {
         /// The round's logical time.
@@ -84,6 +100,13 @@ pub(crate) enum Failure {
 /// What a worker sends back.
 #[derive(Debug)]
 pub(crate) enum WorkerReply {
+    /// The scoring dataflow is installed.
+    Installed,
+    /// A gather round completed.
+    Gathered {
+        /// Every process's payload in process order (empty but on first workers).
+        payloads: Vec<Vec<u8>>,
+    },
     /// A round completed.
     Round {
         /// What it computed.
@@ -112,8 +135,6 @@ pub(crate) struct WorkerContext {
     pub links: Mutex<Vec<Option<WorkerLink>>>,
     /// Where this process's workers sit among all processes.
     pub placement: Placement,
-    /// The rows, read while scoring.
-    pub tables: SharedTables,
     /// Set when any worker fails, so that the others stop waiting for it.
     pub abort: Arc<AtomicBool>,
 }
@@ -179,63 +200,105 @@ pub(crate) fn run_worker(worker: &mut Worker, context: &WorkerContext) {
 
 /// Serves commands until shutdown or failure.
 fn serve(worker: &mut Worker, link: WorkerLink, context: &WorkerContext) -> Result<Exit, Failure> {
-    let tables = context.tables.clone();
     let placement = context.placement;
-    let mut dataflow = worker.dataflow_named::<RoundTime, _, _>("recsift scoring", move |scope| {
-        build_scoring_dataflow(scope, tables, placement)
+    let mut gather = worker.dataflow_named::<GatherTime, _, _>("recsift gather", move |scope| {
+        GatherDataflow::build(scope, placement)
     });
+    let mut scoring: Option<ScoringDataflow> = None;
     loop {
         let Ok(command) = link.commands.recv() else {
             return Ok(Exit::DriverGone);
         };
-        match command {
+        let reply = match command {
+            WorkerCommand::Install { tables } => {
+                scoring = Some(
+                    worker.dataflow_named::<RoundTime, _, _>("recsift scoring", move |scope| {
+                        build_scoring_dataflow(scope, tables, placement)
+                    }),
+                );
+                WorkerReply::Installed
+            }
+            WorkerCommand::Gather { time, payload } => {
+                gather.send(time, payload);
+                while !gather.done(time) {
+                    step(worker, context)?;
+                }
+                WorkerReply::Gathered {
+                    payloads: gather.take(time),
+                }
+            }
             WorkerCommand::Round { time, share } => {
-                *dataflow.collected.borrow_mut() = share.spare;
-                let inputs = &mut dataflow.inputs;
-                for (record, m) in share.pool {
-                    inputs.pool.update(record, m);
-                }
-                for (record, m) in share.item_facts {
-                    inputs.item_facts.update(record, m);
-                }
-                for (record, m) in share.user_rows {
-                    inputs.user_rows.update(record, m);
-                }
-                let next = time + 1;
-                inputs.advance_to(next);
-                while dataflow.probe.less_than(&next) {
-                    if context.abort.load(Ordering::Acquire) {
-                        return Err(Failure::Aborted);
-                    }
-                    worker.step_or_park(Some(ABORT_CHECK_INTERVAL));
-                }
-                let (set, removed) = dataflow.tally.take();
-                let result = RoundResult {
-                    updates: std::mem::take(&mut *dataflow.collected.borrow_mut()),
-                    set,
-                    removed,
+                let Some(dataflow) = scoring.as_mut() else {
+                    return Err(Failure::Panicked(
+                        "a scoring round before the scoring dataflow was installed".into(),
+                    ));
                 };
-                let reply = WorkerReply::Round { result };
-                if link.replies.send(reply).is_err() {
-                    return Ok(Exit::DriverGone);
-                }
+                let result = score_round(worker, context, dataflow, time, share)?;
+                WorkerReply::Round { result }
             }
             WorkerCommand::Shutdown => {
                 if context.abort.load(Ordering::Acquire) {
-                    // Another worker failed: the dataflow cannot complete; the caller of
-                    // `serve` treats this like a failure and drops it.
+                    // Another worker failed: the dataflows cannot complete; the caller of
+                    // `serve` treats this like a failure and drops them.
                     return Err(Failure::Aborted);
                 }
-                // Closing the inputs lets the dataflow complete once every worker has.
-                drop(dataflow);
+                // Closing the inputs lets the dataflows complete once every worker has.
+                drop(scoring);
+                drop(gather);
                 return Ok(Exit::Shutdown);
             }
             #[cfg(test)]
             WorkerCommand::Panic => panic!("injected worker panic"),
             #[cfg(test)]
             WorkerCommand::Vanish => return Ok(Exit::DriverGone),
+        };
+        if link.replies.send(reply).is_err() {
+            return Ok(Exit::DriverGone);
         }
     }
+}
+
+/// Feeds `share` at `time`, advances to `time + 1` and steps until the round's score
+/// updates are collected.
+fn score_round(
+    worker: &mut Worker,
+    context: &WorkerContext,
+    dataflow: &mut ScoringDataflow,
+    time: RoundTime,
+    share: RoundShare,
+) -> Result<RoundResult, Failure> {
+    *dataflow.collected.borrow_mut() = share.spare;
+    let inputs = &mut dataflow.inputs;
+    for (record, m) in share.pool {
+        inputs.pool.update(record, m);
+    }
+    for (record, m) in share.item_facts {
+        inputs.item_facts.update(record, m);
+    }
+    for (record, m) in share.user_rows {
+        inputs.user_rows.update(record, m);
+    }
+    let next = time + 1;
+    inputs.advance_to(next);
+    while dataflow.probe.less_than(&next) {
+        step(worker, context)?;
+    }
+    let (set, removed) = dataflow.tally.take();
+    Ok(RoundResult {
+        updates: std::mem::take(&mut *dataflow.collected.borrow_mut()),
+        set,
+        removed,
+    })
+}
+
+/// One step of the worker's dataflows (parking while there is nothing to do), unless
+/// another worker failed.
+fn step(worker: &mut Worker, context: &WorkerContext) -> Result<(), Failure> {
+    if context.abort.load(Ordering::Acquire) {
+        return Err(Failure::Aborted);
+    }
+    worker.step_or_park(Some(ABORT_CHECK_INTERVAL));
+    Ok(())
 }
 
 /// Tells the driver that a worker left without a reply, should its thread end some other

@@ -3,18 +3,41 @@
 //! before they start.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use super::RunError;
-use crate::dataflow::{Cluster, EngineSite, Topology};
+use crate::dataflow::{Cluster, EngineSite, Gatherer, Topology};
+use crate::io::shares::{AllGather, ReadShare};
 use crate::plan::{ClusterHosts, ClusterPlan, Plan};
 
 /// Where `plan`'s engine runs, connected to the other processes of its cluster (if any):
 /// what a run makes once, before it loads anything (see [`EngineSite`]).
 pub fn engine_site(plan: &Plan) -> Result<EngineSite, RunError> {
     Ok(EngineSite::connect(topology(plan)?)?)
+}
+
+/// The share of the input this process reads, in a run on several processes: the others'
+/// shares arrive through `site`'s workers (see [`crate::io::shares`]). `None` for one
+/// process, which reads everything itself.
+pub fn read_share(site: &EngineSite) -> Option<ReadShare> {
+    (site.topology().processes() > 1).then(|| Arc::new(site.gatherer()) as ReadShare)
+}
+
+impl AllGather for Gatherer {
+    fn process(&self) -> usize {
+        Gatherer::process(self)
+    }
+
+    fn processes(&self) -> usize {
+        Gatherer::processes(self)
+    }
+
+    fn all_gather(&self, payload: Vec<u8>) -> Result<Vec<Vec<u8>>, String> {
+        Gatherer::all_gather(self, payload).map_err(|e| e.to_string())
+    }
 }
 
 /// Where `plan`'s engine runs.

@@ -33,6 +33,7 @@ use crate::dataflow::EngineError;
 use crate::io::IoError;
 use crate::io::events::read_events;
 use crate::io::results::{OutputDir, SUMMARY_FILE};
+use crate::io::shares::ReadShare;
 use crate::metrics::latency::LatencySummary;
 use crate::model::ModelError;
 use crate::plan::{CandidateSet, ClusterPlan, Plan, ProtocolPlan, RecommendedUsers, SplitPlan};
@@ -238,8 +239,14 @@ pub struct ExperimentData {
     pub load_time: Duration,
 }
 
-/// Loads the events of `plan` and splits them with `split` (its protocol's).
-pub fn load_data(plan: &Plan, split: &SplitPlan) -> Result<ExperimentData, RunError> {
+/// Loads the events of `plan` and splits them with `split` (its protocol's). With a
+/// `share` (a run on several processes), this process reads only its share of each events
+/// file and receives the rest from the others (see [`crate::io::shares`]).
+pub fn load_data(
+    plan: &Plan,
+    split: &SplitPlan,
+    share: Option<&ReadShare>,
+) -> Result<ExperimentData, RunError> {
     let load_started = Instant::now();
     let mut users = IdMap::new();
     let mut items = IdMap::new();
@@ -253,15 +260,15 @@ pub fn load_data(plan: &Plan, split: &SplitPlan) -> Result<ExperimentData, RunEr
             test,
             validation,
         } => SplitEvents {
-            train: read_events(train, &mut users, &mut items)?,
+            train: read_events(train, &mut users, &mut items, share)?,
             validation: match validation {
-                Some(source) => read_events(source, &mut users, &mut items)?,
+                Some(source) => read_events(source, &mut users, &mut items, share)?,
                 None => Vec::new(),
             },
-            test: read_events(test, &mut users, &mut items)?,
+            test: read_events(test, &mut users, &mut items, share)?,
         },
         SplitPlan::Log { events, rule } => {
-            let events = read_events(events, &mut users, &mut items)?;
+            let events = read_events(events, &mut users, &mut items, share)?;
             split_events(&events, rule, plan.seed)
         }
     };
@@ -342,19 +349,20 @@ pub fn start_experiment(
     progress: bool,
 ) -> Result<Box<dyn Experiment>, RunError> {
     let site = cluster::engine_site(plan)?;
+    let share = cluster::read_share(&site);
     Ok(match &plan.protocol {
         ProtocolPlan::Pool(pool) => Box::new(PoolExperiment::start(
             plan,
             pool,
             site,
-            PoolStart::train(plan, pool)?,
+            PoolStart::train(plan, pool, share.as_ref())?,
             track_scores,
         )?),
         ProtocolPlan::Selection(selection) => Box::new(SelectionExperiment::start(
             plan,
             selection,
             site,
-            load_data(plan, &selection.split)?,
+            load_data(plan, &selection.split, share.as_ref())?,
             track_scores,
         )?),
         ProtocolPlan::Replay(replay) => Box::new(ReplayExperiment::start(
@@ -592,13 +600,14 @@ pub fn resume_experiment(
     show_progress: bool,
 ) -> Result<Box<dyn Experiment>, RunError> {
     let site = cluster::engine_site(plan)?;
+    let share = cluster::read_share(&site);
     Ok(match &plan.protocol {
         ProtocolPlan::Pool(pool) => Box::new(PoolExperiment::resume(plan, pool, site, progress)?),
         ProtocolPlan::Selection(selection) => Box::new(SelectionExperiment::resume(
             plan,
             selection,
             site,
-            load_data(plan, &selection.split)?,
+            load_data(plan, &selection.split, share.as_ref())?,
             progress,
         )?),
         ProtocolPlan::Replay(replay) => Box::new(ReplayExperiment::resume(

@@ -19,7 +19,8 @@ use super::experiment::{
 use super::rounds::RoundCore;
 use super::session::PoolChanges;
 use super::split::initial_labels;
-use super::{ExperimentData, RunError, load_data};
+use super::{ExperimentData, RunError, cluster, load_data};
+use crate::io::shares::ReadShare;
 
 /// Round 0 of a pool experiment up to its trained model: the loaded and split data, the
 /// initially labelled samples and the initial fit. Arms of a study that differ only after
@@ -39,15 +40,20 @@ pub struct PoolStart {
 }
 
 impl PoolStart {
-    /// Loads the data of `plan`, labels its initial samples and trains the initial model.
-    pub fn train(plan: &Plan, pool: &PoolPlan) -> Result<Self, RunError> {
+    /// Loads the data of `plan` (with a `share`, this process's share of it: see
+    /// [`load_data`]), labels its initial samples and trains the initial model.
+    pub fn train(
+        plan: &Plan,
+        pool: &PoolPlan,
+        share: Option<&ReadShare>,
+    ) -> Result<Self, RunError> {
         let RoundZero {
             data,
             labelled,
             seed_samples,
             seed_events,
             global_mean,
-        } = RoundZero::label(plan, pool)?;
+        } = RoundZero::label(plan, pool, share)?;
         let (mut model, head) = model_and_head(plan, &data, global_mean)?;
         let mut clock = round_zero_clock(&data);
         let (report, stopped_at) = clock.time("train", || {
@@ -138,9 +144,10 @@ struct RoundZero {
 }
 
 impl RoundZero {
-    /// Loads the data of `plan` and labels its initial samples.
-    fn label(plan: &Plan, pool: &PoolPlan) -> Result<Self, RunError> {
-        let data = load_data(plan, &pool.split)?;
+    /// Loads the data of `plan` (see [`load_data`] for `share`) and labels its initial
+    /// samples.
+    fn label(plan: &Plan, pool: &PoolPlan, share: Option<&ReadShare>) -> Result<Self, RunError> {
+        let data = load_data(plan, &pool.split, share)?;
         let labelled = initial_labels(&data.train, pool.initial, plan.seed);
         check_budget(pool, &labelled, &data)?;
         let seed_samples: Vec<u32> = (0..data.train.len() as u32)
@@ -241,7 +248,7 @@ impl PoolExperiment {
             seed_events,
             global_mean,
             ..
-        } = RoundZero::label(plan, pool)?;
+        } = RoundZero::label(plan, pool, cluster::read_share(&site).as_ref())?;
         let start = model_and_head(plan, &data, global_mean)?;
         let mut known = seed_events;
         for selection in &progress.selections {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::data::{IdMap, Interaction, LabelKind, UserIdx};
 use crate::dataflow::{EngineSite, PoolSample};
 use crate::io::events::EventBatches;
+use crate::io::shares::ReadShare;
 use crate::io::sort::SortOptions;
 use crate::model::{ModelSet, Recommender};
 use crate::plan::params::RefitPolicy;
@@ -26,6 +27,7 @@ use crate::seeding::unit_hash;
 
 use super::RunError;
 use super::checkpoint::Progress;
+use super::cluster::read_share;
 use super::embed::{EncoderSources, ItemEmbedder};
 use super::evaluation::{EvalTarget, ItemsPerUser, ModelView, evaluate};
 use super::experiment::{
@@ -98,8 +100,14 @@ struct Opening {
 impl Opening {
     /// Opens the log of `plan` (sorting it if it is out of time order, with a line per step
     /// on stderr when `progress`), reads the first window, embeds its texts and builds the
-    /// model and its head.
-    fn open(plan: &Plan, replay: &ReplayPlan, progress: bool) -> Result<Self, RunError> {
+    /// model and its head. With a `share` (a run on several processes) this process reads
+    /// only its share of the log (see [`crate::io::shares`]).
+    fn open(
+        plan: &Plan,
+        replay: &ReplayPlan,
+        progress: bool,
+        share: Option<&ReadShare>,
+    ) -> Result<Self, RunError> {
         let source = &replay.events;
         // With item text, the item file's ids are interned first, so an item's text is at
         // hand when its first event arrives.
@@ -116,8 +124,14 @@ impl Opening {
         };
         // Checking the time order (and sorting) counts as round 0's reading.
         let read_started = Instant::now();
-        let batches =
-            EventBatches::in_time_order(source, IdMap::new(), items, replay.batch_rows, &sort)?;
+        let batches = EventBatches::in_time_order(
+            source,
+            IdMap::new(),
+            items,
+            replay.batch_rows,
+            &sort,
+            share,
+        )?;
         let mut windows = WindowCutter::new(batches, replay.window);
         let source_name = source.path.display().to_string();
         let first = next_window(&mut windows, &source_name)?;
@@ -250,7 +264,7 @@ impl ReplayExperiment {
         track_scores: bool,
         progress: bool,
     ) -> Result<Self, RunError> {
-        let opening = Opening::open(plan, replay, progress)?;
+        let opening = Opening::open(plan, replay, progress, read_share(&site).as_ref())?;
         let text = opening.embedder.as_ref().map(ItemEmbedder::vectors);
         let mut session = Session::start(
             opening.head,
@@ -298,7 +312,7 @@ impl ReplayExperiment {
             mut model,
             head,
             ..
-        } = Opening::open(plan, replay, show_progress)?;
+        } = Opening::open(plan, replay, show_progress, read_share(&site).as_ref())?;
         let mut picked: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         for s in &progress.selections {
             picked.entry(s.round).or_default().push(s.sample);

@@ -21,6 +21,7 @@ use parquet::arrow::ProjectionMask;
 use super::IoError;
 use super::columns::{self, ColumnContext};
 use super::parquet_file::{find_column, guard_batches, open_parquet};
+use super::shares::{self, BlockPlan, ReadShare, SharedBatches};
 use super::sort::{self, SortOptions, TimeColumn};
 use crate::data::{IdMap, Interaction, LabelKind};
 use crate::plan::params::EventSource;
@@ -52,13 +53,16 @@ pub fn events_schema(label: LabelKind) -> SchemaRef {
 /// What the file calls it.
 const WHAT: &str = "events file";
 
-/// Reads every event of `source`, interning its ids into `users` and `items`.
+/// Reads every event of `source`, interning its ids into `users` and `items`. With a
+/// `share`, this process reads only its share of the file and receives the rest from the
+/// other processes of its cluster (see [`crate::io::shares`]); the events are the same.
 pub fn read_events(
     source: &EventSource,
     users: &mut IdMap,
     items: &mut IdMap,
+    share: Option<&ReadShare>,
 ) -> Result<Vec<Interaction>, IoError> {
-    let mut reader = EventReader::open(source, DEFAULT_BATCH_ROWS)?;
+    let mut reader = EventReader::open(source, DEFAULT_BATCH_ROWS, share)?;
     let mut events = Vec::with_capacity(usize::try_from(reader.total_rows).unwrap_or(0));
     while let Some(batch) = reader.next_batch(users, items) {
         events.extend(batch?);
@@ -102,7 +106,7 @@ impl EventBatches {
         batch_rows: usize,
     ) -> Result<Self, IoError> {
         Ok(Self {
-            reader: EventReader::open(source, batch_rows.max(1))?,
+            reader: EventReader::open(source, batch_rows.max(1), None)?,
             users,
             items,
             failed: false,
@@ -116,16 +120,26 @@ impl EventBatches {
     /// other is sorted by [`crate::io::sort`] within `sort`'s budget, in memory or by an
     /// external merge sort, stably (equal times keep their order in the file). Values are
     /// checked while the log is read for sorting, so an error names the row in the file.
+    ///
+    /// With a `share`, this process reads only its share of the log (in blocks of at most
+    /// `batch_rows` rows) and receives the rest from the other processes of its cluster
+    /// (see [`crate::io::shares`]); a log out of time order is then refused (each process
+    /// would have to sort all of it), with the `recsift sort` command that fixes it.
     pub fn in_time_order(
         source: &EventSource,
         users: IdMap,
         items: IdMap,
         batch_rows: usize,
         sort: &SortOptions,
+        share: Option<&ReadShare>,
     ) -> Result<Self, IoError> {
         let batch_rows = batch_rows.max(1);
+        let reader = EventReader::open(source, batch_rows, share)?;
         Ok(Self {
-            reader: EventReader::open(source, batch_rows)?.in_time_order(batch_rows, sort)?,
+            reader: match share {
+                Some(share) => reader.checked_in_time_order(batch_rows, share)?,
+                None => reader.in_time_order(batch_rows, sort)?,
+            },
             users,
             items,
             failed: false,
@@ -191,10 +205,85 @@ struct EventLayout {
 }
 
 /// The first event of a file earlier than the one before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Disorder {
     row: u64,
     time: i64,
     previous: i64,
+}
+
+/// The times of one block, as far as the time order is concerned: its first and last time
+/// and its first event earlier than the one before it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct TimeSpan {
+    first: Option<i64>,
+    last: Option<i64>,
+    disorder: Option<Disorder>,
+}
+
+impl TimeSpan {
+    /// Bytes of [`TimeSpan::to_bytes`].
+    const BYTES: usize = 2 + 2 * 8 + 3 * 8;
+
+    /// Adds `times`, the first of which is file row `first_row`.
+    fn extend(&mut self, times: &[i64], first_row: u64) {
+        for (i, &time) in times.iter().enumerate() {
+            if let Some(previous) = self.last
+                && time < previous
+                && self.disorder.is_none()
+            {
+                self.disorder = Some(Disorder {
+                    row: first_row + i as u64,
+                    time,
+                    previous,
+                });
+            }
+            self.first.get_or_insert(time);
+            self.last = Some(time);
+        }
+    }
+
+    fn to_bytes(self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(Self::BYTES);
+        bytes.push(u8::from(self.first.is_some()));
+        bytes.push(u8::from(self.disorder.is_some()));
+        bytes.extend(self.first.unwrap_or(0).to_le_bytes());
+        bytes.extend(self.last.unwrap_or(0).to_le_bytes());
+        let d = self.disorder.unwrap_or(Disorder {
+            row: 0,
+            time: 0,
+            previous: 0,
+        });
+        bytes.extend(d.row.to_le_bytes());
+        bytes.extend(d.time.to_le_bytes());
+        bytes.extend(d.previous.to_le_bytes());
+        bytes
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != Self::BYTES {
+            return None;
+        }
+        let word = |k: usize| {
+            let at = 2 + 8 * k;
+            bytes[at..at + 8].try_into().ok()
+        };
+        let int = |k: usize| word(k).map(i64::from_le_bytes);
+        let has_times = bytes[0] == 1;
+        Some(Self {
+            first: if has_times { int(0) } else { None },
+            last: if has_times { int(1) } else { None },
+            disorder: if bytes[1] == 1 {
+                Some(Disorder {
+                    row: word(2).map(u64::from_le_bytes)?,
+                    time: int(3)?,
+                    previous: int(4)?,
+                })
+            } else {
+                None
+            },
+        })
+    }
 }
 
 /// Roles in the order of [`EventLayout::names`].
@@ -205,10 +294,22 @@ const LABEL: usize = 2;
 const TIME: usize = 3;
 
 impl EventReader {
-    /// Checks the mapped columns of `source` and reads them in file order.
-    fn open(source: &EventSource, batch_rows: usize) -> Result<Self, IoError> {
+    /// Checks the mapped columns of `source` and reads them in file order (with a `share`,
+    /// only this process's blocks from the file, the others' from their processes).
+    fn open(
+        source: &EventSource,
+        batch_rows: usize,
+        share: Option<&ReadShare>,
+    ) -> Result<Self, IoError> {
         let (layout, total_rows) = EventLayout::open(source)?;
-        let batches = Box::new(layout.read(&layout.indices, batch_rows)?);
+        let batches: Batches = match share {
+            None => Box::new(layout.read(&layout.indices, batch_rows)?),
+            Some(share) => {
+                let plan = layout.block_plan(batch_rows, share)?;
+                let own = layout.read_own_rows(&layout.indices, &plan, batch_rows)?;
+                Box::new(SharedBatches::new(&layout.path, share.clone(), plan, own))
+            }
+        };
         Ok(Self {
             layout,
             batches,
@@ -258,6 +359,53 @@ impl EventReader {
             next_row: 0,
             ..self
         })
+    }
+
+    /// The events as they are, after checking with the other processes of `share` that the
+    /// file is in time order (each checks its own blocks and the boundaries are compared).
+    fn checked_in_time_order(self, batch_rows: usize, share: &ReadShare) -> Result<Self, IoError> {
+        let layout = &self.layout;
+        let plan = layout.block_plan(batch_rows, share)?;
+        let time = [layout.indices[TIME]];
+        let own = layout.read_own_rows(&time, &plan, batch_rows)?;
+        let ctx = layout.context(TIME);
+        let spans =
+            shares::summarise_blocks(&layout.path, share, &plan, own, |first_row, batches| {
+                let mut span = TimeSpan::default();
+                let mut row = first_row;
+                for batch in batches {
+                    let times = columns::times(&ctx, batch.column(0), row)?;
+                    span.extend(&times, row);
+                    row += times.len() as u64;
+                }
+                Ok(span.to_bytes())
+            })?;
+        let mut previous: Option<i64> = None;
+        for (block, bytes) in spans.iter().enumerate() {
+            let span = TimeSpan::from_bytes(bytes).ok_or_else(|| IoError::Gather {
+                path: layout.path.clone(),
+                reason: "a block summary of the wrong size".into(),
+            })?;
+            let disorder = match (previous, span.first) {
+                (Some(previous), Some(first)) if first < previous => Some(Disorder {
+                    row: plan.first_row(block),
+                    time: first,
+                    previous,
+                }),
+                _ => span.disorder,
+            };
+            if let Some(disorder) = disorder {
+                return Err(IoError::UnsortedForCluster {
+                    path: layout.path.clone(),
+                    row: disorder.row,
+                    time: disorder.time,
+                    previous: disorder.previous,
+                    column: layout.names[TIME].clone(),
+                });
+            }
+            previous = span.last.or(previous);
+        }
+        Ok(self)
     }
 
     fn next_batch(
@@ -332,6 +480,56 @@ impl EventLayout {
         let mask = ProjectionMask::roots(builder.parquet_schema(), projection(indices));
         let reader = builder
             .with_projection(mask)
+            .with_batch_size(batch_rows.max(1))
+            .build()
+            .map_err(|source| IoError::NotParquet {
+                what: WHAT,
+                path: self.path.clone(),
+                source,
+            })?;
+        let path = self.path.clone();
+        let batches = reader.map(move |batch| {
+            batch.map_err(|source| IoError::Decode {
+                path: path.clone(),
+                source,
+            })
+        });
+        Ok(guard_batches(&self.path, batches))
+    }
+
+    /// How the file's blocks are dealt to the processes of `share`: blocks of
+    /// [`shares::BLOCK_ROWS`] rows, or of `batch_rows` when that is fewer.
+    fn block_plan(&self, batch_rows: usize, share: &ReadShare) -> Result<BlockPlan, IoError> {
+        let builder = open_parquet(&self.path, WHAT)?;
+        let group_rows: Vec<u64> = builder
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|group| u64::try_from(group.num_rows()).unwrap_or(0))
+            .collect();
+        Ok(BlockPlan::new(
+            &group_rows,
+            batch_rows.min(shares::BLOCK_ROWS),
+            share.process(),
+            share.processes(),
+        ))
+    }
+
+    /// The file's columns at `indices` in this process's blocks of `plan` only, in
+    /// batches of at most `batch_rows` rows.
+    fn read_own_rows(
+        &self,
+        indices: &[usize],
+        plan: &BlockPlan,
+        batch_rows: usize,
+    ) -> Result<impl Iterator<Item = Result<RecordBatch, IoError>> + use<>, IoError> {
+        let builder = open_parquet(&self.path, WHAT)?;
+        let mask = ProjectionMask::roots(builder.parquet_schema(), projection(indices));
+        let (groups, selection) = plan.own_rows();
+        let reader = builder
+            .with_projection(mask)
+            .with_row_groups(groups)
+            .with_row_selection(selection)
             .with_batch_size(batch_rows.max(1))
             .build()
             .map_err(|source| IoError::NotParquet {
@@ -527,7 +725,7 @@ mod tests {
     }
 
     fn read(src: &EventSource) -> Result<Vec<Interaction>, IoError> {
-        read_events(src, &mut IdMap::new(), &mut IdMap::new())
+        read_events(src, &mut IdMap::new(), &mut IdMap::new(), None)
     }
 
     #[test]
@@ -564,7 +762,7 @@ mod tests {
         let mut users = IdMap::new();
         let mut items = IdMap::new();
         items.intern(RawId::Int(9)); // already known from another file
-        let events = read_events(&src, &mut users, &mut items).unwrap();
+        let events = read_events(&src, &mut users, &mut items, None).unwrap();
         let expect = [(0, 1, 5.0, 1), (1, 1, 3.0, 2), (0, 0, 1.0, -1)];
         let got: Vec<_> = events
             .iter()
@@ -836,9 +1034,15 @@ mod tests {
                 ..SortOptions::new(memory)
             };
             for file in [&sorted_file, &unsorted_file] {
-                let batches =
-                    EventBatches::in_time_order(file, IdMap::new(), IdMap::new(), 700, &options)
-                        .unwrap();
+                let batches = EventBatches::in_time_order(
+                    file,
+                    IdMap::new(),
+                    IdMap::new(),
+                    700,
+                    &options,
+                    None,
+                )
+                .unwrap();
                 assert_eq!(
                     raw_events(batches),
                     expected,
@@ -871,7 +1075,7 @@ mod tests {
         );
         let src = source(&path, LabelKind::Rating);
         let options = SortOptions::new(1 << 30);
-        let err = EventBatches::in_time_order(&src, IdMap::new(), IdMap::new(), 16, &options)
+        let err = EventBatches::in_time_order(&src, IdMap::new(), IdMap::new(), 16, &options, None)
             .err()
             .expect("a NaN label is refused");
         assert!(
@@ -902,9 +1106,203 @@ mod tests {
         let pa = standard(&a, vec![1.0, 2.0]); // users 0,1 items 100,101
         let pb = standard(&b, vec![1.0, 2.0, 3.0]); // users 0,1,2 items 100,101,102
         let (mut users, mut items) = (IdMap::new(), IdMap::new());
-        read_events(&source(&pa, LabelKind::Rating), &mut users, &mut items).unwrap();
-        let second = read_events(&source(&pb, LabelKind::Rating), &mut users, &mut items).unwrap();
+        read_events(
+            &source(&pa, LabelKind::Rating),
+            &mut users,
+            &mut items,
+            None,
+        )
+        .unwrap();
+        let second = read_events(
+            &source(&pb, LabelKind::Rating),
+            &mut users,
+            &mut items,
+            None,
+        )
+        .unwrap();
         assert_eq!(second.iter().map(|e| e.user).collect::<Vec<_>>(), [0, 1, 2]);
         assert_eq!((users.len(), items.len()), (3, 3));
+    }
+
+    /// A log of `n` events with string user ids in row groups of 37 rows; `times` gives
+    /// each row's time, `label` its label.
+    fn grouped(
+        dir: &Path,
+        n: usize,
+        times: impl Fn(usize) -> i64,
+        label: impl Fn(usize) -> f64,
+    ) -> PathBuf {
+        let path = dir.join("grouped.parquet");
+        let batch = RecordBatch::try_from_iter(vec![
+            (
+                "user_id",
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| format!("u{}", (i * 7) % 23)),
+                )) as ArrayRef,
+            ),
+            (
+                "item_id",
+                Arc::new(Int64Array::from_iter_values(
+                    (0..n as i64).map(|i| 1000 - i % 41),
+                )),
+            ),
+            (
+                "rating",
+                Arc::new(Float64Array::from_iter_values((0..n).map(&label))),
+            ),
+            (
+                "timestamp",
+                Arc::new(Int64Array::from_iter_values((0..n).map(&times))),
+            ),
+        ])
+        .unwrap();
+        let properties = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(37))
+            .build();
+        let file = std::fs::File::create(&path).unwrap();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(properties)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        path
+    }
+
+    /// What each of `processes` processes (threads here) reads of `path` with `read`.
+    fn read_by<T: Send + 'static>(
+        processes: usize,
+        read: impl Fn(Option<&ReadShare>) -> T + Send + Sync + 'static,
+    ) -> Vec<T> {
+        let read = Arc::new(read);
+        let handles: Vec<_> = crate::io::shares::local::shares(processes)
+            .into_iter()
+            .map(|share| {
+                let read = Arc::clone(&read);
+                std::thread::spawn(move || read(Some(&share)))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    }
+
+    /// Events, and the raw ids of their users and of their items in index order.
+    type EventsAndIds = (Vec<Interaction>, Vec<RawId>, Vec<RawId>);
+
+    /// What a reader with `share` makes of `path`.
+    fn events_and_ids(path: &Path, share: Option<&ReadShare>) -> Result<EventsAndIds, String> {
+        let (mut users, mut items) = (IdMap::new(), IdMap::new());
+        let events = read_events(
+            &source(path, LabelKind::Rating),
+            &mut users,
+            &mut items,
+            share,
+        )
+        .map_err(|e| e.to_string())?;
+        let raw = |ids: &IdMap| (0..ids.len() as u32).map(|i| ids.raw(i).clone()).collect();
+        Ok((events, raw(&users), raw(&items)))
+    }
+
+    #[test]
+    fn processes_reading_their_shares_get_the_whole_file_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = grouped(dir.path(), 500, |i| i as i64, |i| (i % 5) as f64 + 1.0);
+        let alone = events_and_ids(&path, None).unwrap();
+        assert_eq!(alone.0.len(), 500);
+        for processes in [1, 2, 3, 7] {
+            let file = path.clone();
+            let shared = read_by(processes, move |share| events_and_ids(&file, share));
+            for (process, read) in shared.into_iter().enumerate() {
+                assert_eq!(
+                    read.as_ref(),
+                    Ok(&alone),
+                    "process {process} of {processes}: events and id order as one reader's"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_value_in_one_share_stops_every_process_naming_its_row() {
+        let dir = tempfile::tempdir().unwrap();
+        // Row 300 lies in the second process's block (blocks of 65,536 would hold it all,
+        // so the replay's batch rows set small blocks: 37-row groups, 20-row blocks).
+        let path = grouped(
+            dir.path(),
+            500,
+            |i| i as i64,
+            |i| if i == 300 { f64::NAN } else { 1.0 },
+        );
+        let file = path.clone();
+        let errors = read_by(3, move |share| {
+            EventBatches::in_time_order(
+                &source(&file, LabelKind::Rating),
+                IdMap::new(),
+                IdMap::new(),
+                20,
+                &SortOptions::new(1 << 20),
+                share,
+            )
+            .and_then(|batches| batches.collect::<Result<Vec<_>, _>>())
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+        });
+        for error in &errors {
+            assert!(error.contains("row 300"), "{error}");
+            assert_eq!(error, &errors[0], "every process reports the same error");
+        }
+    }
+
+    #[test]
+    fn a_cluster_refuses_a_log_out_of_time_order_naming_the_first_late_row() {
+        let dir = tempfile::tempdir().unwrap();
+        for late in [5usize, 20, 37, 40, 499] {
+            // Row `late` is earlier than the row before it (inside a block, at a block's
+            // start, at a row group's start).
+            let path = grouped(
+                dir.path(),
+                500,
+                move |i| if i == late { 0 } else { 10 + i as i64 },
+                |_| 3.0,
+            );
+            let file = path.clone();
+            let errors = read_by(3, move |share| {
+                EventBatches::in_time_order(
+                    &source(&file, LabelKind::Rating),
+                    IdMap::new(),
+                    IdMap::new(),
+                    20,
+                    &SortOptions::new(1 << 20),
+                    share,
+                )
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+            });
+            for error in &errors {
+                assert!(
+                    error.contains(&format!(
+                        "is not in time order (row {late} at time 0 follows time {})",
+                        9 + late
+                    )),
+                    "{error}"
+                );
+                assert!(error.contains("recsift sort"), "{error}");
+            }
+        }
+        let sorted = grouped(dir.path(), 500, |i| (i / 3) as i64, |_| 3.0);
+        let file = sorted.clone();
+        let counts = read_by(2, move |share| {
+            EventBatches::in_time_order(
+                &source(&file, LabelKind::Rating),
+                IdMap::new(),
+                IdMap::new(),
+                20,
+                &SortOptions::new(1 << 20),
+                share,
+            )
+            .unwrap()
+            .map(|batch| batch.unwrap().len())
+            .sum::<usize>()
+        });
+        assert_eq!(counts, vec![500, 500]);
     }
 }

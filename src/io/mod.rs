@@ -66,7 +66,7 @@
 //!     label_kind: LabelKind::Click,
 //! };
 //! let (mut users, mut items) = (IdMap::new(), IdMap::new());
-//! let events = read_events(&source, &mut users, &mut items)?;
+//! let events = read_events(&source, &mut users, &mut items, None)?;
 //! assert_eq!(events.len(), 3);
 //! assert_eq!((events[2].user, events[2].item), (0, 1)); // ann, sku 11
 //! assert_eq!(users.raw(1), &RawId::Str("bob".into()));
@@ -90,6 +90,7 @@ pub mod items;
 pub mod movielens;
 pub mod parquet_file;
 pub mod results;
+pub mod shares;
 pub mod sort;
 pub mod template;
 
@@ -447,6 +448,51 @@ pub enum IoError {
         path: PathBuf,
         /// What is wrong with it.
         problem: String,
+    },
+    /// The processes of a cluster could not share a file's blocks.
+    #[error(
+        "could not share {} between the processes of the cluster: {reason}",
+        .path.display()
+    )]
+    Gather {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// Another process of the cluster could not read its share of a file.
+    #[error(
+        "process {process} of the cluster could not read its share of {}: {message}",
+        .path.display()
+    )]
+    PeerRead {
+        /// The file.
+        path: PathBuf,
+        /// The process that failed.
+        process: usize,
+        /// Its error.
+        message: String,
+    },
+    /// A replay log out of time order, read by the processes of a cluster.
+    #[error(
+        "{} is not in time order (row {row} at time {time} follows time {previous}); the \
+         processes of a cluster replay a log only in time order, since each reads only its \
+         share of it: write a sorted copy once with `recsift sort {} SORTED.parquet --time \
+         {column}` and replay that",
+        .path.display(),
+        .path.display()
+    )]
+    UnsortedForCluster {
+        /// The log.
+        path: PathBuf,
+        /// File row of the first event earlier than the one before it.
+        row: u64,
+        /// Its time.
+        time: i64,
+        /// The time before it.
+        previous: i64,
+        /// The time column.
+        column: String,
     },
     /// Records that cannot become a table (e.g. two columns with one name). A bug in the
     /// caller, reported rather than written.

@@ -210,7 +210,8 @@ pub fn run_study(
         while let Some(work) = schedule.next() {
             let (run, start) = match work {
                 Work::TrainRoundZero { group, run, pool } => {
-                    schedule.train_round_zero(group, || PoolStart::train(&run.plan, pool).ok());
+                    schedule
+                        .train_round_zero(group, || PoolStart::train(&run.plan, pool, None).ok());
                     continue;
                 }
                 Work::Run { run, start } => (run, start),

@@ -226,7 +226,7 @@ fn a_million_events_look_like_a_ratings_log() {
     // Read back through the pipeline's readers.
     let (mut users, mut items) = (IdMap::new(), IdMap::new());
     let source = event_source(dir.path().join(EVENTS_FILE), "rating", LabelKind::Rating);
-    let events = read_events(&source, &mut users, &mut items).unwrap();
+    let events = read_events(&source, &mut users, &mut items, None).unwrap();
     assert_eq!(events.len(), 1_000_000);
     assert_eq!(users.len(), user_counts.len());
     for (k, event) in events.iter().enumerate().step_by(9_973) {
@@ -403,7 +403,9 @@ fn a_click_log_has_binary_labels_that_read_as_clicks() {
     let (mut users, mut items) = (IdMap::new(), IdMap::new());
     let source = event_source(dir.path().join(EVENTS_FILE), "click", LabelKind::Click);
     assert_eq!(
-        read_events(&source, &mut users, &mut items).unwrap().len(),
+        read_events(&source, &mut users, &mut items, None)
+            .unwrap()
+            .len(),
         50_000
     );
 }

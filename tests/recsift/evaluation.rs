@@ -135,7 +135,7 @@ fn recommendations_hold_k_unlabelled_items_per_test_user_best_first() {
     let batches = read_parquet(&dir.path().join("out/recommendations.parquet")).unwrap();
     let plan = plan_of(&file, &[]);
     let split = plan.protocol.split().expect("a pool protocol has a split");
-    let data = recsift::driver::load_data(&plan, split).unwrap();
+    let data = recsift::driver::load_data(&plan, split, None).unwrap();
     let labelled: HashSet<(i64, i64)> = data
         .train
         .iter()

@@ -217,7 +217,7 @@ proptest! {
                 .event_log()
                 .cloned()
                 .expect("the quickstart reads an event file");
-            read_events(&source, &mut IdMap::new(), &mut IdMap::new())
+            read_events(&source, &mut IdMap::new(), &mut IdMap::new(), None)
                 .map(drop)
                 .map_err(|e| e.to_string())
         });
