@@ -20,7 +20,7 @@ use parquet::arrow::ProjectionMask;
 
 use super::IoError;
 use super::columns::{self, ColumnContext};
-use super::parquet_file::{find_column, guard_batches, open_parquet};
+use super::parquet_file::{find_column, guard_batches, open_parquet, open_parquet_paged};
 use super::shares::{self, BlockPlan, ReadShare, SharedBatches};
 use super::sort::{self, SortOptions, TimeColumn};
 use crate::data::{IdMap, Interaction, LabelKind};
@@ -516,14 +516,15 @@ impl EventLayout {
     }
 
     /// The file's columns at `indices` in this process's blocks of `plan` only, in
-    /// batches of at most `batch_rows` rows.
+    /// batches of at most `batch_rows` rows (the pages outside them are not read, where the
+    /// file has an offset index).
     fn read_own_rows(
         &self,
         indices: &[usize],
         plan: &BlockPlan,
         batch_rows: usize,
     ) -> Result<impl Iterator<Item = Result<RecordBatch, IoError>> + use<>, IoError> {
-        let builder = open_parquet(&self.path, WHAT)?;
+        let builder = open_parquet_paged(&self.path, WHAT)?;
         let mask = ProjectionMask::roots(builder.parquet_schema(), projection(indices));
         let (groups, selection) = plan.own_rows();
         let reader = builder

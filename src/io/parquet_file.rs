@@ -26,8 +26,9 @@ use std::path::{Path, PathBuf};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::properties::WriterProperties;
 
 use super::atomic::PendingFile;
@@ -131,6 +132,25 @@ pub fn open_parquet(
     path: &Path,
     what: &'static str,
 ) -> Result<ParquetRecordBatchReaderBuilder<File>, IoError> {
+    open_parquet_with(path, what, ArrowReaderOptions::new())
+}
+
+/// As [`open_parquet`], with the file's offset index (the pages' positions) loaded when it
+/// has one, as files written by Arrow and recsift do: a reader with a row selection then
+/// skips the pages outside it without reading them.
+pub fn open_parquet_paged(
+    path: &Path,
+    what: &'static str,
+) -> Result<ParquetRecordBatchReaderBuilder<File>, IoError> {
+    let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
+    open_parquet_with(path, what, options)
+}
+
+fn open_parquet_with(
+    path: &Path,
+    what: &'static str,
+    options: ArrowReaderOptions,
+) -> Result<ParquetRecordBatchReaderBuilder<File>, IoError> {
     let file = File::open(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             IoError::FileNotFound {
@@ -148,10 +168,12 @@ pub fn open_parquet(
         }
     })?;
     guard_decoding(path, || {
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| IoError::NotParquet {
-            what,
-            path: path.to_path_buf(),
-            source,
+        ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).map_err(|source| {
+            IoError::NotParquet {
+                what,
+                path: path.to_path_buf(),
+                source,
+            }
         })
     })
 }
