@@ -8,7 +8,7 @@ use std::fmt::{self, Write};
 
 use crate::data::LabelKind;
 use crate::metrics::METRIC_DOCS;
-use crate::plan::build::{self, OperatorPlanner};
+use crate::plan::build::{self, FamilyPlanner, OperatorPlanner};
 use crate::scoring::Loss;
 use crate::strategy::STRATEGIES;
 
@@ -197,8 +197,9 @@ pub struct OptionDef {
     pub ty: &'static str,
     /// Its default.
     pub default: DefaultValue,
-    /// For train options: the families that take it (`all` or a family name).
-    pub families: &'static str,
+    /// For train options: the families that take it (empty: every family; operator
+    /// options have no families).
+    pub families: &'static [&'static str],
     /// What it does.
     pub doc: &'static str,
 }
@@ -226,7 +227,7 @@ const fn option(
     default: DefaultValue,
     doc: &'static str,
 ) -> OptionDef {
-    train_option(name, ty, default, "", doc)
+    train_option(name, ty, default, &[], doc)
 }
 
 /// A train option, taken by `families`.
@@ -234,7 +235,7 @@ const fn train_option(
     name: &'static str,
     ty: &'static str,
     default: DefaultValue,
-    families: &'static str,
+    families: &'static [&'static str],
     doc: &'static str,
 ) -> OptionDef {
     OptionDef {
@@ -411,139 +412,211 @@ pub static OPERATORS: &[OperatorDef] = &[
     },
 ];
 
+/// A model family a `train` node trains (its key under `train:`).
+#[derive(Debug)]
+pub struct FamilyDef {
+    /// The key, as written under `train:`.
+    pub key: &'static str,
+    /// What it is, in one sentence.
+    pub summary: &'static str,
+    /// Whether it reads item text vectors (so its train node reads an `embed` node).
+    pub reads_text: bool,
+    /// Plans the options only this family reads (the shared ones are planned for all).
+    pub(crate) plan: FamilyPlanner,
+}
+
+/// Every model family, in the order the README lists them.
+pub static FAMILIES: &[FamilyDef] = &[
+    FamilyDef {
+        key: "mf",
+        summary: "biased matrix factorisation: the global mean plus a user and an item bias \
+                  plus the dot product of a user and an item factor row",
+        reads_text: false,
+        plan: build::plan_mf,
+    },
+    FamilyDef {
+        key: "text_mf",
+        summary: "biased MF whose item row adds a learned linear projection of the item's text \
+                  vector, so an item without labels is scored from its text alone",
+        reads_text: true,
+        plan: build::plan_text_mf,
+    },
+    FamilyDef {
+        key: "two_tower",
+        summary: "two MLP towers with dropout, over a user ID embedding and over an item ID \
+                  embedding joined with the item's text vector; the score is the dot product \
+                  of their outputs plus biases",
+        reads_text: true,
+        plan: build::plan_two_tower,
+    },
+];
+
+/// The family `key`.
+pub fn family(key: &str) -> Option<&'static FamilyDef> {
+    FAMILIES.iter().find(|f| f.key == key)
+}
+
+/// Whether family `family` takes the train option `name` (an unknown option: no).
+pub fn takes_train_option(name: &str, family: &str) -> bool {
+    TRAIN_OPTIONS
+        .iter()
+        .find(|o| o.name == name)
+        .is_some_and(|o| o.families.is_empty() || o.families.contains(&family))
+}
+
+/// The families that take train option `name`, in words joined by `conjunction`
+/// (`` `text_mf` and `two_tower` `` with `"and"`).
+pub fn families_taking(name: &str, conjunction: &str) -> String {
+    FAMILIES
+        .iter()
+        .filter(|f| takes_train_option(name, f.key))
+        .map(|f| format!("`{}`", f.key))
+        .collect::<Vec<_>>()
+        .join(&format!(" {conjunction} "))
+}
+
+/// The families of a train option, as the reference shows them.
+fn families_cell(option: &OptionDef) -> String {
+    if option.families.is_empty() {
+        return "all".to_owned();
+    }
+    let names: Vec<String> = option.families.iter().map(|f| format!("`{f}`")).collect();
+    names.join(", ")
+}
+
 /// The options of a `train` node's family (`train: {mf: {...}}`).
 pub static TRAIN_OPTIONS: &[OptionDef] = &[
     train_option(
         "dim",
         "integer",
         Int(defaults::DIM),
-        "all",
+        &[],
         "factor / tower output dimension",
     ),
     train_option(
         "init_std",
         "float",
         Float(defaults::INIT_STD),
-        "all",
+        &[],
         "std of the normal initialisation of user rows (`text_mf`, `two_tower` start item rows at zero)",
     ),
     train_option(
         "members",
         "integer",
         Int(defaults::MEMBERS),
-        "all",
+        &[],
         "ensemble members, each trained on its own Poisson(1) bootstrap of the labels",
     ),
     train_option(
         "optimizer",
         "mapping",
         Text("`{sgd: {}}`"),
-        "all",
+        &[],
         "`{sgd: {lr, weight_decay}}` or `{adam: {lr, beta1, beta2, eps, weight_decay}}` (below); only the rows of a batch are read and written",
     ),
     train_option(
         "optimizer.sgd.lr",
         "float",
         Float(defaults::SGD_LR),
-        "all",
+        &[],
         "SGD's learning rate",
     ),
     train_option(
         "optimizer.sgd.weight_decay",
         "float",
         Float(defaults::SGD_WEIGHT_DECAY),
-        "all",
+        &[],
         "SGD's L2 regularisation on touched rows",
     ),
     train_option(
         "optimizer.adam.lr",
         "float",
         Float(defaults::ADAM_LR),
-        "all",
+        &[],
         "Adam's learning rate",
     ),
     train_option(
         "optimizer.adam.beta1",
         "float",
         Float(defaults::ADAM_BETA1),
-        "all",
+        &[],
         "Adam's first-moment decay",
     ),
     train_option(
         "optimizer.adam.beta2",
         "float",
         Float(defaults::ADAM_BETA2),
-        "all",
+        &[],
         "Adam's second-moment decay",
     ),
     train_option(
         "optimizer.adam.eps",
         "float",
         Float(defaults::ADAM_EPS),
-        "all",
+        &[],
         "Adam's denominator epsilon",
     ),
     train_option(
         "optimizer.adam.weight_decay",
         "float",
         Float(defaults::ADAM_WEIGHT_DECAY),
-        "all",
+        &[],
         "Adam's decoupled L2 regularisation on touched rows",
     ),
     train_option(
         "epochs",
         "integer",
         Int(defaults::EPOCHS),
-        "all",
+        &[],
         "passes over the initial labels",
     ),
     train_option(
         "epochs_per_round",
         "integer",
         Int(defaults::EPOCHS_PER_ROUND),
-        "all",
+        &[],
         "passes per round after new labels arrive",
     ),
     train_option(
         "refit",
         "string",
         Name(defaults::REFIT),
-        "all",
+        &[],
         "`all_labels`: train over every label each round; `new_labels`: fine-tune on the round's new labels (touches only their rows, so re-scoring is incremental); `rehearsal`: the new labels plus `rehearsal` x as many earlier ones, seeded. The default was chosen by a study, below",
     ),
     train_option(
         "rehearsal",
         "integer",
         Int(defaults::REHEARSAL),
-        "all",
+        &[],
         "with `refit: rehearsal`: earlier labels per new label",
     ),
     train_option(
         "early_stopping",
         "mapping",
         DefaultValue::None,
-        "all",
+        &[],
         "`{metric: ndcg@10}` (and `patience`, `max_epochs`, below): the initial fit runs epoch by epoch while the **validation** metric improves (needs a validation split, the metric in `evaluate` and one train node), then trains exactly the best number of epochs; round 0 reports it as `early_stopping_epochs`",
     ),
     train_option(
         "early_stopping.patience",
         "integer",
         Int(defaults::PATIENCE),
-        "all",
+        &[],
         "epochs without improvement before stopping",
     ),
     train_option(
         "early_stopping.max_epochs",
         "integer",
         Int(defaults::MAX_EPOCHS),
-        "all",
+        &[],
         "most epochs to run",
     ),
     train_option(
         "batch_size",
         "integer",
         Int(defaults::BATCH_SIZE),
-        "all",
+        &[],
         "samples per gradient step",
     ),
     train_option(
@@ -556,77 +629,77 @@ pub static TRAIN_OPTIONS: &[OptionDef] = &[
                 Loss::default_for(LabelKind::Click).name()
             )
         }),
-        "all",
+        &[],
         "`squared`: half squared error; `cross_entropy`: binary cross-entropy on a logit; `bpr`: Bayesian personalised ranking on implicit feedback (below)",
     ),
     train_option(
         "hidden",
         "integer",
         Int(defaults::HIDDEN),
-        "`two_tower`",
+        &["two_tower"],
         "hidden width of each tower",
     ),
     train_option(
         "dropout",
         "float",
         Float(defaults::DROPOUT),
-        "`two_tower`",
+        &["two_tower"],
         "dropout probability of the hidden units",
     ),
     train_option(
         "mc_dropout",
         "integer",
         DefaultValue::None,
-        "`two_tower`",
+        &["two_tower"],
         "Monte Carlo dropout passes exported per row: the uncertainty, instead of `members`",
     ),
     train_option(
         "tune",
         "mapping",
         DefaultValue::None,
-        "`text_mf`, `two_tower`",
+        &["text_mf", "two_tower"],
         "fine-tune the encoder's top transformer layers with the recommender's loss (`{layers: 1}`, below; pool and selection protocols); without it the encoder is frozen",
     ),
     train_option(
         "tune.layers",
         "integer",
         Int(defaults::TUNE_LAYERS),
-        "`text_mf`, `two_tower`",
+        &["text_mf", "two_tower"],
         "top transformer layers trained; the layers below run once per item and stay frozen",
     ),
     train_option(
         "tune.lora",
         "mapping",
         DefaultValue::None,
-        "`text_mf`, `two_tower`",
+        &["text_mf", "two_tower"],
         "train low-rank adapters of the tuned layers' attention query and value projections (LoRA, `W + alpha/rank B A`, `B` starting at 0) instead of all their weights",
     ),
     train_option(
         "tune.lora.rank",
         "integer",
         Int(defaults::LORA_RANK),
-        "`text_mf`, `two_tower`",
+        &["text_mf", "two_tower"],
         "the adapters' rank `r` (each adapted weight trains `r (in + out)` values)",
     ),
     train_option(
         "tune.lora.alpha",
         "float",
         Float(defaults::LORA_ALPHA),
-        "`text_mf`, `two_tower`",
+        &["text_mf", "two_tower"],
         "the adapters' scale numerator: the update is multiplied by `alpha / rank`",
     ),
     train_option(
         "tune.lr",
         "float",
         Rule(|| format!("{} ({} with `lora`)", defaults::TUNE_LR, defaults::LORA_LR)),
-        "`text_mf`, `two_tower`",
+        &["text_mf", "two_tower"],
         "Adam's learning rate for the tuned layers (or their adapters)",
     ),
     train_option(
         "tune.items_per_step",
         "integer",
         Int(defaults::TUNE_ITEMS_PER_STEP),
-        "`text_mf`, `two_tower`",
+        &["text_mf", "two_tower"],
         "most items whose text a gradient step back-propagates through the tuned layers (the batch's first distinct items); every item's vector is recomputed after each pass",
     ),
 ];
@@ -673,6 +746,14 @@ pub fn markdown() -> String {
         }
     }
     out.push_str(
+        "\nModel families (the key under `train:`; `recsift ops FAMILY` lists the options \
+         each takes):\n\n| family | reads item text | what it is |\n|---|---|---|\n",
+    );
+    for f in FAMILIES {
+        let text = if f.reads_text { "yes" } else { "no" };
+        let _ = writeln!(out, "| `{}` | {text} | {} |", f.key, cell(f.summary));
+    }
+    out.push_str(
         "\n`train:` options (under the family's key, e.g. `train: {mf: {dim: 32}}`):\n\n\
          | key | type | default | families | meaning |\n|---|---|---|---|---|\n",
     );
@@ -683,7 +764,7 @@ pub fn markdown() -> String {
             o.name,
             o.ty,
             o.default,
-            o.families,
+            families_cell(o),
             cell(o.doc)
         );
     }
@@ -711,6 +792,10 @@ pub fn describe(name: Option<&str>) -> Result<String, String> {
                 op.key, op.inputs, op.summary
             );
         }
+        out.push_str("model families (under `train:`):\n");
+        for f in FAMILIES {
+            let _ = writeln!(out, "  {:<22} {}", f.key, f.summary);
+        }
         out.push_str("strategies:\n");
         for s in STRATEGIES {
             let _ = writeln!(out, "  {:<22} {}", s.name, s.doc);
@@ -729,14 +814,33 @@ pub fn describe(name: Option<&str>) -> Result<String, String> {
             op.options
         };
         for o in options {
-            let families = if o.families.is_empty() {
-                String::new()
+            let families = if op.key == "train" {
+                format!(", families {}", families_cell(o))
             } else {
-                format!(", families {}", o.families)
+                String::new()
             };
             let _ = writeln!(
                 out,
                 "  {} ({}, default {}{families})\n      {}",
+                o.name, o.ty, o.default, o.doc
+            );
+        }
+        return Ok(out);
+    }
+    if let Some(f) = family(name) {
+        let text = if f.reads_text {
+            ", reads item text (an `embed` node)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "family {} (train){text}\n  {}", f.key, f.summary);
+        for o in TRAIN_OPTIONS
+            .iter()
+            .filter(|o| takes_train_option(o.name, f.key))
+        {
+            let _ = writeln!(
+                out,
+                "  {} ({}, default {})\n      {}",
                 o.name, o.ty, o.default, o.doc
             );
         }
@@ -751,11 +855,18 @@ pub fn describe(name: Option<&str>) -> Result<String, String> {
     let known = OPERATORS
         .iter()
         .map(|op| op.key)
+        .chain(FAMILIES.iter().map(|f| f.key))
         .chain(STRATEGIES.iter().map(|s| s.name))
         .chain(METRIC_DOCS.iter().map(|(m, _)| *m));
     Err(match crate::suggest::closest(name, known) {
-        Some(best) => format!("no operator, strategy or metric `{name}`; did you mean `{best}`?"),
-        None => format!("no operator, strategy or metric `{name}`; `recsift ops` lists them"),
+        Some(best) => {
+            format!(
+                "no operator, model family, strategy or metric `{name}`; did you mean `{best}`?"
+            )
+        }
+        None => format!(
+            "no operator, model family, strategy or metric `{name}`; `recsift ops` lists them"
+        ),
     })
 }
 
@@ -790,6 +901,31 @@ mod tests {
             describe(Some("fusee"))
                 .unwrap_err()
                 .contains("did you mean `fuse`")
+        );
+    }
+
+    #[test]
+    fn every_family_key_is_a_train_key_and_lists_exactly_the_options_it_takes() {
+        for f in FAMILIES {
+            let yaml = format!("{{{}: {{}}}}", f.key);
+            let spec: crate::spec::schema::TrainSpec = serde_yaml::from_str(&yaml).unwrap();
+            assert!(spec.family(f.key).is_some(), "{}", f.key);
+        }
+        let mf = describe(Some("mf")).unwrap();
+        assert!(mf.starts_with("family mf (train)\n"), "{mf}");
+        assert!(
+            mf.contains("\n  dim (") && !mf.contains("\n  hidden ("),
+            "{mf}"
+        );
+        assert!(!mf.contains("\n  tune ("), "{mf}");
+        let two_tower = describe(Some("two_tower")).unwrap();
+        assert!(two_tower.contains("reads item text"), "{two_tower}");
+        assert!(two_tower.contains("\n  hidden (") && two_tower.contains("\n  tune ("));
+        assert!(takes_train_option("tune", "text_mf") && !takes_train_option("tune", "mf"));
+        assert_eq!(families_taking("tune", "and"), "`text_mf` and `two_tower`");
+        assert_eq!(
+            families_taking("dim", "or"),
+            "`mf` or `text_mf` or `two_tower`"
         );
     }
 }

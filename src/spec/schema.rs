@@ -234,6 +234,18 @@ pub struct TrainSpec {
     pub two_tower: Option<TrainOptions>,
 }
 
+impl TrainSpec {
+    /// The options written under family `key` (`mf`, `text_mf`, `two_tower`), if any.
+    pub fn family(&self, key: &str) -> Option<&TrainOptions> {
+        match key {
+            "mf" => self.mf.as_ref(),
+            "text_mf" => self.text_mf.as_ref(),
+            "two_tower" => self.two_tower.as_ref(),
+            _ => None,
+        }
+    }
+}
+
 /// `embed:` — item text to vectors with a sentence encoder, cached on disk.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -1,13 +1,16 @@
 //! From a typed spec to a [`Plan`]: resolve defaults, check values and edges, collect every
 //! problem with its YAML path. [`Resolver::plan`] reads a pipeline top to bottom: the
 //! top-level sections, then each operator's nodes through the planner its registry entry
-//! holds ([`operators`]); each part of the file has its own module.
+//! holds ([`operators`]), a train node's family options through its family's planner
+//! ([`families`]); each part of the file has its own module.
 
+mod families;
 mod models;
 mod nodes;
 mod operators;
 mod protocol;
 
+pub(crate) use families::{FamilyPlanner, plan_mf, plan_text_mf, plan_two_tower};
 use operators::PlannedModels;
 pub(crate) use operators::{
     NodePlans, OperatorPlanner, plan_embed, plan_evaluate, plan_fuse, plan_score, plan_select,

@@ -4,18 +4,18 @@ use crate::suggest::closest;
 
 use crate::data::LabelKind;
 use crate::metrics::Metric;
-use crate::registry::defaults;
+use crate::registry::{self, FAMILIES, defaults};
 use crate::scoring::Loss;
 use crate::spec::path::YamlPath;
 use crate::spec::schema::{
-    EarlyStoppingSpec, FuseSpec, LoraSpec, OptimizerSpec, TrainOptions, TrainSpec, TuneSpec,
+    EarlyStoppingSpec, FuseSpec, LoraSpec, OptimizerSpec, TrainOptions, TuneSpec,
 };
 use crate::spec::{NodeSpec, OperatorSpec};
 
 use crate::plan::graph::NodeRoles;
 use crate::plan::params::{
-    DeviceChoice, EarlyStopping, EncoderTuning, LoraAdapters, ModelKind, OptimizerParams,
-    RefitPolicy, TrainParams, UncertaintyParams,
+    DeviceChoice, EarlyStopping, EncoderTuning, LoraAdapters, OptimizerParams, RefitPolicy,
+    TrainParams, UncertaintyParams,
 };
 use crate::plan::{
     EmbedPlan, EvaluatePlan, FusePlan, FuseWeights, ModelsPlan, PlanNode, ProtocolPlan,
@@ -23,6 +23,7 @@ use crate::plan::{
 };
 
 use super::Resolver;
+use super::families::FamilyInput;
 use super::nodes::metric_help;
 use super::protocol::WrittenProtocol;
 
@@ -247,29 +248,18 @@ impl Resolver {
         let OperatorSpec::Train(spec) = &node.operator else {
             return None;
         };
-        let TrainSpec {
-            mf,
-            text_mf,
-            two_tower,
-        } = spec.as_ref();
         let path = node.path.key("train");
-        let family = self.one_of(
-            &path,
-            "`train`",
-            &[
-                ("mf", mf.is_some()),
-                ("text_mf", text_mf.is_some()),
-                ("two_tower", two_tower.is_some()),
-            ],
-        )?;
-        let options: TrainOptions = match family {
-            "mf" => mf.clone()?,
-            "text_mf" => text_mf.clone()?,
-            _ => two_tower.clone()?,
-        };
-        let path = path.key(family);
+        let written: Vec<(&str, bool)> = FAMILIES
+            .iter()
+            .map(|f| (f.key, spec.family(f.key).is_some()))
+            .collect();
+        let key = self.one_of(&path, "`train`", &written)?;
+        let family = registry::family(key)?;
+        let options = spec.family(key)?.clone();
+        let path = path.key(family.key);
+        let family_key = family.key;
         let reads_text = embed.is_some_and(|e| node.inputs.contains(&e.node));
-        if family != "mf" && !reads_text && !self.failed_to_type(&YamlPath::keys(&["nodes"])) {
+        if family.reads_text && !reads_text && !self.failed_to_type(&YamlPath::keys(&["nodes"])) {
             let help = match embed {
                 Some(e) => format!("add `{}` to the inputs: `inputs: [labelled, {}]`", e.node, e.node),
                 None => "add an embed node, e.g. `item_text: {embed: {}, input: items}`, and list it in this node's inputs: `inputs: [labelled, item_text]`".to_string(),
@@ -277,24 +267,33 @@ impl Resolver {
             self.error(
                 node.path.clone(),
                 format!(
-                    "`{family}` reads item text vectors, but `{}` reads no `embed` node",
+                    "`{family_key}` reads item text vectors, but `{}` reads no `embed` node",
                     node.id
                 ),
                 help,
             );
         }
-        if options.tune.is_some() && family == "mf" {
+        let foreign = family_options_written(&options)
+            .into_iter()
+            .filter(|(name, written)| *written && !registry::takes_train_option(name, family_key));
+        for (name, _) in foreign {
             self.error(
-                path.key("tune"),
-                "`tune` is an option of `text_mf` and `two_tower`, not of `mf`",
-                "remove it, or train `text_mf` or `two_tower`, which read the tuned encoder's vectors",
+                path.key(name),
+                format!(
+                    "`{name}` is an option of {}, not of `{family_key}`",
+                    registry::families_taking(name, "and")
+                ),
+                format!(
+                    "remove it, or train {}",
+                    registry::families_taking(name, "or")
+                ),
             );
         }
-        let key = |name: &str| format!("{family}.{name}");
+        let key = |name: &str| format!("{family_key}.{name}");
         let tune = options
             .tune
             .as_ref()
-            .filter(|_| family != "mf")
+            .filter(|_| registry::takes_train_option("tune", family_key))
             .map(|tune| self.tuning(tune, &path.key("tune"), &key));
         let dim = self.value(&key("dim"), options.dim, defaults::DIM);
         let init_std = self.value(&key("init_std"), options.init_std, defaults::INIT_STD);
@@ -311,83 +310,26 @@ impl Resolver {
             options.refit.clone(),
             defaults::REFIT.to_string(),
         );
-        let mut positive = vec![
+        let planned = (family.plan)(
+            self,
+            &FamilyInput {
+                family: family_key,
+                options: &options,
+                path: &path,
+                dim,
+                init_std,
+                tune,
+            },
+        );
+        let model = planned.kind;
+        let uncertainty = planned
+            .uncertainty
+            .unwrap_or(UncertaintyParams::Ensemble { members });
+        for (name, value) in [
             ("dim", dim),
             ("members", members),
             ("batch_size", batch_size),
-        ];
-        let model = if family == "two_tower" {
-            let hidden = self.value(&key("hidden"), options.hidden, defaults::HIDDEN);
-            let dropout = self.value(&key("dropout"), options.dropout, defaults::DROPOUT);
-            positive.push(("hidden", hidden));
-            if !(0.0..1.0).contains(&dropout) {
-                self.error(
-                    path.key("dropout"),
-                    format!("dropout {dropout} is not in [0, 1)"),
-                    "use e.g. `dropout: 0.1`",
-                );
-            }
-            if options.mc_dropout.is_some() && dropout == 0.0 {
-                self.error(
-                    path.key("mc_dropout"),
-                    "Monte Carlo dropout with `dropout: 0` gives identical passes",
-                    "set `dropout` above 0 (e.g. 0.1), or use ensemble `members`",
-                );
-            }
-            ModelKind::TwoTower {
-                dim,
-                hidden,
-                dropout,
-                init_std,
-                tune,
-            }
-        } else {
-            for (name, written) in [
-                ("hidden", options.hidden.is_some()),
-                ("dropout", options.dropout.is_some()),
-                ("mc_dropout", options.mc_dropout.is_some()),
-            ] {
-                if written {
-                    self.error(
-                        path.key(name),
-                        format!("`{name}` is an option of `two_tower`, not of `{family}`"),
-                        "remove it, or train `two_tower`",
-                    );
-                }
-            }
-            if family == "mf" {
-                ModelKind::Mf { dim, init_std }
-            } else {
-                ModelKind::TextMf {
-                    dim,
-                    init_std,
-                    tune,
-                }
-            }
-        };
-        let uncertainty = match options.mc_dropout.filter(|_| family == "two_tower") {
-            Some(passes) => {
-                self.params
-                    .push((key("mc_dropout"), passes.to_string(), true));
-                if options.members.is_some_and(|m| m > 1) {
-                    self.error(
-                        path.key("mc_dropout"),
-                        "a model measures uncertainty by ensemble `members` or by `mc_dropout` passes, not both",
-                        "keep one: `members: 4` or `mc_dropout: 8`",
-                    );
-                }
-                if passes < 2 {
-                    self.error(
-                        path.key("mc_dropout"),
-                        format!("`mc_dropout` needs at least 2 passes to measure a variance, got {passes}"),
-                        "use e.g. `mc_dropout: 8`",
-                    );
-                }
-                UncertaintyParams::McDropout { passes }
-            }
-            None => UncertaintyParams::Ensemble { members },
-        };
-        for (name, value) in positive {
+        ] {
             if value == 0 {
                 self.error(
                     path.key(name),
@@ -734,11 +676,38 @@ fn written_early_stopping(node: &NodeSpec) -> Option<(&'static str, &EarlyStoppi
     let OperatorSpec::Train(spec) = &node.operator else {
         return None;
     };
+    FAMILIES
+        .iter()
+        .find_map(|f| Some((f.key, spec.family(f.key)?.early_stopping.as_ref()?)))
+}
+
+/// The options some families do not take, and whether `options` writes each: what the
+/// planner checks against each option's families in the registry.
+fn family_options_written(options: &TrainOptions) -> [(&'static str, bool); 4] {
     [
-        ("mf", &spec.mf),
-        ("text_mf", &spec.text_mf),
-        ("two_tower", &spec.two_tower),
+        ("hidden", options.hidden.is_some()),
+        ("dropout", options.dropout.is_some()),
+        ("mc_dropout", options.mc_dropout.is_some()),
+        ("tune", options.tune.is_some()),
     ]
-    .into_iter()
-    .find_map(|(family, options)| Some((family, options.as_ref()?.early_stopping.as_ref()?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_option_some_family_refuses_is_checked() {
+        let checked: Vec<&str> = family_options_written(&TrainOptions::default())
+            .iter()
+            .map(|(name, _)| *name)
+            .collect();
+        for option in registry::TRAIN_OPTIONS {
+            // A nested option is checked with its parent (`tune.layers` with `tune`).
+            let top = option.name.split('.').next().unwrap_or(option.name);
+            if !option.families.is_empty() {
+                assert!(checked.contains(&top), "`{}` is never checked", option.name);
+            }
+        }
+    }
 }
