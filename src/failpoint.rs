@@ -10,6 +10,7 @@
 //! | `round` | in the middle of a round: after training, before the engine re-scores |
 //! | `write` | in the middle of an atomic file write: half the bytes are in the temporary file (checkpoints, JSON and plots go through it) |
 //! | `final` | during the final writes: after `rounds.parquet`, before `selections.parquet` |
+//! | `share` | in a cluster, before a process hands a block of an events file to the others |
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};

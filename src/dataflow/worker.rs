@@ -11,6 +11,7 @@
 //! shared abort flag between steps; between rounds it blocks on its command channel.
 
 use std::any::Any;
+use std::mem::ManuallyDrop;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
@@ -198,20 +199,50 @@ pub(crate) fn run_worker(worker: &mut Worker, context: &WorkerContext) {
     }
 }
 
+/// A worker's dataflows: the gather dataflow, and the scoring one once installed.
+struct Dataflows {
+    gather: GatherDataflow,
+    scoring: Option<ScoringDataflow>,
+}
+
 /// Serves commands until shutdown or failure.
+///
+/// The dataflows' handles are dropped only on an orderly shutdown, where closing their
+/// inputs lets the dataflows complete. Dropping an input sends to the other workers, and
+/// after a failure (a lost peer: timely's network queues are poisoned) that panics again,
+/// which during the first panic's unwinding would abort the process. On any other way out
+/// they are left alone: [`run_worker`] drops the dataflows from the worker instead.
 fn serve(worker: &mut Worker, link: WorkerLink, context: &WorkerContext) -> Result<Exit, Failure> {
     let placement = context.placement;
-    let mut gather = worker.dataflow_named::<GatherTime, _, _>("recsift gather", move |scope| {
+    let gather = worker.dataflow_named::<GatherTime, _, _>("recsift gather", move |scope| {
         GatherDataflow::build(scope, placement)
     });
-    let mut scoring: Option<ScoringDataflow> = None;
+    let mut dataflows = ManuallyDrop::new(Dataflows {
+        gather,
+        scoring: None,
+    });
+    let exit = serve_commands(worker, &link, context, &mut dataflows)?;
+    if let Exit::Shutdown = exit {
+        drop(ManuallyDrop::into_inner(dataflows));
+    }
+    Ok(exit)
+}
+
+/// The command loop of [`serve`].
+fn serve_commands(
+    worker: &mut Worker,
+    link: &WorkerLink,
+    context: &WorkerContext,
+    dataflows: &mut Dataflows,
+) -> Result<Exit, Failure> {
+    let placement = context.placement;
     loop {
         let Ok(command) = link.commands.recv() else {
             return Ok(Exit::DriverGone);
         };
         let reply = match command {
             WorkerCommand::Install { tables } => {
-                scoring = Some(
+                dataflows.scoring = Some(
                     worker.dataflow_named::<RoundTime, _, _>("recsift scoring", move |scope| {
                         build_scoring_dataflow(scope, tables, placement)
                     }),
@@ -219,6 +250,7 @@ fn serve(worker: &mut Worker, link: WorkerLink, context: &WorkerContext) -> Resu
                 WorkerReply::Installed
             }
             WorkerCommand::Gather { time, payload } => {
+                let gather = &mut dataflows.gather;
                 gather.send(time, payload);
                 while !gather.done(time) {
                     step(worker, context)?;
@@ -228,7 +260,7 @@ fn serve(worker: &mut Worker, link: WorkerLink, context: &WorkerContext) -> Resu
                 }
             }
             WorkerCommand::Round { time, share } => {
-                let Some(dataflow) = scoring.as_mut() else {
+                let Some(dataflow) = dataflows.scoring.as_mut() else {
                     return Err(Failure::Panicked(
                         "a scoring round before the scoring dataflow was installed".into(),
                     ));
@@ -242,9 +274,8 @@ fn serve(worker: &mut Worker, link: WorkerLink, context: &WorkerContext) -> Resu
                     // `serve` treats this like a failure and drops them.
                     return Err(Failure::Aborted);
                 }
-                // Closing the inputs lets the dataflows complete once every worker has.
-                drop(scoring);
-                drop(gather);
+                // The caller closes the inputs, which lets the dataflows complete once
+                // every worker has.
                 return Ok(Exit::Shutdown);
             }
             #[cfg(test)]

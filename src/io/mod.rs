@@ -508,11 +508,15 @@ pub enum IoError {
 impl UserFixable for IoError {
     /// Whether the user can fix this (a missing file or column, bad values, an occupied
     /// output directory) rather than an internal failure (building Arrow columns or
-    /// serialising JSON from values recsift made itself).
+    /// serialising JSON from values recsift made itself) or a cluster's failure to share a
+    /// file (a lost peer: as a lost peer during a round).
     fn is_user_error(&self) -> bool {
         !matches!(
             self,
-            IoError::Arrow { .. } | IoError::Json { .. } | IoError::InvalidRecords { .. }
+            IoError::Arrow { .. }
+                | IoError::Json { .. }
+                | IoError::InvalidRecords { .. }
+                | IoError::Gather { .. }
         )
     }
 }

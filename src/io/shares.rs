@@ -239,6 +239,7 @@ impl SharedBatches {
                 }
             },
         };
+        crate::failpoint::reached("share");
         let payloads = self
             .share
             .all_gather(payload)

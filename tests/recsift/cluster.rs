@@ -251,6 +251,51 @@ fn a_killed_process_stops_the_other_with_an_error() {
 }
 
 #[test]
+fn a_process_killed_while_the_events_are_shared_stops_the_other_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let hosts = hostfile(dir.path(), 2);
+    let args = |process: usize| -> Vec<String> {
+        [
+            "--processes",
+            "2",
+            "--process",
+            &process.to_string(),
+            "--hostfile",
+            &hosts,
+            "-q",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let writer = start(POOL, &out, &args(0));
+    // Process 1 dies as it hands its first block of the events file to process 0.
+    let mut killed = Command::new(env!("CARGO_BIN_EXE_recsift"))
+        .arg("run")
+        .args(POOL)
+        .arg("--out")
+        .arg(dir.path().join("out-1"))
+        .args(args(1))
+        .env(recsift::failpoint::KILL_AT, "share:1")
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(!killed.wait().unwrap().success());
+    let output = writer.wait_with_output().unwrap();
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("could not share") && message.contains("lost the connection"),
+        "{message}"
+    );
+    assert!(!message.contains("panicked"), "{message}");
+    assert!(!out.join("summary.json").exists());
+}
+
+#[test]
 fn cluster_settings_out_of_range_or_misplaced_are_refused_before_anything_runs() {
     let plan_error = recsift(&[
         "validate",
