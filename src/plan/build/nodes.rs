@@ -309,7 +309,11 @@ impl Resolver {
                 if written {
                     self.error(
                         path.key(name),
-                        format!("`{name}` is an option of `coreset` and `uncertainty_diversity`, not of `{}`", def.name),
+                        format!(
+                            "`{name}` is an option of {}, not of `{}`",
+                            diverse_strategies(),
+                            def.name
+                        ),
                         "remove it",
                     );
                 }
@@ -505,4 +509,15 @@ fn default_cache_path(items: &Path) -> PathBuf {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "items".into());
     items.with_file_name(format!("{stem}{}", defaults::EMBEDDING_CACHE_SUFFIX))
+}
+
+/// The strategies that pick a diverse batch (and so take `space` and `candidates`), in
+/// words: `` `coreset` and `uncertainty_diversity` ``.
+fn diverse_strategies() -> String {
+    let names: Vec<String> = STRATEGIES
+        .iter()
+        .filter(|d| d.diverse)
+        .map(|d| format!("`{}`", d.name))
+        .collect();
+    names.join(" and ")
 }
