@@ -306,7 +306,7 @@ impl EventReader {
             None => Box::new(layout.read(&layout.indices, batch_rows)?),
             Some(share) => {
                 let plan = layout.block_plan(batch_rows, share)?;
-                let own = layout.read_own_rows(&layout.indices, &plan, batch_rows)?;
+                let own = layout.read_rows(&layout.indices, batch_rows, Some(&plan))?;
                 Box::new(SharedBatches::new(&layout.path, share.clone(), plan, own))
             }
         };
@@ -367,7 +367,7 @@ impl EventReader {
         let layout = &self.layout;
         let plan = layout.block_plan(batch_rows, share)?;
         let time = [layout.indices[TIME]];
-        let own = layout.read_own_rows(&time, &plan, batch_rows)?;
+        let own = layout.read_rows(&time, batch_rows, Some(&plan))?;
         let ctx = layout.context(TIME);
         let spans =
             shares::summarise_blocks(&layout.path, share, &plan, own, |first_row, batches| {
@@ -476,25 +476,7 @@ impl EventLayout {
         indices: &[usize],
         batch_rows: usize,
     ) -> Result<impl Iterator<Item = Result<RecordBatch, IoError>> + use<>, IoError> {
-        let builder = open_parquet(&self.path, WHAT)?;
-        let mask = ProjectionMask::roots(builder.parquet_schema(), projection(indices));
-        let reader = builder
-            .with_projection(mask)
-            .with_batch_size(batch_rows.max(1))
-            .build()
-            .map_err(|source| IoError::NotParquet {
-                what: WHAT,
-                path: self.path.clone(),
-                source,
-            })?;
-        let path = self.path.clone();
-        let batches = reader.map(move |batch| {
-            batch.map_err(|source| IoError::Decode {
-                path: path.clone(),
-                source,
-            })
-        });
-        Ok(guard_batches(&self.path, batches))
+        self.read_rows(indices, batch_rows, None)
     }
 
     /// How the file's blocks are dealt to the processes of `share`: blocks of
@@ -515,29 +497,34 @@ impl EventLayout {
         ))
     }
 
-    /// The file's columns at `indices` in this process's blocks of `plan` only, in
-    /// batches of at most `batch_rows` rows (the pages outside them are not read, where the
-    /// file has an offset index).
-    fn read_own_rows(
+    /// The file's columns at `indices`, in batches of at most `batch_rows` rows: every
+    /// row, or with `own` only this process's blocks of that plan (the pages outside them
+    /// are not read, where the file has an offset index).
+    fn read_rows(
         &self,
         indices: &[usize],
-        plan: &BlockPlan,
         batch_rows: usize,
+        own: Option<&BlockPlan>,
     ) -> Result<impl Iterator<Item = Result<RecordBatch, IoError>> + use<>, IoError> {
-        let builder = open_parquet_paged(&self.path, WHAT)?;
+        let builder = match own {
+            None => open_parquet(&self.path, WHAT)?,
+            Some(_) => open_parquet_paged(&self.path, WHAT)?,
+        };
         let mask = ProjectionMask::roots(builder.parquet_schema(), projection(indices));
-        let (groups, selection) = plan.own_rows();
-        let reader = builder
+        let mut builder = builder
             .with_projection(mask)
-            .with_row_groups(groups)
-            .with_row_selection(selection)
-            .with_batch_size(batch_rows.max(1))
-            .build()
-            .map_err(|source| IoError::NotParquet {
-                what: WHAT,
-                path: self.path.clone(),
-                source,
-            })?;
+            .with_batch_size(batch_rows.max(1));
+        if let Some(plan) = own {
+            let (groups, selection) = plan.own_rows();
+            builder = builder
+                .with_row_groups(groups)
+                .with_row_selection(selection);
+        }
+        let reader = builder.build().map_err(|source| IoError::NotParquet {
+            what: WHAT,
+            path: self.path.clone(),
+            source,
+        })?;
         let path = self.path.clone();
         let batches = reader.map(move |batch| {
             batch.map_err(|source| IoError::Decode {
