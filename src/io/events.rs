@@ -1207,6 +1207,18 @@ mod tests {
         }
     }
 
+    /// A replay's batches of `file` with `share`, in 20-row batches (so 20-row blocks).
+    fn replay_batches(file: &Path, share: Option<&ReadShare>) -> Result<EventBatches, IoError> {
+        EventBatches::in_time_order(
+            &source(file, LabelKind::Rating),
+            IdMap::new(),
+            IdMap::new(),
+            20,
+            &SortOptions::new(1 << 20),
+            share,
+        )
+    }
+
     #[test]
     fn a_bad_value_in_one_share_stops_every_process_naming_its_row() {
         let dir = tempfile::tempdir().unwrap();
@@ -1220,18 +1232,11 @@ mod tests {
         );
         let file = path.clone();
         let errors = read_by(3, move |share| {
-            EventBatches::in_time_order(
-                &source(&file, LabelKind::Rating),
-                IdMap::new(),
-                IdMap::new(),
-                20,
-                &SortOptions::new(1 << 20),
-                share,
-            )
-            .and_then(|batches| batches.collect::<Result<Vec<_>, _>>())
-            .map(|_| ())
-            .unwrap_err()
-            .to_string()
+            replay_batches(&file, share)
+                .and_then(|batches| batches.collect::<Result<Vec<_>, _>>())
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
         });
         for error in &errors {
             assert!(error.contains("row 300"), "{error}");
@@ -1253,17 +1258,10 @@ mod tests {
             );
             let file = path.clone();
             let errors = read_by(3, move |share| {
-                EventBatches::in_time_order(
-                    &source(&file, LabelKind::Rating),
-                    IdMap::new(),
-                    IdMap::new(),
-                    20,
-                    &SortOptions::new(1 << 20),
-                    share,
-                )
-                .map(|_| ())
-                .unwrap_err()
-                .to_string()
+                replay_batches(&file, share)
+                    .map(|_| ())
+                    .unwrap_err()
+                    .to_string()
             });
             for error in &errors {
                 assert!(
@@ -1279,17 +1277,10 @@ mod tests {
         let sorted = grouped(dir.path(), 500, |i| (i / 3) as i64, |_| 3.0);
         let file = sorted.clone();
         let counts = read_by(2, move |share| {
-            EventBatches::in_time_order(
-                &source(&file, LabelKind::Rating),
-                IdMap::new(),
-                IdMap::new(),
-                20,
-                &SortOptions::new(1 << 20),
-                share,
-            )
-            .unwrap()
-            .map(|batch| batch.unwrap().len())
-            .sum::<usize>()
+            replay_batches(&file, share)
+                .unwrap()
+                .map(|batch| batch.unwrap().len())
+                .sum::<usize>()
         });
         assert_eq!(counts, vec![500, 500]);
     }
