@@ -7,7 +7,7 @@
 use std::fmt::{self, Write};
 
 use crate::data::LabelKind;
-use crate::metrics::METRIC_DOCS;
+use crate::metrics::METRICS;
 use crate::plan::build::{self, FamilyPlanner, OperatorPlanner};
 use crate::scoring::Loss;
 use crate::strategy::STRATEGIES;
@@ -773,8 +773,8 @@ pub fn markdown() -> String {
         let _ = writeln!(out, "| `{}` | {} |", s.name, cell(s.doc));
     }
     out.push_str("\nMetrics (`evaluate: {metrics: [...]}`; `K` is any cutoff):\n\n| name | meaning |\n|---|---|\n");
-    for (name, doc) in METRIC_DOCS {
-        let _ = writeln!(out, "| `{name}` | {} |", cell(doc));
+    for m in METRICS {
+        let _ = writeln!(out, "| `{}` | {} |", m.name, cell(m.doc));
     }
     out
 }
@@ -801,8 +801,8 @@ pub fn describe(name: Option<&str>) -> Result<String, String> {
             let _ = writeln!(out, "  {:<22} {}", s.name, s.doc);
         }
         out.push_str("metrics:\n");
-        for (metric, doc) in METRIC_DOCS {
-            let _ = writeln!(out, "  {metric:<12} {doc}");
+        for m in METRICS {
+            let _ = writeln!(out, "  {:<12} {}", m.name, m.doc);
         }
         return Ok(out);
     };
@@ -849,15 +849,15 @@ pub fn describe(name: Option<&str>) -> Result<String, String> {
     if let Some(s) = STRATEGIES.iter().find(|s| s.name == name) {
         return Ok(format!("strategy {}: {}\n", s.name, s.doc));
     }
-    if let Some((metric, doc)) = METRIC_DOCS.iter().find(|(m, _)| *m == name) {
-        return Ok(format!("metric {metric}: {doc}\n"));
+    if let Some(m) = METRICS.iter().find(|m| m.is_named(name)) {
+        return Ok(format!("metric {}: {}\n", m.name, m.doc));
     }
     let known = OPERATORS
         .iter()
         .map(|op| op.key)
         .chain(FAMILIES.iter().map(|f| f.key))
         .chain(STRATEGIES.iter().map(|s| s.name))
-        .chain(METRIC_DOCS.iter().map(|(m, _)| *m));
+        .chain(METRICS.iter().map(|m| m.name));
     Err(match crate::suggest::closest(name, known) {
         Some(best) => {
             format!(
@@ -897,6 +897,12 @@ mod tests {
                 .contains("epochs_per_round")
         );
         assert!(describe(Some("coreset")).unwrap().starts_with("strategy"));
+        for name in ["ndcg@K", "ndcg", "ndcg@10"] {
+            assert!(
+                describe(Some(name)).unwrap().starts_with("metric ndcg@K: "),
+                "{name}"
+            );
+        }
         assert!(
             describe(Some("fusee"))
                 .unwrap_err()

@@ -51,76 +51,118 @@ pub enum Metric {
     LogLoss,
 }
 
-/// Metric names with their documentation (the README's metric table and the planner's
-/// messages list them).
-pub static METRIC_DOCS: &[(&str, &str)] = &[
-    (
-        "rmse",
-        "root mean squared error over test events (predictions clipped to the training rating scale)",
-    ),
-    ("mae", "mean absolute error over test events"),
-    ("auc", "ROC AUC over all test events (click labels)"),
-    ("logloss", "mean binary cross-entropy (click labels)"),
-    (
-        "ndcg@K",
-        "NDCG of each user's top K (binary relevance, log2 discount), mean over test users with a relevant item",
-    ),
-    (
-        "recall@K",
-        "relevant items in the top K / the user's relevant test items, mean over test users",
-    ),
-    (
-        "precision@K",
-        "relevant items in the top K / K, mean over test users",
-    ),
-    (
-        "hit@K",
-        "1 when the top K holds a relevant item, else 0; mean over test users",
-    ),
-    (
-        "mrr@K",
-        "1 / rank of the first relevant item in the top K (0 if none), mean over test users",
-    ),
-    (
-        "map@K",
-        "sum of precision@i at each relevant rank i <= K / min(K, relevant), mean over test users (as RecBole)",
-    ),
-    (
-        "coverage@K",
-        "distinct items in the test users' top-K lists / catalogue size",
-    ),
-    (
-        "gini@K",
-        "Gini index of item appearances in the test users' top-K lists (0 = even)",
-    ),
+/// One metric a pipeline can ask for: its name, its doc, and how the name becomes a
+/// [`Metric`]. The one list of metrics: [`Metric::parse`] reads it, and so do the README's
+/// metric table, `recsift ops` and the planner's messages.
+#[derive(Debug)]
+pub struct MetricDef {
+    /// Its name as written; a ranking metric's ends in `@K`, `K` being any positive cut-off.
+    pub name: &'static str,
+    /// What it measures, in one line.
+    pub doc: &'static str,
+    /// The metric at a cut-off (which the metrics without one ignore).
+    make: fn(usize) -> Metric,
+}
+
+impl MetricDef {
+    /// The name without `@K`.
+    fn base(&self) -> &'static str {
+        self.name.strip_suffix("@K").unwrap_or(self.name)
+    }
+
+    /// Whether it is written with a cut-off (`ndcg@10`).
+    fn takes_cutoff(&self) -> bool {
+        self.name.ends_with("@K")
+    }
+
+    /// Whether `name` names this metric: as listed (`ndcg@K`), without its cut-off
+    /// (`ndcg`), or with one (`ndcg@10`).
+    pub fn is_named(&self, name: &str) -> bool {
+        name == self.name || name.split('@').next() == Some(self.base())
+    }
+}
+
+/// Every metric, in the order the README lists them.
+pub static METRICS: &[MetricDef] = &[
+    MetricDef {
+        name: "rmse",
+        doc: "root mean squared error over test events (predictions clipped to the training rating scale)",
+        make: |_| Metric::Rmse,
+    },
+    MetricDef {
+        name: "mae",
+        doc: "mean absolute error over test events",
+        make: |_| Metric::Mae,
+    },
+    MetricDef {
+        name: "auc",
+        doc: "ROC AUC over all test events (click labels)",
+        make: |_| Metric::Auc,
+    },
+    MetricDef {
+        name: "logloss",
+        doc: "mean binary cross-entropy (click labels)",
+        make: |_| Metric::LogLoss,
+    },
+    MetricDef {
+        name: "ndcg@K",
+        doc: "NDCG of each user's top K (binary relevance, log2 discount), mean over test users with a relevant item",
+        make: Metric::Ndcg,
+    },
+    MetricDef {
+        name: "recall@K",
+        doc: "relevant items in the top K / the user's relevant test items, mean over test users",
+        make: Metric::Recall,
+    },
+    MetricDef {
+        name: "precision@K",
+        doc: "relevant items in the top K / K, mean over test users",
+        make: Metric::Precision,
+    },
+    MetricDef {
+        name: "hit@K",
+        doc: "1 when the top K holds a relevant item, else 0; mean over test users",
+        make: Metric::Hit,
+    },
+    MetricDef {
+        name: "mrr@K",
+        doc: "1 / rank of the first relevant item in the top K (0 if none), mean over test users",
+        make: Metric::Mrr,
+    },
+    MetricDef {
+        name: "map@K",
+        doc: "sum of precision@i at each relevant rank i <= K / min(K, relevant), mean over test users (as RecBole)",
+        make: Metric::Map,
+    },
+    MetricDef {
+        name: "coverage@K",
+        doc: "distinct items in the test users' top-K lists / catalogue size",
+        make: Metric::Coverage,
+    },
+    MetricDef {
+        name: "gini@K",
+        doc: "Gini index of item appearances in the test users' top-K lists (0 = even)",
+        make: Metric::Gini,
+    },
 ];
 
 impl Metric {
     /// Parses a metric name such as `rmse` or `ndcg@10`.
     pub fn parse(name: &str) -> Result<Self, String> {
-        let ranked = |k: &str, make: fn(usize) -> Metric| match k.parse::<usize>() {
-            Ok(k) if k > 0 => Ok(make(k)),
-            _ => Err(format!(
+        let (base, cutoff) = match name.split_once('@') {
+            None => (name, None),
+            Some((base, cutoff)) => (base, Some(cutoff)),
+        };
+        let def = METRICS
+            .iter()
+            .find(|d| d.base() == base && d.takes_cutoff() == cutoff.is_some())
+            .ok_or_else(|| format!("unknown metric `{name}`"))?;
+        match cutoff.map(str::parse::<usize>) {
+            None => Ok((def.make)(0)),
+            Some(Ok(k)) if k > 0 => Ok((def.make)(k)),
+            Some(_) => Err(format!(
                 "`{name}`: the cut-off after `@` must be a positive integer, e.g. `ndcg@10`"
             )),
-        };
-        match name.split_once('@') {
-            None => match name {
-                "rmse" => Ok(Metric::Rmse),
-                "mae" => Ok(Metric::Mae),
-                "auc" => Ok(Metric::Auc),
-                "logloss" => Ok(Metric::LogLoss),
-                _ => Err(format!("unknown metric `{name}`")),
-            },
-            Some(("ndcg", k)) => ranked(k, Metric::Ndcg),
-            Some(("recall", k)) => ranked(k, Metric::Recall),
-            Some(("precision", k)) => ranked(k, Metric::Precision),
-            Some(("hit", k)) => ranked(k, Metric::Hit),
-            Some(("mrr", k)) => ranked(k, Metric::Mrr),
-            Some(("map", k)) => ranked(k, Metric::Map),
-            Some(("coverage", k)) => ranked(k, Metric::Coverage),
-            Some(("gini", k)) => ranked(k, Metric::Gini),
-            Some(_) => Err(format!("unknown metric `{name}`")),
         }
     }
 
@@ -285,8 +327,10 @@ mod tests {
                 .contains("positive integer")
         );
         assert!(Metric::parse("rsme").is_err());
-        for (name, _) in METRIC_DOCS {
-            assert!(Metric::parse(&name.replace('K', "10")).is_ok(), "{name}");
+        for def in METRICS {
+            let name = def.name.replace('K', "10");
+            assert_eq!(Metric::parse(&name).unwrap().to_string(), name);
         }
+        assert!(Metric::parse("rmse@5").is_err() && Metric::parse("ndcg").is_err());
     }
 }

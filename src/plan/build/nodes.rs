@@ -4,7 +4,7 @@ use crate::suggest::closest;
 use std::path::{Path, PathBuf};
 
 use crate::data::LabelKind;
-use crate::metrics::{METRIC_DOCS, Metric};
+use crate::metrics::{METRICS, Metric};
 use crate::scoring::Loss;
 use crate::spec::path::YamlPath;
 use crate::spec::schema::{CandidatesSpec, EmbedSpec, EvaluateSpec, ScoreSpec, SelectSpec};
@@ -488,14 +488,11 @@ impl Resolver {
 /// The help line for a metric name that did not parse: the closest known name, else the
 /// list of every metric.
 pub(super) fn metric_help(name: &str) -> String {
-    let known: Vec<String> = METRIC_DOCS
-        .iter()
-        .map(|(name, _)| name.replace('K', "10"))
-        .collect();
+    let known: Vec<String> = METRICS.iter().map(|m| m.name.replace('K', "10")).collect();
     match closest(name, known.iter().map(String::as_str)) {
         Some(best) => format!("did you mean `{best}`?"),
         None => {
-            let names: Vec<&str> = METRIC_DOCS.iter().map(|(name, _)| *name).collect();
+            let names: Vec<&str> = METRICS.iter().map(|m| m.name).collect();
             format!("accepted: {}", names.join(", "))
         }
     }
