@@ -133,7 +133,7 @@ impl EngineSite {
 
     /// The worker threads, for one command at a time.
     pub(crate) fn workers(&self) -> MutexGuard<'_, Workers> {
-        self.workers.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.workers)
     }
 }
 
@@ -160,11 +160,14 @@ impl Gatherer {
     /// Hands `payload` to every process and returns every process's payload, in process
     /// order (this process's own among them). Every process must call it equally often.
     pub fn all_gather(&self, payload: Vec<u8>) -> Result<Vec<Vec<u8>>, EngineError> {
-        self.workers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .gather(payload)
+        lock(&self.workers).gather(payload)
     }
+}
+
+/// The workers, for one command at a time (a panic while they were held poisons nothing
+/// they guard: every command checks their state again).
+fn lock(workers: &Mutex<Workers>) -> MutexGuard<'_, Workers> {
+    workers.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The communication of this process's workers over its sockets to every peer.

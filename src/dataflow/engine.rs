@@ -14,7 +14,6 @@ use crate::scoring::{RowLayout, ScoringHead};
 /// The incremental scoring engine: timely workers in their own threads, driven round by
 /// round through [`ScoringEngine::apply`]. See the [module documentation](super).
 pub struct ScoringEngine {
-    topology: Topology,
     layout: RowLayout,
     time: RoundTime,
     tables: SharedTables,
@@ -48,7 +47,6 @@ impl ScoringEngine {
         });
         site.workers().install(&tables)?;
         Ok(Self {
-            topology: site.topology().clone(),
             layout,
             time: 0,
             tables,
@@ -60,7 +58,7 @@ impl ScoringEngine {
 
     /// Number of worker threads in this process.
     pub fn workers(&self) -> usize {
-        self.topology.workers
+        self.site.topology().workers
     }
 
     /// Rounds completed so far.
@@ -169,9 +167,10 @@ impl ScoringEngine {
         pool: Vec<(PoolSample, isize)>,
         full_pass: bool,
     ) -> Vec<RoundShare> {
-        let workers = self.topology.workers;
-        let peers = self.topology.peers();
-        let first = self.topology.process() * workers;
+        let topology = self.site.topology();
+        let workers = topology.workers;
+        let peers = topology.peers();
+        let first = topology.process() * workers;
         // The local worker that feeds the `k`th record, if it is this process's.
         let local = |k: usize| (k % peers).checked_sub(first).filter(|&w| w < workers);
         let mut shares: Vec<RoundShare> = (0..workers).map(|_| RoundShare::default()).collect();

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ProjectionMask;
+use serde::{Deserialize, Serialize};
 
 use super::IoError;
 use super::columns::{self, ColumnContext};
@@ -202,10 +203,12 @@ struct EventLayout {
     /// Position of each role's column within a batch of the mapped columns.
     positions: [usize; 4],
     label_kind: LabelKind,
+    /// Rows in each row group (from the metadata), which the shares of a cluster follow.
+    group_rows: Vec<u64>,
 }
 
 /// The first event of a file earlier than the one before it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Disorder {
     row: u64,
     time: i64,
@@ -214,7 +217,7 @@ struct Disorder {
 
 /// The times of one block, as far as the time order is concerned: its first and last time
 /// and its first event earlier than the one before it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct TimeSpan {
     first: Option<i64>,
     last: Option<i64>,
@@ -222,9 +225,6 @@ struct TimeSpan {
 }
 
 impl TimeSpan {
-    /// Bytes of [`TimeSpan::to_bytes`].
-    const BYTES: usize = 2 + 2 * 8 + 3 * 8;
-
     /// Adds `times`, the first of which is file row `first_row`.
     fn extend(&mut self, times: &[i64], first_row: u64) {
         for (i, &time) in times.iter().enumerate() {
@@ -241,48 +241,6 @@ impl TimeSpan {
             self.first.get_or_insert(time);
             self.last = Some(time);
         }
-    }
-
-    fn to_bytes(self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(Self::BYTES);
-        bytes.push(u8::from(self.first.is_some()));
-        bytes.push(u8::from(self.disorder.is_some()));
-        bytes.extend(self.first.unwrap_or(0).to_le_bytes());
-        bytes.extend(self.last.unwrap_or(0).to_le_bytes());
-        let d = self.disorder.unwrap_or(Disorder {
-            row: 0,
-            time: 0,
-            previous: 0,
-        });
-        bytes.extend(d.row.to_le_bytes());
-        bytes.extend(d.time.to_le_bytes());
-        bytes.extend(d.previous.to_le_bytes());
-        bytes
-    }
-
-    fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() != Self::BYTES {
-            return None;
-        }
-        let word = |k: usize| {
-            let at = 2 + 8 * k;
-            bytes[at..at + 8].try_into().ok()
-        };
-        let int = |k: usize| word(k).map(i64::from_le_bytes);
-        let has_times = bytes[0] == 1;
-        Some(Self {
-            first: if has_times { int(0) } else { None },
-            last: if has_times { int(1) } else { None },
-            disorder: if bytes[1] == 1 {
-                Some(Disorder {
-                    row: word(2).map(u64::from_le_bytes)?,
-                    time: int(3)?,
-                    previous: int(4)?,
-                })
-            } else {
-                None
-            },
-        })
     }
 }
 
@@ -305,7 +263,7 @@ impl EventReader {
         let batches: Batches = match share {
             None => Box::new(layout.read(&layout.indices, batch_rows)?),
             Some(share) => {
-                let plan = layout.block_plan(batch_rows, share)?;
+                let plan = layout.block_plan(batch_rows, share);
                 let own = layout.read_rows(&layout.indices, batch_rows, Some(&plan))?;
                 Box::new(SharedBatches::new(&layout.path, share.clone(), plan, own))
             }
@@ -365,7 +323,7 @@ impl EventReader {
     /// file is in time order (each checks its own blocks and the boundaries are compared).
     fn checked_in_time_order(self, batch_rows: usize, share: &ReadShare) -> Result<Self, IoError> {
         let layout = &self.layout;
-        let plan = layout.block_plan(batch_rows, share)?;
+        let plan = layout.block_plan(batch_rows, share);
         let time = [layout.indices[TIME]];
         let own = layout.read_rows(&time, batch_rows, Some(&plan))?;
         let ctx = layout.context(TIME);
@@ -378,14 +336,10 @@ impl EventReader {
                     span.extend(&times, row);
                     row += times.len() as u64;
                 }
-                Ok(span.to_bytes())
+                Ok(span)
             })?;
         let mut previous: Option<i64> = None;
-        for (block, bytes) in spans.iter().enumerate() {
-            let span = TimeSpan::from_bytes(bytes).ok_or_else(|| IoError::Gather {
-                path: layout.path.clone(),
-                reason: "a block summary of the wrong size".into(),
-            })?;
+        for (block, span) in spans.into_iter().enumerate() {
             let disorder = match (previous, span.first) {
                 (Some(previous), Some(first)) if first < previous => Some(Disorder {
                     row: plan.first_row(block),
@@ -429,6 +383,12 @@ impl EventLayout {
         let path = source.path.as_path();
         let builder = open_parquet(path, WHAT)?;
         let total_rows = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+        let group_rows = builder
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|group| u64::try_from(group.num_rows()).unwrap_or(0))
+            .collect();
         let c = &source.columns;
         let names = [
             c.user.clone(),
@@ -466,6 +426,7 @@ impl EventLayout {
             indices,
             positions,
             label_kind: source.label_kind,
+            group_rows,
         };
         Ok((layout, total_rows))
     }
@@ -481,20 +442,13 @@ impl EventLayout {
 
     /// How the file's blocks are dealt to the processes of `share`: blocks of
     /// [`shares::BLOCK_ROWS`] rows, or of `batch_rows` when that is fewer.
-    fn block_plan(&self, batch_rows: usize, share: &ReadShare) -> Result<BlockPlan, IoError> {
-        let builder = open_parquet(&self.path, WHAT)?;
-        let group_rows: Vec<u64> = builder
-            .metadata()
-            .row_groups()
-            .iter()
-            .map(|group| u64::try_from(group.num_rows()).unwrap_or(0))
-            .collect();
-        Ok(BlockPlan::new(
-            &group_rows,
+    fn block_plan(&self, batch_rows: usize, share: &ReadShare) -> BlockPlan {
+        BlockPlan::new(
+            &self.group_rows,
             batch_rows.min(shares::BLOCK_ROWS),
             share.process(),
             share.processes(),
-        ))
+        )
     }
 
     /// The file's columns at `indices`, in batches of at most `batch_rows` rows: every

@@ -22,6 +22,8 @@ use arrow::datatypes::SchemaRef;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::IoError;
 
@@ -44,12 +46,13 @@ pub trait AllGather: Send + Sync {
 /// The cluster a file is read by, shared by its readers.
 pub type ReadShare = Arc<dyn AllGather>;
 
-/// Rows `start..start + len` of row group `group`.
+/// Rows `start..start + len` of row group `group`, the file's rows from `first_row`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Block {
+struct Block {
     group: usize,
     start: u64,
     len: u64,
+    first_row: u64,
 }
 
 /// How a file's rows are dealt out to the processes: its blocks, from the row group sizes
@@ -57,8 +60,8 @@ pub(crate) struct Block {
 #[derive(Clone, Debug)]
 pub(crate) struct BlockPlan {
     blocks: Vec<Block>,
-    /// File row of each block's first row.
-    first_rows: Vec<u64>,
+    /// Rows in each row group.
+    group_rows: Vec<u64>,
     process: usize,
     processes: usize,
 }
@@ -74,21 +77,24 @@ impl BlockPlan {
     ) -> Self {
         let block_rows = block_rows.max(1) as u64;
         let mut blocks = Vec::new();
-        let mut first_rows = Vec::new();
         let mut row = 0;
         for (group, &rows) in group_rows.iter().enumerate() {
             let mut start = 0;
             while start < rows {
                 let len = block_rows.min(rows - start);
-                blocks.push(Block { group, start, len });
-                first_rows.push(row + start);
+                blocks.push(Block {
+                    group,
+                    start,
+                    len,
+                    first_row: row + start,
+                });
                 start += len;
             }
             row += rows;
         }
         Self {
             blocks,
-            first_rows,
+            group_rows: group_rows.to_vec(),
             process,
             processes: processes.max(1),
         }
@@ -110,6 +116,11 @@ impl BlockPlan {
         (block < self.blocks.len()).then_some(block)
     }
 
+    /// This process's blocks, in file order (the one of each round).
+    fn own_blocks(&self) -> impl Iterator<Item = usize> + use<> {
+        (self.process..self.blocks.len()).step_by(self.processes)
+    }
+
     /// Rows in block `block`.
     pub(crate) fn rows(&self, block: usize) -> u64 {
         self.blocks[block].len
@@ -117,54 +128,40 @@ impl BlockPlan {
 
     /// File row of block `block`'s first row.
     pub(crate) fn first_row(&self, block: usize) -> u64 {
-        self.first_rows[block]
+        self.blocks[block].first_row
     }
 
     /// The row groups holding this process's blocks, and the selection of its rows within
-    /// them (in the order a reader of those row groups serves rows).
+    /// them (in the order a reader of those row groups serves rows, to the end of the last).
     pub(crate) fn own_rows(&self) -> (Vec<usize>, RowSelection) {
         let mut groups: Vec<usize> = Vec::new();
         let mut selectors = Vec::new();
-        // Position within the current group, once it is among the groups read.
+        // Position within the last group in `groups`.
         let mut at = 0;
-        for round in 0..self.rounds() {
-            let Some(block) = self.own_block(round) else {
-                break;
-            };
-            let Block { group, start, len } = self.blocks[block];
+        let skip = |selectors: &mut Vec<RowSelector>, rows: u64| {
+            if rows > 0 {
+                selectors.push(RowSelector::skip(rows as usize));
+            }
+        };
+        for block in self.own_blocks() {
+            let Block {
+                group, start, len, ..
+            } = self.blocks[block];
             if groups.last() != Some(&group) {
                 if let Some(&previous) = groups.last() {
-                    // Skip the rest of the previous group.
-                    let rest = self.group_rows(previous) - at;
-                    if rest > 0 {
-                        selectors.push(RowSelector::skip(rest as usize));
-                    }
+                    skip(&mut selectors, self.group_rows[previous] - at);
                 }
                 groups.push(group);
                 at = 0;
             }
-            if start > at {
-                selectors.push(RowSelector::skip((start - at) as usize));
-            }
+            skip(&mut selectors, start - at);
             selectors.push(RowSelector::select(len as usize));
             at = start + len;
         }
         if let Some(&last) = groups.last() {
-            let rest = self.group_rows(last) - at;
-            if rest > 0 {
-                selectors.push(RowSelector::skip(rest as usize));
-            }
+            skip(&mut selectors, self.group_rows[last] - at);
         }
         (groups, RowSelection::from(selectors))
-    }
-
-    /// Rows in row group `group`.
-    fn group_rows(&self, group: usize) -> u64 {
-        self.blocks
-            .iter()
-            .filter(|b| b.group == group)
-            .map(|b| b.len)
-            .sum()
     }
 }
 
@@ -210,10 +207,7 @@ impl SharedBatches {
             path: path.to_path_buf(),
             share,
             plan,
-            own: BlockRows {
-                reader: Box::new(own),
-                pending: None,
-            },
+            own: BlockRows::new(own),
             round: 0,
             ready: VecDeque::new(),
             failed: false,
@@ -227,45 +221,25 @@ impl SharedBatches {
         let payload = match self.plan.own_block(self.round) {
             None => vec![TAG_NONE],
             Some(block) => match self.own.take(self.plan.rows(block)) {
-                Ok(batches) => encode(&batches).map_err(|reason| IoError::Gather {
-                    path: self.path.clone(),
-                    reason,
-                })?,
-                Err(error) => {
-                    let mut payload = vec![TAG_ERROR];
-                    payload.extend_from_slice(error.to_string().as_bytes());
-                    own_error = Some(error);
-                    payload
+                Ok(batches) => {
+                    encode(&batches).map_err(|reason| gather_error(&self.path, reason))?
                 }
+                Err(error) => error_payload(error, &mut own_error),
             },
         };
         crate::failpoint::reached("share");
         let payloads = self
             .share
             .all_gather(payload)
-            .map_err(|reason| IoError::Gather {
-                path: self.path.clone(),
-                reason,
-            })?;
+            .map_err(|reason| gather_error(&self.path, reason))?;
         self.round += 1;
         for (process, payload) in payloads.into_iter().enumerate() {
-            match decode(&payload).map_err(|reason| IoError::Gather {
-                path: self.path.clone(),
-                reason,
-            })? {
+            match decode(&payload).map_err(|reason| gather_error(&self.path, reason))? {
                 Parcel::Block(batches) => self.ready.extend(batches),
                 Parcel::None => {}
                 Parcel::Error(message) => {
-                    if process == self.share.process()
-                        && let Some(error) = own_error.take()
-                    {
-                        return Err(error);
-                    }
-                    return Err(IoError::PeerRead {
-                        path: self.path.clone(),
-                        process,
-                        message,
-                    });
+                    let failed = Failed { process, message };
+                    return Err(failed.into_error(&self.path, &*self.share, own_error));
                 }
             }
         }
@@ -295,73 +269,42 @@ impl Iterator for SharedBatches {
 /// Reads this process's blocks of `plan` from `own` (a reader of [`BlockPlan::own_rows`]),
 /// makes a summary of each with `summarise(first file row, batches)`, and exchanges them:
 /// returns the summary of every block of the file, in file order. One round for the whole
-/// file: summaries are meant to be small.
-pub(crate) fn summarise_blocks(
+/// file (as JSON): summaries are meant to be small.
+pub(crate) fn summarise_blocks<T: Serialize + DeserializeOwned>(
     path: &Path,
     share: &ReadShare,
     plan: &BlockPlan,
     own: impl Iterator<Item = Result<RecordBatch, IoError>> + 'static,
-    mut summarise: impl FnMut(u64, Vec<RecordBatch>) -> Result<Vec<u8>, IoError>,
-) -> Result<Vec<Vec<u8>>, IoError> {
-    let gather_error = |reason: String| IoError::Gather {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let mut rows = BlockRows {
-        reader: Box::new(own),
-        pending: None,
-    };
-    let mut summaries = vec![TAG_BLOCK];
+    mut summarise: impl FnMut(u64, Vec<RecordBatch>) -> Result<T, IoError>,
+) -> Result<Vec<T>, IoError> {
+    let mut rows = BlockRows::new(own);
+    let summaries: Result<Vec<T>, IoError> = plan
+        .own_blocks()
+        .map(|block| {
+            let batches = rows.take(plan.rows(block))?;
+            summarise(plan.first_row(block), batches)
+        })
+        .collect();
     let mut own_error = None;
-    for round in 0..plan.rounds() {
-        let Some(block) = plan.own_block(round) else {
-            break;
-        };
-        let summary = rows
-            .take(plan.rows(block))
-            .and_then(|batches| summarise(plan.first_row(block), batches));
-        match summary {
-            Ok(summary) => {
-                summaries.extend((summary.len() as u32).to_le_bytes());
-                summaries.extend(summary);
-            }
-            Err(error) => {
-                summaries = vec![TAG_ERROR];
-                summaries.extend_from_slice(error.to_string().as_bytes());
-                own_error = Some(error);
-                break;
-            }
-        }
-    }
-    let payloads = share.all_gather(summaries).map_err(gather_error)?;
+    let summaries = summaries.map_err(|error| {
+        let message = error.to_string();
+        own_error = Some(error);
+        message
+    });
+    let payload = serde_json::to_vec(&summaries).map_err(|e| gather_error(path, e.to_string()))?;
+    let payloads = share
+        .all_gather(payload)
+        .map_err(|reason| gather_error(path, reason))?;
     let mut per_process = Vec::with_capacity(payloads.len());
-    for (process, payload) in payloads.into_iter().enumerate() {
-        match payload.split_first() {
-            Some((&TAG_BLOCK, mut rest)) => {
-                let mut list = VecDeque::new();
-                while let Some((len, tail)) = rest.split_first_chunk::<4>() {
-                    let len = u32::from_le_bytes(*len) as usize;
-                    if tail.len() < len {
-                        return Err(gather_error("a truncated block summary".into()));
-                    }
-                    list.push_back(tail[..len].to_vec());
-                    rest = &tail[len..];
-                }
-                per_process.push(list);
+    for (process, payload) in payloads.iter().enumerate() {
+        let received: Result<Vec<T>, String> = serde_json::from_slice(payload)
+            .map_err(|e| gather_error(path, format!("a block summary that does not parse: {e}")))?;
+        match received {
+            Ok(summaries) => per_process.push(summaries.into_iter()),
+            Err(message) => {
+                let failed = Failed { process, message };
+                return Err(failed.into_error(path, &**share, own_error));
             }
-            Some((&TAG_ERROR, message)) => {
-                if process == share.process()
-                    && let Some(error) = own_error.take()
-                {
-                    return Err(error);
-                }
-                return Err(IoError::PeerRead {
-                    path: path.to_path_buf(),
-                    process,
-                    message: String::from_utf8_lossy(message).into_owned(),
-                });
-            }
-            _ => return Err(gather_error("a block summary of an unknown kind".into())),
         }
     }
     // Block `b` is the `b / N`th summary of process `b % N`.
@@ -370,10 +313,48 @@ pub(crate) fn summarise_blocks(
         .map(|block| {
             per_process
                 .get_mut(block % processes)
-                .and_then(VecDeque::pop_front)
-                .ok_or_else(|| gather_error(format!("no summary of block {block}")))
+                .and_then(Iterator::next)
+                .ok_or_else(|| gather_error(path, format!("no summary of block {block}")))
         })
         .collect()
+}
+
+/// [`IoError::Gather`] for `path`.
+fn gather_error(path: &Path, reason: String) -> IoError {
+    IoError::Gather {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+/// The payload that tells the other processes why this one could not read its block; the
+/// error itself is kept in `own_error`, for this process to report.
+fn error_payload(error: IoError, own_error: &mut Option<IoError>) -> Vec<u8> {
+    let mut payload = vec![TAG_ERROR];
+    payload.extend_from_slice(error.to_string().as_bytes());
+    *own_error = Some(error);
+    payload
+}
+
+/// A process that could not read its share, as its payload said.
+struct Failed {
+    process: usize,
+    message: String,
+}
+
+impl Failed {
+    /// The error to report: this process's own error if it is the one that failed, else
+    /// [`IoError::PeerRead`] naming the other.
+    fn into_error(self, path: &Path, share: &dyn AllGather, own: Option<IoError>) -> IoError {
+        match own {
+            Some(error) if self.process == share.process() => error,
+            _ => IoError::PeerRead {
+                path: path.to_path_buf(),
+                process: self.process,
+                message: self.message,
+            },
+        }
+    }
 }
 
 /// A reader of selected rows, cut into blocks of given lengths (a reader's batches may
@@ -385,6 +366,14 @@ struct BlockRows {
 }
 
 impl BlockRows {
+    /// The rows `reader` serves, not yet cut.
+    fn new(reader: impl Iterator<Item = Result<RecordBatch, IoError>> + 'static) -> Self {
+        Self {
+            reader: Box::new(reader),
+            pending: None,
+        }
+    }
+
     /// The next `rows` rows, as slices of the reader's batches.
     fn take(&mut self, rows: u64) -> Result<Vec<RecordBatch>, IoError> {
         let mut left = rows as usize;

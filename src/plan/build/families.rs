@@ -33,8 +33,14 @@ pub(crate) struct FamilyInput<'a> {
 impl FamilyInput<'_> {
     /// The name a resolved value of option `name` is shown under (`two_tower.hidden`).
     fn key(&self, name: &str) -> String {
-        format!("{}.{name}", self.family)
+        option_key(self.family, name)
     }
+}
+
+/// The name a resolved value of `family`'s option `name` is shown under in the plan
+/// (`two_tower.hidden`).
+pub(super) fn option_key(family: &str, name: &str) -> String {
+    format!("{family}.{name}")
 }
 
 /// A family's planned model.

@@ -23,7 +23,7 @@ use crate::plan::{
 };
 
 use super::Resolver;
-use super::families::FamilyInput;
+use super::families::{FamilyInput, option_key};
 use super::nodes::metric_help;
 use super::protocol::WrittenProtocol;
 
@@ -253,11 +253,10 @@ impl Resolver {
             .iter()
             .map(|f| (f.key, spec.family(f.key).is_some()))
             .collect();
-        let key = self.one_of(&path, "`train`", &written)?;
-        let family = registry::family(key)?;
-        let options = spec.family(key)?.clone();
-        let path = path.key(family.key);
+        let family = registry::family(self.one_of(&path, "`train`", &written)?)?;
         let family_key = family.key;
+        let options = spec.family(family_key)?.clone();
+        let path = path.key(family_key);
         let reads_text = embed.is_some_and(|e| node.inputs.contains(&e.node));
         if family.reads_text && !reads_text && !self.failed_to_type(&YamlPath::keys(&["nodes"])) {
             let help = match embed {
@@ -289,7 +288,7 @@ impl Resolver {
                 ),
             );
         }
-        let key = |name: &str| format!("{family_key}.{name}");
+        let key = |name: &str| option_key(family_key, name);
         let tune = options
             .tune
             .as_ref()
