@@ -252,14 +252,19 @@ impl Iterator for SharedBatches {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
+            if self.failed {
+                return None;
+            }
             if let Some(batch) = self.ready.pop_front() {
                 return Some(Ok(batch));
             }
-            if self.failed || self.round >= self.plan.rounds() {
+            if self.round >= self.plan.rounds() {
                 return None;
             }
             if let Err(error) = self.exchange() {
+                // Blocks of the failed round that arrived before the error are not served.
                 self.failed = true;
+                self.ready.clear();
                 return Some(Err(error));
             }
         }
@@ -564,5 +569,46 @@ mod tests {
         );
         assert_eq!(plan.rounds(), 5);
         assert_eq!(BlockPlan::new(&[5, 3, 7], 2, 1, 2).own_block(4), None);
+    }
+
+    #[test]
+    fn a_process_that_cannot_read_its_block_stops_every_process_with_its_reason() {
+        use arrow::array::{ArrayRef, Int64Array};
+
+        let path = Path::new("events.parquet");
+        let handles: Vec<_> = local::shares(2)
+            .into_iter()
+            .enumerate()
+            .map(|(process, share)| {
+                std::thread::spawn(move || {
+                    // Two blocks of two rows: process 0 reads its block, process 1 fails.
+                    let plan = BlockPlan::new(&[4], 2, process, 2);
+                    let own: Vec<Result<RecordBatch, IoError>> = if process == 0 {
+                        let column = Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef;
+                        vec![Ok(RecordBatch::try_from_iter([("a", column)]).unwrap())]
+                    } else {
+                        vec![Err(IoError::Read {
+                            what: "events file",
+                            path: path.to_path_buf(),
+                            source: std::io::Error::other("disk gone"),
+                        })]
+                    };
+                    let mut batches = SharedBatches::new(path, share, plan, own.into_iter());
+                    let error = batches.next().unwrap().unwrap_err().to_string();
+                    assert!(batches.next().is_none(), "the batches end after the error");
+                    error
+                })
+            })
+            .collect();
+        let errors: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(
+            errors[0],
+            "process 1 of the cluster could not read its share of events.parquet: cannot read \
+             events file events.parquet: disk gone"
+        );
+        assert_eq!(
+            errors[1],
+            "cannot read events file events.parquet: disk gone"
+        );
     }
 }
