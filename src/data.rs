@@ -20,7 +20,17 @@ pub type SampleIdx = u32;
 
 /// What a label means, which decides the default loss
 /// ([`Loss::default_for`](crate::scoring::Loss::default_for)) and the metrics that apply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LabelKind {
     /// An explicit rating (regression, squared error).

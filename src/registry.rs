@@ -18,7 +18,9 @@ use crate::strategy::STRATEGIES;
 /// [`crate::io::sort::DEFAULT_SORT_MEMORY`], [`crate::model::encoder::DEFAULT_MODEL`] and
 /// [`crate::scoring::Loss::default_for`].
 pub mod defaults {
-    use crate::plan::CandidateSet;
+    use crate::data::LabelKind;
+    use crate::plan::{CandidateSet, RecommendedUsers};
+    use crate::spec::schema::RefitChoice;
 
     /// Seed of every random choice.
     pub const SEED: u64 = 42;
@@ -27,7 +29,7 @@ pub mod defaults {
     /// The device models train on.
     pub const DEVICE: &str = "cpu";
     /// The label kind (`data.label`).
-    pub const LABEL: &str = "rating";
+    pub const LABEL: LabelKind = LabelKind::Rating;
     /// The item table's id column (`data.items.id`).
     pub const ITEM_ID: &str = "item_id";
     /// The text template over the item columns (`data.items.text`).
@@ -39,7 +41,7 @@ pub mod defaults {
     /// Recommended items per user.
     pub const RECOMMENDATIONS_K: usize = 20;
     /// Whose recommendations are written: `test` (users with test events) or `all`.
-    pub const RECOMMENDED_USERS: &str = "test";
+    pub const RECOMMENDED_USERS: RecommendedUsers = RecommendedUsers::Test;
     /// Whether recommendations are written after every round, not only the final one.
     pub const RECOMMEND_EVERY_ROUND: bool = false;
     /// Save a checkpoint after every this many rounds or windows.
@@ -88,7 +90,7 @@ pub mod defaults {
     /// Samples per gradient step.
     pub const BATCH_SIZE: usize = 1024;
     /// Which samples a round's passes visit.
-    pub const REFIT: &str = "all_labels";
+    pub const REFIT: RefitChoice = RefitChoice::AllLabels;
     /// Earlier labels per new label under `refit: rehearsal`.
     pub const REHEARSAL: usize = 2;
     /// `two_tower`'s hidden width.
@@ -580,7 +582,7 @@ pub static TRAIN_OPTIONS: &[OptionDef] = &[
     train_option(
         "refit",
         "string",
-        Name(defaults::REFIT),
+        Name(defaults::REFIT.name()),
         &[],
         "`all_labels`: train over every label each round; `new_labels`: fine-tune on the round's new labels (touches only their rows, so re-scoring is incremental); `rehearsal`: the new labels plus `rehearsal` x as many earlier ones, seeded. The default was chosen by a study, below",
     ),

@@ -35,7 +35,17 @@ use crate::data::LabelKind;
 
 /// The objective a model trains on. It fixes what a raw score means, and so how a
 /// [`ScoringHead`] turns raw scores into a prediction and a per-sample loss.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Loss {
     /// Half the squared error of the raw score against the label (the default for ratings).
@@ -73,11 +83,6 @@ impl Loss {
             Loss::CrossEntropy => "cross_entropy",
             Loss::Bpr => "bpr",
         }
-    }
-
-    /// The loss named `name`, as in the pipeline YAML; `None` for any other name.
-    pub fn from_name(name: &str) -> Option<Loss> {
-        Loss::ALL.into_iter().find(|loss| loss.name() == name)
     }
 }
 
@@ -337,12 +342,12 @@ mod tests {
     }
 
     #[test]
-    fn losses_round_trip_their_names_and_default_by_label_kind() {
+    fn losses_read_their_names_and_default_by_label_kind() {
         for loss in Loss::ALL {
-            assert_eq!(Loss::from_name(loss.name()), Some(loss));
+            assert_eq!(serde_yaml::from_str::<Loss>(loss.name()).unwrap(), loss);
             assert_eq!(loss.to_string(), loss.name());
         }
-        assert_eq!(Loss::from_name("BPR"), None);
+        assert!(serde_yaml::from_str::<Loss>("BPR").is_err());
         assert_eq!(Loss::default_for(LabelKind::Rating), Loss::Squared);
         assert_eq!(Loss::default_for(LabelKind::Click), Loss::CrossEntropy);
     }

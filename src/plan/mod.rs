@@ -12,7 +12,8 @@ pub mod params;
 
 use std::path::PathBuf;
 
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 pub use build::build;
 
@@ -409,7 +410,7 @@ pub struct EmbedPlan {
 }
 
 /// The space `coreset` and `uncertainty_diversity` measure distances in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DiversitySpace {
     /// The item's text vector from the frozen encoder, also when a model fine-tunes it
@@ -419,8 +420,28 @@ pub enum DiversitySpace {
     Factors,
 }
 
+/// The name of a closed choice (a unit enum variant) as written in YAML: its serde name.
+fn written_name(choice: &impl Serialize) -> String {
+    match serde_json::to_value(choice) {
+        Ok(serde_json::Value::String(name)) => name,
+        other => format!("{other:?}"),
+    }
+}
+
+impl std::fmt::Display for DiversitySpace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&written_name(self))
+    }
+}
+
+impl std::fmt::Display for UncertaintyMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&written_name(self))
+    }
+}
+
 /// How the score node measures uncertainty.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UncertaintyMode {
     /// Variance over ensemble members.
@@ -642,7 +663,7 @@ pub struct RecommendationsPlan {
 }
 
 /// Whose top-K lists `recommendations.parquet` holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RecommendedUsers {
     /// Users with at least one test event.

@@ -180,6 +180,17 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_value_gets_a_suggestion() {
+        let message = "unknown variant `txt`, expected `text` or `factors`";
+        let (message, help) = from_serde_message(message);
+        assert_eq!(message, "unknown value `txt`");
+        assert_eq!(
+            help.as_deref(),
+            Some("did you mean `text`? (accepted: `text`, `factors`)")
+        );
+    }
+
+    #[test]
     fn other_serde_messages_pass_through() {
         let (message, help) = from_serde_message("invalid type: string \"x\", expected usize");
         assert_eq!(message, "invalid type: string \"x\", expected usize");

@@ -17,6 +17,7 @@ use crate::io::sort::{DEFAULT_SORT_MEMORY, format_memory};
 use crate::plan::ClusterPlan;
 use crate::plan::params::EventColumns;
 use crate::registry::{self, OptionDef, defaults};
+use crate::strategy::Strategy;
 
 /// The schema of an operator's options (`None`: written without options, all defaults).
 fn operator_schema(key: &str, generator: &mut SchemaGenerator) -> Schema {
@@ -121,6 +122,8 @@ pub fn pipeline_schema() -> Value {
     });
     let mut definitions = generator.take_definitions(true);
     add_defaults(&mut definitions);
+    describe_strategies(&mut definitions);
+    definitions.values_mut().for_each(unlink_descriptions);
     schema.insert("$defs".into(), Value::Object(definitions));
     schema.to_value()
 }
@@ -137,8 +140,8 @@ enum SchemaDefault {
 /// [`crate::registry::defaults`] or the homes it names; rules in the reference's words.
 fn option_defaults() -> Vec<(&'static str, &'static str, SchemaDefault)> {
     use SchemaDefault::Rule;
-    fn v(value: impl Into<Value>) -> SchemaDefault {
-        SchemaDefault::Value(value.into())
+    fn v(value: impl serde::Serialize) -> SchemaDefault {
+        SchemaDefault::Value(serde_json::to_value(value).expect("a default is plain data"))
     }
     let columns = EventColumns::default();
     let cluster = ClusterPlan::single();
@@ -319,6 +322,92 @@ fn add_defaults(definitions: &mut Map<String, Value>) {
     }
 }
 
+/// Each strategy's description in the schema is its registry doc, as in the README (the
+/// enum's variant docs are one-line reminders for Rust readers).
+fn describe_strategies(definitions: &mut Map<String, Value>) {
+    let Some(Value::Array(variants)) = definitions
+        .get_mut("Strategy")
+        .and_then(|d| d.get_mut("oneOf"))
+    else {
+        return;
+    };
+    for variant in variants.iter_mut().filter_map(Value::as_object_mut) {
+        let def = variant
+            .get("const")
+            .and_then(Value::as_str)
+            .and_then(Strategy::by_name);
+        if let Some(def) = def {
+            variant.insert("description".into(), Value::from(def.doc));
+        }
+    }
+}
+
+/// Rewrites the rustdoc links of every description below `value` (`` [`Loss`] ``,
+/// `` [`name`](crate::path) ``) as the plain code they name, for editors that show them.
+fn unlink_descriptions(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, entry) in map.iter_mut() {
+                match entry {
+                    Value::String(text) if key == "description" => *text = unlinked(text),
+                    _ => unlink_descriptions(entry),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(unlink_descriptions),
+        _ => {}
+    }
+}
+
+/// `text` with each `` [`code`] `` or `` [`code`](target) `` written as `` `code` ``.
+fn unlinked(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("[`") {
+        let Some(end) = rest[start..].find("`]").map(|e| start + e) else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        out.push_str(&rest[start + 1..end + 1]);
+        rest = &rest[end + 2..];
+        if let Some(close) = rest.strip_prefix('(').and_then(|r| r.find(')')) {
+            rest = &rest[close + 2..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A metric's name in the schema (the spec keeps it a string, which the planner reads with
+/// [`crate::metrics::Metric::parse`]): one of the registry's names, a ranking metric's with
+/// any positive cut-off.
+pub struct MetricName;
+
+impl JsonSchema for MetricName {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "MetricName".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let names: Vec<Value> = crate::metrics::METRICS
+            .iter()
+            .map(|def| match def.name.strip_suffix("@K") {
+                Some(base) => serde_json::json!({
+                    "pattern": format!("^{base}@[1-9][0-9]*$"),
+                    "examples": [format!("{base}@10")],
+                    "description": def.doc,
+                }),
+                None => serde_json::json!({"const": def.name, "description": def.doc}),
+            })
+            .collect();
+        json_schema!({
+            "type": "string",
+            "description": "a metric: `rmse`, `ndcg@10`, ... (ranking metrics take any cut-off)",
+            "anyOf": names,
+        })
+    }
+}
+
 /// `evaluate.candidates:` is a name or `{sampled: {negatives: N}}`.
 impl JsonSchema for super::schema::CandidatesSpec {
     fn schema_name() -> std::borrow::Cow<'static, str> {
@@ -366,6 +455,40 @@ impl JsonSchema for super::schema::SeedsSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strategies_are_listed_by_name_with_their_registry_docs() {
+        let schema = pipeline_schema();
+        let listed: Vec<(&str, &str)> = schema["$defs"]["Strategy"]["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["const"].as_str().unwrap(),
+                    v["description"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        let registered: Vec<(&str, &str)> = crate::strategy::STRATEGIES
+            .iter()
+            .map(|def| (def.name, def.doc))
+            .collect();
+        assert_eq!(listed, registered);
+    }
+
+    #[test]
+    fn descriptions_show_rustdoc_links_as_plain_code() {
+        assert_eq!(
+            unlinked(
+                "the loss ([`Loss::default_for`](crate::scoring::Loss::default_for)) and [`X`]."
+            ),
+            "the loss (`Loss::default_for`) and `X`."
+        );
+        assert_eq!(unlinked("no [link] here, [`open"), "no [link] here, [`open");
+        let text = pipeline_schema().to_string();
+        assert!(!text.contains("[`"), "a rustdoc link is left in the schema");
+    }
 
     #[test]
     fn every_default_names_a_property_of_the_schema() {

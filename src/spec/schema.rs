@@ -7,6 +7,11 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use crate::data::LabelKind;
+use crate::plan::{DiversitySpace, RecommendedUsers, UncertaintyMode};
+use crate::scoring::Loss;
+use crate::strategy::Strategy;
+
 /// `data:` — where the logged behaviour and the item text live.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -15,8 +20,8 @@ pub struct DataSpec {
     pub events: Option<String>,
     /// Column names in the event files.
     pub columns: Option<ColumnsSpec>,
-    /// `rating` or `click`.
-    pub label: Option<String>,
+    /// What a label means: `rating` or `click`.
+    pub label: Option<LabelKind>,
     /// Item text.
     pub items: Option<ItemsSpec>,
 }
@@ -217,7 +222,7 @@ pub struct RecommendationsSpec {
     /// Items per user.
     pub k: Option<usize>,
     /// `test` (users with test events) or `all` (every user).
-    pub users: Option<String>,
+    pub users: Option<RecommendedUsers>,
     /// Also write the lists after every round, not only the final one.
     pub every_round: Option<bool>,
 }
@@ -283,7 +288,7 @@ pub struct TrainOptions {
     pub epochs_per_round: Option<usize>,
     /// `new_labels` (fine-tune on this round's labels), `rehearsal` (this round's labels plus
     /// `rehearsal` x as many earlier labels, seeded) or `all_labels`.
-    pub refit: Option<String>,
+    pub refit: Option<RefitChoice>,
     /// With `refit: rehearsal`: earlier labels mixed in per new label.
     pub rehearsal: Option<usize>,
     /// Samples per gradient step.
@@ -292,7 +297,7 @@ pub struct TrainOptions {
     /// on a logit) or `bpr` (Bayesian personalised ranking: every event is a positive, ranked
     /// above a sampled item its user has no event with; predictions become unbounded ranking
     /// scores).
-    pub loss: Option<String>,
+    pub loss: Option<Loss>,
     /// `two_tower`: width of each tower's hidden layer.
     pub hidden: Option<usize>,
     /// `two_tower`: dropout probability of the hidden units.
@@ -338,6 +343,7 @@ pub struct LoraSpec {
 #[serde(deny_unknown_fields)]
 pub struct EarlyStoppingSpec {
     /// The validation metric to watch, e.g. `ndcg@10` or `rmse` (its direction is known).
+    #[schemars(with = "super::json_schema::MetricName")]
     pub metric: String,
     /// Epochs without improvement before stopping.
     pub patience: Option<usize>,
@@ -392,7 +398,44 @@ pub struct FuseSpec {
     /// `validation`: after every fit, the weights that minimise the squared error of the
     /// fused prediction on the validation events (non-negative, summing to 1), instead of
     /// given ones.
-    pub learn: Option<String>,
+    pub learn: Option<LearnFrom>,
+}
+
+/// `fuse.learn:` — the events learned fusion weights are fitted on.
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LearnFrom {
+    /// The split's validation events.
+    Validation,
+}
+
+/// `train.<family>.refit:` — which labels a round's training pass visits.
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefitChoice {
+    /// Fine-tune on the labels revealed this round only.
+    NewLabels,
+    /// This round's labels plus `rehearsal` x as many earlier labels, seeded.
+    Rehearsal,
+    /// Train over every label known so far.
+    AllLabels,
+}
+
+impl std::fmt::Display for RefitChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl RefitChoice {
+    /// The choice as written in YAML.
+    pub const fn name(self) -> &'static str {
+        match self {
+            RefitChoice::NewLabels => "new_labels",
+            RefitChoice::Rehearsal => "rehearsal",
+            RefitChoice::AllLabels => "all_labels",
+        }
+    }
 }
 
 /// `score:` — per-sample prediction, uncertainty and loss.
@@ -401,15 +444,15 @@ pub struct FuseSpec {
 pub struct ScoreSpec {
     /// `ensemble` (variance over members), `mc_dropout` (variance over dropout passes) or
     /// `none` (default: what the model measures, else `none`).
-    pub uncertainty: Option<String>,
+    pub uncertainty: Option<UncertaintyMode>,
 }
 
 /// `select:` — the strategy that spends the labelling budget.
 #[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SelectSpec {
-    /// Strategy name (see [`crate::strategy::STRATEGIES`]).
-    pub strategy: String,
+    /// The strategy (one of [`crate::strategy::STRATEGIES`]).
+    pub strategy: Strategy,
     /// Samples labelled per round (per user with `per_user: true`).
     pub budget: u64,
     /// Spend `budget` for every user instead of globally.
@@ -417,7 +460,7 @@ pub struct SelectSpec {
     /// `coreset`, `uncertainty_diversity`: the space distances are measured in, `text`
     /// (item text vectors; needs an `embed` node) or `factors` (the model's user and item
     /// rows) (default `text` when the pipeline embeds, else `factors`).
-    pub space: Option<String>,
+    pub space: Option<DiversitySpace>,
     /// `coreset`, `uncertainty_diversity`: how many pool samples k-center chooses from each
     /// round: the top of a seeded shuffle (`coreset`) or the most uncertain
     /// (`uncertainty_diversity`).
@@ -429,6 +472,7 @@ pub struct SelectSpec {
 #[serde(deny_unknown_fields)]
 pub struct EvaluateSpec {
     /// Metric names.
+    #[schemars(with = "Option<Vec<super::json_schema::MetricName>>")]
     pub metrics: Option<Vec<String>>,
     /// A test event is relevant for ranking metrics when its label is at least this.
     pub relevant: Option<f32>,
@@ -535,6 +579,24 @@ impl<'de> Deserialize<'de> for SeedsSpec {
                 .map(SeedsSpec::List)
                 .map_err(|_| D::Error::custom(expected)),
             _ => Err(D::Error::custom(expected)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RefitChoice;
+
+    #[test]
+    fn refit_choices_read_the_names_they_are_shown_with() {
+        for choice in [
+            RefitChoice::NewLabels,
+            RefitChoice::Rehearsal,
+            RefitChoice::AllLabels,
+        ] {
+            let read: RefitChoice = serde_yaml::from_str(choice.name()).unwrap();
+            assert_eq!(read, choice);
+            assert_eq!(choice.to_string(), choice.name());
         }
     }
 }

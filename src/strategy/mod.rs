@@ -34,7 +34,17 @@ pub struct SampleSignals {
 }
 
 /// A selection strategy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Uniformly random.
@@ -237,6 +247,16 @@ mod tests {
         assert_eq!(Strategy::Popularity.key(&s, 0), 9.0);
         assert_eq!(Strategy::Entropy.key(&s, 0), 1.5);
         assert!((Strategy::LogPopEntropy.key(&s, 0) - 10f64.ln() * 1.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_pipeline_names_each_strategy_by_its_registry_name() {
+        for def in STRATEGIES {
+            let read: Strategy = serde_yaml::from_str(def.name).unwrap();
+            assert_eq!(read, def.strategy, "{}", def.name);
+            assert_eq!(read.def().name, def.name);
+        }
+        assert!(serde_yaml::from_str::<Strategy>("Random").is_err());
     }
 
     #[test]

@@ -521,7 +521,7 @@ fn graphs_of_several_models_are_checked_before_running() {
         (
             "{learn: test}",
             "dim: 4, epochs: 2",
-            "unknown `learn: test`",
+            "`nodes.both.fuse.learn`: unknown value `test`",
         ),
         (
             "{weights: [0, 0]}",

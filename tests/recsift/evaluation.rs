@@ -198,7 +198,7 @@ fn evaluation_options_are_validated_with_locations() {
         dir.path(),
         ", early_stopping: {metric: ndcg@20, patience: 0}",
         ", candidates: {sampled: {negatives: 0}}",
-        ", recommendations: {k: 0, users: everyone}",
+        ", recommendations: {k: 0}",
     )
     .to_string();
     let text = fs::read_to_string(&file)
@@ -214,10 +214,17 @@ fn evaluation_options_are_validated_with_locations() {
         "`patience` must be at least 1",
         "`ndcg@20` is not among the evaluate node's metrics",
         "`k` must be at least 1",
-        "unknown user set `everyone`",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in\n{err}");
     }
+    // A closed choice is typed with the file: an unknown name is refused where it stands.
+    let file = pipeline(dir.path(), "", "", ", recommendations: {users: everyone}").to_string();
+    let err = stderr(&recsift(&["validate", &file]));
+    assert!(
+        err.contains("`output.recommendations.users`: unknown value `everyone`")
+            && err.contains("help: accepted: `test`, `all`"),
+        "{err}"
+    );
 }
 
 /// The shipped BPR pipeline on MovieLens 100K lands where RecBole's BPR does under the same

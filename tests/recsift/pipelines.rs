@@ -185,8 +185,14 @@ fn the_committed_json_schema_is_current_and_every_shipped_pipeline_matches_it() 
     }
     assert!(checked >= 10, "{checked}");
     // What the planner refuses as it types the file, the schema flags too: a misspelt key,
-    // a node with two operators, a wrong type.
+    // a node with two operators, a wrong type, an unknown name where the choice is closed.
     for bad in [
+        "version: 1\nnodes:\n  p: {select: {strategy: uncertanity, budget: 5}, input: s}\n",
+        "version: 1\nnodes:\n  m: {train: {mf: {refit: sometimes}}, inputs: [labelled]}\n",
+        "version: 1\nnodes:\n  s: {score: {uncertainty: ensembel}, inputs: [pool, m]}\n",
+        "version: 1\ndata: {label: ratings}\nnodes: {}\n",
+        "version: 1\nnodes:\n  r: {evaluate: {metrics: [rmse, recal@10]}, inputs: [test, m]}\n",
+        "version: 1\nnodes:\n  r: {evaluate: {metrics: [ndcg@0]}, inputs: [test, m]}\n",
         "version: 1\nnodes:\n  m: {train: {mf: {dimm: 8}}, inputs: [labelled]}\n",
         "version: 1\nnodes:\n  m: {train: {mf: {}}, score: {}, inputs: [labelled]}\n",
         "version: 1\nseed: many\nnodes: {}\n",
@@ -195,6 +201,17 @@ fn the_committed_json_schema_is_current_and_every_shipped_pipeline_matches_it() 
         let value: serde_json::Value = serde_yaml::from_str(bad).unwrap();
         assert!(!validator.is_valid(&value), "{bad}");
     }
+    // Every metric of the registry is a name the schema accepts, at any cut-off.
+    let names: Vec<String> = recsift::metrics::METRICS
+        .iter()
+        .map(|def| def.name.replace("@K", "@25"))
+        .collect();
+    let good = format!(
+        "version: 1\nnodes:\n  r: {{evaluate: {{metrics: [{}]}}, inputs: [test, m]}}\n",
+        names.join(", ")
+    );
+    let value: serde_json::Value = serde_yaml::from_str(&good).unwrap();
+    assert!(validator.is_valid(&value), "{good}");
 }
 
 /// `bench parity` with the CPU on both sides (CI has no GPU): the command runs each chosen

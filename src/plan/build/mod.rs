@@ -29,8 +29,7 @@ use crate::spec::{LoadedSpec, PipelineSpec};
 use super::graph::check_edges;
 use super::params::DeviceChoice;
 use super::{
-    ClusterHosts, ClusterPlan, OutputPlan, Plan, ProtocolPlan, RecommendationsPlan,
-    RecommendedUsers, SplitPlan,
+    ClusterHosts, ClusterPlan, OutputPlan, Plan, ProtocolPlan, RecommendationsPlan, SplitPlan,
 };
 
 /// Validates `loaded` into a plan, or returns every problem found (including those found
@@ -84,6 +83,21 @@ impl Resolver {
         ids.sort();
         ids.dedup();
         Some(ids)
+    }
+
+    /// Whether a node that failed to type may be an `operator` node (so that a missing one
+    /// is not reported): a node whose options failed under another operator's key is not.
+    fn failed_node_may_be(&self, operator: &str) -> bool {
+        let nodes = YamlPath::keys(&["nodes"]);
+        self.typing_errors
+            .iter()
+            .filter(|p| p.starts_with(&nodes))
+            .any(|p| match p.0.get(2) {
+                Some(Segment::Key(key)) => {
+                    key == operator || !crate::spec::OPERATOR_KEYS.contains(&key.as_str())
+                }
+                _ => true,
+            })
     }
 
     fn error(&mut self, path: YamlPath, message: impl Into<String>, help: impl Into<String>) {
@@ -208,7 +222,11 @@ impl Resolver {
         }
         let cluster = self.cluster(spec);
         let device = self.device(spec.device.as_deref());
-        let label_kind = self.label_kind(spec.data.as_ref());
+        let label_kind = spec
+            .data
+            .as_ref()
+            .and_then(|d| d.label)
+            .unwrap_or(defaults::LABEL);
         let columns = self.columns(spec.data.as_ref());
 
         let failed_nodes = self.failed_nodes();
@@ -330,25 +348,9 @@ impl Resolver {
             if k == 0 {
                 self.error(path.key("k"), "`k` must be at least 1", "use e.g. `k: 20`");
             }
-            let users = match written
-                .users
-                .as_deref()
-                .unwrap_or(defaults::RECOMMENDED_USERS)
-            {
-                "test" => RecommendedUsers::Test,
-                "all" => RecommendedUsers::All,
-                other => {
-                    self.error(
-                        path.key("users"),
-                        format!("unknown user set `{other}`"),
-                        "use `test` (users with test events) or `all` (every user)",
-                    );
-                    RecommendedUsers::Test
-                }
-            };
             RecommendationsPlan {
                 k,
-                users,
+                users: written.users.unwrap_or(defaults::RECOMMENDED_USERS),
                 every_round: written
                     .every_round
                     .unwrap_or(defaults::RECOMMEND_EVERY_ROUND),

@@ -1,14 +1,13 @@
 //! The models: `train` and `fuse` nodes, their options, and early stopping.
 
-use crate::suggest::closest;
-
 use crate::data::LabelKind;
 use crate::metrics::Metric;
 use crate::registry::{self, FAMILIES, defaults};
 use crate::scoring::Loss;
 use crate::spec::path::YamlPath;
 use crate::spec::schema::{
-    EarlyStoppingSpec, FuseSpec, LoraSpec, OptimizerSpec, TrainOptions, TuneSpec,
+    EarlyStoppingSpec, FuseSpec, LearnFrom, LoraSpec, OptimizerSpec, RefitChoice, TrainOptions,
+    TuneSpec,
 };
 use crate::spec::{NodeSpec, OperatorSpec};
 
@@ -153,7 +152,7 @@ impl Resolver {
                 "give the fused train nodes the same `loss:`",
             );
         }
-        let fused = match (weights, learn.as_deref()) {
+        let fused = match (weights, learn) {
             (Some(_), Some(_)) => {
                 self.error(
                     path.clone(),
@@ -162,7 +161,7 @@ impl Resolver {
                 );
                 None
             }
-            (None, Some("validation")) => {
+            (None, Some(LearnFrom::Validation)) => {
                 if !has_validation {
                     self.error(
                         path.key("learn"),
@@ -173,14 +172,6 @@ impl Resolver {
                 self.params
                     .push(("learn".into(), "validation".into(), true));
                 Some(FuseWeights::LearnedOnValidation)
-            }
-            (None, Some(other)) => {
-                self.error(
-                    path.key("learn"),
-                    format!("unknown `learn: {other}`"),
-                    "use `learn: validation` (weights fitted on the validation events after every fit), or give `weights:`",
-                );
-                None
             }
             (written, None) => {
                 let weights = written.clone().unwrap_or_else(|| vec![1.0; parts.len()]);
@@ -258,7 +249,7 @@ impl Resolver {
         let options = spec.family(family_key)?.clone();
         let path = path.key(family_key);
         let reads_text = embed.is_some_and(|e| node.inputs.contains(&e.node));
-        if family.reads_text && !reads_text && !self.failed_to_type(&YamlPath::keys(&["nodes"])) {
+        if family.reads_text && !reads_text && !self.failed_node_may_be("embed") {
             let help = match embed {
                 Some(e) => format!("add `{}` to the inputs: `inputs: [labelled, {}]`", e.node, e.node),
                 None => "add an embed node, e.g. `item_text: {embed: {}, input: items}`, and list it in this node's inputs: `inputs: [labelled, item_text]`".to_string(),
@@ -304,11 +295,7 @@ impl Resolver {
             defaults::EPOCHS_PER_ROUND,
         );
         let batch_size = self.value(&key("batch_size"), options.batch_size, defaults::BATCH_SIZE);
-        let refit_name = self.value(
-            &key("refit"),
-            options.refit.clone(),
-            defaults::REFIT.to_string(),
-        );
+        let refit_choice = self.value(&key("refit"), options.refit, defaults::REFIT);
         let planned = (family.plan)(
             self,
             &FamilyInput {
@@ -344,20 +331,12 @@ impl Resolver {
                 "use e.g. `init_std: 0.1`",
             );
         }
-        let refit = match refit_name.as_str() {
-            "new_labels" => RefitPolicy::NewLabels,
-            "all_labels" => RefitPolicy::AllLabels,
-            "rehearsal" => RefitPolicy::Rehearsal {
+        let refit = match refit_choice {
+            RefitChoice::NewLabels => RefitPolicy::NewLabels,
+            RefitChoice::AllLabels => RefitPolicy::AllLabels,
+            RefitChoice::Rehearsal => RefitPolicy::Rehearsal {
                 ratio: self.value(&key("rehearsal"), options.rehearsal, defaults::REHEARSAL),
             },
-            other => {
-                self.error(
-                    path.key("refit"),
-                    format!("unknown refit policy `{other}`"),
-                    "use `new_labels` (fine-tune on this round's labels), `rehearsal` (this round's labels and `rehearsal` x as many earlier ones) or `all_labels` (train on every label)",
-                );
-                RefitPolicy::NewLabels
-            }
         };
         if options.rehearsal.is_some() && !matches!(refit, RefitPolicy::Rehearsal { .. }) {
             self.error(
@@ -366,7 +345,7 @@ impl Resolver {
                 "add `refit: rehearsal`, or remove `rehearsal`",
             );
         }
-        let loss = self.loss(&key("loss"), options.loss.clone(), label_kind, &path);
+        let loss = self.value(&key("loss"), options.loss, Loss::default_for(label_kind));
         let optimizer = self.optimizer(options.optimizer.as_ref(), &path.key("optimizer"));
         graph.push(PlanNode {
             id: node.id.clone(),
@@ -386,31 +365,6 @@ impl Resolver {
             device: device?,
             seed,
         })
-    }
-
-    /// The train node's `loss:` (recorded under `key`), by default the label kind's.
-    /// `squared` on clicks and `cross_entropy` on ratings are the pipeline's choice to make;
-    /// only an unknown name is an error.
-    fn loss(
-        &mut self,
-        key: &str,
-        written: Option<String>,
-        label_kind: LabelKind,
-        path: &YamlPath,
-    ) -> Loss {
-        let default = Loss::default_for(label_kind);
-        let name = self.value(key, written, default.name().to_string());
-        if let Some(loss) = Loss::from_name(&name) {
-            return loss;
-        }
-        let names = Loss::ALL.map(Loss::name);
-        let accepted = names.map(|n| format!("`{n}`")).join(", ");
-        let help = match closest(&name, names) {
-            Some(best) => format!("did you mean `{best}`? (accepted: {accepted})"),
-            None => format!("accepted: {accepted}"),
-        };
-        self.error(path.key("loss"), format!("unknown loss `{name}`"), help);
-        default
     }
 
     fn optimizer(

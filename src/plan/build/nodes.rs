@@ -9,7 +9,7 @@ use crate::scoring::Loss;
 use crate::spec::path::YamlPath;
 use crate::spec::schema::{CandidatesSpec, EmbedSpec, EvaluateSpec, ScoreSpec, SelectSpec};
 use crate::spec::{NodeSpec, OperatorSpec};
-use crate::strategy::{STRATEGIES, Strategy};
+use crate::strategy::STRATEGIES;
 
 use crate::plan::graph::NodeRoles;
 use crate::plan::params::UncertaintyParams;
@@ -132,41 +132,29 @@ impl Resolver {
             .map(|t| &t.params);
         let fused = model.as_deref().and_then(|m| models?.fused(m)).is_some();
         let measured = match train.map(|t| t.uncertainty) {
-            _ if fused => "ensemble",
-            Some(UncertaintyParams::McDropout { .. }) => "mc_dropout",
-            Some(UncertaintyParams::Ensemble { members }) if members > 1 => "ensemble",
-            _ => "none",
-        };
-
-        let written = uncertainty.clone();
-        let path = node.path.key("score").key("uncertainty");
-        let chosen = self.value("uncertainty", written.clone(), measured.to_string());
-        let mode = match chosen.as_str() {
-            "ensemble" => UncertaintyMode::Ensemble,
-            "mc_dropout" => UncertaintyMode::McDropout,
-            "none" => UncertaintyMode::None,
-            other => {
-                self.error(
-                    path.clone(),
-                    format!("unknown uncertainty `{other}`"),
-                    "use `ensemble` (variance over members), `mc_dropout` (variance over dropout passes) or `none`",
-                );
-                UncertaintyMode::None
+            _ if fused => UncertaintyMode::Ensemble,
+            Some(UncertaintyParams::McDropout { .. }) => UncertaintyMode::McDropout,
+            Some(UncertaintyParams::Ensemble { members }) if members > 1 => {
+                UncertaintyMode::Ensemble
             }
+            _ => UncertaintyMode::None,
         };
-        if mode != UncertaintyMode::None && chosen != measured && (train.is_some() || fused) {
-            let help = match chosen.as_str() {
-                "ensemble" => "set `members: 4` (or more) in the train node's options",
+        let mode = self.value("uncertainty", *uncertainty, measured);
+        if mode != UncertaintyMode::None && mode != measured && (train.is_some() || fused) {
+            let help = match mode {
+                UncertaintyMode::Ensemble => {
+                    "set `members: 4` (or more) in the train node's options"
+                }
                 _ => "train `two_tower` with `mc_dropout: 8` (passes)",
             };
             let has = match measured {
-                "none" => "measures none (1 member)".to_string(),
+                UncertaintyMode::None => "measures none (1 member)".to_string(),
                 other => format!("measures `{other}`"),
             };
             self.error(
-                path,
+                node.path.key("score").key("uncertainty"),
                 format!(
-                    "`{chosen}` uncertainty needs a model that measures it; the train node {has}"
+                    "`{mode}` uncertainty needs a model that measures it; the train node {has}"
                 ),
                 help,
             );
@@ -192,8 +180,8 @@ impl Resolver {
         graph: &mut Vec<PlanNode>,
     ) -> Option<Option<SelectPlan>> {
         let Some(node) = roles.select.as_ref() else {
-            let nodes_failed = self.failed_to_type(&YamlPath::keys(&["nodes"]));
-            if let (Some(why), Some(_), false) = (needed, &roles.score, nodes_failed) {
+            let select_failed = self.failed_node_may_be("select");
+            if let (Some(why), Some(_), false) = (needed, &roles.score, select_failed) {
                 self.error(
                     YamlPath::keys(&["nodes"]),
                     why,
@@ -213,24 +201,7 @@ impl Resolver {
             return None;
         };
         let path = node.path.key("select");
-        let Some(def) = Strategy::by_name(strategy) else {
-            let names: Vec<&str> = STRATEGIES.iter().map(|d| d.name).collect();
-            let listed = names
-                .iter()
-                .map(|n| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let help = match closest(strategy, names.iter().copied()) {
-                Some(best) => format!("did you mean `{best}`? (accepted: {listed})"),
-                None => format!("accepted: {listed}"),
-            };
-            self.error(
-                path.key("strategy"),
-                format!("unknown strategy `{strategy}`"),
-                help,
-            );
-            return None;
-        };
+        let def = strategy.def();
         if def.needs_uncertainty && score.is_some_and(|s| s.uncertainty == UncertaintyMode::None) {
             self.error(
                 path.key("strategy"),
@@ -250,31 +221,19 @@ impl Resolver {
             .push(("budget".into(), budget.to_string(), true));
         let per_user = self.value("per_user", *per_user, defaults::PER_USER);
         let diversity = if def.diverse {
-            let default_space = if embed.is_some() { "text" } else { "factors" };
-            let space = match self
-                .value("space", space.clone(), default_space.to_string())
-                .as_str()
-            {
-                "text" => {
-                    if embed.is_none() {
-                        self.error(
-                            path.key("space"),
-                            "`space: text` measures distances between item text vectors, but the pipeline embeds no text",
-                            "add an embed node (e.g. `item_text: {embed: {}, input: items}`), or use `space: factors`",
-                        );
-                    }
-                    DiversitySpace::Text
-                }
-                "factors" => DiversitySpace::Factors,
-                other => {
-                    self.error(
-                        path.key("space"),
-                        format!("unknown space `{other}`"),
-                        "use `text` (item text vectors) or `factors` (the model's user and item rows)",
-                    );
-                    DiversitySpace::Factors
-                }
+            let default_space = if embed.is_some() {
+                DiversitySpace::Text
+            } else {
+                DiversitySpace::Factors
             };
+            let space = self.value("space", *space, default_space);
+            if space == DiversitySpace::Text && embed.is_none() {
+                self.error(
+                    path.key("space"),
+                    "`space: text` measures distances between item text vectors, but the pipeline embeds no text",
+                    "add an embed node (e.g. `item_text: {embed: {}, input: items}`), or use `space: factors`",
+                );
+            }
             let candidates = self.value(
                 "candidates",
                 *candidates,

@@ -1,7 +1,5 @@
 //! The data sources and the protocol: `data:`, `protocol:` and its split.
 
-use crate::suggest::closest;
-
 use crate::data::LabelKind;
 use crate::io::sort::{DEFAULT_SORT_MEMORY, parse_memory};
 use crate::registry::defaults;
@@ -20,28 +18,6 @@ use crate::plan::{
 use super::Resolver;
 
 impl Resolver {
-    pub(super) fn label_kind(&mut self, data: Option<&DataSpec>) -> LabelKind {
-        match data
-            .and_then(|d| d.label.as_deref())
-            .unwrap_or(defaults::LABEL)
-        {
-            "rating" => LabelKind::Rating,
-            "click" => LabelKind::Click,
-            other => {
-                let help = match closest(other, ["rating", "click"]) {
-                    Some(best) => format!("did you mean `{best}`? (accepted: `rating`, `click`)"),
-                    None => "accepted: `rating`, `click`".to_string(),
-                };
-                self.error(
-                    YamlPath::keys(&["data", "label"]),
-                    format!("unknown label kind `{other}`"),
-                    help,
-                );
-                LabelKind::Rating
-            }
-        }
-    }
-
     pub(super) fn columns(&mut self, data: Option<&DataSpec>) -> EventColumns {
         let written = data.and_then(|d| d.columns.clone()).unwrap_or_default();
         let default = EventColumns::default();
