@@ -383,23 +383,85 @@ fn type_node(
     }
 }
 
-/// Types `value` as `T`, recording a located diagnostic on failure.
+/// The most problems reported in one mapping before the rest are left for the next run.
+const MAX_PROBLEMS_PER_SECTION: usize = 20;
+
+/// Types `value` (at `path`) as `T`, recording a located diagnostic for each problem.
+///
+/// serde stops at a mapping's first problem, so after each one the offending entry is set
+/// aside and the rest typed again, until it types or a problem cannot be set aside (it is
+/// about the mapping as a whole, or an item of a list): every misspelt key and unknown name
+/// of a node is reported at once. A required key that was set aside is not reported again
+/// as missing.
 fn typed<T: DeserializeOwned>(
     value: &Value,
     path: &YamlPath,
     out: &mut Vec<Diagnostic>,
 ) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-        Ok(typed) => Some(typed),
-        Err(error) => {
-            let at = YamlPath::from_serde(path, error.path());
-            let (message, help) = from_serde_message(&error.inner().to_string());
-            let mut diagnostic = Diagnostic::new(at, message);
-            diagnostic.help = help;
-            out.push(diagnostic);
-            None
+    let mut value = value.clone();
+    let mut set_aside: Vec<YamlPath> = Vec::new();
+    for _ in 0..MAX_PROBLEMS_PER_SECTION {
+        let error = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(typed) => return set_aside.is_empty().then_some(typed),
+            Err(error) => error,
+        };
+        let at = YamlPath::from_serde(path, error.path());
+        let message = error.inner().to_string();
+        let missing = message.starts_with("missing field");
+        if missing
+            && set_aside
+                .iter()
+                .any(|aside| is_missing(aside, &at, &message))
+        {
+            return None;
         }
+        let (text, help) = from_serde_message(&message);
+        let mut diagnostic = Diagnostic::new(at.clone(), text);
+        diagnostic.help = help;
+        out.push(diagnostic);
+        // A missing key is the mapping's problem: setting the mapping aside would only
+        // raise its parent's complaints.
+        if missing || !set_entry_aside(&mut value, &at.0[path.0.len()..]) {
+            return None;
+        }
+        set_aside.push(at);
     }
+    None
+}
+
+/// Whether "missing field" `message` at `mapping` was already reported through the entry
+/// `aside` set aside: the field itself, or a misspelling of it (`budgt` for `budget`).
+fn is_missing(aside: &YamlPath, mapping: &YamlPath, message: &str) -> bool {
+    let field = message.split('`').nth(1).unwrap_or_default();
+    match aside.0.split_last() {
+        Some((path::Segment::Key(key), parent)) if parent == mapping.0.as_slice() => {
+            key == field || closest(key, [field]).is_some()
+        }
+        _ => false,
+    }
+}
+
+/// Removes the mapping entry at `relative` (a path below `value`); `false` when the path
+/// does not end in a key of a mapping that holds it.
+fn set_entry_aside(value: &mut Value, relative: &[path::Segment]) -> bool {
+    let Some((path::Segment::Key(last), parents)) = relative.split_last() else {
+        return false;
+    };
+    let mut holder = value;
+    for segment in parents {
+        let next = match segment {
+            path::Segment::Key(key) => holder.get_mut(key.as_str()),
+            path::Segment::Index(index) => holder.get_mut(*index),
+        };
+        let Some(next) = next else {
+            return false;
+        };
+        holder = next;
+    }
+    holder
+        .as_mapping_mut()
+        .and_then(|map| map.remove(last.as_str()))
+        .is_some()
 }
 
 /// "unknown key" with a suggestion from `accepted`.
@@ -454,6 +516,39 @@ mod tests {
             "{rendered}"
         );
         assert!(rendered.contains("did you mean `train`?"), "{rendered}");
+    }
+
+    #[test]
+    fn every_problem_of_one_mapping_is_reported_and_a_set_aside_key_is_not_missing() {
+        let loaded = load(
+            "nodes:\n  pick:\n    select: {strategy: randm, budgt: 5, per_user: often}\n  m:\n    train: {mf: {dimm: 8, optimizer: {sgd: {lrr: 1}}, epochs: 2}}\n  s:\n    score: {uncertainty: none}\n    inputs: [pool, {m: 1}]\n  r:\n    evaluate: {metrics: [rmse, 7], relevant: x}\n",
+        );
+        let found: Vec<(String, String)> = loaded
+            .diagnostics
+            .iter()
+            .map(|d| (d.path.to_string(), d.message.clone()))
+            .collect();
+        let expected = [
+            ("nodes.pick.select.strategy", "unknown value `randm`"),
+            (
+                "nodes.pick.select.per_user",
+                "invalid type: string \"often\", expected a boolean",
+            ),
+            ("nodes.pick.select.budgt", "unknown key `budgt`"),
+            ("nodes.m.train.mf.dimm", "unknown key `dimm`"),
+            ("nodes.m.train.mf.optimizer.sgd.lrr", "unknown key `lrr`"),
+            // An item of a list cannot be set aside: its list's later problems wait.
+            ("nodes.s.inputs[1]", "invalid type: map, expected a string"),
+            (
+                "nodes.r.evaluate.metrics[1]",
+                "invalid type: integer `7`, expected a string",
+            ),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(p, m)| (p.to_string(), m.to_string()))
+            .collect();
+        assert_eq!(found, expected);
     }
 
     #[test]
