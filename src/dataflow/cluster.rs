@@ -214,6 +214,17 @@ fn connect(cluster: &Cluster, workers: usize) -> Result<Vec<Option<TcpStream>>, 
             .map_err(|e| lost(cluster, peer, e))?;
         let answer = Hello::read(&mut stream, deadline).map_err(|e| lost(cluster, peer, e))?;
         hello.check(&answer, peer, address)?;
+        if answer.process != peer as u64 {
+            return Err(EngineError::PeerMismatch {
+                peer,
+                address: address.clone(),
+                what: format!(
+                    "the process there says it is process {} of the cluster, not process {peer}; \
+                     check the hostfile (or `cluster.port`) and each process's --process",
+                    answer.process
+                ),
+            });
+        }
         sockets[peer] = Some(stream);
     }
     if let Some(listener) = listener {
@@ -534,6 +545,33 @@ mod tests {
         assert!(
             error.to_string().starts_with(&format!(
                 "cannot listen on 127.0.0.1:{port} for the other processes"
+            )),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_process_at_the_wrong_address_is_refused() {
+        // Process 1 expects process 0 at `ports[0]`; what answers there says it is process 1.
+        let impostor = TcpListener::bind("127.0.0.1:0").unwrap();
+        let ports = [impostor.local_addr().unwrap().port(), free_port()];
+        let answer = thread::spawn(move || {
+            let (mut stream, _) = impostor.accept().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let theirs = Hello::read(&mut stream, deadline).unwrap();
+            Hello {
+                process: 1,
+                ..theirs
+            }
+            .write(&mut stream)
+            .unwrap();
+        });
+        let error = connect(&layout(1, &ports, 7, 5_000), 1).unwrap_err();
+        answer.join().unwrap();
+        assert!(
+            error.to_string().contains(&format!(
+                "refusing process 0 at 127.0.0.1:{}: the process there says it is process 1",
+                ports[0]
             )),
             "{error}"
         );

@@ -175,6 +175,8 @@ fn a_replay_on_two_processes_equals_one_process() {
 fn a_process_whose_peer_never_comes_names_it_and_stops() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
+    // Nothing listens at process 0's address: a port just found free (not one beside it,
+    // which another test's cluster may hold).
     let port = free_ports(1)[0];
     let started = Instant::now();
     let output = recsift(&[
@@ -188,7 +190,7 @@ fn a_process_whose_peer_never_comes_names_it_and_stops() {
         "--process",
         "1",
         "--set",
-        &format!("cluster.port={}", port - 1),
+        &format!("cluster.port={port}"),
         "--set",
         "cluster.timeout_s=1",
     ]);
@@ -197,8 +199,7 @@ fn a_process_whose_peer_never_comes_names_it_and_stops() {
     let message = stderr(&output);
     assert!(
         message.contains(&format!(
-            "process 1 could not reach process 0 at 127.0.0.1:{} within 1 s",
-            port - 1
+            "process 1 could not reach process 0 at 127.0.0.1:{port} within 1 s"
         )),
         "{message}"
     );
