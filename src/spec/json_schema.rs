@@ -96,6 +96,7 @@ pub fn pipeline_schema() -> Value {
         },
         "device": {
             "type": "string",
+            "pattern": DEVICE_FORM,
             "default": defaults::DEVICE,
             "description": "`cpu`, `cuda` or `cuda:N`",
         },
@@ -123,9 +124,44 @@ pub fn pipeline_schema() -> Value {
     let mut definitions = generator.take_definitions(true);
     add_defaults(&mut definitions);
     describe_strategies(&mut definitions);
+    add_forms(&mut definitions);
     definitions.values_mut().for_each(unlink_descriptions);
     schema.insert("$defs".into(), Value::Object(definitions));
     schema.to_value()
+}
+
+/// The forms of the options written as text, as patterns that accept what the planner
+/// parses (tested against the parsers), so editors flag `7days` or `gpu` as they are typed.
+const DEVICE_FORM: &str = r"^(cpu|cuda(:[0-9]+)?)$";
+/// A window's length (`7d`, `12h`, `30m`, `90s`, `2w`).
+const DURATION_FORM: &str = r"^\s*0*[1-9][0-9]*[smhdw]\s*$";
+/// A memory size (`512MiB`, `4 GiB`).
+const MEMORY_FORM: &str = r"^\s*[0-9]+\s*(B|KiB|MiB|GiB|TiB)\s*$";
+
+/// Adds each text option's form to its property.
+fn add_forms(definitions: &mut Map<String, Value>) {
+    let forms = [
+        ("ReplaySpec", "window", DURATION_FORM),
+        ("ReplaySpec", "sort_memory", MEMORY_FORM),
+    ];
+    for (definition, property, form) in forms {
+        if let Some(property) = property_mut(definitions, definition, property) {
+            property.insert("pattern".into(), Value::from(form));
+        }
+    }
+}
+
+/// The schema of `property` of the definition `definition`, if both exist.
+fn property_mut<'a>(
+    definitions: &'a mut Map<String, Value>,
+    definition: &str,
+    property: &str,
+) -> Option<&'a mut Map<String, Value>> {
+    definitions
+        .get_mut(definition)?
+        .get_mut("properties")?
+        .get_mut(property)?
+        .as_object_mut()
 }
 
 /// An option's default as the schema gives it.
@@ -302,11 +338,7 @@ fn shown(operator: &str, name: &str) -> String {
 /// `default`, a rule at the end of its description.
 fn add_defaults(definitions: &mut Map<String, Value>) {
     for (definition, property, default) in option_defaults() {
-        let Some(Value::Object(property)) = definitions
-            .get_mut(definition)
-            .and_then(|d| d.get_mut("properties"))
-            .and_then(|p| p.get_mut(property))
-        else {
+        let Some(property) = property_mut(definitions, definition, property) else {
             continue;
         };
         match default {
@@ -455,6 +487,54 @@ impl JsonSchema for super::schema::SeedsSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_forms_accept_exactly_what_the_planner_parses() {
+        use crate::plan::params::DeviceChoice;
+        let schema = pipeline_schema();
+        let replay = &schema["$defs"]["ReplaySpec"]["properties"];
+        assert_eq!(schema["properties"]["device"]["pattern"], DEVICE_FORM);
+        assert_eq!(replay["window"]["pattern"], DURATION_FORM);
+        assert_eq!(replay["sort_memory"]["pattern"], MEMORY_FORM);
+        let matches = |form: &str, text: &str| {
+            jsonschema::validator_for(&serde_json::json!({"pattern": form}))
+                .unwrap()
+                .is_valid(&Value::from(text))
+        };
+        // A form, the planner's parser, and texts both are asked about.
+        type Case = (&'static str, fn(&str) -> bool, &'static [&'static str]);
+        let cases: [Case; 3] = [
+            (
+                DEVICE_FORM,
+                |t| DeviceChoice::parse(t).is_some(),
+                &[
+                    "cpu", "cuda", "cuda:0", "cuda:12", "gpu", "CUDA", "cuda:", "cuda:-1", " cpu",
+                    "cpu ",
+                ],
+            ),
+            (
+                DURATION_FORM,
+                |t| crate::plan::build::parse_duration(t).is_some(),
+                &[
+                    "7d", "12h", "30m", "90s", "2w", " 7d ", "007d", "0d", "7", "d", "7days", "7D",
+                    "-1d", "1.5h",
+                ],
+            ),
+            (
+                MEMORY_FORM,
+                |t| crate::io::sort::parse_memory(t).is_some(),
+                &[
+                    "512MiB", "4 GiB", "1TiB", "100B", "16KiB", " 2GiB ", "512MB", "4 gib", "GiB",
+                    "1.5GiB", "-1MiB",
+                ],
+            ),
+        ];
+        for (form, parses, examples) in cases {
+            for text in examples {
+                assert_eq!(matches(form, text), parses(text), "{form} on {text:?}");
+            }
+        }
+    }
 
     #[test]
     fn strategies_are_listed_by_name_with_their_registry_docs() {

@@ -16,6 +16,8 @@ pub(crate) use operators::{
     NodePlans, OperatorPlanner, plan_embed, plan_evaluate, plan_fuse, plan_score, plan_select,
     plan_train,
 };
+#[cfg(test)]
+pub(crate) use protocol::parse_duration;
 
 use protocol::WrittenProtocol;
 

@@ -406,7 +406,7 @@ impl Resolver {
 }
 
 /// Seconds in a duration such as `90s`, `30m`, `12h`, `7d` or `2w`.
-fn parse_duration(text: &str) -> Option<i64> {
+pub(crate) fn parse_duration(text: &str) -> Option<i64> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = text.split_at(split);
