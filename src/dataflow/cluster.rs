@@ -214,17 +214,6 @@ fn connect(cluster: &Cluster, workers: usize) -> Result<Vec<Option<TcpStream>>, 
             .map_err(|e| lost(cluster, peer, e))?;
         let answer = Hello::read(&mut stream, deadline).map_err(|e| lost(cluster, peer, e))?;
         hello.check(&answer, peer, address)?;
-        if answer.process != peer as u64 {
-            return Err(EngineError::PeerMismatch {
-                peer,
-                address: address.clone(),
-                what: format!(
-                    "the process there says it is process {} of the cluster, not process {peer}; \
-                     check the hostfile (or `cluster.port`) and each process's --process",
-                    answer.process
-                ),
-            });
-        }
         sockets[peer] = Some(stream);
     }
     if let Some(listener) = listener {
@@ -447,7 +436,8 @@ impl Hello {
         })
     }
 
-    /// Whether `theirs`, from `peer` at `address`, belongs to the same run as `self`.
+    /// Whether `theirs`, from `peer` at `address`, belongs to the same run as `self` and is
+    /// that peer.
     fn check(&self, theirs: &Hello, peer: usize, address: &str) -> Result<(), EngineError> {
         let mismatch = |what: String| EngineError::PeerMismatch {
             peer,
@@ -474,6 +464,13 @@ impl Hello {
                  checkpoint: give them one results folder on a shared filesystem)"
                     .into(),
             ));
+        }
+        if theirs.process != peer as u64 {
+            return Err(mismatch(format!(
+                "the process there says it is process {} of the cluster, not process {peer}; \
+                 check the hostfile (or `cluster.port`) and each process's --process",
+                theirs.process
+            )));
         }
         Ok(())
     }
