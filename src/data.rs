@@ -11,6 +11,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 /// Dense index of a user, `0..n_users`, assigned by an [`IdMap`].
 pub type UserIdx = u32;
 /// Dense index of an item, `0..n_items`, assigned by an [`IdMap`].
@@ -20,17 +23,7 @@ pub type SampleIdx = u32;
 
 /// What a label means, which decides the default loss
 /// ([`Loss::default_for`](crate::scoring::Loss::default_for)) and the metrics that apply.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LabelKind {
     /// An explicit rating (regression, squared error).

@@ -31,21 +31,14 @@
 
 use std::fmt;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use crate::data::LabelKind;
 
 /// The objective a model trains on. It fixes what a raw score means, and so how a
 /// [`ScoringHead`] turns raw scores into a prediction and a per-sample loss.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Loss {
     /// Half the squared error of the raw score against the label (the default for ratings).
@@ -93,7 +86,7 @@ impl fmt::Display for Loss {
 }
 
 /// Shape of a model's scoring rows: `members` blocks of `1 + dim` floats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct RowLayout {
     /// Ensemble members (or MC-dropout passes) stored side by side.
     pub members: usize,

@@ -398,10 +398,11 @@ fn typed<T: DeserializeOwned>(
     path: &YamlPath,
     out: &mut Vec<Diagnostic>,
 ) -> Option<T> {
-    let mut value = value.clone();
+    // Copied only once an entry is set aside.
+    let mut value = std::borrow::Cow::Borrowed(value);
     let mut set_aside: Vec<YamlPath> = Vec::new();
     for _ in 0..MAX_PROBLEMS_PER_SECTION {
-        let error = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+        let error = match serde_path_to_error::deserialize::<_, T>(&*value) {
             Ok(typed) => return set_aside.is_empty().then_some(typed),
             Err(error) => error,
         };
@@ -421,7 +422,7 @@ fn typed<T: DeserializeOwned>(
         out.push(diagnostic);
         // A missing key is the mapping's problem: setting the mapping aside would only
         // raise its parent's complaints.
-        if missing || !set_entry_aside(&mut value, &at.0[path.0.len()..]) {
+        if missing || !set_entry_aside(value.to_mut(), &at.0[path.0.len()..]) {
             return None;
         }
         set_aside.push(at);

@@ -16,6 +16,9 @@ pub use ranked_pool::RankedPool;
 
 use crate::seeding::unit_hash;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 /// What a strategy may look at for one pool sample.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SampleSignals {
@@ -34,17 +37,7 @@ pub struct SampleSignals {
 }
 
 /// A selection strategy.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Uniformly random.
