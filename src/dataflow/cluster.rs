@@ -131,6 +131,12 @@ impl EngineSite {
         }
     }
 
+    /// Shuts the workers down and waits for their threads (in a cluster, until every
+    /// process has finished).
+    pub fn shut_down(self) -> Result<(), EngineError> {
+        self.workers().shut_down()
+    }
+
     /// The worker threads, for one command at a time.
     pub(crate) fn workers(&self) -> MutexGuard<'_, Workers> {
         lock(&self.workers)

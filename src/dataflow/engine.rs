@@ -6,7 +6,7 @@ use super::merge::UpdateMerger;
 use super::records::{ItemFact, LabelBits, PoolRecord, RoundTime};
 use super::side_table::{SharedTables, SideTables, VersionChange, VersionedRows};
 use super::worker::{RoundShare, WorkerCommand, WorkerReply};
-use super::{EngineError, EngineUpdate, PoolSample, RoundOutput, RowSide};
+use super::{EngineError, EngineGraph, EngineUpdate, PoolSample, RoundOutput, RowSide};
 use crate::data::{ItemIdx, SampleIdx, UserIdx};
 use crate::sample_table::{SampleTable, Slot};
 use crate::scoring::{RowLayout, ScoringHead};
@@ -14,6 +14,8 @@ use crate::scoring::{RowLayout, ScoringHead};
 /// The incremental scoring engine: timely workers in their own threads, driven round by
 /// round through [`ScoringEngine::apply`]. See the [module documentation](super).
 pub struct ScoringEngine {
+    /// The pipeline nodes the workers rendered.
+    graph: EngineGraph,
     layout: RowLayout,
     time: RoundTime,
     tables: SharedTables,
@@ -25,18 +27,27 @@ pub struct ScoringEngine {
 }
 
 impl ScoringEngine {
-    /// Starts `workers` timely worker threads in this process, scoring with `head`.
+    /// Starts `workers` timely worker threads in this process, scoring with `head`, item
+    /// statistics maintained ([`EngineGraph::standalone`]).
     pub fn start(workers: usize, head: ScoringHead) -> Result<Self, EngineError> {
-        Self::start_on(EngineSite::connect(Topology::threads(workers))?, head)
+        Self::start_on(
+            EngineSite::connect(Topology::threads(workers))?,
+            head,
+            EngineGraph::standalone(),
+        )
     }
 
     /// Starts scoring on `site`'s workers (this process's part of an engine spread over a
-    /// cluster, if the site is one), scoring with `head`.
+    /// cluster, if the site is one), scoring with `head`, each worker rendering `graph`.
     ///
     /// In a cluster, every process must make the same calls with the same updates (the
     /// drivers are replicas): each feeds only its own workers' shares, and every process gets
     /// every round's full output.
-    pub fn start_on(site: EngineSite, head: ScoringHead) -> Result<Self, EngineError> {
+    pub fn start_on(
+        site: EngineSite,
+        head: ScoringHead,
+        graph: EngineGraph,
+    ) -> Result<Self, EngineError> {
         check_head_offsets(&head)?;
         let layout = head.layout;
         let tables = SharedTables::new(SideTables {
@@ -45,8 +56,9 @@ impl ScoringEngine {
             head,
             full_pass: 0,
         });
-        site.workers().install(&tables)?;
+        site.workers().install(&tables, &graph)?;
         Ok(Self {
+            graph,
             layout,
             time: 0,
             tables,
@@ -54,6 +66,11 @@ impl ScoringEngine {
             site,
             merger: UpdateMerger::default(),
         })
+    }
+
+    /// The pipeline nodes this engine renders.
+    pub fn graph(&self) -> &EngineGraph {
+        &self.graph
     }
 
     /// Number of worker threads in this process.
@@ -86,7 +103,7 @@ impl ScoringEngine {
     /// Shuts the workers down and waits for their threads (in a cluster, until every
     /// process has finished).
     pub fn finish(self) -> Result<(), EngineError> {
-        self.site.workers().shut_down()
+        self.site.shut_down()
     }
 
     /// Checks everything in `update` that does not depend on the pool's contents.
@@ -120,6 +137,11 @@ impl ScoringEngine {
             if let Some(pair) = ids.windows(2).find(|pair| pair[0] == pair[1]) {
                 return Err(EngineError::DuplicateRow { side, id: pair[0] });
             }
+        }
+        if self.graph.item_statistics_for.is_none() && !update.labels.is_empty() {
+            return Err(EngineError::UnreadLabels {
+                labels: update.labels.len(),
+            });
         }
         for &(item, label) in &update.labels {
             if !label.is_finite() {

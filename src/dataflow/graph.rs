@@ -1,11 +1,16 @@
-//! The scoring dataflow of one worker: its inputs, joins, item-statistics reduce and score
-//! operator.
+//! The scoring dataflow of one worker, rendered from the pipeline nodes the engine runs
+//! ([`EngineGraph`]): its inputs, joins, item side and score operator, each operator
+//! labelled with the node it renders.
 //!
 //! ```text
-//! item_facts (item, Row(v) | Label(bits)) --reduce--> item side (item, version, count, entropy)
+//! item_facts (item, Row(v) | Label(bits)) --item side--> (item, version[, count, entropy])
 //! pool (item, sample, user, label) ---join on item-----> pending (user, sample, item, ...)
 //! user_rows (user, version) ----------join on user-----> score tasks --score--> (sample, state)
 //! ```
+//!
+//! The item side is a reduce per item over its row version and labelled events (the count
+//! and entropy of its labels) only where the graph's select node ranks by those statistics;
+//! otherwise it is the item's row version alone, and the engine takes no labels.
 //!
 //! In a cluster of several processes, every score update is also sent to the first worker
 //! of every other process (`gather`), so that each process's driver sees all of them and
@@ -29,6 +34,7 @@ use timely::dataflow::operators::core::{Concat, Exchange};
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Inspect, Probe};
 
+use super::EngineGraph;
 use super::operators::{JoinNamed, Score};
 use super::records::{
     ItemFact, ItemSide, Multiplicity, PendingScore, PoolRecord, RoundTime, RowVersion, ScoreTask,
@@ -105,12 +111,18 @@ impl ScoreTally {
     }
 }
 
-/// Builds the scoring dataflow in `scope`.
+/// Renders `graph`'s scoring dataflow in `scope`.
 pub(crate) fn build_scoring_dataflow(
     scope: Scope<'_, RoundTime>,
     tables: SharedTables,
     placement: Placement,
+    graph: &EngineGraph,
 ) -> ScoringDataflow {
+    let EngineGraph {
+        score,
+        model,
+        item_statistics_for,
+    } = graph;
     let mut inputs = ScoringInputs {
         pool: InputSession::new(),
         item_facts: InputSession::new(),
@@ -123,18 +135,23 @@ pub(crate) fn build_scoring_dataflow(
     let item_facts = inputs.item_facts.to_collection(scope);
     let user_rows = inputs.user_rows.to_collection(scope);
 
-    let item_sides = item_facts
-        .reduce_named(
-            "reduce: item row version and label statistics",
+    let item_sides = match item_statistics_for {
+        Some(select) => item_facts.reduce_named(
+            &format!("reduce: `{model}` item row version, label statistics for `{select}`"),
             summarise_item,
-        )
-        .arrange_by_key_named("arrange: item sides by item");
+        ),
+        None => item_facts.flat_map(|(item, fact)| match fact {
+            ItemFact::Row(version) => Some((item, ItemSide::unlabelled(version))),
+            ItemFact::Label(_) => None,
+        }),
+    }
+    .arrange_by_key_named(&format!("arrange: `{model}` item sides by item"));
 
     let pending = pool
         .arrange_by_key_named("arrange: pool by item")
         .join_named(
             item_sides,
-            "join: pool with item side",
+            &format!("join: pool with `{model}` item side"),
             |&item, sample, &item_side| {
                 let pending = PendingScore {
                     sample: sample.sample,
@@ -146,10 +163,11 @@ pub(crate) fn build_scoring_dataflow(
             },
         )
         .arrange_by_key_named("arrange: pending scores by user");
-    let user_rows = user_rows.arrange_by_key_named("arrange: user row versions");
+    let user_rows =
+        user_rows.arrange_by_key_named(&format!("arrange: `{model}` user row versions"));
     let tasks = pending.join_named(
         user_rows,
-        "join: pending scores with user row version",
+        &format!("join: pending scores with `{model}` user row version"),
         |&user, pending, &user_version| ScoreTask {
             sample: pending.sample,
             user,
@@ -160,7 +178,10 @@ pub(crate) fn build_scoring_dataflow(
         },
     );
 
-    let scored = tasks.score_named("score: live head over versioned rows", tables);
+    let scored = tasks.score_named(
+        &format!("score `{score}`: live head of `{model}` over versioned rows"),
+        tables,
+    );
     let scored = if placement.processes > 1 {
         let Placement {
             process,

@@ -58,13 +58,14 @@
 //!
 //! # How it works
 //!
-//! Each worker runs the dataflow of `graph.rs` (`pool ⋈ item side ⋈ user rows → score`).
+//! Each worker runs the dataflow of `graph.rs` (`pool ⋈ item side ⋈ user rows → score`),
+//! rendered from the pipeline nodes the engine runs ([`EngineGraph`]).
 //! Collections carry ids and *row versions* only, never row floats: the floats live in
 //! versioned side tables (`side_table.rs`) shared by the workers, and the score operator
 //! reads the rows at the versions that the joins brought together. A changed row gets a new
 //! version, which re-keys exactly the samples that read it. Item statistics (label count and
-//! entropy) are a reduce per item over its labelled events, joined on the item side, so a
-//! new label re-keys only that item's samples.
+//! entropy), where the graph's select node ranks by them, are a reduce per item over its
+//! labelled events, joined on the item side, so a new label re-keys only that item's samples.
 //!
 //! The score operator remembers each sample's task and score (`held_states.rs`, about 50
 //! bytes a sample): a changed task is scored anew and its old state is simply replaced,
@@ -134,6 +135,34 @@ pub use engine::ScoringEngine;
 use crate::data::{ItemIdx, SampleIdx, UserIdx};
 use crate::scoring::{PerSampleScore, RowLayout};
 
+/// The nodes of a pipeline that the engine renders into its dataflow (`graph.rs`): the
+/// score node, the model whose rows it reads, and the select node that reads the item
+/// statistics, if its strategy ranks by them. Node names label the dataflow's operators;
+/// the per-item reduce of labels is rendered only for a reader of item statistics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineGraph {
+    /// The score node.
+    pub score: String,
+    /// The model (a `train` or `fuse` node) whose rows the score node reads.
+    pub model: String,
+    /// The select node that ranks by item statistics (label count and entropy), if one does:
+    /// only then are they maintained, and only then may an update carry labels.
+    pub item_statistics_for: Option<String>,
+}
+
+impl EngineGraph {
+    /// The graph of an engine run outside a pipeline (benchmarks, tests, examples): a score
+    /// node `score` reading model `model`, with item statistics maintained for a select node
+    /// `select`.
+    pub fn standalone() -> Self {
+        Self {
+            score: "score".into(),
+            model: "model".into(),
+            item_statistics_for: Some("select".into()),
+        }
+    }
+}
+
 /// A sample of the pool: one logged event, scored while it is in the pool.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PoolSample {
@@ -157,10 +186,11 @@ pub struct SampleState {
     /// Prediction, ensemble variance and loss (if the label is known), from
     /// [`crate::scoring::ScoringHead::score`].
     pub score: PerSampleScore,
-    /// Labelled events of the item so far (its popularity).
+    /// Labelled events of the item so far (its popularity); 0 where the engine's graph
+    /// maintains no item statistics.
     pub item_labels: u32,
     /// Shannon entropy, in bits, of the distribution of the item's labels (0 with fewer than
-    /// two distinct labels).
+    /// two distinct labels, or where the graph maintains no item statistics).
     pub item_entropy: f32,
 }
 
@@ -175,7 +205,8 @@ pub struct EngineUpdate {
     pub user_rows: Vec<(UserIdx, Vec<f32>)>,
     /// New scoring rows of items (at most one per item per update).
     pub item_rows: Vec<(ItemIdx, Vec<f32>)>,
-    /// Newly labelled events `(item, label)`, counted in the item statistics.
+    /// Newly labelled events `(item, label)`, counted in the item statistics (only an
+    /// engine whose graph maintains them takes labels: [`EngineGraph::item_statistics_for`]).
     pub labels: Vec<(ItemIdx, f32)>,
     /// A new head, when a parameter shared by every sample changed: every sample is
     /// re-scored. Its row layout must not change.
@@ -290,6 +321,16 @@ pub enum EngineError {
         sample: SampleIdx,
         /// Its label.
         label: f32,
+    },
+    /// Labels fed to an engine whose graph maintains no item statistics.
+    #[error(
+        "{labels} labelled events were fed to an engine that maintains no item statistics \
+         (no select node of its graph ranks by them); start it with a graph whose \
+         `item_statistics_for` names the select node that reads them, or feed no labels"
+    )]
+    UnreadLabels {
+        /// Labels fed.
+        labels: usize,
     },
     /// A labelled event with a NaN or infinite label.
     #[error("a labelled event of item {item} has the label {label}, which is not a finite number")]

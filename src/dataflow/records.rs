@@ -82,6 +82,17 @@ pub(crate) struct ItemSide {
     pub entropy: u32,
 }
 
+impl ItemSide {
+    /// The side of an item at row `version` without label statistics (none maintained).
+    pub(crate) fn unlabelled(version: RowVersion) -> Self {
+        Self {
+            version,
+            labels: 0,
+            entropy: 0f32.to_bits(),
+        }
+    }
+}
+
 /// A pool sample joined with its item side, keyed by its user and waiting for the user row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub(crate) struct PendingScore {

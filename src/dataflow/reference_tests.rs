@@ -25,6 +25,8 @@ struct World {
     head: ScoringHead,
     pool: BTreeMap<u32, PoolSample>,
     labels: HashMap<u32, Vec<f32>>,
+    /// Whether the engine maintains item statistics (and so takes labels).
+    statistics: bool,
 }
 
 const LABELS: [f32; 5] = [1.0, 2.0, 3.0, 4.0, 5.0];
@@ -60,6 +62,7 @@ impl World {
             head,
             pool: BTreeMap::new(),
             labels: HashMap::new(),
+            statistics: true,
         }
     }
 
@@ -112,7 +115,12 @@ impl World {
                 update.item_rows.push((item, self.random_row(rng)));
             }
         }
-        for _ in 0..rng.random_range(0..4) {
+        let label_events = if self.statistics {
+            rng.random_range(0..4)
+        } else {
+            0
+        };
+        for _ in 0..label_events {
             let item = rng.random_range(0..n_items);
             update
                 .labels
@@ -285,23 +293,32 @@ fn play_random_rounds(
     workers: usize,
     rounds: usize,
 ) -> Vec<RoundBits> {
-    play_random_rounds_on(seed, labels, &Topology::threads(workers), rounds)
+    play_random_rounds_on(
+        seed,
+        labels,
+        &Topology::threads(workers),
+        rounds,
+        &EngineGraph::standalone(),
+    )
 }
 
-/// As [`play_random_rounds`], on this process's part of `topology`.
+/// As [`play_random_rounds`], on this process's part of `topology`, rendering `graph` (no
+/// labels are fed where it maintains no item statistics).
 fn play_random_rounds_on(
     seed: u64,
     labels: (LabelKind, Loss),
     topology: &Topology,
     rounds: usize,
+    graph: &EngineGraph,
 ) -> Vec<RoundBits> {
     let (n_users, n_items, n_events) = (25, 10, 300);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut world = World::new(&mut rng, labels, n_users, n_items, n_events);
+    world.statistics = graph.item_statistics_for.is_some();
     let site = EngineSite::connect(topology.clone()).unwrap();
     // Gather rounds interleave with the scoring rounds on the same workers.
     let gatherer = site.gatherer();
-    let mut engine = ScoringEngine::start_on(site, world.head.clone()).unwrap();
+    let mut engine = ScoringEngine::start_on(site, world.head.clone(), graph.clone()).unwrap();
     let mut states = BTreeMap::new();
     let mut outputs = Vec::new();
     // Rounds with: removals, a head change, labels, a re-entry, a head change together
@@ -317,7 +334,7 @@ fn play_random_rounds_on(
                 && !update.remove.is_empty()
                 && (!update.user_rows.is_empty() || !update.item_rows.is_empty()),
         );
-        saw[2] += usize::from(!update.labels.is_empty());
+        saw[2] += usize::from(!update.labels.is_empty() || !world.statistics);
         saw[3] += usize::from(
             update
                 .remove
@@ -381,6 +398,47 @@ fn random_rounds_match_a_from_scratch_computation_bpr_scores() {
 }
 
 #[test]
+fn random_rounds_match_a_from_scratch_computation_without_item_statistics() {
+    // The item side is the row version alone: every state's statistics are 0.
+    let graph = EngineGraph {
+        item_statistics_for: None,
+        ..EngineGraph::standalone()
+    };
+    let outputs = play_random_rounds_on(17, RATINGS, &Topology::threads(2), 120, &graph);
+    assert!(outputs.iter().map(|o| o.0.len()).sum::<usize>() > 100);
+}
+
+#[test]
+fn an_engine_without_item_statistics_refuses_labels() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let world = World::new(&mut rng, RATINGS, 4, 4, 10);
+    let graph = EngineGraph {
+        item_statistics_for: None,
+        ..EngineGraph::standalone()
+    };
+    let site = EngineSite::connect(Topology::threads(1)).unwrap();
+    let mut engine = ScoringEngine::start_on(site, world.head.clone(), graph).unwrap();
+    let error = engine
+        .apply(EngineUpdate {
+            labels: vec![(1, 4.0), (2, 3.0)],
+            ..EngineUpdate::default()
+        })
+        .unwrap_err();
+    assert_eq!(error, EngineError::UnreadLabels { labels: 2 });
+    assert!(
+        error.to_string().starts_with(
+            "2 labelled events were fed to an engine that maintains no item statistics"
+        ),
+        "{error}"
+    );
+    assert_eq!(
+        engine.apply(EngineUpdate::default()).unwrap(),
+        RoundOutput::default()
+    );
+    engine.finish().unwrap();
+}
+
+#[test]
 fn outputs_are_identical_for_one_two_and_three_workers() {
     let one = play_random_rounds(23, RATINGS, 1, 40);
     let two = play_random_rounds(23, RATINGS, 2, 40);
@@ -409,7 +467,9 @@ fn outputs_are_identical_on_two_processes_of_two_workers() {
                     fingerprint: 1,
                 }),
             };
-            std::thread::spawn(move || play_random_rounds_on(23, RATINGS, &topology, 40))
+            std::thread::spawn(move || {
+                play_random_rounds_on(23, RATINGS, &topology, 40, &EngineGraph::standalone())
+            })
         })
         .collect();
     let outputs: Vec<Vec<RoundBits>> = processes.into_iter().map(|p| p.join().unwrap()).collect();

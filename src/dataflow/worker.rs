@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use timely::worker::Worker;
 
+use super::EngineGraph;
 use super::gather::{GatherDataflow, GatherTime};
 use super::graph::{Placement, ScoringDataflow, build_scoring_dataflow};
 use super::records::{ItemFact, Multiplicity, PoolRecord, RoundTime, RowVersion, StateChange};
@@ -50,6 +51,8 @@ pub(crate) enum WorkerCommand {
     Install {
         /// The rows, read while scoring.
         tables: SharedTables,
+        /// The pipeline nodes to render.
+        graph: EngineGraph,
     },
     /// Send `payload` (the process's first worker has one) to every process's first worker
     /// at `time`, advance to `time + 1`, reply with what arrived once everything has.
@@ -241,10 +244,10 @@ fn serve_commands(
             return Ok(Exit::DriverGone);
         };
         let reply = match command {
-            WorkerCommand::Install { tables } => {
+            WorkerCommand::Install { tables, graph } => {
                 dataflows.scoring = Some(
                     worker.dataflow_named::<RoundTime, _, _>("recsift scoring", move |scope| {
-                        build_scoring_dataflow(scope, tables, placement)
+                        build_scoring_dataflow(scope, tables, placement, &graph)
                     }),
                 );
                 WorkerReply::Installed

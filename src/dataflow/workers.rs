@@ -13,12 +13,12 @@ use std::sync::{Arc, Mutex};
 use timely::WorkerConfig;
 use timely::communication::WorkerGuards;
 
-use super::EngineError;
 use super::cluster::{self, Communication, Topology};
 use super::gather::GatherTime;
 use super::graph::Placement;
 use super::side_table::SharedTables;
 use super::worker::{Failure, WorkerCommand, WorkerContext, WorkerLink, WorkerReply, run_worker};
+use super::{EngineError, EngineGraph};
 
 /// The running worker threads of this process.
 pub(crate) struct Workers {
@@ -86,10 +86,15 @@ impl Workers {
         })
     }
 
-    /// Installs the scoring dataflow on every worker, scoring with `tables`.
-    pub(crate) fn install(&mut self, tables: &SharedTables) -> Result<(), EngineError> {
+    /// Installs the scoring dataflow of `graph` on every worker, scoring with `tables`.
+    pub(crate) fn install(
+        &mut self,
+        tables: &SharedTables,
+        graph: &EngineGraph,
+    ) -> Result<(), EngineError> {
         let commands = (0..self.topology.workers).map(|_| WorkerCommand::Install {
             tables: tables.clone(),
+            graph: graph.clone(),
         });
         self.command(commands.collect())?;
         Ok(())

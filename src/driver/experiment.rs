@@ -129,9 +129,9 @@ pub fn users_of(events: &[Interaction]) -> Vec<UserIdx> {
 /// and no other sample is maintained, else a description of the first difference.
 pub fn check_against_scratch(experiment: &dyn Experiment, tolerance: f32) -> Result<usize, String> {
     let session = experiment.session();
-    let maintained = session
-        .maintained_scores()
-        .ok_or("the session was started without score tracking")?;
+    let maintained = session.maintained_scores().ok_or(
+        "the session keeps no scores: started without score tracking, or no select node reads them",
+    )?;
     let scratch = session
         .scores_from_scratch(experiment.pool().into_iter())
         .map_err(|e| e.to_string())?;
@@ -369,15 +369,7 @@ pub fn start_session(
     (model, head): (ModelSet, ScoringHead),
     track_scores: bool,
 ) -> Result<Session, RunError> {
-    Session::start(
-        head,
-        model,
-        site,
-        plan.protocol.select(),
-        data.text.as_ref(),
-        plan.seed,
-        track_scores,
-    )
+    Session::start(plan, (model, head), site, data.text.as_ref(), track_scores)
 }
 
 /// What a resumed session starts from (see [`resumed_session`]).
@@ -407,15 +399,7 @@ pub fn resumed_session(
         clip: head.clip,
         ..model.head()
     };
-    let mut session = Session::start(
-        head,
-        model,
-        site,
-        plan.protocol.select(),
-        text,
-        plan.seed,
-        false,
-    )?;
+    let mut session = Session::start(plan, (model, head), site, text, false)?;
     session.publish(PoolChanges {
         insert: resumed.pool,
         remove: Vec::new(),

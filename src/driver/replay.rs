@@ -267,12 +267,10 @@ impl ReplayExperiment {
         let opening = Opening::open(plan, replay, progress, read_share(&site).as_ref())?;
         let text = opening.embedder.as_ref().map(ItemEmbedder::vectors);
         let mut session = Session::start(
-            opening.head,
-            opening.model,
+            plan,
+            (opening.model, opening.head),
             site,
-            replay.select.as_ref(),
             text,
-            plan.seed,
             track_scores,
         )?;
         if let Some(embed_time) = opening.embed_time {

@@ -5,16 +5,21 @@
 //! A protocol decides which samples enter and leave the pool and what to train on; it hands
 //! those changes and the trainer's [`FitReport`] to [`Session::publish`], which exports the
 //! changed rows, runs one engine round and applies the score changes to the ranking.
+//!
+//! The engine renders the plan's score node (and, for a select node that ranks by them,
+//! the item statistics: [`engine_graph`]). Where no select node reads the scores (a pool
+//! without rounds, a replay on free labels alone), nothing is rendered and the pool is not
+//! scored: the rows are still published, for evaluation.
 
 use std::collections::{BTreeMap, HashMap};
 
 use crate::data::{Interaction, ItemEmbeddings, ItemIdx, SampleIdx, UserIdx};
 use crate::dataflow::{
-    EngineSite, EngineUpdate, PoolSample, RoundOutput, ScoreUpdate, ScoringEngine,
+    EngineGraph, EngineSite, EngineUpdate, PoolSample, RoundOutput, ScoreUpdate, ScoringEngine,
 };
 use crate::metrics::latency::LatencyRecorder;
 use crate::model::{FitReport, ModelSet, Recommender};
-use crate::plan::{DiversityPlan, DiversitySpace, SelectPlan};
+use crate::plan::{DiversityPlan, DiversitySpace, Plan};
 use crate::scoring::{PerSampleScore, ScoringHead};
 use crate::strategy::diverse::{Candidate, TextCoverage, pick_by_factors};
 use crate::strategy::{RankedPool, SampleSignals, Strategy, popularity_stratum};
@@ -40,13 +45,11 @@ pub struct PoolChanges<'a> {
 pub struct Session {
     head: ScoringHead,
     model: ModelSet,
-    engine: ScoringEngine,
+    scoring: Scoring,
     rows: RowMirror,
     published: (usize, usize),
     ranked: RankedPool,
     strategy: Option<Strategy>,
-    /// Whether the strategy reads item statistics, so the engine is told of new labels.
-    item_statistics: bool,
     /// Whether the budget is spent per user (groups are users) rather than overall.
     per_user: bool,
     seed: u64,
@@ -58,6 +61,31 @@ pub struct Session {
     labelled_items: ItemsPerUser,
     /// Per-operator latencies of the run.
     pub latency: LatencyRecorder,
+}
+
+/// How a session keeps the pool's scores.
+enum Scoring {
+    /// A select node reads them: the engine maintains them.
+    Engine(Box<ScoringEngine>),
+    /// No node reads them: nothing is rendered, and the site's workers only wait to be
+    /// shut down.
+    Unread(EngineSite),
+}
+
+/// The pipeline nodes `plan`'s engine renders, if a select node reads the scores: the score
+/// node and its model, with the item statistics where the select node's strategy ranks by
+/// them.
+pub fn engine_graph(plan: &Plan) -> Option<EngineGraph> {
+    let select = plan.protocol.select()?;
+    Some(EngineGraph {
+        score: plan.score.node.clone(),
+        model: plan.score.model.clone(),
+        item_statistics_for: select
+            .strategy
+            .def()
+            .reads_item_statistics
+            .then(|| select.node.clone()),
+    })
 }
 
 /// What the diversity strategies keep between rounds.
@@ -72,24 +100,34 @@ struct Diversity {
 }
 
 impl Session {
-    /// Starts the engine with `head` on `site`'s workers. `select` decides the ranking
-    /// key; `text` holds the item text vectors, if the pipeline embeds; `track_scores`
-    /// keeps every maintained score (for reference checks; costs memory on large pools).
+    /// Starts the session of `plan` with `head` on `site`'s workers: the engine renders the
+    /// plan's score node if its select node reads the scores ([`engine_graph`]), and the
+    /// select node decides the ranking key. `text` holds the item text vectors, if the
+    /// pipeline embeds; `track_scores` keeps every maintained score (for reference checks;
+    /// costs memory on large pools).
     pub fn start(
-        head: ScoringHead,
-        model: ModelSet,
+        plan: &Plan,
+        (model, head): (ModelSet, ScoringHead),
         site: EngineSite,
-        select: Option<&SelectPlan>,
         text: Option<&ItemEmbeddings>,
-        seed: u64,
         track_scores: bool,
     ) -> Result<Self, RunError> {
-        let engine = ScoringEngine::start_on(site, head.clone())?;
+        let select = plan.protocol.select();
+        let seed = plan.seed;
+        let scoring = match engine_graph(plan) {
+            Some(graph) => Scoring::Engine(Box::new(ScoringEngine::start_on(
+                site,
+                head.clone(),
+                graph,
+            )?)),
+            None => Scoring::Unread(site),
+        };
+        let tracked = (track_scores && matches!(scoring, Scoring::Engine(_))).then(HashMap::new);
         let rows = RowMirror::new(head.layout.row_len(), Vec::new(), Vec::new());
         Ok(Self {
             head,
             model,
-            engine,
+            scoring,
             rows,
             published: (0, 0),
             ranked: RankedPool::new(
@@ -98,9 +136,8 @@ impl Session {
             ),
             per_user: select.is_some_and(|s| s.per_user),
             strategy: select.map(|s| s.strategy),
-            item_statistics: select.is_some_and(|s| s.strategy.def().reads_item_statistics),
             seed,
-            tracked: track_scores.then(HashMap::new),
+            tracked,
             text_changed: Vec::new(),
             diversity: select.and_then(|s| s.diversity).map(|plan| Diversity {
                 plan,
@@ -217,19 +254,22 @@ impl Session {
                 ..new_head
             };
         }
+        let Scoring::Engine(engine) = &mut self.scoring else {
+            return Ok(RoundOutput::default());
+        };
         let update = EngineUpdate {
             insert: changes.insert,
             remove: changes.remove,
             user_rows: self.rows.user_entries(&users),
             item_rows: self.rows.item_entries(&items),
-            labels: if self.item_statistics {
+            labels: if engine.graph().item_statistics_for.is_some() {
                 changes.labelled.iter().map(|e| (e.item, e.label)).collect()
             } else {
                 Vec::new()
             },
             head: head_changed.then(|| self.head.clone()),
         };
-        let output = self.engine.apply(update)?;
+        let output = engine.apply(update)?;
         self.apply_scores(&output.updates);
         Ok(output)
     }
@@ -336,7 +376,8 @@ impl Session {
         &self.labelled_items
     }
 
-    /// The engine-maintained score of every pool sample (when tracking was asked for).
+    /// The engine-maintained score of every pool sample (when tracking was asked for and a
+    /// select node reads the scores).
     pub fn maintained_scores(&self) -> Option<BTreeMap<SampleIdx, PerSampleScore>> {
         self.tracked
             .as_ref()
@@ -368,9 +409,12 @@ impl Session {
             .collect())
     }
 
-    /// Stops the engine.
+    /// Stops the engine (or the idle workers, where nothing was scored).
     pub fn finish(self) -> Result<LatencyRecorder, RunError> {
-        self.engine.finish()?;
+        match self.scoring {
+            Scoring::Engine(engine) => engine.finish()?,
+            Scoring::Unread(site) => site.shut_down()?,
+        }
         Ok(self.latency)
     }
 }

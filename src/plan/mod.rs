@@ -455,6 +455,8 @@ pub enum UncertaintyMode {
 /// Resolved `score:`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ScorePlan {
+    /// The score node's id.
+    pub node: String,
     /// The model scored (a `train` or `fuse` node): its predictions and uncertainty drive
     /// the strategy.
     pub model: String,

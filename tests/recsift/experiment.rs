@@ -25,6 +25,15 @@ fn run_checked(plan: &Plan) -> ExperimentOutput {
     experiment.finish().unwrap()
 }
 
+/// Runs every round without tracking the maintained scores.
+fn run_unchecked(plan: &Plan) -> ExperimentOutput {
+    let mut experiment = start_experiment(plan, false, false).unwrap();
+    while experiment.has_next() {
+        experiment.next_round().unwrap();
+    }
+    experiment.finish().unwrap()
+}
+
 /// Biased MF in the pool protocol (the cold-start baseline with a small seed set).
 const MF_POOL: &str = "pipelines/cold-start-mf.yaml";
 
@@ -49,6 +58,28 @@ fn maintained_scores_equal_from_scratch_after_every_round() {
         out.rounds[1..].iter().all(|r| r.rescored < pool),
         "{:?}",
         out.rounds
+    );
+}
+
+#[test]
+fn scores_no_select_node_reads_are_not_computed_and_change_no_metric() {
+    // Without rounds the pool protocol runs no select node, so nothing reads the scores:
+    // the engine renders nothing, and round 0 evaluates exactly as with a select node.
+    let scored = run_unchecked(&plan_of(MF_POOL, &["protocol.pool.rounds=1"]));
+    let unread = run_unchecked(&plan_of(MF_POOL, &["protocol.pool.rounds=0"]));
+    assert_eq!(unread.rounds.len(), 1);
+    assert!(scored.rounds[0].rescored > 10_000, "{:?}", scored.rounds[0]);
+    assert_eq!(unread.rounds[0].rescored, 0);
+    assert_eq!(unread.rounds[0].metrics, scored.rounds[0].metrics);
+    let tracked =
+        start_experiment(&plan_of(MF_POOL, &["protocol.pool.rounds=0"]), true, false).unwrap();
+    assert_eq!(
+        check_against_scratch(tracked.as_ref(), 1e-6),
+        Err(
+            "the session keeps no scores: started without score tracking, or no select node \
+             reads them"
+                .to_string()
+        )
     );
 }
 
@@ -230,7 +261,8 @@ fn biased_mf_reaches_the_quality_bar_on_ml100k_u1() {
             &format!("protocol.pool.split.files.test={}", test.display()),
         ],
     );
-    let out = run_checked(&plan);
+    // Every training rating is labelled and nothing selects: no pool to score or check.
+    let out = run_unchecked(&plan);
     let rmse = out.rounds[0]
         .metrics
         .iter()

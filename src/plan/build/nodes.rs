@@ -166,6 +166,7 @@ impl Resolver {
             params: self.take_params(),
         });
         Some(ScorePlan {
+            node: node.id.clone(),
             model: model?,
             uncertainty: mode,
         })
