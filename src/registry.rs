@@ -332,8 +332,8 @@ pub static OPERATORS: &[OperatorDef] = &[
         key: "score",
         inputs: "`[pool, <model>]` (a train or fuse node)",
         summary: "every pool sample's prediction, uncertainty and loss, maintained \
-                  incrementally for the select node that reads them (without one, the \
-                  pool is not scored)",
+                  incrementally for the select node that reads them; needed only by a \
+                  select node (without one, nothing is scored)",
         options: &[option(
             "uncertainty",
             "string",

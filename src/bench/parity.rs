@@ -381,7 +381,7 @@ fn varied_nodes(plan: &Plan) -> Result<Nodes, String> {
         return Err("its protocol is not `pool`".into());
     }
     match (plan.models.trained.as_slice(), plan.models.fused.is_empty()) {
-        ([model], true) if plan.score.model == model.node => {}
+        ([model], true) if plan.score.as_ref().is_some_and(|s| s.model == model.node) => {}
         _ => return Err("it does not score exactly one train node".into()),
     }
     if plan.evaluate.is_empty() {

@@ -335,7 +335,7 @@ pub fn build_model(
             Ok(model)
         })
         .collect::<Result<Vec<_>, ModelError>>()?;
-    Ok(ModelSet::new(&plan.models, trained, &plan.score.model)?)
+    Ok(ModelSet::new(&plan.models, trained, plan.scored_model())?)
 }
 
 /// A new model of `plan`, sized for `data`'s users and items and reading its text vectors,

@@ -77,9 +77,10 @@ enum Scoring {
 /// them.
 pub fn engine_graph(plan: &Plan) -> Option<EngineGraph> {
     let select = plan.protocol.select()?;
+    let score = plan.score.as_ref()?;
     Some(EngineGraph {
-        score: plan.score.node.clone(),
-        model: plan.score.model.clone(),
+        score: score.node.clone(),
+        model: score.model.clone(),
         item_statistics_for: select
             .strategy
             .def()

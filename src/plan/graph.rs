@@ -11,7 +11,8 @@
 //! ```
 //!
 //! One or more `train` nodes; `fuse` nodes average two or more of them; `score` and each
-//! `evaluate` read one model, a `train` or a `fuse` node.
+//! `evaluate` read one model, a `train` or a `fuse` node. A `score` node is needed only by a
+//! `select` node (which reads it).
 
 use crate::spec::diagnostic::Diagnostic;
 use crate::spec::{NodeSpec, OperatorSpec};
@@ -186,13 +187,17 @@ pub fn check_edges(
         if roles.train.is_empty() {
             out.push(missing_role(
                 "train",
-                "model: {train: {mf: {dim: 32}}, inputs: [labelled]}",
+                "add one, e.g. `model: {train: {mf: {dim: 32}}, inputs: [labelled]}`".into(),
             ));
         }
-        if roles.score.is_none() {
+        if let (None, Some(select)) = (&roles.score, &roles.select) {
             out.push(missing_role(
                 "score",
-                "scores: {score: {}, inputs: [pool, model]}",
+                format!(
+                    "`{}` ranks the pool by a score node's scores; add one, e.g. \
+                     `scores: {{score: {{}}, inputs: [pool, model]}}`",
+                    select.id
+                ),
             ));
         }
     }
@@ -269,10 +274,10 @@ fn expect_inputs(node: &NodeSpec, expected: &[Option<String>], out: &mut Vec<Dia
     }
 }
 
-fn missing_role(op: &str, example: &str) -> Diagnostic {
+fn missing_role(op: &str, help: String) -> Diagnostic {
     Diagnostic::new(
         crate::spec::path::YamlPath::keys(&["nodes"]),
         format!("no `{op}` node"),
     )
-    .with_help(format!("add one, e.g. `{example}`"))
+    .with_help(help)
 }

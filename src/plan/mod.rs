@@ -47,8 +47,8 @@ pub struct Plan {
     pub models: ModelsPlan,
     /// Early stopping of the initial fit on a validation metric.
     pub early_stopping: Option<EarlyStopping>,
-    /// Per-sample scoring.
-    pub score: ScorePlan,
+    /// Per-sample scoring, where the pipeline has a score node.
+    pub score: Option<ScorePlan>,
     /// Test metrics, one entry per `evaluate` node (empty: nothing is evaluated).
     pub evaluate: Vec<EvaluatePlan>,
     /// Where results go.
@@ -56,6 +56,19 @@ pub struct Plan {
     /// The node graph, for display: sources first, then nodes in dependency order.
     #[serde(skip)]
     pub graph: Vec<PlanNode>,
+}
+
+impl Plan {
+    /// The model the run scores and publishes the rows of (what evaluation, the diversity
+    /// strategies, checkpoints and recommendations read): the one the score node reads,
+    /// else the one the first evaluate node reads, else the first train node.
+    pub fn scored_model(&self) -> &str {
+        match (&self.score, self.evaluate.first()) {
+            (Some(score), _) => &score.model,
+            (None, Some(evaluate)) => &evaluate.model,
+            (None, None) => &self.models.trained[0].node,
+        }
+    }
 }
 
 /// Resolved `cluster:`: the processes of a run and this one's place among them. Every

@@ -477,6 +477,46 @@ fn a_selection_protocol_without_a_select_node_is_a_validate_error() {
 }
 
 #[test]
+fn a_score_node_is_needed_only_by_a_select_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let quickstart = over(
+        &ratings(),
+        "{pool: {split: {random: {test: 0.2}}, rounds: 3}}",
+        "{strategy: uncertainty, budget: 10}",
+    );
+    let without = |prefixes: &[&str], rounds: &str| -> String {
+        quickstart
+            .lines()
+            .filter(|line| !prefixes.iter().any(|p| line.trim_start().starts_with(p)))
+            .map(|line| format!("{line}\n").replace("rounds: 3", rounds))
+            .collect()
+    };
+    // Training and evaluation alone: no score node, nothing to fix.
+    let file = pipeline(dir.path(), &without(&["scores:", "pick:"], "rounds: 0"));
+    let output = recsift(&["validate", &file]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    // A select node without the score node it reads.
+    let file = pipeline(dir.path(), &without(&["scores:"], "rounds: 3"));
+    let err = fails(dir.path(), &["validate", &file]);
+    assert!(err.contains("no `score` node"), "{err}");
+    assert!(
+        err.contains("`pick` ranks the pool by a score node's scores; add one"),
+        "{err}"
+    );
+    // Rounds with neither: the fix adds both.
+    let file = pipeline(dir.path(), &without(&["scores:", "pick:"], "rounds: 3"));
+    let err = fails(dir.path(), &["validate", &file]);
+    assert!(
+        err.contains("the protocol runs 3 rounds but no node selects samples"),
+        "{err}"
+    );
+    assert!(
+        err.contains("add a score node and a select node reading it"),
+        "{err}"
+    );
+}
+
+#[test]
 fn graphs_of_several_models_are_checked_before_running() {
     let dir = tempfile::tempdir().unwrap();
     let events = ratings();

@@ -71,6 +71,22 @@ fn scores_no_select_node_reads_are_not_computed_and_change_no_metric() {
     assert!(scored.rounds[0].rescored > 10_000, "{:?}", scored.rounds[0]);
     assert_eq!(unread.rounds[0].rescored, 0);
     assert_eq!(unread.rounds[0].metrics, scored.rounds[0].metrics);
+    // The same pipeline without its score and select nodes: the same model, evaluated the
+    // same.
+    let yaml = std::fs::read_to_string(root().join(MF_POOL)).unwrap();
+    let (head, rest) = yaml.split_at(yaml.find("  scores:").unwrap());
+    let nodeless = format!("{head}{}", &rest[rest.find("  report:").unwrap()..])
+        .replace("../data/", &format!("{}/data/", root().display()))
+        .replace("rounds: 5", "rounds: 0");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("no-score.yaml");
+    std::fs::write(&file, nodeless).unwrap();
+    let plan = plan_of(file.to_str().unwrap(), &[]);
+    assert_eq!((plan.score.as_ref(), plan.scored_model()), (None, "model"));
+    assert_eq!(
+        run_unchecked(&plan).rounds[0].metrics,
+        scored.rounds[0].metrics
+    );
     let tracked =
         start_experiment(&plan_of(MF_POOL, &["protocol.pool.rounds=0"]), true, false).unwrap();
     assert_eq!(

@@ -261,8 +261,8 @@ impl Resolver {
         self.check_tuning_protocol(&nodes.roles, protocol.as_ref(), nodes.models.finished());
         let protocol =
             protocol.and_then(|p| self.protocol(p, split, events.as_ref(), nodes.select.take()));
-        if let (Some(ProtocolPlan::Replay(_)), Some(score)) = (&protocol, &nodes.score) {
-            self.check_replay_evaluations(&nodes.roles, &nodes.evaluate, score);
+        if let Some(ProtocolPlan::Replay(_)) = &protocol {
+            self.check_replay_evaluations(&nodes.roles, &nodes.evaluate, nodes.score.as_ref());
         }
         let early_stopping = self.early_stopping(
             &nodes.roles,
@@ -289,7 +289,11 @@ impl Resolver {
             embed: nodes.embed,
             models: models?,
             early_stopping,
-            score: nodes.score?,
+            score: match (&nodes.roles.score, nodes.score) {
+                // A score node that could not be planned: its problems are reported.
+                (Some(_), None) => return None,
+                (_, score) => score,
+            },
             evaluate: nodes.evaluate,
             output,
             graph: nodes.graph,

@@ -181,12 +181,22 @@ impl Resolver {
         graph: &mut Vec<PlanNode>,
     ) -> Option<Option<SelectPlan>> {
         let Some(node) = roles.select.as_ref() else {
-            let select_failed = self.failed_node_may_be("select");
-            if let (Some(why), Some(_), false) = (needed, &roles.score, select_failed) {
+            let failed = self.failed_node_may_be("select") || self.failed_node_may_be("score");
+            if let (Some(why), false) = (needed, failed) {
+                let add = match &roles.score {
+                    Some(score) => format!(
+                        "add e.g. `pick: {{select: {{strategy: uncertainty, budget: 500}}, input: {}}}`",
+                        score.id
+                    ),
+                    None => "add a score node and a select node reading it, e.g. \
+                             `scores: {score: {}, inputs: [pool, model]}` and \
+                             `pick: {select: {strategy: uncertainty, budget: 500}, input: scores}`"
+                        .to_string(),
+                };
                 self.error(
                     YamlPath::keys(&["nodes"]),
                     why,
-                    "add e.g. `pick: {select: {strategy: uncertainty, budget: 500}, input: scores}`, or set `rounds: 0` in a pool protocol",
+                    format!("{add}, or set `rounds: 0` in a pool protocol"),
                 );
             }
             return Some(None);
@@ -321,13 +331,20 @@ impl Resolver {
     }
 
     /// A replay tests the scored model prequentially, on each window before it trains: one
-    /// evaluate node, reading the scored model.
+    /// evaluate node, reading the scored model (the score node's, or without one the
+    /// evaluated model: [`crate::plan::Plan::scored_model`]).
     pub(super) fn check_replay_evaluations(
         &mut self,
         roles: &NodeRoles,
         evaluate: &[EvaluatePlan],
-        score: &ScorePlan,
+        score: Option<&ScorePlan>,
     ) {
+        let Some(scored) = score
+            .map(|s| &s.model)
+            .or(evaluate.first().map(|e| &e.model))
+        else {
+            return;
+        };
         for (plan, node) in evaluate.iter().zip(&roles.evaluate).skip(1) {
             self.error(
                 node.path.clone(),
@@ -335,20 +352,20 @@ impl Resolver {
                 format!(
                     "a replay tests the scored model `{}` on each window before training on \
                      it; keep one evaluate node",
-                    score.model
+                    scored
                 ),
             );
         }
         if let (Some(plan), Some(node)) = (evaluate.first(), roles.evaluate.first())
-            && plan.model != score.model
+            && plan.model != *scored
         {
             self.error(
                 node.path.clone(),
                 format!(
                     "`{}` evaluates `{}`, but a replay tests the scored model `{}`",
-                    plan.node, plan.model, score.model
+                    plan.node, plan.model, scored
                 ),
-                format!("write `inputs: [test, {}]`", score.model),
+                format!("write `inputs: [test, {}]`", scored),
             );
         }
     }
