@@ -583,7 +583,7 @@ pub static TRAIN_OPTIONS: &[OptionDef] = &[
     train_option(
         "refit",
         "string",
-        Name(defaults::REFIT.name()),
+        Rule(|| format!("`{}`", defaults::REFIT)),
         &[],
         "`all_labels`: train over every label each round; `new_labels`: fine-tune on the round's new labels (touches only their rows, so re-scoring is incremental); `rehearsal`: the new labels plus `rehearsal` x as many earlier ones, seeded. The default was chosen by a study, below",
     ),
@@ -628,8 +628,8 @@ pub static TRAIN_OPTIONS: &[OptionDef] = &[
         Rule(|| {
             format!(
                 "`{}` (ratings), `{}` (clicks)",
-                Loss::default_for(LabelKind::Rating).name(),
-                Loss::default_for(LabelKind::Click).name()
+                Loss::default_for(LabelKind::Rating),
+                Loss::default_for(LabelKind::Click)
             )
         }),
         &[],

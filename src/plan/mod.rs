@@ -433,26 +433,6 @@ pub enum DiversitySpace {
     Factors,
 }
 
-/// The name of a closed choice (a unit enum variant) as written in YAML: its serde name.
-fn written_name(choice: &impl Serialize) -> String {
-    match serde_json::to_value(choice) {
-        Ok(serde_json::Value::String(name)) => name,
-        other => format!("{other:?}"),
-    }
-}
-
-impl std::fmt::Display for DiversitySpace {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&written_name(self))
-    }
-}
-
-impl std::fmt::Display for UncertaintyMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&written_name(self))
-    }
-}
-
 /// How the score node measures uncertainty.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

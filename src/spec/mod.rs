@@ -12,6 +12,7 @@ pub mod location;
 pub mod overrides;
 pub mod path;
 pub mod schema;
+pub mod written;
 
 use crate::suggest::closest;
 use std::path::{Path, PathBuf};

@@ -421,23 +421,6 @@ pub enum RefitChoice {
     AllLabels,
 }
 
-impl std::fmt::Display for RefitChoice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl RefitChoice {
-    /// The choice as written in YAML.
-    pub const fn name(self) -> &'static str {
-        match self {
-            RefitChoice::NewLabels => "new_labels",
-            RefitChoice::Rehearsal => "rehearsal",
-            RefitChoice::AllLabels => "all_labels",
-        }
-    }
-}
-
 /// `score:` — per-sample prediction, uncertainty and loss.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -579,24 +562,6 @@ impl<'de> Deserialize<'de> for SeedsSpec {
                 .map(SeedsSpec::List)
                 .map_err(|_| D::Error::custom(expected)),
             _ => Err(D::Error::custom(expected)),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::RefitChoice;
-
-    #[test]
-    fn refit_choices_read_the_names_they_are_shown_with() {
-        for choice in [
-            RefitChoice::NewLabels,
-            RefitChoice::Rehearsal,
-            RefitChoice::AllLabels,
-        ] {
-            let read: RefitChoice = serde_yaml::from_str(choice.name()).unwrap();
-            assert_eq!(read, choice);
-            assert_eq!(choice.to_string(), choice.name());
         }
     }
 }
