@@ -333,7 +333,8 @@ pub static OPERATORS: &[OperatorDef] = &[
         inputs: "`[pool, <model>]` (a train or fuse node)",
         summary: "every pool sample's prediction, uncertainty and loss, maintained \
                   incrementally for the select node that reads them; needed only by a \
-                  select node (without one, nothing is scored)",
+                  select node, and nothing is scored without one or for a strategy that \
+                  reads neither scores nor item statistics (`random`, `coreset`)",
         options: &[option(
             "uncertainty",
             "string",

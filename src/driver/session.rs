@@ -7,9 +7,11 @@
 //! changed rows, runs one engine round and applies the score changes to the ranking.
 //!
 //! The engine renders the plan's score node (and, for a select node that ranks by them,
-//! the item statistics: [`engine_graph`]). Where no select node reads the scores (a pool
-//! without rounds, a replay on free labels alone), nothing is rendered and the pool is not
-//! scored: the rows are still published, for evaluation.
+//! the item statistics: [`engine_graph`]) where the select node reads its scores or the item
+//! statistics. Where no select node does (a pool without rounds, a replay on free labels
+//! alone, a `random` or `coreset` strategy, whose keys are functions of the sample), nothing
+//! is rendered and the pool is not scored: the strategy ranks the pool by its changes alone,
+//! and the rows are still published, for evaluation.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -65,27 +67,27 @@ pub struct Session {
 
 /// How a session keeps the pool's scores.
 enum Scoring {
-    /// A select node reads them: the engine maintains them.
+    /// A select node reads them (or the item statistics): the engine maintains them.
     Engine(Box<ScoringEngine>),
     /// No node reads them: nothing is rendered, and the site's workers only wait to be
     /// shut down.
     Unread(EngineSite),
 }
 
-/// The pipeline nodes `plan`'s engine renders, if a select node reads the scores: the score
-/// node and its model, with the item statistics where the select node's strategy ranks by
-/// them.
+/// The pipeline nodes `plan`'s engine renders, if a select node reads the scores or the
+/// item statistics: the score node and its model, with the item statistics where the
+/// select node's strategy ranks by them.
 pub fn engine_graph(plan: &Plan) -> Option<EngineGraph> {
     let select = plan.protocol.select()?;
     let score = plan.score.as_ref()?;
+    let strategy = select.strategy.def();
+    if !(strategy.reads_scores || strategy.reads_item_statistics) {
+        return None;
+    }
     Some(EngineGraph {
         score: score.node.clone(),
         model: score.model.clone(),
-        item_statistics_for: select
-            .strategy
-            .def()
-            .reads_item_statistics
-            .then(|| select.node.clone()),
+        item_statistics_for: strategy.reads_item_statistics.then(|| select.node.clone()),
     })
 }
 
@@ -256,6 +258,7 @@ impl Session {
             };
         }
         let Scoring::Engine(engine) = &mut self.scoring else {
+            self.rank_pool_changes(&changes.remove, &changes.insert);
             return Ok(RoundOutput::default());
         };
         let update = EngineUpdate {
@@ -282,20 +285,11 @@ impl Session {
                 if let Some(tracked) = &mut self.tracked {
                     tracked.remove(&u.sample);
                 }
-                if let Some(diversity) = &mut self.diversity {
-                    diversity.pairs.remove(&u.sample);
-                }
-                self.ranked.remove(u.sample);
+                self.unrank(u.sample);
                 continue;
             };
             if let Some(tracked) = &mut self.tracked {
                 tracked.insert(u.sample, state.score);
-            }
-            let Some(strategy) = self.strategy else {
-                continue;
-            };
-            if let Some(diversity) = &mut self.diversity {
-                diversity.pairs.insert(u.sample, (state.user, state.item));
             }
             let signals = SampleSignals {
                 sample: u.sample,
@@ -305,15 +299,55 @@ impl Session {
                 item_labels: state.item_labels,
                 item_entropy: state.item_entropy,
             };
-            // Groups are users for per-user budgets, popularity strata when stratified.
-            let group = if self.per_user {
-                state.user
-            } else {
-                popularity_stratum(state.item_labels)
-            };
-            self.ranked
-                .upsert(u.sample, group, strategy.key(&signals, self.seed));
+            self.rank(&signals, state.user, state.item);
         }
+    }
+
+    /// Ranks the pool by its changes alone, where the engine renders nothing: the strategy
+    /// (if there is one) reads neither scores nor item statistics, so a sample's key is
+    /// set once, as it enters the pool.
+    fn rank_pool_changes(&mut self, remove: &[PoolSample], insert: &[PoolSample]) {
+        for sample in remove {
+            self.unrank(sample.sample);
+        }
+        for sample in insert {
+            let signals = SampleSignals {
+                sample: sample.sample,
+                prediction: 0.0,
+                variance: 0.0,
+                loss: None,
+                item_labels: 0,
+                item_entropy: 0.0,
+            };
+            self.rank(&signals, sample.user, sample.item);
+        }
+    }
+
+    /// Ranks a sample of `user` and `item` with `signals` by the strategy's key, if there is
+    /// a strategy.
+    fn rank(&mut self, signals: &SampleSignals, user: UserIdx, item: ItemIdx) {
+        let Some(strategy) = self.strategy else {
+            return;
+        };
+        if let Some(diversity) = &mut self.diversity {
+            diversity.pairs.insert(signals.sample, (user, item));
+        }
+        // Groups are users for per-user budgets, popularity strata when stratified.
+        let group = if self.per_user {
+            user
+        } else {
+            popularity_stratum(signals.item_labels)
+        };
+        self.ranked
+            .upsert(signals.sample, group, strategy.key(signals, self.seed));
+    }
+
+    /// Takes `sample` out of the ranking.
+    fn unrank(&mut self, sample: SampleIdx) {
+        if let Some(diversity) = &mut self.diversity {
+            diversity.pairs.remove(&sample);
+        }
+        self.ranked.remove(sample);
     }
 
     /// The samples the strategy picks now: the `budget` best overall, per user, or spread

@@ -73,6 +73,10 @@ pub struct StrategyDef {
     pub needs_labels: bool,
     /// Whether it reads the model's uncertainty (so the model needs several members).
     pub needs_uncertainty: bool,
+    /// Whether its key reads the model's scores (prediction, uncertainty or loss). A
+    /// strategy that reads neither them nor the item statistics ranks the pool by its
+    /// samples alone, and the engine renders nothing for it.
+    pub reads_scores: bool,
     /// Whether its key or its groups read the item statistics (an item's count and entropy
     /// of known labels); only then does the engine maintain them, since every new label
     /// changes its item's statistics in every pool sample of the item.
@@ -89,6 +93,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
         name: "random",
         doc: "uniformly random samples (seeded): the baseline every strategy must beat",
         needs_labels: false,
+        reads_scores: false,
         needs_uncertainty: false,
         reads_item_statistics: false,
         diverse: false,
@@ -98,6 +103,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
         name: "uncertainty",
         doc: "largest variance of the ensemble members' (or dropout passes') predictions",
         needs_labels: false,
+        reads_scores: true,
         needs_uncertainty: true,
         reads_item_statistics: false,
         diverse: false,
@@ -108,6 +114,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
         doc: "largest loss against the true label (label-aware: for fully logged data; in the pool \
               protocol it reads the hidden labels, an oracle upper bound)",
         needs_labels: true,
+        reads_scores: true,
         needs_uncertainty: false,
         reads_item_statistics: false,
         diverse: false,
@@ -117,6 +124,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
         name: "popularity",
         doc: "items with the most known labels first",
         needs_labels: false,
+        reads_scores: false,
         needs_uncertainty: false,
         reads_item_statistics: true,
         diverse: false,
@@ -126,6 +134,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
         name: "entropy",
         doc: "items whose known labels disagree most (Shannon entropy of their distribution)",
         needs_labels: false,
+        reads_scores: false,
         needs_uncertainty: false,
         reads_item_statistics: true,
         diverse: false,
@@ -135,6 +144,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
         name: "log_pop_entropy",
         doc: "log(1 + popularity) x entropy: popular items whose labels disagree",
         needs_labels: false,
+        reads_scores: false,
         needs_uncertainty: false,
         reads_item_statistics: true,
         diverse: false,
@@ -145,6 +155,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
         doc: "random within item-popularity strata (log2 buckets of the item's known labels), \
               the budget split evenly across strata: rare items get as many picks as popular ones",
         needs_labels: false,
+        reads_scores: false,
         needs_uncertainty: false,
         reads_item_statistics: true,
         diverse: false,
@@ -156,6 +167,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
               farthest from every labelled sample and every pick, in `space: text` (item text \
               vectors; kept across rounds) or `factors` (user row ++ item row)",
         needs_labels: false,
+        reads_scores: false,
         needs_uncertainty: false,
         reads_item_statistics: false,
         diverse: true,
@@ -166,6 +178,7 @@ pub static STRATEGIES: &[StrategyDef] = &[
         doc: "the `candidates` most uncertain samples, then greedy k-center among them so the \
               batch does not pile onto one region (`space: text` or `factors`)",
         needs_labels: false,
+        reads_scores: true,
         needs_uncertainty: true,
         reads_item_statistics: false,
         diverse: true,
@@ -270,6 +283,22 @@ mod tests {
                 "{}",
                 def.name
             );
+        }
+    }
+
+    #[test]
+    fn exactly_the_strategies_whose_keys_read_scores_say_so() {
+        let base = signals(1);
+        let other = SampleSignals {
+            prediction: -1.0,
+            variance: 4.0,
+            loss: Some(7.0),
+            ..base
+        };
+        for def in STRATEGIES {
+            let key_reads = def.strategy.key(&base, 3) != def.strategy.key(&other, 3);
+            assert_eq!(def.reads_scores, key_reads, "{}", def.name);
+            assert!(def.reads_scores || !def.needs_uncertainty, "{}", def.name);
         }
     }
 
