@@ -311,14 +311,7 @@ impl Session {
             self.unrank(sample.sample);
         }
         for sample in insert {
-            let signals = SampleSignals {
-                sample: sample.sample,
-                prediction: 0.0,
-                variance: 0.0,
-                loss: None,
-                item_labels: 0,
-                item_entropy: 0.0,
-            };
+            let signals = SampleSignals::unscored(sample.sample);
             self.rank(&signals, sample.user, sample.item);
         }
     }

@@ -63,12 +63,20 @@ impl Plan {
     /// strategies, checkpoints and recommendations read): the one the score node reads,
     /// else the one the first evaluate node reads, else the first train node.
     pub fn scored_model(&self) -> &str {
-        match (&self.score, self.evaluate.first()) {
-            (Some(score), _) => &score.model,
-            (None, Some(evaluate)) => &evaluate.model,
-            (None, None) => &self.models.trained[0].node,
-        }
+        scored_or_evaluated(self.score.as_ref(), &self.evaluate)
+            .unwrap_or(&self.models.trained[0].node)
     }
+}
+
+/// The model the score node reads, else the one the first evaluate node reads (see
+/// [`Plan::scored_model`]).
+pub(crate) fn scored_or_evaluated<'a>(
+    score: Option<&'a ScorePlan>,
+    evaluate: &'a [EvaluatePlan],
+) -> Option<&'a str> {
+    score
+        .map(|s| s.model.as_str())
+        .or(evaluate.first().map(|e| e.model.as_str()))
 }
 
 /// Resolved `cluster:`: the processes of a run and this one's place among them. Every

@@ -36,6 +36,21 @@ pub struct SampleSignals {
     pub item_entropy: f32,
 }
 
+impl SampleSignals {
+    /// The signals of `sample` where no scores or item statistics are maintained (all zero):
+    /// what a strategy that reads neither ranks by.
+    pub fn unscored(sample: u32) -> Self {
+        Self {
+            sample,
+            prediction: 0.0,
+            variance: 0.0,
+            loss: None,
+            item_labels: 0,
+            item_entropy: 0.0,
+        }
+    }
+}
+
 /// A selection strategy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -93,8 +108,8 @@ pub static STRATEGIES: &[StrategyDef] = &[
         name: "random",
         doc: "uniformly random samples (seeded): the baseline every strategy must beat",
         needs_labels: false,
-        reads_scores: false,
         needs_uncertainty: false,
+        reads_scores: false,
         reads_item_statistics: false,
         diverse: false,
     },
@@ -103,8 +118,8 @@ pub static STRATEGIES: &[StrategyDef] = &[
         name: "uncertainty",
         doc: "largest variance of the ensemble members' (or dropout passes') predictions",
         needs_labels: false,
-        reads_scores: true,
         needs_uncertainty: true,
+        reads_scores: true,
         reads_item_statistics: false,
         diverse: false,
     },
@@ -114,8 +129,8 @@ pub static STRATEGIES: &[StrategyDef] = &[
         doc: "largest loss against the true label (label-aware: for fully logged data; in the pool \
               protocol it reads the hidden labels, an oracle upper bound)",
         needs_labels: true,
-        reads_scores: true,
         needs_uncertainty: false,
+        reads_scores: true,
         reads_item_statistics: false,
         diverse: false,
     },
@@ -124,8 +139,8 @@ pub static STRATEGIES: &[StrategyDef] = &[
         name: "popularity",
         doc: "items with the most known labels first",
         needs_labels: false,
-        reads_scores: false,
         needs_uncertainty: false,
+        reads_scores: false,
         reads_item_statistics: true,
         diverse: false,
     },
@@ -134,8 +149,8 @@ pub static STRATEGIES: &[StrategyDef] = &[
         name: "entropy",
         doc: "items whose known labels disagree most (Shannon entropy of their distribution)",
         needs_labels: false,
-        reads_scores: false,
         needs_uncertainty: false,
+        reads_scores: false,
         reads_item_statistics: true,
         diverse: false,
     },
@@ -144,8 +159,8 @@ pub static STRATEGIES: &[StrategyDef] = &[
         name: "log_pop_entropy",
         doc: "log(1 + popularity) x entropy: popular items whose labels disagree",
         needs_labels: false,
-        reads_scores: false,
         needs_uncertainty: false,
+        reads_scores: false,
         reads_item_statistics: true,
         diverse: false,
     },
@@ -155,8 +170,8 @@ pub static STRATEGIES: &[StrategyDef] = &[
         doc: "random within item-popularity strata (log2 buckets of the item's known labels), \
               the budget split evenly across strata: rare items get as many picks as popular ones",
         needs_labels: false,
-        reads_scores: false,
         needs_uncertainty: false,
+        reads_scores: false,
         reads_item_statistics: true,
         diverse: false,
     },
@@ -167,8 +182,8 @@ pub static STRATEGIES: &[StrategyDef] = &[
               farthest from every labelled sample and every pick, in `space: text` (item text \
               vectors; kept across rounds) or `factors` (user row ++ item row)",
         needs_labels: false,
-        reads_scores: false,
         needs_uncertainty: false,
+        reads_scores: false,
         reads_item_statistics: false,
         diverse: true,
     },
@@ -178,8 +193,8 @@ pub static STRATEGIES: &[StrategyDef] = &[
         doc: "the `candidates` most uncertain samples, then greedy k-center among them so the \
               batch does not pile onto one region (`space: text` or `factors`)",
         needs_labels: false,
-        reads_scores: true,
         needs_uncertainty: true,
+        reads_scores: true,
         reads_item_statistics: false,
         diverse: true,
     },

@@ -124,15 +124,8 @@ fn a_strategy_that_reads_no_scores_picks_the_top_of_its_key_without_the_engine()
             .pool()
             .iter()
             .map(|s| {
-                let signals = SampleSignals {
-                    sample: s.sample,
-                    prediction: 0.0,
-                    variance: 0.0,
-                    loss: None,
-                    item_labels: 0,
-                    item_entropy: 0.0,
-                };
-                (Strategy::Random.key(&signals, plan.seed), s.sample)
+                let key = Strategy::Random.key(&SampleSignals::unscored(s.sample), plan.seed);
+                (key, s.sample)
             })
             .collect();
         keyed.sort_by(|a, b| b.0.total_cmp(&a.0));

@@ -15,7 +15,7 @@ use crate::plan::graph::NodeRoles;
 use crate::plan::params::UncertaintyParams;
 use crate::plan::{
     CandidateSet, DataPlan, DiversityPlan, DiversitySpace, EmbedPlan, EvaluatePlan, ModelsPlan,
-    PlanNode, ScorePlan, SelectPlan, UncertaintyMode,
+    PlanNode, ScorePlan, SelectPlan, UncertaintyMode, scored_or_evaluated,
 };
 use crate::registry::defaults;
 
@@ -339,10 +339,7 @@ impl Resolver {
         evaluate: &[EvaluatePlan],
         score: Option<&ScorePlan>,
     ) {
-        let Some(scored) = score
-            .map(|s| &s.model)
-            .or(evaluate.first().map(|e| &e.model))
-        else {
+        let Some(scored) = scored_or_evaluated(score, evaluate) else {
             return;
         };
         for (plan, node) in evaluate.iter().zip(&roles.evaluate).skip(1) {
@@ -357,7 +354,7 @@ impl Resolver {
             );
         }
         if let (Some(plan), Some(node)) = (evaluate.first(), roles.evaluate.first())
-            && plan.model != *scored
+            && plan.model != scored
         {
             self.error(
                 node.path.clone(),
