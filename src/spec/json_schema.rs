@@ -16,7 +16,7 @@ use super::schema::{
 use crate::io::sort::{DEFAULT_SORT_MEMORY, format_memory};
 use crate::plan::ClusterPlan;
 use crate::plan::params::EventColumns;
-use crate::registry::{self, OptionDef, defaults};
+use crate::registry::{self, defaults};
 use crate::strategy::Strategy;
 
 /// The schema of an operator's options (`None`: written without options, all defaults).
@@ -124,6 +124,7 @@ pub fn pipeline_schema() -> Value {
     let mut definitions = generator.take_definitions(true);
     add_defaults(&mut definitions);
     describe_strategies(&mut definitions);
+    restrict_strategy_options(&mut definitions);
     add_forms(&mut definitions);
     definitions.values_mut().for_each(unlink_descriptions);
     schema.insert("$defs".into(), Value::Object(definitions));
@@ -324,14 +325,7 @@ fn option_defaults() -> Vec<(&'static str, &'static str, SchemaDefault)> {
 /// The reference's words for the default of option `name` of `operator` (`train`: its
 /// train options).
 fn shown(operator: &str, name: &str) -> String {
-    let options: &[OptionDef] = match operator {
-        "train" => registry::TRAIN_OPTIONS,
-        _ => registry::operator(operator).map_or(&[], |op| op.options),
-    };
-    options
-        .iter()
-        .find(|o| o.name == name)
-        .map_or_else(String::new, |o| o.default.to_string())
+    registry::option_of(operator, name).map_or_else(String::new, |o| o.default.to_string())
 }
 
 /// Gives every option in [`option_defaults`] its default: a value as the property's
@@ -372,6 +366,30 @@ fn describe_strategies(definitions: &mut Map<String, Value>) {
             variant.insert("description".into(), Value::from(def.doc));
         }
     }
+}
+
+/// Lets each `select:` option that only some strategies take (`space`, `candidates`) be
+/// written only beside those strategies, as the registry lists them, so editors flag
+/// `space` under `strategy: random` as the planner does.
+fn restrict_strategy_options(definitions: &mut Map<String, Value>) {
+    let Some(Value::Object(select)) = definitions.get_mut("SelectSpec") else {
+        return;
+    };
+    let rules: Vec<Value> = SelectSpec::STRATEGY_OPTIONS
+        .into_iter()
+        .map(|name| {
+            let takers: Vec<&str> = registry::STRATEGIES
+                .iter()
+                .filter(|def| def.options.iter().any(|o| o.name == name))
+                .map(|def| def.name)
+                .collect();
+            serde_json::json!({
+                "if": {"not": {"properties": {"strategy": {"enum": takers}}}},
+                "then": {"properties": {name: false}},
+            })
+        })
+        .collect();
+    select.insert("allOf".into(), Value::Array(rules));
 }
 
 /// Rewrites the rustdoc links of every description below `value` (`` [`Loss`] ``,
@@ -550,7 +568,7 @@ mod tests {
                 )
             })
             .collect();
-        let registered: Vec<(&str, &str)> = crate::strategy::STRATEGIES
+        let registered: Vec<(&str, &str)> = crate::registry::STRATEGIES
             .iter()
             .map(|def| (def.name, def.doc))
             .collect();

@@ -434,7 +434,7 @@ pub struct ScoreSpec {
 #[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SelectSpec {
-    /// The strategy (one of [`crate::strategy::STRATEGIES`]).
+    /// The strategy (one of [`crate::registry::STRATEGIES`]).
     pub strategy: Strategy,
     /// Samples labelled per round (per user with `per_user: true`).
     pub budget: u64,
@@ -448,6 +448,22 @@ pub struct SelectSpec {
     /// round: the top of a seeded shuffle (`coreset`) or the most uncertain
     /// (`uncertainty_diversity`).
     pub candidates: Option<usize>,
+}
+
+impl SelectSpec {
+    /// The options only some strategies take: a strategy takes those its registry entry
+    /// lists ([`crate::registry::StrategyDef`]).
+    pub const STRATEGY_OPTIONS: [&'static str; 2] = ["space", "candidates"];
+
+    /// The options of [`Self::STRATEGY_OPTIONS`] this node writes.
+    pub fn written_strategy_options(&self) -> Vec<&'static str> {
+        let written = [self.space.is_some(), self.candidates.is_some()];
+        Self::STRATEGY_OPTIONS
+            .into_iter()
+            .zip(written)
+            .filter_map(|(name, written)| written.then_some(name))
+            .collect()
+    }
 }
 
 /// `evaluate:` — metrics on the test set after every round.

@@ -5,8 +5,8 @@
 //! [`RankedPool`] fed by score changes, so picking the top `budget` never re-sorts the pool.
 //! Ties are broken by a seeded hash of the sample, so equal keys do not favour low ids.
 //!
-//! The registry [`STRATEGIES`] is the one list of strategies: its names and docs drive YAML
-//! validation, `recsift plan` and the README reference.
+//! The registry's [`STRATEGIES`] is the one list of strategies: their names, docs, options
+//! and planners drive YAML validation, `recsift ops`, the README reference and the engine.
 
 pub mod coreset;
 pub mod diverse;
@@ -14,6 +14,7 @@ pub mod ranked_pool;
 
 pub use ranked_pool::RankedPool;
 
+use crate::registry::{STRATEGIES, StrategyDef};
 use crate::seeding::unit_hash;
 
 use schemars::JsonSchema;
@@ -74,131 +75,6 @@ pub enum Strategy {
     /// The most uncertain candidates, diversified by greedy k-center.
     UncertaintyDiversity,
 }
-
-/// One registered strategy: its YAML name, what it does, and what it needs.
-#[derive(Clone, Copy, Debug)]
-pub struct StrategyDef {
-    /// The strategy.
-    pub strategy: Strategy,
-    /// Its name in YAML.
-    pub name: &'static str,
-    /// One line for `--help`, `recsift plan` and the README.
-    pub doc: &'static str,
-    /// Whether it reads labels (so it is only honest where labels are known).
-    pub needs_labels: bool,
-    /// Whether it reads the model's uncertainty (so the model needs several members).
-    pub needs_uncertainty: bool,
-    /// Whether its key reads the model's scores (prediction, uncertainty or loss). A
-    /// strategy that reads neither them nor the item statistics ranks the pool by its
-    /// samples alone, and the engine renders nothing for it.
-    pub reads_scores: bool,
-    /// Whether its key or its groups read the item statistics (an item's count and entropy
-    /// of known labels); only then does the engine maintain them, since every new label
-    /// changes its item's statistics in every pool sample of the item.
-    pub reads_item_statistics: bool,
-    /// Whether it picks a batch by greedy k-center over the candidates its key ranks first
-    /// (see [`coreset`]), rather than simply the top of the key.
-    pub diverse: bool,
-}
-
-/// Every strategy, in the order the README lists them.
-pub static STRATEGIES: &[StrategyDef] = &[
-    StrategyDef {
-        strategy: Strategy::Random,
-        name: "random",
-        doc: "uniformly random samples (seeded): the baseline every strategy must beat",
-        needs_labels: false,
-        needs_uncertainty: false,
-        reads_scores: false,
-        reads_item_statistics: false,
-        diverse: false,
-    },
-    StrategyDef {
-        strategy: Strategy::Uncertainty,
-        name: "uncertainty",
-        doc: "largest variance of the ensemble members' (or dropout passes') predictions",
-        needs_labels: false,
-        needs_uncertainty: true,
-        reads_scores: true,
-        reads_item_statistics: false,
-        diverse: false,
-    },
-    StrategyDef {
-        strategy: Strategy::MaxLoss,
-        name: "max_loss",
-        doc: "largest loss against the true label (label-aware: for fully logged data; in the pool \
-              protocol it reads the hidden labels, an oracle upper bound)",
-        needs_labels: true,
-        needs_uncertainty: false,
-        reads_scores: true,
-        reads_item_statistics: false,
-        diverse: false,
-    },
-    StrategyDef {
-        strategy: Strategy::Popularity,
-        name: "popularity",
-        doc: "items with the most known labels first",
-        needs_labels: false,
-        needs_uncertainty: false,
-        reads_scores: false,
-        reads_item_statistics: true,
-        diverse: false,
-    },
-    StrategyDef {
-        strategy: Strategy::Entropy,
-        name: "entropy",
-        doc: "items whose known labels disagree most (Shannon entropy of their distribution)",
-        needs_labels: false,
-        needs_uncertainty: false,
-        reads_scores: false,
-        reads_item_statistics: true,
-        diverse: false,
-    },
-    StrategyDef {
-        strategy: Strategy::LogPopEntropy,
-        name: "log_pop_entropy",
-        doc: "log(1 + popularity) x entropy: popular items whose labels disagree",
-        needs_labels: false,
-        needs_uncertainty: false,
-        reads_scores: false,
-        reads_item_statistics: true,
-        diverse: false,
-    },
-    StrategyDef {
-        strategy: Strategy::Stratified,
-        name: "stratified",
-        doc: "random within item-popularity strata (log2 buckets of the item's known labels), \
-              the budget split evenly across strata: rare items get as many picks as popular ones",
-        needs_labels: false,
-        needs_uncertainty: false,
-        reads_scores: false,
-        reads_item_statistics: true,
-        diverse: false,
-    },
-    StrategyDef {
-        strategy: Strategy::Coreset,
-        name: "coreset",
-        doc: "greedy k-center: among `candidates` seeded-random pool samples, repeatedly the one \
-              farthest from every labelled sample and every pick, in `space: text` (item text \
-              vectors; kept across rounds) or `factors` (user row ++ item row)",
-        needs_labels: false,
-        needs_uncertainty: false,
-        reads_scores: false,
-        reads_item_statistics: false,
-        diverse: true,
-    },
-    StrategyDef {
-        strategy: Strategy::UncertaintyDiversity,
-        name: "uncertainty_diversity",
-        doc: "the `candidates` most uncertain samples, then greedy k-center among them so the \
-              batch does not pile onto one region (`space: text` or `factors`)",
-        needs_labels: false,
-        needs_uncertainty: true,
-        reads_scores: true,
-        reads_item_statistics: false,
-        diverse: true,
-    },
-];
 
 impl Strategy {
     /// The registry entry named `name`.

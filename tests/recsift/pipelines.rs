@@ -197,6 +197,8 @@ fn the_committed_json_schema_is_current_and_every_shipped_pipeline_matches_it() 
         "version: 1\nnodes:\n  m: {train: {mf: {}}, score: {}, inputs: [labelled]}\n",
         "version: 1\nseed: many\nnodes: {}\n",
         "version: 1\nnodes: {}\nprotocl: {}\n",
+        "version: 1\nnodes:\n  p: {select: {strategy: random, budget: 5, space: text}, input: s}\n",
+        "version: 1\nnodes:\n  p: {select: {strategy: uncertainty, budget: 5, candidates: 9}, input: s}\n",
     ] {
         let value: serde_json::Value = serde_yaml::from_str(bad).unwrap();
         assert!(!validator.is_valid(&value), "{bad}");
@@ -212,6 +214,15 @@ fn the_committed_json_schema_is_current_and_every_shipped_pipeline_matches_it() 
     );
     let value: serde_json::Value = serde_yaml::from_str(&good).unwrap();
     assert!(validator.is_valid(&value), "{good}");
+    // A strategy's own options are accepted beside it.
+    for strategy in ["coreset", "uncertainty_diversity"] {
+        let good = format!(
+            "version: 1\nnodes:\n  p: {{select: {{strategy: {strategy}, budget: 5, space: text, \
+             candidates: 50}}, input: s}}\n"
+        );
+        let value: serde_json::Value = serde_yaml::from_str(&good).unwrap();
+        assert!(validator.is_valid(&value), "{good}");
+    }
 }
 
 /// `bench parity` with the CPU on both sides (CI has no GPU): the command runs each chosen

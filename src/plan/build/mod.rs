@@ -2,13 +2,15 @@
 //! problem with its YAML path. [`Resolver::plan`] reads a pipeline top to bottom: the
 //! top-level sections, then each operator's nodes through the planner its registry entry
 //! holds ([`operators`]), a train node's family options through its family's planner
-//! ([`families`]); each part of the file has its own module.
+//! ([`families`]) and a select node's strategy options through its strategy's planner
+//! ([`strategies`]); each part of the file has its own module.
 
 mod families;
 mod models;
 mod nodes;
 mod operators;
 mod protocol;
+mod strategies;
 
 pub(crate) use families::{FamilyPlanner, plan_mf, plan_text_mf, plan_two_tower};
 use operators::PlannedModels;
@@ -18,6 +20,7 @@ pub(crate) use operators::{
 };
 #[cfg(test)]
 pub(crate) use protocol::parse_duration;
+pub(crate) use strategies::{StrategyPlanner, plan_k_center, plan_top_of_key};
 
 use protocol::WrittenProtocol;
 

@@ -7,19 +7,19 @@ use crate::data::LabelKind;
 use crate::metrics::{METRICS, Metric};
 use crate::scoring::Loss;
 use crate::spec::path::YamlPath;
-use crate::spec::schema::{CandidatesSpec, EmbedSpec, EvaluateSpec, ScoreSpec, SelectSpec};
+use crate::spec::schema::{CandidatesSpec, EmbedSpec, EvaluateSpec, ScoreSpec};
 use crate::spec::{NodeSpec, OperatorSpec};
-use crate::strategy::STRATEGIES;
 
 use crate::plan::graph::NodeRoles;
 use crate::plan::params::UncertaintyParams;
 use crate::plan::{
-    CandidateSet, DataPlan, DiversityPlan, DiversitySpace, EmbedPlan, EvaluatePlan, ModelsPlan,
-    PlanNode, ScorePlan, SelectPlan, UncertaintyMode, scored_or_evaluated,
+    CandidateSet, DataPlan, EmbedPlan, EvaluatePlan, ModelsPlan, PlanNode, ScorePlan, SelectPlan,
+    UncertaintyMode, scored_or_evaluated,
 };
-use crate::registry::defaults;
+use crate::registry::{defaults, strategies_taking};
 
 use super::Resolver;
+use super::strategies::StrategyInput;
 
 impl Resolver {
     pub(super) fn embed(
@@ -201,18 +201,11 @@ impl Resolver {
             }
             return Some(None);
         };
-        let OperatorSpec::Select(SelectSpec {
-            strategy,
-            budget,
-            per_user,
-            space,
-            candidates,
-        }) = &node.operator
-        else {
+        let OperatorSpec::Select(spec) = &node.operator else {
             return None;
         };
         let path = node.path.key("select");
-        let def = strategy.def();
+        let def = spec.strategy.def();
         if def.needs_uncertainty && score.is_some_and(|s| s.uncertainty == UncertaintyMode::None) {
             self.error(
                 path.key("strategy"),
@@ -220,76 +213,40 @@ impl Resolver {
                 "train an ensemble (`members: 4` in the train node) or a `two_tower` with `mc_dropout: 8`, so the score node measures uncertainty",
             );
         }
-        if *budget == 0 {
+        if spec.budget == 0 {
             self.error(
                 path.key("budget"),
                 "`budget` must be at least 1",
                 "set the number of samples labelled per round, e.g. `budget: 500`",
             );
         }
-        self.params.push(("strategy".into(), def.name.into(), true));
-        self.params
-            .push(("budget".into(), budget.to_string(), true));
-        let per_user = self.value("per_user", *per_user, defaults::PER_USER);
-        let diversity = if def.diverse {
-            let default_space = if embed.is_some() {
-                DiversitySpace::Text
-            } else {
-                DiversitySpace::Factors
-            };
-            let space = self.value("space", *space, default_space);
-            if space == DiversitySpace::Text && embed.is_none() {
+        for name in spec.written_strategy_options() {
+            if !def.options.iter().any(|o| o.name == name) {
                 self.error(
-                    path.key("space"),
-                    "`space: text` measures distances between item text vectors, but the pipeline embeds no text",
-                    "add an embed node (e.g. `item_text: {embed: {}, input: items}`), or use `space: factors`",
-                );
-            }
-            let candidates = self.value(
-                "candidates",
-                *candidates,
-                (*budget as usize).saturating_mul(defaults::CANDIDATES_PER_BUDGET),
-            );
-            if candidates < *budget as usize {
-                self.error(
-                    path.key("candidates"),
-                    format!("{candidates} candidates cannot fill a budget of {budget}"),
+                    path.key(name),
                     format!(
-                        "set `candidates` to at least the budget (default {} x budget)",
-                        defaults::CANDIDATES_PER_BUDGET
-                    ),
-                );
-            }
-            if per_user {
-                self.error(
-                    path.key("per_user"),
-                    format!(
-                        "`{}` spreads one batch over the whole pool; it has no per-user budget",
+                        "`{name}` is an option of {}, not of `{}`",
+                        strategies_taking(name),
                         def.name
                     ),
-                    "remove `per_user`",
+                    "remove it",
                 );
             }
-            Some(DiversityPlan { space, candidates })
-        } else {
-            for (name, written) in [
-                ("space", space.is_some()),
-                ("candidates", candidates.is_some()),
-            ] {
-                if written {
-                    self.error(
-                        path.key(name),
-                        format!(
-                            "`{name}` is an option of {}, not of `{}`",
-                            diverse_strategies(),
-                            def.name
-                        ),
-                        "remove it",
-                    );
-                }
-            }
-            None
-        };
+        }
+        self.params.push(("strategy".into(), def.name.into(), true));
+        self.params
+            .push(("budget".into(), spec.budget.to_string(), true));
+        let per_user = self.value("per_user", spec.per_user, defaults::PER_USER);
+        let diversity = (def.plan)(
+            self,
+            &StrategyInput {
+                strategy: def.name,
+                options: spec,
+                path: &path,
+                per_user,
+                embeds: embed.is_some(),
+            },
+        );
         graph.push(PlanNode {
             id: node.id.clone(),
             operator: "select",
@@ -299,7 +256,7 @@ impl Resolver {
         Some(Some(SelectPlan {
             node: node.id.clone(),
             strategy: def.strategy,
-            budget: *budget,
+            budget: spec.budget,
             per_user,
             diversity,
         }))
@@ -480,15 +437,4 @@ fn default_cache_path(items: &Path) -> PathBuf {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "items".into());
     items.with_file_name(format!("{stem}{}", defaults::EMBEDDING_CACHE_SUFFIX))
-}
-
-/// The strategies that pick a diverse batch (and so take `space` and `candidates`), in
-/// words: `` `coreset` and `uncertainty_diversity` ``.
-fn diverse_strategies() -> String {
-    let names: Vec<String> = STRATEGIES
-        .iter()
-        .filter(|d| d.diverse)
-        .map(|d| format!("`{}`", d.name))
-        .collect();
-    names.join(" and ")
 }

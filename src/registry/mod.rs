@@ -10,7 +10,10 @@ use crate::data::LabelKind;
 use crate::metrics::METRICS;
 use crate::plan::build::{self, FamilyPlanner, OperatorPlanner};
 use crate::scoring::Loss;
-use crate::strategy::STRATEGIES;
+
+mod strategies;
+
+pub use strategies::{STRATEGIES, StrategyDef, strategies_taking};
 
 /// Defaults the planner applies, the reference shows and the JSON schema carries (one
 /// definition each). Defaults with a natural home elsewhere stay there:
@@ -349,25 +352,18 @@ pub static OPERATORS: &[OperatorDef] = &[
         inputs: "`<score node>`",
         summary: "the samples whose labels each round buys",
         options: &[
-            option("strategy", "string", Required, "see Strategies"),
+            option(
+                "strategy",
+                "string",
+                Required,
+                "see Strategies; a strategy's own options sit beside it (`recsift ops NAME`)",
+            ),
             option("budget", "integer", Required, "samples per round"),
             option(
                 "per_user",
                 "bool",
                 Bool(defaults::PER_USER),
                 "false: the budget is global; true: per user",
-            ),
-            option(
-                "space",
-                "string",
-                Text("`text` with an `embed` node, else `factors`"),
-                "`coreset`, `uncertainty_diversity`: where distances are measured (`text`: the frozen encoder's item vectors, also when a model fine-tunes it)",
-            ),
-            option(
-                "candidates",
-                "integer",
-                Rule(|| format!("{} x budget", defaults::CANDIDATES_PER_BUDGET)),
-                "`coreset`, `uncertainty_diversity`: the samples k-center chooses from",
             ),
         ],
         plan: build::plan_select,
@@ -713,9 +709,41 @@ pub fn operator(key: &str) -> Option<&'static OperatorDef> {
     OPERATORS.iter().find(|op| op.key == key)
 }
 
+/// Option `name` of the `operator` node: for `train` a train option, for `select` one of the
+/// operator's or (the first with that name) a strategy's own.
+pub fn option_of(operator: &str, name: &str) -> Option<&'static OptionDef> {
+    let own: &'static [OptionDef] = match operator {
+        "train" => TRAIN_OPTIONS,
+        _ => self::operator(operator).map_or(&[], |op| op.options),
+    };
+    let strategies = STRATEGIES
+        .iter()
+        .filter(|_| operator == "select")
+        .flat_map(|s| s.options);
+    own.iter().chain(strategies).find(|o| o.name == name)
+}
+
 /// Escapes a cell of a Markdown table.
 fn cell(text: &str) -> String {
     text.replace('|', "\\|")
+}
+
+/// Writes `options` as a Markdown table titled `title`.
+fn options_table(out: &mut String, title: &str, options: &[OptionDef]) {
+    let _ = write!(
+        out,
+        "\n{title}:\n\n| key | type | default | meaning |\n|---|---|---|---|\n"
+    );
+    for o in options {
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {} |",
+            o.name,
+            o.ty,
+            o.default,
+            cell(o.doc)
+        );
+    }
 }
 
 /// The README's generated reference: the operators, each operator's options, the train
@@ -733,21 +761,7 @@ pub fn markdown() -> String {
         );
     }
     for op in OPERATORS.iter().filter(|op| !op.options.is_empty()) {
-        let _ = write!(
-            out,
-            "\n`{}:` options:\n\n| key | type | default | meaning |\n|---|---|---|---|\n",
-            op.key
-        );
-        for o in op.options {
-            let _ = writeln!(
-                out,
-                "| `{}` | {} | {} | {} |",
-                o.name,
-                o.ty,
-                o.default,
-                cell(o.doc)
-            );
-        }
+        options_table(&mut out, &format!("`{}:` options", op.key), op.options);
     }
     out.push_str(
         "\nModel families (the key under `train:`; `recsift ops FAMILY` lists the options \
@@ -772,15 +786,37 @@ pub fn markdown() -> String {
             cell(o.doc)
         );
     }
-    out.push_str("\nStrategies (`select: {strategy: ...}`):\n\n| name | ranks pool samples by |\n|---|---|\n");
+    out.push_str(
+        "\nStrategies (`select: {strategy: ...}`; a strategy's own options sit beside \
+         `strategy` and `budget`):\n\n| name | ranks pool samples by | its options |\n|---|---|---|\n",
+    );
     for s in STRATEGIES {
-        let _ = writeln!(out, "| `{}` | {} |", s.name, cell(s.doc));
+        let options: Vec<String> = s.options.iter().map(|o| format!("`{}`", o.name)).collect();
+        let options = if options.is_empty() {
+            "none".to_owned()
+        } else {
+            options.join(", ")
+        };
+        let _ = writeln!(out, "| `{}` | {} | {options} |", s.name, cell(s.doc));
+    }
+    for s in STRATEGIES.iter().filter(|s| !s.options.is_empty()) {
+        let title = format!("`strategy: {}` options (under `select:`)", s.name);
+        options_table(&mut out, &title, s.options);
     }
     out.push_str("\nMetrics (`evaluate: {metrics: [...]}`; `K` is any cutoff):\n\n| name | meaning |\n|---|---|\n");
     for m in METRICS {
         let _ = writeln!(out, "| `{}` | {} |", m.name, cell(m.doc));
     }
     out
+}
+
+/// Writes option `o` as `recsift ops` lists it, `more` after its default.
+fn option_entry(out: &mut String, o: &OptionDef, more: &str) {
+    let _ = writeln!(
+        out,
+        "  {} ({}, default {}{more})\n      {}",
+        o.name, o.ty, o.default, o.doc
+    );
 }
 
 /// What `recsift ops` prints: every operator with its summary, or, for `name` (an operator,
@@ -823,11 +859,7 @@ pub fn describe(name: Option<&str>) -> Result<String, String> {
             } else {
                 String::new()
             };
-            let _ = writeln!(
-                out,
-                "  {} ({}, default {}{families})\n      {}",
-                o.name, o.ty, o.default, o.doc
-            );
+            option_entry(&mut out, o, &families);
         }
         return Ok(out);
     }
@@ -842,16 +874,16 @@ pub fn describe(name: Option<&str>) -> Result<String, String> {
             .iter()
             .filter(|o| takes_train_option(o.name, f.key))
         {
-            let _ = writeln!(
-                out,
-                "  {} ({}, default {})\n      {}",
-                o.name, o.ty, o.default, o.doc
-            );
+            option_entry(&mut out, o, "");
         }
         return Ok(out);
     }
-    if let Some(s) = STRATEGIES.iter().find(|s| s.name == name) {
-        return Ok(format!("strategy {}: {}\n", s.name, s.doc));
+    if let Some(s) = crate::strategy::Strategy::by_name(name) {
+        let _ = writeln!(out, "strategy {}: {}", s.name, s.doc);
+        for o in s.options {
+            option_entry(&mut out, o, "");
+        }
+        return Ok(out);
     }
     if let Some(m) = METRICS.iter().find(|m| m.is_named(name)) {
         return Ok(format!("metric {}: {}\n", m.name, m.doc));
@@ -880,7 +912,7 @@ mod tests {
 
     #[test]
     fn the_readme_reference_is_the_generated_one() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let generated = markdown();
         assert!(
             readme.contains(&generated),
@@ -900,7 +932,13 @@ mod tests {
                 .unwrap()
                 .contains("epochs_per_round")
         );
-        assert!(describe(Some("coreset")).unwrap().starts_with("strategy"));
+        let coreset = describe(Some("coreset")).unwrap();
+        assert!(coreset.starts_with("strategy coreset: "), "{coreset}");
+        assert!(
+            coreset.contains("\n  space (") && coreset.contains("\n  candidates ("),
+            "{coreset}"
+        );
+        assert_eq!(describe(Some("random")).unwrap().lines().count(), 1);
         for name in ["ndcg@K", "ndcg", "ndcg@10"] {
             assert!(
                 describe(Some(name)).unwrap().starts_with("metric ndcg@K: "),
@@ -912,6 +950,39 @@ mod tests {
                 .unwrap_err()
                 .contains("did you mean `fuse`")
         );
+    }
+
+    #[test]
+    fn the_options_only_some_strategies_take_are_exactly_those_the_registry_lists() {
+        use crate::spec::schema::SelectSpec;
+        let mut listed: Vec<&str> = STRATEGIES
+            .iter()
+            .flat_map(|s| s.options.iter().map(|o| o.name))
+            .collect();
+        listed.sort_unstable();
+        listed.dedup();
+        let mut read = SelectSpec::STRATEGY_OPTIONS.to_vec();
+        read.sort_unstable();
+        assert_eq!(listed, read);
+        for name in SelectSpec::STRATEGY_OPTIONS {
+            let value = if name == "space" { "text" } else { "50" };
+            let yaml = format!("{{strategy: coreset, budget: 5, {name}: {value}}}");
+            let spec: SelectSpec = serde_yaml::from_str(&yaml).unwrap();
+            assert_eq!(spec.written_strategy_options(), [name]);
+        }
+        assert_eq!(
+            strategies_taking("candidates"),
+            "`coreset` and `uncertainty_diversity`"
+        );
+        assert_eq!(
+            option_of("select", "candidates")
+                .unwrap()
+                .default
+                .to_string(),
+            "10 x budget"
+        );
+        assert_eq!(option_of("select", "budget").unwrap().name, "budget");
+        assert!(option_of("evaluate", "space").is_none());
     }
 
     #[test]
