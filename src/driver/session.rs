@@ -74,20 +74,13 @@ enum Scoring {
     Unread(EngineSite),
 }
 
-/// The pipeline nodes `plan`'s engine renders, if a select node reads the scores or the
-/// item statistics: the score node and its model, with the item statistics where the
-/// select node's strategy ranks by them.
+/// The graph `plan`'s engine renders ([`Plan::engine_nodes`]), if it renders one.
 pub fn engine_graph(plan: &Plan) -> Option<EngineGraph> {
-    let select = plan.protocol.select()?;
-    let score = plan.score.as_ref()?;
-    let strategy = select.strategy.def();
-    if !(strategy.reads_scores || strategy.reads_item_statistics) {
-        return None;
-    }
+    let nodes = plan.engine_nodes()?;
     Some(EngineGraph {
-        score: score.node.clone(),
-        model: score.model.clone(),
-        item_statistics_for: strategy.reads_item_statistics.then(|| select.node.clone()),
+        score: nodes.score.node.clone(),
+        model: nodes.score.model.clone(),
+        item_statistics_for: nodes.item_statistics_for.map(|select| select.node.clone()),
     })
 }
 

@@ -94,6 +94,7 @@ impl fmt::Display for Plan {
             checkpoints
         };
         writeln!(f, "  output {}; {checkpoints}", self.output.dir.display())?;
+        writeln!(f, "  engine {}", self.engine_line())?;
         writeln!(f, "nodes (dependency order; `*` = default):")?;
         let width = self.graph.iter().map(|n| n.id.len()).max().unwrap_or(0);
         for node in &self.graph {
@@ -114,6 +115,32 @@ impl fmt::Display for Plan {
             }
         }
         Ok(())
+    }
+}
+
+impl Plan {
+    /// What `recsift plan` says the incremental engine maintains ([`Plan::engine_nodes`]).
+    fn engine_line(&self) -> String {
+        if let Some(nodes) = self.engine_nodes() {
+            let statistics = nodes
+                .item_statistics_for
+                .map(|select| format!(", and the item statistics `{}` ranks by", select.node))
+                .unwrap_or_default();
+            return format!(
+                "maintains `{}`: each pool sample's prediction, uncertainty and loss under \
+                 `{}`{statistics}",
+                nodes.score.node, nodes.score.model
+            );
+        }
+        match self.protocol.select() {
+            Some(select) => format!(
+                "maintains nothing: `{}` ranks by a seeded hash of each sample (`{}`), not by \
+                 scores",
+                select.node,
+                select.strategy.def().name
+            ),
+            None => "maintains nothing: the run selects nothing".to_string(),
+        }
     }
 }
 

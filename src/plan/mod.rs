@@ -66,6 +66,35 @@ impl Plan {
         scored_or_evaluated(self.score.as_ref(), &self.evaluate)
             .unwrap_or(&self.models.trained[0].node)
     }
+
+    /// What the incremental engine maintains in this run: the score node where a select
+    /// node ranks by its scores, with the item statistics where the strategy ranks by
+    /// those. `None` where no select node reads either (no select node, or a strategy
+    /// ranking by a seeded hash of the sample: `random`, `coreset`): the engine renders
+    /// nothing and the pool is ranked by its changes alone.
+    pub fn engine_nodes(&self) -> Option<EngineNodes<'_>> {
+        let select = self.protocol.select()?;
+        let score = self.score.as_ref()?;
+        let strategy = select.strategy.def();
+        if !(strategy.reads_scores || strategy.reads_item_statistics) {
+            return None;
+        }
+        Some(EngineNodes {
+            score,
+            item_statistics_for: strategy.reads_item_statistics.then_some(select),
+        })
+    }
+}
+
+/// The nodes the incremental engine maintains ([`Plan::engine_nodes`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EngineNodes<'a> {
+    /// The score node: every pool sample's prediction, uncertainty and loss under its
+    /// model's rows.
+    pub score: &'a ScorePlan,
+    /// The select node whose strategy ranks by item statistics (an item's count and
+    /// entropy of known labels), if it does.
+    pub item_statistics_for: Option<&'a SelectPlan>,
 }
 
 /// The model the score node reads, else the one the first evaluate node reads (see

@@ -190,6 +190,10 @@ mod tests {
             let key_reads = def.strategy.key(&base, 3) != def.strategy.key(&other, 3);
             assert_eq!(def.reads_scores, key_reads, "{}", def.name);
             assert!(def.reads_scores || !def.needs_uncertainty, "{}", def.name);
+            // What `recsift plan` says of a strategy that reads neither: a seeded hash.
+            if !(def.reads_scores || def.reads_item_statistics) {
+                assert_eq!(def.strategy.key(&base, 3), unit_hash(3, base.sample));
+            }
         }
     }
 

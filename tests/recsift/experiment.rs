@@ -71,8 +71,23 @@ fn maintained_scores_equal_from_scratch_after_every_round() {
 fn scores_no_select_node_reads_are_not_computed_and_change_no_metric() {
     // Without rounds the pool protocol runs no select node, so nothing reads the scores:
     // the engine renders nothing, and round 0 evaluates exactly as with a select node.
-    let scored = run_unchecked(&plan_of(MF_POOL, &["protocol.pool.rounds=1"]));
-    let unread = run_unchecked(&plan_of(MF_POOL, &["protocol.pool.rounds=0"]));
+    let (with_rounds, without) = (
+        plan_of(MF_POOL, &["protocol.pool.rounds=1"]),
+        plan_of(MF_POOL, &["protocol.pool.rounds=0"]),
+    );
+    // `recsift plan` says so.
+    for (plan, engine) in [
+        (
+            &with_rounds,
+            "maintains `scores`: each pool sample's prediction, uncertainty and loss under `model`\n",
+        ),
+        (&without, "maintains nothing: the run selects nothing\n"),
+    ] {
+        let shown = plan.to_string();
+        assert!(shown.contains(&format!("\n  engine {engine}")), "{shown}");
+    }
+    let scored = run_unchecked(&with_rounds);
+    let unread = run_unchecked(&without);
     assert_eq!(unread.rounds.len(), 1);
     assert!(scored.rounds[0].rescored > 10_000, "{:?}", scored.rounds[0]);
     assert_eq!(unread.rounds[0].rescored, 0);
@@ -117,6 +132,13 @@ fn a_strategy_that_reads_no_scores_picks_the_top_of_its_key_without_the_engine()
         ],
     );
     assert_eq!(engine_graph(&plan), None);
+    let shown = plan.to_string();
+    assert!(
+        shown.contains(
+            "\n  engine maintains nothing: `pick` ranks by a seeded hash of each sample (`random`)"
+        ),
+        "{shown}"
+    );
     let mut experiment = start_experiment(&plan, false, false).unwrap();
     while experiment.has_next() {
         // From scratch: the pool's `budget` highest keys.
