@@ -6,7 +6,7 @@ use std::fs;
 
 use recsift::io::parquet_file::read_parquet;
 
-use crate::common::{import_ml100k, recsift, root, stderr};
+use crate::common::{import_ml100k, plan_of, recsift, root, stderr};
 
 #[test]
 fn every_shipped_pipeline_has_a_stable_plan() {
@@ -65,6 +65,35 @@ fn every_shipped_pipeline_has_a_stable_plan() {
             dot.starts_with("digraph") && dot.contains("\"labelled\" -> \""),
             "{dot}"
         );
+    }
+}
+
+/// Each strategy's planner plans the options its registry entry lists: the quickstart
+/// with each strategy, its own options written, plans them (k-center's options into the
+/// select plan) and nothing else.
+#[test]
+fn each_strategy_plans_the_options_its_registry_entry_lists() {
+    for def in recsift::registry::STRATEGIES {
+        let strategy = format!("select.strategy={}", def.name);
+        let mut set = vec![strategy.as_str(), "select.budget=40"];
+        let written: Vec<String> = def
+            .options
+            .iter()
+            .map(|o| match o.name {
+                "space" => "select.space=factors".to_string(),
+                "candidates" => "select.candidates=90".to_string(),
+                other => panic!("no value to write for `{other}`"),
+            })
+            .collect();
+        set.extend(written.iter().map(String::as_str));
+        let plan = plan_of("pipelines/quickstart.yaml", &set);
+        let select = plan.protocol.select().unwrap();
+        assert_eq!(select.strategy, def.strategy);
+        let diversity = select
+            .diversity
+            .map(|d| (d.space.to_string(), d.candidates));
+        let expected = (!def.options.is_empty()).then(|| ("factors".to_string(), 90));
+        assert_eq!(diversity, expected, "{}", def.name);
     }
 }
 
