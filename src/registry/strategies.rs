@@ -172,6 +172,21 @@ pub static STRATEGIES: &[StrategyDef] = &[
     },
 ];
 
+impl Strategy {
+    /// The registry entry named `name`.
+    pub fn by_name(name: &str) -> Option<&'static StrategyDef> {
+        STRATEGIES.iter().find(|def| def.name == name)
+    }
+
+    /// This strategy's registry entry.
+    pub fn def(self) -> &'static StrategyDef {
+        STRATEGIES
+            .iter()
+            .find(|def| def.strategy == self)
+            .expect("every strategy is registered")
+    }
+}
+
 /// The strategies that take the `select:` option `name`, in words joined by `and`
 /// (`` `coreset` and `uncertainty_diversity` ``).
 pub fn strategies_taking(name: &str) -> String {
@@ -181,4 +196,82 @@ pub fn strategies_taking(name: &str) -> String {
         .map(|def| format!("`{}`", def.name))
         .collect();
     names.join(" and ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seeding::unit_hash;
+    use crate::strategy::SampleSignals;
+
+    /// Signals with every field set, so a key that reads one changes when it changes.
+    fn signals(sample: u32) -> SampleSignals {
+        SampleSignals {
+            prediction: 3.0,
+            variance: 0.5,
+            loss: Some(2.0),
+            item_labels: 9,
+            item_entropy: 1.5,
+            ..SampleSignals::unscored(sample)
+        }
+    }
+
+    #[test]
+    fn registry_names_round_trip() {
+        for def in STRATEGIES {
+            assert_eq!(Strategy::by_name(def.name).unwrap().strategy, def.strategy);
+            assert_eq!(def.strategy.def().name, def.name);
+        }
+    }
+
+    #[test]
+    fn a_pipeline_names_each_strategy_by_its_registry_name() {
+        for def in STRATEGIES {
+            let read: Strategy = serde_yaml::from_str(def.name).unwrap();
+            assert_eq!(read, def.strategy, "{}", def.name);
+            assert_eq!(read.def().name, def.name);
+        }
+        assert!(serde_yaml::from_str::<Strategy>("Random").is_err());
+    }
+
+    #[test]
+    fn exactly_the_strategies_that_read_item_statistics_say_so() {
+        let base = signals(1);
+        let other = SampleSignals {
+            item_labels: 40,
+            item_entropy: 0.25,
+            ..base
+        };
+        for def in STRATEGIES {
+            let key_reads = def.strategy.key(&base, 3) != def.strategy.key(&other, 3);
+            // Stratified's key is random, but it spends its budget per popularity stratum.
+            let groups_read = def.strategy == Strategy::Stratified;
+            assert_eq!(
+                def.reads_item_statistics,
+                key_reads || groups_read,
+                "{}",
+                def.name
+            );
+        }
+    }
+
+    #[test]
+    fn exactly_the_strategies_whose_keys_read_scores_say_so() {
+        let base = signals(1);
+        let other = SampleSignals {
+            prediction: -1.0,
+            variance: 4.0,
+            loss: Some(7.0),
+            ..base
+        };
+        for def in STRATEGIES {
+            let key_reads = def.strategy.key(&base, 3) != def.strategy.key(&other, 3);
+            assert_eq!(def.reads_scores, key_reads, "{}", def.name);
+            assert!(def.reads_scores || !def.needs_uncertainty, "{}", def.name);
+            // What `recsift plan` says of a strategy that reads neither: a seeded hash.
+            if !(def.reads_scores || def.reads_item_statistics) {
+                assert_eq!(def.strategy.key(&base, 3), unit_hash(3, base.sample));
+            }
+        }
+    }
 }

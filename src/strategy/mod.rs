@@ -5,8 +5,9 @@
 //! [`RankedPool`] fed by score changes, so picking the top `budget` never re-sorts the pool.
 //! Ties are broken by a seeded hash of the sample, so equal keys do not favour low ids.
 //!
-//! The registry's [`STRATEGIES`] is the one list of strategies: their names, docs, options
-//! and planners drive YAML validation, `recsift ops`, the README reference and the engine.
+//! The registry's [`crate::registry::STRATEGIES`] is the one list of strategies: their names,
+//! docs, options and planners drive YAML validation, `recsift ops`, the README reference and
+//! the engine.
 
 pub mod coreset;
 pub mod diverse;
@@ -14,7 +15,6 @@ pub mod ranked_pool;
 
 pub use ranked_pool::RankedPool;
 
-use crate::registry::{STRATEGIES, StrategyDef};
 use crate::seeding::unit_hash;
 
 use schemars::JsonSchema;
@@ -77,19 +77,6 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    /// The registry entry named `name`.
-    pub fn by_name(name: &str) -> Option<&'static StrategyDef> {
-        STRATEGIES.iter().find(|def| def.name == name)
-    }
-
-    /// This strategy's registry entry.
-    pub fn def(self) -> &'static StrategyDef {
-        STRATEGIES
-            .iter()
-            .find(|def| def.strategy == self)
-            .expect("every strategy is registered")
-    }
-
     /// The key a sample is ranked by (higher is selected first).
     pub fn key(self, signals: &SampleSignals, seed: u64) -> f64 {
         match self {
@@ -129,14 +116,6 @@ mod tests {
     }
 
     #[test]
-    fn registry_names_round_trip() {
-        for def in STRATEGIES {
-            assert_eq!(Strategy::by_name(def.name).unwrap().strategy, def.strategy);
-            assert_eq!(def.strategy.def().name, def.name);
-        }
-    }
-
-    #[test]
     fn keys_read_the_documented_signal() {
         let s = signals(1);
         assert_eq!(Strategy::Uncertainty.key(&s, 0), 0.5);
@@ -144,57 +123,6 @@ mod tests {
         assert_eq!(Strategy::Popularity.key(&s, 0), 9.0);
         assert_eq!(Strategy::Entropy.key(&s, 0), 1.5);
         assert!((Strategy::LogPopEntropy.key(&s, 0) - 10f64.ln() * 1.5).abs() < 1e-12);
-    }
-
-    #[test]
-    fn a_pipeline_names_each_strategy_by_its_registry_name() {
-        for def in STRATEGIES {
-            let read: Strategy = serde_yaml::from_str(def.name).unwrap();
-            assert_eq!(read, def.strategy, "{}", def.name);
-            assert_eq!(read.def().name, def.name);
-        }
-        assert!(serde_yaml::from_str::<Strategy>("Random").is_err());
-    }
-
-    #[test]
-    fn exactly_the_strategies_that_read_item_statistics_say_so() {
-        let base = signals(1);
-        let other = SampleSignals {
-            item_labels: 40,
-            item_entropy: 0.25,
-            ..base
-        };
-        for def in STRATEGIES {
-            let key_reads = def.strategy.key(&base, 3) != def.strategy.key(&other, 3);
-            // Stratified's key is random, but it spends its budget per popularity stratum.
-            let groups_read = def.strategy == Strategy::Stratified;
-            assert_eq!(
-                def.reads_item_statistics,
-                key_reads || groups_read,
-                "{}",
-                def.name
-            );
-        }
-    }
-
-    #[test]
-    fn exactly_the_strategies_whose_keys_read_scores_say_so() {
-        let base = signals(1);
-        let other = SampleSignals {
-            prediction: -1.0,
-            variance: 4.0,
-            loss: Some(7.0),
-            ..base
-        };
-        for def in STRATEGIES {
-            let key_reads = def.strategy.key(&base, 3) != def.strategy.key(&other, 3);
-            assert_eq!(def.reads_scores, key_reads, "{}", def.name);
-            assert!(def.reads_scores || !def.needs_uncertainty, "{}", def.name);
-            // What `recsift plan` says of a strategy that reads neither: a seeded hash.
-            if !(def.reads_scores || def.reads_item_statistics) {
-                assert_eq!(def.strategy.key(&base, 3), unit_hash(3, base.sample));
-            }
-        }
     }
 
     #[test]
