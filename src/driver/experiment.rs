@@ -489,13 +489,7 @@ impl SplitRun {
             })?;
         }
         metrics.extend(fit.loss_metrics());
-        metrics.extend(
-            session
-                .model()
-                .learned_weights()
-                .into_iter()
-                .map(|(name, w)| (name, f64::from(w))),
-        );
+        metrics.extend(session.model().learned_weights());
         Ok(clock.record(&mut session.latency, round, counts, metrics))
     }
 

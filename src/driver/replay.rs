@@ -484,14 +484,14 @@ impl ReplayExperiment {
         } else {
             self.epochs_per_round
         };
-        let report = clock.time("train", || {
-            self.core
-                .session
-                .model_mut()
-                .fit(&train_events, &train_on, epochs)
-        })?;
         let labelled_events: Vec<Interaction> =
             revealed.iter().map(|&k| self.seen.event(k)).collect();
+        // A fusion learning prequentially fits its weights on the window's revealed labels
+        // before its parts train on them.
+        let clip = self.core.session.head().clip;
+        let models = self.core.session.model_mut();
+        models.learn_on(labelled_events.clone(), clip);
+        let report = clock.time("train", || models.fit(&train_events, &train_on, epochs))?;
         let remove = picked
             .iter()
             .map(|&(k, _)| self.seen.pool_sample(k, self.oracle))
@@ -505,6 +505,7 @@ impl ReplayExperiment {
             })
         })?;
         metrics.extend(report.loss_metrics());
+        metrics.extend(self.core.session.model().learned_weights());
         metrics.push(("events".into(), window.events.len() as f64));
         if let Some(n) = texts_embedded {
             metrics.push(("texts_embedded".into(), n as f64));

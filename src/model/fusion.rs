@@ -10,7 +10,8 @@
 //! predictions, grows with the parts' disagreement.
 //!
 //! [`learn_weights`] fits the weights on labelled events: the non-negative weights summing
-//! to 1 with the least squared error of the fused prediction.
+//! to 1 with the least squared error of the fused prediction; [`ResidualGram`] is what that
+//! fit depends on, added up over events seen at different times.
 
 use crate::scoring::{RowLayout, ScoringHead};
 
@@ -60,55 +61,100 @@ pub fn fused_rows(
 }
 
 /// The weights `w` (non-negative, summing to 1) minimising `sum_e (labels[e] -
-/// sum_k w_k * predictions[k][e])^2`, with the error they reach (mean squared).
-///
-/// With the weights summing to 1 the fused error is `sum_k w_k * r_k`, `r_k` part `k`'s
-/// residuals, so the problem is the quadratic `w' R w` over the simplex (`R` the residuals'
-/// Gram matrix). Its minimum has some set of positive weights solving `R_S w_S = lambda 1`;
-/// every non-empty set is tried (2^k - 1 small solves; fusions have a handful of parts) and
-/// the best one with non-negative weights kept, so the result is exact, never worse than
-/// the best single part, and independent of any step size. Ties keep the earliest set.
+/// sum_k w_k * predictions[k][e])^2`, with the error they reach (mean squared): the
+/// minimum of [`ResidualGram`] over these events alone.
 pub fn learn_weights(predictions: &[Vec<f32>], labels: &[f32]) -> (Vec<f32>, f64) {
-    let k = predictions.len();
-    let mut gram = vec![0.0f64; k * k];
-    for (e, &y) in labels.iter().enumerate() {
-        let residuals: Vec<f64> = predictions
-            .iter()
-            .map(|p| f64::from(p[e]) - f64::from(y))
-            .collect();
-        for a in 0..k {
-            for b in 0..k {
-                gram[a * k + b] += residuals[a] * residuals[b];
+    let mut gram = ResidualGram::new(predictions.len());
+    gram.add(predictions, labels);
+    let (weights, error) = gram.minimum();
+    (weights, error / labels.len().max(1) as f64)
+}
+
+/// The Gram matrix of a fusion's parts' residuals (prediction minus label) summed over
+/// labelled events, which is all the fitted weights depend on: with the weights summing to
+/// 1 the fused error is `sum_k w_k * r_k`, `r_k` part `k`'s residuals, so the squared
+/// error is the quadratic `w' R w` over the simplex. Events added at different times add
+/// up, so a replay's fusion fits on every window's residuals as they were before the parts
+/// trained on it, in a state of `parts^2` numbers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResidualGram {
+    parts: usize,
+    /// Row-major `parts x parts` sums.
+    sums: Vec<f64>,
+}
+
+impl ResidualGram {
+    /// No events yet, over `parts` parts.
+    pub fn new(parts: usize) -> Self {
+        Self {
+            parts,
+            sums: vec![0.0; parts * parts],
+        }
+    }
+
+    /// The Gram matrix of `parts` parts from its row-major `sums` (as [`Self::sums`] gave
+    /// them); `None` when they are not `parts^2` numbers.
+    pub fn from_sums(parts: usize, sums: Vec<f64>) -> Option<Self> {
+        (sums.len() == parts * parts).then_some(Self { parts, sums })
+    }
+
+    /// Its row-major sums.
+    pub fn sums(&self) -> &[f64] {
+        &self.sums
+    }
+
+    /// Adds the residuals of `predictions` (one list per part, one prediction per event)
+    /// against `labels`.
+    pub fn add(&mut self, predictions: &[Vec<f32>], labels: &[f32]) {
+        let k = self.parts;
+        for (e, &y) in labels.iter().enumerate() {
+            let residuals: Vec<f64> = predictions
+                .iter()
+                .map(|p| f64::from(p[e]) - f64::from(y))
+                .collect();
+            for a in 0..k {
+                for b in 0..k {
+                    self.sums[a * k + b] += residuals[a] * residuals[b];
+                }
             }
         }
     }
-    let n = labels.len().max(1) as f64;
-    let mut best: Option<(Vec<f64>, f64)> = None;
-    for set in 1u32..(1 << k) {
-        let members: Vec<usize> = (0..k).filter(|&i| set & (1 << i) != 0).collect();
-        let Some(w) = simplex_face_minimum(&gram, k, &members) else {
-            continue;
-        };
-        if w.iter().any(|&x| x < 0.0) {
-            continue;
+
+    /// The weights (non-negative, summing to 1) with the least summed squared error over
+    /// the events added, and that error. The minimum has some set of positive weights
+    /// solving `R_S w_S = lambda 1`; every non-empty set is tried (2^k - 1 small solves;
+    /// fusions have a handful of parts) and the best one with non-negative weights kept, so
+    /// the result is exact, never worse than the best single part, and independent of any
+    /// step size. Ties (all sets tie where no events were added) keep the earliest set.
+    pub fn minimum(&self) -> (Vec<f32>, f64) {
+        let (k, gram) = (self.parts, &self.sums);
+        let mut best: Option<(Vec<f64>, f64)> = None;
+        for set in 1u32..(1 << k) {
+            let members: Vec<usize> = (0..k).filter(|&i| set & (1 << i) != 0).collect();
+            let Some(w) = simplex_face_minimum(gram, k, &members) else {
+                continue;
+            };
+            if w.iter().any(|&x| x < 0.0) {
+                continue;
+            }
+            let mut full = vec![0.0; k];
+            for (&i, &x) in members.iter().zip(&w) {
+                full[i] = x;
+            }
+            let error: f64 = (0..k)
+                .map(|a| {
+                    (0..k)
+                        .map(|b| full[a] * gram[a * k + b] * full[b])
+                        .sum::<f64>()
+                })
+                .sum::<f64>();
+            if best.as_ref().is_none_or(|(_, e)| error < *e) {
+                best = Some((full, error));
+            }
         }
-        let mut full = vec![0.0; k];
-        for (&i, &x) in members.iter().zip(&w) {
-            full[i] = x;
-        }
-        let error: f64 = (0..k)
-            .map(|a| {
-                (0..k)
-                    .map(|b| full[a] * gram[a * k + b] * full[b])
-                    .sum::<f64>()
-            })
-            .sum::<f64>();
-        if best.as_ref().is_none_or(|(_, e)| error < *e) {
-            best = Some((full, error));
-        }
+        let (weights, error) = best.unwrap_or_else(|| (vec![1.0 / k as f64; k], f64::NAN));
+        (weights.iter().map(|&w| w as f32).collect(), error)
     }
-    let (weights, error) = best.unwrap_or_else(|| (vec![1.0 / k as f64; k], f64::NAN));
-    (weights.iter().map(|&w| w as f32).collect(), error / n)
 }
 
 /// The minimum of `w' R w` with `sum w = 1` over the weights of `members` alone, from its
@@ -206,6 +252,26 @@ mod tests {
             .collect();
         let (w, _) = learn_weights(&[a, b, c], &labels);
         assert!(w[2].abs() < 1e-5, "{w:?}");
+    }
+
+    #[test]
+    fn residuals_added_in_parts_fit_the_weights_of_all_events_at_once() {
+        let a: Vec<f32> = (0..60).map(|i| (i as f32 * 0.3).sin() + 3.0).collect();
+        let b: Vec<f32> = (0..60).map(|i| (i as f32 * 0.7).cos() + 3.2).collect();
+        let labels: Vec<f32> = (0..60).map(|i| 3.0 + (i % 5) as f32 * 0.25).collect();
+        let (whole, error) = learn_weights(&[a.clone(), b.clone()], &labels);
+        let mut gram = ResidualGram::new(2);
+        for range in [0..7, 7..30, 30..60] {
+            let chunk = [a[range.clone()].to_vec(), b[range.clone()].to_vec()];
+            gram.add(&chunk, &labels[range]);
+        }
+        let (weights, summed) = gram.minimum();
+        assert_eq!(weights, whole);
+        assert!((summed / 60.0 - error).abs() < 1e-12);
+        assert!(weights.iter().all(|&w| w > 0.05), "{weights:?}");
+        let restored = ResidualGram::from_sums(2, gram.sums().to_vec()).unwrap();
+        assert_eq!(restored, gram);
+        assert_eq!(ResidualGram::from_sums(3, gram.sums().to_vec()), None);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! A [`ModelSet`] is itself a [`Recommender`]: its head and rows are those of the scored
 //! model (a trained one, or a fusion, see [`super::fusion`]), its fit trains every model on
-//! the same samples and then re-learns the weights of learned fusions, and its state holds
+//! the same samples and re-learns the weights of learned fusions (after the fit on
+//! validation events, before it on a replay window's labels), and its state holds
 //! every model's state. A pipeline with one `train` node is a set of one, which passes every
 //! call straight to its model (same rows, same state, same results as the model alone).
 //! Evaluation reads any model of the set by its node name ([`ModelSet::export`]).
@@ -14,11 +15,15 @@ use crate::data::{HostTensor, HostValues, Interaction, ItemEmbeddings, ItemIdx, 
 use crate::plan::{FuseWeights, ModelsPlan};
 use crate::scoring::ScoringHead;
 
-use super::fusion::{fused_head, fused_rows, learn_weights};
+use super::fusion::{ResidualGram, fused_head, fused_rows, learn_weights};
 use super::{FitReport, ModelError, ModelState, Recommender};
 
 /// The family name of a set's state (one model's state keeps its family's name).
 const SET_KIND: &str = "models";
+
+/// The scalar under a prequentially learning fusion's node in a set's state: the
+/// [`ResidualGram`] its weights are fitted on.
+const RESIDUAL_GRAM: &str = "residual_gram";
 
 /// Several recommenders and their fusions; exports the scored one.
 pub struct ModelSet {
@@ -28,8 +33,9 @@ pub struct ModelSet {
     fusions: Vec<Fusion>,
     /// The model whose head and rows the set exports.
     scored: ModelRef,
-    /// Validation events that learned fusions fit their weights on.
-    validation: Vec<Interaction>,
+    /// The events learned fusions fit their weights on: a split's validation events, or a
+    /// replay window's revealed labels.
+    learn_events: Vec<Interaction>,
     /// The clip range of squared-loss predictions (the training labels' scale), which the
     /// learned weights' fit applies.
     clip: Option<(f32, f32)>,
@@ -48,13 +54,25 @@ struct Fusion {
     node: String,
     parts: Vec<usize>,
     weights: Vec<f32>,
-    learned: bool,
+    /// How it learns its weights; `None`: they are given.
+    learns: Option<Learning>,
+}
+
+/// How a learned fusion fits its weights on the set's learning events.
+#[derive(Clone, Debug, PartialEq)]
+enum Learning {
+    /// After every fit, on the validation events (which no fit sees) alone.
+    AfterFit,
+    /// Before every fit, on the residuals of every learning event given so far (a replay's
+    /// windows, each as the parts predicted it before training on it).
+    BeforeFit(ResidualGram),
 }
 
 impl ModelSet {
     /// The set of `plan`'s models from their built recommenders (`trained`, in the plan's
     /// order), scoring `scored`. Learned fusions start with equal weights; they fit them
-    /// after every fit on the events [`ModelSet::learn_on`] gives (none: they keep them).
+    /// after (validation) or before (prequential) every fit on the events
+    /// [`ModelSet::learn_on`] gives (none: they keep them).
     /// A plan naming a model it does not define is an `Err` (the planner never makes one).
     pub fn new(
         plan: &ModelsPlan,
@@ -75,11 +93,17 @@ impl ModelSet {
                     node: f.node.clone(),
                     weights: match &f.weights {
                         FuseWeights::Given(w) => w.clone(),
-                        FuseWeights::LearnedOnValidation => {
+                        FuseWeights::LearnedOnValidation | FuseWeights::LearnedPrequentially => {
                             vec![1.0 / parts.len() as f32; parts.len()]
                         }
                     },
-                    learned: f.weights == FuseWeights::LearnedOnValidation,
+                    learns: match f.weights {
+                        FuseWeights::Given(_) => None,
+                        FuseWeights::LearnedOnValidation => Some(Learning::AfterFit),
+                        FuseWeights::LearnedPrequentially => {
+                            Some(Learning::BeforeFit(ResidualGram::new(parts.len())))
+                        }
+                    },
                     parts,
                 })
             })
@@ -88,17 +112,19 @@ impl ModelSet {
             trained: names.into_iter().zip(trained).collect(),
             fusions,
             scored: ModelRef::Trained(0),
-            validation: Vec::new(),
+            learn_events: Vec::new(),
             clip: None,
         };
         set.scored = set.find(scored)?;
         Ok(set)
     }
 
-    /// The validation events learned fusions fit their weights on, and the clip range of
-    /// squared-loss predictions (the labels' scale) under which they are compared.
-    pub fn learn_on(&mut self, validation: Vec<Interaction>, clip: Option<(f32, f32)>) {
-        self.validation = validation;
+    /// The events learned fusions fit their weights on from the next fit on (a split's
+    /// validation events, given once; a replay window's revealed labels, given before the
+    /// fit on that window), and the clip range of squared-loss predictions (the labels'
+    /// scale) under which they are compared.
+    pub fn learn_on(&mut self, events: Vec<Interaction>, clip: Option<(f32, f32)>) {
+        self.learn_events = events;
         self.clip = clip;
     }
 
@@ -139,15 +165,15 @@ impl ModelSet {
 
     /// The current weight of every part of every learned fusion, named
     /// `<fusion>/weight[<part>]` (what a round reports beside its metrics).
-    pub fn learned_weights(&self) -> Vec<(String, f32)> {
+    pub fn learned_weights(&self) -> Vec<(String, f64)> {
         self.fusions
             .iter()
-            .filter(|f| f.learned)
+            .filter(|f| f.learns.is_some())
             .flat_map(|f| {
-                f.parts
-                    .iter()
-                    .zip(&f.weights)
-                    .map(|(&i, &w)| (format!("{}/weight[{}]", f.node, self.trained[i].0), w))
+                f.parts.iter().zip(&f.weights).map(|(&i, &w)| {
+                    let name = format!("{}/weight[{}]", f.node, self.trained[i].0);
+                    (name, f64::from(w))
+                })
             })
             .collect()
     }
@@ -212,10 +238,11 @@ impl ModelSet {
         Ok((head, user_rows, item_rows))
     }
 
-    /// Each trained model's clipped prediction of every validation event, in plan order.
-    fn validation_predictions(&self, parts: &[usize]) -> Result<Vec<Vec<f32>>, ModelError> {
-        let mut users: Vec<UserIdx> = self.validation.iter().map(|e| e.user).collect();
-        let mut items: Vec<ItemIdx> = self.validation.iter().map(|e| e.item).collect();
+    /// Each of the trained models `parts`' clipped prediction of every learning event, in
+    /// plan order.
+    fn learning_predictions(&self, parts: &[usize]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let mut users: Vec<UserIdx> = self.learn_events.iter().map(|e| e.user).collect();
+        let mut items: Vec<ItemIdx> = self.learn_events.iter().map(|e| e.item).collect();
         users.sort_unstable();
         users.dedup();
         items.sort_unstable();
@@ -230,7 +257,7 @@ impl ModelSet {
                 let user_rows = model.user_rows(&users)?;
                 let item_rows = model.item_rows(&items)?;
                 Ok(self
-                    .validation
+                    .learn_events
                     .iter()
                     .map(|e| {
                         let u = users.binary_search(&e.user).unwrap_or(0);
@@ -247,17 +274,28 @@ impl ModelSet {
             .collect()
     }
 
-    /// Fits the weights of every learned fusion on the validation events; returns whether
-    /// the scored model's weights changed.
-    fn learn_fusion_weights(&mut self) -> Result<bool, ModelError> {
-        let labels: Vec<f32> = self.validation.iter().map(|e| e.label).collect();
+    /// Fits the weights of every fusion that learns before (`before_fit`) or after the fit
+    /// on the learning events; returns whether the scored model's weights changed.
+    fn learn_fusion_weights(&mut self, before_fit: bool) -> Result<bool, ModelError> {
+        let labels: Vec<f32> = self.learn_events.iter().map(|e| e.label).collect();
         let mut scored_changed = false;
         for f in 0..self.fusions.len() {
-            if !self.fusions[f].learned || labels.is_empty() {
+            let learns_now = match &self.fusions[f].learns {
+                Some(Learning::AfterFit) => !before_fit,
+                Some(Learning::BeforeFit(_)) => before_fit,
+                None => false,
+            };
+            if !learns_now || labels.is_empty() {
                 continue;
             }
-            let predictions = self.validation_predictions(&self.fusions[f].parts.clone())?;
-            let (weights, _) = learn_weights(&predictions, &labels);
+            let predictions = self.learning_predictions(&self.fusions[f].parts.clone())?;
+            let weights = match &mut self.fusions[f].learns {
+                Some(Learning::BeforeFit(gram)) => {
+                    gram.add(&predictions, &labels);
+                    gram.minimum().0
+                }
+                _ => learn_weights(&predictions, &labels).0,
+            };
             let fusion = &mut self.fusions[f];
             if fusion.weights != weights {
                 scored_changed |= self.scored == ModelRef::Fused(f);
@@ -277,7 +315,7 @@ impl ModelSet {
                 .collect::<Result<_, ModelError>>()?,
             fusions: self.fusions.clone(),
             scored: self.scored,
-            validation: self.validation.clone(),
+            learn_events: self.learn_events.clone(),
             clip: self.clip,
         })
     }
@@ -313,6 +351,7 @@ impl Recommender for ModelSet {
         keys: &[u32],
         epochs: usize,
     ) -> Result<FitReport, ModelError> {
+        let learned_before = self.learn_fusion_weights(true)?;
         let scored_parts = self.parts_of(self.scored);
         let several = self.trained.len() > 1;
         let mut report = FitReport::default();
@@ -328,7 +367,7 @@ impl Recommender for ModelSet {
                 report.merge(fitted);
             }
         }
-        if self.learn_fusion_weights()? {
+        if self.learn_fusion_weights(false)? || learned_before {
             report.shared_changed = true;
         }
         report.node_losses = node_losses;
@@ -355,8 +394,9 @@ impl Recommender for ModelSet {
     }
 
     /// One model's state is its own; a set's holds each model's tensors under
-    /// `<node>/<name>`, each fusion's weights as `<node>/weights`, and each model's family
-    /// and scalars under its node name.
+    /// `<node>/<name>`, each fusion's weights as `<node>/weights`, each model's family and
+    /// scalars under its node name, and under a prequentially learning fusion's node the
+    /// residuals it learns from.
     fn save_state(&self) -> Result<ModelState, ModelError> {
         if let Some(model) = self.single() {
             return model.save_state();
@@ -381,6 +421,12 @@ impl Recommender for ModelSet {
                     values: HostValues::F32(fusion.weights.clone()),
                 },
             );
+            if let Some(Learning::BeforeFit(gram)) = &fusion.learns {
+                scalars.insert(
+                    fusion.node.clone(),
+                    serde_json::json!({ RESIDUAL_GRAM: gram.sums() }),
+                );
+            }
         }
         Ok(ModelState {
             kind: SET_KIND.into(),
@@ -432,6 +478,19 @@ impl Recommender for ModelSet {
                         fusion.node
                     )));
                 }
+            }
+            if let Some(Learning::BeforeFit(gram)) = &mut fusion.learns {
+                let sums: Option<Vec<f64>> = state.scalars[fusion.node.as_str()][RESIDUAL_GRAM]
+                    .as_array()
+                    .and_then(|values| values.iter().map(serde_json::Value::as_f64).collect());
+                *gram = sums
+                    .and_then(|sums| ResidualGram::from_sums(fusion.parts.len(), sums))
+                    .ok_or_else(|| {
+                        ModelError::Input(format!(
+                            "the state holds no residuals fusion `{}` learns its weights from",
+                            fusion.node
+                        ))
+                    })?;
             }
         }
         *self = loaded;

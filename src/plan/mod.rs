@@ -552,6 +552,10 @@ pub enum FuseWeights {
     /// After every fit, the non-negative weights summing to 1 that minimise the squared
     /// error of the fused prediction on the validation events.
     LearnedOnValidation,
+    /// In a replay, before the parts train on a window, the non-negative weights summing to
+    /// 1 that minimise the squared error of the fused prediction on every window's revealed
+    /// labels so far, each as the parts predicted it before training on it.
+    LearnedPrequentially,
 }
 
 /// Resolved `select:`.

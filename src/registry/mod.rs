@@ -190,10 +190,12 @@ pub static OPERATORS: &[OperatorDef] = &[
                 "learn",
                 "string",
                 DefaultValue::None,
-                "`validation`: after every fit, the non-negative weights summing to 1 with the \
-                 least squared error on the validation events (needs a split with validation; \
-                 never worse than the better part there); each round reports them as \
-                 `<fuse node>/weight[<part>]`",
+                "learn the non-negative weights summing to 1 with the least squared error \
+                 (never worse than the better part on the events they are fitted on): \
+                 `validation`, after every fit, on the split's validation events; \
+                 `prequential`, in a replay, before the parts train on a window, on every \
+                 window so far as the parts predicted it before training on it. Each round \
+                 reports them as `<fuse node>/weight[<part>]`",
             ),
         ],
         plan: build::plan_fuse,

@@ -395,9 +395,11 @@ pub struct FuseSpec {
     /// One non-negative weight per input, in the order of `inputs:` (they are scaled to sum
     /// to 1; default: equal weights).
     pub weights: Option<Vec<f64>>,
-    /// `validation`: after every fit, the weights that minimise the squared error of the
-    /// fused prediction on the validation events (non-negative, summing to 1), instead of
-    /// given ones.
+    /// Learn the weights (non-negative, summing to 1, minimising the squared error of the
+    /// fused prediction) instead of giving them: `validation`, after every fit, on the
+    /// split's validation events; `prequential`, in a replay, before the parts train on a
+    /// window, on every window's revealed labels so far, each as the parts predicted it
+    /// before training on it.
     pub learn: Option<LearnFrom>,
 }
 
@@ -405,8 +407,12 @@ pub struct FuseSpec {
 #[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum LearnFrom {
-    /// The split's validation events.
+    /// The split's validation events, after every fit.
     Validation,
+    /// In a replay, before the parts train on a window, every window's revealed labels so
+    /// far, each as the parts predicted it before training on it: held out from the parts
+    /// as prequential evaluation holds out the window.
+    Prequential,
 }
 
 /// `train.<family>.refit:` — which labels a round's training pass visits.

@@ -538,6 +538,14 @@ fn graphs_of_several_models_are_checked_before_running() {
     assert!(err.contains("share one schedule"), "{err}");
     assert!(err.contains("the split has none"), "{err}");
     assert!(err.contains("p.yaml:"), "{err}");
+    // A replay has no validation events: its fusions learn prequentially.
+    let replay = models("{learn: validation}", "dim: 8, epochs: 2", "").replace(
+        "{pool: {split: {random: {test: 0.2}}, rounds: 0}}",
+        "{replay: {window: 7d}}",
+    );
+    let err = fails(dir.path(), &["validate", &pipeline(dir.path(), &replay)]);
+    assert!(err.contains("but a replay has none"), "{err}");
+    assert!(err.contains("write `learn: prequential`"), "{err}");
     // Weights that do not match the inputs; a fusion of a fusion.
     let file = pipeline(
         dir.path(),
@@ -562,6 +570,12 @@ fn graphs_of_several_models_are_checked_before_running() {
             "{learn: test}",
             "dim: 4, epochs: 2",
             "`nodes.both.fuse.learn`: unknown value `test`",
+        ),
+        (
+            "{learn: prequential}",
+            "dim: 4, epochs: 2",
+            "`learn: prequential` fits the weights on each replay window's labels before the \
+             parts train on them, but this protocol is not a replay",
         ),
         (
             "{weights: [0, 0]}",

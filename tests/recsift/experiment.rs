@@ -597,3 +597,134 @@ fn a_run_asked_for_a_round_past_its_last_says_so_instead_of_panicking() {
     assert!(!experiment.has_next());
     assert!(experiment.next_round().is_err());
 }
+
+/// A replay's fusion learning prequentially fits its weights before every fit, on every
+/// window given so far as its parts predicted it before training on it: after each window
+/// its weights equal the simplex minimum of those residuals computed from scratch, and a
+/// set saved mid-way and loaded again continues exactly.
+#[test]
+fn a_prequential_fusion_learns_from_each_window_before_its_parts_train_on_it() {
+    use recsift::data::{Interaction, LabelKind};
+    use recsift::driver::embed::EncoderSources;
+    use recsift::driver::experiment::build_model;
+    use recsift::model::Recommender;
+    use recsift::model::fusion::ResidualGram;
+    use recsift::seeding::unit_hash;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("prequential.yaml");
+    let events = root().join("data/ml-latest-small/ratings.parquet");
+    std::fs::write(
+        &file,
+        format!(
+            "version: 1
+data: {{events: {}}}
+protocol: {{replay: {{window: 7d, free_labels: 1.0}}}}
+nodes:
+  small: {{train: {{mf: {{dim: 4, epochs: 3, optimizer: {{adam: {{}}}}}}}}, input: labelled}}
+  large: {{train: {{mf: {{dim: 24, init_std: 0.1, epochs: 3, optimizer: {{adam: {{}}}}}}}}, input: labelled}}
+  blend: {{fuse: {{learn: prequential}}, inputs: [small, large]}}
+  report: {{evaluate: {{metrics: [rmse]}}, inputs: [test, blend]}}
+",
+            events.display()
+        ),
+    )
+    .unwrap();
+    let plan = plan_of(file.to_str().unwrap(), &[]);
+    let (users, items) = (60u32, 90u32);
+    let build = || {
+        let text = None;
+        build_model(
+            &plan,
+            60,
+            90,
+            3.5,
+            LabelKind::Rating,
+            text,
+            &EncoderSources::new(),
+        )
+        .unwrap()
+    };
+    // Four windows of ratings whose mean depends on the user and the item.
+    let windows: Vec<Vec<Interaction>> = (0..4u32)
+        .map(|w| {
+            (0..300u32)
+                .map(|e| {
+                    let k = w * 300 + e;
+                    let (user, item) = (
+                        (unit_hash(1, k) * f64::from(users)) as u32,
+                        (unit_hash(2, k) * f64::from(items)) as u32,
+                    );
+                    let taste = (user % 5) as f32 * 0.4 + (item % 7) as f32 * 0.25;
+                    let noise = unit_hash(3, k) as f32;
+                    let label = (1.0 + taste + noise).round().clamp(1.0, 5.0);
+                    Interaction {
+                        user,
+                        item,
+                        label,
+                        time: i64::from(k),
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let clip = Some((1.0, 5.0));
+    let mut set = build();
+    let mut gram = ResidualGram::new(2);
+    let mut resumed = None;
+    let mut interior = false;
+    for (w, window) in windows.iter().enumerate() {
+        // From scratch: each part's prediction of the window before the fit.
+        let predictions: Vec<Vec<f32>> = ["small", "large"]
+            .iter()
+            .map(|part| {
+                let (head, user_rows, item_rows) = set.export(part, clip).unwrap();
+                let width = head.layout.row_len();
+                window
+                    .iter()
+                    .map(|e| {
+                        let (u, i) = (e.user as usize * width, e.item as usize * width);
+                        head.score(&user_rows[u..u + width], &item_rows[i..i + width], None)
+                            .prediction
+                    })
+                    .collect()
+            })
+            .collect();
+        let labels: Vec<f32> = window.iter().map(|e| e.label).collect();
+        gram.add(&predictions, &labels);
+        let keys: Vec<u32> = (0..window.len() as u32)
+            .map(|k| k + 300 * w as u32)
+            .collect();
+        for model in std::iter::once(&mut set).chain(resumed.as_mut()) {
+            model.learn_on(window.clone(), clip);
+            model.fit(window, &keys, 3).unwrap();
+        }
+        let weights: Vec<f32> = set
+            .learned_weights()
+            .iter()
+            .map(|(_, v)| *v as f32)
+            .collect();
+        assert_eq!(weights, gram.minimum().0, "window {w}");
+        interior |= weights.iter().all(|&v| v > 0.01);
+        if let Some(resumed) = &resumed {
+            assert_eq!(
+                resumed.learned_weights(),
+                set.learned_weights(),
+                "window {w}"
+            );
+            assert_eq!(
+                resumed.export("blend", clip).unwrap(),
+                set.export("blend", clip).unwrap()
+            );
+        }
+        if w == 1 {
+            let mut loaded = build();
+            loaded.load_state(&set.save_state().unwrap()).unwrap();
+            resumed = Some(loaded);
+        }
+    }
+    assert!(
+        interior,
+        "no window weighed both parts: the test would not tell when they learn"
+    );
+}

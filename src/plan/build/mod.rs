@@ -13,7 +13,7 @@ mod protocol;
 mod strategies;
 
 pub(crate) use families::{FamilyPlanner, plan_mf, plan_text_mf, plan_two_tower};
-use operators::PlannedModels;
+use operators::{HeldOut, PlannedModels};
 pub(crate) use operators::{
     NodePlans, OperatorPlanner, plan_embed, plan_evaluate, plan_fuse, plan_score, plan_select,
     plan_train,
@@ -250,7 +250,11 @@ impl Resolver {
             seed,
             device,
             label_kind,
-            has_validation: split.as_ref().is_some_and(SplitPlan::has_validation),
+            held_out: match protocol {
+                Some(WrittenProtocol::Replay(_)) => HeldOut::Windows,
+                _ if split.as_ref().is_some_and(SplitPlan::has_validation) => HeldOut::Validation,
+                _ => HeldOut::Nothing,
+            },
             select_needed: protocol.as_ref().and_then(WrittenProtocol::select_needed),
             embed: None,
             models: PlannedModels::new(),

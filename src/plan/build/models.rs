@@ -24,6 +24,7 @@ use crate::plan::{
 use super::Resolver;
 use super::families::{FamilyInput, option_key};
 use super::nodes::metric_help;
+use super::operators::HeldOut;
 use super::protocol::WrittenProtocol;
 
 impl Resolver {
@@ -59,19 +60,19 @@ impl Resolver {
     }
 
     /// Every `fuse` node over the models `trained`: fusions of models with one loss, learned
-    /// weights only where the split sets validation events apart; the flag says whether all
-    /// of them could be planned.
+    /// weights only on labels `held_out` from the parts; the flag says whether all of them
+    /// could be planned.
     pub(super) fn fused_models(
         &mut self,
         roles: &NodeRoles,
         trained: &[TrainedModel],
-        has_validation: bool,
+        held_out: HeldOut,
         graph: &mut Vec<PlanNode>,
     ) -> (Vec<FusePlan>, bool) {
         let mut fused = Vec::new();
         let mut complete = true;
         for node in &roles.fuse {
-            match self.fuse(node, trained, has_validation, graph) {
+            match self.fuse(node, trained, held_out, graph) {
                 Some(plan) => fused.push(plan),
                 None => complete = false,
             }
@@ -121,7 +122,7 @@ impl Resolver {
         &mut self,
         node: &NodeSpec,
         trained: &[TrainedModel],
-        has_validation: bool,
+        held_out: HeldOut,
         graph: &mut Vec<PlanNode>,
     ) -> Option<FusePlan> {
         let OperatorSpec::Fuse(FuseSpec { weights, learn }) = &node.operator else {
@@ -162,16 +163,34 @@ impl Resolver {
                 None
             }
             (None, Some(LearnFrom::Validation)) => {
-                if !has_validation {
-                    self.error(
+                match held_out {
+                    HeldOut::Validation => {}
+                    HeldOut::Windows => self.error(
+                        path.key("learn"),
+                        "`learn: validation` fits the weights on validation events, but a replay has none",
+                        "write `learn: prequential`: each window's revealed labels, before the parts train on them",
+                    ),
+                    HeldOut::Nothing => self.error(
                         path.key("learn"),
                         "`learn: validation` fits the weights on validation events, but the split has none",
                         "add them, e.g. `split: {random: {test: 0.1, validation: 0.1}}`, or give `weights: [0.5, 0.5]`",
-                    );
+                    ),
                 }
                 self.params
                     .push(("learn".into(), "validation".into(), true));
                 Some(FuseWeights::LearnedOnValidation)
+            }
+            (None, Some(LearnFrom::Prequential)) => {
+                if held_out != HeldOut::Windows {
+                    self.error(
+                        path.key("learn"),
+                        "`learn: prequential` fits the weights on each replay window's labels before the parts train on them, but this protocol is not a replay",
+                        "write `learn: validation` (with a split that sets validation events apart), or give `weights: [0.5, 0.5]`",
+                    );
+                }
+                self.params
+                    .push(("learn".into(), "prequential".into(), true));
+                Some(FuseWeights::LearnedPrequentially)
             }
             (written, None) => {
                 let weights = written.clone().unwrap_or_else(|| vec![1.0; parts.len()]);

@@ -26,8 +26,8 @@ pub(crate) struct NodePlans {
     pub device: Option<DeviceChoice>,
     /// Ratings or clicks.
     pub label_kind: LabelKind,
-    /// Whether the split sets validation events apart (learned fusion weights need them).
-    pub has_validation: bool,
+    /// The labels held out from the models that learned fusion weights may be fitted on.
+    pub held_out: HeldOut,
     /// Why the protocol needs a `select` node, when it does.
     pub select_needed: Option<String>,
     /// The `embed` node's plan.
@@ -42,6 +42,17 @@ pub(crate) struct NodePlans {
     pub evaluate: Vec<EvaluatePlan>,
     /// Every node planned so far, sources first, with its resolved parameters.
     pub graph: Vec<PlanNode>,
+}
+
+/// The labels a protocol holds out from the models, on which a fusion may learn its weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HeldOut {
+    /// The split's validation events.
+    Validation,
+    /// A replay's windows, each before the models train on it.
+    Windows,
+    /// None.
+    Nothing,
 }
 
 /// The `train` and `fuse` nodes planned so far.
@@ -94,7 +105,7 @@ pub(crate) fn plan_fuse(cx: &mut Resolver, nodes: &mut NodePlans) {
     let (fused, complete) = cx.fused_models(
         &nodes.roles,
         &nodes.models.plan.trained,
-        nodes.has_validation,
+        nodes.held_out,
         &mut nodes.graph,
     );
     nodes.models.plan.fused = fused;
