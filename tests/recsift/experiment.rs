@@ -598,6 +598,52 @@ fn a_run_asked_for_a_round_past_its_last_says_so_instead_of_panicking() {
     assert!(experiment.next_round().is_err());
 }
 
+/// A replay on ml-latest-small (in `dir`, with `protocol` added to its `replay:` section and
+/// `nodes` to its nodes) scoring and evaluating `blend`, a prequentially learning fusion of
+/// two MF models of different sizes.
+fn two_mf_replay(dir: &std::path::Path, protocol: &str, nodes: &str) -> String {
+    let file = dir.join("prequential.yaml");
+    let events = root().join("data/ml-latest-small/ratings.parquet");
+    std::fs::write(
+        &file,
+        format!(
+            "version: 1
+data: {{events: {}}}
+protocol: {{replay: {{window: 7d, {protocol}}}}}
+nodes:
+  small: {{train: {{mf: {{dim: 4, epochs: 3, optimizer: {{adam: {{}}}}}}}}, input: labelled}}
+  large: {{train: {{mf: {{dim: 24, init_std: 0.1, epochs: 3, optimizer: {{adam: {{}}}}}}}}, input: labelled}}
+  blend: {{fuse: {{learn: prequential}}, inputs: [small, large]}}
+  report: {{evaluate: {{metrics: [rmse]}}, inputs: [test, blend]}}
+{nodes}",
+            events.display()
+        ),
+    )
+    .unwrap();
+    file.to_str().unwrap().to_string()
+}
+
+/// A selecting replay whose scored model is a prequentially learning fusion: the weights
+/// change the head before every fit, and the engine's scores equal a from-scratch scoring
+/// after every window.
+#[test]
+fn a_replay_scoring_a_prequential_fusion_keeps_exact_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = two_mf_replay(
+        dir.path(),
+        "free_labels: 0.2, max_windows: 40",
+        "  scores: {score: {}, inputs: [pool, blend]}\n  pick: {select: {strategy: uncertainty, budget: 20}, input: scores}\n",
+    );
+    let out = run_checked(&plan_of(&file, &[]));
+    assert_eq!(out.rounds.len(), 40);
+    let weights: BTreeSet<String> = out
+        .rounds
+        .iter()
+        .map(|r| format!("{:.4}", metric(r, "blend/weight[small]")))
+        .collect();
+    assert!(weights.len() > 1, "the weights never moved: {weights:?}");
+}
+
 /// A replay's fusion learning prequentially fits its weights before every fit, on every
 /// window given so far as its parts predicted it before training on it: after each window
 /// its weights equal the simplex minimum of those residuals computed from scratch, and a
@@ -612,25 +658,8 @@ fn a_prequential_fusion_learns_from_each_window_before_its_parts_train_on_it() {
     use recsift::seeding::unit_hash;
 
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("prequential.yaml");
-    let events = root().join("data/ml-latest-small/ratings.parquet");
-    std::fs::write(
-        &file,
-        format!(
-            "version: 1
-data: {{events: {}}}
-protocol: {{replay: {{window: 7d, free_labels: 1.0}}}}
-nodes:
-  small: {{train: {{mf: {{dim: 4, epochs: 3, optimizer: {{adam: {{}}}}}}}}, input: labelled}}
-  large: {{train: {{mf: {{dim: 24, init_std: 0.1, epochs: 3, optimizer: {{adam: {{}}}}}}}}, input: labelled}}
-  blend: {{fuse: {{learn: prequential}}, inputs: [small, large]}}
-  report: {{evaluate: {{metrics: [rmse]}}, inputs: [test, blend]}}
-",
-            events.display()
-        ),
-    )
-    .unwrap();
-    let plan = plan_of(file.to_str().unwrap(), &[]);
+    let file = two_mf_replay(dir.path(), "free_labels: 1.0", "");
+    let plan = plan_of(&file, &[]);
     let (users, items) = (60u32, 90u32);
     let build = || {
         let text = None;
