@@ -57,3 +57,28 @@ pub fn import_ml100k(dir: &Path, test: &str) -> Option<PathBuf> {
 pub fn minilm(test: &str) -> Option<PathBuf> {
     find(Fixture::MiniLm, test)
 }
+
+/// A replay on ml-latest-small (in `dir`, with `protocol` added to its `replay:` section and
+/// `nodes` to its nodes) scoring and evaluating `blend`, a prequentially learning fusion of
+/// two MF models of different sizes.
+pub fn two_mf_replay(dir: &std::path::Path, protocol: &str, nodes: &str) -> String {
+    let file = dir.join("prequential.yaml");
+    let events = root().join("data/ml-latest-small/ratings.parquet");
+    std::fs::write(
+        &file,
+        format!(
+            "version: 1
+data: {{events: {}}}
+protocol: {{replay: {{window: 7d, {protocol}}}}}
+nodes:
+  small: {{train: {{mf: {{dim: 4, epochs: 3, optimizer: {{adam: {{}}}}}}}}, input: labelled}}
+  large: {{train: {{mf: {{dim: 24, init_std: 0.1, epochs: 3, optimizer: {{adam: {{}}}}}}}}, input: labelled}}
+  blend: {{fuse: {{learn: prequential}}, inputs: [small, large]}}
+  report: {{evaluate: {{metrics: [rmse]}}, inputs: [test, blend]}}
+{nodes}",
+            events.display()
+        ),
+    )
+    .unwrap();
+    file.to_str().unwrap().to_string()
+}

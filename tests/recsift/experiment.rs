@@ -9,7 +9,7 @@ use recsift::scoring::Loss;
 use recsift::strategy::{SampleSignals, Strategy};
 use std::collections::BTreeSet;
 
-use crate::common::{import_ml100k, plan_of, root};
+use crate::common::{import_ml100k, plan_of, root, two_mf_replay};
 
 /// Runs every round, asserting after each (and after round 0) that the engine-maintained
 /// score of every pool sample equals the from-scratch score within 1e-6, where the engine
@@ -596,31 +596,6 @@ fn a_run_asked_for_a_round_past_its_last_says_so_instead_of_panicking() {
     let mut experiment = start_experiment(&plan, false, false).unwrap();
     assert!(!experiment.has_next());
     assert!(experiment.next_round().is_err());
-}
-
-/// A replay on ml-latest-small (in `dir`, with `protocol` added to its `replay:` section and
-/// `nodes` to its nodes) scoring and evaluating `blend`, a prequentially learning fusion of
-/// two MF models of different sizes.
-fn two_mf_replay(dir: &std::path::Path, protocol: &str, nodes: &str) -> String {
-    let file = dir.join("prequential.yaml");
-    let events = root().join("data/ml-latest-small/ratings.parquet");
-    std::fs::write(
-        &file,
-        format!(
-            "version: 1
-data: {{events: {}}}
-protocol: {{replay: {{window: 7d, {protocol}}}}}
-nodes:
-  small: {{train: {{mf: {{dim: 4, epochs: 3, optimizer: {{adam: {{}}}}}}}}, input: labelled}}
-  large: {{train: {{mf: {{dim: 24, init_std: 0.1, epochs: 3, optimizer: {{adam: {{}}}}}}}}, input: labelled}}
-  blend: {{fuse: {{learn: prequential}}, inputs: [small, large]}}
-  report: {{evaluate: {{metrics: [rmse]}}, inputs: [test, blend]}}
-{nodes}",
-            events.display()
-        ),
-    )
-    .unwrap();
-    file.to_str().unwrap().to_string()
 }
 
 /// A selecting replay whose scored model is a prequentially learning fusion: the weights

@@ -13,7 +13,7 @@ use arrow::array::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 
-use crate::common::{QUICK_POOL as POOL, recsift, root, stderr};
+use crate::common::{QUICK_POOL as POOL, recsift, root, stderr, two_mf_replay};
 
 /// 8 windows of 4,000 ratings of the latest-small replay, read 1,000 rows at a time: ids
 /// are interned as the log is read, so each window brings new users and films and the model
@@ -222,6 +222,25 @@ fn a_selection_run_killed_mid_round_resumes_to_the_same_results() {
 #[test]
 fn a_run_with_several_models_and_a_fusion_resumes_to_the_same_results() {
     assert_resumes_exactly(FUSION, &["round:2"]);
+}
+
+#[test]
+fn a_replay_whose_fusion_learns_prequentially_resumes_to_the_same_results() {
+    // The fusion's state holds the residual sums it fits its weights on: floats that must
+    // read back from the checkpoint to the last bit for the weights to match.
+    let dir = tempfile::tempdir().unwrap();
+    let file = two_mf_replay(dir.path(), "free_labels: 0.5, max_windows: 30", "");
+    assert_resumes_exactly(&[file.as_str()], &["round:20"]);
+    // The weights are not stuck in a corner, so a sum read back wrong would show.
+    let out = dir.path().join("once");
+    assert!(run(&[file.as_str()], &out, &[], None).status.success());
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let interior = summary["history"].as_array().unwrap().iter().any(|round| {
+        let w = round["metrics"]["blend/weight[small]"].as_f64().unwrap();
+        0.01 < w && w < 0.99
+    });
+    assert!(interior, "{}", summary["history"]);
 }
 
 #[test]
