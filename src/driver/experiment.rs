@@ -356,7 +356,7 @@ pub fn model_and_head(
         &data.encoder_sources,
     )?;
     let head = clipped_head(&model, data.train.iter().map(|e| e.label));
-    model.learn_on(data.validation.clone(), head.clip);
+    model.learn_on(&data.validation, head.clip);
     Ok((model, head))
 }
 

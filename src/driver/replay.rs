@@ -490,7 +490,7 @@ impl ReplayExperiment {
         // before its parts train on them.
         let clip = self.core.session.head().clip;
         let models = self.core.session.model_mut();
-        models.learn_on(labelled_events.clone(), clip);
+        models.learn_on(&labelled_events, clip);
         let report = clock.time("train", || models.fit(&train_events, &train_on, epochs))?;
         let remove = picked
             .iter()

@@ -121,10 +121,12 @@ impl ModelSet {
 
     /// The events learned fusions fit their weights on from the next fit on (a split's
     /// validation events, given once; a replay window's revealed labels, given before the
-    /// fit on that window), and the clip range of squared-loss predictions (the labels'
-    /// scale) under which they are compared.
-    pub fn learn_on(&mut self, events: Vec<Interaction>, clip: Option<(f32, f32)>) {
-        self.learn_events = events;
+    /// fit on that window; kept only where a fusion learns), and the clip range of
+    /// squared-loss predictions (the labels' scale) under which they are compared.
+    pub fn learn_on(&mut self, events: &[Interaction], clip: Option<(f32, f32)>) {
+        if self.fusions.iter().any(|f| f.learns.is_some()) {
+            self.learn_events = events.to_vec();
+        }
         self.clip = clip;
     }
 
@@ -280,11 +282,10 @@ impl ModelSet {
         let labels: Vec<f32> = self.learn_events.iter().map(|e| e.label).collect();
         let mut scored_changed = false;
         for f in 0..self.fusions.len() {
-            let learns_now = match &self.fusions[f].learns {
-                Some(Learning::AfterFit) => !before_fit,
-                Some(Learning::BeforeFit(_)) => before_fit,
-                None => false,
-            };
+            let learns_now = matches!(
+                (&self.fusions[f].learns, before_fit),
+                (Some(Learning::AfterFit), false) | (Some(Learning::BeforeFit(_)), true)
+            );
             if !learns_now || labels.is_empty() {
                 continue;
             }

@@ -22,7 +22,7 @@ pub use families::{
     FAMILIES, FamilyDef, TRAIN_OPTIONS, families_taking, family, takes_train_option,
 };
 pub use reference::{describe, markdown};
-pub use strategies::{STRATEGIES, StrategyDef, strategies_taking};
+pub use strategies::{STRATEGIES, StrategyDef, strategies_taking, strategies_with};
 
 /// An option's default, as the reference shows it.
 #[derive(Clone, Copy, Debug)]

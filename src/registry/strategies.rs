@@ -172,6 +172,18 @@ pub static STRATEGIES: &[StrategyDef] = &[
     },
 ];
 
+impl StrategyDef {
+    /// Whether this strategy takes the `select:` option `name` (one of its own).
+    pub fn takes(&self, name: &str) -> bool {
+        self.options.iter().any(|o| o.name == name)
+    }
+}
+
+/// The strategies that take the `select:` option `name`, in the registry's order.
+pub fn strategies_with(name: &str) -> impl Iterator<Item = &'static StrategyDef> {
+    STRATEGIES.iter().filter(move |def| def.takes(name))
+}
+
 impl Strategy {
     /// The registry entry named `name`.
     pub fn by_name(name: &str) -> Option<&'static StrategyDef> {
@@ -190,9 +202,7 @@ impl Strategy {
 /// The strategies that take the `select:` option `name`, in words joined by `and`
 /// (`` `coreset` and `uncertainty_diversity` ``).
 pub fn strategies_taking(name: &str) -> String {
-    let names: Vec<String> = STRATEGIES
-        .iter()
-        .filter(|def| def.options.iter().any(|o| o.name == name))
+    let names: Vec<String> = strategies_with(name)
         .map(|def| format!("`{}`", def.name))
         .collect();
     names.join(" and ")

@@ -378,9 +378,7 @@ fn restrict_strategy_options(definitions: &mut Map<String, Value>) {
     let rules: Vec<Value> = SelectSpec::STRATEGY_OPTIONS
         .into_iter()
         .map(|name| {
-            let takers: Vec<&str> = registry::STRATEGIES
-                .iter()
-                .filter(|def| def.options.iter().any(|o| o.name == name))
+            let takers: Vec<&str> = registry::strategies_with(name)
                 .map(|def| def.name)
                 .collect();
             serde_json::json!({

@@ -700,7 +700,7 @@ fn a_prequential_fusion_learns_from_each_window_before_its_parts_train_on_it() {
             .map(|k| k + 300 * w as u32)
             .collect();
         for model in std::iter::once(&mut set).chain(resumed.as_mut()) {
-            model.learn_on(window.clone(), clip);
+            model.learn_on(window, clip);
             model.fit(window, &keys, 3).unwrap();
         }
         let weights: Vec<f32> = set

@@ -221,7 +221,7 @@ impl Resolver {
             );
         }
         for name in spec.written_strategy_options() {
-            if !def.options.iter().any(|o| o.name == name) {
+            if !def.takes(name) {
                 self.error(
                     path.key(name),
                     format!(
